@@ -1,0 +1,58 @@
+"""The shop: create_app() builds the Flask application (storefront, API, CLI) from config.py."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, g, request
+
+from config import get_config
+from shop.extensions import csrf, db, migrate, redis_ext
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def create_app(config=None) -> Flask:
+    """Build the app. `config` is a settings class or a name (development, test, production)."""
+    app = Flask(__name__, template_folder="../templates", static_folder="static")
+    cfg = config if isinstance(config, type) else get_config(config)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    app.config.from_object(cfg)
+    app.json.sort_keys = False  # keep fields in the order the contract lists them
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    csrf.init_app(app)
+    redis_ext.init_app(app)
+
+    from shop.catalog import models as _catalog_models  # noqa: F401 - register the tables with Alembic
+
+    from shop import cli, errors, health, media
+    from shop.api import bp as api_bp
+    from shop.storefront import bp as storefront_bp
+
+    app.register_blueprint(storefront_bp)
+    app.register_blueprint(api_bp, url_prefix="/api")
+    app.register_blueprint(health.bp)
+    app.register_blueprint(media.bp)
+    csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
+    cli.register(app)
+    errors.register(app)
+    _request_ids(app)
+    return app
+
+
+def _request_ids(app: Flask) -> None:
+    """Every response carries X-Request-ID, echoing the client's when it sent a sane one."""
+
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = incoming if 0 < len(incoming) <= 200 and incoming.isprintable() else uuid.uuid4().hex
+
+    @app.after_request
+    def echo_request_id(response):
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+        return response

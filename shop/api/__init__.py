@@ -1,0 +1,6 @@
+"""The JSON API under /api/v1 (see ../shared/API.md), its OpenAPI document and docs."""
+from flask import Blueprint
+
+bp = Blueprint("api", __name__)
+
+from shop.api import docs, routes  # noqa: E402,F401 - routes attach themselves to bp

@@ -1,0 +1,35 @@
+"""The OpenAPI document (/api/v1/openapi.json) and Swagger UI (/api/docs), served from the installed bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from flask import jsonify, send_from_directory
+
+from shop.api import bp
+from shop.api.openapi import spec
+
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>The shop API v1</title><link rel="stylesheet" href="docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "v1/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+</body></html>"""
+
+
+@bp.get("/v1/openapi.json")
+def openapi_json():
+    return jsonify(spec())
+
+
+@bp.get("/docs")
+def docs():
+    return DOCS_PAGE
+
+
+@bp.get("/docs/static/<path:filename>")
+def docs_static(filename: str):
+    return send_from_directory(SWAGGER_DIR, filename, max_age=86400)

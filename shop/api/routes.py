@@ -1,0 +1,72 @@
+"""Catalogue endpoints of /api/v1. Views parse, call the catalogue queries, serialise."""
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from shop.api import bp
+from shop.api.params import Params
+from shop.catalog import queries
+from shop.catalog.models import Product
+from shop.errors import ApiError
+from shop.http import cacheable
+from shop.media import image_url
+from shop.money import money
+
+V1 = "/v1"
+
+
+def _summary(p: queries.ProductSummary) -> dict:
+    return {"id": p.id, "slug": p.slug, "name": p.name, "brand": p.brand,
+            "price_from": money(p.price_from, p.currency), "image_url": image_url(p.image_path),
+            "in_stock": p.in_stock}
+
+
+def _product(p: Product) -> dict:
+    return {
+        "id": p.id, "slug": p.slug, "name": p.name, "brand": p.brand, "description": p.description,
+        "category": {"id": p.category.id, "slug": p.category.slug, "name": p.category.name},
+        "attributes": p.attributes,
+        "images": [image_url(i.path) for i in p.images],
+        "image_alts": [i.alt for i in p.images],
+        "options": [{"name": o.name, "values": list(o.values)} for o in p.options],
+        "variants": [{"id": v.id, "sku": v.sku, "options": v.options, "price": money(v.price_amount, v.currency),
+                      "compare_at_price": money(v.compare_at_amount, v.currency), "available": v.available,
+                      "weight_grams": v.weight_grams} for v in p.variants],
+    }
+
+
+@bp.get(f"{V1}/categories")
+def categories():
+    cats = queries.list_categories()
+    return cacheable(jsonify([{"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id} for c in cats]))
+
+
+@bp.get(f"{V1}/products")
+def products():
+    p = Params(request.args)
+    slug = p.str("category", max_len=120)
+    f = queries.ProductFilter(
+        min_price=p.int("min_price", lo=0, hi=10**12), max_price=p.int("max_price", lo=0, hi=10**12),
+        in_stock=p.bool("in_stock"), sort=p.choice("sort", list(queries.SORTS), "newest"),
+        page=p.int("page", 1, lo=1, hi=100_000), per_page=p.int("per_page", 20, lo=1, hi=queries.MAX_PER_PAGE))
+    if f.min_price is not None and f.max_price is not None and f.min_price > f.max_price:
+        p.errors["min_price"] = "must not be greater than max_price"
+    p.raise_if_invalid()
+    if slug:
+        category = queries.category_by_slug(slug)
+        if category is None:
+            raise ApiError(422, "validation_failed", "Some query parameters are not valid.",
+                           {"fields": {"category": f"no category with slug {slug!r}"}})
+        f.category_ids = queries.descendant_ids(category)
+    items, total = queries.list_products(f)
+    body = {"items": [_summary(i) for i in items], "page": f.page, "per_page": f.per_page, "total": total}
+    return cacheable(jsonify(body))
+
+
+@bp.get(f"{V1}/products/<slug>")
+def product(slug: str):
+    p = queries.product_by_slug(slug) if len(slug) <= 160 else None
+    if p is None:
+        raise ApiError(404, "product_not_found", "No product with this slug.")
+    return cacheable(jsonify(_product(p)))
+

@@ -1,0 +1,88 @@
+"""Catalogue writes: the rules for products and their variant matrix, and the transaction boundaries."""
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+
+from sqlalchemy import func, select, update
+
+from shop.catalog.models import Product, ProductImage, ProductOption, Variant
+from shop.extensions import db
+
+
+class CatalogError(ValueError):
+    """A product definition that breaks a catalogue rule; `field` names the culprit."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def slugify(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "item"
+
+
+def option_matrix(options: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
+    """Every combination of option values, in declaration order: the variant matrix."""
+    if not options:
+        return [{}]
+    names = [name for name, _ in options]
+    return [dict(zip(names, combo)) for combo in itertools.product(*[values for _, values in options])]
+
+
+def refresh_product_summary(product_ids: list[int] | None = None) -> None:
+    """Recompute the listing columns (price range) from the variants. Flushes; the caller commits."""
+    prices = (select(Variant.product_id, func.min(Variant.price_amount).label("lo"),
+                     func.max(Variant.price_amount).label("hi"))
+              .group_by(Variant.product_id))
+    if product_ids is not None:
+        prices = prices.where(Variant.product_id.in_(product_ids))
+    prices = prices.subquery()
+    db.session.execute(update(Product).where(Product.id == prices.c.product_id)
+                       .values(price_min=prices.c.lo, price_max=prices.c.hi)
+                       .execution_options(synchronize_session=False))
+
+
+def build_product(*, category_id: int, name: str, slug: str | None = None, brand: str = "", description: str = "",
+                  attributes: dict | None = None, status: str = "draft", featured: bool = False,
+                  currency: str = "USD", options: list[tuple[str, list[str]]] = (),
+                  variants: list[dict] = (), images: list[dict] = ()) -> Product:
+    """A new product with its options, variants and images, checked against the catalogue rules.
+
+    Each variant dict has sku, price_amount and options (one value per product option), and may have
+    compare_at_amount, on_hand and weight_grams. Adds to the session and flushes; the caller commits.
+    """
+    if status not in ("active", "draft"):
+        raise CatalogError("status must be active or draft", "status")
+    names = [n for n, _ in options]
+    if len(set(names)) != len(names):
+        raise CatalogError("option names must be unique", "options")
+    product = Product(category_id=category_id, name=name, slug=slug or slugify(name), brand=brand,
+                      description=description, attributes=attributes or {}, status=status, featured=featured,
+                      currency=currency)
+    product.options = [ProductOption(name=n, values=list(vals), position=i) for i, (n, vals) in enumerate(options)]
+    allowed = dict(options)
+    seen = set()
+    for i, v in enumerate(variants):
+        chosen = v.get("options", {})
+        if set(chosen) != set(allowed) or any(chosen[k] not in allowed[k] for k in chosen):
+            raise CatalogError(f"variant {v.get('sku')} must pick one value of each option", "variants")
+        key = tuple(sorted(chosen.items()))
+        if key in seen:
+            raise CatalogError(f"two variants share the options {chosen}", "variants")
+        seen.add(key)
+        if v["price_amount"] < 0 or (v.get("compare_at_amount") or 0) < 0 or v.get("on_hand", 0) < 0:
+            raise CatalogError("prices and stock cannot be negative", "variants")
+        product.variants.append(Variant(sku=v["sku"], options=chosen, price_amount=v["price_amount"],
+                                        compare_at_amount=v.get("compare_at_amount"), currency=currency,
+                                        on_hand=v.get("on_hand", 0), weight_grams=v.get("weight_grams", 0),
+                                        position=i))
+    product.images = [ProductImage(path=img["path"], alt=img.get("alt", ""), position=i) for i, img in enumerate(images)]
+    prices = [v.price_amount for v in product.variants]
+    product.price_min = min(prices) if prices else None
+    product.price_max = max(prices) if prices else None
+    db.session.add(product)
+    db.session.flush()
+    return product

