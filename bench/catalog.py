@@ -1,0 +1,242 @@
+"""Catalogue read throughput: `make bench` (or `.venv/bin/python bench/catalog.py --help`).
+
+What is measured
+    Requests/s and latency (p50/p95/p99, from sending a GET to the last byte of its body) at a fixed
+    concurrency, for the catalogue reads a shopper makes, each target on its own:
+      category   /c/men                                  storefront listing of a top-level category
+      product    /p/<slug>                               storefront product page, 50 real slugs in turn
+      api        /api/v1/products?category=men&per_page=20
+      bare       /bare                                   bench/bare_app.py: Flask + SQLAlchemy `SELECT 1`
+    The bare endpoint is the floor: the `x bare` column is a target's requests/s over the bare one's,
+    i.e. what share of "Flask plus one database round trip" throughput the real page keeps.
+    Only 200s count; other statuses and socket errors are reported apart. Clients send no
+    If-None-Match, so the shop's ETag/304 path and any CDN are out of the picture: this is origin cost.
+
+How
+    1. An embedded PostgreSQL, Redis and Typesense under var/bench (shop.devstack.Stack, fsync off),
+       unless BENCH_DATABASE_URL / BENCH_REDIS_URL / BENCH_TYPESENSE_URL point at running ones.
+    2. `flask db upgrade` and `flask seed demo --if-empty --products N` (the database persists
+       between runs; --reseed replaces the catalogue, `make clean` removes var/bench).
+    3. Two gunicorns with the same set-up (2 workers, gthread with 4 threads each by default): the
+       shop (`wsgi:app`) and the bare app, each on a free port. gthread because gunicorn's sync
+       worker closes every connection after one response (gunicorn/workers/sync.py, force_close),
+       so keep-alive clients would reconnect per request; 2 x 4 threads also give one slot per
+       client at the default concurrency of 8. `--worker-class sync` measures the other set-up.
+    4. Per target, a separate load process (bench/load.py, spawned with multiprocessing) runs a
+       closed loop over keep-alive connections: a warm-up, then the measured window.
+    5. A table on stdout, the same figures as JSON in bench/results/, and everything it started
+       is stopped (also on Ctrl-C or SIGTERM).
+Mind the machine: the load generator, both gunicorns and PostgreSQL share the same cores, so the
+absolute figures are this box's; the ratios travel better.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import load  # noqa: E402 - needs ROOT on sys.path
+from shop.devstack import Stack  # noqa: E402
+
+VAR = ROOT / "var" / "bench"
+RESULTS = ROOT / "bench" / "results"
+SERVICES = ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY")
+CATEGORY = "men"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--products", type=int, default=2000, help="size of the demo catalogue")
+    p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per target")
+    p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
+    p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
+    p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    return p.parse_args(argv)
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        return resp.read()
+
+
+def start_services(stack: Stack) -> dict[str, str]:
+    """URLs of the services: BENCH_* ones as given, the rest started by the stack."""
+    for key in SERVICES:
+        if os.environ.get(f"BENCH_{key}"):
+            os.environ[key] = os.environ[f"BENCH_{key}"]
+        else:
+            os.environ.pop(key, None)  # never a developer's DATABASE_URL by accident
+    return stack.start()
+
+
+def flask_cli(env: dict, *argv: str) -> str:
+    """Run `flask --app wsgi ARGV...`; its output, or an error carrying what it printed."""
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *argv], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"flask {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def prepare_database(env: dict, args) -> int:
+    """Migrate and seed; return the number of products in the catalogue."""
+    flask_cli(env, "db", "upgrade")
+    out = flask_cli(env, "seed", "demo", "--reset" if args.reseed else "--if-empty", "--products", str(args.products))
+    say("seed: " + out.strip().splitlines()[-1])
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        return conn.execute("SELECT count(*) FROM product").fetchone()[0]
+
+
+def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict, args) -> int:
+    """Serve `app` on a free port with the bench's gunicorn set-up; return the port once it answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
+            "--worker-class", args.worker_class, "--graceful-timeout", "5", "--log-level", "warning"]
+    if args.worker_class == "gthread":
+        argv += ["--threads", str(args.threads)]
+    log = VAR / f"gunicorn-{name}.log"
+    proc = stack.spawn(f"gunicorn-{name}", argv, env=env, log=log, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn {name} exited with {proc.returncode}; see {log}")
+        try:
+            get(port, ready_path, timeout=2)
+            return port
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn {name} did not answer {ready_path} in 60s; see {log}")
+
+
+def run_target(port: int, paths: list[str], args) -> dict:
+    """One measurement in a fresh load process; terminated if we are interrupted."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=load.run_in_child, daemon=True,
+                       args=(queue, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds))
+    proc.start()
+    try:
+        result = queue.get(timeout=args.warmup + args.seconds + 60)
+        proc.join(timeout=10)
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    if "failed" in result:
+        raise RuntimeError(f"load process failed: {result['failed']}")
+    return result
+
+
+def table(results: dict[str, dict], paths: dict[str, str]) -> str:
+    bare = results.get("bare", {}).get("rps") or 0
+    fmt = "{:<9} {:<42} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7}"
+    lines = [fmt.format("target", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "x bare"),
+             "-" * 107]
+    for name, r in results.items():
+        ms = [f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p95_ms", "p99_ms")]
+        ratio = f"{r['rps'] / bare:.3f}" if bare else "-"
+        lines.append(fmt.format(name, paths[name][:42], f"{r['rps']:.1f}", *ms, r["errors"], r["connections"], ratio))
+    for name, r in results.items():
+        if r["errors_by_kind"]:
+            lines.append(f"errors in {name}: {r['errors_by_kind']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database="shop_bench",
+                  quiet=True, durable=False)
+    try:
+        env = {**os.environ, **start_services(stack), "SHOP_ENV": "development",
+               "SECRET_KEY": secrets.token_hex(32), "PYTHONUNBUFFERED": "1"}
+        say(f"services up in {time.monotonic() - started:.1f}s: " + ", ".join(
+            f"{k}={env[k]}" for k in SERVICES if k != "TYPESENSE_API_KEY"))
+        n_products = prepare_database(env, args)
+        if n_products != args.products:
+            say(f"warning: the catalogue has {n_products} products, not {args.products} (--reseed replaces it)")
+        shop_port = start_gunicorn(stack, "shop", "wsgi:app", "/healthz", env, args)
+        bare_port = start_gunicorn(stack, "bare", "bench.bare_app:app", "/bare", env, args)
+        listing = json.loads(get(shop_port, "/api/v1/products?per_page=50"))
+        slugs = [p["slug"] for p in listing["items"]]
+        if not slugs:
+            raise RuntimeError("the catalogue API returned no products")
+        targets = {  # name: (port, paths)
+            "category": (shop_port, [f"/c/{CATEGORY}"]),
+            "product": (shop_port, [f"/p/{s}" for s in slugs]),
+            "api": (shop_port, [f"/api/v1/products?category={CATEGORY}&per_page=20"]),
+            "bare": (bare_port, ["/bare"]),
+        }
+        threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+        setup = {
+            "python": platform.python_version(), "cpus": os.cpu_count(), "products": n_products,
+            "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+            "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds": args.seconds,
+            "shop_env": env["SHOP_ENV"], "shop_port": shop_port, "bare_port": bare_port,
+        }
+        say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+        results = {}
+        for name, (port, paths) in targets.items():
+            say(f"{name}: {paths[0]}{f' (+{len(paths) - 1} more)' if len(paths) > 1 else ''}, "
+                f"{args.warmup:g}s warm-up + {args.seconds:g}s")
+            results[name] = run_target(port, paths, args)
+        shown = {name: paths[0] if len(paths) == 1 else "/p/<50 slugs in turn>"
+                 for name, (_, paths) in targets.items()}
+        print()
+        print(table(results, shown))
+        print()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"catalog-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+        bare = results["bare"]["rps"]
+        for r in results.values():
+            r["ratio_to_bare"] = round(r["rps"] / bare, 4) if bare else None
+        out.write_text(json.dumps({"setup": setup, "paths": shown, "results": results}, indent=2) + "\n")
+        say(f"wrote {out.relative_to(ROOT)}")
+        return 0
+    except KeyboardInterrupt:
+        say("interrupted; stopping")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        stack.stop()
+        say(f"stopped everything; {time.monotonic() - started:.0f}s in all")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The load generator of bench/catalog.py, run in a process of its own (never inside gunicorn).
+
+`measure()` opens `concurrency` keep-alive HTTP/1.1 connections (one `http.client.HTTPConnection`
+per client thread), each sending its next GET as soon as the previous answer is read: a closed
+loop, so the offered load adapts to the server and the figures are throughput at that concurrency.
+The paths are shared out round-robin. The first `warmup` seconds are not recorded; then, for
+`seconds`, every request started in the window is timed from sending to the last byte of the body.
+Only a 200 counts as a success; any other status or a socket error is an error, listed by kind.
+A connection the server closes (`Connection: close`) is reopened and counted, so the number of
+connections shows whether keep-alive held.
+"""
+from __future__ import annotations
+
+import http.client
+import math
+import signal
+import threading
+import time
+from collections import Counter
+
+HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "shop-bench"}
+
+
+class _CountingConnection(http.client.HTTPConnection):
+    """An HTTPConnection that counts how often it (re)connects."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.connects = 0
+
+    def connect(self):
+        self.connects += 1
+        super().connect()
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an ascending list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _client(host, port, paths, first, step, record_from, stop_at, out):
+    conn = _CountingConnection(host, port, timeout=30)
+    latencies, errors = [], Counter()
+    i = first
+    while True:
+        started = time.perf_counter()
+        if started >= stop_at:
+            break
+        path = paths[i % len(paths)]
+        i += step
+        try:
+            conn.request("GET", path, headers=HEADERS)
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+            if resp.will_close:
+                conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            status = type(exc).__name__
+        elapsed = time.perf_counter() - started
+        if started < record_from:
+            continue
+        if status == 200:
+            latencies.append(elapsed)
+        else:
+            errors[f"HTTP {status}" if isinstance(status, int) else status] += 1
+    conn.close()
+    out.append((latencies, errors, conn.connects, time.perf_counter()))
+
+
+def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup: float, seconds: float) -> dict:
+    """Drive the server as described above; return the figures as a plain dict."""
+    start = time.perf_counter()
+    record_from, stop_at = start + warmup, start + warmup + seconds
+    out: list = []
+    threads = [threading.Thread(target=_client, daemon=True,
+                                args=(host, port, paths, n, concurrency, record_from, stop_at, out))
+               for n in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies = sorted(x for lat, _, _, _ in out for x in lat)
+    errors = sum((e for _, e, _, _ in out), Counter())
+    window = max(end for *_, end in out) - record_from  # includes the last in-flight requests
+    ms = [x * 1000 for x in latencies]
+    return {
+        "requests": len(ms), "seconds": round(window, 3),
+        "rps": round(len(ms) / window, 1) if window > 0 else 0.0,
+        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
+        "mean_ms": sum(ms) / len(ms) if ms else None, "max_ms": ms[-1] if ms else None,
+        "errors": sum(errors.values()), "errors_by_kind": dict(errors),
+        "connections": sum(c for _, _, c, _ in out),
+    }
+
+
+def run_in_child(queue, host, port, paths, concurrency, warmup, seconds) -> None:
+    """Entry point of the load process: Ctrl-C is the parent's to handle, it terminates this one."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        queue.put(measure(host, port, paths, concurrency=concurrency, warmup=warmup, seconds=seconds))
+    except Exception as exc:  # noqa: BLE001 - reported by the parent
+        queue.put({"failed": f"{type(exc).__name__}: {exc}"})

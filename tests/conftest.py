@@ -1,0 +1,232 @@
+"""Test set-up on real servers.
+
+The suite starts the embedded PostgreSQL, Redis and Typesense once per run under var/test (or uses
+TEST_DATABASE_URL / TEST_REDIS_URL / TEST_TYPESENSE_URL when set), builds the schema with the real
+migrations on a fresh database, and rolls back each test: every test runs inside an outer
+transaction and the app's session works in SAVEPOINTs on that same connection.
+
+Tests that need real commits (live servers, the browser, concurrency) use `committed_db`, a
+database of their own that is created for them and dropped after.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_stack = None
+
+
+def _server_url(database_url: str, dbname: str) -> str:
+    base, _, _ = database_url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def pytest_configure(config):
+    """Bring up the servers before anything imports config.py (which reads the environment)."""
+    global _stack
+    os.environ["SHOP_ENV"] = "test"
+    provided = {k: os.environ.get(f"TEST_{k}") for k in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL")}
+    for key, value in provided.items():
+        if value:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
+    if not all(provided.values()):
+        from shop.devstack import Stack
+
+        # A directory per run, so two runs (or a run beside `make run`) never share a server.
+        _stack = Stack(ROOT / "var" / "test" / f"run-{os.getpid()}", ports={"postgres": 0, "redis": 0, "typesense": 0},
+                       database="shop_test", quiet=True, durable=False)
+        os.environ.update(_stack.start())
+    # A fresh database every run: the schema comes from the migrations, as in production.
+    url = os.environ["DATABASE_URL"]
+    dbname = url.rpartition("/")[2].split("?")[0]
+    _recreate_database(url, dbname)
+    redis_url = os.environ["REDIS_URL"]
+    if redis_url.endswith("/0"):
+        os.environ["REDIS_URL"] = redis_url[:-2] + "/15"  # keep tests off a shared server's db 0
+
+
+def pytest_unconfigure(config):
+    if _stack is not None:
+        _stack.stop()
+        shutil.rmtree(_stack.var, ignore_errors=True)
+
+
+def _recreate_database(url: str, dbname: str) -> None:
+    with psycopg.connect(_server_url(url, "postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+
+
+def config_for(database_url: str | None = None, **overrides):
+    """A TestConfig subclass pointing at another database (or with other settings)."""
+    from config import TestConfig, _database_url
+
+    attrs = dict(overrides)
+    if database_url:
+        attrs["SQLALCHEMY_DATABASE_URI"] = _database_url(database_url)
+    return type("TestConfigVariant", (TestConfig,), attrs)
+
+
+@pytest.fixture(scope="session")
+def app():
+    from flask_migrate import upgrade
+
+    from shop import create_app
+
+    app = create_app("test")
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture
+def db_session(app):
+    """The app's session inside a transaction that is rolled back after the test."""
+    from flask_sqlalchemy.session import _app_ctx_id
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    from shop.extensions import db
+
+    with app.app_context():
+        conn = db.engine.connect()
+        outer = conn.begin()
+        original = db.session
+        db.session = scoped_session(sessionmaker(bind=conn, join_transaction_mode="create_savepoint"),
+                                    scopefunc=_app_ctx_id)
+        try:
+            yield db.session
+        finally:
+            db.session.remove()
+            db.session = original
+            outer.rollback()
+            conn.close()
+
+
+@pytest.fixture
+def client(app, db_session):
+    return app.test_client()
+
+
+@pytest.fixture
+def redis_client(app):
+    from shop.extensions import redis_ext
+
+    redis_ext.client.flushdb()
+    yield redis_ext.client
+    redis_ext.client.flushdb()
+
+
+@pytest.fixture
+def count_queries(app):
+    """Counts SQL statements sent to PostgreSQL while the returned counter is active."""
+    from sqlalchemy import event
+
+    from shop.extensions import db
+
+    class Counter:
+        def __init__(self):
+            self.statements: list[str] = []
+
+        def __enter__(self):
+            self.statements = []
+            event.listen(db.engine, "before_cursor_execute", self._record)
+            return self
+
+        def __exit__(self, *exc):
+            event.remove(db.engine, "before_cursor_execute", self._record)
+
+        def _record(self, conn, cursor, statement, *args):
+            if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+                self.statements.append(statement)
+
+        @property
+        def count(self) -> int:
+            return len(self.statements)
+
+    return Counter
+
+
+@pytest.fixture
+def committed_db():
+    """A database of the test's own with the migrated schema, for code that must really commit.
+
+    Yields its URL; dropped afterwards.
+    """
+    from flask_migrate import upgrade
+
+    from shop import create_app
+
+    base = os.environ["DATABASE_URL"]
+    name = f"shop_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _server_url(base, name)
+    app = create_app(config_for(url))
+    with app.app_context():
+        upgrade()
+    try:
+        yield url
+    finally:
+        from shop.extensions import db
+
+        with app.app_context():
+            db.engine.dispose()
+        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+class LiveServer:
+    """The real app served over HTTP by werkzeug in a thread, on a free port."""
+
+    def __init__(self, flask_app):
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def seeded_shop():
+    """A live server over a committed database holding the demo catalogue (module-wide, read-only)."""
+    from flask_migrate import upgrade
+
+    from shop import create_app
+    from shop.catalog.seed import seed_demo
+    from shop.extensions import db
+
+    base = os.environ["DATABASE_URL"]
+    name = f"shop_demo_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    app = create_app(config_for(_server_url(base, name)))
+    with app.app_context():
+        upgrade()
+        seed_demo(200)
+    with LiveServer(app) as live:
+        live.app = app
+        yield live
+    with app.app_context():
+        db.engine.dispose()
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
