@@ -29,7 +29,11 @@
       var trial = Object.assign({}, picked); trial[el.name] = el.value;
       var v = find(trial);
       var label = form.querySelector("label[for='" + el.id + "']");
-      if (label) label.classList.toggle("unavailable", !v || v.available === 0);
+      if (!label) return;
+      label.classList.toggle("unavailable", !v || v.available === 0);
+      // The strike-through said in words, for screen readers (the span is visually hidden).
+      var note = label.querySelector(".availability");
+      if (note) note.textContent = !v ? "(not available)" : (v.available === 0 ? "(sold out)" : "");
     });
   }
   function update() {
@@ -45,7 +49,7 @@
     });
     if (!v) { stock.textContent = "This combination is not made"; stock.className = "stock stock-out"; return; }
     price.textContent = v.price;
-    compare.hidden = !v.compare_at; compare.textContent = v.compare_at || "";
+    compare.hidden = !v.compare_at; compare.querySelector("s").textContent = v.compare_at || "";
     var s = stockText(v.available);
     stock.textContent = s[0]; stock.className = "stock " + s[1];
     sku.textContent = v.sku;

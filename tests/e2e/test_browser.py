@@ -42,6 +42,8 @@ def browser():
     """One headless Chromium for the module. Requested before `seeded_shop` so a skip costs nothing."""
     path = _chromium_path()
     if path is None:
+        if os.environ.get("SHOP_REQUIRE_BROWSER"):  # CI installs Chromium: a skip there would hide a failure
+            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
         pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
                     "install Debian's chromium package to run the browser tests")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -153,6 +155,16 @@ def _option_label(page, name: str, value: str):
     radio = form.locator(f"input[type=radio][name={json.dumps(name)}][value={json.dumps(value)}]")
     assert radio.count() == 1, f"no radio for {name}={value!r}"
     return form.locator(f"label[for={json.dumps(radio.get_attribute('id'))}]")
+
+
+def _full_page_screenshot(page, path: Path) -> None:
+    """Scroll through first so lazy images below the fold are in the picture too."""
+    height = page.evaluate("document.documentElement.scrollHeight")
+    for y in range(0, height, 600):
+        page.evaluate(f"window.scrollTo(0, {y})")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=path, full_page=True)
 
 
 def _assert_shows(page, variant: dict) -> None:
@@ -272,8 +284,7 @@ def test_pages_fit_the_viewport(browser, seeded_shop, product_choice, width):
         overflowing = {}
         for name, path in pages.items():
             page.goto(seeded_shop.url + path)
-            page.wait_for_load_state("load")
-            page.screenshot(path=SHOTS / f"{name}-{width}.png", full_page=True)
+            _full_page_screenshot(page, SHOTS / f"{name}-{width}.png")
             scroll_width = page.evaluate("document.documentElement.scrollWidth")
             if scroll_width > width:
                 overflowing[name] = scroll_width

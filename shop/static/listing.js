@@ -1,0 +1,9 @@
+// Listing pages: on phones the filter panel starts folded (a "Filters" disclosure) so the products come first.
+// Without JavaScript it stays open; on wide screens it is always open (its summary is hidden by the CSS).
+(function () {
+  var panel = document.getElementById("filters-panel");
+  if (!panel || !window.matchMedia) return;
+  var narrow = window.matchMedia("(max-width: 760px)");
+  if (narrow.matches) panel.open = false;
+  narrow.addEventListener("change", function (e) { if (!e.matches) panel.open = true; });
+})();
