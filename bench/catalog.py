@@ -7,10 +7,13 @@ What is measured
       product    /p/<slug>                               storefront product page, 50 real slugs in turn
       api        /api/v1/products?category=men&per_page=20
       bare       /bare                                   bench/bare_app.py: Flask + SQLAlchemy `SELECT 1`
-    The bare endpoint is the floor: the `x bare` column is a target's requests/s over the bare one's,
-    i.e. what share of "Flask plus one database round trip" throughput the real page keeps.
-    Only 200s count; other statuses and socket errors are reported apart. Clients send no
-    If-None-Match, so the shop's ETag/304 path and any CDN are out of the picture: this is origin cost.
+    The bare endpoint is the floor: `x bare` is a target's requests/s over the bare one's, i.e. the
+    share of "Flask plus one database round trip" throughput the real page keeps. `cpu ms/r` is the
+    gunicorn workers' CPU time per request (from /proc, warm-up included): the app's own cost, less
+    sensitive than req/s to the load generator sharing the cores. `conns` is how many connections
+    the clients opened; it equals the concurrency when keep-alive held. Only 200s count; other
+    statuses and socket errors are reported apart. Clients send no If-None-Match, so the shop's
+    ETag/304 path and any CDN are out of the picture: this is the cost at the origin.
 
 How
     1. An embedded PostgreSQL, Redis and Typesense under var/bench (shop.devstack.Stack, fsync off),
@@ -26,8 +29,8 @@ How
        closed loop over keep-alive connections: a warm-up, then the measured window.
     5. A table on stdout, the same figures as JSON in bench/results/, and everything it started
        is stopped (also on Ctrl-C or SIGTERM).
-Mind the machine: the load generator, both gunicorns and PostgreSQL share the same cores, so the
-absolute figures are this box's; the ratios travel better.
+The load generator, the gunicorns and PostgreSQL share the machine's cores, so absolute figures are
+this box's (and any other busy process skews them: the JSON records the load average); ratios travel better.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import json
 import multiprocessing
 import os
 import platform
+import queue
 import secrets
 import signal
 import socket
@@ -118,8 +122,8 @@ def prepare_database(env: dict, args) -> int:
         return conn.execute("SELECT count(*) FROM product").fetchone()[0]
 
 
-def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict, args) -> int:
-    """Serve `app` on a free port with the bench's gunicorn set-up; return the port once it answers."""
+def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict, args) -> tuple[int, int]:
+    """Serve `app` on a free port with the bench's gunicorn set-up; (port, master pid) once it answers."""
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
             "--worker-class", args.worker_class, "--graceful-timeout", "5", "--log-level", "warning"]
@@ -133,44 +137,101 @@ def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict
             raise RuntimeError(f"gunicorn {name} exited with {proc.returncode}; see {log}")
         try:
             get(port, ready_path, timeout=2)
-            return port
+            return port, proc.pid
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"gunicorn {name} did not answer {ready_path} in 60s; see {log}")
 
 
-def run_target(port: int, paths: list[str], args) -> dict:
-    """One measurement in a fresh load process; terminated if we are interrupted."""
+def workers_cpu(master_pid: int) -> float | None:
+    """CPU seconds (user + system) the gunicorn master's workers have used so far; None off Linux."""
+    try:
+        total = 0.0
+        for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_target(port: int, master_pid: int, paths: list[str], args) -> dict:
+    """One measurement in a fresh load process (terminated if we are interrupted), plus the
+    gunicorn workers' CPU per request, warm-up included: the app's cost, whatever the client's."""
+    cpu_before = workers_cpu(master_pid)
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
+    answers = ctx.Queue()
     proc = ctx.Process(target=load.run_in_child, daemon=True,
-                       args=(queue, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds))
+                       args=(answers, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds))
     proc.start()
     try:
-        result = queue.get(timeout=args.warmup + args.seconds + 60)
+        result = answers.get(timeout=args.warmup + args.seconds + 60)
         proc.join(timeout=10)
+    except queue.Empty:
+        raise RuntimeError(f"the load process gave no answer (exit code {proc.exitcode})") from None
     finally:
         if proc.is_alive():
             proc.terminate()
             proc.join()
     if "failed" in result:
         raise RuntimeError(f"load process failed: {result['failed']}")
+    cpu_after = workers_cpu(master_pid)
+    result["server_cpu_ms_per_req"] = (round((cpu_after - cpu_before) * 1000 / result["sent_with_warmup"], 2)
+                                       if cpu_before is not None and cpu_after is not None else None)
     return result
 
 
 def table(results: dict[str, dict], paths: dict[str, str]) -> str:
-    bare = results.get("bare", {}).get("rps") or 0
-    fmt = "{:<9} {:<42} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7}"
-    lines = [fmt.format("target", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "x bare"),
-             "-" * 107]
+    fmt = "{:<9} {:<42} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7}"
+    lines = [fmt.format("target", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "cpu ms/r",
+                        "x bare"), "-" * 115]
     for name, r in results.items():
-        ms = [f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p95_ms", "p99_ms")]
-        ratio = f"{r['rps'] / bare:.3f}" if bare else "-"
-        lines.append(fmt.format(name, paths[name][:42], f"{r['rps']:.1f}", *ms, r["errors"], r["connections"], ratio))
-    for name, r in results.items():
-        if r["errors_by_kind"]:
-            lines.append(f"errors in {name}: {r['errors_by_kind']}")
+        figs = [f"{r[k]:.1f}" if r[k] is not None else "-"
+                for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")]
+        ratio = f"{r['ratio_to_bare']:.3f}" if r["ratio_to_bare"] is not None else "-"
+        lines.append(fmt.format(name, paths[name][:42], *figs[:4], r["errors"], r["connections"], figs[4], ratio))
+    lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
     return "\n".join(lines)
+
+
+def bench(stack: Stack, args) -> None:
+    env = {**os.environ, **start_services(stack), "SHOP_ENV": "development",
+           "SECRET_KEY": secrets.token_hex(32), "PYTHONUNBUFFERED": "1"}
+    say("services: " + ", ".join(f"{k}={env[k]}" for k in SERVICES[:3]))
+    n_products = prepare_database(env, args)
+    if n_products != args.products:
+        say(f"warning: the catalogue has {n_products} products, not {args.products} (--reseed replaces it)")
+    shop = start_gunicorn(stack, "shop", "wsgi:app", "/healthz", env, args)
+    bare = start_gunicorn(stack, "bare", "bench.bare_app:app", "/bare", env, args)
+    slugs = [p["slug"] for p in json.loads(get(shop[0], "/api/v1/products?per_page=50"))["items"]]
+    if not slugs:
+        raise RuntimeError("the catalogue API returned no products")
+    targets = {  # name: ((port, gunicorn master pid), paths)
+        "category": (shop, [f"/c/{CATEGORY}"]),
+        "product": (shop, [f"/p/{s}" for s in slugs]),
+        "api": (shop, [f"/api/v1/products?category={CATEGORY}&per_page=20"]),
+        "bare": (bare, ["/bare"]),
+    }
+    shown = {name: paths[0] if len(paths) == 1 else f"/p/<{len(paths)} slugs in turn>"
+             for name, (_, paths) in targets.items()}
+    threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+    setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
+             "products": n_products, "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+             "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds": args.seconds,
+             "shop_env": env["SHOP_ENV"], "shop_port": shop[0], "bare_port": bare[0]}
+    say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+    results = {}
+    for name, ((port, pid), paths) in targets.items():
+        say(f"{name}: {shown[name]}, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        results[name] = run_target(port, pid, paths, args)
+    floor = results["bare"]["rps"]
+    for r in results.values():
+        r["ratio_to_bare"] = round(r["rps"] / floor, 4) if floor else None
+    print(f"\n{table(results, shown)}\n", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"catalog-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"setup": setup, "paths": shown, "results": results}, indent=2) + "\n")
+    say(f"wrote {out.relative_to(ROOT)}")
 
 
 def main(argv=None) -> int:
@@ -184,50 +245,7 @@ def main(argv=None) -> int:
     stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database="shop_bench",
                   quiet=True, durable=False)
     try:
-        env = {**os.environ, **start_services(stack), "SHOP_ENV": "development",
-               "SECRET_KEY": secrets.token_hex(32), "PYTHONUNBUFFERED": "1"}
-        say(f"services up in {time.monotonic() - started:.1f}s: " + ", ".join(
-            f"{k}={env[k]}" for k in SERVICES if k != "TYPESENSE_API_KEY"))
-        n_products = prepare_database(env, args)
-        if n_products != args.products:
-            say(f"warning: the catalogue has {n_products} products, not {args.products} (--reseed replaces it)")
-        shop_port = start_gunicorn(stack, "shop", "wsgi:app", "/healthz", env, args)
-        bare_port = start_gunicorn(stack, "bare", "bench.bare_app:app", "/bare", env, args)
-        listing = json.loads(get(shop_port, "/api/v1/products?per_page=50"))
-        slugs = [p["slug"] for p in listing["items"]]
-        if not slugs:
-            raise RuntimeError("the catalogue API returned no products")
-        targets = {  # name: (port, paths)
-            "category": (shop_port, [f"/c/{CATEGORY}"]),
-            "product": (shop_port, [f"/p/{s}" for s in slugs]),
-            "api": (shop_port, [f"/api/v1/products?category={CATEGORY}&per_page=20"]),
-            "bare": (bare_port, ["/bare"]),
-        }
-        threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
-        setup = {
-            "python": platform.python_version(), "cpus": os.cpu_count(), "products": n_products,
-            "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
-            "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds": args.seconds,
-            "shop_env": env["SHOP_ENV"], "shop_port": shop_port, "bare_port": bare_port,
-        }
-        say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
-        results = {}
-        for name, (port, paths) in targets.items():
-            say(f"{name}: {paths[0]}{f' (+{len(paths) - 1} more)' if len(paths) > 1 else ''}, "
-                f"{args.warmup:g}s warm-up + {args.seconds:g}s")
-            results[name] = run_target(port, paths, args)
-        shown = {name: paths[0] if len(paths) == 1 else "/p/<50 slugs in turn>"
-                 for name, (_, paths) in targets.items()}
-        print()
-        print(table(results, shown))
-        print()
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"catalog-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-        bare = results["bare"]["rps"]
-        for r in results.values():
-            r["ratio_to_bare"] = round(r["rps"] / bare, 4) if bare else None
-        out.write_text(json.dumps({"setup": setup, "paths": shown, "results": results}, indent=2) + "\n")
-        say(f"wrote {out.relative_to(ROOT)}")
+        bench(stack, args)
         return 0
     except KeyboardInterrupt:
         say("interrupted; stopping")

@@ -12,6 +12,7 @@ connections shows whether keep-alive held.
 from __future__ import annotations
 
 import http.client
+import itertools
 import math
 import signal
 import threading
@@ -41,16 +42,16 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def _client(host, port, paths, first, step, record_from, stop_at, out):
+def _client(host, port, paths, tickets, record_from, stop_at, out):
     conn = _CountingConnection(host, port, timeout=30)
     latencies, errors = [], Counter()
-    i = first
+    sent = 0
     while True:
         started = time.perf_counter()
         if started >= stop_at:
             break
-        path = paths[i % len(paths)]
-        i += step
+        path = paths[next(tickets) % len(paths)]  # one shared round-robin (next() is atomic under the GIL)
+        sent += 1
         try:
             conn.request("GET", path, headers=HEADERS)
             resp = conn.getresponse()
@@ -69,7 +70,7 @@ def _client(host, port, paths, first, step, record_from, stop_at, out):
         else:
             errors[f"HTTP {status}" if isinstance(status, int) else status] += 1
     conn.close()
-    out.append((latencies, errors, conn.connects, time.perf_counter()))
+    out.append((latencies, errors, conn.connects, sent, time.perf_counter()))
 
 
 def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup: float, seconds: float) -> dict:
@@ -77,24 +78,25 @@ def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup:
     start = time.perf_counter()
     record_from, stop_at = start + warmup, start + warmup + seconds
     out: list = []
+    tickets = itertools.count()
     threads = [threading.Thread(target=_client, daemon=True,
-                                args=(host, port, paths, n, concurrency, record_from, stop_at, out))
+                                args=(host, port, paths, tickets, record_from, stop_at, out))
                for n in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    latencies = sorted(x for lat, _, _, _ in out for x in lat)
-    errors = sum((e for _, e, _, _ in out), Counter())
+    latencies = sorted(x for lat, *_ in out for x in lat)
+    errors = sum((e for _, e, *_ in out), Counter())
     window = max(end for *_, end in out) - record_from  # includes the last in-flight requests
-    ms = [x * 1000 for x in latencies]
+    ms = [round(x * 1000, 3) for x in latencies]
     return {
         "requests": len(ms), "seconds": round(window, 3),
         "rps": round(len(ms) / window, 1) if window > 0 else 0.0,
         "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
-        "mean_ms": sum(ms) / len(ms) if ms else None, "max_ms": ms[-1] if ms else None,
+        "mean_ms": round(sum(ms) / len(ms), 3) if ms else None, "max_ms": ms[-1] if ms else None,
         "errors": sum(errors.values()), "errors_by_kind": dict(errors),
-        "connections": sum(c for _, _, c, _ in out),
+        "connections": sum(o[2] for o in out), "sent_with_warmup": sum(o[3] for o in out),
     }
 
 
