@@ -10,15 +10,14 @@ to the database". The engine gets the shop's own URL rewriting (psycopg 3 driver
 """
 from __future__ import annotations
 
-import os
-
 from flask import Flask, jsonify
 from sqlalchemy import create_engine, text
 
-from config import Config, _database_url
+from config import from_environment
 
 app = Flask(__name__)
-engine = create_engine(_database_url(os.environ["DATABASE_URL"]), **Config.SQLALCHEMY_ENGINE_OPTIONS)
+settings = from_environment()
+engine = create_engine(settings["SQLALCHEMY_DATABASE_URI"], **settings["SQLALCHEMY_ENGINE_OPTIONS"])
 
 
 @app.get("/bare")

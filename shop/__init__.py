@@ -7,7 +7,7 @@ import uuid
 from flask import Flask, g, request
 
 from config import get_config
-from shop.extensions import csrf, db, migrate, redis_ext
+from shop.extensions import csrf, db, login_manager, migrate, redis_ext
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -26,8 +26,18 @@ def create_app(config=None) -> Flask:
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     csrf.init_app(app)
     redis_ext.init_app(app)
+    _login(app)
+    if app.config["PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from shop.catalog import models as _catalog_models  # noqa: F401 - register the tables with Alembic
+        n = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    # Register every model with SQLAlchemy (and so with Alembic), and the session hooks.
+    from shop.accounts import models as _accounts_models  # noqa: F401
+    from shop.audit import services as _audit_hooks  # noqa: F401
+    from shop.catalog import models as _catalog_models  # noqa: F401
+    from shop.notifications import services as _notification_hooks  # noqa: F401
 
     from shop import cli, errors, health, media
     from shop.api import bp as api_bp
@@ -39,9 +49,24 @@ def create_app(config=None) -> Flask:
     app.register_blueprint(media.bp)
     csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
     cli.register(app)
+    from admin import init_admin
+
+    init_admin(app)
     errors.register(app)
     _request_ids(app)
     return app
+
+
+def _login(app: Flask) -> None:
+    """Flask-Login over the signed cookie session: the server keeps no session state of its own."""
+    from shop.accounts.services import load_session_user
+
+    login_manager.init_app(app)
+    login_manager.login_view = "storefront.login"
+    login_manager.login_message = "Please log in to see that page."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+    login_manager.user_loader(load_session_user)
 
 
 def _request_ids(app: Flask) -> None:

@@ -3,6 +3,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from shop.accounts.models import ROLES
 from shop.catalog import seed as catalog_seed
 from shop.extensions import db
 
@@ -28,5 +29,28 @@ def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
                .format(**counts))
 
 
+staff_cli = AppGroup("staff", help="Manage staff accounts.")
+
+
+@staff_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="At least 10 characters; asked for when not given.")
+@click.option("--name", default="")
+def staff_create(email: str, role: str, password: str, name: str) -> None:
+    """Create a staff account with a role (warehouse, support, analyst, manager, admin)."""
+    from shop.accounts.services import create_staff
+    from shop.errors import ApiError
+
+    try:
+        user = create_staff(email, role, password, name)
+    except ApiError as exc:
+        problems = "; ".join(f"{k} {v}" for k, v in exc.details.get("fields", {}).items())
+        raise click.ClickException(problems or exc.message) from None
+    click.echo(f"Created {role} {user.email} (id {user.id}).")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_cli)
+    app.cli.add_command(staff_cli)

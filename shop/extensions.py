@@ -1,10 +1,14 @@
 """Extensions, created once and unbound; create_app() binds them. Nothing connects at import."""
+from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from redis import Redis
 from rq import Queue
-from sqlalchemy import MetaData
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData
+from sqlalchemy.orm import DeclarativeBase, registry
 
 # Deterministic constraint names, so Alembic migrations can drop what they create.
 NAMING = {
@@ -15,9 +19,18 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
+
+
+class Base(DeclarativeBase):
+    # Every timestamp is timezone-aware (timestamptz), stored and compared in UTC.
+    registry = registry(metadata=MetaData(naming_convention=NAMING),
+                        type_annotation_map={datetime: DateTime(timezone=True)})
+
+
+db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 csrf = CSRFProtect()
+login_manager = LoginManager()
 
 QUEUE_NAMES = ("default", "mail", "search")
 

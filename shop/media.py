@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, Response, abort, current_app, url_for
+from flask import Blueprint, Response, abort, current_app, request, send_from_directory, url_for
+
+from shop.extensions import csrf
 
 bp = Blueprint("media", __name__)
 PLACEHOLDER = re.compile(r"placeholder/(\d{1,3})/([a-z0-9-]{1,60})\.svg")
@@ -27,8 +29,26 @@ def image_url(path: str | None) -> str | None:
     return url_for("media.file", path=path)
 
 
+@bp.put("/media/upload/<token>")
+@csrf.exempt  # authorised by the signed URL itself, like a pre-signed S3 URL
+def upload(token: str):
+    """The local backend's pre-signed upload target (see shop.storage.backends)."""
+    from shop.storage.backends import accept_local_upload
+
+    key = accept_local_upload(token, request.content_type, request.stream, request.content_length)
+    return {"key": key, "public_url": image_url(key)}, 201
+
+
 @bp.get("/media/<path:path>")
 def file(path: str):
+    if path.startswith("uploads/"):
+        from shop.storage.backends import KEY_RE
+
+        if not KEY_RE.fullmatch(path):
+            abort(404)
+        resp = send_from_directory(current_app.config["UPLOAD_DIR"], path.removeprefix("uploads/"), max_age=ONE_YEAR)
+        resp.headers["Cache-Control"] = f"public, max-age={ONE_YEAR}, immutable"
+        return resp
     m = PLACEHOLDER.fullmatch(path)
     if not m:
         abort(404)

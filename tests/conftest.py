@@ -68,13 +68,13 @@ def _recreate_database(url: str, dbname: str) -> None:
 
 
 def config_for(database_url: str | None = None, **overrides):
-    """A TestConfig subclass pointing at another database (or with other settings)."""
-    from config import TestConfig, _database_url
+    """The test settings pointing at another database (or with other settings)."""
+    from config import _database_url, get_config
 
     attrs = dict(overrides)
     if database_url:
         attrs["SQLALCHEMY_DATABASE_URI"] = _database_url(database_url)
-    return type("TestConfigVariant", (TestConfig,), attrs)
+    return type("TestConfigVariant", (get_config("test"),), attrs)
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,23 @@ def add_image(product, path: str, alt: str = "", position: int = 99) -> ProductI
     db.session.add(img)
     db.session.flush()
     return img
+
+
+def make_user(email: str | None = None, *, role: str | None = None, password: str = "correct horse battery",
+              name: str = "Test Person", verified: bool = True):
+    """A shopper (role None) or a staff member. The password hash is real argon2."""
+    from datetime import datetime, timezone
+
+    from shop.accounts.models import User
+    from shop.accounts.passwords import hash_password
+
+    n = next(_seq)
+    user = User(email=email or f"person{n}@example.com", name=name, role=role,
+                password_hash=_hash_cache.get(password) or _hash_cache.setdefault(password, hash_password(password)),
+                email_verified_at=datetime.now(timezone.utc) if verified else None)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+_hash_cache: dict[str, str] = {}  # argon2 is slow on purpose; tests reuse one hash per password

@@ -66,7 +66,130 @@ SCHEMAS = {
                     "variants": {"type": "array", "items": _ref("Variant")}}},
 }
 
+SCHEMAS.update({
+    "User": {"type": "object", "required": ["id", "email", "name"], "properties": {
+        "id": {"type": "integer"}, "email": {"type": "string", "format": "email"}, "name": {"type": "string"}}},
+    "Me": {"allOf": [{"$ref": "#/components/schemas/User"}, {"type": "object", "properties": {
+        "roles": {"type": "array", "items": {"type": "string",
+                                             "enum": ["warehouse", "support", "analyst", "manager", "admin"]}},
+        "email_verified": {"type": "boolean"}}}]},
+    "TokenPair": {"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"],
+                  "properties": {"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
+                                 "token_type": {"const": "Bearer"},
+                                 "expires_in": {"type": "integer", "description": "seconds (900)"}}},
+    "Address": {"type": "object", "required": ["name", "line1", "city", "postal_code", "country"], "properties": {
+        "id": {"type": "integer", "readOnly": True}, "name": {"type": "string"}, "line1": {"type": "string"},
+        "line2": {"type": ["string", "null"]}, "city": {"type": "string"}, "region": {"type": ["string", "null"]},
+        "postal_code": {"type": "string"}, "country": {"type": "string", "minLength": 2, "maxLength": 2},
+        "phone": {"type": ["string", "null"]}}},
+    "NewProduct": {"type": "object", "required": ["category", "name", "variants"], "properties": {
+        "category": {"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "id or slug"},
+        "name": {"type": "string"}, "slug": {"type": "string"}, "brand": {"type": "string"},
+        "description": {"type": "string"}, "status": {"enum": ["draft", "active"], "default": "draft"},
+        "attributes": {"type": "object"},
+        "options": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "values": {"type": "array", "items": {"type": "string"}}}}},
+        "variants": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["sku", "price"],
+                                                             "properties": {
+            "sku": {"type": "string"}, "options": {"type": "object", "additionalProperties": {"type": "string"}},
+            "price": {"oneOf": [{"$ref": "#/components/schemas/Money"}, {"type": "integer"}]},
+            "compare_at_price": {"oneOf": [{"$ref": "#/components/schemas/Money"}, {"type": "integer"}]},
+            "on_hand": {"type": "integer", "minimum": 0}, "weight_grams": {"type": "integer", "minimum": 0}}}},
+        "images": {"type": "array", "items": {"type": "object", "properties": {
+            "url": {"type": "string"}, "alt": {"type": "string"}}}}}},
+    "Upload": {"type": "object", "required": ["upload_url", "method", "headers", "public_url"], "properties": {
+        "upload_url": {"type": "string"}, "method": {"const": "PUT"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "public_url": {"type": "string"}, "key": {"type": "string", "description": "pass as an image url/path"},
+        "expires_in": {"type": "integer"}}},
+})
+
 COMMON_ERRORS = {"405": _error("method not allowed"), "500": _error("unexpected error, logged with its request id")}
+AUTH_ERRORS = {"401": _error("no, bad, expired or revoked bearer token"), **COMMON_ERRORS}
+STAFF_ERRORS = {**AUTH_ERRORS, "403": _error("your role does not allow this (details.permission)")}
+BEARER = [{"bearer": []}]
+
+
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _obj(*required: str, **props) -> dict:
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+def _page(item: dict) -> dict:
+    return _obj("items", "page", "per_page", "total", items={"type": "array", "items": item},
+                page={"type": "integer"}, per_page={"type": "integer"}, total={"type": "integer"})
+
+
+ACCOUNT_PATHS = {
+    "/v1/auth/register": {"post": {
+        "summary": "Create a shopper account (a verification link is mailed)", "tags": ["accounts"],
+        "requestBody": _body(_obj("email", "password", email={"type": "string"},
+                                  password={"type": "string", "minLength": 10}, name={"type": "string"})),
+        "responses": {"201": _ok(_ref("User")), "400": _error("body is not a JSON object"),
+                      "409": _error("email_taken"), "422": _error("weak password or bad email"), **COMMON_ERRORS}}},
+    "/v1/auth/token": {"post": {
+        "summary": "Log in: an access token (15 min) and a refresh token (30 days)", "tags": ["accounts"],
+        "requestBody": _body(_obj("email", "password", email={"type": "string"}, password={"type": "string"})),
+        "responses": {"200": _ok(_ref("TokenPair")), "401": _error("invalid_credentials"),
+                      "429": _error("rate_limited after repeated failures (Retry-After header)"), **COMMON_ERRORS}}},
+    "/v1/auth/refresh": {"post": {
+        "summary": "Spend a refresh token for a new pair; a spent token presented again revokes the log-in",
+        "tags": ["accounts"], "requestBody": _body(_obj("refresh_token", refresh_token={"type": "string"})),
+        "responses": {"200": _ok(_ref("TokenPair")), "401": _error("invalid, spent or revoked"), **COMMON_ERRORS}}},
+    "/v1/auth/logout": {"post": {
+        "summary": "End the log-in this refresh token belongs to", "tags": ["accounts"],
+        "requestBody": _body(_obj("refresh_token", refresh_token={"type": "string"})),
+        "responses": {"204": {"description": "logged out"}, "401": _error("invalid token"), **COMMON_ERRORS}}},
+    "/v1/me": {"get": {"summary": "The authenticated user", "tags": ["accounts"], "security": BEARER,
+                       "responses": {"200": _ok(_ref("Me")), **AUTH_ERRORS}}},
+    "/v1/me/addresses": {
+        "get": {"summary": "The user's address book", "tags": ["accounts"], "security": BEARER,
+                "responses": {"200": _ok(_page(_ref("Address"))), **AUTH_ERRORS}},
+        "post": {"summary": "Add an address", "tags": ["accounts"], "security": BEARER,
+                 "requestBody": _body(_ref("Address")),
+                 "responses": {"201": _ok(_ref("Address")), "422": _error("field errors"), **AUTH_ERRORS}}},
+}
+
+ADMIN_PATHS = {
+    "/v1/admin/products": {"post": {
+        "summary": "Create a product with its options, variants and images (catalog.edit)", "tags": ["admin"],
+        "security": BEARER, "requestBody": _body(_ref("NewProduct")),
+        "responses": {"201": _ok(_ref("Product")), "409": _error("slug or SKU taken"),
+                      "422": _error("field errors"), **STAFF_ERRORS}}},
+    "/v1/admin/variants/{variant_id}/stock": {"put": {
+        "summary": "Record a stock count: the units on hand (stock.edit)", "tags": ["admin"], "security": BEARER,
+        "parameters": [{"name": "variant_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "requestBody": _body(_obj("on_hand", on_hand={"type": "integer", "minimum": 0})),
+        "responses": {"200": _ok(_obj("id", "sku", "on_hand", "available", id={"type": "integer"},
+                                      sku={"type": "string"}, on_hand={"type": "integer"},
+                                      available={"type": "integer"})),
+                      "404": _error("no such variant"), "422": _error("bad count"), **STAFF_ERRORS}}},
+    "/v1/admin/stock/low": {"get": {
+        "summary": "Variants at or below the low-stock threshold (stock.view)", "tags": ["admin"], "security": BEARER,
+        "responses": {"200": _ok(_page(_obj("variant_id", "sku", "on_hand", variant_id={"type": "integer"},
+                                            sku={"type": "string"}, product_id={"type": "integer"},
+                                            product_name={"type": "string"}, options={"type": "object"},
+                                            on_hand={"type": "integer"}, threshold={"type": "integer"}))),
+                      **STAFF_ERRORS}}},
+    "/v1/admin/uploads": {"post": {
+        "summary": "A pre-signed URL to upload one product image straight to storage (catalog.edit)",
+        "tags": ["admin"], "security": BEARER,
+        "requestBody": _body(_obj("filename", "content_type", filename={"type": "string"},
+                                  content_type={"enum": ["image/jpeg", "image/png", "image/webp", "image/gif"]},
+                                  size={"type": "integer", "description": "bytes; S3 then enforces it"})),
+        "responses": {"201": _ok(_ref("Upload")), "422": _error("bad type or size"), **STAFF_ERRORS}}},
+    "/v1/admin/customers/{customer_id}": {"get": {
+        "summary": "A customer's personal data (customers.pii)", "tags": ["admin"], "security": BEARER,
+        "parameters": [{"name": "customer_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "responses": {"200": _ok(_obj("id", "email", "name", "addresses", id={"type": "integer"},
+                                      email={"type": "string"}, name={"type": "string"},
+                                      email_verified={"type": "boolean"}, created_at={"type": "string"},
+                                      addresses={"type": "array", "items": _ref("Address")})),
+                      "404": _error("no such customer"), **STAFF_ERRORS}}},
+}
 
 
 @lru_cache(maxsize=1)
@@ -103,6 +226,9 @@ def spec() -> dict:
                               **COMMON_ERRORS}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                          "responses": {"200": {"description": "OpenAPI 3.1 JSON"}}}},
+            **ACCOUNT_PATHS,
+            **ADMIN_PATHS,
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }

@@ -1,4 +1,3 @@
-from config import _database_url, get_config
 from shop.catalog.services import option_matrix, slugify
 
 
@@ -16,15 +15,3 @@ def test_a_product_without_options_has_one_variant():
 def test_slugify_makes_url_safe_slugs():
     assert slugify("Crème Brûlée T-Shirt!") == "creme-brulee-t-shirt"
     assert slugify("!!!") == "item"
-
-
-def test_database_url_accepts_standard_forms():
-    assert _database_url("postgres://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
-    assert _database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
-
-
-def test_unknown_environment_name_is_refused():
-    import pytest
-
-    with pytest.raises(RuntimeError, match="SHOP_ENV"):
-        get_config("staging")

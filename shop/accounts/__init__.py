@@ -1,0 +1,1 @@
+"""Accounts: shoppers, staff, passwords, sessions, API tokens and the permission registry."""

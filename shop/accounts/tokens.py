@@ -1,0 +1,121 @@
+"""API tokens: short-lived JWT access tokens and rotating refresh tokens with reuse detection.
+
+Every log-in starts a *family*. The family and each live refresh token are keys in Redis, so every
+web process agrees on what is revoked:
+
+    auth:fam:<family>   -> user id      (deleted = the whole log-in is revoked)
+    auth:rt:<jti>       -> family       (deleted when spent by a refresh or a logout)
+
+A refresh spends its token with GETDEL, which exactly one caller can win. Presenting a spent
+token again is reuse: someone holds a copy, so the whole family is revoked. Access tokens carry
+their family and the user's credentials version, so a revoked log-in or a password change stops
+them at once, not only after 15 minutes.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+
+import jwt
+from flask import current_app
+
+from shop.errors import ApiError
+from shop.extensions import redis_ext
+
+ALGORITHM = "HS256"
+
+
+class TokenError(ApiError):
+    def __init__(self, message: str = "The token is not valid."):
+        super().__init__(401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _key() -> bytes:
+    """A 256-bit signing key derived from SECRET_KEY, distinct from the one that signs cookies."""
+    secret = (current_app.config.get("JWT_SECRET_KEY") or current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(secret, b"shop.api-tokens.v1", hashlib.sha256).digest()
+
+
+def _encode(claims: dict) -> str:
+    return jwt.encode(claims, _key(), algorithm=ALGORITHM)
+
+
+def _mint(user, family: str) -> dict:
+    cfg = current_app.config
+    now = int(time.time())
+    refresh_jti = uuid.uuid4().hex
+    common = {"sub": str(user.id), "fam": family, "ver": user.credentials_version, "iat": now}
+    access = _encode({**common, "typ": "access", "jti": uuid.uuid4().hex, "exp": now + cfg["ACCESS_TOKEN_SECONDS"]})
+    refresh = _encode({**common, "typ": "refresh", "jti": refresh_jti, "exp": now + cfg["REFRESH_TOKEN_SECONDS"]})
+    pipe = redis_ext.client.pipeline()
+    pipe.set(f"auth:fam:{family}", user.id, ex=cfg["REFRESH_TOKEN_SECONDS"])
+    pipe.set(f"auth:rt:{refresh_jti}", family, ex=cfg["REFRESH_TOKEN_SECONDS"])
+    pipe.execute()
+    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
+            "expires_in": cfg["ACCESS_TOKEN_SECONDS"]}
+
+
+def issue_pair(user) -> dict:
+    """A new log-in: a new family with its first access and refresh tokens."""
+    return _mint(user, uuid.uuid4().hex)
+
+
+def decode(token: str, expected_type: str) -> dict:
+    """Verified claims of a token of `expected_type`; TokenError for anything else.
+
+    Only HS256 is accepted, so `alg: none` and algorithm swaps fail signature checking.
+    """
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        raise TokenError()
+    try:
+        claims = jwt.decode(token, _key(), algorithms=[ALGORITHM],
+                            options={"require": ["exp", "iat", "sub", "typ", "jti", "fam", "ver"]})
+    except jwt.ExpiredSignatureError:
+        raise TokenError("The token has expired.") from None
+    except jwt.InvalidTokenError:
+        raise TokenError() from None
+    if claims.get("typ") != expected_type:
+        raise TokenError(f"An {expected_type} token is needed here.")
+    return claims
+
+
+def family_alive(family: str) -> bool:
+    return bool(redis_ext.client.exists(f"auth:fam:{family}"))
+
+
+def revoke_family(family: str) -> None:
+    redis_ext.client.delete(f"auth:fam:{family}")
+
+
+def rotate(refresh_token: str, load_user) -> dict:
+    """Spend a refresh token for a new pair in the same family; reuse revokes the family."""
+    claims = decode(refresh_token, "refresh")
+    family = claims["fam"]
+    spent_for = redis_ext.client.getdel(f"auth:rt:{claims['jti']}")
+    if spent_for is None:
+        revoke_family(family)  # a spent (or revoked) token came back: treat the log-in as stolen
+        raise TokenError("This refresh token was already used; the log-in has been revoked.")
+    user = load_user(int(claims["sub"]))
+    if not family_alive(family) or user is None or not user.is_active or user.credentials_version != claims["ver"]:
+        raise TokenError("This log-in has been revoked.")
+    return _mint(user, family)
+
+
+def logout(refresh_token: str) -> None:
+    """End the log-in this refresh token belongs to (its access tokens stop working too)."""
+    claims = decode(refresh_token, "refresh")
+    redis_ext.client.delete(f"auth:rt:{claims['jti']}")
+    revoke_family(claims["fam"])
+
+
+def authenticate_access(token: str, load_user):
+    """The user an access token speaks for, or TokenError."""
+    claims = decode(token, "access")
+    if not family_alive(claims["fam"]):
+        raise TokenError("This log-in has been revoked.")
+    user = load_user(int(claims["sub"]))
+    if user is None or not user.is_active or user.credentials_version != claims["ver"]:
+        raise TokenError("This log-in has been revoked.")
+    return user

@@ -1,0 +1,63 @@
+"""Bearer authentication and permission checks for the API; JSON body parsing."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import g, request
+
+from shop.accounts.models import User
+from shop.accounts.permissions import Permission, has_permission
+from shop.accounts.tokens import TokenError, authenticate_access
+from shop.audit.services import track
+from shop.errors import ApiError
+from shop.extensions import db
+
+
+def _load_user(user_id: int) -> User | None:
+    return db.session.get(User, user_id)
+
+
+def bearer_user() -> User | None:
+    """The user of the request's bearer token, None without one, TokenError for a bad one."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("Send the token as `Authorization: Bearer <access_token>`.")
+    return authenticate_access(token.strip(), _load_user)
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        user = bearer_user()
+        if user is None:
+            raise ApiError(401, "not_authenticated", "Log in first: send a bearer access token.",
+                           headers={"WWW-Authenticate": "Bearer"})
+        g.api_user = user
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def permission_required(permission: Permission):
+    """Staff with `permission` only (403 otherwise); their writes are audited."""
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapper(*args, **kwargs):
+            if not has_permission(g.api_user, permission):
+                raise ApiError(403, "forbidden", "Your role does not allow this.",
+                               {"permission": permission.value})
+            track(g.api_user, "api")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+def json_body() -> dict:
+    """The request's JSON object; 400 for a body that is not one."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed_body", "The body must be a JSON object (Content-Type: application/json).")
+    return data

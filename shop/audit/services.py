@@ -1,0 +1,86 @@
+"""Recording writes: `track(actor, channel)` makes the session audit everything it flushes.
+
+One mechanism for the back-office and the admin API: while a session carries an actor, an
+after_flush hook writes an AuditEntry for every created, changed or deleted row of an audited
+model, with the values before and after, through the same connection and so the same
+transaction. A write that rolls back leaves no entry; a write that commits always has one.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from flask import has_request_context, request
+from sqlalchemy import event, inspect, insert
+from sqlalchemy.orm import Session
+
+from shop.audit.models import AuditEntry
+from shop.extensions import db
+
+_ACTOR = "audit_actor"
+SECRET_FIELDS = {"password_hash"}
+
+
+def track(actor, channel: str) -> None:
+    """Audit every write of the current session on behalf of `actor` (a User)."""
+    ip = request.remote_addr if has_request_context() else None
+    db.session.info[_ACTOR] = {"id": actor.id, "email": actor.email, "channel": channel, "ip": ip}
+
+
+def _jsonable(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _state(obj, *, old: bool) -> dict:
+    out = {}
+    state = inspect(obj)
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        if key in SECRET_FIELDS:
+            hist = state.attrs[key].history
+            out[key] = "(changed)" if old is False and hist.has_changes() else "(hidden)"
+            continue
+        hist = state.attrs[key].history
+        if old and hist.deleted:
+            value = hist.deleted[0]
+        elif old and hist.added:
+            value = None  # set without a loaded previous value: it was unset
+        else:
+            value = getattr(obj, key, None)
+        out[key] = _jsonable(value)
+    return out
+
+
+def _pk(obj) -> str:
+    return ",".join(str(v) for v in inspect(obj).identity or ())
+
+
+@event.listens_for(Session, "after_flush")
+def _record(session: Session, flush_context) -> None:
+    actor = session.info.get(_ACTOR)
+    if not actor:
+        return
+    rows = []
+    for action, objects in (("create", session.new), ("update", session.dirty), ("delete", session.deleted)):
+        for obj in objects:
+            if isinstance(obj, AuditEntry) or not hasattr(obj, "__table__"):
+                continue
+            if action == "update" and not session.is_modified(obj, include_collections=False):
+                continue
+            before = None if action == "create" else _state(obj, old=True)
+            after = None if action == "delete" else _state(obj, old=False)
+            if action == "update" and before == after:
+                continue
+            rows.append({"actor_id": actor["id"], "actor_email": actor["email"], "channel": actor["channel"],
+                         "ip": actor["ip"], "action": action, "entity_type": obj.__class__.__name__,
+                         "entity_id": _pk(obj), "before": before, "after": after})
+    if rows:
+        session.connection().execute(insert(AuditEntry), rows)

@@ -1,0 +1,1 @@
+"""Inventory: stock on hand, low-stock lists (reservations arrive with checkout)."""
