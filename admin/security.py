@@ -46,9 +46,9 @@ class StaffOnly:
         return self.edit_permission is not None and has_permission(current_user, self.edit_permission)
 
     def inaccessible_callback(self, name, **kwargs):
-        if not is_staff():
+        if not current_user.is_authenticated:
             return redirect(url_for("admin.login", next=request.full_path))
-        abort(403)
+        abort(403)  # logged in, but a shopper or a role outside this view's row
 
     def _handle_view(self, name, **kwargs):
         if not self.is_accessible():

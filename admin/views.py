@@ -132,7 +132,7 @@ class DashboardView(AdminIndexView):
 
 # -- catalogue ----------------------------------------------------------------------------------
 class VariantInline(InlineFormAdmin):
-    form_columns = ("id", "sku", "price_amount", "compare_at_amount", "on_hand", "weight_grams")
+    form_columns = ("id", "sku", "options_text", "price_amount", "compare_at_amount", "on_hand", "weight_grams")
     form_label = "Variant"
     column_labels = {"price_amount": "Price", "compare_at_amount": "Compare-at price", "on_hand": "Stock on hand",
                      "weight_grams": "Weight (g)", "sku": "SKU"}
@@ -157,7 +157,7 @@ class ProductView(StaffModelView):
     column_filters = ("status", "featured", "brand", "category.name")
     column_default_sort = ("updated_at", True)
     column_formatters = {"price_min": lambda v, c, m, n: format_money(m.price_min, m.currency)}
-    form_columns = ("name", "slug", "category", "brand", "description", "status", "featured")
+    form_columns = ("name", "slug", "category", "brand", "description", "status", "featured", "options_text")
     form_overrides = {"status": SelectField, "description": TextAreaField}
     form_args = {"status": {"choices": [("draft", "Draft (hidden)"), ("active", "Active (for sale)")]},
                  "slug": {"validators": [Optional(), Length(max=160)],
@@ -301,7 +301,7 @@ class StaffAccountView(StaffModelView):
     allow_delete = False  # deactivate instead: the audit log keeps pointing at real people
     column_list = ("email", "name", "role", "is_active_account", "last_login_at")
     column_labels = {"is_active_account": "Active"}
-    form_columns = ("email", "name", "role", "is_active_account")
+    form_columns = ("email", "name", "role", "is_active_account", "new_password")
     form_overrides = {"role": SelectField}
     form_args = {"role": {"choices": [(r, r.capitalize()) for r in ROLES]}}
     form_extra_fields = {"new_password": PasswordField(

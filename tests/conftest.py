@@ -77,6 +77,25 @@ def config_for(database_url: str | None = None, **overrides):
     return type("TestConfigVariant", (get_config("test"),), attrs)
 
 
+def _isolated_client_class():
+    """A test client whose every request gets its own app context (and so its own `g`), as in a
+    real server, even while a test holds an app context open for its database session."""
+    import contextvars
+
+    from flask.globals import _cv_app
+    from flask.testing import FlaskClient
+
+    class IsolatedClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            def fresh():
+                _cv_app.set(None)
+                return FlaskClient.open(self, *args, **kwargs)
+
+            return contextvars.copy_context().run(fresh)
+
+    return IsolatedClient
+
+
 @pytest.fixture(scope="session")
 def app():
     from flask_migrate import upgrade
@@ -84,6 +103,7 @@ def app():
     from shop import create_app
 
     app = create_app("test")
+    app.test_client_class = _isolated_client_class()
     with app.app_context():
         upgrade()
     return app

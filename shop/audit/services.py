@@ -60,7 +60,8 @@ def _state(obj, *, old: bool) -> dict:
 
 
 def _pk(obj) -> str:
-    return ",".join(str(v) for v in inspect(obj).identity or ())
+    # Read from the columns: in after_flush a new object has its id but no identity key yet.
+    return ",".join(str(v) for v in inspect(obj).mapper.primary_key_from_instance(obj))
 
 
 @event.listens_for(Session, "after_flush")

@@ -1,0 +1,276 @@
+"""The back-office in a real browser: Debian's Chromium driven by Playwright's sync API.
+
+(a) A manager logs in at /admin/login, creates a product with two variants through Catalogue ->
+    Products -> Create (inline "Add Variant" forms), uploads a real PNG through Catalogue -> Images
+    -> Create (the pre-signed upload widget), and a shopper then sees the product, the chosen
+    variant's price and the image on the storefront.
+(b) A warehouse user cannot reach the product form (403, no menu entry) but can reach stock levels.
+(c) Review screenshots of the account pages and the back-office at desktop and phone widths; the
+    pages must not scroll sideways, every field must have a label and errors must be tied to inputs.
+
+Screenshots land in var/screenshots/ (admin-*.png, account-*.png), for people to look at.
+Skips when Chromium is not installed (fails instead when SHOP_REQUIRE_BROWSER is set).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LiveServer, config_for
+from tests.e2e.test_browser import CHROMIUM_ARGS, SHOTS, TIMEOUT_MS, _chromium_path
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery staple"
+PRODUCT = "Harbour Linen Tee E2E"
+VARIANTS = [  # sku, options text, price as typed, stock on hand
+    ("HLT-E2E-S", "size=S", "24.00", "7"),
+    ("HLT-E2E-M", "size=M", "26.50", "3"),
+]
+ALT = "A harbour-blue linen tee, folded"
+WIDTHS = (1280, 390)
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (the launch of tests/e2e/test_browser.py)."""
+    path = _chromium_path()
+    if path is None:
+        if os.environ.get("SHOP_REQUIRE_BROWSER"):
+            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
+        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
+                    "install Debian's chromium package to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shop(browser, committed_db, tmp_path):
+    """A live server over a fresh committed database with the demo categories and one staff member
+    per role used here. Uploads go to a directory of the test's own."""
+    from shop import create_app
+    from shop.accounts.services import create_staff
+    from shop.catalog.seed import seed_demo
+    from shop.extensions import db
+
+    app = create_app(config_for(committed_db, UPLOAD_DIR=str(tmp_path / "uploads")))
+    with app.app_context():
+        seed_demo(20, echo=lambda *a, **k: None)
+        create_staff("manager@example.com", "manager", PASSWORD, "Mina Manager")
+        create_staff("warehouse@example.com", "warehouse", PASSWORD, "Wes Warehouse")
+    with LiveServer(app) as live:
+        live.app = app
+        yield live
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _context(browser, width=1280, **kwargs):
+    context = browser.new_context(viewport={"width": width, "height": 900}, **kwargs)
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+@pytest.fixture
+def page(browser):
+    context = _context(browser)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def png_bytes(width: int = 12, height: int = 8, rgb: tuple[int, int, int] = (31, 95, 91)) -> bytes:
+    """A valid RGB PNG, built by hand: signature, IHDR, one zlib IDAT, IEND."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))  # filter byte 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _money(typed: str) -> str:
+    return f"${Decimal(typed):,.2f}"
+
+
+def staff_login(page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(base_url + "/admin/login")
+    expect(page.get_by_role("heading", name="Staff log-in")).to_be_visible()
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(base_url + "/admin/")
+
+
+def menu(page, category: str, item: str) -> None:
+    """Open a Flask-Admin top-menu dropdown and follow one of its entries."""
+    nav = page.locator("#admin-navbar-collapse")
+    toggler = page.locator(".navbar-toggler")
+    if toggler.is_visible():  # narrow screens: the menu is collapsed behind the hamburger
+        toggler.click()
+    nav.get_by_role("link", name=category).click()
+    nav.get_by_role("link", name=item, exact=True).click()
+
+
+def unlabelled_fields(page) -> list[str]:
+    """Visible form controls without an accessible name from a <label>, aria-label or aria-labelledby."""
+    return page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(el => el.type !== 'hidden' && el.offsetParent !== null)
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                      && !el.getAttribute('aria-labelledby'))
+        .map(el => el.outerHTML.slice(0, 120))""")
+
+
+def duplicate_ids(page) -> list[str]:
+    return page.evaluate("""() => { const seen = {}, dup = new Set();
+        document.querySelectorAll('[id]').forEach(el => { if (seen[el.id]) dup.add(el.id); seen[el.id] = 1; });
+        return [...dup]; }""")
+
+
+def overflow(page) -> int:
+    """How many pixels the page is wider than the viewport (0: no sideways scrolling)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+# -------------------------------------------------------------------------------------------- tests
+
+def test_manager_creates_product_with_variants_and_image_then_shopper_sees_it(browser, shop, page, tmp_path):
+    from playwright.sync_api import expect
+
+    from shop.catalog.models import Product
+    from shop.extensions import db
+
+    base = shop.url
+    staff_login(page, base, "manager@example.com")
+    page.screenshot(path=SHOTS / "admin-walk-01-dashboard.png", full_page=True)
+
+    # --- Catalogue -> Products -> Create
+    menu(page, "Catalogue", "Products")
+    expect(page).to_have_url(base + "/admin/products/")
+    page.get_by_role("link", name="Create", exact=True).click()
+    expect(page).to_have_url(f"{base}/admin/products/new/?url=%2Fadmin%2Fproducts%2F")
+    form = page.locator("form.admin-form")
+    form.get_by_label("Name").first.fill(PRODUCT)
+    category = form.locator("select#category")
+    category_value = category.locator("option", has_text="T-shirts").first.get_attribute("value")
+    category.select_option(category_value, force=True)  # select2 hides the native <select>
+    form.locator("select#status").select_option("active", force=True)
+    form.locator("textarea#options_text").fill("size: S, M")
+
+    add_variant = page.get_by_role("button", name="Add Variant")
+    for i, (sku, options, price, stock) in enumerate(VARIANTS):
+        add_variant.click()
+        card = page.locator(f"#variants-{i}")
+        expect(card).to_be_visible()
+        card.get_by_label("SKU").fill(sku)
+        card.get_by_label("Options").fill(options)
+        card.get_by_label("Price", exact=False).first.fill(price)
+        card.get_by_label("Stock on hand").fill(stock)
+    page.screenshot(path=SHOTS / "admin-walk-02-product-form.png", full_page=True)
+    page.get_by_role("button", name="Save", exact=True).click()
+
+    expect(page).to_have_url(base + "/admin/products/")
+    expect(page.locator(".alert")).to_contain_text("successfully created")
+    row = page.locator("table.model-list tbody tr", has_text=PRODUCT)
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(_money(VARIANTS[0][2]))  # "From": the lowest variant price
+    page.screenshot(path=SHOTS / "admin-walk-03-product-list.png", full_page=True)
+
+    with shop.app.app_context():
+        product = db.session.scalar(db.select(Product).where(Product.name == PRODUCT))
+        assert product is not None and product.status == "active"
+        assert [(o.name, o.values) for o in product.options] == [("size", ["S", "M"])]
+        saved = {v.sku: (v.options, v.price_amount, v.on_hand) for v in product.variants}
+        assert saved == {"HLT-E2E-S": ({"size": "S"}, 2400, 7), "HLT-E2E-M": ({"size": "M"}, 2650, 3)}
+        slug = product.slug
+
+    # --- Catalogue -> Images -> Create, with a real PNG through the pre-signed upload widget
+    menu(page, "Catalogue", "Images")
+    expect(page).to_have_url(base + "/admin/images/")
+    page.get_by_role("link", name="Create", exact=True).click()
+    form = page.locator("form.admin-form")
+    product_select = form.locator("select#product")
+    product_value = product_select.locator("option", has_text=PRODUCT).first.get_attribute("value")
+    product_select.select_option(product_value, force=True)
+    png = png_bytes()
+    png_file = tmp_path / "harbour-tee.png"
+    png_file.write_bytes(png)
+    page.get_by_label("Image file").set_input_files(png_file)
+    status = page.get_by_role("status")
+    expect(status).to_contain_text("Uploaded")
+    path_value = form.locator("input#path").input_value()
+    assert path_value.startswith("uploads/") and path_value.endswith(".png"), path_value
+    form.get_by_label("Alt text").fill(ALT)
+    page.screenshot(path=SHOTS / "admin-walk-04-image-form.png", full_page=True)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page).to_have_url(base + "/admin/images/")
+    expect(page.locator(".alert")).to_contain_text("successfully created")
+    expect(page.locator("table.model-list tbody tr", has_text=ALT)).to_have_count(1)
+    page.screenshot(path=SHOTS / "admin-walk-05-image-list.png", full_page=True)
+
+    # --- As a shopper (a fresh browser context: no staff session)
+    context = _context(browser)
+    try:
+        shopper = context.new_page()
+        response = shopper.goto(f"{base}/p/{slug}")
+        assert response is not None and response.status == 200
+        expect(shopper.get_by_role("heading", level=1)).to_have_text(PRODUCT)
+        # The first variant in stock is selected: size S.
+        expect(shopper.get_by_test_id("price")).to_have_text(_money(VARIANTS[0][2]))
+        # Choose size M: its price follows.
+        shopper.locator("form#variant-picker label", has_text="M").click()
+        expect(shopper.get_by_test_id("price")).to_have_text(_money(VARIANTS[1][2]))
+        expect(shopper.locator("#variant-sku")).to_have_text(VARIANTS[1][0])
+        expect(shopper.get_by_test_id("stock")).to_have_text("Only 3 left")
+
+        img = shopper.get_by_role("img", name=ALT)
+        expect(img).to_be_visible()
+        shopper.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+        src = img.get_attribute("src")
+        fetched = context.request.get(src if src.startswith("http") else base + src)
+        assert fetched.status == 200
+        assert fetched.headers["content-type"] == "image/png"
+        assert fetched.body() == png
+        shopper.screenshot(path=SHOTS / "admin-walk-06-storefront-product.png", full_page=True)
+    finally:
+        context.close()
+
+
+def test_warehouse_user_cannot_reach_products_but_can_reach_stock(shop, page):
+    from playwright.sync_api import expect
+
+    base = shop.url
+    staff_login(page, base, "warehouse@example.com")
+    nav = page.locator("#admin-navbar-collapse")
+    expect(nav.get_by_role("link", name="Stock", exact=True)).to_be_visible()
+    expect(nav.get_by_role("link", name="Products")).to_have_count(0)
+    expect(nav.get_by_role("link", name="Catalogue")).to_have_count(0)
+    page.screenshot(path=SHOTS / "admin-warehouse-01-dashboard.png", full_page=True)
+
+    for path in ("/admin/products/new/", "/admin/products/", "/admin/images/new/"):
+        response = page.goto(base + path)
+        assert response is not None and response.status == 403, (path, response and response.status)
+    page.screenshot(path=SHOTS / "admin-warehouse-02-forbidden.png", full_page=True)
+
+    page.goto(base + "/admin/")
+    menu(page, "Stock", "Stock levels")
+    expect(page).to_have_url(base + "/admin/stock/")
+    expect(page.locator("table.model-list tbody tr").first).to_be_visible()
+    page.screenshot(path=SHOTS / "admin-warehouse-03-stock.png", full_page=True)
