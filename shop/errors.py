@@ -47,6 +47,17 @@ def register(app: Flask) -> None:
             resp.headers[key] = value
         return resp
 
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        message = "This form has expired or was sent from elsewhere. Go back, reload the page and try again."
+        if wants_json() or request.path.startswith("/admin/uploads"):
+            resp = jsonify(error_body("csrf_failed", message, {"reason": exc.description}))
+            resp.status_code = 400
+            return resp
+        return render_template("errors/error.html", status=400, title="Please try that again", message=message), 400
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500

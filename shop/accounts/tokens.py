@@ -6,8 +6,9 @@ web process agrees on what is revoked:
     auth:fam:<family>   -> user id      (deleted = the whole log-in is revoked)
     auth:rt:<jti>       -> family       (deleted when spent by a refresh or a logout)
 
-A refresh spends its token with GETDEL, which exactly one caller can win. Presenting a spent
-token again is reuse: someone holds a copy, so the whole family is revoked. Access tokens carry
+A refresh spends its token in one atomic Lua step (GETDEL, check, store), which exactly one
+caller can win. Presenting a spent token again is reuse: someone holds a copy, so the whole
+family is revoked -- also when the copies arrive at the same moment. Access tokens carry
 their family and the user's credentials version, so a revoked log-in or a password change stops
 them at once, not only after 15 minutes.
 """
@@ -42,24 +43,44 @@ def _encode(claims: dict) -> str:
     return jwt.encode(claims, _key(), algorithm=ALGORITHM)
 
 
-def _mint(user, family: str) -> dict:
+def _mint(user, family: str) -> tuple[dict, str]:
+    """Signed tokens for `user` in `family`; returns them and the refresh token's id (not yet stored)."""
     cfg = current_app.config
     now = int(time.time())
     refresh_jti = uuid.uuid4().hex
     common = {"sub": str(user.id), "fam": family, "ver": user.credentials_version, "iat": now}
     access = _encode({**common, "typ": "access", "jti": uuid.uuid4().hex, "exp": now + cfg["ACCESS_TOKEN_SECONDS"]})
     refresh = _encode({**common, "typ": "refresh", "jti": refresh_jti, "exp": now + cfg["REFRESH_TOKEN_SECONDS"]})
-    pipe = redis_ext.client.pipeline()
-    pipe.set(f"auth:fam:{family}", user.id, ex=cfg["REFRESH_TOKEN_SECONDS"])
-    pipe.set(f"auth:rt:{refresh_jti}", family, ex=cfg["REFRESH_TOKEN_SECONDS"])
-    pipe.execute()
-    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-            "expires_in": cfg["ACCESS_TOKEN_SECONDS"]}
+    return ({"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
+             "expires_in": cfg["ACCESS_TOKEN_SECONDS"]}, refresh_jti)
+
+
+# Spending a refresh token is one atomic step in Redis: take the old token, check the family is
+# alive, store the new token. Copies racing each other cannot both win, and a loser's revocation
+# cannot be undone by the winner re-creating the family.
+_ROTATE = """
+local family = redis.call('GETDEL', KEYS[1])
+if not family then
+  redis.call('DEL', KEYS[2])
+  return -1
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], family, 'EX', ARGV[1])
+return 1
+"""
 
 
 def issue_pair(user) -> dict:
     """A new log-in: a new family with its first access and refresh tokens."""
-    return _mint(user, uuid.uuid4().hex)
+    family = uuid.uuid4().hex
+    pair, refresh_jti = _mint(user, family)
+    ttl = current_app.config["REFRESH_TOKEN_SECONDS"]
+    pipe = redis_ext.client.pipeline()
+    pipe.set(f"auth:fam:{family}", user.id, ex=ttl)
+    pipe.set(f"auth:rt:{refresh_jti}", family, ex=ttl)
+    pipe.execute()
+    return pair
 
 
 def decode(token: str, expected_type: str) -> dict:
@@ -93,14 +114,17 @@ def rotate(refresh_token: str, load_user) -> dict:
     """Spend a refresh token for a new pair in the same family; reuse revokes the family."""
     claims = decode(refresh_token, "refresh")
     family = claims["fam"]
-    spent_for = redis_ext.client.getdel(f"auth:rt:{claims['jti']}")
-    if spent_for is None:
-        revoke_family(family)  # a spent (or revoked) token came back: treat the log-in as stolen
-        raise TokenError("This refresh token was already used; the log-in has been revoked.")
     user = load_user(int(claims["sub"]))
-    if not family_alive(family) or user is None or not user.is_active or user.credentials_version != claims["ver"]:
+    if user is None or not user.is_active or user.credentials_version != claims["ver"]:
         raise TokenError("This log-in has been revoked.")
-    return _mint(user, family)
+    pair, new_jti = _mint(user, family)
+    outcome = redis_ext.client.eval(_ROTATE, 3, f"auth:rt:{claims['jti']}", f"auth:fam:{family}",
+                                    f"auth:rt:{new_jti}", current_app.config["REFRESH_TOKEN_SECONDS"])
+    if outcome == -1:  # a spent (or revoked) token came back: treat the log-in as stolen
+        raise TokenError("This refresh token was already used; the log-in has been revoked.")
+    if outcome == 0:
+        raise TokenError("This log-in has been revoked.")
+    return pair
 
 
 def logout(refresh_token: str) -> None:

@@ -28,6 +28,7 @@ def notify(event_name: str, to: str, payload: dict) -> None:
     """Queue `event_name` for `to` after the current transaction commits. Payload must be JSON-able."""
     if event_name not in EVENTS:
         raise ValueError(f"unknown notification {event_name!r}")
+    db.session.connection()  # make sure a transaction is open, so its rollback also drops the mail
     db.session.info.setdefault(_PENDING, []).append((event_name, to, dict(payload)))
 
 

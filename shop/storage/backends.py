@@ -64,9 +64,11 @@ def presign(filename, content_type, size=None) -> dict:
 
 def _presign_s3(key: str, content_type: str, size: int | None) -> dict:
     import boto3
+    from botocore.config import Config as BotoConfig
 
     cfg = current_app.config
-    client = boto3.client("s3", endpoint_url=cfg["S3_ENDPOINT_URL"], region_name=cfg["S3_REGION"])
+    client = boto3.client("s3", endpoint_url=cfg["S3_ENDPOINT_URL"], region_name=cfg["S3_REGION"],
+                          config=BotoConfig(signature_version="s3v4"))
     params = {"Bucket": cfg["S3_BUCKET"], "Key": key, "ContentType": content_type,
               "CacheControl": "public, max-age=31536000, immutable"}
     headers = {"Content-Type": content_type, "Cache-Control": params["CacheControl"]}
