@@ -29,6 +29,21 @@ def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
                .format(**counts))
 
 
+DEMO_STAFF_PASSWORD = "demo-password"  # the embedded demo only; `make run` prints these logins
+
+
+@seed_cli.command("demo-staff")
+def seed_demo_staff() -> None:
+    """Create one demo staff account per role (<role>@demo.shop), unless they exist."""
+    from shop.accounts.services import create_staff, user_by_email
+
+    for role in ROLES:
+        email = f"{role}@demo.shop"
+        if user_by_email(email) is None:
+            create_staff(email, role, DEMO_STAFF_PASSWORD, name=f"Demo {role}")
+        click.echo(f"  {role:<10} {email:<22} {DEMO_STAFF_PASSWORD}")
+
+
 staff_cli = AppGroup("staff", help="Manage staff accounts.")
 
 

@@ -259,13 +259,16 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
+    logins = subprocess.run([*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
     stack.spawn("worker", [sys.executable, "worker.py"], env=env, cwd=ROOT)
     web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], env=env, cwd=ROOT)
     url = f"http://{host}:{port}/"
     _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
               "web server", web, Path("/dev/null"))
-    print(f"\n  The shop is running at {url}\n  API docs: {url}api/docs\n  Ctrl-C stops everything.\n",
-          flush=True)
+    print(f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
+          f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR', ROOT / 'var' / 'mail')}\n"
+          f"  Ctrl-C stops everything.\n", flush=True)
     while True:
         for name, proc in stack.procs:
             if proc.poll() is not None:

@@ -201,6 +201,10 @@ def test_manager_creates_product_with_variants_and_image_then_shopper_sees_it(br
         card.get_by_label("Stock on hand").fill(stock)
     page.screenshot(path=SHOTS / "admin-walk-02-product-form.png", full_page=True)
     page.get_by_role("button", name="Save", exact=True).click()
+    if os.environ.get("PROBE"):
+        page.wait_for_timeout(1000)
+        print("PROBE", page.url, page.evaluate("[...document.querySelectorAll('input:invalid,select:invalid,textarea:invalid')].map(e=>e.outerHTML+': '+e.validationMessage)"))
+        page.screenshot(path="/tmp/probe.png", full_page=True)
 
     expect(page).to_have_url(re.compile(re.escape(base + "/admin/products/")))
     expect(page.locator(".alert")).to_contain_text("successfully created")

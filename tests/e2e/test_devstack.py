@@ -61,6 +61,7 @@ def test_make_run_serves_the_demo_shop_and_ctrl_c_stops_everything(tmp_path):
     finally:
         _stop(proc, output)
     assert "Seeded 15 categories, 200 products" in "".join(output)
+    assert "manager@demo.shop" in "".join(output)  # the banner gives the demo staff logins
     time.sleep(0.5)
     assert _children_using(var_dir) == [], "processes left running after Ctrl-C"
 
