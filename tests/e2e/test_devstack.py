@@ -43,8 +43,8 @@ def _run_until_serving(var_dir, port):
 
 def _stop(proc, output):
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    rest, _ = proc.communicate(timeout=60)
-    output.append(rest)
+    proc.wait(timeout=60)
+    output.append(proc.stdout.read())  # through the same buffered reader readline() used
     assert proc.returncode == 0, "".join(output)
 
 
