@@ -46,6 +46,13 @@ def from_environment(env=None) -> dict:
         "RESERVATION_TTL_SECONDS": number("RESERVATION_TTL_SECONDS", 900),
         "LOW_STOCK_THRESHOLD": number("LOW_STOCK_THRESHOLD", 5),
         "PAYMENT_PROVIDER": text("PAYMENT_PROVIDER", "stripe" if env.get("STRIPE_SECRET_KEY") else "test"),
+        "STRIPE_SECRET_KEY": text("STRIPE_SECRET_KEY"),
+        "STRIPE_WEBHOOK_SECRET": text("STRIPE_WEBHOOK_SECRET"),
+        "STRIPE_API_BASE": text("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/"),
+        # Shipping: flat rate per method, free standard shipping from this goods total (minor units).
+        "FREE_SHIPPING_THRESHOLD": number("FREE_SHIPPING_THRESHOLD", 7500),
+        # Tax rates in basis points by COUNTRY or COUNTRY-REGION, "*" the default: '{"US-CA": 725, "*": 0}'.
+        "TAX_RATES": text("TAX_RATES", ""),
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers to trust (0: none).
         "PROXY_COUNT": number("PROXY_COUNT", 0),
         # API tokens (API.md: access 15 minutes, refresh 30 days).

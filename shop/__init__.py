@@ -36,17 +36,26 @@ def create_app(config=None) -> Flask:
     # Register every model with SQLAlchemy (and so with Alembic), and the session hooks.
     from shop.accounts import models as _accounts_models  # noqa: F401
     from shop.audit import services as _audit_hooks  # noqa: F401
+    from shop.cart import models as _cart_models  # noqa: F401
     from shop.catalog import models as _catalog_models  # noqa: F401
-    from shop.notifications import services as _notification_hooks  # noqa: F401
+    from shop.inventory import models as _inventory_models  # noqa: F401
+    from shop.orders import models as _order_models  # noqa: F401
+    from shop.payments import models as _payment_models  # noqa: F401
+    from shop import idempotency as _idempotency_models  # noqa: F401
+    from shop import afterwards as _after_commit_hooks  # noqa: F401
 
     from shop import cli, errors, health, media
     from shop.api import bp as api_bp
+    from shop.payments.routes import bp as payments_bp
+    from shop.webhooks import bp as webhooks_bp
     from shop.storefront import bp as storefront_bp
 
     app.register_blueprint(storefront_bp)
     app.register_blueprint(api_bp, url_prefix="/api")
     app.register_blueprint(health.bp)
     app.register_blueprint(media.bp)
+    app.register_blueprint(payments_bp)
+    app.register_blueprint(webhooks_bp)
     csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
     cli.register(app)
     from admin import init_admin

@@ -14,7 +14,8 @@ seed_cli = AppGroup("seed", help="Fill the database with demo data.")
 @click.option("--products", default=200, show_default=True, type=click.IntRange(1, 10_000_000),
               help="How many products to create (each with a size x colour matrix of variants).")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the catalogue already has products.")
-@click.option("--reset", is_flag=True, help="Delete the existing catalogue first.")
+@click.option("--reset", is_flag=True,
+              help="Delete the existing catalogue first, with the carts and orders that refer to it.")
 def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
     """Seed a deterministic demo catalogue."""
     if not catalog_seed.catalogue_is_empty():

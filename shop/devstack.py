@@ -262,6 +262,7 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     logins = subprocess.run([*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     stack.spawn("worker", [sys.executable, "worker.py"], env=env, cwd=ROOT)
+    stack.spawn("scheduler", [sys.executable, "-m", "shop.schedule"], env=env, cwd=ROOT)
     web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], env=env, cwd=ROOT)
     url = f"http://{host}:{port}/"
     _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,

@@ -104,6 +104,37 @@ SCHEMAS.update({
         "expires_in": {"type": "integer"}}},
 })
 
+SCHEMAS.update({
+    "CartItem": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "variant_id": {"type": "integer"}, "sku": {"type": "string"},
+        "name": {"type": "string"}, "options": {"type": "object"}, "quantity": {"type": "integer"},
+        "unit_price": {"$ref": "#/components/schemas/Money"}, "line_total": {"$ref": "#/components/schemas/Money"}}},
+    "Cart": {"type": "object", "required": ["id", "currency", "items", "subtotal", "total"], "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "token": {"type": ["string", "null"], "description": "guests: send it back as X-Cart-Token"},
+        "currency": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "#/components/schemas/CartItem"}},
+        **{k: {"$ref": "#/components/schemas/Money"} for k in ("subtotal", "discount", "shipping", "tax", "total")},
+        "coupon_code": {"type": ["string", "null"]}}},
+    "OrderEvent": {"type": "object", "properties": {
+        "status": {"type": "string"}, "from": {"type": ["string", "null"]}, "at": {"type": "string"},
+        "actor": {"type": "string"}, "note": {"type": "string"}}},
+    "Order": {"type": "object", "required": ["id", "number", "status", "items", "total", "events"], "properties": {
+        "id": {"type": "integer"}, "number": {"type": "string"},
+        "status": {"enum": ["pending", "confirmed", "processing", "shipped", "delivered", "cancelled", "returned",
+                            "refunded"]},
+        "email": {"type": ["string", "null"]}, "currency": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "object", "properties": {
+            "sku": {"type": "string"}, "name": {"type": "string"}, "options": {"type": "object"},
+            "quantity": {"type": "integer"}, "unit_price": {"$ref": "#/components/schemas/Money"},
+            "line_total": {"$ref": "#/components/schemas/Money"}}}},
+        **{k: {"$ref": "#/components/schemas/Money"} for k in ("subtotal", "discount", "shipping", "tax", "total")},
+        "shipping_method": {"type": "string"}, "shipping_address": {"type": ["object", "null"]},
+        "billing_address": {"type": ["object", "null"]},
+        "access_token": {"type": "string", "description": "guests only, in the checkout answer, once"},
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/OrderEvent"}},
+        "created_at": {"type": "string"}}},
+})
+
 COMMON_ERRORS = {"405": _error("method not allowed"), "500": _error("unexpected error, logged with its request id")}
 AUTH_ERRORS = {"401": _error("no, bad, expired or revoked bearer token"), **COMMON_ERRORS}
 STAFF_ERRORS = {**AUTH_ERRORS, "403": _error("your role does not allow this (details.permission)")}
@@ -153,7 +184,95 @@ ACCOUNT_PATHS = {
                  "responses": {"201": _ok(_ref("Address")), "422": _error("field errors"), **AUTH_ERRORS}}},
 }
 
+CART_HEADERS = [{"name": "X-Cart-Token", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "a guest cart's token"}]
+CART_ID = {"name": "cart_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+ORDER_ID = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string"},
+               "description": "a repeat with the same key and body returns the first answer, with no second effect"}
+ORDER_TOKEN = {"name": "X-Order-Token", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "a guest order's access token"}
+CART_ERRORS = {"404": _error("no such cart, or not yours"), **COMMON_ERRORS}
+
+BUYING_PATHS = {
+    "/v1/carts": {"post": {"summary": "A new cart (a bearer's cart is bound to the user)", "tags": ["cart"],
+                           "responses": {"201": _ok(_ref("Cart")), **COMMON_ERRORS}}},
+    "/v1/carts/{cart_id}": {"get": {"summary": "A cart, priced now", "tags": ["cart"],
+                                    "parameters": [CART_ID, *CART_HEADERS],
+                                    "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
+    "/v1/carts/{cart_id}/items": {"post": {
+        "summary": "Add units of a SKU", "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
+        "requestBody": _body(_obj("sku", "quantity", sku={"type": "string"},
+                                  quantity={"type": "integer", "minimum": 1, "maximum": 100})),
+        "responses": {"201": _ok(_ref("Cart")), "409": _error("out_of_stock beyond availability"),
+                      "422": _error("quantity < 1 or > 100"), **CART_ERRORS}}},
+    "/v1/carts/{cart_id}/items/{item_id}": {
+        "patch": {"summary": "Change a line's quantity", "tags": ["cart"], "parameters": [CART_ID, ITEM_ID, *CART_HEADERS],
+                  "requestBody": _body(_obj("quantity", quantity={"type": "integer", "minimum": 1, "maximum": 100})),
+                  "responses": {"200": _ok(_ref("Cart")), "409": _error("out_of_stock"), "422": _error("quantity"),
+                                **CART_ERRORS}},
+        "delete": {"summary": "Remove a line", "tags": ["cart"], "parameters": [CART_ID, ITEM_ID, *CART_HEADERS],
+                   "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
+    "/v1/carts/merge": {"post": {
+        "summary": "Merge a guest cart into the bearer's cart (quantities added, capped by stock)", "tags": ["cart"],
+        "security": BEARER, "requestBody": _body(_obj("guest_cart_token", guest_cart_token={"type": "string"})),
+        "responses": {"200": _ok(_ref("Cart")), **AUTH_ERRORS, "404": _error("no such guest cart")}}},
+    "/v1/checkout": {"post": {
+        "summary": "Turn a cart into a pending order with reserved stock and a payment", "tags": ["checkout"],
+        "parameters": [IDEMPOTENCY, *CART_HEADERS],
+        "requestBody": _body(_obj("cart_id", "email", "shipping_address", cart_id={"type": "string"},
+                                  email={"type": "string"}, shipping_address=_ref("Address"),
+                                  billing_address=_ref("Address"),
+                                  shipping_method={"enum": ["standard", "express"], "default": "standard"})),
+        "responses": {"201": _ok(_obj("order", "payment", order=_ref("Order"), payment=_obj(
+            "id", "provider", id={"type": "integer"}, provider={"enum": ["stripe", "test"]},
+            client_secret={"type": "string"}, redirect_url={"type": "string"}))),
+            "400": _error("no Idempotency-Key, or a malformed body"), "404": _error("no such cart"),
+            "409": _error("out_of_stock (details.skus), cart_closed, or request_in_progress"),
+            "422": _error("field errors, cart_empty, or idempotency_key_reused"),
+            "503": _error("payment_unavailable: the provider cannot be reached; stock released, cart kept"),
+            **COMMON_ERRORS}}},
+    "/v1/orders": {"get": {"summary": "The user's orders, newest first", "tags": ["orders"], "security": BEARER,
+                           "responses": {"200": _ok(_page(_ref("Order"))), **AUTH_ERRORS}}},
+    "/v1/orders/{order_id}": {"get": {
+        "summary": "An order (its owner, or a guest with X-Order-Token)", "tags": ["orders"],
+        "parameters": [ORDER_ID, ORDER_TOKEN],
+        "responses": {"200": _ok(_ref("Order")), "404": _error("no such order, or not yours"), **COMMON_ERRORS}}},
+    "/v1/orders/{order_id}/cancel": {"post": {
+        "summary": "Cancel before shipping", "tags": ["orders"], "parameters": [ORDER_ID, ORDER_TOKEN],
+        "responses": {"200": _ok(_ref("Order")), "404": _error("no such order, or not yours"),
+                      "409": _error("invalid_transition: already shipped"), **COMMON_ERRORS}}},
+}
+
 ADMIN_PATHS = {
+    "/v1/admin/orders": {"get": {
+        "summary": "Orders (orders.view); e-mail, addresses and payments only where the role allows",
+        "tags": ["admin"], "security": BEARER,
+        "parameters": [_query("status", {"type": "string"}, "filter"), _query("page", {"type": "integer"}, "page"),
+                       _query("per_page", {"type": "integer", "maximum": 100}, "page size")],
+        "responses": {"200": _ok(_page(_ref("Order"))), **STAFF_ERRORS}}},
+    "/v1/admin/orders/{order_id}/transition": {"post": {
+        "summary": "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
+        "tags": ["admin"], "security": BEARER, "parameters": [ORDER_ID],
+        "requestBody": _body(_obj("status", status={"enum": ["processing", "shipped", "delivered", "cancelled",
+                                                              "returned"]}, note={"type": "string"})),
+        "responses": {"200": _ok(_ref("Order")), "404": _error("no such order"),
+                      "409": _error("invalid_transition"), "422": _error("unknown status"), **STAFF_ERRORS}}},
+    "/v1/admin/orders/{order_id}/refunds": {"post": {
+        "summary": "Refund part or all of the payment (payments)", "tags": ["admin"], "security": BEARER,
+        "parameters": [ORDER_ID, IDEMPOTENCY],
+        "requestBody": _body(_obj("amount", amount={"type": "integer", "description": "minor units"},
+                                  reason={"type": "string"})),
+        "responses": {"201": _ok(_obj("id", "amount", "status", id={"type": "integer"}, amount=_ref("Money"),
+                                      status={"type": "string"}, refunded_total=_ref("Money"))),
+                      "409": _error("nothing_to_refund"), "422": _error("amount above what is left"),
+                      "503": _error("payment provider unreachable"), **STAFF_ERRORS}}},
+    "/v1/admin/reports/sales": {"get": {
+        "summary": "Sales by day and totals (reports.view)", "tags": ["admin"], "security": BEARER,
+        "parameters": [_query("from", {"type": "string", "format": "date"}, "first day (default: 30 days ago)"),
+                       _query("to", {"type": "string", "format": "date"}, "last day (default: today)")],
+        "responses": {"200": _ok({"type": "object"}), "422": _error("bad dates"), **STAFF_ERRORS}}},
     "/v1/admin/products": {"post": {
         "summary": "Create a product with its options, variants and images (catalog.edit)", "tags": ["admin"],
         "security": BEARER, "requestBody": _body(_ref("NewProduct")),
@@ -227,6 +346,7 @@ def spec() -> dict:
             "/v1/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                          "responses": {"200": {"description": "OpenAPI 3.1 JSON"}}}},
             **ACCOUNT_PATHS,
+            **BUYING_PATHS,
             **ADMIN_PATHS,
         },
         "components": {"schemas": SCHEMAS,

@@ -98,6 +98,7 @@ class Variant(db.Model):
         CheckConstraint("price_amount >= 0", name="price_nonnegative"),
         CheckConstraint("compare_at_amount IS NULL OR compare_at_amount >= 0", name="compare_at_nonnegative"),
         CheckConstraint("on_hand >= 0", name="on_hand_nonnegative"),
+        CheckConstraint("reserved >= 0", name="reserved_nonnegative"),
         UniqueConstraint("product_id", "options", name="uq_variant_product_options"),
         # Option filters ask "has this product a variant with size M?": options @> '{"size": "M"}'.
         Index("ix_variant_options", "options", postgresql_using="gin"),
@@ -112,6 +113,8 @@ class Variant(db.Model):
     compare_at_amount: Mapped[int | None] = mapped_column()
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     on_hand: Mapped[int] = mapped_column(default=0)
+    # Units held by live reservations of pending orders (shop.inventory keeps it in step).
+    reserved: Mapped[int] = mapped_column(default=0, server_default="0")
     weight_grams: Mapped[int] = mapped_column(default=0)
     position: Mapped[int] = mapped_column(default=0)
 
@@ -119,8 +122,8 @@ class Variant(db.Model):
 
     @property
     def available(self) -> int:
-        """Units a shopper can buy now. Reservations arrive with checkout; until then, stock on hand."""
-        return max(self.on_hand, 0)
+        """Units a shopper can buy now: on hand minus live reservations, never below 0."""
+        return max(self.on_hand - (self.reserved or 0), 0)
 
     def __repr__(self) -> str:
         return f"<Variant {self.sku}>"

@@ -69,7 +69,7 @@ def descendant_ids(category: Category) -> list[int]:
 
 
 def _stock_condition():
-    return Variant.on_hand > 0
+    return Variant.on_hand - Variant.reserved > 0
 
 
 def _filtered(f: ProductFilter):

@@ -65,8 +65,11 @@ def catalogue_is_empty() -> bool:
 
 
 def reset_catalogue() -> None:
-    """Remove every product and category (the demo data), in one transaction with the new seed."""
-    db.session.execute(text("TRUNCATE product_image, variant, product_option, product, category RESTART IDENTITY"))
+    """Remove every product and category, and what refers to them (carts, orders, reservations).
+
+    Meant for demo and benchmark databases; runs in one transaction with the new seed."""
+    db.session.execute(text("TRUNCATE product_image, variant, product_option, product, category "
+                            "RESTART IDENTITY CASCADE"))
 
 
 def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, used_slugs: dict):

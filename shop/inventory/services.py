@@ -26,7 +26,7 @@ def set_on_hand(variant_id: int, on_hand) -> Variant:
     """A stock count from the warehouse replaces the number on hand. Row-locked so counts don't interleave."""
     if not isinstance(on_hand, int) or isinstance(on_hand, bool) or not 0 <= on_hand <= 10_000_000:
         raise ValidationError({"on_hand": "must be a whole number from 0 to 10,000,000"})
-    variant = db.session.scalar(select(Variant).where(Variant.id == variant_id).with_for_update())
+    variant = lock_variants([variant_id]).get(variant_id)
     if variant is None:
         raise ApiError(404, "variant_not_found", "No variant with this id.")
     variant.on_hand = on_hand
@@ -40,6 +40,95 @@ def low_stock(threshold: int | None = None, limit: int = 500) -> list[LowStockLi
     rows = db.session.execute(
         select(Variant.id, Variant.sku, Product.id, Product.name, Variant.options, Variant.on_hand)
         .join(Product, Product.id == Variant.product_id)
-        .where(Product.status == "active", Variant.on_hand <= threshold)
+        .where(Product.status == "active", Variant.on_hand - Variant.reserved <= threshold)
         .order_by(Variant.on_hand, Variant.sku).limit(limit)).all()
     return [LowStockLine(*r, threshold) for r in rows]
+
+
+# -- reservations ---------------------------------------------------------------------------------
+# The rules that keep stock honest under concurrency, in one place:
+#  * every change to a variant's on_hand/reserved happens with that variant row locked
+#    (SELECT ... FOR UPDATE), and rows are always locked in ascending id order, so two checkouts
+#    that share variants queue up instead of deadlocking;
+#  * a reservation is taken only while on_hand - reserved covers it, under that lock;
+#  * a reservation changes state (active -> consumed | released) exactly once, guarded by its
+#    current state in the UPDATE's WHERE clause.
+class OutOfStock(ApiError):
+    def __init__(self, shortages: dict[str, int]):
+        super().__init__(409, "out_of_stock", "Some items are no longer available in the quantity asked.",
+                         {"skus": sorted(shortages), "available": shortages})
+
+
+def lock_variants(variant_ids) -> dict[int, Variant]:
+    """Lock these variant rows, in id order, for the rest of the transaction."""
+    ids = sorted(set(variant_ids))
+    rows = db.session.scalars(select(Variant).where(Variant.id.in_(ids)).order_by(Variant.id).with_for_update())
+    return {v.id: v for v in rows}
+
+
+def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
+    """Hold `wanted` ({variant_id: quantity}) for an order, all or nothing; OutOfStock names what is short.
+
+    Runs inside the caller's transaction (flushes, does not commit)."""
+    from datetime import datetime, timedelta, timezone
+
+    from shop.inventory.models import Reservation
+
+    variants = lock_variants(wanted)
+    short = {variants[vid].sku if vid in variants else str(vid): (variants[vid].available if vid in variants else 0)
+             for vid, qty in wanted.items() if vid not in variants or variants[vid].available < qty}
+    if short:
+        raise OutOfStock(short)
+    expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+    for vid in sorted(wanted):
+        variants[vid].reserved += wanted[vid]
+        db.session.add(Reservation(order_id=order_id, variant_id=vid, quantity=wanted[vid], expires_at=expires))
+    db.session.flush()
+
+
+def _settle(order_id: int, to_status: str) -> dict[int, int]:
+    """Move the order's active reservations to `to_status`; returns {variant_id: quantity} moved."""
+    from sqlalchemy import update
+
+    from shop.inventory.models import Reservation
+
+    moved = db.session.execute(
+        update(Reservation).where(Reservation.order_id == order_id, Reservation.status == "active")
+        .values(status=to_status).returning(Reservation.variant_id, Reservation.quantity)).all()
+    held: dict[int, int] = {}
+    for vid, qty in moved:
+        held[vid] = held.get(vid, 0) + qty
+    return held
+
+
+def release(order_id: int) -> dict[int, int]:
+    """Give an order's held units back to the shelf (cancellation, expiry, failed start of payment)."""
+    held = _settle(order_id, "released")
+    variants = lock_variants(held)
+    for vid, qty in held.items():
+        variants[vid].reserved = max(variants[vid].reserved - qty, 0)
+    db.session.flush()
+    return held
+
+
+def consume(order_id: int) -> dict[int, int]:
+    """Turn an order's reservations into a hard decrement of stock on hand: once, whoever calls twice."""
+    held = _settle(order_id, "consumed")
+    variants = lock_variants(held)
+    for vid, qty in held.items():
+        v = variants[vid]
+        v.reserved = max(v.reserved - qty, 0)
+        v.on_hand = max(v.on_hand - qty, 0)
+    db.session.flush()
+    return held
+
+
+def take_now(wanted: dict[int, int]) -> bool:
+    """Decrement on hand directly if the shelf still covers it (a late payment after expiry)."""
+    variants = lock_variants(wanted)
+    if any(vid not in variants or variants[vid].available < qty for vid, qty in wanted.items()):
+        return False
+    for vid, qty in wanted.items():
+        variants[vid].on_hand -= qty
+    db.session.flush()
+    return True

@@ -10,7 +10,8 @@
       if (!found && /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName) && el.type !== "hidden" && el.id) found = el;
     });
     if (!found) {  // fields with a prepended/appended addon sit one level down
-      var wrapped = group.querySelector(":scope > .input-group > input, :scope > .input-group > select, :scope > .input-group > textarea");
+      var wrapped = group.querySelector(":scope > .input-group > input, :scope > .input-group > select, " +
+                                        ":scope > .input-group > textarea");
       if (wrapped && wrapped.id) found = wrapped;
     }
     return found;
@@ -37,7 +38,7 @@
   }
 
   function wireRemoveLinks(root) {
-    // Icon-only "remove this inline form" links: give them a name and make them keyboard buttons.
+    // Icon-only "remove this inline form" links: give them a name (and a tooltip) and the button role.
     Array.prototype.forEach.call(root.querySelectorAll("a.inline-remove-field"), function (a) {
       if (a.hasAttribute("aria-label")) return;
       var legend = a.closest(".inline-field") && a.closest(".inline-field").querySelector("legend small");
@@ -48,9 +49,21 @@
     });
   }
 
+  function wireSearch(root) {
+    // List pages: the search box has only a placeholder, the "clear" link only an icon.
+    Array.prototype.forEach.call(root.querySelectorAll("form[role=search] input[name=search]"), function (input) {
+      if (!input.hasAttribute("aria-label")) {
+        input.setAttribute("aria-label", "Search by " + (input.placeholder || "text"));
+      }
+      var clear = input.parentNode.querySelector(".input-group-append a");
+      if (clear && !clear.hasAttribute("aria-label")) clear.setAttribute("aria-label", "Clear the search");
+    });
+  }
+
   function wire(root) {
     Array.prototype.forEach.call(root.querySelectorAll(".form-group"), wireGroup);
     wireRemoveLinks(root);
+    wireSearch(root);
   }
 
   wire(document);

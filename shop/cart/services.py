@@ -1,0 +1,191 @@
+"""Cart rules: prices are always the catalogue's current ones; quantities never exceed what can be bought."""
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from shop.cart.models import Cart, CartItem
+from shop.catalog.models import Product, Variant
+from shop.checkout import pricing
+from shop.errors import ApiError, ValidationError
+from shop.extensions import db
+from shop.money import money
+
+MAX_QUANTITY = 100
+
+
+class CartNotFound(ApiError):
+    def __init__(self):
+        super().__init__(404, "cart_not_found", "No such cart.")
+
+
+def _quantity(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_QUANTITY:
+        raise ValidationError({"quantity": f"must be a whole number from 1 to {MAX_QUANTITY}"})
+    return value
+
+
+def create(user=None) -> Cart:
+    """A new cart; a user's open cart is reused (one per user)."""
+    if user is not None:
+        existing = open_cart_of(user.id)
+        if existing:
+            return existing
+    cart = Cart(user_id=user.id if user else None, currency=current_app.config["SHOP_CURRENCY"])
+    db.session.add(cart)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same user created one at the same moment
+        db.session.rollback()
+        return open_cart_of(user.id)
+    return cart
+
+
+def open_cart_of(user_id: int) -> Cart | None:
+    return db.session.scalar(select(Cart).where(Cart.user_id == user_id, Cart.status == "open"))
+
+
+def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool = False) -> Cart:
+    """The cart if the bearer owns it or the guest token matches; 404 otherwise."""
+    try:
+        cart_uuid = uuid.UUID(str(cart_id))
+    except ValueError:
+        raise CartNotFound() from None
+    stmt = select(Cart).where(Cart.id == cart_uuid)
+    if for_update:
+        stmt = stmt.with_for_update()
+    cart = db.session.scalar(stmt)
+    if cart is None:
+        raise CartNotFound()
+    if cart.user_id is not None:
+        if user is None or cart.user_id != user.id:
+            raise CartNotFound()
+    elif not (token and hmac.compare_digest(cart.token, token)):
+        raise CartNotFound()
+    return cart
+
+
+def _variant_by_sku(sku) -> Variant:
+    if not isinstance(sku, str) or not sku or len(sku) > 64:
+        raise ValidationError({"sku": "is required"})
+    variant = db.session.scalar(select(Variant).join(Product).where(Variant.sku == sku, Product.status == "active"))
+    if variant is None:
+        raise ApiError(404, "sku_not_found", f"No product for sale has the SKU {sku!r}.", {"sku": sku})
+    return variant
+
+
+def _out_of_stock(variant: Variant, asked: int) -> ApiError:
+    return ApiError(409, "out_of_stock", f"Only {variant.available} of {variant.sku} can be bought now.",
+                    {"skus": [variant.sku], "available": {variant.sku: variant.available}, "requested": asked})
+
+
+def add_item(cart: Cart, sku, quantity) -> Cart:
+    """Add units of a SKU (on top of what the cart holds); 409 beyond what is available."""
+    quantity = _quantity(quantity)
+    variant = _variant_by_sku(sku)
+    _require_open(cart)
+    line = next((i for i in cart.items if i.variant_id == variant.id), None)
+    total = (line.quantity if line else 0) + quantity
+    if total > MAX_QUANTITY:
+        raise ValidationError({"quantity": f"a cart holds at most {MAX_QUANTITY} of one item"})
+    if total > variant.available:
+        raise _out_of_stock(variant, total)
+    if line:
+        line.quantity = total
+    else:
+        cart.items.append(CartItem(variant_id=variant.id, quantity=quantity))
+    db.session.commit()
+    return cart
+
+
+def set_quantity(cart: Cart, item_id: int, quantity) -> Cart:
+    quantity = _quantity(quantity)
+    _require_open(cart)
+    line = next((i for i in cart.items if i.id == item_id), None)
+    if line is None:
+        raise ApiError(404, "item_not_found", "No such item in this cart.")
+    if quantity > line.variant.available:
+        raise _out_of_stock(line.variant, quantity)
+    line.quantity = quantity
+    db.session.commit()
+    return cart
+
+
+def remove_item(cart: Cart, item_id: int) -> Cart:
+    _require_open(cart)
+    line = next((i for i in cart.items if i.id == item_id), None)
+    if line is None:
+        raise ApiError(404, "item_not_found", "No such item in this cart.")
+    cart.items.remove(line)
+    db.session.commit()
+    return cart
+
+
+def merge(guest_token: str, user) -> Cart:
+    """Move a guest cart's lines into the user's open cart: quantities added, capped by availability."""
+    if not isinstance(guest_token, str) or not guest_token:
+        raise ValidationError({"guest_cart_token": "is required"})
+    guest = db.session.scalar(select(Cart).where(Cart.token == guest_token, Cart.user_id.is_(None))
+                              .with_for_update())
+    if guest is None:
+        raise CartNotFound()
+    target = create(user)
+    target = db.session.scalar(select(Cart).where(Cart.id == target.id).with_for_update())
+    if guest.status != "open":
+        return target
+    for line in guest.items:
+        mine = next((i for i in target.items if i.variant_id == line.variant_id), None)
+        wanted = min((mine.quantity if mine else 0) + line.quantity, MAX_QUANTITY, line.variant.available)
+        if wanted <= 0:
+            continue
+        if mine:
+            mine.quantity = wanted
+        else:
+            target.items.append(CartItem(variant_id=line.variant_id, quantity=wanted))
+    guest.status = "merged"
+    db.session.commit()
+    return target
+
+
+def _require_open(cart: Cart) -> None:
+    if cart.status != "open":
+        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+
+
+def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
+    """The cart's lines at today's catalogue prices (one query for variants and products)."""
+    ids = [i.variant_id for i in cart.items]
+    variants = {v.id: v for v in db.session.scalars(
+        select(Variant).where(Variant.id.in_(ids)).options(selectinload(Variant.product)))} if ids else {}
+    lines = []
+    for item in cart.items:
+        v = variants.get(item.variant_id)
+        if v is None:
+            continue
+        lines.append(pricing.PricedLine(variant_id=v.id, sku=v.sku, name=v.product.name, options=dict(v.options),
+                                        quantity=item.quantity, unit_price=v.price_amount))
+    return lines
+
+
+def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | None = None,
+              region: str | None = None) -> dict:
+    """The contract's cart object, priced now."""
+    lines = priced_lines(cart)
+    t = pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
+                       free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
+    by_variant = {i.variant_id: i for i in cart.items}
+    cur = cart.currency
+    return {
+        "id": str(cart.id), "token": cart.token if cart.user_id is None else None, "currency": cur,
+        "items": [{"id": by_variant[line.variant_id].id, "variant_id": line.variant_id, "sku": line.sku,
+                   "name": line.name, "options": line.options, "quantity": line.quantity,
+                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur)}
+                  for line in lines],
+        "subtotal": money(t.subtotal, cur), "discount": money(t.discount, cur), "shipping": money(t.shipping, cur),
+        "tax": money(t.tax, cur), "total": money(t.total, cur), "coupon_code": cart.coupon_code,
+    }

@@ -1,0 +1,74 @@
+"""Totals, shipping and tax. Pure functions over integer minor units; no database, no floats.
+
+Tax comes from a rate table (basis points by "COUNTRY" or "COUNTRY-REGION", "*" as the default)
+behind the small TaxTable interface, so a tax service can replace it later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SHIPPING_METHODS = {
+    # name: (label, price, free when the goods total reaches this amount or None)
+    "standard": ("Standard (3-5 working days)", 595, 7500),
+    "express": ("Express (next working day)", 1995, None),
+}
+DEFAULT_TAX_RATES = {"*": 0, "US-CA": 725, "US-NY": 400, "GB": 2000, "DE": 1900, "FR": 2000}
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    variant_id: int
+    sku: str
+    name: str
+    options: dict
+    quantity: int
+    unit_price: int
+
+    @property
+    def line_total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+@dataclass(frozen=True)
+class Totals:
+    subtotal: int
+    discount: int
+    shipping: int
+    tax: int
+    total: int
+    lines: tuple = field(default=())
+
+
+class TaxTable:
+    """Rates in basis points (725 = 7.25%) by country, or country-region."""
+
+    def __init__(self, rates: dict[str, int] | None = None):
+        self.rates = {k.upper(): int(v) for k, v in (rates or DEFAULT_TAX_RATES).items()}
+
+    def rate(self, country: str | None, region: str | None = None) -> int:
+        country = (country or "").upper()
+        region = (region or "").upper()
+        return self.rates.get(f"{country}-{region}", self.rates.get(country, self.rates.get("*", 0)))
+
+    def tax(self, taxable: int, country: str | None, region: str | None = None) -> int:
+        """Round half up to the minor unit."""
+        return (taxable * self.rate(country, region) + 5000) // 10000
+
+
+def shipping_cost(method: str, goods: int, free_standard_over: int | None = None) -> int:
+    label, price, free_over = SHIPPING_METHODS[method]
+    if free_over is not None and free_standard_over is not None:
+        free_over = free_standard_over
+    return 0 if free_over is not None and goods >= free_over else price
+
+
+def totals(lines: list[PricedLine], *, shipping_method: str | None, country: str | None = None,
+           region: str | None = None, discount: int = 0, tax_table: TaxTable | None = None,
+           free_standard_over: int | None = None) -> Totals:
+    """The order's money: goods, discount, shipping (if a method is chosen), tax on goods after discount."""
+    subtotal = sum(line.line_total for line in lines)
+    discount = max(0, min(discount, subtotal))
+    goods = subtotal - discount
+    shipping = shipping_cost(shipping_method, goods, free_standard_over) if shipping_method and lines else 0
+    tax = (tax_table or TaxTable()).tax(goods, country, region) if country else 0
+    return Totals(subtotal, discount, shipping, tax, goods + shipping + tax, tuple(lines))

@@ -1,0 +1,1 @@
+"""Orders: line snapshots, the status state machine and its event history."""

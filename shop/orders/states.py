@@ -1,0 +1,37 @@
+"""The order state machine (API.md), written once. Pure: no database."""
+from __future__ import annotations
+
+PENDING, CONFIRMED, PROCESSING, SHIPPED, DELIVERED = "pending", "confirmed", "processing", "shipped", "delivered"
+CANCELLED, RETURNED, REFUNDED = "cancelled", "returned", "refunded"
+STATUSES = (PENDING, CONFIRMED, PROCESSING, SHIPPED, DELIVERED, CANCELLED, RETURNED, REFUNDED)
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({CONFIRMED, CANCELLED}),
+    CONFIRMED: frozenset({PROCESSING, CANCELLED}),
+    PROCESSING: frozenset({SHIPPED, CANCELLED}),
+    SHIPPED: frozenset({DELIVERED}),
+    DELIVERED: frozenset({RETURNED}),
+    RETURNED: frozenset({REFUNDED}),
+    CANCELLED: frozenset(),
+    REFUNDED: frozenset(),
+}
+
+# Which staff permission moves an order into each status (None: only the system does it).
+FULFILMENT = frozenset({PROCESSING, SHIPPED, DELIVERED})
+CUSTOMER_SERVICE = frozenset({CANCELLED, RETURNED})
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: str, target: str):
+        super().__init__(f"An order that is {current} cannot become {target}.")
+        self.current, self.target = current, target
+
+
+def check(current: str, target: str) -> None:
+    """Raise InvalidTransition unless `current -> target` is a move the machine allows."""
+    if target not in TRANSITIONS.get(current, frozenset()):
+        raise InvalidTransition(current, target)
+
+
+def can_cancel(current: str) -> bool:
+    return CANCELLED in TRANSITIONS.get(current, frozenset())

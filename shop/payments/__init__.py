@@ -1,0 +1,1 @@
+"""Payments behind a gateway interface (Stripe PaymentIntents, or the built-in test gateway)."""

@@ -1,0 +1,53 @@
+"""The built-in test gateway's payment page: a person approves or declines; the decision then
+reaches the shop's own webhook as a signed event, through the job queue, like Stripe's would."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+from rq import Retry
+
+from shop.accounts.forms import ActionForm
+from shop.extensions import db, redis_ext
+from shop.orders.models import Order
+from shop.payments.gateways import webhook_secret
+from shop.payments.jobs import deliver_signed_event, test_event
+from shop.payments.models import Payment
+
+bp = Blueprint("payments", __name__)
+
+
+def _signer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="shop.test-gateway.pay")
+
+
+def pay_url(payment: Payment) -> str:
+    return url_for("payments.test_pay", payment_id=payment.id, t=_signer().dumps(payment.id), _external=True)
+
+
+def _payment(payment_id: int) -> Payment:
+    try:
+        if _signer().loads(request.args.get("t", "")) != payment_id:
+            abort(404)
+    except BadSignature:
+        abort(404)
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.provider != "test" or current_app.config["PAYMENT_PROVIDER"] != "test":
+        abort(404)
+    return payment
+
+
+@bp.route("/pay/test/<int:payment_id>", methods=["GET", "POST"])
+def test_pay(payment_id: int):
+    payment = _payment(payment_id)
+    order = db.session.get(Order, payment.order_id)
+    form = ActionForm()
+    if request.method == "POST" and form.validate_on_submit():
+        outcome = "approve" if request.form.get("decision") == "approve" else "decline"
+        event = test_event(payment.provider_id, payment, outcome)
+        redis_ext.queue("default").enqueue(deliver_signed_event, url_for("webhooks.stripe_webhook", _external=True),
+                                           event, webhook_secret(), retry=Retry(max=5, interval=[2, 5, 15, 60, 300]))
+        return redirect(url_for("storefront.order_detail", order_id=order.id, paid=outcome))
+    resp = current_app.make_response(render_template("payments/test_pay.html", payment=payment, order=order,
+                                                      form=form))
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp

@@ -1,0 +1,179 @@
+"""Payment rules: starting a payment, applying provider events exactly once, refunds.
+
+Lock order, everywhere: the order row, then the payment row, then variants by id. Provider calls
+happen between transactions, never inside one.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from shop.afterwards import after_commit
+from shop.errors import ApiError
+from shop.extensions import db
+from shop.inventory import services as inventory
+from shop.notifications import notify
+from shop.orders import services as orders
+from shop.orders import states
+from shop.money import format_money
+from shop.orders.models import Order, OrderEvent
+from shop.payments.gateways import gateway
+from shop.payments.models import Payment, Refund
+
+log = logging.getLogger(__name__)
+
+
+class PaymentUnavailable(ApiError):
+    def __init__(self):
+        super().__init__(503, "payment_unavailable",
+                         "The payment provider cannot be reached right now. Your cart is kept; please try again.",
+                         headers={"Retry-After": "30"})
+
+
+def start(payment_id: int) -> dict:
+    """Open the payment with the provider (outside any transaction) and record its id.
+
+    If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised."""
+    payment = db.session.get(Payment, payment_id)
+    gw = gateway()
+    db.session.commit()  # nothing of ours stays open while we wait for the provider
+    try:
+        started = gw.start(payment)
+    except Exception as exc:  # noqa: BLE001 - any provider failure has the same remedy
+        log.warning("starting payment %s failed: %s", payment_id, exc)
+        order = orders.lock(payment.order_id)
+        locked = db.session.get(Payment, payment_id, with_for_update=True)
+        locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
+        orders.move(order, states.CANCELLED, "system", "The payment could not be started")
+        db.session.commit()
+        raise PaymentUnavailable() from None
+    payment = db.session.get(Payment, payment_id, with_for_update=True)
+    payment.provider_id, payment.status = started.provider_id, "requires_payment"
+    db.session.commit()
+    return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
+            "redirect_url": started.redirect_url}
+
+
+def _payment_for_intent(intent_id: str) -> tuple[Order, Payment] | None:
+    found = db.session.execute(select(Payment.id, Payment.order_id).where(Payment.provider_id == intent_id)).first()
+    if found is None:
+        return None
+    order = orders.lock(found.order_id)
+    payment = db.session.get(Payment, found.id, with_for_update=True, populate_existing=True)
+    return order, payment
+
+
+def on_succeeded(intent: dict) -> str:
+    """payment_intent.succeeded: confirm the order and turn its reservation into a hard decrement, once.
+
+    A payment that succeeds after its order was cancelled (the reservation expired first) is
+    refunded in full and the order stays cancelled: stock that was released may already be sold."""
+    found = _payment_for_intent(intent["id"])
+    if found is None:
+        return "ignored: unknown payment"
+    order, payment = found
+    if payment.status == "succeeded":
+        return "no effect: already succeeded"
+    if intent.get("amount") is not None and int(intent["amount"]) != payment.amount:
+        payment.status, payment.failure_reason = "failed", "amount mismatch"
+        return "refused: amount mismatch"
+    payment.status, payment.failure_reason = "succeeded", None
+    if order.status == states.PENDING:
+        inventory.consume(order.id)
+        orders.move(order, states.CONFIRMED, payment.provider, f"Payment {payment.provider_id} succeeded")
+        return "confirmed"
+    if order.status == states.CANCELLED:
+        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                                         actor=payment.provider, note="Payment arrived after cancellation; refunded"))
+        refund_after_commit(order.id, reason="Payment arrived after the order was cancelled", actor="system")
+        return "refunding: order was cancelled"
+    return f"no effect: order is {order.status}"
+
+
+def on_failed(intent: dict) -> str:
+    """payment_intent.payment_failed: record it unless the payment already succeeded (events can be late)."""
+    found = _payment_for_intent(intent["id"])
+    if found is None:
+        return "ignored: unknown payment"
+    _, payment = found
+    if payment.status == "succeeded":
+        return "no effect: already succeeded"
+    error = (intent.get("last_payment_error") or {}).get("message") or "declined"
+    payment.status, payment.failure_reason = "failed", str(error)[:255]
+    return "recorded failure"
+
+
+def on_refunded(charge: dict) -> str:
+    """charge.refunded: keep the refunded total in step with the provider's (never lower it)."""
+    found = _payment_for_intent(charge.get("payment_intent") or "")
+    if found is None:
+        return "ignored: unknown payment"
+    order, payment = found
+    amount = int(charge.get("amount_refunded") or 0)
+    if amount <= payment.refunded_amount:
+        return "no effect: already recorded"
+    payment.refunded_amount = min(amount, payment.amount)
+    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount:
+        orders.move(order, states.REFUNDED, payment.provider, "Refunded at the provider")
+    return "recorded refund"
+
+
+def refundable(payment: Payment) -> int:
+    return payment.amount - payment.refunded_amount if payment.status == "succeeded" else 0
+
+
+def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund:
+    """Refund part or all of an order's payment. The amount is held first (so two refunds at once
+    cannot exceed the payment), the provider is called between transactions, then the result stored."""
+    order = orders.lock(order_id)
+    payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
+                                .with_for_update())
+    available = refundable(payment) if payment else 0
+    amount = available if amount is None else amount
+    if not payment or available <= 0:
+        raise ApiError(409, "nothing_to_refund", "This order has no paid amount left to refund.")
+    if amount <= 0 or amount > available:
+        raise ApiError(422, "validation_failed", f"The refund must be between 1 and {available}.",
+                       {"fields": {"amount": f"must be between 1 and {available}"}})
+    record = Refund(payment_id=payment.id, amount=amount, reason=reason, actor=actor, status="pending")
+    payment.refunded_amount += amount
+    db.session.add(record)
+    db.session.commit()
+    try:
+        result = gateway().refund(payment, record)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("refund %s failed: %s", record.id, exc)
+        order = orders.lock(order_id)
+        payment = db.session.get(Payment, payment.id, with_for_update=True, populate_existing=True)
+        record = db.session.get(Refund, record.id, populate_existing=True)
+        record.status = "failed"
+        payment.refunded_amount -= amount
+        db.session.commit()
+        raise PaymentUnavailable() from None
+    order = orders.lock(order_id)
+    record = db.session.get(Refund, record.id, populate_existing=True)
+    record.status = "succeeded" if result.status in ("succeeded", "pending") else result.status
+    record.provider_refund_id = result.provider_refund_id
+    payment = db.session.get(Payment, payment.id, populate_existing=True)
+    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount:
+        orders.move(order, states.REFUNDED, actor, reason)
+    else:
+        notify("order.refunded", order.email, {**orders.mail_payload(order),
+                                               "refund": format_money(amount, order.currency)})
+    db.session.commit()
+    return record
+
+
+def refund_after_commit(order_id: int, reason: str, actor: str) -> None:
+    """Refund what is left of an order's payment, in a job after this transaction commits."""
+    after_commit("default", refund_remaining_job, order_id, reason, actor)
+
+
+def refund_remaining_job(order_id: int, reason: str, actor: str) -> str:
+    """RQ job (default queue): idempotent, as a refund of nothing left does nothing."""
+    payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded"))
+    if payment is None or refundable(payment) <= 0:
+        return "nothing to refund"
+    refund(order_id, None, reason, actor)
+    return "refunded"

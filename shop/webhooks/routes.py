@@ -1,0 +1,37 @@
+"""POST /webhooks/stripe: verify the signature (5-minute tolerance), then store and apply the event."""
+from __future__ import annotations
+
+import json
+
+import stripe
+from flask import current_app, jsonify, request
+
+from shop.errors import ApiError
+from shop.extensions import csrf
+from shop.payments.gateways import webhook_secret
+from shop.webhooks import bp
+from shop.webhooks.services import receive
+
+TOLERANCE_SECONDS = 300
+
+
+@bp.post("/webhooks/stripe")
+@csrf.exempt  # authenticated by the Stripe-Signature header instead
+def stripe_webhook():
+    payload = request.get_data(cache=False)
+    try:
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), request.headers.get("Stripe-Signature", ""),
+                                              webhook_secret(), TOLERANCE_SECONDS)
+        event = json.loads(payload)
+        if not isinstance(event, dict) or not event.get("id") or not isinstance(event.get("data"), dict):
+            raise ValueError("not an event")
+    except stripe.SignatureVerificationError:
+        raise ApiError(400, "invalid_signature", "The Stripe-Signature header is missing, wrong or too old.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed_body", "The body is not a Stripe event.") from None
+    try:
+        outcome = receive("stripe", event)
+    except Exception:  # noqa: BLE001 - stored as failed; a non-2xx makes Stripe deliver it again
+        current_app.logger.exception("applying webhook event %s failed", event.get("id"))
+        raise ApiError(503, "processing_failed", "The event was stored but could not be applied; it will be retried.")
+    return jsonify(received=True, outcome=outcome)

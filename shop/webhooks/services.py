@@ -1,0 +1,99 @@
+"""Receiving provider events: stored once per (provider, event id), applied exactly once.
+
+The INSERT ... ON CONFLICT DO NOTHING and the event's effect share one transaction. Copies of an
+event that arrive together queue on the unique index; when the first commits, the others find it
+processed and do nothing. If applying fails, the event is still stored, marked failed with the
+error, and retried: by the provider's own redelivery, by the scheduled retry job, or by staff.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from shop.extensions import db
+from shop.payments import services as payments
+from shop.payments.models import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+HANDLERS = {
+    "payment_intent.succeeded": payments.on_succeeded,
+    "payment_intent.payment_failed": payments.on_failed,
+    "charge.refunded": payments.on_refunded,
+}
+
+
+def _apply(row: WebhookEvent) -> None:
+    handler = HANDLERS.get(row.type)
+    row.attempts += 1
+    if handler is None:
+        row.status, row.last_error = "ignored", None
+    else:
+        outcome = handler(row.payload["data"]["object"])
+        row.status, row.last_error = "processed", None
+        log.info("webhook %s %s: %s", row.event_id, row.type, outcome)
+    row.processed_at = datetime.now(timezone.utc)
+
+
+def receive(provider: str, event: dict) -> str:
+    """Store and apply one verified event. Returns what happened; raises if applying failed."""
+    event_id, kind = str(event["id"]), str(event.get("type", ""))
+    inserted = db.session.execute(
+        insert(WebhookEvent).values(provider=provider, event_id=event_id, type=kind, payload=event)
+        .on_conflict_do_nothing(constraint="uq_webhook_event_provider_event").returning(WebhookEvent.id)).scalar()
+    if inserted is None:  # seen before: apply only if an earlier attempt failed
+        row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.provider == provider,
+                                                          WebhookEvent.event_id == event_id).with_for_update())
+        if row.status != "failed":
+            db.session.commit()
+            return "duplicate"
+    else:
+        row = db.session.get(WebhookEvent, inserted)
+    try:
+        _apply(row)
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        _record_failure(provider, event, exc)
+        raise
+    return row.status
+
+
+def _record_failure(provider: str, event: dict, exc: Exception) -> None:
+    """Keep the event and its error even though applying it rolled back."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    db.session.execute(
+        insert(WebhookEvent).values(provider=provider, event_id=str(event["id"]), type=str(event.get("type", "")),
+                                    payload=event, status="failed", attempts=1, last_error=error)
+        .on_conflict_do_update(constraint="uq_webhook_event_provider_event",
+                               set_={"status": "failed", "last_error": error,
+                                     "attempts": WebhookEvent.attempts + 1},
+                               where=WebhookEvent.status != "processed"))
+    db.session.commit()
+
+
+def retry(event_row_id: int) -> str:
+    """Apply a failed event again (the scheduled job and the back-office use this)."""
+    row = db.session.get(WebhookEvent, event_row_id, with_for_update=True)
+    if row is None or row.status != "failed":
+        db.session.commit()
+        return "nothing to retry"
+    return receive(row.provider, row.payload)
+
+
+def retry_failed(limit: int = 100) -> int:
+    """Scheduled: retry every failed event once."""
+    ids = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "failed")
+                             .order_by(WebhookEvent.received_at).limit(limit)).all()
+    db.session.commit()
+    done = 0
+    for event_row_id in ids:
+        try:
+            retry(event_row_id)
+            done += 1
+        except Exception:  # noqa: BLE001 - recorded on the row; the next run tries again
+            log.exception("retrying webhook event %s failed", event_row_id)
+    return done
