@@ -1,5 +1,5 @@
-"""The Flask-Admin back-office at /admin/: staff log-in, dashboard, catalogue, stock, customers,
-staff accounts and the audit log. Every view checks its permission on the server (security.py)."""
+"""The Flask-Admin back-office at /admin/: staff log-in, dashboard, orders, catalogue, stock, customers,
+staff accounts, payment provider events and the audit log. Every view checks its permission on the server (security.py)."""
 from __future__ import annotations
 
 from flask import Flask
@@ -10,6 +10,8 @@ from shop.accounts.models import User
 from shop.audit.models import AuditEntry
 from shop.catalog.models import Category, Product, ProductImage, Variant
 from shop.extensions import db
+from shop.orders.models import Order
+from shop.payments.models import WebhookEvent
 
 
 def init_admin(app: Flask) -> Admin:
@@ -19,6 +21,7 @@ def init_admin(app: Flask) -> Admin:
                   index_view=views.DashboardView(name="Dashboard", url="/admin", endpoint="admin"),
                   theme=Bootstrap4Theme(base_template="admin/shop_base.html", fluid=True))
     # Passing `db` (not db.session) lets Flask-Admin use whichever session is current.
+    admin.add_view(views.OrderView(Order, db, name="Orders", endpoint="orders", url="/admin/orders"))
     admin.add_view(views.ProductView(Product, db, name="Products", category="Catalogue", endpoint="products"))
     admin.add_view(views.CategoryView(Category, db, name="Categories", category="Catalogue", endpoint="categories"))
     admin.add_view(views.ImageView(ProductImage, db, name="Images", category="Catalogue", endpoint="images"))
@@ -26,6 +29,8 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(views.LowStockView(name="Low stock", category="Stock", endpoint="low_stock", url="/admin/low-stock"))
     admin.add_view(views.CustomerView(User, db, name="Customers", endpoint="customers", url="/admin/customers"))
     admin.add_view(views.StaffAccountView(User, db, name="Staff", endpoint="staff", url="/admin/staff"))
+    admin.add_view(views.WebhookEventView(WebhookEvent, db, name="Webhook events", endpoint="webhook_events",
+                                          url="/admin/webhook-events"))
     admin.add_view(views.AuditView(AuditEntry, db, name="Audit log", endpoint="audit", url="/admin/audit"))
     admin.add_view(views.UploadView(name="Uploads", endpoint="uploads", url="/admin/uploads"))
     return admin

@@ -1,17 +1,24 @@
 """Back-office views. Each one declares its permissions (admin/security.py); rules live in services."""
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 
-from flask import current_app, flash, jsonify, redirect, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
+from flask_admin.actions import action
+from flask_admin.contrib.sqla import filters as sqla_filters
 from flask_admin.contrib.sqla.form import InlineModelConverter  # noqa: F401 - documented extension point
 from flask_admin.model.form import InlineFormAdmin
 from flask_login import current_user, login_user, logout_user
 from markupsafe import Markup, escape
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from admin.security import AdminForm, StaffModelView, StaffView, is_staff
 from shop.accounts import services as accounts
@@ -20,10 +27,18 @@ from shop.accounts.models import ROLES, User
 from shop.accounts.passwords import hash_password, password_problem
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
+from shop import idempotency
 from shop.catalog.models import Category, Product, ProductImage, Variant
+from shop.errors import ApiError
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.money import format_money, parse_major
+from shop.orders import services as order_services
+from shop.orders import states as order_states
+from shop.orders.models import Order
+from shop.payments import services as payment_services
+from shop.payments.models import Payment, WebhookEvent
+from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
 
 
@@ -85,8 +100,6 @@ class DashboardView(AdminIndexView):
             return None
         if not is_staff():
             if current_user.is_authenticated:
-                from flask import abort
-
                 abort(403)
             return redirect(url_for("admin.login", next=request.full_path))
         return None
@@ -99,7 +112,7 @@ class DashboardView(AdminIndexView):
             "drafts": db.session.scalar(select(func.count()).select_from(Product).where(Product.status == "draft")),
             "low_stock": len(inventory.low_stock()) if low is not None else None,
         }
-        return self.render("admin/shop_dashboard.html", low=low, counts=counts,
+        return self.render("admin/shop_dashboard.html", low=low, counts=counts, today=todays_orders(),
                            threshold=current_app.config["LOW_STOCK_THRESHOLD"])
 
     @expose("/login", methods=("GET", "POST"))
@@ -128,6 +141,20 @@ class DashboardView(AdminIndexView):
         if AdminForm().validate_on_submit():
             logout_user()
         return redirect(url_for("admin.login"))
+
+
+def todays_orders() -> dict:
+    """Today's (UTC) paid orders: their count for every staff member, their revenue for reports roles."""
+    start = datetime.combine(datetime.now(timezone.utc).date(), time.min, timezone.utc)
+    rows = db.session.execute(
+        select(Order.currency, func.count(Order.id), func.coalesce(func.sum(Order.total), 0))
+        .where(Order.created_at >= start, Order.created_at < start + timedelta(days=1), Order.status.in_(SOLD))
+        .group_by(Order.currency).order_by(Order.currency)).all()
+    revenue = None
+    if has_permission(current_user, P.REPORTS_VIEW):
+        revenue = [format_money(int(total), currency) for currency, _, total in rows] or \
+            [format_money(0, current_app.config["SHOP_CURRENCY"])]
+    return {"count": sum(n for _, n, _ in rows), "revenue": revenue}
 
 
 # -- catalogue ----------------------------------------------------------------------------------
@@ -165,6 +192,14 @@ class ProductView(StaffModelView):
     form_extra_fields = {"options_text": TextAreaField(
         "Options", description="One option per line, e.g. 'size: S, M, L' then 'colour: Red, Blue'.")}
     inline_models = (VariantInline(Variant),)
+
+    def scaffold_form(self):
+        # The column is NOT NULL, so Flask-Admin would make the field required; an empty slug is
+        # made from the name in on_model_change.
+        form_class = super().scaffold_form()
+        form_class.slug = StringField("Slug", validators=[Optional(), Length(max=160)],
+                                      description="Leave empty to make one from the name.")
+        return form_class
 
     def on_form_prefill(self, form, id):
         product = db.session.get(Product, id)
@@ -341,3 +376,237 @@ class AuditView(StaffModelView):
     column_filters = ("actor_email", "action", "entity_type", "channel")
     column_default_sort = ("at", True)
     column_searchable_list = ("entity_id", "actor_email")
+
+
+# -- orders -------------------------------------------------------------------------------------
+# Which permission moves an order into each status: one rule, in shop/orders/states.py.
+STAFF_TARGETS = {s: order_states.staff_permission(s) for s in order_states.FULFILMENT | order_states.CUSTOMER_SERVICE}
+TARGET_LABELS = {order_states.PROCESSING: "Start processing", order_states.SHIPPED: "Mark shipped",
+                 order_states.DELIVERED: "Mark delivered", order_states.CANCELLED: "Cancel order",
+                 order_states.RETURNED: "Record return"}
+SOLD = (order_states.CONFIRMED, order_states.PROCESSING, order_states.SHIPPED, order_states.DELIVERED,
+        order_states.RETURNED, order_states.REFUNDED)  # paid: not pending, not cancelled
+# Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
+_PROVIDER_ID = re.compile(r"\b(?:pi|re|ch|py|pm|cus|evt)_[A-Za-z0-9_]+")
+
+
+def _may(perm) -> bool:
+    return has_permission(current_user, perm)
+
+
+def redact_note(note: str) -> str:
+    """An event note as this viewer may read it: provider ids only for roles with payment details."""
+    return note if _may(P.PAYMENTS) else _PROVIDER_ID.sub("(payment id hidden)", note or "")
+
+
+def address_lines(address: dict | None, *, phone: bool) -> list[str]:
+    if not address:
+        return []
+    lines = [address.get("name"), address.get("line1"), address.get("line2"),
+             " ".join(x for x in (address.get("postal_code"), address.get("city")) if x),
+             address.get("region"), address.get("country")]
+    if phone and address.get("phone"):
+        lines.append(f"Phone: {address['phone']}")
+    return [str(x) for x in lines if x]
+
+
+class TransitionForm(AdminForm):
+    status = StringField("New status")  # checked against the state machine and the role in the view
+    note = StringField("Note", validators=[Optional(), Length(max=1000)])
+
+
+class RefundForm(AdminForm):
+    amount = StringField("Amount", validators=[DataRequired(message="Enter an amount, e.g. 12.50.")])
+    reason = StringField("Reason", validators=[DataRequired(message="Say why you refund."), Length(max=1000)])
+    # One key per rendered form: a double click or a resent form refunds once. A bare UUID (hex): the
+    # key is part of the audited row's id, which has room for 60 characters.
+    idempotency_key = StringField(validators=[DataRequired(message="Reload the page and try again."),
+                                              Regexp(r"^[0-9a-f]{32}$", message="Reload the page and try again.")])
+
+
+class OrderView(StaffModelView):
+    """Orders, read-only; status moves and refunds are buttons on the order page, each checked here
+    for its own permission (the one the admin API asks), whatever the page showed."""
+
+    view_permission = P.ORDERS_VIEW
+    edit_permission = None  # no create/edit/delete of orders: they move only through the services
+    can_view_details = True
+    column_list = ("number", "status", "created_at", "total", "items", "email")  # e-mail last: hidden per role
+    column_labels = {"created_at": "Created", "items": "Items", "email": "Customer e-mail"}
+    column_sortable_list = ("number", "status", "created_at", "total")
+    column_default_sort = ("created_at", True)
+    column_searchable_list = ("number",)
+    column_filters = (sqla_filters.FilterEqual(Order.status, "Status",
+                                               options=[(s, s.capitalize()) for s in order_states.STATUSES]),)
+    column_formatters = {
+        "number": lambda v, c, m, n: Markup(f'<a href="{escape(url_for(".order_page", order_id=m.id))}">'
+                                            f'{escape(m.number)}</a>'),
+        "total": lambda v, c, m, n: format_money(m.total, m.currency),
+        "items": lambda v, c, m, n: sum(line.quantity for line in m.lines),
+        "email": lambda v, c, m, n: m.email if _may(P.CUSTOMERS_PII) else "",
+    }
+
+    def search_placeholder(self):
+        return "Order number"
+
+    def get_query(self):
+        return super().get_query().options(selectinload(Order.lines))
+
+    def render(self, template, **kwargs):
+        # The list's e-mail column exists only for roles with customer data (it is the last column,
+        # so the column indexes used for sorting stay the same).
+        if "list_columns" in kwargs and not _may(P.CUSTOMERS_PII):
+            kwargs["list_columns"] = [c for c in kwargs["list_columns"] if c[0] != "email"]
+        return super().render(template, **kwargs)
+
+    @expose("/details/")
+    def details_view(self):
+        order_id = request.args.get("id", type=int)
+        if order_id is None:
+            return redirect(url_for(".index_view"))
+        return redirect(url_for(".order_page", order_id=order_id))
+
+    @expose("/<int:order_id>")
+    def order_page(self, order_id: int):
+        order = db.session.scalar(select(Order).where(Order.id == order_id)
+                                  .options(selectinload(Order.lines), selectinload(Order.events)))
+        if order is None:
+            abort(404)
+        moves = sorted(order_states.TRANSITIONS.get(order.status, ()) & set(STAFF_TARGETS),
+                       key=order_states.STATUSES.index)
+        buttons = [(s, TARGET_LABELS[s]) for s in moves if _may(STAFF_TARGETS[s])]
+        payments, refundable = None, 0
+        if _may(P.PAYMENTS):
+            payments = db.session.scalars(select(Payment).where(Payment.order_id == order.id)
+                                          .options(selectinload(Payment.refunds)).order_by(Payment.id)).all()
+            refundable = sum(payment_services.refundable(p) for p in payments)
+        return self.render(
+            "admin/shop_order.html", order=order, buttons=buttons, payments=payments, refundable=refundable,
+            email=order.email if _may(P.CUSTOMERS_PII) else None,
+            shipping=address_lines(order.shipping_address, phone=_may(P.CUSTOMERS_PII))
+            if _may(P.ORDER_SHIPPING_ADDRESS) else None,
+            billing=address_lines(order.billing_address, phone=True) if _may(P.CUSTOMERS_PII) else None,
+            customer_url=url_for("customers.details_view", id=order.user_id)
+            if order.user_id and _may(P.CUSTOMERS_PII) else None,
+            redact=redact_note, format_money=format_money, transition_form=TransitionForm(),
+            refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if refundable else None)
+
+    @expose("/<int:order_id>/transition", methods=("POST",))
+    def transition(self, order_id: int):
+        form = TransitionForm(request.form)  # AdminForm binds no data unless given it
+        target = form.status.data
+        if target not in order_states.STATUSES:
+            abort(400)
+        if target not in STAFF_TARGETS or not _may(STAFF_TARGETS[target]):
+            abort(403)  # e.g. support may not ship, warehouse may not cancel, nobody confirms by hand
+        back = redirect(url_for(".order_page", order_id=order_id))
+        if not form.validate_on_submit():
+            flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
+            return back
+        try:
+            order = order_services.transition(order_id, target, current_user.email, (form.note.data or "").strip())
+        except ApiError as exc:
+            db.session.rollback()
+            if exc.status == 404:
+                abort(404)
+            flash(exc.message, "error")
+            return back
+        flash(f"Order {order.number} is now {order.status}.", "success")
+        return back
+
+    @expose("/<int:order_id>/refund", methods=("POST",))
+    def refund(self, order_id: int):
+        if not _may(P.PAYMENTS):
+            abort(403)
+        order = db.session.get(Order, order_id)
+        if order is None:
+            abort(404)
+        currency, back = order.currency, redirect(url_for(".order_page", order_id=order_id))
+        form = RefundForm(request.form)
+        if not form.validate_on_submit():
+            flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
+            return back
+        try:
+            amount = parse_major(form.amount.data, currency)
+        except ValueError as exc:
+            flash(f"Enter the amount like 12.50 ({exc}).", "error")
+            return back
+        reason = form.reason.data.strip()
+        scope, key = f"bo-refund:{order_id}", form.idempotency_key.data
+        try:
+            if idempotency.claim(scope, key, {"amount": amount, "reason": reason}):
+                flash("This refund was already sent; it was not made twice.", "info")
+                return back
+        except ApiError as exc:  # the first click of a double click is still at the provider
+            db.session.rollback()
+            flash("This refund is being made already; reload the page in a moment to see it."
+                  if exc.code == "request_in_progress" else exc.message, "error")
+            return back
+        try:
+            record = payment_services.refund(order_id, amount, reason, current_user.email)
+        except ApiError as exc:
+            idempotency.release(scope, key)  # rolls back; the form may be corrected and sent again
+            flash("The payment provider cannot be reached right now; nothing was refunded. Try again in a moment."
+                  if exc.code == "payment_unavailable" else exc.message, "error")
+            return back
+        except Exception:
+            idempotency.release(scope, key)
+            raise
+        idempotency.finish(scope, key, 201, {"refund_id": record.id})
+        flash(f"Refunded {format_money(record.amount, currency)} on order {order.number}.", "success")
+        return back
+
+
+# -- payment provider events --------------------------------------------------------------------
+def _retry_button(view, context, model, name):
+    if model.status != "failed":
+        return ""
+    return Markup(f'<form method="post" action="{escape(url_for(".retry", id=model.id))}" class="m-0">'
+                  f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">'
+                  f'<button type="submit" class="btn btn-sm btn-outline-primary">Retry'
+                  f'<span class="sr-only"> event {escape(model.event_id)}</span></button></form>')
+
+
+class WebhookEventView(StaffModelView):
+    """Every provider event received; failed ones can be applied again (admins only)."""
+
+    view_permission = edit_permission = P.STAFF_MANAGE
+    allow_create = allow_edit = allow_delete = False  # the log of what providers sent is not edited
+    column_list = ("provider", "event_id", "type", "status", "attempts", "last_error", "received_at", "retry")
+    column_labels = {"event_id": "Event id", "last_error": "Last error", "received_at": "Received",
+                     "retry": "Action"}
+    column_details_list = ("provider", "event_id", "type", "status", "attempts", "last_error", "received_at",
+                           "processed_at", "payload")
+    column_sortable_list = ("provider", "type", "status", "attempts", "received_at")
+    column_default_sort = ("received_at", True)
+    column_searchable_list = ("event_id", "type")
+    column_filters = ("status", "provider", "type")
+    column_formatters = {"retry": _retry_button,
+                         "last_error": lambda v, c, m, n: (m.last_error or "")[:200]}
+
+    def _retry(self, event_row_id: int) -> tuple[str, str]:
+        try:
+            outcome = webhook_services.retry(event_row_id)
+        except Exception as exc:  # noqa: BLE001 - the service stored the error on the row
+            db.session.rollback()
+            return "error", f"Event {event_row_id} failed again: {type(exc).__name__}: {exc}"[:500]
+        if outcome == "nothing to retry":
+            return "info", f"Event {event_row_id} is not failed; nothing to retry."
+        return "success", f"Event {event_row_id}: {outcome}."
+
+    @expose("/retry", methods=("POST",))
+    def retry(self):
+        if not self.may_edit():
+            abort(403)
+        event_row_id = request.form.get("id", type=int)
+        if event_row_id is None or db.session.get(WebhookEvent, event_row_id) is None:
+            abort(404)
+        kind, message = self._retry(event_row_id)
+        flash(message, kind)
+        return redirect(url_for(".index_view"))
+
+    @action("retry", "Retry", "Apply the selected failed events again?")
+    def action_retry(self, ids):
+        for event_row_id in ids:
+            kind, message = self._retry(int(event_row_id))
+            flash(message, kind)

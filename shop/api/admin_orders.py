@@ -1,6 +1,7 @@
 """/api/v1/admin orders, refunds and sales reports, under the role table of API.md."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta, timezone
 
 from flask import g, request
@@ -24,7 +25,8 @@ from shop.payments import services as payments
 from shop.payments.models import Payment
 
 A = "/v1/admin"
-STAFF_TARGETS = {**{s: P.ORDERS_FULFIL for s in states.FULFILMENT}, **{s: P.ORDERS_CANCEL for s in states.CUSTOMER_SERVICE}}
+PROVIDER_ID = re.compile(r"\b(pi|ch|re|py)_[A-Za-z0-9_]+")
+STAFF_TARGETS = sorted(states.FULFILMENT | states.CUSTOMER_SERVICE)
 
 
 def staff_order_json(order: Order, user) -> dict:
@@ -33,8 +35,13 @@ def staff_order_json(order: Order, user) -> dict:
     if not has_permission(user, P.CUSTOMERS_PII):
         body["email"] = None
         body["billing_address"] = None
-        if not has_permission(user, P.ORDER_SHIPPING_ADDRESS):
+        if has_permission(user, P.ORDER_SHIPPING_ADDRESS) and body["shipping_address"]:
+            body["shipping_address"] = {k: v for k, v in body["shipping_address"].items() if k != "phone"}
+        else:
             body["shipping_address"] = None
+    if not has_permission(user, P.PAYMENTS):
+        for event in body["events"]:
+            event["note"] = PROVIDER_ID.sub("(payment id hidden)", event["note"] or "")
     if has_permission(user, P.PAYMENTS):
         paid = db.session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)).all()
         body["payments"] = [{"id": p.id, "provider": p.provider, "provider_id": p.provider_id, "status": p.status,
@@ -64,13 +71,13 @@ def admin_orders():
 def admin_transition(order_id: int):
     data = json_body()
     target, note = data.get("status"), data.get("note") or ""
-    if target not in STAFF_TARGETS:
-        raise ValidationError({"status": f"must be one of {', '.join(sorted(STAFF_TARGETS))}"})
+    needed = states.staff_permission(target) if isinstance(target, str) else None
+    if needed is None:
+        raise ValidationError({"status": f"must be one of {', '.join(STAFF_TARGETS)}"})
     if not isinstance(note, str) or len(note) > 1000:
         raise ValidationError({"note": "must be text of at most 1000 characters"})
-    if not has_permission(g.api_user, STAFF_TARGETS[target]):
-        raise ApiError(403, "forbidden", "Your role does not allow this.",
-                       {"permission": STAFF_TARGETS[target].value})
+    if not has_permission(g.api_user, needed):
+        raise ApiError(403, "forbidden", "Your role does not allow this.", {"permission": needed.value})
     order = orders.transition(order_id, target, g.api_user.email, note)
     return staff_order_json(orders.for_staff(order.id), g.api_user)
 

@@ -18,6 +18,13 @@ from shop.audit.models import AuditEntry
 from shop.extensions import db
 
 _ACTOR = "audit_actor"
+
+
+def _not_audited() -> tuple:
+    """Bookkeeping rows that are not business data: the log itself and request-replay records."""
+    from shop.idempotency import IdempotencyKey
+
+    return (AuditEntry, IdempotencyKey)
 SECRET_FIELDS = {"password_hash"}
 
 
@@ -69,10 +76,11 @@ def _record(session: Session, flush_context) -> None:
     actor = session.info.get(_ACTOR)
     if not actor:
         return
+    NOT_AUDITED = _not_audited()
     rows = []
     for action, objects in (("create", session.new), ("update", session.dirty), ("delete", session.deleted)):
         for obj in objects:
-            if isinstance(obj, AuditEntry) or not hasattr(obj, "__table__"):
+            if isinstance(obj, NOT_AUDITED) or not hasattr(obj, "__table__"):
                 continue
             if action == "update" and not session.is_modified(obj, include_collections=False):
                 continue
@@ -82,6 +90,6 @@ def _record(session: Session, flush_context) -> None:
                 continue
             rows.append({"actor_id": actor["id"], "actor_email": actor["email"], "channel": actor["channel"],
                          "ip": actor["ip"], "action": action, "entity_type": obj.__class__.__name__,
-                         "entity_id": _pk(obj), "before": before, "after": after})
+                         "entity_id": _pk(obj)[:60], "before": before, "after": after})
     if rows:
         session.connection().execute(insert(AuditEntry), rows)

@@ -33,6 +33,9 @@ class Category(db.Model):
     def __repr__(self) -> str:
         return f"<Category {self.slug}>"
 
+    def __str__(self) -> str:  # how forms and lists name it
+        return self.name
+
 
 class Product(db.Model):
     __tablename__ = "product"
@@ -73,6 +76,9 @@ class Product(db.Model):
 
     def __repr__(self) -> str:
         return f"<Product {self.slug}>"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class ProductOption(db.Model):

@@ -77,13 +77,16 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     totals = quote(cart, method, shipping_address["country"], shipping_address.get("region"))
     if not totals.lines:
         raise ApiError(422, "cart_empty", "The cart is empty.", {"fields": {"cart_id": "has no items"}})
-    order, token = orders.new_order(user_id=user.id if user else None, email=email, currency=cart.currency,
-                                    totals=totals, shipping_method=method, shipping_address=shipping_address,
-                                    billing_address=billing_address, cart_id=cart.id)
     wanted: dict[int, int] = {}
     for line in totals.lines:
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
-    inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])  # OutOfStock rolls back
+    # Lock the variants (FOR UPDATE, id order) before inserting order lines: the lines' foreign keys
+    # take KEY SHARE locks on those rows, and upgrading from them later deadlocks concurrent checkouts.
+    inventory.check_available(wanted)  # OutOfStock rolls the whole transaction back
+    order, token = orders.new_order(user_id=user.id if user else None, email=email, currency=cart.currency,
+                                    totals=totals, shipping_method=method, shipping_address=shipping_address,
+                                    billing_address=billing_address, cart_id=cart.id)
+    inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
     payment = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
     db.session.add(payment)
     cart.status = "converted"

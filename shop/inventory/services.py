@@ -66,6 +66,16 @@ def lock_variants(variant_ids) -> dict[int, Variant]:
     return {v.id: v for v in rows}
 
 
+def check_available(wanted: dict[int, int]) -> dict[int, Variant]:
+    """Lock the variants and make sure they cover `wanted`; OutOfStock names what is short."""
+    variants = lock_variants(wanted)
+    short = {variants[vid].sku if vid in variants else str(vid): (variants[vid].available if vid in variants else 0)
+             for vid, qty in wanted.items() if vid not in variants or variants[vid].available < qty}
+    if short:
+        raise OutOfStock(short)
+    return variants
+
+
 def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
     """Hold `wanted` ({variant_id: quantity}) for an order, all or nothing; OutOfStock names what is short.
 
@@ -74,11 +84,7 @@ def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
 
     from shop.inventory.models import Reservation
 
-    variants = lock_variants(wanted)
-    short = {variants[vid].sku if vid in variants else str(vid): (variants[vid].available if vid in variants else 0)
-             for vid, qty in wanted.items() if vid not in variants or variants[vid].available < qty}
-    if short:
-        raise OutOfStock(short)
+    variants = check_available(wanted)
     expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
     for vid in sorted(wanted):
         variants[vid].reserved += wanted[vid]

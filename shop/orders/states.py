@@ -16,9 +16,21 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     REFUNDED: frozenset(),
 }
 
-# Which staff permission moves an order into each status (None: only the system does it).
+# Which staff permission moves an order into each status; confirmed and refunded are set by the
+# system (payments), never by hand.
 FULFILMENT = frozenset({PROCESSING, SHIPPED, DELIVERED})
 CUSTOMER_SERVICE = frozenset({CANCELLED, RETURNED})
+
+
+def staff_permission(target: str):
+    """The permission a staff member needs to move an order into `target`, or None if staff never may."""
+    from shop.accounts.permissions import Permission
+
+    if target in FULFILMENT:
+        return Permission.ORDERS_FULFIL
+    if target in CUSTOMER_SERVICE:
+        return Permission.ORDERS_CANCEL
+    return None
 
 
 class InvalidTransition(Exception):

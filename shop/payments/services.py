@@ -25,10 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class PaymentUnavailable(ApiError):
-    def __init__(self):
-        super().__init__(503, "payment_unavailable",
-                         "The payment provider cannot be reached right now. Your cart is kept; please try again.",
-                         headers={"Retry-After": "30"})
+    def __init__(self, message: str = "The payment provider cannot be reached right now. Your cart is kept; "
+                                      "please try again."):
+        super().__init__(503, "payment_unavailable", message, headers={"Retry-After": "30"})
 
 
 def start(payment_id: int) -> dict:
@@ -150,7 +149,8 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund
         record.status = "failed"
         payment.refunded_amount -= amount
         db.session.commit()
-        raise PaymentUnavailable() from None
+        raise PaymentUnavailable("The payment provider cannot be reached right now; nothing was refunded. "
+                                 "Please try again.") from None
     order = orders.lock(order_id)
     record = db.session.get(Refund, record.id, populate_existing=True)
     record.status = "succeeded" if result.status in ("succeeded", "pending") else result.status
