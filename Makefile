@@ -22,6 +22,7 @@ test: install
 
 bench: install
 	$(PY) bench/catalog.py
+	$(PY) bench/checkout.py
 
 clean:
 	rm -rf var/test var/bench .pytest_cache

@@ -56,7 +56,10 @@ def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
 
 
 def finish(scope: str, key: str, status_code: int, response: dict) -> None:
-    """Store the answer for repeats (only successes and business refusals; see release())."""
+    """Store the answer for repeats (only successes and business refusals; see release()).
+
+    Rolls back first: a refused request's unfinished work must never ride along on this commit."""
+    db.session.rollback()
     row = db.session.get(IdempotencyKey, (scope, key))
     row.status_code, row.response = status_code, response
     db.session.commit()

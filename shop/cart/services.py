@@ -57,8 +57,8 @@ def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool
     except ValueError:
         raise CartNotFound() from None
     stmt = select(Cart).where(Cart.id == cart_uuid)
-    if for_update:
-        stmt = stmt.with_for_update()
+    if for_update:  # re-read under the lock, not the copy this session may already hold
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     cart = db.session.scalar(stmt)
     if cart is None:
         raise CartNotFound()
@@ -131,11 +131,12 @@ def merge(guest_token: str, user) -> Cart:
     if not isinstance(guest_token, str) or not guest_token:
         raise ValidationError({"guest_cart_token": "is required"})
     guest = db.session.scalar(select(Cart).where(Cart.token == guest_token, Cart.user_id.is_(None))
-                              .with_for_update())
+                              .with_for_update().execution_options(populate_existing=True))
     if guest is None:
         raise CartNotFound()
     target = create(user)
-    target = db.session.scalar(select(Cart).where(Cart.id == target.id).with_for_update())
+    target = db.session.scalar(select(Cart).where(Cart.id == target.id).with_for_update()
+                               .execution_options(populate_existing=True))
     if guest.status != "open":
         return target
     for line in guest.items:

@@ -82,7 +82,7 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
     # Lock the variants (FOR UPDATE, id order) before inserting order lines: the lines' foreign keys
     # take KEY SHARE locks on those rows, and upgrading from them later deadlocks concurrent checkouts.
-    inventory.check_available(wanted)  # OutOfStock rolls the whole transaction back
+    inventory.check_available(wanted)  # raises OutOfStock before anything is written
     order, token = orders.new_order(user_id=user.id if user else None, email=email, currency=cart.currency,
                                     totals=totals, shipping_method=method, shipping_address=shipping_address,
                                     billing_address=billing_address, cart_id=cart.id)

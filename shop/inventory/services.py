@@ -62,7 +62,10 @@ class OutOfStock(ApiError):
 def lock_variants(variant_ids) -> dict[int, Variant]:
     """Lock these variant rows, in id order, for the rest of the transaction."""
     ids = sorted(set(variant_ids))
-    rows = db.session.scalars(select(Variant).where(Variant.id.in_(ids)).order_by(Variant.id).with_for_update())
+    # FOR NO KEY UPDATE: exclusive for stock changes, yet compatible with the KEY SHARE locks that
+    # foreign keys (order lines, cart items) take, so those inserts never deadlock against it.
+    rows = db.session.scalars(select(Variant).where(Variant.id.in_(ids)).order_by(Variant.id)
+                              .with_for_update(key_share=True).execution_options(populate_existing=True))
     return {v.id: v for v in rows}
 
 

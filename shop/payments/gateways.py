@@ -36,15 +36,26 @@ def webhook_secret() -> str:
     return "whsec_test_" + digest.hexdigest()
 
 
+def _stamp(row) -> str:
+    """Row ids repeat across databases (a reset staging shop on the same Stripe account); the
+    creation time in microseconds keeps idempotency keys from colliding while staying stable."""
+    return str(int(row.created_at.timestamp() * 1_000_000)) if row.created_at else "0"
+
+
+class ProviderRefused(Exception):
+    """The provider understood the request and said no (a card error, an invalid request)."""
+
+
 class StripeGateway:
     name = "stripe"
 
     def __init__(self, config):
         import stripe
 
+        # A short timeout: a hung provider must not hold a web worker for minutes.
         self.client = stripe.StripeClient(config["STRIPE_SECRET_KEY"],
                                           base_addresses={"api": config["STRIPE_API_BASE"]},
-                                          max_network_retries=2)
+                                          max_network_retries=2, http_client=stripe.RequestsClient(timeout=10))
 
     def start(self, payment) -> Started:
         # The idempotency key makes a retried call (after a timeout, say) return the same intent.
@@ -52,14 +63,14 @@ class StripeGateway:
             params={"amount": payment.amount, "currency": payment.currency.lower(),
                     "metadata": {"order_id": str(payment.order_id), "payment_id": str(payment.id)},
                     "automatic_payment_methods": {"enabled": True}},
-            options={"idempotency_key": f"shop-payment-{payment.id}"})
+            options={"idempotency_key": f"shop-payment-{payment.id}-{_stamp(payment)}"})
         return Started(provider_id=intent.id, client_secret=intent.client_secret)
 
     def refund(self, payment, refund) -> Refunded:
         result = self.client.v1.refunds.create(
             params={"payment_intent": payment.provider_id, "amount": refund.amount,
                     "metadata": {"order_id": str(payment.order_id), "refund_id": str(refund.id)}},
-            options={"idempotency_key": f"shop-refund-{refund.id}"})
+            options={"idempotency_key": f"shop-refund-{refund.id}-{_stamp(refund)}"})
         return Refunded(provider_refund_id=result.id, status=result.status)
 
 

@@ -39,8 +39,9 @@ def start(payment_id: int) -> dict:
     db.session.commit()  # nothing of ours stays open while we wait for the provider
     try:
         started = gw.start(payment)
-    except Exception as exc:  # noqa: BLE001 - any provider failure has the same remedy
-        log.warning("starting payment %s failed: %s", payment_id, exc)
+    except Exception as exc:  # noqa: BLE001 - any provider failure has the same remedy for the order
+        level = logging.ERROR if _is_our_mistake(exc) else logging.WARNING
+        log.log(level, "starting payment %s failed: %r", payment_id, exc)
         order = orders.lock(payment.order_id)
         locked = db.session.get(Payment, payment_id, with_for_update=True)
         locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
@@ -52,6 +53,20 @@ def start(payment_id: int) -> dict:
     db.session.commit()
     return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
             "redirect_url": started.redirect_url}
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """The provider answered no (4xx): retrying the same request will not help."""
+    import stripe
+
+    return isinstance(exc, (stripe.InvalidRequestError, stripe.CardError))
+
+
+def _is_our_mistake(exc: Exception) -> bool:
+    """Misconfiguration an operator must fix (a wrong key), logged as an error, not a blip."""
+    import stripe
+
+    return isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError, stripe.InvalidRequestError))
 
 
 def _payment_for_intent(intent_id: str) -> tuple[Order, Payment] | None:
@@ -80,7 +95,7 @@ def on_succeeded(intent: dict) -> str:
     payment.status, payment.failure_reason = "succeeded", None
     if order.status == states.PENDING:
         inventory.consume(order.id)
-        orders.move(order, states.CONFIRMED, payment.provider, f"Payment {payment.provider_id} succeeded")
+        orders.move(order, states.CONFIRMED, payment.provider, "Payment received")
         return "confirmed"
     if order.status == states.CANCELLED:
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
@@ -142,13 +157,16 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund
     try:
         result = gateway().refund(payment, record)
     except Exception as exc:  # noqa: BLE001
-        log.warning("refund %s failed: %s", record.id, exc)
+        log.log(logging.ERROR if _is_our_mistake(exc) else logging.WARNING, "refund %s failed: %r", record.id, exc)
         order = orders.lock(order_id)
         payment = db.session.get(Payment, payment.id, with_for_update=True, populate_existing=True)
         record = db.session.get(Refund, record.id, populate_existing=True)
         record.status = "failed"
         payment.refunded_amount -= amount
         db.session.commit()
+        if _is_refusal(exc):
+            raise ApiError(409, "refund_refused", f"The payment provider refused the refund: "
+                                                  f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
         raise PaymentUnavailable("The payment provider cannot be reached right now; nothing was refunded. "
                                  "Please try again.") from None
     order = orders.lock(order_id)

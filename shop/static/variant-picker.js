@@ -36,9 +36,33 @@
       if (note) note.textContent = !v ? "(not available)" : (v.available === 0 ? "(sold out)" : "");
     });
   }
+  function syncAddForm(v) {
+    // The add-to-cart form sends the chosen variant's SKU; a sold-out (or unmade) one cannot be added.
+    var sku = document.getElementById("add-sku");
+    var button = document.getElementById("add-button");
+    var qty = document.getElementById("add-quantity");
+    var note = document.getElementById("add-note");
+    if (!sku || !button) return;
+    var buyable = !!v && v.available > 0;
+    if (v) sku.value = v.sku;
+    button.disabled = !buyable;
+    button.textContent = buyable ? "Add to cart" : (v ? "Sold out" : "Not available");
+    if (buyable) button.removeAttribute("aria-describedby"); else button.setAttribute("aria-describedby", "add-note");
+    if (qty) {
+      qty.disabled = !buyable;
+      qty.max = buyable ? Math.min(v.available, 100) : 1;
+      if (buyable && Number(qty.value) > Number(qty.max)) qty.value = qty.max;
+    }
+    if (note) {
+      note.hidden = buyable;
+      if (!v) note.textContent = "This combination is not made. Choose another option above.";
+      else if (!buyable) note.textContent = note.dataset.soldOut || note.textContent;
+    }
+  }
   function update() {
     var picked = chosen();
     var v = find(picked);
+    syncAddForm(v);
     var price = document.getElementById("variant-price");
     var compare = document.getElementById("variant-compare");
     var stock = document.getElementById("variant-stock");
@@ -59,4 +83,29 @@
   }
   form.addEventListener("change", update);
   markUnavailable(chosen());
+  var note = document.getElementById("add-note");
+  if (note) note.dataset.soldOut = note.textContent;
+})();
+
+// The add-to-cart form lives on a publicly cached page, so it carries no CSRF token of its own:
+// fetch this visitor's token when the form is sent. (If that fails the form is sent anyway, and the
+// server asks the shopper to confirm on a private page instead of adding blindly.)
+(function () {
+  var form = document.getElementById("add-to-cart");
+  if (!form) return;
+  var sending = false;
+  form.addEventListener("submit", function (event) {
+    var token = form.querySelector("input[name=csrf_token]");
+    if (!token || token.value) return;
+    event.preventDefault();
+    if (sending) return; // a second click while the token is on its way
+    sending = true;
+    fetch(form.dataset.tokenUrl, {credentials: "same-origin", cache: "no-store", headers: {Accept: "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .catch(function () { return null; })
+      .then(function (data) {
+        if (data && data.csrf_token) token.value = data.csrf_token;
+        form.submit();
+      });
+  });
 })();

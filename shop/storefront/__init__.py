@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("storefront", __name__)
 
-from shop.storefront import account, orders, routes  # noqa: E402,F401
+from shop.storefront import account, cart, checkout, orders, routes  # noqa: E402,F401

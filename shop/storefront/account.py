@@ -12,6 +12,7 @@ from shop.accounts.forms import (ActionForm, AddressForm, ChangePasswordForm, Lo
                                  ResetRequestForm, SignupForm)
 from shop.errors import ApiError, ValidationError
 from shop.storefront import bp
+from shop.storefront.cart import adopt_guest_cart
 
 
 def _private(html: str, status: int = 200):
@@ -50,6 +51,7 @@ def signup():
             _field_errors(form, exc)
         else:
             login_user(user)
+            adopt_guest_cart(user)
             flash(f"Welcome! We sent a link to {user.email} to confirm the address.", "success")
             return redirect(url_for("storefront.account"))
     if form.errors:
@@ -76,6 +78,7 @@ def login():
             status = 401
         else:
             login_user(user, remember=form.remember.data)
+            adopt_guest_cart(user)  # what they put in the cart as a guest is theirs now
             return redirect(_safe_next(request.args.get("next")))
     elif form.errors:
         status = 422
