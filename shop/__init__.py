@@ -39,6 +39,7 @@ def create_app(config=None) -> Flask:
     from shop.cart import models as _cart_models  # noqa: F401
     from shop.catalog import models as _catalog_models  # noqa: F401
     from shop.inventory import models as _inventory_models  # noqa: F401
+    from shop.notifications import models as _notification_models  # noqa: F401
     from shop.orders import models as _order_models  # noqa: F401
     from shop.payments import models as _payment_models  # noqa: F401
     from shop import idempotency as _idempotency_models  # noqa: F401

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shop.extensions import db
@@ -47,6 +47,8 @@ class Product(db.Model):
         Index("ix_product_status_name", "status", "name"),
         Index("ix_product_status_price", "status", "price_min"),
         Index("ix_product_featured", "featured", postgresql_where="featured"),
+        # Full-text search when the search engine is away (shop.search falls back to it).
+        Index("ix_product_search_vector", "search_vector", postgresql_using="gin"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -65,6 +67,11 @@ class Product(db.Model):
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+    # Weighted: name (A) over brand (B) over description (C); kept by PostgreSQL itself.
+    search_vector: Mapped[str | None] = mapped_column(TSVECTOR, Computed(
+        "setweight(to_tsvector('english', coalesce(name, '')), 'A') || "
+        "setweight(to_tsvector('english', coalesce(brand, '')), 'B') || "
+        "setweight(to_tsvector('english', coalesce(description, '')), 'C')", persisted=True), deferred=True)
 
     category: Mapped[Category] = relationship()
     options: Mapped[list[ProductOption]] = relationship(back_populates="product", order_by="ProductOption.position",
@@ -121,6 +128,8 @@ class Variant(db.Model):
     on_hand: Mapped[int] = mapped_column(default=0)
     # Units held by live reservations of pending orders (shop.inventory keeps it in step).
     reserved: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Warn when availability falls to this; None means the shop's LOW_STOCK_THRESHOLD.
+    low_stock_threshold: Mapped[int | None] = mapped_column()
     weight_grams: Mapped[int] = mapped_column(default=0)
     position: Mapped[int] = mapped_column(default=0)
 
