@@ -37,6 +37,7 @@ def create_app(config=None) -> Flask:
     from shop.accounts import models as _accounts_models  # noqa: F401
     from shop.audit import services as _audit_hooks  # noqa: F401
     from shop.cart import models as _cart_models  # noqa: F401
+    from shop.catalog import changes as _catalog_change_hooks  # noqa: F401
     from shop.catalog import models as _catalog_models  # noqa: F401
     from shop.inventory import models as _inventory_models  # noqa: F401
     from shop.notifications import models as _notification_models  # noqa: F401

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, insert, select, text
 
+from shop.catalog.changes import touch
 from shop.catalog.models import Category, Product, ProductImage, ProductOption, Variant
 from shop.catalog.services import option_matrix, slugify
 from shop.extensions import db
@@ -146,6 +147,7 @@ def seed_demo(products: int = 200, *, batch: int = 2000, currency: str = "USD", 
         db.session.execute(insert(ProductOption), options)
         db.session.execute(insert(Variant), variants)
         db.session.execute(insert(ProductImage), images)
+        touch(ids, categories=start == 0)  # bulk inserts: tell search and caches explicitly
         db.session.commit()
         counts["products"] += len(ids)
         counts["variants"] += len(variants)
