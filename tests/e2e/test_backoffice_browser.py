@@ -13,7 +13,6 @@ Skips when Chromium is not installed (fails instead when SHOP_REQUIRE_BROWSER is
 """
 from __future__ import annotations
 
-import os
 import re
 import struct
 import zlib
@@ -22,7 +21,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import LiveServer, config_for
-from tests.e2e.test_browser import CHROMIUM_ARGS, SHOTS, TIMEOUT_MS, _chromium_path
+from tests.e2e.conftest import SHOTS, TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
@@ -38,25 +37,6 @@ WIDTHS = (1280, 390)
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module (the launch of tests/e2e/test_browser.py)."""
-    path = _chromium_path()
-    if path is None:
-        if os.environ.get("SHOP_REQUIRE_BROWSER"):
-            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
-        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
-                    "install Debian's chromium package to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.fixture
 def shop(browser, committed_db, tmp_path):

@@ -10,8 +10,6 @@ Skips when Chromium is not installed; never runs `playwright install`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -19,42 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.e2e.conftest import SHOTS, TIMEOUT_MS
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "var" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CATEGORY = ("men", "Men")  # slug, label in the header nav
-TIMEOUT_MS = 15_000
-
-
-def _chromium_path() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module. Requested before `seeded_shop` so a skip costs nothing."""
-    path = _chromium_path()
-    if path is None:
-        if os.environ.get("SHOP_REQUIRE_BROWSER"):  # CI installs Chromium: a skip there would hide a failure
-            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
-        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
-                    "install Debian's chromium package to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.fixture
 def page(browser):

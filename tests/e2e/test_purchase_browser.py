@@ -16,7 +16,6 @@ import email
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,46 +26,18 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from tests.e2e.conftest import SHOTS, TIMEOUT_MS
 from tests.conftest import LiveServer, config_for
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "var" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
 CONFIRM_WITHIN_S = 20
 ADDRESS = {"Full name": "Grace Hopper", "Address line 1": "12 Compiler Street", "City": "Arlington",
            "State or region (optional)": "VA", "Postal code": "22201", "Country (2-letter code, e.g. US)": "US"}
 
 
-def _chromium_path() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
 # ---------------------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module. Requested first, so a skip costs nothing."""
-    path = _chromium_path()
-    if path is None:
-        if os.environ.get("SHOP_REQUIRE_BROWSER"):  # CI installs Chromium: a skip there would hide a failure
-            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
-        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
-                    "install Debian's chromium package to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.fixture
 def shop(browser, committed_db, tmp_path):

@@ -1,0 +1,43 @@
+"""The browser for the e2e tests: Debian's Chromium driven by Playwright, one per test module.
+
+Skips, saying why, where Chromium is missing; fails instead when SHOP_REQUIRE_BROWSER is set
+(CI installs Chromium, so a skip there would hide a failure).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "var" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+
+def chromium_path() -> str | None:
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module. Request it first, so a skip costs nothing."""
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("SHOP_REQUIRE_BROWSER"):
+            pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
+        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
+                    "install Debian's chromium package to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
