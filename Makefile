@@ -23,6 +23,7 @@ test: install
 bench: install
 	$(PY) bench/catalog.py
 	$(PY) bench/checkout.py
+	$(PY) bench/search.py
 
 clean:
 	rm -rf var/test var/bench .pytest_cache

@@ -38,11 +38,21 @@ def from_environment(env=None) -> dict:
         "REDIS_URL": text("REDIS_URL", "redis://127.0.0.1:16379/0"),
         "TYPESENSE_URL": text("TYPESENSE_URL", "http://127.0.0.1:18108"),
         "TYPESENSE_API_KEY": text("TYPESENSE_API_KEY", "dev-typesense-key"),
+        # The alias searches use (collections behind it are <alias>_<timestamp>); seconds before falling back.
+        "TYPESENSE_COLLECTION": text("TYPESENSE_COLLECTION", "products"),
+        "TYPESENSE_TIMEOUT": float(text("TYPESENSE_TIMEOUT", "2")),
         "CDN_BASE_URL": text("CDN_BASE_URL").rstrip("/"),
         "SHOP_NAME": text("SHOP_NAME", "The Shop"),
         "SHOP_CURRENCY": text("SHOP_CURRENCY", "USD"),
         # Catalogue pages may be cached by browsers and a CDN for this long (seconds).
         "CATALOG_MAX_AGE": number("CATALOG_MAX_AGE", 60),
+        # Redis cache of catalogue reads (shop/cache.py): invalidated by every catalogue change, with
+        # this TTL as a safety net. Off by default under SHOP_ENV=test: tests flush data without
+        # committing, so no change hook fires; the cache tests switch it on.
+        "CACHE_ENABLED": flag("CACHE_ENABLED", "0" if env.get("SHOP_ENV") == "test" else "1"),
+        "CACHE_TTL_SECONDS": number("CACHE_TTL_SECONDS", 60),
+        # After a Redis error the cache steps aside (PostgreSQL answers) for this long before trying again.
+        "CACHE_RETRY_SECONDS": number("CACHE_RETRY_SECONDS", 5),
         "RESERVATION_TTL_SECONDS": number("RESERVATION_TTL_SECONDS", 900),
         "LOW_STOCK_THRESHOLD": number("LOW_STOCK_THRESHOLD", 5),
         "PAYMENT_PROVIDER": text("PAYMENT_PROVIDER", "stripe" if env.get("STRIPE_SECRET_KEY") else "test"),
@@ -120,6 +130,9 @@ class ProductionConfig(Config):
             raise RuntimeError("SECRET_KEY must be set in production")
         if not os.environ.get("DATABASE_URL"):
             raise RuntimeError("DATABASE_URL must be set in production")
+        if cls.PAYMENT_PROVIDER == "test" and os.environ.get("ALLOW_TEST_PAYMENTS") != "1":
+            raise RuntimeError("production needs a real payment provider: set STRIPE_SECRET_KEY "
+                               "(or ALLOW_TEST_PAYMENTS=1 for a staging shop that takes no money)")
 
 
 CONFIGS = {"development": DevelopmentConfig, "test": TestConfig, "production": ProductionConfig}

@@ -33,4 +33,7 @@ def init_admin(app: Flask) -> Admin:
                                           url="/admin/webhook-events"))
     admin.add_view(views.AuditView(AuditEntry, db, name="Audit log", endpoint="audit", url="/admin/audit"))
     admin.add_view(views.UploadView(name="Uploads", endpoint="uploads", url="/admin/uploads"))
+    from admin.jobs import JobsView
+
+    admin.add_view(JobsView(name="Background jobs", endpoint="jobs", url="/admin/jobs"))
     return admin

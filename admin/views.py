@@ -28,7 +28,7 @@ from shop.accounts.passwords import hash_password, password_problem
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
 from shop import idempotency
-from shop.catalog.models import Category, Product, ProductImage, Variant
+from shop.catalog.models import Product, Variant
 from shop.errors import ApiError
 from shop.extensions import db
 from shop.inventory import services as inventory
@@ -285,19 +285,25 @@ class UploadView(StaffView):
 class StockView(StaffModelView):
     view_permission, edit_permission = P.STOCK_VIEW, P.STOCK_EDIT
     allow_create = allow_delete = False
-    column_list = ("sku", "product.name", "options", "on_hand", "price_amount")
-    column_labels = {"product.name": "Product", "on_hand": "On hand", "price_amount": "Price", "sku": "SKU"}
+    column_list = ("sku", "product.name", "options", "on_hand", "low_stock_threshold", "price_amount")
+    column_labels = {"product.name": "Product", "on_hand": "On hand", "price_amount": "Price", "sku": "SKU",
+                     "low_stock_threshold": "Low at"}
     column_searchable_list = ("sku",)
     column_sortable_list = ("sku", "on_hand")
     column_default_sort = "on_hand"
     column_formatters = {"price_amount": lambda v, c, m, n: format_money(m.price_amount, m.currency),
                          "options": lambda v, c, m, n: ", ".join(f"{k} {val}" for k, val in m.options.items())}
-    form_columns = ("on_hand",)
-    form_args = {"on_hand": {"label": "Stock on hand (units counted)"}}
+    form_columns = ("on_hand", "low_stock_threshold")
+    form_args = {"on_hand": {"label": "Stock on hand (units counted)"},
+                 "low_stock_threshold": {"label": "Low-stock threshold", "validators": [Optional()],
+                                         "description": "Listed as low at or below this many available units. "
+                                                        "Leave empty for the shop's default."}}
 
     def on_model_change(self, form, model, is_created):
         if model.on_hand is None or model.on_hand < 0:
             raise ValidationError("Stock on hand cannot be negative.")
+        if model.low_stock_threshold is not None and not 0 <= model.low_stock_threshold <= 1_000_000:
+            raise ValidationError("The low-stock threshold is a whole number from 0 to 1,000,000.")
 
 
 class LowStockView(StaffView):
@@ -546,8 +552,7 @@ class OrderView(StaffModelView):
             record = payment_services.refund(order_id, amount, reason, current_user.email)
         except ApiError as exc:
             idempotency.release(scope, key)  # rolls back; the form may be corrected and sent again
-            flash("The payment provider cannot be reached right now; nothing was refunded. Try again in a moment."
-                  if exc.code == "payment_unavailable" else exc.message, "error")
+            flash(exc.message, "error")  # e.g. pending at an unreachable provider, retried automatically
             return back
         except Exception:
             idempotency.release(scope, key)

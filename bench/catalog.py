@@ -7,6 +7,10 @@ What is measured
       product    /p/<slug>                               storefront product page, 50 real slugs in turn
       api        /api/v1/products?category=men&per_page=20
       bare       /bare                                   bench/bare_app.py: Flask + SQLAlchemy `SELECT 1`
+    Each catalogue target is measured twice in the same run: against a shop with the Redis cache of
+    catalogue reads (shop/cache.py, `cache on`) and against an identical shop with CACHE_ENABLED=0
+    (`off`, every read from PostgreSQL); `x no-cache` is the cached row's requests/s over the
+    uncached one's. Before measuring, both shops must answer every path with the same body.
     The bare endpoint is the floor: `x bare` is a target's requests/s over the bare one's, i.e. the
     share of "Flask plus one database round trip" throughput the real page keeps. `cpu ms/r` is the
     gunicorn workers' CPU time per request (from /proc, warm-up included): the app's own cost, less
@@ -20,8 +24,8 @@ How
        unless BENCH_DATABASE_URL / BENCH_REDIS_URL / BENCH_TYPESENSE_URL point at running ones.
     2. `flask db upgrade` and `flask seed demo --if-empty --products N` (the database persists
        between runs; --reseed replaces the catalogue, `make clean` removes var/bench).
-    3. Two gunicorns with the same set-up (2 workers, gthread with 4 threads each by default): the
-       shop (`wsgi:app`) and the bare app, each on a free port. gthread because gunicorn's sync
+    3. Three gunicorns with the same set-up (2 workers, gthread with 4 threads each by default): the
+       shop (`wsgi:app`) with the cache, the shop without it, and the bare app, each on a free port. gthread because gunicorn's sync
        worker closes every connection after one response (gunicorn/workers/sync.py, force_close),
        so keep-alive clients would reconnect per request; 2 x 4 threads also give one slot per
        client at the default concurrency of 8. `--worker-class sync` measures the other set-up.
@@ -68,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--products", type=int, default=2000, help="size of the demo catalogue")
     p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured window per target")
+    p.add_argument("--seconds", type=float, default=7.0, help="measured window per target")
     p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
     p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
@@ -182,14 +186,17 @@ def run_target(port: int, master_pid: int, paths: list[str], args) -> dict:
 
 
 def table(results: dict[str, dict], paths: dict[str, str]) -> str:
-    fmt = "{:<9} {:<42} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7}"
-    lines = [fmt.format("target", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "cpu ms/r",
-                        "x bare"), "-" * 115]
-    for name, r in results.items():
+    fmt = "{:<9} {:<5} {:<42} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>10}"
+    lines = [fmt.format("target", "cache", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns",
+                        "cpu ms/r", "x bare", "x no-cache"), "-" * 132]
+    for key, r in results.items():
+        name, _, mode = key.partition(":")
         figs = [f"{r[k]:.1f}" if r[k] is not None else "-"
                 for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")]
         ratio = f"{r['ratio_to_bare']:.3f}" if r["ratio_to_bare"] is not None else "-"
-        lines.append(fmt.format(name, paths[name][:42], *figs[:4], r["errors"], r["connections"], figs[4], ratio))
+        speedup = f"{r['ratio_to_no_cache']:.2f}" if r.get("ratio_to_no_cache") else ""
+        lines.append(fmt.format(name, mode or "-", paths[name][:42], *figs[:4], r["errors"], r["connections"],
+                                figs[4], ratio, speedup))
     lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
     return "\n".join(lines)
 
@@ -201,32 +208,48 @@ def bench(stack: Stack, args) -> None:
     n_products = prepare_database(env, args)
     if n_products != args.products:
         say(f"warning: the catalogue has {n_products} products, not {args.products} (--reseed replaces it)")
-    shop = start_gunicorn(stack, "shop", "wsgi:app", "/healthz", env, args)
+    shop = start_gunicorn(stack, "shop", "wsgi:app", "/healthz", {**env, "CACHE_ENABLED": "1"}, args)
+    nocache = start_gunicorn(stack, "shop-nocache", "wsgi:app", "/healthz", {**env, "CACHE_ENABLED": "0"}, args)
     bare = start_gunicorn(stack, "bare", "bench.bare_app:app", "/bare", env, args)
-    slugs = [p["slug"] for p in json.loads(get(shop[0], "/api/v1/products?per_page=50"))["items"]]
+    slugs = [p["slug"] for p in json.loads(get(nocache[0], "/api/v1/products?per_page=50"))["items"]]
     if not slugs:
         raise RuntimeError("the catalogue API returned no products")
-    targets = {  # name: ((port, gunicorn master pid), paths)
-        "category": (shop, [f"/c/{CATEGORY}"]),
-        "product": (shop, [f"/p/{s}" for s in slugs]),
-        "api": (shop, [f"/api/v1/products?category={CATEGORY}&per_page=20"]),
-        "bare": (bare, ["/bare"]),
+    catalogue = {
+        "category": [f"/c/{CATEGORY}"],
+        "product": [f"/p/{s}" for s in slugs],
+        "api": [f"/api/v1/products?category={CATEGORY}&per_page=20"],
     }
-    shown = {name: paths[0] if len(paths) == 1 else f"/p/<{len(paths)} slugs in turn>"
-             for name, (_, paths) in targets.items()}
+    for paths in catalogue.values():  # the cache must not change an answer: same bytes with and without it
+        for path in paths[:5]:
+            get(shop[0], path)  # fill the cache, then compare what it serves
+            if get(shop[0], path) != get(nocache[0], path):
+                raise RuntimeError(f"{path}: the cached shop answers differently from the uncached one")
+    targets = {}  # "name:mode": ((port, gunicorn master pid), paths)
+    for name, paths in catalogue.items():
+        targets[f"{name}:on"] = (shop, paths)
+        targets[f"{name}:off"] = (nocache, paths)
+    targets["bare"] = (bare, ["/bare"])
+    shown = {key.partition(":")[0]: paths[0] if len(paths) == 1 else f"/p/<{len(paths)} slugs in turn>"
+             for key, (_, paths) in targets.items()}
     threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
     setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
              "products": n_products, "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
              "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds": args.seconds,
-             "shop_env": env["SHOP_ENV"], "shop_port": shop[0], "bare_port": bare[0]}
+             "shop_env": env["SHOP_ENV"], "shop_port": shop[0], "shop_nocache_port": nocache[0],
+             "bare_port": bare[0], "cache_ttl_s": env.get("CACHE_TTL_SECONDS", "60 (default)")}
     say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
     results = {}
-    for name, ((port, pid), paths) in targets.items():
-        say(f"{name}: {shown[name]}, {args.warmup:g}s warm-up + {args.seconds:g}s")
-        results[name] = run_target(port, pid, paths, args)
+    for key, ((port, pid), paths) in targets.items():
+        name, _, mode = key.partition(":")
+        cache = f" (cache {mode})" if mode else ""
+        say(f"{name}{cache}: {shown[name]}, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        results[key] = run_target(port, pid, paths, args)
     floor = results["bare"]["rps"]
-    for r in results.values():
+    for key, r in results.items():
         r["ratio_to_bare"] = round(r["rps"] / floor, 4) if floor else None
+        if key.endswith(":on"):
+            off = results[key[:-3] + ":off"]["rps"]
+            r["ratio_to_no_cache"] = round(r["rps"] / off, 3) if off else None
     print(f"\n{table(results, shown)}\n", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"catalog-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"

@@ -5,6 +5,7 @@ import logging
 import uuid
 
 from flask import Flask, g, request
+from werkzeug.routing import IntegerConverter
 
 from config import get_config
 from shop.extensions import csrf, db, login_manager, migrate, redis_ext
@@ -15,6 +16,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 def create_app(config=None) -> Flask:
     """Build the app. `config` is a settings class or a name (development, test, production)."""
     app = Flask(__name__, template_folder="../templates", static_folder="static")
+    app.url_map.converters["int"] = BoundedInt  # ids beyond PostgreSQL's integer are 404, not 500
     cfg = config if isinstance(config, type) else get_config(config)
     if hasattr(cfg, "validate"):
         cfg.validate()
@@ -26,6 +28,9 @@ def create_app(config=None) -> Flask:
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     csrf.init_app(app)
     redis_ext.init_app(app)
+    from shop import cache as catalog_cache
+
+    catalog_cache.init_app(app)  # the catalogue's Redis cache, and its invalidation on every change
     _login(app)
     if app.config["PROXY_COUNT"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -45,6 +50,7 @@ def create_app(config=None) -> Flask:
     from shop.payments import models as _payment_models  # noqa: F401
     from shop import idempotency as _idempotency_models  # noqa: F401
     from shop import afterwards as _after_commit_hooks  # noqa: F401
+    from shop.search import hooks as _search_hooks  # noqa: F401
 
     from shop import cli, errors, health, media
     from shop.api import bp as api_bp
@@ -66,6 +72,14 @@ def create_app(config=None) -> Flask:
     errors.register(app)
     _request_ids(app)
     return app
+
+
+class BoundedInt(IntegerConverter):
+    """Flask's <int:...>, limited to what an integer column can hold."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _login(app: Flask) -> None:
@@ -91,4 +105,7 @@ def _request_ids(app: Flask) -> None:
     @app.after_request
     def echo_request_id(response):
         response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+        if request.path.startswith(("/api/", "/webhooks/")):
+            # Carts, orders and /me are private; only catalogue answers say otherwise (shop/http.py).
+            response.headers.setdefault("Cache-Control", "private, no-store")
         return response

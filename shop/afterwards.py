@@ -14,7 +14,17 @@ log = logging.getLogger(__name__)
 _PENDING = "after_commit_jobs"
 
 
+def default_retry():
+    """Transient failures (a provider's outage, a lock timeout) pass: try again with backoff."""
+    from rq import Retry
+
+    return Retry(max=3, interval=[10, 60, 300])
+
+
 def after_commit(queue: str, func, *args, retry=None, **kwargs) -> None:
+    """Enqueue func(*args, **kwargs) on `queue` once this transaction commits, retried with backoff
+    (`retry`, or default_retry()) when it raises."""
+    retry = retry if retry is not None else default_retry()
     db.session.connection()  # make sure a transaction is open, so its rollback also drops the job
     db.session.info.setdefault(_PENDING, []).append((queue, func, args, kwargs, retry))
 

@@ -5,7 +5,6 @@ from flask.cli import AppGroup
 
 from shop.accounts.models import ROLES
 from shop.catalog import seed as catalog_seed
-from shop.extensions import db
 
 seed_cli = AppGroup("seed", help="Fill the database with demo data.")
 
@@ -67,6 +66,27 @@ def staff_create(email: str, role: str, password: str, name: str) -> None:
     click.echo(f"Created {role} {user.email} (id {user.id}).")
 
 
+search_cli = AppGroup("search", help="Manage the Typesense search index.")
+
+
+@search_cli.command("reindex")
+@click.option("--if-reachable", is_flag=True, help="Warn and exit 0 (instead of failing) when Typesense is down.")
+def search_reindex(if_reachable: bool) -> None:
+    """Build a fresh products collection from the database and swap the alias to it."""
+    from shop.search import jobs
+
+    try:
+        result = jobs.reindex(echo=click.echo)
+    except Exception as exc:  # noqa: BLE001 - reported to the operator; search falls back to PostgreSQL
+        message = f"Search reindex failed ({type(exc).__name__}: {str(exc)[:200]})."
+        if if_reachable:
+            click.echo(f"WARNING: {message} Search answers from PostgreSQL until it runs.", err=True)
+            return
+        raise click.ClickException(message) from None
+    click.echo(f"Indexed {result['documents']} products into {result['collection']} in {result['seconds']}s.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(seed_cli)
     app.cli.add_command(staff_cli)
+    app.cli.add_command(search_cli)

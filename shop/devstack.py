@@ -23,7 +23,6 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = ROOT / "var"
@@ -259,6 +258,7 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
+    subprocess.run([*flask, "search", "reindex", "--if-reachable"], env=env, cwd=ROOT, check=False)
     logins = subprocess.run([*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     stack.spawn("worker", [sys.executable, "worker.py"], env=env, cwd=ROOT)

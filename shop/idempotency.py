@@ -16,6 +16,7 @@ from shop.errors import ApiError
 from shop.extensions import db
 
 KEEP_FOR = timedelta(hours=24)
+STALE_CLAIM = timedelta(minutes=2)
 
 
 class IdempotencyKey(db.Model):
@@ -51,6 +52,15 @@ def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
     if row.request_hash != digest:
         raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
     if row.status_code is None:
+        # A claim far older than any request can run belongs to a process that died mid-way: take it over.
+        taken = db.session.execute(
+            IdempotencyKey.__table__.update()
+            .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None),
+                   IdempotencyKey.created_at < func.now() - STALE_CLAIM)
+            .values(created_at=func.now())).rowcount
+        db.session.commit()
+        if taken:
+            return None
         raise ApiError(409, "request_in_progress", "A request with this Idempotency-Key is still being processed.")
     return row.status_code, row.response
 

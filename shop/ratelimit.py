@@ -38,3 +38,10 @@ def hit(scope: str, subject: str, window_seconds: int) -> Window:
 
 def clear(scope: str, subject: str) -> None:
     redis_ext.client.delete(_key(scope, subject))
+
+
+def take_back(scope: str, subject: str) -> None:
+    """Uncount one event (an attempt that turned out fine)."""
+    key = _key(scope, subject)
+    if redis_ext.client.decr(key) < 0:
+        redis_ext.client.delete(key)

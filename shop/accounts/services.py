@@ -17,6 +17,7 @@ from shop.accounts.passwords import hash_password, needs_rehash, password_proble
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.notifications import notify
+from shop.notifications.services import digest
 
 
 class EmailTaken(ApiError):
@@ -108,7 +109,8 @@ def _send_verification(user: User) -> None:
     token = _serializer("verify").dumps({"u": user.id, "e": user.email})
     notify("account.verify_email", user.email,
            {"name": user.name, "link": external_url("storefront.verify_email", token=token),
-            "hours": current_app.config["EMAIL_TOKEN_MAX_AGE"] // 3600})
+            "hours": current_app.config["EMAIL_TOKEN_MAX_AGE"] // 3600},
+           key=f"user:{user.id}:verify:{digest(token)}")  # each new link is a new mail
 
 
 def resend_verification(user: User) -> None:
@@ -142,18 +144,20 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
     account = (email or "").strip().lower()[:254] if isinstance(email, str) else ""
     ip = _client_ip()
     window = cfg["LOGIN_THROTTLE_WINDOW_SECONDS"]
-    for scope, subject, limit in (("login-account", account, cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
-                                  ("login-ip", ip, cfg["LOGIN_MAX_FAILURES_PER_IP"])):
-        seen = ratelimit.peek(scope, subject)
-        if seen.count >= limit:
-            raise Throttled(seen.retry_after)
+    # Count the attempt before checking the password, so guesses sent in parallel cannot all slip
+    # under the limit; a successful log-in takes its attempt back.
+    per_account = ratelimit.hit("login-account", account, window)
+    per_ip = ratelimit.hit("login-ip", ip, window)
+    over = [w.retry_after for w, limit in ((per_account, cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
+                                           (per_ip, cfg["LOGIN_MAX_FAILURES_PER_IP"])) if w.count > limit]
+    if over:
+        raise Throttled(max(over))
     user = user_by_email(account) if account else None
     ok = verify_password(user.password_hash if user else None, password if isinstance(password, str) else "")
     if not ok or not user.is_active or (staff_only and not user.is_staff):
-        ratelimit.hit("login-account", account, window)
-        ratelimit.hit("login-ip", ip, window)
         raise BadCredentials()
     ratelimit.clear("login-account", account)
+    ratelimit.take_back("login-ip", ip)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = datetime.now(timezone.utc)
@@ -180,7 +184,8 @@ def _set_password(user: User, new_password: str) -> None:
     user.password_hash = hash_password(new_password)
     user.credentials_version += 1  # ends every session and API token minted before now
     notify("account.password_changed", user.email,
-           {"name": user.name, "link": external_url("storefront.reset_request")})
+           {"name": user.name, "link": external_url("storefront.reset_request")},
+           key=f"user:{user.id}:password:{user.credentials_version}")
 
 
 def change_password(user: User, current_password: str, new_password: str) -> None:
@@ -202,7 +207,8 @@ def request_password_reset(email) -> None:
     token = _serializer("reset").dumps({"u": user.id, "p": _fingerprint(user.password_hash)})
     notify("account.password_reset", user.email,
            {"name": user.name, "link": external_url("storefront.reset_password", token=token),
-            "minutes": current_app.config["RESET_TOKEN_MAX_AGE"] // 60})
+            "minutes": current_app.config["RESET_TOKEN_MAX_AGE"] // 60},
+           key=f"user:{user.id}:reset:{digest(token)}")  # each request mails its own link
     db.session.commit()
 
 

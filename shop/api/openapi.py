@@ -287,11 +287,12 @@ ADMIN_PATHS = {
                                       available={"type": "integer"})),
                       "404": _error("no such variant"), "422": _error("bad count"), **STAFF_ERRORS}}},
     "/v1/admin/stock/low": {"get": {
-        "summary": "Variants at or below the low-stock threshold (stock.view)", "tags": ["admin"], "security": BEARER,
+        "summary": "Variants whose available stock is at or below their low-stock threshold (stock.view)", "tags": ["admin"], "security": BEARER,
         "responses": {"200": _ok(_page(_obj("variant_id", "sku", "on_hand", variant_id={"type": "integer"},
                                             sku={"type": "string"}, product_id={"type": "integer"},
                                             product_name={"type": "string"}, options={"type": "object"},
-                                            on_hand={"type": "integer"}, threshold={"type": "integer"}))),
+                                            on_hand={"type": "integer"}, threshold={"type": "integer"},
+                                            available={"type": "integer"}))),
                       **STAFF_ERRORS}}},
     "/v1/admin/uploads": {"post": {
         "summary": "A pre-signed URL to upload one product image straight to storage (catalog.edit)",
@@ -308,6 +309,44 @@ ADMIN_PATHS = {
                                       email_verified={"type": "boolean"}, created_at={"type": "string"},
                                       addresses={"type": "array", "items": _ref("Address")})),
                       "404": _error("no such customer"), **STAFF_ERRORS}}},
+}
+
+
+SEARCH_PATHS = {
+    "/v1/search": {"get": {
+        "summary": "Search active products (typo-tolerant), with facet counts", "tags": ["catalog"],
+        "description": "Answered by Typesense; when it cannot be reached, by PostgreSQL full-text search "
+                       "(`engine` says which). Facet counts are over all the products matching the query and "
+                       "filters. `highlight.name` is the name HTML-escaped with `<mark>` around the matches.",
+        "parameters": [
+            _query("q", {"type": "string", "maxLength": 200}, "what to look for; typos are forgiven"),
+            _query("category", {"type": "string"}, "category slug; includes its sub-categories"),
+            _query("min_price", {"type": "integer", "minimum": 0}, "minor units"),
+            _query("max_price", {"type": "integer", "minimum": 0}, "minor units"),
+            _query("in_stock", {"type": "boolean"}, "only products with a variant available"),
+            {**_query("option", {"type": "array", "items": {"type": "string"}}, "option value as name:value, "
+                      "e.g. size:M (repeatable; any of the values of one option, all of the options)"),
+             "style": "form", "explode": True},
+            _query("page", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}, "page number"),
+            _query("per_page", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size")],
+        "responses": {"200": _ok(_obj(
+            "items", "page", "per_page", "total", "facets", "engine",
+            items={"type": "array", "items": {"allOf": [_ref("ProductSummary"), _obj(highlight=_obj(
+                name={"type": ["string", "null"]}))]}},
+            page={"type": "integer"}, per_page={"type": "integer"}, total={"type": "integer"},
+            query={"type": "string"},
+            engine={"type": "string", "enum": ["typesense", "database"]},
+            facets=_obj("category", "price", "options",
+                        category={"type": "array", "items": _obj(
+                            "slug", "name", "count", slug={"type": "string"}, name={"type": "string"},
+                            parent_id={"type": ["integer", "null"]}, count={"type": "integer"})},
+                        price={"type": "array", "items": _obj(
+                            "min", "max", "count", key={"type": "string"}, min={"type": "integer"},
+                            max={"type": ["integer", "null"]}, label={"type": "string"},
+                            count={"type": "integer"})},
+                        options={"type": "object", "additionalProperties": {"type": "array", "items": _obj(
+                            "value", "count", value={"type": "string"}, count={"type": "integer"})}}))),
+            "422": _error("a query parameter is not valid (details.fields names it)"), **COMMON_ERRORS}}},
 }
 
 
@@ -348,6 +387,7 @@ def spec() -> dict:
             **ACCOUNT_PATHS,
             **BUYING_PATHS,
             **ADMIN_PATHS,
+            **SEARCH_PATHS,
         },
         "components": {"schemas": SCHEMAS,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},

@@ -5,7 +5,7 @@ from flask import jsonify, request
 
 from shop.api import bp
 from shop.api.params import Params
-from shop.catalog import queries
+from shop.catalog import queries, reads
 from shop.catalog.models import Product
 from shop.errors import ApiError
 from shop.http import cacheable
@@ -21,24 +21,26 @@ def _summary(p: queries.ProductSummary) -> dict:
             "in_stock": p.in_stock}
 
 
-def _product(p: Product) -> dict:
+def _product(p: Product | dict) -> dict:
+    """The contract's product detail, from a loaded Product or its data (shop.catalog.reads)."""
+    d = reads.product_data(p) if isinstance(p, Product) else p
     return {
-        "id": p.id, "slug": p.slug, "name": p.name, "brand": p.brand, "description": p.description,
-        "category": {"id": p.category.id, "slug": p.category.slug, "name": p.category.name},
-        "attributes": p.attributes,
-        "images": [image_url(i.path) for i in p.images],
-        "image_alts": [i.alt for i in p.images],
-        "options": [{"name": o.name, "values": list(o.values)} for o in p.options],
-        "variants": [{"id": v.id, "sku": v.sku, "options": v.options, "price": money(v.price_amount, v.currency),
-                      "compare_at_price": money(v.compare_at_amount, v.currency), "available": v.available,
-                      "weight_grams": v.weight_grams} for v in p.variants],
+        "id": d["id"], "slug": d["slug"], "name": d["name"], "brand": d["brand"], "description": d["description"],
+        "category": dict(d["category"]),
+        "attributes": d["attributes"],
+        "images": [image_url(i["path"]) for i in d["images"]],
+        "image_alts": [i["alt"] for i in d["images"]],
+        "options": [{"name": o["name"], "values": list(o["values"])} for o in d["options"]],
+        "variants": [{"id": v["id"], "sku": v["sku"], "options": v["options"],
+                      "price": money(v["price_amount"], v["currency"]),
+                      "compare_at_price": money(v["compare_at_amount"], v["currency"]), "available": v["available"],
+                      "weight_grams": v["weight_grams"]} for v in d["variants"]],
     }
 
 
 @bp.get(f"{V1}/categories")
 def categories():
-    cats = queries.list_categories()
-    return cacheable(jsonify([{"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id} for c in cats]))
+    return cacheable(jsonify(reads.category_rows()))
 
 
 @bp.get(f"{V1}/products")
@@ -53,20 +55,21 @@ def products():
         p.errors["min_price"] = "must not be greater than max_price"
     p.raise_if_invalid()
     if slug:
-        category = queries.category_by_slug(slug)
+        tree = reads.tree()
+        category = tree.by_slug(slug)
         if category is None:
             raise ApiError(422, "validation_failed", "Some query parameters are not valid.",
                            {"fields": {"category": f"no category with slug {slug!r}"}})
-        f.category_ids = queries.descendant_ids(category)
-    items, total = queries.list_products(f)
+        f.category_ids = tree.descendant_ids(category)
+    items, total = reads.list_products(f)
     body = {"items": [_summary(i) for i in items], "page": f.page, "per_page": f.per_page, "total": total}
     return cacheable(jsonify(body))
 
 
 @bp.get(f"{V1}/products/<slug>")
 def product(slug: str):
-    p = queries.product_by_slug(slug) if len(slug) <= 160 else None
-    if p is None:
+    data = reads.product(slug)
+    if data is None:
         raise ApiError(404, "product_not_found", "No product with this slug.")
-    return cacheable(jsonify(_product(p)))
+    return cacheable(jsonify(_product(data)))
 

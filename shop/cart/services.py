@@ -65,9 +65,18 @@ def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool
     if cart.user_id is not None:
         if user is None or cart.user_id != user.id:
             raise CartNotFound()
-    elif not (token and hmac.compare_digest(cart.token, token)):
+    elif not (isinstance(token, str) and token.isascii()
+              and hmac.compare_digest(cart.token.encode(), token.encode())):
         raise CartNotFound()
     return cart
+
+
+def _lock(cart: Cart) -> Cart:
+    """Re-read the cart and its lines under a row lock: changes to one cart happen one at a time."""
+    locked = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update()
+                               .execution_options(populate_existing=True))
+    db.session.expire(locked, ["items"])
+    return locked
 
 
 def _variant_by_sku(sku) -> Variant:
@@ -88,6 +97,7 @@ def add_item(cart: Cart, sku, quantity) -> Cart:
     """Add units of a SKU (on top of what the cart holds); 409 beyond what is available."""
     quantity = _quantity(quantity)
     variant = _variant_by_sku(sku)
+    cart = _lock(cart)
     _require_open(cart)
     line = next((i for i in cart.items if i.variant_id == variant.id), None)
     total = (line.quantity if line else 0) + quantity
@@ -105,6 +115,7 @@ def add_item(cart: Cart, sku, quantity) -> Cart:
 
 def set_quantity(cart: Cart, item_id: int, quantity) -> Cart:
     quantity = _quantity(quantity)
+    cart = _lock(cart)
     _require_open(cart)
     line = next((i for i in cart.items if i.id == item_id), None)
     if line is None:
@@ -117,6 +128,7 @@ def set_quantity(cart: Cart, item_id: int, quantity) -> Cart:
 
 
 def remove_item(cart: Cart, item_id: int) -> Cart:
+    cart = _lock(cart)
     _require_open(cart)
     line = next((i for i in cart.items if i.id == item_id), None)
     if line is None:
@@ -130,13 +142,16 @@ def merge(guest_token: str, user) -> Cart:
     """Move a guest cart's lines into the user's open cart: quantities added, capped by availability."""
     if not isinstance(guest_token, str) or not guest_token:
         raise ValidationError({"guest_cart_token": "is required"})
-    guest = db.session.scalar(select(Cart).where(Cart.token == guest_token, Cart.user_id.is_(None))
-                              .with_for_update().execution_options(populate_existing=True))
-    if guest is None:
+    guest_id = db.session.scalar(select(Cart.id).where(Cart.token == guest_token, Cart.user_id.is_(None)))
+    if guest_id is None:
         raise CartNotFound()
-    target = create(user)
-    target = db.session.scalar(select(Cart).where(Cart.id == target.id).with_for_update()
-                               .execution_options(populate_existing=True))
+    target_id = create(user).id  # may commit: done before any lock is taken
+    # Both carts locked in one transaction, in id order, so two merges at once cannot deadlock.
+    locked = {c.id: c for c in db.session.scalars(
+        select(Cart).where(Cart.id.in_([guest_id, target_id])).order_by(Cart.id).with_for_update()
+        .execution_options(populate_existing=True))}
+    guest, target = locked[guest_id], locked[target_id]
+    db.session.expire(target, ["items"])
     if guest.status != "open":
         return target
     for line in guest.items:
@@ -162,11 +177,12 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
     """The cart's lines at today's catalogue prices (one query for variants and products)."""
     ids = [i.variant_id for i in cart.items]
     variants = {v.id: v for v in db.session.scalars(
-        select(Variant).where(Variant.id.in_(ids)).options(selectinload(Variant.product)))} if ids else {}
+        select(Variant).join(Product).where(Variant.id.in_(ids), Product.status == "active")
+        .options(selectinload(Variant.product)))} if ids else {}
     lines = []
     for item in cart.items:
         v = variants.get(item.variant_id)
-        if v is None:
+        if v is None:  # taken off sale since it was added: not sold, not priced
             continue
         lines.append(pricing.PricedLine(variant_id=v.id, sku=v.sku, name=v.product.name, options=dict(v.options),
                                         quantity=item.quantity, unit_price=v.price_amount))

@@ -53,7 +53,7 @@ def validate(email, shipping_address, billing_address, shipping_method) -> tuple
         except ValidationError as exc:
             fields.update({f"billing_address.{k}": v for k, v in exc.details["fields"].items()})
     method = shipping_method or "standard"
-    if method not in pricing.SHIPPING_METHODS:
+    if not isinstance(method, str) or method not in pricing.SHIPPING_METHODS:
         fields["shipping_method"] = f"must be one of {', '.join(pricing.SHIPPING_METHODS)}"
     if fields:
         raise ValidationError(fields)
@@ -77,6 +77,11 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     totals = quote(cart, method, shipping_address["country"], shipping_address.get("region"))
     if not totals.lines:
         raise ApiError(422, "cart_empty", "The cart is empty.", {"fields": {"cart_id": "has no items"}})
+    priced = {line.variant_id for line in totals.lines}
+    gone = [item.variant.sku for item in cart.items if item.variant_id not in priced]
+    if gone:
+        raise ApiError(409, "no_longer_sold", "Some items are no longer for sale; remove them to continue.",
+                       {"skus": gone})
     wanted: dict[int, int] = {}
     for line in totals.lines:
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity

@@ -20,6 +20,7 @@ class LowStockLine:
     options: dict
     on_hand: int
     threshold: int
+    available: int = 0  # on hand minus live reservations
 
 
 def set_on_hand(variant_id: int, on_hand) -> Variant:
@@ -35,14 +36,20 @@ def set_on_hand(variant_id: int, on_hand) -> Variant:
 
 
 def low_stock(threshold: int | None = None, limit: int = 500) -> list[LowStockLine]:
-    """Variants of active products at or below the threshold, emptiest first."""
-    threshold = current_app.config["LOW_STOCK_THRESHOLD"] if threshold is None else threshold
+    """Variants of active products whose available stock (on hand - reserved) is at or below their own
+    threshold (Variant.low_stock_threshold, else LOW_STOCK_THRESHOLD; or `threshold` for all), emptiest first."""
+    from sqlalchemy import func, literal
+
+    default = current_app.config["LOW_STOCK_THRESHOLD"]
+    limit_of = literal(threshold) if threshold is not None else func.coalesce(Variant.low_stock_threshold, default)
+    available = Variant.on_hand - Variant.reserved
     rows = db.session.execute(
-        select(Variant.id, Variant.sku, Product.id, Product.name, Variant.options, Variant.on_hand)
+        select(Variant.id, Variant.sku, Product.id, Product.name, Variant.options, Variant.on_hand, limit_of,
+               func.greatest(available, 0))
         .join(Product, Product.id == Variant.product_id)
-        .where(Product.status == "active", Variant.on_hand - Variant.reserved <= threshold)
-        .order_by(Variant.on_hand, Variant.sku).limit(limit)).all()
-    return [LowStockLine(*r, threshold) for r in rows]
+        .where(Product.status == "active", available <= limit_of)
+        .order_by(available, Variant.sku).limit(limit)).all()
+    return [LowStockLine(*r) for r in rows]
 
 
 # -- reservations ---------------------------------------------------------------------------------
@@ -141,3 +148,12 @@ def take_now(wanted: dict[int, int]) -> bool:
         variants[vid].on_hand -= qty
     db.session.flush()
     return True
+
+
+def restock(returned: dict[int, int]) -> None:
+    """Put units of a cancelled paid order back on hand (under the variant locks)."""
+    variants = lock_variants(returned)
+    for vid, qty in returned.items():
+        if vid in variants:
+            variants[vid].on_hand += qty
+    db.session.flush()

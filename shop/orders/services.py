@@ -37,7 +37,7 @@ def new_order(*, user_id, email, currency, totals, shipping_method, shipping_add
               cart_id=None) -> tuple[Order, str | None]:
     """A pending order with line snapshots; returns it and, for a guest, its one-time access token."""
     token = None if user_id else secrets.token_urlsafe(24)
-    order = Order(number=f"S-{secrets.token_hex(4).upper()}", user_id=user_id, email=email, status=states.PENDING,
+    order = Order(number=f"S-{secrets.token_hex(6).upper()}", user_id=user_id, email=email, status=states.PENDING,
                   currency=currency, subtotal=totals.subtotal, discount=totals.discount, shipping=totals.shipping,
                   tax=totals.tax, total=totals.total, shipping_method=shipping_method,
                   shipping_address=shipping_address, billing_address=billing_address,
@@ -68,6 +68,8 @@ def move(order: Order, target: str, actor: str, note: str = "") -> None:
     previous = order.status
     if target == states.CANCELLED and previous == states.PENDING:
         inventory.release(order.id)
+    elif target == states.CANCELLED:  # paid and not shipped: the units go back on the shelf
+        inventory.restock({line.variant_id: line.quantity for line in order.lines if line.variant_id})
     order.status = target
     db.session.add(OrderEvent(order_id=order.id, from_status=previous, to_status=target, actor=actor, note=note))
     if target in STATUS_MAIL:

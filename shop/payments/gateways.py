@@ -14,6 +14,34 @@ from dataclasses import dataclass
 from flask import current_app
 
 
+@dataclass(frozen=True)
+class PaymentRef:
+    """What a gateway needs of a payment, copied out of the session before the provider call."""
+
+    id: int
+    order_id: int
+    amount: int
+    currency: str
+    provider_id: str | None
+    created_at: object
+
+    @classmethod
+    def of(cls, payment) -> "PaymentRef":
+        return cls(payment.id, payment.order_id, payment.amount, payment.currency, payment.provider_id,
+                   payment.created_at)
+
+
+@dataclass(frozen=True)
+class RefundRef:
+    id: int
+    amount: int
+    created_at: object
+
+    @classmethod
+    def of(cls, refund) -> "RefundRef":
+        return cls(refund.id, refund.amount, refund.created_at)
+
+
 @dataclass
 class Started:
     provider_id: str

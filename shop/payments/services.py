@@ -18,7 +18,7 @@ from shop.orders import services as orders
 from shop.orders import states
 from shop.money import format_money
 from shop.orders.models import Order, OrderEvent
-from shop.payments.gateways import gateway
+from shop.payments.gateways import PaymentRef, RefundRef, gateway
 from shop.payments.models import Payment, Refund
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,14 @@ def start(payment_id: int) -> dict:
     If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised."""
     payment = db.session.get(Payment, payment_id)
     gw = gateway()
+    ref = PaymentRef.of(payment)  # plain values: reading the row later would reopen a transaction
     db.session.commit()  # nothing of ours stays open while we wait for the provider
     try:
-        started = gw.start(payment)
+        started = gw.start(ref)
     except Exception as exc:  # noqa: BLE001 - any provider failure has the same remedy for the order
         level = logging.ERROR if _is_our_mistake(exc) else logging.WARNING
         log.log(level, "starting payment %s failed: %r", payment_id, exc)
-        order = orders.lock(payment.order_id)
+        order = orders.lock(ref.order_id)
         locked = db.session.get(Payment, payment_id, with_for_update=True)
         locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
         orders.move(order, states.CANCELLED, "system", "The payment could not be started")
@@ -90,8 +91,12 @@ def on_succeeded(intent: dict) -> str:
     if payment.status == "succeeded":
         return "no effect: already succeeded"
     if intent.get("amount") is not None and int(intent["amount"]) != payment.amount:
-        payment.status, payment.failure_reason = "failed", "amount mismatch"
-        return "refused: amount mismatch"
+        # Money moved, but not the order's total: never confirm on it; give it back.
+        payment.status, payment.failure_reason = "succeeded", "amount mismatch: refunded"
+        if order.status == states.PENDING:
+            orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
+        refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system")
+        return "refunding: amount mismatch"
     payment.status, payment.failure_reason = "succeeded", None
     if order.status == states.PENDING:
         inventory.consume(order.id)
@@ -147,6 +152,9 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund
     amount = available if amount is None else amount
     if not payment or available <= 0:
         raise ApiError(409, "nothing_to_refund", "This order has no paid amount left to refund.")
+    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == "pending")):
+        raise ApiError(409, "refund_pending", "A refund of this order is still waiting for the provider; "
+                                              "it is retried automatically.")
     if amount <= 0 or amount > available:
         raise ApiError(422, "validation_failed", f"The refund must be between 1 and {available}.",
                        {"fields": {"amount": f"must be between 1 and {available}"}})
@@ -154,38 +162,77 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund
     payment.refunded_amount += amount
     db.session.add(record)
     db.session.commit()
+    return send_refund(record.id)
+
+
+def send_refund(refund_id: int) -> Refund:
+    """Ask the provider for a pending refund and store the answer.
+
+    The same refund row always carries the same idempotency key, so asking again after a timeout
+    (the provider may have refunded already) never pays twice. Only a clear refusal gives the
+    held amount back; any other failure leaves the refund pending for retry_pending_refunds()."""
+    record = db.session.get(Refund, refund_id)
+    payment = db.session.get(Payment, record.payment_id)
+    payment_ref, refund_ref = PaymentRef.of(payment), RefundRef.of(record)
+    order_id, amount = payment.order_id, record.amount
+    db.session.commit()  # no transaction stays open during the provider call
     try:
-        result = gateway().refund(payment, record)
+        result = gateway().refund(payment_ref, refund_ref)
     except Exception as exc:  # noqa: BLE001
-        log.log(logging.ERROR if _is_our_mistake(exc) else logging.WARNING, "refund %s failed: %r", record.id, exc)
-        order = orders.lock(order_id)
-        payment = db.session.get(Payment, payment.id, with_for_update=True, populate_existing=True)
-        record = db.session.get(Refund, record.id, populate_existing=True)
+        log.log(logging.ERROR if _is_our_mistake(exc) else logging.WARNING, "refund %s failed: %r", refund_id, exc)
+        if not _is_refusal(exc):
+            raise PaymentUnavailable("The payment provider cannot be reached right now. The refund is recorded "
+                                     "as pending and will be retried automatically.") from None
+        orders.lock(order_id)
+        payment = db.session.get(Payment, payment_ref.id, with_for_update=True, populate_existing=True)
+        record = db.session.get(Refund, refund_id, populate_existing=True)
         record.status = "failed"
         payment.refunded_amount -= amount
         db.session.commit()
-        if _is_refusal(exc):
-            raise ApiError(409, "refund_refused", f"The payment provider refused the refund: "
-                                                  f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
-        raise PaymentUnavailable("The payment provider cannot be reached right now; nothing was refunded. "
-                                 "Please try again.") from None
+        raise ApiError(409, "refund_refused", f"The payment provider refused the refund: "
+                                              f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
     order = orders.lock(order_id)
-    record = db.session.get(Refund, record.id, populate_existing=True)
+    record = db.session.get(Refund, refund_id, populate_existing=True)
+    if record.status != "pending":  # settled meanwhile by a concurrent retry
+        db.session.commit()
+        return record
     record.status = "succeeded" if result.status in ("succeeded", "pending") else result.status
     record.provider_refund_id = result.provider_refund_id
-    payment = db.session.get(Payment, payment.id, populate_existing=True)
+    payment = db.session.get(Payment, payment_ref.id, populate_existing=True)
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount:
-        orders.move(order, states.REFUNDED, actor, reason)
+        orders.move(order, states.REFUNDED, record.actor, record.reason)
     else:
         notify("order.refunded", order.email, {**orders.mail_payload(order),
-                                               "refund": format_money(amount, order.currency)})
+                                               "refund": format_money(amount, order.currency)},
+               key=f"refund:{record.id}")  # one mail per refund, however many partial refunds
     db.session.commit()
     return record
 
 
+def retry_pending_refunds(older_than_seconds: int = 120) -> int:
+    """Scheduled: ask again for refunds left pending by a timeout or an outage."""
+    from datetime import datetime, timedelta, timezone
+
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
+    ids = db.session.scalars(select(Refund.id).where(Refund.status == "pending", Refund.created_at < cutoff)
+                             .order_by(Refund.id).limit(100)).all()
+    db.session.commit()
+    done = 0
+    for refund_id in ids:
+        try:
+            send_refund(refund_id)
+            done += 1
+        except ApiError:
+            pass  # still unreachable (stays pending) or refused (now failed); the log says which
+    return done
+
+
 def refund_after_commit(order_id: int, reason: str, actor: str) -> None:
     """Refund what is left of an order's payment, in a job after this transaction commits."""
-    after_commit("default", refund_remaining_job, order_id, reason, actor)
+    from rq import Retry
+
+    after_commit("default", refund_remaining_job, order_id, reason, actor,
+                 retry=Retry(max=5, interval=[30, 60, 300, 900, 3600]))
 
 
 def refund_remaining_job(order_id: int, reason: str, actor: str) -> str:

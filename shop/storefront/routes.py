@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from flask import abort, current_app, make_response, render_template, request
 
-from shop.catalog import queries
+from shop.catalog import queries, reads
 from shop.http import cacheable
 from shop.media import image_url
 from shop.money import format_money, parse_major
@@ -27,20 +27,15 @@ def shop_globals():
 
 
 def _nav():
-    """Top-level categories with their children, for the header (one query).
+    """Top-level categories with their children, for the header (the cached tree, else one query).
 
     Error pages use it too, so a database outage yields a page without the menu, not a second error.
     """
     try:
-        cats = queries.list_categories()
+        tree = reads.tree()
     except Exception:  # noqa: BLE001
         return []
-    roots = [c for c in cats if c.parent_id is None]
-    children = {}
-    for c in cats:
-        if c.parent_id is not None:
-            children.setdefault(c.parent_id, []).append(c)
-    return [(r, children.get(r.id, [])) for r in roots]
+    return [(r, r.children) for r in tree.roots]
 
 
 def _page(template: str, **context):
@@ -49,8 +44,8 @@ def _page(template: str, **context):
 
 @bp.get("/")
 def home():
-    featured, _ = queries.list_products(queries.ProductFilter(per_page=8, sort="newest"))
-    cats = [c for c in queries.list_categories() if c.parent_id is not None]
+    featured, _ = reads.list_products(queries.ProductFilter(per_page=8, sort="newest"))
+    cats = [c for c in reads.tree().nodes if c.parent_id is not None]
     return _page("storefront/home.html", featured=featured, categories=cats)
 
 
@@ -84,9 +79,9 @@ def _listing_filter(category_ids, facets) -> tuple[queries.ProductFilter, list[s
 
 
 def _listing(title: str, category=None, category_ids=None):
-    facets = queries.option_facets(category_ids)
+    facets = reads.option_facets(category_ids)
     f, notes, form = _listing_filter(category_ids, facets)
-    items, total = queries.list_products(f)
+    items, total = reads.list_products(f)
     pages = max(1, math.ceil(total / f.per_page))
     if f.page > pages and total:
         abort(404)
@@ -108,17 +103,19 @@ def all_products():
 
 @bp.get("/c/<slug>")
 def category(slug: str):
-    cat = queries.category_by_slug(slug)
+    tree = reads.tree()
+    cat = tree.by_slug(slug)
     if cat is None:
         abort(404)
-    return _listing(cat.name, cat, queries.descendant_ids(cat))
+    return _listing(cat.name, cat, tree.descendant_ids(cat))
 
 
 @bp.get("/p/<slug>")
 def product(slug: str):
-    p = queries.product_by_slug(slug)
-    if p is None:
+    data = reads.product(slug)
+    if data is None:
         abort(404)
+    p = reads.product_view(data)
     # The variant picker works without JavaScript: the chosen options arrive in the query string.
     chosen = {o.name: request.args.get(o.name) for o in p.options if request.args.get(o.name) in o.values}
     selected = None

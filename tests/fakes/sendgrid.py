@@ -15,6 +15,11 @@ class FakeSendGrid:
         self.api_key = api_key
         self.messages: list[dict] = []
         self.fail_next = 0  # answer this many requests with 500, as an outage would
+        # Stall this many requests until `release` is set, then drop them unrecorded: a send that
+        # never completed because its sender was killed in the middle of it.
+        self.stall_next = 0
+        self.stalled = threading.Event()  # set once a request is being held
+        self.release = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,6 +32,12 @@ class FakeSendGrid:
                     return self._answer(404, {"errors": [{"message": "not found"}]})
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                     return self._answer(401, {"errors": [{"message": "The provided authorization grant is invalid"}]})
+                if fake.stall_next:
+                    fake.stall_next -= 1
+                    fake.stalled.set()
+                    fake.release.wait(120)
+                    self.close_connection = True
+                    return None
                 if fake.fail_next:
                     fake.fail_next -= 1
                     return self._answer(500, {"errors": [{"message": "internal error"}]})
@@ -56,5 +67,6 @@ class FakeSendGrid:
         return self
 
     def __exit__(self, *exc):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

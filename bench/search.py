@@ -1,0 +1,200 @@
+"""Search latency and throughput, Typesense against the PostgreSQL fallback: `.venv/bin/python bench/search.py`.
+
+What is measured
+    On a 100,000-product demo catalogue (`flask seed demo --products 100000`), GET /api/v1/search
+    through gunicorn (bench/catalog.py's set-up: 2 workers, gthread x 4 threads, keep-alive clients
+    in a closed loop at a fixed concurrency), for a mix of queries: plain words, typos ("tshrt",
+    "hoodei", "chelsae boot"), prefixes as typed ("merin"), an empty query with facets only, and
+    filters (category, price range, option values). Two targets in the same run, same set-up:
+      typesense   the shop as deployed: Typesense answers (engine "typesense")
+      database    the same shop with TYPESENSE_URL at a closed port: the PostgreSQL full-text
+                  fallback answers (engine "database"), facet counts computed in SQL
+    For each: queries/s, p50/p95/p99 latency (send to last byte), errors. Every answer includes the
+    facets (category, price buckets, option values) and the page of 20 summaries. Beforehand, each
+    query is sent once to both, and the table of hits shows what the typos cost the fallback.
+
+How
+    1. PostgreSQL, Redis and Typesense as bench/catalog.py starts them (var/bench, fsync off;
+       BENCH_DATABASE_URL etc. to use running ones), in a database of its own (shop_bench_search).
+    2. `flask db upgrade`, `flask seed demo --if-empty --products N` (kept between runs), and
+       `flask search reindex` into the alias `bench_products` (skipped when the live collection
+       already holds every active product; --reindex forces it, and its time is reported).
+    3. The two gunicorns, an unrecorded warm-up per target, the measured windows, a table on stdout
+       and JSON in bench/results/; everything it started is stopped.
+The load generator, gunicorn, PostgreSQL and Typesense share the machine's cores; figures are this box's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.catalog import (VAR, flask_cli, free_port, get, run_target, say, start_gunicorn,  # noqa: E402
+                           start_services)
+from shop.devstack import Stack  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+DATABASE = "shop_bench_search"
+ALIAS = "bench_products"
+
+# (query string, kind): the mix sent round-robin.
+QUERIES = [
+    ({"q": "t-shirt"}, "word"), ({"q": "tshrt"}, "typo"), ({"q": "linen shirt"}, "word"),
+    ({"q": "hoodei"}, "typo"), ({"q": "chelsea boot"}, "word"), ({"q": "chelsae boot"}, "typo"),
+    ({"q": "merino"}, "word"), ({"q": "merin"}, "prefix"), ({"q": "cashmre cardigan"}, "typo"),
+    ({"q": "backpack"}, "word"), ({"q": "backpak"}, "typo"), ({"q": "sneakr"}, "typo"),
+    ({"q": "organic cotton tee"}, "word"), ({"q": "denim"}, "word"), ({"q": "vintge denim"}, "typo"),
+    ({"q": "wool socks", "option": "size:M"}, "filter"), ({"q": "runner", "category": "footwear"}, "filter"),
+    ({"q": "dress", "min_price": "5000", "max_price": "9000"}, "filter"), ({"q": "kestrel"}, "word"),
+    ({"q": "northwnd"}, "typo"), ({"category": "men"}, "facets only"), ({"q": "bea"}, "prefix"),
+]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--products", type=int, default=100_000, help="size of the demo catalogue")
+    p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
+    p.add_argument("--reindex", action="store_true", help="rebuild the index even when it is current")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per target")
+    p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
+    p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
+    p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    return p.parse_args(argv)
+
+
+def path(params: dict) -> str:
+    return "/api/v1/search?" + urlencode({**params, "per_page": 20})
+
+
+def prepare(env: dict, args) -> tuple[int, dict]:
+    """Migrate, seed, index; the number of active products and what indexing did."""
+    import psycopg
+    import typesense
+
+    flask_cli(env, "db", "upgrade")
+    started = time.monotonic()
+    out = flask_cli(env, "seed", "demo", "--reset" if args.reseed else "--if-empty", "--products", str(args.products))
+    say(f"seed: {out.strip().splitlines()[-1]} ({time.monotonic() - started:.0f}s)")
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        active = conn.execute("SELECT count(*) FROM product WHERE status = 'active'").fetchone()[0]
+    url = env["TYPESENSE_URL"].rstrip("/")
+    host, _, port = url.split("://", 1)[1].partition(":")
+    ts = typesense.Client({"nodes": [{"host": host, "port": int(port or 8108), "protocol": "http"}],
+                           "api_key": env["TYPESENSE_API_KEY"], "connection_timeout_seconds": 30})
+    current = 0
+    try:
+        current = ts.collections[ALIAS].retrieve()["num_documents"]
+    except typesense.exceptions.ObjectNotFound:
+        pass
+    if current == active and not args.reindex:
+        say(f"index: {ALIAS} already holds the {active} active products; not rebuilt (--reindex forces it)")
+        return active, {"reindexed": False, "documents": current}
+    started = time.monotonic()
+    out = flask_cli(env, "search", "reindex")
+    took = time.monotonic() - started
+    say(f"index: {out.strip().splitlines()[-1]} (the command took {took:.0f}s)")
+    return active, {"reindexed": True, "seconds": round(took, 1), "documents": active,
+                    "docs_per_s": round(active / took) if took else None}
+
+
+def hits(port: int) -> list[dict]:
+    out = []
+    for params, kind in QUERIES:
+        body = json.loads(get(port, path(params), timeout=30))
+        out.append({"total": body["total"], "engine": body["engine"]})
+    return out
+
+
+def table(results: dict, paths_shown: str) -> str:
+    fmt = "{:<10} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9}"
+    lines = [f"GET {paths_shown}", fmt.format("engine", "q/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns",
+                                              "cpu ms/q"), "-" * 68]
+    for name, r in results.items():
+        figs = [f"{r[k]:.1f}" if r[k] is not None else "-"
+                for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")]
+        lines.append(fmt.format(name, *figs[:4], r["errors"], r["connections"], figs[4]))
+    lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
+    return "\n".join(lines)
+
+
+def hits_table(ts_hits: list[dict], db_hits: list[dict]) -> str:
+    fmt = "{:<44} {:<11} {:>9} {:>9}"
+    lines = [fmt.format("query", "kind", "typesense", "database"), "-" * 76]
+    for (params, kind), t, d in zip(QUERIES, ts_hits, db_hits):
+        shown = "&".join(f"{k}={v}" for k, v in params.items())
+        lines.append(fmt.format(shown[:44], kind, t["total"], d["total"]))
+    return "\n".join(lines)
+
+
+def bench(stack: Stack, args) -> None:
+    env = {**os.environ, **start_services(stack), "SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32),
+           "PYTHONUNBUFFERED": "1", "TYPESENSE_COLLECTION": ALIAS}
+    say(f"services: DATABASE_URL={env['DATABASE_URL']}, TYPESENSE_URL={env['TYPESENSE_URL']}")
+    active, indexing = prepare(env, args)
+    down = {**env, "TYPESENSE_URL": f"http://127.0.0.1:{free_port()}", "TYPESENSE_TIMEOUT": "0.5"}
+    targets = {"typesense": start_gunicorn(stack, "search-ts", "wsgi:app", "/healthz", env, args),
+               "database": start_gunicorn(stack, "search-db", "wsgi:app", "/healthz", down, args)}
+    paths = [path(params) for params, _ in QUERIES]
+    ts_hits, db_hits = hits(targets["typesense"][0]), hits(targets["database"][0])
+    engines = {name: {h["engine"] for h in found} for name, found in (("typesense", ts_hits), ("database", db_hits))}
+    if engines != {"typesense": {"typesense"}, "database": {"database"}}:
+        raise RuntimeError(f"the targets were not answered by the engines they stand for: {engines}")
+    threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+    setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
+             "active_products": active, "queries": len(QUERIES),
+             "typo_queries": sum(1 for _, k in QUERIES if k == "typo"),
+             "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}", "concurrency": args.concurrency,
+             "warmup_s": args.warmup, "seconds": args.seconds, "indexing": indexing}
+    say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+    results = {}
+    for name, (port, pid) in targets.items():
+        say(f"{name}: {len(paths)} queries in turn, {args.warmup:g}s warm-up + {args.seconds:g}s")
+        results[name] = run_target(port, pid, paths, args)
+    shown = f"/api/v1/search?q=<{len(QUERIES)} queries in turn, {setup['typo_queries']} with typos>&per_page=20"
+    print(f"\n{table(results, shown)}\n\nHits per query (total matches):\n{hits_table(ts_hits, db_hits)}\n", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"search-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"setup": setup, "results": results,
+                               "hits": [{"query": q, "kind": k, "typesense": t["total"], "database": d["total"]}
+                                        for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)]}, indent=2) + "\n")
+    say(f"wrote {out.relative_to(ROOT)}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True,
+                  durable=False)
+    try:
+        bench(stack, args)
+        return 0
+    except KeyboardInterrupt:
+        say("interrupted; stopping")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        say(f"stopped everything; {time.monotonic() - started:.0f}s in all")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

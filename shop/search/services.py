@@ -1,0 +1,387 @@
+"""Product search for the storefront and the API: Typesense first, PostgreSQL when it cannot answer.
+
+    search(SearchQuery(q="tshrt", category="men", options={"size": ["M"]}, page=1)) -> SearchResult
+    suggest("oxf") -> [{"name": ..., "slug": ..., "highlight": ...}], engine
+
+Typesense forgives typos (up to two per word), matches prefixes and counts facets. When it errors,
+times out or has no index yet, the same question goes to PostgreSQL: full-text search over the
+weighted `product.search_vector` (GIN index), prefix matching for the words as typed, ranked by
+ts_rank, with the facet counts computed in SQL. The result says which engine answered.
+
+A failed Typesense call opens a short circuit (per URL and process): for BREAKER_SECONDS searches
+go straight to PostgreSQL instead of each paying the connection timeout.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from flask import current_app
+from markupsafe import Markup, escape
+from sqlalchemy import and_, case, exists, func, literal, or_, select, true
+
+from shop.catalog import queries
+from shop.catalog.models import Category, Product, ProductImage, ProductOption, Variant
+from shop.extensions import db
+from shop.search import engine
+from shop.search.engine import MARK_END, MARK_START, PRICE_BUCKETS, bucket_key
+
+log = logging.getLogger(__name__)
+MAX_PER_PAGE = 100
+MAX_FACET_VALUES = 50
+BREAKER_SECONDS = 5.0
+QUERY_BY = "name,name_words,brand,category_path,option_text,description"
+QUERY_WEIGHTS = "6,6,3,3,2,1"
+
+
+@dataclass
+class SearchQuery:
+    q: str = ""
+    category: str | None = None  # a category slug; its sub-categories are included
+    min_price: int | None = None  # minor units, on the product's price range
+    max_price: int | None = None
+    in_stock: bool = False
+    options: dict[str, list[str]] = field(default_factory=dict)  # {"size": ["M", "L"]}: any of, per option
+    page: int = 1
+    per_page: int = 20
+
+
+@dataclass
+class SearchItem(queries.ProductSummary):
+    """A product summary with its name highlighted (MARK_START/MARK_END around the matches)."""
+
+    highlight: str | None = None
+
+    @property
+    def name_html(self) -> Markup:
+        return highlight_html(self.highlight or self.name)
+
+
+@dataclass
+class SearchResult:
+    query: SearchQuery
+    items: list[SearchItem]
+    total: int
+    facets: dict
+    engine: str  # "typesense" or "database"
+
+
+def highlight_html(marked: str) -> Markup:
+    """Escape everything, then turn the highlight marks (and only them) into <mark> elements."""
+    text = str(escape(marked))
+    return Markup(text.replace(MARK_START, "<mark>").replace(MARK_END, "</mark>"))
+
+
+def highlight_plain(marked: str | None) -> str | None:
+    """The API's form: the same <mark> markup, every other character HTML-escaped."""
+    return None if marked is None else str(highlight_html(marked))
+
+
+# -- circuit breaker ------------------------------------------------------------------------------
+_open_until: dict[str, float] = {}
+_breaker_lock = threading.Lock()
+
+
+def _typesense_allowed() -> bool:
+    url = current_app.config["TYPESENSE_URL"]
+    return _open_until.get(url, 0.0) <= time.monotonic()
+
+
+def _typesense_failed(exc: Exception) -> None:
+    url = current_app.config["TYPESENSE_URL"]
+    with _breaker_lock:
+        _open_until[url] = time.monotonic() + float(current_app.config.get("TYPESENSE_BREAKER_SECONDS",
+                                                                           BREAKER_SECONDS))
+    log.warning("search: Typesense at %s failed (%s: %s); answering from PostgreSQL", url,
+                type(exc).__name__, str(exc)[:200])
+
+
+def reset_breaker() -> None:
+    _open_until.clear()
+
+
+# -- entry points ---------------------------------------------------------------------------------
+def search(sq: SearchQuery) -> SearchResult:
+    sq.q = _clean_query(sq.q)
+    if _typesense_allowed():
+        try:
+            return _typesense_search(sq)
+        except Exception as exc:  # noqa: BLE001 - any failure of derived data means: ask PostgreSQL
+            _typesense_failed(exc)
+    return _database_search(sq)
+
+
+def suggest(prefix: str, limit: int = 8) -> tuple[list[dict], str]:
+    """Up to `limit` distinct product names for what has been typed so far, and the engine used."""
+    prefix = _clean_query(prefix)
+    if not prefix:
+        return [], "typesense"
+    if _typesense_allowed():
+        try:
+            return _typesense_suggest(prefix, limit), "typesense"
+        except Exception as exc:  # noqa: BLE001
+            _typesense_failed(exc)
+    return _database_suggest(prefix, limit), "database"
+
+
+def _clean_query(q: str | None) -> str:
+    q = (q or "").replace(MARK_START, "").replace(MARK_END, "")
+    return " ".join(q.split())[:200]
+
+
+# -- Typesense ------------------------------------------------------------------------------------
+def _quote(value: str) -> str:
+    """A filter_by value in backticks (commas, spaces and brackets inside are then literal)."""
+    return "`" + value.replace("`", "") + "`"
+
+
+def _filter_by(sq: SearchQuery) -> str:
+    parts = []
+    if sq.category:
+        parts.append(f"category_slugs:={_quote(sq.category)}")
+    if sq.min_price is not None:
+        parts.append(f"price_max:>={int(sq.min_price)}")
+    if sq.max_price is not None:
+        parts.append(f"price_min:<={int(sq.max_price)}")
+    if sq.in_stock:
+        parts.append("in_stock:=true")
+    for name, values in sorted(sq.options.items()):
+        if values:
+            parts.append("option_values:=[" + ",".join(_quote(f"{name}={v}") for v in values) + "]")
+    return " && ".join(parts)
+
+
+def _typesense_search(sq: SearchQuery) -> SearchResult:
+    params = {
+        "q": sq.q or "*", "query_by": QUERY_BY, "query_by_weights": QUERY_WEIGHTS,
+        # Two typos in names, one elsewhere (so "tshrt" does not pull in the "Tops & T-shirts" category).
+        "num_typos": "2,2,1,1,1,1", "typo_tokens_threshold": 1, "prioritize_exact_match": True,
+        "prefix": "true,true,true,false,false,false",  # prefixes of names and brands, as typed
+        "facet_by": "category_slugs,price_bucket,option_values", "max_facet_values": MAX_FACET_VALUES * 4,
+        "sort_by": "_text_match:desc,popularity:desc" if sq.q else "popularity:desc",
+        "highlight_fields": "name,name_words", "highlight_full_fields": "name",
+        "highlight_start_tag": MARK_START, "highlight_end_tag": MARK_END,
+        "page": sq.page, "per_page": sq.per_page,
+        "exclude_fields": "description,option_text,name_words",
+    }
+    if filter_by := _filter_by(sq):
+        params["filter_by"] = filter_by
+    res = engine.client().collections[engine.alias_name()].documents.search(params)
+    items = []
+    for hit in res.get("hits", []):
+        d = hit["document"]
+        items.append(SearchItem(
+            id=int(d["id"]), slug=d.get("slug", ""), name=d["name"], brand=d.get("brand", ""),
+            price_from=d.get("price_min"), price_to=d.get("price_max"),
+            currency=d.get("currency") or current_app.config["SHOP_CURRENCY"],
+            image_path=d.get("image_path"), image_alt=d.get("image_alt"), in_stock=bool(d.get("in_stock")),
+            highlight=_hit_highlight(hit, "name") or _words_highlight(d["name"], _hit_tokens(hit, "name_words"))))
+    counts = {f["field_name"]: [(c["value"], c["count"]) for c in f.get("counts", [])]
+              for f in res.get("facet_counts", [])}
+    options: dict[str, list[tuple[str, int]]] = {}
+    for value, count in counts.get("option_values", []):
+        name, _, val = value.partition("=")
+        options.setdefault(name, []).append((val, count))
+    facets = _facets(dict(counts.get("category_slugs", [])), dict(counts.get("price_bucket", [])), options)
+    return SearchResult(sq, items, int(res.get("found", 0)), facets, "typesense")
+
+
+def _hit_highlight(hit: dict, field_name: str) -> str | None:
+    for h in hit.get("highlights") or []:
+        if h.get("field") == field_name:
+            return h.get("value") or h.get("snippet")
+    nested = (hit.get("highlight") or {}).get(field_name)
+    if isinstance(nested, dict) and nested.get("matched_tokens"):
+        return nested.get("value") or nested.get("snippet")
+    return None
+
+
+def _hit_tokens(hit: dict, field_name: str) -> list[str]:
+    for h in hit.get("highlights") or []:
+        if h.get("field") == field_name:
+            return [t for t in h.get("matched_tokens") or [] if isinstance(t, str)]
+    return []
+
+
+def _words_highlight(name: str, tokens: list[str]) -> str | None:
+    """Mark in `name` the tokens Typesense matched in name_words (the hyphen-split copy)."""
+    if not tokens:
+        return None
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(set(tokens), key=len, reverse=True)), re.IGNORECASE)
+    marked = pattern.sub(lambda m: MARK_START + m.group(0) + MARK_END, name)
+    return marked if MARK_START in marked else None
+
+
+def _typesense_suggest(prefix: str, limit: int) -> list[dict]:
+    res = engine.client().collections[engine.alias_name()].documents.search({
+        "q": prefix, "query_by": "name,name_words,brand,category_path", "query_by_weights": "4,4,2,1", "prefix": True,
+        "num_typos": 1, "per_page": limit * 3, "include_fields": "name,slug",
+        "sort_by": "_text_match:desc,popularity:desc",
+        "highlight_fields": "name", "highlight_full_fields": "name",
+        "highlight_start_tag": MARK_START, "highlight_end_tag": MARK_END})
+    out, seen = [], set()
+    for hit in res.get("hits", []):
+        name = hit["document"]["name"]
+        if name.lower() in seen:
+            continue
+        seen.add(name.lower())
+        out.append({"name": name, "slug": hit["document"].get("slug", ""),
+                    "highlight": highlight_plain(_hit_highlight(hit, "name") or name)})
+        if len(out) == limit:
+            break
+    return out
+
+
+# -- facets, shared by both engines ---------------------------------------------------------------
+def _price_label(lo: int, hi: int | None) -> str:
+    from shop.money import format_money
+
+    currency = current_app.config["SHOP_CURRENCY"]
+    if lo == 0 and hi is not None:
+        return f"Under {format_money(hi, currency)}"
+    if hi is None:
+        return f"{format_money(lo, currency)} and over"
+    return f"{format_money(lo, currency)} to {format_money(hi, currency)}"
+
+
+def _facets(category_counts: dict[str, int], bucket_counts: dict[str, int],
+            option_counts: dict[str, list[tuple[str, int]]]) -> dict:
+    cats = queries.list_categories()
+    category = [{"slug": c.slug, "name": c.name, "parent_id": c.parent_id, "count": category_counts[c.slug]}
+                for c in cats if category_counts.get(c.slug)]
+    price = []
+    for lo, hi in PRICE_BUCKETS:
+        n = bucket_counts.get(bucket_key(lo, hi), 0)
+        if n:
+            price.append({"key": bucket_key(lo, hi), "min": lo, "max": None if hi is None else hi - 1,
+                          "label": _price_label(lo, hi), "count": n})
+    options = {}
+    for name in sorted(option_counts):
+        values = sorted(option_counts[name], key=lambda vc: (-vc[1], _natural(vc[0])))[:MAX_FACET_VALUES]
+        options[name] = [{"value": v, "count": n} for v, n in values]
+    return {"category": category, "price": price, "options": options}
+
+
+def _natural(value: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", value)]
+
+
+# -- PostgreSQL fallback --------------------------------------------------------------------------
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _text_condition(q: str):
+    """(condition, prefix tsquery) for `q`: websearch syntax, or every word as a prefix."""
+    words = _WORD.findall(q.lower())[:12]
+    web = func.websearch_to_tsquery("english", q)
+    if not words:
+        return Product.search_vector.op("@@")(web), web
+    # \w+ words only, so nothing in the string is tsquery syntax.
+    prefix = func.to_tsquery("english", " & ".join(f"{w}:*" for w in words))
+    return or_(Product.search_vector.op("@@")(web), Product.search_vector.op("@@")(prefix)), prefix
+
+
+def _database_where(sq: SearchQuery):
+    category_ids = None
+    if sq.category:
+        cat = queries.category_by_slug(sq.category)
+        category_ids = queries.descendant_ids(cat) if cat else []
+    f = queries.ProductFilter(category_ids=category_ids, min_price=sq.min_price, max_price=sq.max_price,
+                              in_stock=sq.in_stock, options={k: v for k, v in sq.options.items() if v})
+    where = queries._filtered(f)  # the listings' own filter: same meaning for price, stock, options
+    tsq = None
+    if sq.q:
+        cond, tsq = _text_condition(sq.q)
+        where = and_(where, cond)
+    return where, tsq
+
+
+def _database_search(sq: SearchQuery) -> SearchResult:
+    where, tsq = _database_where(sq)
+    total = db.session.scalar(select(func.count()).select_from(Product).where(where)) or 0
+    rank = func.ts_rank(Product.search_vector, tsq) if tsq is not None else literal(0)
+    order = (rank.desc(), Product.id.desc())
+    page = (select(Product.id, rank.label("rank")).where(where).order_by(*order)
+            .limit(sq.per_page).offset((sq.page - 1) * sq.per_page).subquery("page"))
+    first_image = (select(ProductImage.path, ProductImage.alt).where(ProductImage.product_id == Product.id)
+                   .order_by(ProductImage.position, ProductImage.id).limit(1).lateral("first_image"))
+    in_stock = exists().where(Variant.product_id == Product.id, Variant.on_hand - Variant.reserved > 0
+                              ).correlate(Product)
+    if tsq is not None:
+        headline = func.ts_headline("english", Product.name, tsq,
+                                    f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true")
+    else:
+        headline = literal(None)
+    rows = db.session.execute(
+        select(Product.id, Product.slug, Product.name, Product.brand, Product.price_min, Product.price_max,
+               Product.currency, first_image.c.path, first_image.c.alt, in_stock.label("in_stock"),
+               headline.label("headline"))
+        .join(page, page.c.id == Product.id).outerjoin(first_image, true())
+        .order_by(page.c.rank.desc(), Product.id.desc())).all()
+    items = [SearchItem(r.id, r.slug, r.name, r.brand, r.price_min, r.price_max, r.currency, r.path, r.alt,
+                        bool(r.in_stock), highlight=r.headline if r.headline and MARK_START in r.headline else None)
+             for r in rows]
+    facets = _database_facets(where) if total else _facets({}, {}, {})
+    return SearchResult(sq, items, total, facets, "database")
+
+
+def _database_facets(where) -> dict:
+    matching = select(Product.id.label("id"), Product.category_id.label("category_id"),
+                      Product.price_min.label("price_min")).where(where).cte("matching")
+    # Categories: counts per leaf, rolled up to every ancestor (as Typesense's category_slugs do).
+    per_category = dict(db.session.execute(
+        select(matching.c.category_id, func.count()).group_by(matching.c.category_id)).all())
+    cats = {c.id: c for c in queries.list_categories()}
+    category_counts: dict[str, int] = {}
+    for cid, n in per_category.items():
+        cur, seen = cats.get(cid), set()
+        while cur is not None and cur.id not in seen:
+            seen.add(cur.id)
+            category_counts[cur.slug] = category_counts.get(cur.slug, 0) + n
+            cur = cats.get(cur.parent_id) if cur.parent_id else None
+    bucket = case(*[((matching.c.price_min >= lo) if hi is None else
+                     and_(matching.c.price_min >= lo, matching.c.price_min < hi), bucket_key(lo, hi))
+                    for lo, hi in PRICE_BUCKETS], else_=None)
+    bucket_counts = {k: n for k, n in db.session.execute(
+        select(bucket.label("bucket"), func.count()).group_by(bucket)).all() if k is not None}
+    values = func.unnest(ProductOption.values).table_valued("value").render_derived()
+    option_rows = db.session.execute(
+        select(ProductOption.name, values.c.value, func.count(func.distinct(ProductOption.product_id)))
+        .select_from(ProductOption).join(matching, matching.c.id == ProductOption.product_id).join(values, true())
+        .group_by(ProductOption.name, values.c.value)).all()
+    options: dict[str, list[tuple[str, int]]] = {}
+    for name, value, n in option_rows:
+        options.setdefault(name, []).append((value, n))
+    return _facets(category_counts, bucket_counts, options)
+
+
+def _database_suggest(prefix: str, limit: int) -> list[dict]:
+    cond, tsq = _text_condition(prefix)
+    rows = db.session.execute(
+        select(Product.name, func.min(Product.slug).label("slug"),
+               func.max(func.ts_rank(Product.search_vector, tsq)).label("rank"))
+        .where(Product.status == "active", cond).group_by(Product.name)
+        .order_by(func.max(func.ts_rank(Product.search_vector, tsq)).desc(), Product.name).limit(limit)).all()
+    out = []
+    for r in rows:
+        marked = _mark_words(r.name, _WORD.findall(prefix.lower()))
+        out.append({"name": r.name, "slug": r.slug, "highlight": highlight_plain(marked)})
+    return out
+
+
+def _mark_words(name: str, words: list[str]) -> str:
+    """Mark the words of `name` that start with one of `words` (for suggestions from PostgreSQL)."""
+    if not words:
+        return name
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")", re.IGNORECASE)
+    return pattern.sub(lambda m: MARK_START + m.group(0) + MARK_END, name)
+
+
+def category_name(slug: str | None) -> str | None:
+    if not slug:
+        return None
+    cat = db.session.scalar(select(Category).where(Category.slug == slug))
+    return cat.name if cat else None
