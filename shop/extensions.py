@@ -36,15 +36,25 @@ QUEUE_NAMES = ("default", "mail", "search")
 
 
 class RedisExtension:
-    """One Redis connection pool per process, from REDIS_URL."""
+    """A Redis connection pool per app, from its REDIS_URL; `client` is the current app's."""
 
     def __init__(self):
-        self.client: Redis | None = None
+        self._last: Redis | None = None
 
     def init_app(self, app):
-        self.client = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=2,
-                                     health_check_interval=30)
+        client = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=2,
+                                health_check_interval=30)
         app.extensions["redis"] = self
+        app.extensions["redis_client"] = client
+        self._last = client
+
+    @property
+    def client(self) -> Redis:
+        from flask import current_app, has_app_context
+
+        if has_app_context():
+            return current_app.extensions["redis_client"]
+        return self._last  # outside any app (scripts built around one app)
 
     def queue(self, name: str = "default") -> Queue:
         if name not in QUEUE_NAMES:

@@ -139,11 +139,10 @@ def client(app, db_session):
 
 @pytest.fixture
 def redis_client(app):
-    from shop.extensions import redis_ext
-
-    redis_ext.client.flushdb()
-    yield redis_ext.client
-    redis_ext.client.flushdb()
+    client = app.extensions["redis_client"]  # the suite's app's, whatever other apps a test built
+    client.flushdb()
+    yield client
+    client.flushdb()
 
 
 @pytest.fixture

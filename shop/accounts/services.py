@@ -61,6 +61,19 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=f"shop.accounts.{purpose}")
 
 
+def _read_link(purpose: str, token: str, max_age_setting: str, expired_message: str) -> dict:
+    """The payload of a signed link we mailed; BadToken when expired or altered."""
+    try:
+        data = _serializer(purpose).loads(token, max_age=current_app.config[max_age_setting])
+    except SignatureExpired:
+        raise BadToken(expired_message) from None
+    except BadSignature:
+        raise BadToken() from None
+    if not isinstance(data, dict) or not isinstance(data.get("u"), int):
+        raise BadToken()
+    return data
+
+
 def _fingerprint(password_hash: str) -> str:
     # Changes whenever the password does, which makes a reset link single-use.
     return hashlib.sha256(password_hash.encode()).hexdigest()[:20]
@@ -121,12 +134,8 @@ def resend_verification(user: User) -> None:
 
 def verify_email(token: str) -> User:
     """Mark the address verified. The link expires and works once."""
-    try:
-        data = _serializer("verify").loads(token, max_age=current_app.config["EMAIL_TOKEN_MAX_AGE"])
-    except SignatureExpired:
-        raise BadToken("This confirmation link has expired. Log in to get a new one.") from None
-    except BadSignature:
-        raise BadToken() from None
+    data = _read_link("verify", token, "EMAIL_TOKEN_MAX_AGE",
+                      "This confirmation link has expired. Log in to get a new one.")
     user = db.session.get(User, data.get("u"))
     if user is None or user.email != data.get("e"):
         raise BadToken()
@@ -214,12 +223,7 @@ def request_password_reset(email) -> None:
 
 def reset_user(token: str) -> User:
     """The user a reset link belongs to; BadToken when expired, altered or already used."""
-    try:
-        data = _serializer("reset").loads(token, max_age=current_app.config["RESET_TOKEN_MAX_AGE"])
-    except SignatureExpired:
-        raise BadToken("This reset link has expired. Ask for a new one.") from None
-    except BadSignature:
-        raise BadToken() from None
+    data = _read_link("reset", token, "RESET_TOKEN_MAX_AGE", "This reset link has expired. Ask for a new one.")
     user = db.session.get(User, data.get("u"))
     if user is None or data.get("p") != _fingerprint(user.password_hash):
         raise BadToken("This reset link was already used. Ask for a new one.")

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from shop import create_app
 from shop.catalog.models import Category, Variant
 from shop.catalog.services import refresh_product_summary
-from shop.extensions import db, redis_ext
+from shop.extensions import db
 from shop.inventory.services import set_on_hand
 from tests.conftest import config_for
 from tests.factories import make_category, make_product
@@ -211,14 +211,7 @@ def test_the_cart_and_checkout_never_read_cached_prices_or_availability(client, 
     assert placed.get_json()["order"]["items"][0]["unit_price"]["amount"] == 3100
 
 
-@pytest.fixture
-def rebind_redis(app):
-    """create_app() rebinds the shared redis_ext; give it back to the suite's app afterwards."""
-    yield
-    redis_ext.init_app(app)
-
-
-def test_with_redis_down_pages_render_from_postgresql(committed_db, rebind_redis, caplog):
+def test_with_redis_down_pages_render_from_postgresql(committed_db, caplog):
     app = create_app(config_for(committed_db, REDIS_URL=CLOSED_PORT, CACHE_ENABLED=True))
     with app.app_context():
         boots = make_category("Boots", slug="boots")
