@@ -49,24 +49,32 @@ def home():
     return _page("storefront/home.html", featured=featured, categories=cats)
 
 
+def read_price_range(args, target, currency: str, notes: list[str]) -> dict:
+    """Set target.min_price/max_price (minor units) from "19.99"-style fields, leniently: a bad value
+    is dropped with a note, a reversed range swapped. Returns the values to show back in the form."""
+    form = {"min_price": args.get("min_price", ""), "max_price": args.get("max_price", "")}
+    for key, label in (("min_price", "minimum price"), ("max_price", "maximum price")):
+        raw = args.get(key, "").strip()
+        if raw:
+            try:
+                setattr(target, key, parse_major(raw, currency))
+            except ValueError as exc:
+                notes.append(f"The {label} “{raw[:20]}” was ignored: {exc}.")
+                form[key] = ""
+    if target.min_price is not None and target.max_price is not None and target.min_price > target.max_price:
+        notes.append("The minimum price was above the maximum, so they were swapped.")
+        target.min_price, target.max_price = target.max_price, target.min_price
+        form["min_price"], form["max_price"] = form["max_price"], form["min_price"]
+    return form
+
+
 def _listing_filter(category_ids, facets) -> tuple[queries.ProductFilter, list[str], dict]:
     """Read the listing's query string leniently: a bad value is dropped with a note, never a 500."""
     currency = current_app.config["SHOP_CURRENCY"]
     notes: list[str] = []
     args = request.args
     f = queries.ProductFilter(category_ids=category_ids, per_page=PER_PAGE)
-    form = {"min_price": args.get("min_price", ""), "max_price": args.get("max_price", "")}
-    for key, label in (("min_price", "minimum price"), ("max_price", "maximum price")):
-        raw = args.get(key, "").strip()
-        if raw:
-            try:
-                setattr(f, key, parse_major(raw, currency))
-            except ValueError as exc:
-                notes.append(f"The {label} “{raw[:20]}” was ignored: {exc}.")
-                form[key] = ""
-    if f.min_price is not None and f.max_price is not None and f.min_price > f.max_price:
-        notes.append("The minimum price was above the maximum, so they were swapped.")
-        f.min_price, f.max_price = f.max_price, f.min_price
+    form = read_price_range(args, f, currency, notes)
     f.in_stock = args.get("in_stock") in ("1", "on", "true")
     f.sort = args.get("sort") if args.get("sort") in queries.SORTS else "newest"
     try:

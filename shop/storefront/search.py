@@ -12,10 +12,10 @@ from flask import current_app, jsonify, request, url_for
 
 from shop.catalog import queries
 from shop.http import cacheable
-from shop.money import format_money, parse_major
+from shop.money import format_money
 from shop.search import services
 from shop.storefront import bp
-from shop.storefront.routes import _page
+from shop.storefront.routes import _page, read_price_range
 
 PER_PAGE = 24
 
@@ -33,18 +33,7 @@ def _read_query() -> tuple[services.SearchQuery, list[str], dict]:
     currency = current_app.config["SHOP_CURRENCY"]
     notes: list[str] = []
     sq = services.SearchQuery(q=(args.get("q") or "")[:200], per_page=PER_PAGE)
-    form = {"min_price": args.get("min_price", ""), "max_price": args.get("max_price", "")}
-    for key, label in (("min_price", "minimum price"), ("max_price", "maximum price")):
-        raw = args.get(key, "").strip()
-        if raw:
-            try:
-                setattr(sq, key, parse_major(raw, currency))
-            except ValueError as exc:
-                notes.append(f"The {label} “{raw[:20]}” was ignored: {exc}.")
-                form[key] = ""
-    if sq.min_price is not None and sq.max_price is not None and sq.min_price > sq.max_price:
-        sq.min_price, sq.max_price = sq.max_price, sq.min_price
-        form["min_price"], form["max_price"] = form["max_price"], form["min_price"]
+    form = read_price_range(args, sq, currency, notes)
     slug = args.get("category") or None
     if slug and queries.category_by_slug(slug[:120]) is None:
         notes.append("That category does not exist, so all categories are searched.")
