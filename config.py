@@ -45,7 +45,7 @@ def from_environment(env=None) -> dict:
         "SHOP_NAME": text("SHOP_NAME", "The Shop"),
         "SHOP_CURRENCY": text("SHOP_CURRENCY", "USD"),
         # Catalogue pages may be cached by browsers and a CDN for this long (seconds).
-        "CATALOG_MAX_AGE": number("CATALOG_MAX_AGE", 60),
+        "CATALOG_MAX_AGE": number("CATALOG_MAX_AGE", 10),
         # Redis cache of catalogue reads (shop/cache.py): invalidated by every catalogue change, with
         # this TTL as a safety net. Off by default under SHOP_ENV=test: tests flush data without
         # committing, so no change hook fires; the cache tests switch it on.

@@ -98,6 +98,14 @@ def _request_ids(app: Flask) -> None:
     """Every response carries X-Request-ID, echoing the client's when it sent a sane one."""
 
     @app.before_request
+    def refuse_nul_bytes():
+        # PostgreSQL text cannot hold NUL: refuse it at the door rather than fail deep inside.
+        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+            from shop.errors import ApiError
+
+            raise ApiError(400, "malformed_request", "The address contains a NUL character.")
+
+    @app.before_request
     def assign_request_id():
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         g.request_id = incoming if 0 < len(incoming) <= 200 and incoming.isprintable() else uuid.uuid4().hex

@@ -11,7 +11,9 @@ def cacheable(resp: Response) -> Response:
     if session.modified:
         resp.headers["Cache-Control"] = "private, no-store"
         return resp
-    resp.headers["Cache-Control"] = f"public, max-age={current_app.config['CATALOG_MAX_AGE']}"
+    # Browsers revalidate every time (a cheap 304 thanks to the ETag); a shared cache (CDN) may keep
+    # the page for CATALOG_MAX_AGE seconds, the longest a price change can take to reach shoppers.
+    resp.headers["Cache-Control"] = f"public, max-age=0, s-maxage={current_app.config['CATALOG_MAX_AGE']}, must-revalidate"
     resp.headers["Vary"] = "Accept-Encoding"
     resp.add_etag()
     return resp.make_conditional(request)

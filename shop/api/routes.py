@@ -48,7 +48,7 @@ def products():
     p = Params(request.args)
     slug = p.str("category", max_len=120)
     f = queries.ProductFilter(
-        min_price=p.int("min_price", lo=0, hi=10**12), max_price=p.int("max_price", lo=0, hi=10**12),
+        min_price=p.int("min_price", lo=0, hi=2**31 - 1), max_price=p.int("max_price", lo=0, hi=2**31 - 1),
         in_stock=p.bool("in_stock"), sort=p.choice("sort", list(queries.SORTS), "newest"),
         page=p.int("page", 1, lo=1, hi=100_000), per_page=p.int("per_page", 20, lo=1, hi=queries.MAX_PER_PAGE))
     if f.min_price is not None and f.max_price is not None and f.min_price > f.max_price:

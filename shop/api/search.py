@@ -30,7 +30,7 @@ def search():
     q = p.str("q", max_len=200) or ""
     slug = p.str("category", max_len=120)
     sq = services.SearchQuery(
-        q=q, category=slug, min_price=p.int("min_price", lo=0, hi=10**12), max_price=p.int("max_price", lo=0, hi=10**12),
+        q=q, category=slug, min_price=p.int("min_price", lo=0, hi=2**31 - 1), max_price=p.int("max_price", lo=0, hi=2**31 - 1),
         in_stock=p.bool("in_stock"), page=p.int("page", 1, lo=1, hi=1000),
         per_page=p.int("per_page", 20, lo=1, hi=services.MAX_PER_PAGE))
     sq.options = parse_options(request.args.getlist("option"), p.errors)

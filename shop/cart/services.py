@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from shop.cart.models import Cart, CartItem
-from shop.catalog.models import Product, Variant
+from shop.catalog.models import Product, Variant, utcnow
 from shop.checkout import pricing
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
@@ -76,6 +76,7 @@ def _lock(cart: Cart) -> Cart:
     locked = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update()
                                .execution_options(populate_existing=True))
     db.session.expire(locked, ["items"])
+    locked.updated_at = utcnow()  # a cart in use is not abandoned (shop.cart.jobs)
     return locked
 
 

@@ -12,6 +12,7 @@ NOTHING); after the backend accepted the mail it marks the row `sent`. So:
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, render_template
@@ -113,5 +114,13 @@ def send_notification(event_name: str, to: str, payload: dict, key: str | None =
         except BaseException:
             _release(*claimed)
             raise
-        _mark_sent(*claimed)
+        # The mail is out: from here on nothing may make RQ run this job again.
+        for attempt in range(3):
+            try:
+                _mark_sent(*claimed)
+                break
+            except Exception:  # noqa: BLE001
+                db.session.rollback()
+                log.exception("could not mark notification %s sent (attempt %d)", claimed[0], attempt + 1)
+                time.sleep(0.5 * (attempt + 1))
         return sent

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from shop.extensions import db, redis_ext
 from shop.search import engine
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,13 @@ def sync_products(product_ids) -> dict:
     if live_collection_name() is None:  # nothing indexed yet: build it all once
         reindex()
         return {"upserted": len(ids), "deleted": 0, "reindexed": True}
+    _note_during_reindex(ids)
     collection = engine.client(JOB_TIMEOUT).collections[engine.alias_name()]
     upserted = deleted = 0
     for start in range(0, len(ids), IMPORT_BATCH):
         chunk = ids[start:start + IMPORT_BATCH]
         docs = engine.build_documents(chunk)
+        db.session.rollback()  # read-only: no transaction stays open while Typesense works
         upserted += _import(collection, list(docs.values()))
         gone = [i for i in chunk if i not in docs]
         if gone:
@@ -69,25 +72,67 @@ def reindex(batch: int = IMPORT_BATCH, echo=None) -> dict:
 
     ts = engine.client(JOB_TIMEOUT)
     alias = engine.alias_name()
-    name = f"{alias}_{time.strftime('%Y%m%d%H%M%S')}_{time.time_ns() % 1_000_000:06d}"
-    ts.collections.create(engine.schema(name))
-    count = 0
-    started = time.perf_counter()
+    lock = redis_ext.client.lock(f"search:reindex:{alias}", timeout=3600, blocking=False)
+    if not lock.acquire():
+        log.info("search reindex of %s already running; this one is skipped", alias)
+        return {"skipped": "another reindex is running"}
     try:
-        for docs in engine.all_product_batches(batch):
-            count += _import(ts.collections[name], docs)
-            if echo:
-                echo(f"  indexed {count} products")
-    except BaseException:
-        ts.collections[name].delete()
-        raise
-    old = live_collection_name()
-    ts.aliases.upsert(alias, {"collection_name": name})
+        # Products changed while this runs are noted by sync_products and synced again after the swap.
+        redis_ext.client.delete(_changed_key(alias))
+        redis_ext.client.set(_running_key(alias), "1", ex=3600)
+        name = f"{alias}_{time.strftime('%Y%m%d%H%M%S')}_{time.time_ns() % 1_000_000:06d}"
+        ts.collections.create(engine.schema(name))
+        count = 0
+        started = time.perf_counter()
+        try:
+            for docs in engine.all_product_batches(batch):
+                db.session.rollback()  # read-only: no transaction stays open while Typesense works
+                count += _import(ts.collections[name], docs)
+                if echo:
+                    echo(f"  indexed {count} products")
+        except BaseException:
+            ts.collections[name].delete()
+            raise
+        old = live_collection_name()
+        ts.aliases.upsert(alias, {"collection_name": name})
+        redis_ext.client.delete(_running_key(alias))
+        late = [int(i) for i in redis_ext.client.smembers(_changed_key(alias))]
+        if late:
+            sync_products(late)
+        return _drop_old(ts, alias, name, old, count, started)
+    finally:
+        redis_ext.client.delete(_running_key(alias))
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - expired: nothing to release
+            pass
+
+
+def _running_key(alias: str) -> str:
+    return f"search:reindex:{alias}:running"
+
+
+def _changed_key(alias: str) -> str:
+    return f"search:reindex:{alias}:changed"
+
+
+def _note_during_reindex(ids) -> None:
+    alias = engine.alias_name()
+    if redis_ext.client.exists(_running_key(alias)):
+        pipe = redis_ext.client.pipeline()
+        pipe.sadd(_changed_key(alias), *ids)
+        pipe.expire(_changed_key(alias), 3600)
+        pipe.execute()
+
+
+def _drop_old(ts, alias: str, name: str, old: str | None, count: int, started: float) -> dict:
+    import typesense
+
     dropped = []
-    # Drop the previous live collection and any leftovers of interrupted runs of this alias.
+    # Drop the previous live collection and leftovers of interrupted runs (only older than ours).
     for c in ts.collections.retrieve():
         cname = c["name"]
-        if cname != name and (cname == old or _is_ours(cname, alias)):
+        if cname != name and (cname == old or (_is_ours(cname, alias) and cname < name)):
             try:
                 ts.collections[cname].delete()
                 dropped.append(cname)

@@ -110,8 +110,20 @@ def search(sq: SearchQuery) -> SearchResult:
         try:
             return _typesense_search(sq)
         except Exception as exc:  # noqa: BLE001 - any failure of derived data means: ask PostgreSQL
-            _typesense_failed(exc)
+            if _is_outage(exc):
+                _typesense_failed(exc)  # only an outage sends everyone to PostgreSQL for a while
+            else:
+                log.warning("search: Typesense refused a query (%s: %s); answering this one from PostgreSQL",
+                            type(exc).__name__, str(exc)[:200])
     return _database_search(sq)
+
+
+def _is_outage(exc: Exception) -> bool:
+    import requests
+    import typesense
+
+    return isinstance(exc, (requests.exceptions.RequestException, ConnectionError, TimeoutError,
+                            typesense.exceptions.ServiceUnavailable, typesense.exceptions.ServerError))
 
 
 def suggest(prefix: str, limit: int = 8) -> tuple[list[dict], str]:

@@ -13,6 +13,7 @@ from shop.money import format_money, parse_major
 from shop.storefront import bp
 
 PER_PAGE = 24
+MAX_PRICE = 2**31 - 1  # the price columns are integers; anything above is not a price
 SORT_LABELS = {"newest": "Newest", "price": "Price: low to high", "-price": "Price: high to low", "name": "Name"}
 
 
@@ -57,7 +58,10 @@ def read_price_range(args, target, currency: str, notes: list[str]) -> dict:
         raw = args.get(key, "").strip()
         if raw:
             try:
-                setattr(target, key, parse_major(raw, currency))
+                value = parse_major(raw, currency)
+                if value > MAX_PRICE:
+                    raise ValueError("too large")
+                setattr(target, key, value)
             except ValueError as exc:
                 notes.append(f"The {label} “{raw[:20]}” was ignored: {exc}.")
                 form[key] = ""
