@@ -68,7 +68,6 @@ def reindex(batch: int = IMPORT_BATCH, echo=None) -> dict:
 
     Searches keep using the old collection until the alias moves (one atomic call), so there is no
     moment without results; the old collection is dropped afterwards."""
-    import typesense
 
     ts = engine.client(JOB_TIMEOUT)
     alias = engine.alias_name()
