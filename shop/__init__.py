@@ -47,6 +47,7 @@ def create_app(config=None) -> Flask:
     from shop.inventory import models as _inventory_models  # noqa: F401
     from shop.notifications import models as _notification_models  # noqa: F401
     from shop.orders import models as _order_models  # noqa: F401
+    from shop.promotions import models as _promotion_models  # noqa: F401
     from shop.payments import models as _payment_models  # noqa: F401
     from shop import idempotency as _idempotency_models  # noqa: F401
     from shop import afterwards as _after_commit_hooks  # noqa: F401

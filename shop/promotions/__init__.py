@@ -1,0 +1,1 @@
+"""Promotions: coupons and automatic sales as rules, evaluated purely, redeemed under locks."""
