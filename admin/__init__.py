@@ -1,5 +1,5 @@
 """The Flask-Admin back-office at /admin/: staff log-in, dashboard, orders, catalogue, stock, customers,
-staff accounts, payment provider events and the audit log. Every view checks its permission on the server (security.py)."""
+staff accounts, promotions, payment provider events and the audit log. Every view checks its permission on the server (security.py)."""
 from __future__ import annotations
 
 from flask import Flask
@@ -12,6 +12,7 @@ from shop.catalog.models import Category, Product, ProductImage, Variant
 from shop.extensions import db
 from shop.orders.models import Order
 from shop.payments.models import WebhookEvent
+from shop.promotions.models import Promotion
 
 
 def init_admin(app: Flask) -> Admin:
@@ -29,6 +30,12 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(views.LowStockView(name="Low stock", category="Stock", endpoint="low_stock", url="/admin/low-stock"))
     admin.add_view(views.CustomerView(User, db, name="Customers", endpoint="customers", url="/admin/customers"))
     admin.add_view(views.StaffAccountView(User, db, name="Staff", endpoint="staff", url="/admin/staff"))
+    from admin.promotions import PromotionReportView, PromotionView
+
+    admin.add_view(PromotionView(Promotion, db, name="Promotions", category="Promotions", endpoint="promotions",
+                                 url="/admin/promotions"))
+    admin.add_view(PromotionReportView(name="Usage report", category="Promotions", endpoint="promotion_report",
+                                       url="/admin/promotion-report"))
     admin.add_view(views.WebhookEventView(WebhookEvent, db, name="Webhook events", endpoint="webhook_events",
                                           url="/admin/webhook-events"))
     admin.add_view(views.AuditView(AuditEntry, db, name="Audit log", endpoint="audit", url="/admin/audit"))

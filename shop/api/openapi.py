@@ -114,7 +114,13 @@ SCHEMAS.update({
         "token": {"type": ["string", "null"], "description": "guests: send it back as X-Cart-Token"},
         "currency": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "#/components/schemas/CartItem"}},
         **{k: {"$ref": "#/components/schemas/Money"} for k in ("subtotal", "discount", "shipping", "tax", "total")},
-        "coupon_code": {"type": ["string", "null"]}}},
+        "coupon_code": {"type": ["string", "null"]},
+        "coupon_error": {"type": ["string", "null"],
+                         "description": "why the cart's code gives nothing now (a coupon_* code), else null"},
+        "discounts": {"type": "array", "items": {"type": "object", "properties": {
+            "promotion_id": {"type": "integer"}, "code": {"type": ["string", "null"]},
+            "amount": {"$ref": "#/components/schemas/Money"}, "reason": {"type": "string"},
+            "free_shipping": {"type": "boolean"}}}}}},
     "OrderEvent": {"type": "object", "properties": {
         "status": {"type": "string"}, "from": {"type": ["string", "null"]}, "at": {"type": "string"},
         "actor": {"type": "string"}, "note": {"type": "string"}}},
@@ -214,6 +220,20 @@ BUYING_PATHS = {
                                 **CART_ERRORS}},
         "delete": {"summary": "Remove a line", "tags": ["cart"], "parameters": [CART_ID, ITEM_ID, *CART_HEADERS],
                    "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
+    "/v1/carts/{cart_id}/coupon": {
+        "post": {"summary": "Apply a coupon code (checked against every rule; attempts are rate limited)",
+                 "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
+                 "requestBody": _body(_obj("code", code={"type": "string", "maxLength": 64})),
+                 "responses": {"200": _ok(_ref("Cart")),
+                               "409": _error("cart_closed"),
+                               "422": _error("`code` names the failed rule: coupon_not_found, coupon_expired, "
+                                             "coupon_not_started, coupon_min_subtotal, coupon_exhausted, "
+                                             "coupon_customer_limit, coupon_first_order_only, "
+                                             "coupon_not_applicable, coupon_not_combinable; or validation_failed"),
+                               "429": _error("rate_limited: too many attempts per cart or per IP (Retry-After)"),
+                               **CART_ERRORS}},
+        "delete": {"summary": "Remove the cart's coupon code", "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
+                   "responses": {"200": _ok(_ref("Cart")), "409": _error("cart_closed"), **CART_ERRORS}}},
     "/v1/carts/merge": {"post": {
         "summary": "Merge a guest cart into the bearer's cart (quantities added, capped by stock)", "tags": ["cart"],
         "security": BEARER, "requestBody": _body(_obj("guest_cart_token", guest_cart_token={"type": "string"})),
@@ -229,7 +249,8 @@ BUYING_PATHS = {
             "id", "provider", id={"type": "integer"}, provider={"enum": ["stripe", "test"]},
             client_secret={"type": "string"}, redirect_url={"type": "string"}))),
             "400": _error("no Idempotency-Key, or a malformed body"), "404": _error("no such cart"),
-            "409": _error("out_of_stock (details.skus), cart_closed, or request_in_progress"),
+            "409": _error("out_of_stock (details.skus), cart_closed, request_in_progress, or the cart's coupon "
+                          "now failing a rule (coupon_exhausted, coupon_customer_limit, ...): no order is made"),
             "422": _error("field errors, cart_empty, or idempotency_key_reused"),
             "503": _error("payment_unavailable: the provider cannot be reached; stock released, cart kept"),
             **COMMON_ERRORS}}},
@@ -312,6 +333,84 @@ ADMIN_PATHS = {
 }
 
 
+SCHEMAS.update({
+    "Targets": {"type": "object", "description": "ids the rule applies to (or excludes); empty: everything",
+                "additionalProperties": False, "properties": {
+                    k: {"type": "array", "items": {"type": "integer"}} for k in ("categories", "products", "variants")}},
+    "NewCoupon": {"type": "object", "required": ["code", "kind"], "properties": {
+        "code": {"type": "string", "minLength": 3, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$",
+                 "description": "unique, ignoring case"},
+        "kind": {"enum": ["percent", "fixed", "free_shipping"]},
+        "value": {"type": "integer", "description": "percent: 1-100; fixed: an amount in minor units (> 0); "
+                                                    "free_shipping: 0 or left out"},
+        "name": {"type": "string", "maxLength": 120, "description": "default: the code"},
+        "description": {"type": "string"},
+        "starts_at": {"type": "string", "format": "date-time", "description": "ISO 8601; UTC without an offset"},
+        "ends_at": {"type": "string", "format": "date-time", "description": "after starts_at"},
+        "min_subtotal": {"oneOf": [{"type": "integer", "minimum": 0}, {"$ref": "#/components/schemas/Money"}]},
+        "usage_limit": {"type": "integer", "minimum": 1, "description": "redemptions in all"},
+        "per_customer_limit": {"type": "integer", "minimum": 1, "description": "per account and per e-mail"},
+        "applies_to": {"$ref": "#/components/schemas/Targets"},
+        "excludes": {"$ref": "#/components/schemas/Targets"},
+        "first_order_only": {"type": "boolean", "default": False},
+        "stackable": {"type": "boolean", "default": False},
+        "priority": {"type": "integer", "default": 0, "description": "higher first"},
+        "active": {"type": "boolean", "default": True}}},
+    "Promotion": {"type": "object", "required": ["id", "name", "kind", "value", "codes"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "description": {"type": "string"},
+        "kind": {"enum": ["percent", "fixed", "free_shipping"]}, "value": {"type": "integer"},
+        "currency": {"type": "string"}, "automatic": {"type": "boolean", "description": "a sale without a code"},
+        "active": {"type": "boolean"},
+        "starts_at": {"type": ["string", "null"]}, "ends_at": {"type": ["string", "null"]},
+        "min_subtotal": {"oneOf": [{"$ref": "#/components/schemas/Money"}, {"type": "null"}]},
+        "usage_limit": {"type": ["integer", "null"]}, "per_customer_limit": {"type": ["integer", "null"]},
+        "first_order_only": {"type": "boolean"}, "stackable": {"type": "boolean"}, "priority": {"type": "integer"},
+        "applies_to": {"$ref": "#/components/schemas/Targets"}, "excludes": {"$ref": "#/components/schemas/Targets"},
+        "codes": {"type": "array", "items": {"type": "string"}, "description": "shared codes"},
+        "single_use_codes": {"type": "integer", "description": "how many single-use codes were generated"},
+        "created_at": {"type": "string"}}},
+    "PromotionUsage": {"type": "object", "properties": {
+        "promotion_id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string"},
+        "value": {"type": "integer"}, "automatic": {"type": "boolean"},
+        "redemptions": {"type": "integer", "description": "active redemptions"},
+        "released": {"type": "integer", "description": "given back: order cancelled or expired"},
+        "orders": {"type": "integer", "description": "orders using it that are not cancelled"},
+        "discount": {"$ref": "#/components/schemas/Money"},
+        "revenue": {"$ref": "#/components/schemas/Money", "description": "sum of those orders' totals"},
+        "by_currency": {"type": "array", "items": {"type": "object"}}}},
+})
+
+PROMOTION_PATHS = {
+    "/v1/admin/coupons": {
+        "post": {"summary": "Create a coupon: a promotion with one shared code (promotions.edit)", "tags": ["admin"],
+                 "security": BEARER, "requestBody": _body(_ref("NewCoupon")),
+                 "responses": {"201": _ok(_ref("Promotion")), "400": _error("body is not a JSON object"),
+                               "409": _error("code_taken: the code exists (ignoring case)"),
+                               "422": _error("field errors: kind, value range, dates, applies_to shape"),
+                               **STAFF_ERRORS}},
+        "get": {"summary": "Promotions and their shared codes, newest first (promotions.view)", "tags": ["admin"],
+                "security": BEARER,
+                "parameters": [_query("code", {"type": "string"}, "only the promotion with this code (any case)"),
+                               _query("automatic", {"type": "boolean"}, "automatic sales or coupons only"),
+                               _query("page", {"type": "integer"}, "page"),
+                               _query("per_page", {"type": "integer", "maximum": 100}, "page size")],
+                "responses": {"200": _ok(_page(_ref("Promotion"))), "422": _error("bad query parameter"),
+                              **STAFF_ERRORS}}},
+    "/v1/admin/reports/promotions": {"get": {
+        "summary": "Usage per promotion: active redemptions, discount given, revenue of the orders using it "
+                   "(orders not cancelled) (promotions.view or reports.view)", "tags": ["admin"], "security": BEARER,
+        "parameters": [_query("from", {"type": "string", "format": "date"}, "redemptions made on or after this day"),
+                       _query("to", {"type": "string", "format": "date"}, "redemptions made on or before this day"),
+                       _query("promotion_id", {"type": "integer"}, "one promotion")],
+        "responses": {"200": _ok(_obj("items", "totals", items={"type": "array", "items": _ref("PromotionUsage")},
+                                      totals={"type": "array", "items": _obj(
+                                          currency={"type": "string"}, redemptions={"type": "integer"},
+                                          discount=_ref("Money"), revenue=_ref("Money"))},
+                                      **{"from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]}})),
+                      "404": _error("no such promotion"), "422": _error("bad dates"), **STAFF_ERRORS}}},
+}
+
+
 SEARCH_PATHS = {
     "/v1/search": {"get": {
         "summary": "Search active products (typo-tolerant), with facet counts", "tags": ["catalog"],
@@ -387,6 +486,7 @@ def spec() -> dict:
             **ACCOUNT_PATHS,
             **BUYING_PATHS,
             **ADMIN_PATHS,
+            **PROMOTION_PATHS,
             **SEARCH_PATHS,
         },
         "components": {"schemas": SCHEMAS,

@@ -192,9 +192,13 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
 
 def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | None = None,
               region: str | None = None) -> dict:
-    """The contract's cart object, priced now."""
+    """The contract's cart object, priced now (with its promotions: the code's and automatic ones)."""
+    from shop.promotions import services as promotions
+
     lines = priced_lines(cart)
+    applied = promotions.cart_discount(cart, lines, shipping_method=shipping_method)
     t = pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
+                       discount=applied.goods, free_shipping=applied.free_shipping,
                        free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
     by_variant = {i.variant_id: i for i in cart.items}
     cur = cart.currency
@@ -206,4 +210,7 @@ def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | 
                   for line in lines],
         "subtotal": money(t.subtotal, cur), "discount": money(t.discount, cur), "shipping": money(t.shipping, cur),
         "tax": money(t.tax, cur), "total": money(t.total, cur), "coupon_code": cart.coupon_code,
+        "coupon_error": applied.error,
+        "discounts": [{"promotion_id": d.promotion_id, "code": d.code, "amount": money(d.amount, cur),
+                       "reason": d.reason, "free_shipping": d.applies_to_shipping > 0} for d in applied.lines],
     }

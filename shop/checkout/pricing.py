@@ -64,11 +64,14 @@ def shipping_cost(method: str, goods: int, free_standard_over: int | None = None
 
 def totals(lines: list[PricedLine], *, shipping_method: str | None, country: str | None = None,
            region: str | None = None, discount: int = 0, tax_table: TaxTable | None = None,
-           free_standard_over: int | None = None) -> Totals:
-    """The order's money: goods, discount, shipping (if a method is chosen), tax on goods after discount."""
+           free_standard_over: int | None = None, free_shipping: bool = False) -> Totals:
+    """The order's money: goods, discount, shipping (if a method is chosen; none with a free-shipping
+    promotion), tax on goods after discount."""
     subtotal = sum(line.line_total for line in lines)
     discount = max(0, min(discount, subtotal))
     goods = subtotal - discount
     shipping = shipping_cost(shipping_method, goods, free_standard_over) if shipping_method and lines else 0
+    if free_shipping:
+        shipping = 0
     tax = (tax_table or TaxTable()).tax(goods, country, region) if country else 0
     return Totals(subtotal, discount, shipping, tax, goods + shipping + tax, tuple(lines))

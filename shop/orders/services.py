@@ -66,6 +66,10 @@ def move(order: Order, target: str, actor: str, note: str = "") -> None:
     except states.InvalidTransition as exc:
         raise InvalidTransition(exc) from None
     previous = order.status
+    if target == states.CANCELLED:  # its coupon uses count no more (also when its reservation expired)
+        from shop.promotions import services as promotions
+
+        promotions.release(order.id)
     if target == states.CANCELLED and previous == states.PENDING:
         inventory.release(order.id)
     elif target == states.CANCELLED:  # paid and not shipped: the units go back on the shelf

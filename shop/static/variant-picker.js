@@ -72,8 +72,9 @@
       if (span) span.textContent = picked[k];
     });
     if (!v) { stock.textContent = "This combination is not made"; stock.className = "stock stock-out"; return; }
-    price.textContent = v.price;
-    compare.hidden = !v.compare_at; compare.querySelector("s").textContent = v.compare_at || "";
+    var was = v.sale ? v.price : v.compare_at;  // a live sale: its price, the regular one struck through
+    price.textContent = v.sale || v.price;
+    compare.hidden = !was; compare.querySelector("s").textContent = was || "";
     var s = stockText(v.available);
     stock.textContent = s[0]; stock.className = "stock " + s[1];
     sku.textContent = v.sku;
@@ -108,4 +109,22 @@
         form.submit();
       });
   });
+})();
+
+// The sale countdown: the end time is rendered by the server; this only counts down to it.
+(function () {
+  var box = document.querySelector(".sale-countdown[data-ends-at]");
+  if (!box) return;
+  var end = Date.parse(box.getAttribute("data-ends-at"));
+  var out = box.querySelector(".countdown");
+  if (isNaN(end) || !out) return;
+  function pad(n) { return n < 10 ? "0" + n : "" + n; }
+  function tick() {
+    var left = Math.floor((end - Date.now()) / 1000);
+    if (left <= 0) { out.textContent = " (ended: reload the page for the current price)"; return; }
+    var d = Math.floor(left / 86400), h = Math.floor(left % 86400 / 3600), m = Math.floor(left % 3600 / 60);
+    out.textContent = " (in " + (d ? d + "d " : "") + pad(h) + ":" + pad(m) + ":" + pad(left % 60) + ")";
+    setTimeout(tick, 1000);
+  }
+  tick();
 })();

@@ -25,6 +25,8 @@ from shop.checkout import pricing
 from shop.checkout import services as checkout
 from shop.errors import ApiError
 from shop.extensions import csrf, db
+from shop.promotions import rules
+from shop.promotions import services as promotions
 from shop.storefront import bp
 from shop.storefront.forms import AddToCartForm, QuantityForm
 
@@ -165,9 +167,13 @@ def csrf_token():
 @bp.get("/cart")
 def cart_page():
     cart = visitor_cart()
-    lines, totals = [], None
+    lines, totals, applied = [], None, None
     if cart is not None and cart.items:
-        totals = checkout.quote(cart, "standard")  # an estimate: standard shipping, tax once the address is known
+        priced = carts.priced_lines(cart)
+        applied = promotions.cart_discount(cart, priced, user=current_user if current_user.is_authenticated else None,
+                                           shipping_method="standard")
+        # an estimate: standard shipping, tax once the address is known
+        totals = checkout.quote(cart, "standard", applied=applied, lines=priced)
         items = {item.variant_id: item for item in cart.items}
         for line in totals.lines:
             item = items[line.variant_id]
@@ -177,7 +183,8 @@ def cart_page():
                           "slug": item.variant.product.slug, "available": item.variant.available})
     _, standard_price, _ = pricing.SHIPPING_METHODS["standard"]
     return private(render_template(
-        "cart/cart.html", cart=cart, lines=lines, totals=totals, form=QuantityForm(),
+        "cart/cart.html", cart=cart, lines=lines, totals=totals, form=QuantityForm(), applied=applied,
+        coupon_message=rules.MESSAGES.get(applied.error) if applied and applied.error else None,
         count=sum(line["quantity"] for line in lines), standard_price=standard_price,
         free_over=current_app.config["FREE_SHIPPING_THRESHOLD"]))
 
@@ -307,3 +314,47 @@ def _remove(cart: Cart, item_id: int, name: str):
         flash(f"Removed {name} from your cart.", "success")
     return redirect(url_for("storefront.cart_page"), 303)
 
+
+
+# ------------------------------------------------------------------------------------- coupons
+
+@bp.post("/cart/coupon")
+def apply_coupon():
+    """Apply a code (the CSRF token was checked before this view runs); say exactly why one fails."""
+    cart = visitor_cart()
+    if cart is None or not cart.items:
+        flash("Add something to your cart before applying a code.", "error")
+        return redirect(url_for("storefront.cart_page"), 303)
+    code = (request.form.get("code") or "").strip()
+    if not code:
+        flash("Enter a code to apply.", "error")
+        return redirect(url_for("storefront.cart_page"), 303)
+    try:
+        cart = promotions.apply_code(cart, code, request.remote_addr or "unknown",
+                                     current_user if current_user.is_authenticated else None)
+    except ApiError as exc:
+        db.session.rollback()
+        if exc.status == 429:
+            minutes = max(1, round(int(exc.details.get("retry_after", 60)) / 60))
+            flash(f"Too many codes tried. Please wait about {minutes} minute{'s' if minutes != 1 else ''} "
+                  "and try again.", "error")
+        else:
+            flash(f"The code {code.upper()!s} was not applied: {problem_text(exc)}", "error")
+        return redirect(url_for("storefront.cart_page"), 303)
+    flash(f"The code {cart.coupon_code} was applied.", "success")
+    return redirect(url_for("storefront.cart_page"), 303)
+
+
+@bp.post("/cart/coupon/remove")
+def remove_coupon():
+    cart = visitor_cart()
+    if cart is not None and cart.coupon_code:
+        code = cart.coupon_code
+        try:
+            promotions.remove_code(cart)
+        except ApiError as exc:
+            db.session.rollback()
+            flash(problem_text(exc), "error")
+            return redirect(url_for("storefront.cart_page"), 303)
+        flash(f"The code {code} was removed.", "info")
+    return redirect(url_for("storefront.cart_page"), 303)

@@ -134,7 +134,8 @@ def checkout_review():
     if not details:
         return redirect(url_for("storefront.checkout_details"), 303)
     address = details["address"]
-    totals = checkout.quote(cart, details["shipping_method"], address["country"], address.get("region"))
+    totals = checkout.quote(cart, details["shipping_method"], address["country"], address.get("region"),
+                            user=current_user if current_user.is_authenticated else None, email=details.get("email"))
     place = PlaceOrderForm(formdata=None, cart_id=str(cart.id), nonce=secrets.token_urlsafe(18))
     return private(render_template("checkout/review.html", cart=cart, totals=totals, details=details, form=place,
                                    method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0]))
@@ -239,6 +240,9 @@ def _refused(refusal: dict, cart):
                  for sku in refusal.get("details", {}).get("skus", [])]
         flash("Sorry, some items ran short while you were checking out: " + "; ".join(short) +
               ". Please change your cart, then check out again.", "error")
+    elif str(refusal.get("code", "")).startswith("coupon_"):
+        flash(f"Your discount code could not be used: {refusal.get('message')} Remove it from your cart to "
+              "check out without it.", "error")
     else:
         flash(refusal.get("message") or "Your cart cannot be checked out as it is.", "error")
     return redirect(url_for("storefront.cart_page"), 303)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from urllib.parse import urlencode
 
 from flask import abort, current_app, make_response, render_template, request
@@ -10,6 +11,7 @@ from shop.catalog import queries, reads
 from shop.http import cacheable
 from shop.media import image_url
 from shop.money import format_money, parse_major
+from shop.promotions import services as promotions
 from shop.storefront import bp
 
 PER_PAGE = 24
@@ -135,7 +137,22 @@ def product(slug: str):
         matching = [v for v in p.variants if all(v.options.get(k) == val for k, val in chosen.items())]
         in_stock = [v for v in matching if v.available > 0]
         selected = (in_stock or matching or p.variants)[0]
+    # A live automatic sale is priced now, from the cached product data: never baked into the cache.
+    sales = promotions.product_sales(data)
     variants_json = [{"id": v.id, "sku": v.sku, "options": v.options, "price": format_money(v.price_amount, v.currency),
                       "compare_at": format_money(v.compare_at_amount, v.currency) if v.compare_at_amount else None,
+                      "sale": format_money(sales[v.id]["price"], v.currency) if v.id in sales else None,
                       "available": v.available} for v in p.variants]
-    return _page("storefront/product.html", product=p, selected=selected, variants_json=variants_json)
+    sale = sales.get(selected.id) if selected else None
+    resp = _page("storefront/product.html", product=p, selected=selected, variants_json=variants_json, sale=sale,
+                 sale_ends=next((s["ends_at"] for s in sales.values() if s["ends_at"]), None))
+    return _no_longer_than_the_next_sale_change(resp)
+
+
+def _no_longer_than_the_next_sale_change(resp):
+    """A shared cache may keep the page until the next sale starts or ends, no longer."""
+    due = promotions.seconds_to_next_change()
+    cc = resp.headers.get("Cache-Control", "")
+    if due is not None and "s-maxage=" in cc and due < current_app.config["CATALOG_MAX_AGE"]:
+        resp.headers["Cache-Control"] = re.sub(r"s-maxage=\d+", f"s-maxage={due}", cc)
+    return resp
