@@ -101,10 +101,12 @@ def _request_ids(app: Flask) -> None:
     @app.before_request
     def refuse_nul_bytes():
         # PostgreSQL text cannot hold NUL: refuse it at the door rather than fail deep inside.
-        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+        form_nul = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and any(
+            "\x00" in v for v in request.form.values())
+        if form_nul or "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
             from shop.errors import ApiError
 
-            raise ApiError(400, "malformed_request", "The address contains a NUL character.")
+            raise ApiError(400, "malformed_request", "The request contains a NUL character.")
 
     @app.before_request
     def assign_request_id():

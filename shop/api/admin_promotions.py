@@ -49,10 +49,14 @@ def _instant(value, field: str, errors: dict) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        errors[field] = "must be an ISO 8601 date-time, e.g. 2026-12-01T09:00:00Z"
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.astimezone(timezone.utc)  # OverflowError near year 1 or 9999
+        if not 2000 <= parsed.year <= 9000:
+            raise ValueError("out of range")
+    except (ValueError, OverflowError):
+        errors[field] = "must be an ISO 8601 date-time between the years 2000 and 9000, e.g. 2026-12-01T09:00:00Z"
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed
 
 
 def _whole(value, field: str, errors: dict, *, lo: int, hi: int, currency: str | None = None) -> int | None:
@@ -178,9 +182,12 @@ def _day(value: str | None, field: str, errors: dict) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
+        if not 2000 <= day.year <= 9000:
+            raise ValueError("out of range")
+        return day
     except ValueError:
-        errors[field] = "must be a date like 2026-11-01"
+        errors[field] = "must be a date like 2026-11-01 (years 2000 to 9000)"
         return None
 
 

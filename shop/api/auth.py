@@ -60,4 +60,17 @@ def json_body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_body", "The body must be a JSON object (Content-Type: application/json).")
+    if _has_nul(data):
+        raise ApiError(400, "malformed_body", "The body contains a NUL character.")
     return data
+
+
+def _has_nul(value) -> bool:
+    """PostgreSQL text cannot hold NUL: such input is refused at the door, not failed deep inside."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

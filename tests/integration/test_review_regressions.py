@@ -98,3 +98,20 @@ def test_every_attempt_counts_toward_the_login_limit(app, client, db_session, re
     statuses = [send(client, "post", "/api/v1/auth/token", {"email": "lim@example.com", "password": f"wrong-{i}-guess"}
                      ).status_code for i in range(limit + 3)]
     assert statuses.count(401) == limit and statuses[limit:] == [429] * 3
+
+
+def test_nul_in_json_and_form_bodies_is_400(client, db_session):
+    resp = client.post("/api/v1/auth/register", data='{"email": "a\\u0000b@example.com", "password": "long enough pw"}',
+                       content_type="application/json")
+    assert resp.status_code == 400
+    assert client.post("/account/login", data={"email": "a\x00b@example.com", "password": "x"}).status_code == 400
+
+
+def test_promotion_dates_out_of_range_are_422(client, db_session, redis_client):
+    from tests.integration.test_buying_api import bearer
+
+    manager = make_user(role="manager")
+    resp = send(client, "post", "/api/v1/admin/coupons", {"code": "Y10K", "kind": "percent", "value": 10,
+                                                         "ends_at": "9999-12-31T23:59:59-05:00"}, **bearer(manager))
+    assert resp.status_code == 422 and "ends_at" in resp.get_json()["error"]["details"]["fields"]
+    assert client.get("/api/v1/admin/reports/promotions?to=9999-12-31", headers=bearer(manager)).status_code == 422
