@@ -52,8 +52,12 @@ def new_order(*, user_id, email, currency, totals, shipping_method, shipping_add
 
 
 def lock(order_id: int) -> Order:
-    """The order row, locked for this transaction: every status move goes through here."""
-    order = db.session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+    """The order row, locked for this transaction and re-read under the lock: every status move goes through here.
+
+    populate_existing: a caller may already hold this order in the session (for_reader ran first); without
+    it the lock would be granted but the stale copy kept, and a waiter would act on the status it saw before."""
+    order = db.session.scalar(select(Order).where(Order.id == order_id).with_for_update()
+                              .execution_options(populate_existing=True))
     if order is None:
         raise OrderNotFound()
     return order

@@ -44,16 +44,22 @@ def start(payment_id: int) -> dict:
         level = logging.ERROR if _is_our_mistake(exc) else logging.WARNING
         log.log(level, "starting payment %s failed: %r", payment_id, exc)
         order = orders.lock(ref.order_id)
-        locked = db.session.get(Payment, payment_id, with_for_update=True)
+        locked = lock_payment(payment_id)
         locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
         orders.move(order, states.CANCELLED, "system", "The payment could not be started")
         db.session.commit()
         raise PaymentUnavailable() from None
-    payment = db.session.get(Payment, payment_id, with_for_update=True)
+    payment = lock_payment(payment_id)
     payment.provider_id, payment.status = started.provider_id, "requires_payment"
     db.session.commit()
     return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
             "redirect_url": started.redirect_url}
+
+
+def lock_payment(payment_id: int) -> Payment | None:
+    """The payment row, locked (FOR UPDATE, after its order's lock) and re-read under the lock:
+    populate_existing replaces a copy this session may already hold, so a waiter never acts on stale amounts."""
+    return db.session.get(Payment, payment_id, with_for_update=True, populate_existing=True)
 
 
 def _is_refusal(exc: Exception) -> bool:
@@ -75,8 +81,7 @@ def _payment_for_intent(intent_id: str) -> tuple[Order, Payment] | None:
     if found is None:
         return None
     order = orders.lock(found.order_id)
-    payment = db.session.get(Payment, found.id, with_for_update=True, populate_existing=True)
-    return order, payment
+    return order, lock_payment(found.id)
 
 
 def on_succeeded(intent: dict) -> str:
@@ -146,8 +151,10 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund
     """Refund part or all of an order's payment. The amount is held first (so two refunds at once
     cannot exceed the payment), the provider is called between transactions, then the result stored."""
     order = orders.lock(order_id)
+    # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
+    # same transaction, and a stale refunded_amount would let two refunds pass the check below.
     payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
-                                .with_for_update())
+                                .with_for_update().execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
     if not payment or available <= 0:
@@ -184,7 +191,7 @@ def send_refund(refund_id: int) -> Refund:
             raise PaymentUnavailable("The payment provider cannot be reached right now. The refund is recorded "
                                      "as pending and will be retried automatically.") from None
         orders.lock(order_id)
-        payment = db.session.get(Payment, payment_ref.id, with_for_update=True, populate_existing=True)
+        payment = lock_payment(payment_ref.id)
         record = db.session.get(Refund, refund_id, populate_existing=True)
         record.status = "failed"
         payment.refunded_amount -= amount

@@ -45,8 +45,11 @@ def receive(provider: str, event: dict) -> str:
         insert(WebhookEvent).values(provider=provider, event_id=event_id, type=kind, payload=event)
         .on_conflict_do_nothing(constraint="uq_webhook_event_provider_event").returning(WebhookEvent.id)).scalar()
     if inserted is None:  # seen before: apply only if an earlier attempt failed
+        # Re-read under the lock (populate_existing): retry() and the back-office hold this row already, and
+        # a stale "failed" would apply the event twice.
         row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.provider == provider,
-                                                          WebhookEvent.event_id == event_id).with_for_update())
+                                                          WebhookEvent.event_id == event_id).with_for_update()
+                                .execution_options(populate_existing=True))
         if row.status != "failed":
             db.session.commit()
             return "duplicate"
@@ -77,7 +80,8 @@ def _record_failure(provider: str, event: dict, exc: Exception) -> None:
 
 def retry(event_row_id: int) -> str:
     """Apply a failed event again (the scheduled job and the back-office use this)."""
-    row = db.session.get(WebhookEvent, event_row_id, with_for_update=True)
+    # Locked and re-read (populate_existing): the back-office loaded it before calling; two retries queue here.
+    row = db.session.get(WebhookEvent, event_row_id, with_for_update=True, populate_existing=True)
     if row is None or row.status != "failed":
         db.session.commit()
         return "nothing to retry"
