@@ -4,9 +4,15 @@
 when `get_config()` is called (by create_app), not when this module is imported, so a process that
 sets its environment first (the test suite, the embedded stack) is always what the app sees.
 """
+import ipaddress
 import os
+import secrets
+from urllib.parse import urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Signed everything outside production until issue 9: published in the source, so never accepted again.
+PUBLISHED_KEYS = {"dev-only-secret-change-me"}
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 
 
 def _database_url(url: str) -> str:
@@ -15,6 +21,24 @@ def _database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def _trusted_hosts(env, public_base_url: str) -> list[str] | None:
+    """The Host names the app answers to: TRUSTED_HOSTS (comma list; "*" for any) plus PUBLIC_BASE_URL's host,
+    and the loopback names outside production."""
+    raw = env.get("TRUSTED_HOSTS", "").strip()
+    if raw == "*":
+        return None
+    hosts = [h.strip().lower() for h in raw.split(",") if h.strip()]
+    hosts.append(urlsplit(public_base_url).hostname or "localhost")
+    if env.get("SHOP_ENV", "development") != "production":
+        hosts += LOOPBACK_HOSTS
+    return list(dict.fromkeys(hosts))
+
+
+def _networks(raw: str) -> list:
+    """ "127.0.0.1/32, 10.0.0.0/8" -> ip_network objects (a bare address is a /32 or /128)."""
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()]
 
 
 def from_environment(env=None) -> dict:
@@ -30,8 +54,41 @@ def from_environment(env=None) -> dict:
     def flag(name, default=""):
         return env.get(name, default).lower() in ("1", "true", "yes", "on")
 
+    # ABUSE_LIMITS=off makes every RATE_* and HOLD_* limit below default to off (a set one still applies): for
+    # load benchmarks from one address. Off by default under SHOP_ENV=test: every test client is 127.0.0.1 and
+    # the counters live in a Redis the tests share; the tests of the limits set them on the app's config.
+    limits_on = flag("ABUSE_LIMITS", "off" if env.get("SHOP_ENV") == "test" else "on")
+
+    def cap(name, default):
+        """A whole-number limit; 0 turns it off."""
+        return number(name, default if limits_on else 0)
+
+    def rate(name, default):
+        """A request rate "COUNT/SECONDS" (e.g. "60/60": 60 a minute, a fixed window in Redis); "0": off."""
+        raw = text(name, default if limits_on else "0").strip()
+        count, _, seconds = raw.partition("/")
+        try:
+            rule = (int(count or 0), int(seconds or 0))
+        except ValueError:
+            raise RuntimeError(f'{name} must look like "60/60" (count/seconds) or "0", not {raw!r}') from None
+        if rule[0] > 0 and rule[1] <= 0:
+            raise RuntimeError(f'{name} needs a window in seconds after the count: "60/60", not {raw!r}')
+        return rule if rule[0] > 0 else None
+
+    public_base_url = text("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     return {
-        "SECRET_KEY": text("SECRET_KEY", "dev-only-secret-change-me"),
+        # Signs sessions, API tokens, mailed links and test-gateway webhooks. Required in production. Unset in
+        # development: a random key generated once per data directory (VAR_DIR/secret_key, mode 0600), and only
+        # while the web server listens on loopback; in tests: a random key per process.
+        "SECRET_KEY": text("SECRET_KEY"),
+        # The embedded stack's data directory (`make run --var`); the generated development key lives in it.
+        "VAR_DIR": text("SHOP_VAR_DIR", os.path.join(HERE, "var")),
+        # The address the web server listens on, as its starter reports it (`make run --host` sets it; `flask run`
+        # users may set FLASK_RUN_HOST). Development without SECRET_KEY refuses anything but loopback.
+        "BIND_HOST": text("SHOP_BIND_HOST") or text("FLASK_RUN_HOST") or "127.0.0.1",
+        # Back-office sessions end this long after log-in, or after this long without a request.
+        "STAFF_SESSION_HOURS": number("STAFF_SESSION_HOURS", 12),
+        "STAFF_IDLE_MINUTES": number("STAFF_IDLE_MINUTES", 60),
         "SQLALCHEMY_DATABASE_URI": _database_url(text("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/shop")),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": number("DB_POOL_SIZE", 10),
                                       "max_overflow": number("DB_MAX_OVERFLOW", 10)},
@@ -72,6 +129,28 @@ def from_environment(env=None) -> dict:
         "LOGIN_MAX_FAILURES_PER_ACCOUNT": number("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
         "LOGIN_MAX_FAILURES_PER_IP": number("LOGIN_MAX_FAILURES_PER_IP", 20),
         "LOGIN_THROTTLE_WINDOW_SECONDS": number("LOGIN_THROTTLE_WINDOW_SECONDS", 15 * 60),
+        # Request rates per client IP (and per target where it says so), "COUNT/SECONDS" fixed windows in
+        # Redis; beyond them 429 rate_limited with Retry-After. "0" turns one off.
+        "RATE_SIGNUPS_PER_IP": rate("RATE_SIGNUPS_PER_IP", "10/3600"),  # API and storefront sign-ups
+        "RATE_RESETS_PER_IP": rate("RATE_RESETS_PER_IP", "10/3600"),  # password-reset requests
+        "RATE_RESETS_PER_EMAIL": rate("RATE_RESETS_PER_EMAIL", "3/3600"),  # ...per address asked for
+        "RATE_VERIFY_RESENDS_PER_IP": rate("RATE_VERIFY_RESENDS_PER_IP", "10/3600"),  # confirmation mails
+        "RATE_VERIFY_RESENDS_PER_USER": rate("RATE_VERIFY_RESENDS_PER_USER", "3/3600"),  # ...per account
+        "RATE_CART_CREATES_PER_IP": rate("RATE_CART_CREATES_PER_IP", "60/3600"),  # new carts (API and storefront)
+        "RATE_CART_WRITES_PER_IP": rate("RATE_CART_WRITES_PER_IP", "120/60"),  # add, change, remove lines
+        "RATE_CHECKOUTS_PER_IP": rate("RATE_CHECKOUTS_PER_IP", "10/600"),  # order placements tried
+        # A cart holds at most this many lines (its quantity per line is 1..100 by the contract).
+        "CART_MAX_LINES": number("CART_MAX_LINES", 50),
+        # Unpaid stock holds (pending orders' live reservations), counted per client at checkout; beyond,
+        # 409 hold_limit_reached. Pending orders and units per e-mail/account, and per IP (NAT: larger).
+        "HOLD_MAX_ORDERS": cap("HOLD_MAX_ORDERS", 3),
+        "HOLD_MAX_ORDERS_PER_IP": cap("HOLD_MAX_ORDERS_PER_IP", 10),
+        "HOLD_MAX_UNITS": cap("HOLD_MAX_UNITS", 100),
+        "HOLD_MAX_UNITS_PER_IP": cap("HOLD_MAX_UNITS_PER_IP", 300),
+        # Of one SKU a client (e-mail, account or IP) may hold unpaid at most this percent of its stock on
+        # hand, or HOLD_SKU_MIN_UNITS if that is more (so small stocks stay buyable).
+        "HOLD_SKU_SHARE_PERCENT": cap("HOLD_SKU_SHARE_PERCENT", 25),
+        "HOLD_SKU_MIN_UNITS": number("HOLD_SKU_MIN_UNITS", 5),
         "EMAIL_TOKEN_MAX_AGE": number("EMAIL_TOKEN_MAX_AGE", 24 * 3600),
         "RESET_TOKEN_MAX_AGE": number("RESET_TOKEN_MAX_AGE", 3600),
         # Mail: file (under var/mail), smtp or sendgrid.
@@ -85,8 +164,23 @@ def from_environment(env=None) -> dict:
         "SMTP_USERNAME": text("SMTP_USERNAME"),
         "SMTP_PASSWORD": text("SMTP_PASSWORD"),
         "SMTP_STARTTLS": flag("SMTP_STARTTLS"),
-        # Base URL for links in e-mails sent outside a request (https://shop.example.com).
-        "PUBLIC_BASE_URL": text("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        # Base URL of every absolute link (mails, upload and payment URLs, webhooks): https://shop.example.com.
+        # Never taken from the request's Host header. Required in production.
+        "PUBLIC_BASE_URL": public_base_url,
+        # Host headers the app answers to (comma list, "*" for any); others get 400. PUBLIC_BASE_URL's host is
+        # always included, and outside production also localhost and 127.0.0.1.
+        "TRUSTED_HOSTS": _trusted_hosts(env, public_base_url),
+        # Largest request body (bytes) before 413 payload_too_large; the local upload URL allows UPLOAD_MAX_BYTES.
+        "MAX_CONTENT_LENGTH": number("MAX_CONTENT_LENGTH", 1024 * 1024),
+        # Deepest nesting of arrays and objects a JSON body may have (400 malformed_request beyond).
+        "JSON_MAX_DEPTH": number("JSON_MAX_DEPTH", 32),
+        # Strict-Transport-Security max-age in production (0: no header). Set it once the site is https-only.
+        "HSTS_SECONDS": number("HSTS_SECONDS", 365 * 24 * 3600),
+        # Clients (comma list of IPs or CIDRs) that see /readyz's per-dependency details (latencies, errors);
+        # others get only {"status"}. Loopback by default; the address is the one after PROXY_COUNT proxies.
+        "READYZ_DETAILS_ALLOW": _networks(text("READYZ_DETAILS_ALLOW", "127.0.0.1/32,::1/128")),
+        # Uploaded images are decoded and encoded again (no trailing payloads or metadata); larger ones are refused.
+        "UPLOAD_MAX_PIXELS": number("UPLOAD_MAX_PIXELS", 25_000_000),
         # Uploads: local (signed URLs served by the app, files under UPLOAD_DIR) or s3.
         "STORAGE_BACKEND": text("STORAGE_BACKEND", "local"),
         "UPLOAD_DIR": text("UPLOAD_DIR", os.path.join(HERE, "var", "uploads")),
@@ -98,6 +192,55 @@ def from_environment(env=None) -> dict:
     }
 
 
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (an address only this machine can reach)."""
+    host = (host or "").strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+_process_keys: list[str] = []
+
+
+def _process_key() -> str:
+    """A random key for this process: every app it builds agrees on it, and nothing outlives it."""
+    if not _process_keys:
+        _process_keys.append(secrets.token_hex(32))
+    return _process_keys[0]
+
+
+def data_dir_key(var_dir: str) -> str:
+    """The random key kept in `var_dir`/secret_key: created once (mode 0600), then reused by every process."""
+    path = os.path.join(var_dir, "secret_key")
+    if not os.path.exists(path):
+        os.makedirs(var_dir, exist_ok=True)
+        # Written aside, then linked into place: the web server, the worker and the CLI may race here,
+        # and exactly one key wins; nobody reads a half-written file.
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)  # a key others on the machine can read signs nothing safely
+    with open(path) as f:
+        key = f.read().strip()
+    if len(key) < 32:
+        raise RuntimeError(f"{path} does not hold a usable key: delete it and a new one is generated")
+    return key
+
+
 class Config:
     """What does not come from the environment."""
 
@@ -106,16 +249,34 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # True when SECRET_KEY was generated on this machine: the app then answers loopback clients only.
+    SECRET_KEY_LOCAL_ONLY = False
+
+    @classmethod
+    def generated_secret(cls, settings: dict) -> dict:
+        """Settings to use when SECRET_KEY is unset: none here (production refuses to start)."""
+        return {}
 
 
 class DevelopmentConfig(Config):
-    pass
+    @classmethod
+    def generated_secret(cls, settings: dict) -> dict:
+        if not is_loopback(settings["BIND_HOST"]):
+            raise RuntimeError(
+                f"SECRET_KEY is not set and the shop would listen on {settings['BIND_HOST']}: a key generated on "
+                "this machine is only for a shop reached from it. Set SECRET_KEY (python -c 'import secrets; "
+                "print(secrets.token_hex(32))') or listen on 127.0.0.1.")
+        return {"SECRET_KEY": data_dir_key(settings["VAR_DIR"]), "SECRET_KEY_LOCAL_ONLY": True}
 
 
 class TestConfig(Config):
     ENV_NAME = "test"
     TESTING = True
     WTF_CSRF_ENABLED = True  # tests prove that forms without the token are refused
+
+    @classmethod
+    def generated_secret(cls, settings: dict) -> dict:
+        return {"SECRET_KEY": _process_key()}
 
 
 class ProductionConfig(Config):
@@ -126,13 +287,16 @@ class ProductionConfig(Config):
 
     @classmethod
     def validate(cls):
-        if not os.environ.get("SECRET_KEY") or cls.SECRET_KEY == "dev-only-secret-change-me":
+        if not cls.SECRET_KEY:
             raise RuntimeError("SECRET_KEY must be set in production")
         if not os.environ.get("DATABASE_URL"):
             raise RuntimeError("DATABASE_URL must be set in production")
         if cls.PAYMENT_PROVIDER == "test" and os.environ.get("ALLOW_TEST_PAYMENTS") != "1":
             raise RuntimeError("production needs a real payment provider: set STRIPE_SECRET_KEY "
                                "(or ALLOW_TEST_PAYMENTS=1 for a staging shop that takes no money)")
+        if not os.environ.get("PUBLIC_BASE_URL"):
+            raise RuntimeError("PUBLIC_BASE_URL must be set in production (https://shop.example.com): every "
+                               "absolute link is built from it, never from the request's Host header")
 
 
 CONFIGS = {"development": DevelopmentConfig, "test": TestConfig, "production": ProductionConfig}
@@ -145,4 +309,9 @@ def get_config(name: str | None = None):
         base = CONFIGS[name]
     except KeyError:
         raise RuntimeError(f"SHOP_ENV must be one of {', '.join(CONFIGS)}, not {name!r}") from None
-    return type(base.__name__, (base,), from_environment())
+    settings = from_environment()
+    if settings["SECRET_KEY"] in PUBLISHED_KEYS:
+        raise RuntimeError("SECRET_KEY is a value published in this project's source; choose a random one")
+    if not settings["SECRET_KEY"]:
+        settings.update(base.generated_secret(settings))
+    return type(base.__name__, (base,), settings)

@@ -71,6 +71,9 @@ def create_app(config=None) -> Flask:
 
     init_admin(app)
     errors.register(app)
+    from shop import security
+
+    security.init_app(app)  # hosts, body limits, JSON depth, security headers (after the back-office)
     _request_ids(app)
     return app
 
@@ -84,15 +87,31 @@ class BoundedInt(IntegerConverter):
 
 
 def _login(app: Flask) -> None:
-    """Flask-Login over the signed cookie session: the server keeps no session state of its own."""
-    from shop.accounts.services import load_session_user
+    """Flask-Login over the signed cookie session; the user row's versions end every copy (accounts/sessions.py)."""
+    from shop.accounts.sessions import load_user
 
     login_manager.init_app(app)
     login_manager.login_view = "storefront.login"
     login_manager.login_message = "Please log in to see that page."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
-    login_manager.user_loader(load_session_user)
+    login_manager.user_loader(load_user)
+    if app.config.get("SECRET_KEY_LOCAL_ONLY"):
+        _local_clients_only(app)
+
+
+def _local_clients_only(app: Flask) -> None:
+    """A key generated on this machine (config.py) signs for a shop reached from it: refuse other clients,
+    whatever server (flask run --host, gunicorn -b) put the app on the network."""
+    from config import is_loopback
+
+    @app.before_request
+    def refuse_remote_clients():
+        if not is_loopback(request.remote_addr or ""):
+            from shop.errors import ApiError
+
+            raise ApiError(403, "secret_key_required", "This development shop answers only this machine: "
+                           "set SECRET_KEY to serve other clients.")
 
 
 def _request_ids(app: Flask) -> None:

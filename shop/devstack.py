@@ -24,6 +24,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from config import is_loopback
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = ROOT / "var"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
@@ -253,8 +255,12 @@ def _pid_alive(pid: int) -> bool:
 
 def _run_shop(stack: Stack, host: str, port: int) -> int:
     """Migrate, seed when empty, then run the worker and the web server until Ctrl-C."""
-    env = {**os.environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1"}
+    # Every child derives the same key from this data directory (config.py) unless SECRET_KEY is set.
+    env = {**os.environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1",
+           "SHOP_VAR_DIR": str(stack.var), "SHOP_BIND_HOST": host}
     env.setdefault("SHOP_ENV", "development")
+    # Links in mails, payment pages and the test gateway's webhook go to this server unless told otherwise.
+    env.setdefault("PUBLIC_BASE_URL", f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
@@ -287,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     args = parser.parse_args(argv)
+    if args.command == "run" and not os.environ.get("SECRET_KEY") and not is_loopback(args.host):
+        # The key generated in var/ is for a shop only this machine reaches; refuse before starting anything.
+        print(f"[stack] refusing to serve on {args.host} without SECRET_KEY: set SECRET_KEY to a random value "
+              "(python -c 'import secrets; print(secrets.token_hex(32))') or use --host 127.0.0.1", file=sys.stderr)
+        return 2
 
     stack = Stack(Path(args.var))
     stopping = False

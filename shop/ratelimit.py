@@ -1,9 +1,17 @@
-"""Fixed-window counters in Redis, shared by every web process (log-in throttling, code guessing)."""
+"""Fixed-window counters in Redis, shared by every web process (log-in throttling, code guessing, and
+the request rates of config.py's RATE_* settings: sign-ups, resets, carts, checkouts)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from flask import current_app, has_request_context, request
+from redis.exceptions import RedisError
+
+from shop.errors import ApiError
 from shop.extensions import redis_ext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,3 +53,44 @@ def take_back(scope: str, subject: str) -> None:
     key = _key(scope, subject)
     if redis_ext.client.decr(key) < 0:
         redis_ext.client.delete(key)
+
+
+# -- request rates (config.py RATE_*: (count, seconds) or None for off) ----------------------------
+class RateLimited(ApiError):
+    """429 rate_limited with Retry-After and the RateLimit-* headers (API.md)."""
+
+    def __init__(self, limit: int, retry_after: int, message: str):
+        super().__init__(429, "rate_limited", message, {"retry_after": retry_after},
+                         headers={"Retry-After": str(retry_after), "RateLimit-Limit": str(limit),
+                                  "RateLimit-Remaining": "0", "RateLimit-Reset": str(retry_after)})
+        self.retry_after = retry_after
+
+
+def client_ip() -> str:
+    """The request's client address (after PROXY_COUNT's ProxyFix); "local" outside a request."""
+    return (request.remote_addr or "unknown") if has_request_context() else "local"
+
+
+def enforce(setting: str, subject: str | None = None,
+            message: str = "Too many requests of this kind; try again later.") -> None:
+    """Count one event against the rate in config[`setting`] for `subject` (default: the client IP);
+    RateLimited past it. Nothing is counted when the setting is off."""
+    rule = current_app.config.get(setting)
+    if not rule:
+        return
+    limit, seconds = rule
+    try:
+        window = hit(setting.lower(), subject if subject is not None else client_ip(), seconds)
+    except RedisError:  # fail open: a Redis outage must not stop shopping (the stock-hold limits are in PostgreSQL)
+        log.warning("rate limit %s not counted: Redis is unavailable", setting)
+        return
+    if window.count > limit:
+        raise RateLimited(limit, window.retry_after, message)
+
+
+def wait_text(retry_after: int) -> str:
+    """"about 3 minutes" / "a few seconds": for the storefront's messages."""
+    if retry_after < 60:
+        return "a few seconds" if retry_after <= 10 else f"{retry_after} seconds"
+    minutes = max(1, round(retry_after / 60))
+    return f"about {minutes} minute{'s' if minutes != 1 else ''}"

@@ -10,7 +10,9 @@ database of their own that is created for them and dropped after.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import threading
 import uuid
@@ -32,6 +34,8 @@ def pytest_configure(config):
     """Bring up the servers before anything imports config.py (which reads the environment)."""
     global _stack
     os.environ["SHOP_ENV"] = "test"
+    # A random key per run, in the environment so the workers and servers the tests start sign alike.
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
     provided = {k: os.environ.get(f"TEST_{k}") for k in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL")}
     for key, value in provided.items():
         if value:
@@ -75,6 +79,14 @@ def config_for(database_url: str | None = None, **overrides):
     if database_url:
         attrs["SQLALCHEMY_DATABASE_URI"] = _database_url(database_url)
     return type("TestConfigVariant", (get_config("test"),), attrs)
+
+
+def local_path(url: str) -> str:
+    """The path and query of an absolute URL (links are at PUBLIC_BASE_URL), for the test client."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _isolated_client_class():
@@ -213,6 +225,8 @@ class LiveServer:
 
         self.server = make_server("127.0.0.1", 0, flask_app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        # Absolute links (payment pages, the test gateway's webhook, upload URLs) point at this server.
+        flask_app.config["PUBLIC_BASE_URL"] = self.url
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -224,9 +238,10 @@ class LiveServer:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def seeded_shop():
-    """A live server over a committed database holding the demo catalogue (module-wide, read-only)."""
+@contextlib.contextmanager
+def live_seeded_shop(products: int, prefix: str = "shop_demo", setup=None, **settings):
+    """A live server over a fresh committed database holding `products` demo products; `setup()` runs in
+    the app context after seeding (e.g. to create staff). The database is dropped afterwards."""
     from flask_migrate import upgrade
 
     from shop import create_app
@@ -234,18 +249,29 @@ def seeded_shop():
     from shop.extensions import db
 
     base = os.environ["DATABASE_URL"]
-    name = f"shop_demo_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    app = create_app(config_for(_server_url(base, name)))
-    with app.app_context():
-        upgrade()
-        seed_demo(200)
-    with LiveServer(app) as live:
-        live.app = app
+    app = create_app(config_for(_server_url(base, name), **settings))
+    try:
+        with app.app_context():
+            upgrade()
+            seed_demo(products, echo=lambda *a, **k: None)
+            if setup is not None:
+                setup()
+        with LiveServer(app) as live:
+            live.app = app
+            yield live
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="module")
+def seeded_shop():
+    """A live server over a committed database holding the demo catalogue (module-wide, read-only)."""
+    with live_seeded_shop(200) as live:
         yield live
-    with app.app_context():
-        db.engine.dispose()
-    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -32,6 +32,8 @@ class User(UserMixin, db.Model):
     email_verified_at: Mapped[datetime | None] = mapped_column()
     # Bumped by a password change: every session cookie and token minted before it stops working.
     credentials_version: Mapped[int] = mapped_column(default=1)
+    # Bumped by log-out and deactivation: every browser session (and remember-me cookie) minted before it ends.
+    session_version: Mapped[int] = mapped_column(default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     last_login_at: Mapped[datetime | None] = mapped_column()
 
@@ -47,8 +49,8 @@ class User(UserMixin, db.Model):
         return self.role is not None
 
     def get_id(self) -> str:
-        # The session remembers the credentials version too, so a password change ends other sessions.
-        return f"{self.id}:{self.credentials_version}"
+        # The session remembers both versions, so a password change, a log-out or a deactivation ends it.
+        return f"{self.id}:{self.credentials_version}:{self.session_version}"
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.role or 'shopper'}>"

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timezone
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, has_request_context, request, url_for
+from flask import current_app, has_request_context, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -80,10 +80,10 @@ def _fingerprint(password_hash: str) -> str:
 
 
 def external_url(endpoint: str, **values) -> str:
-    if has_request_context():
-        return url_for(endpoint, _external=True, **values)
-    path = current_app.url_map.bind("localhost").build(endpoint, values)
-    return current_app.config["PUBLIC_BASE_URL"] + path
+    """A link for mails: always at PUBLIC_BASE_URL, never at the Host a request came with."""
+    from shop.security import external_url as public_url
+
+    return public_url(endpoint, **values)
 
 
 def _client_ip() -> str:
@@ -104,6 +104,9 @@ def register(email, password, name="") -> User:
         fields["name"] = "must be text of at most 120 characters"
     if fields:
         raise ValidationError(fields)
+    # Counted before the address is looked up: probing which addresses have accounts is limited too.
+    ratelimit.enforce("RATE_SIGNUPS_PER_IP", message="Too many sign-ups from your network just now; "
+                                                     "try again later.")
     if user_by_email(email):
         raise EmailTaken()
     user = User(email=email, name=name.strip(), password_hash=hash_password(password))
@@ -127,6 +130,10 @@ def _send_verification(user: User) -> None:
 
 
 def resend_verification(user: User) -> None:
+    """Mail a new confirmation link (rate-limited per IP and per account: 429 beyond)."""
+    message = "We sent confirmation links a moment ago; check your inbox, or ask again later."
+    ratelimit.enforce("RATE_VERIFY_RESENDS_PER_IP", message=message)
+    ratelimit.enforce("RATE_VERIFY_RESENDS_PER_USER", str(user.id), message=message)
     if user.email_verified_at is None:
         _send_verification(user)
         db.session.commit()
@@ -175,15 +182,27 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
 
 
 def load_session_user(session_id: str) -> User | None:
-    """Flask-Login's loader: "<id>:<credentials_version>"; an old version means signed out."""
+    """The user of "<id>:<credentials_version>:<session_version>"; an old version means logged out."""
     try:
-        user_id, version = (int(x) for x in session_id.split(":"))
+        user_id, credentials, sessions = (int(x) for x in session_id.split(":"))
     except (ValueError, AttributeError):
         return None
+    if not 0 < user_id < 2**31:
+        return None
     user = db.session.get(User, user_id)
-    if user is None or user.credentials_version != version or not user.is_active:
+    if user is None or not user.is_active or (user.credentials_version, user.session_version) != (credentials,
+                                                                                                 sessions):
         return None
     return user
+
+
+def end_sessions(user: User, *, commit: bool = True) -> None:
+    """Log `user` out of every browser: each copy of their session and remember-me cookies stops working.
+
+    The back-office passes commit=False when this is part of its own change (a staff deactivation)."""
+    user.session_version = (user.session_version or 1) + 1
+    if commit:
+        db.session.commit()
 
 
 # -- passwords -----------------------------------------------------------------------------------
@@ -205,11 +224,16 @@ def change_password(user: User, current_password: str, new_password: str) -> Non
 
 
 def request_password_reset(email) -> None:
-    """Mail a reset link when the account exists; say nothing either way (no account probing)."""
+    """Mail a reset link when the account exists; say nothing either way (no account probing).
+
+    Rate-limited per IP and per address asked for, whether or not it has an account (429 the same)."""
+    message = "Too many password-reset requests just now; check your inbox, or try again later."
+    ratelimit.enforce("RATE_RESETS_PER_IP", message=message)
     try:
         email = normalise_email(email)
     except ValidationError:
         return
+    ratelimit.enforce("RATE_RESETS_PER_EMAIL", email, message=message)
     user = user_by_email(email)
     if user is None or not user.is_active:
         return

@@ -3,7 +3,7 @@
 Every log-in starts a *family*. The family and each live refresh token are keys in Redis, so every
 web process agrees on what is revoked:
 
-    auth:fam:<family>   -> user id      (deleted = the whole log-in is revoked)
+    auth:fam:<family>   -> user id      (deleted = the whole log-in is revoked; checked against `sub`)
     auth:rt:<jti>       -> family       (deleted when spent by a refresh or a logout)
 
 A refresh spends its token in one atomic Lua step (GETDEL, check, store), which exactly one
@@ -55,10 +55,12 @@ def _mint(user, family: str) -> tuple[dict, str]:
              "expires_in": cfg["ACCESS_TOKEN_SECONDS"]}, refresh_jti)
 
 
-# Spending a refresh token is one atomic step in Redis: take the old token, check the family is
-# alive, store the new token. Copies racing each other cannot both win, and a loser's revocation
-# cannot be undone by the winner re-creating the family.
+# Spending a refresh token is one atomic step in Redis: check the family belongs to the token's user,
+# take the old token, check the family is alive, store the new token. Copies racing each other cannot
+# both win, and a loser's revocation cannot be undone by the winner re-creating the family.
 _ROTATE = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] then return -2 end
 local family = redis.call('GETDEL', KEYS[1])
 if not family then
   redis.call('DEL', KEYS[2])
@@ -102,8 +104,10 @@ def decode(token: str, expected_type: str) -> dict:
     return claims
 
 
-def family_alive(family: str) -> bool:
-    return bool(redis_ext.client.exists(f"auth:fam:{family}"))
+def family_alive(family: str, user_id: str) -> bool:
+    """The log-in `family` is not revoked and was started by `user_id` (a token naming another's family is not)."""
+    owner = redis_ext.client.get(f"auth:fam:{family}")
+    return owner is not None and (owner.decode() if isinstance(owner, bytes) else owner) == user_id
 
 
 def revoke_family(family: str) -> None:
@@ -119,7 +123,9 @@ def rotate(refresh_token: str, load_user) -> dict:
         raise TokenError("This log-in has been revoked.")
     pair, new_jti = _mint(user, family)
     outcome = redis_ext.client.eval(_ROTATE, 3, f"auth:rt:{claims['jti']}", f"auth:fam:{family}",
-                                    f"auth:rt:{new_jti}", current_app.config["REFRESH_TOKEN_SECONDS"])
+                                    f"auth:rt:{new_jti}", current_app.config["REFRESH_TOKEN_SECONDS"], claims["sub"])
+    if outcome == -2:  # another user's log-in: refuse without touching it
+        raise TokenError()
     if outcome == -1:  # a spent (or revoked) token came back: treat the log-in as stolen
         raise TokenError("This refresh token was already used; the log-in has been revoked.")
     if outcome == 0:
@@ -137,7 +143,7 @@ def logout(refresh_token: str) -> None:
 def authenticate_access(token: str, load_user):
     """The user an access token speaks for, or TokenError."""
     claims = decode(token, "access")
-    if not family_alive(claims["fam"]):
+    if not family_alive(claims["fam"], claims["sub"]):
         raise TokenError("This log-in has been revoked.")
     user = load_user(int(claims["sub"]))
     if user is None or not user.is_active or user.credentials_version != claims["ver"]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import g, request
 
-from shop import idempotency
+from shop import idempotency, ratelimit
 from shop.api import bp
 from shop.api.auth import bearer_user, json_body, login_required
 from shop.api.params import Params
@@ -40,6 +40,13 @@ def _cart(cart_id, for_update=False):
                             for_update=for_update)
 
 
+def _cart_to_change(cart_id):
+    """The cart, locked, for a write: cart writes count against RATE_CART_WRITES_PER_IP (429 beyond)."""
+    ratelimit.enforce("RATE_CART_WRITES_PER_IP", message="Too many changes to carts from your network just now; "
+                                                         "slow down and try again in a moment.")
+    return _cart(cart_id, for_update=True)
+
+
 @bp.post("/v1/carts")
 def create_cart():
     cart = carts.create(bearer_user())
@@ -54,19 +61,19 @@ def get_cart(cart_id):
 @bp.post("/v1/carts/<cart_id>/items")
 def add_item(cart_id):
     data = json_body()
-    cart = carts.add_item(_cart(cart_id, for_update=True), data.get("sku"), data.get("quantity", 1))
+    cart = carts.add_item(_cart_to_change(cart_id), data.get("sku"), data.get("quantity", 1))
     return carts.serialize(cart), 201
 
 
 @bp.patch("/v1/carts/<cart_id>/items/<int:item_id>")
 def update_item(cart_id, item_id):
-    cart = carts.set_quantity(_cart(cart_id, for_update=True), item_id, json_body().get("quantity"))
+    cart = carts.set_quantity(_cart_to_change(cart_id), item_id, json_body().get("quantity"))
     return carts.serialize(cart)
 
 
 @bp.delete("/v1/carts/<cart_id>/items/<int:item_id>")
 def delete_item(cart_id, item_id):
-    return carts.serialize(carts.remove_item(_cart(cart_id, for_update=True), item_id))
+    return carts.serialize(carts.remove_item(_cart_to_change(cart_id), item_id))
 
 
 @bp.post("/v1/carts/<cart_id>/coupon")
@@ -74,7 +81,7 @@ def apply_coupon(cart_id):
     from shop.promotions import services as promotions
 
     data = json_body()
-    cart = promotions.apply_code(_cart(cart_id, for_update=True), data.get("code"), request.remote_addr or "unknown",
+    cart = promotions.apply_code(_cart_to_change(cart_id), data.get("code"), request.remote_addr or "unknown",
                                  bearer_user())
     return carts.serialize(cart)
 
@@ -83,7 +90,7 @@ def apply_coupon(cart_id):
 def remove_coupon(cart_id):
     from shop.promotions import services as promotions
 
-    return carts.serialize(promotions.remove_code(_cart(cart_id, for_update=True)))
+    return carts.serialize(promotions.remove_code(_cart_to_change(cart_id)))
 
 
 @bp.post("/v1/carts/merge")

@@ -166,7 +166,8 @@ ACCOUNT_PATHS = {
         "requestBody": _body(_obj("email", "password", email={"type": "string"},
                                   password={"type": "string", "minLength": 10}, name={"type": "string"})),
         "responses": {"201": _ok(_ref("User")), "400": _error("body is not a JSON object"),
-                      "409": _error("email_taken"), "422": _error("weak password or bad email"), **COMMON_ERRORS}}},
+                      "409": _error("email_taken"), "422": _error("weak password or bad email"),
+                      "429": _error("rate_limited: too many sign-ups from this IP (Retry-After)"), **COMMON_ERRORS}}},
     "/v1/auth/token": {"post": {
         "summary": "Log in: an access token (15 min) and a refresh token (30 days)", "tags": ["accounts"],
         "requestBody": _body(_obj("email", "password", email={"type": "string"}, password={"type": "string"})),
@@ -200,10 +201,13 @@ IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": True, "sch
 ORDER_TOKEN = {"name": "X-Order-Token", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "a guest order's access token"}
 CART_ERRORS = {"404": _error("no such cart, or not yours"), **COMMON_ERRORS}
+CART_WRITES_LIMITED = _error("rate_limited: too many cart changes from this IP (Retry-After)")
 
 BUYING_PATHS = {
     "/v1/carts": {"post": {"summary": "A new cart (a bearer's cart is bound to the user)", "tags": ["cart"],
-                           "responses": {"201": _ok(_ref("Cart")), **COMMON_ERRORS}}},
+                           "responses": {"201": _ok(_ref("Cart")),
+                                         "429": _error("rate_limited: too many new carts from this IP (Retry-After)"),
+                                         **COMMON_ERRORS}}},
     "/v1/carts/{cart_id}": {"get": {"summary": "A cart, priced now", "tags": ["cart"],
                                     "parameters": [CART_ID, *CART_HEADERS],
                                     "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
@@ -211,15 +215,16 @@ BUYING_PATHS = {
         "summary": "Add units of a SKU", "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
         "requestBody": _body(_obj("sku", "quantity", sku={"type": "string"},
                                   quantity={"type": "integer", "minimum": 1, "maximum": 100})),
-        "responses": {"201": _ok(_ref("Cart")), "409": _error("out_of_stock beyond availability"),
-                      "422": _error("quantity < 1 or > 100"), **CART_ERRORS}}},
+        "responses": {"201": _ok(_ref("Cart")),
+                      "409": _error("out_of_stock beyond availability; cart_full: the cart has CART_MAX_LINES lines"),
+                      "422": _error("quantity < 1 or > 100"), "429": CART_WRITES_LIMITED, **CART_ERRORS}}},
     "/v1/carts/{cart_id}/items/{item_id}": {
         "patch": {"summary": "Change a line's quantity", "tags": ["cart"], "parameters": [CART_ID, ITEM_ID, *CART_HEADERS],
                   "requestBody": _body(_obj("quantity", quantity={"type": "integer", "minimum": 1, "maximum": 100})),
                   "responses": {"200": _ok(_ref("Cart")), "409": _error("out_of_stock"), "422": _error("quantity"),
-                                **CART_ERRORS}},
+                                "429": CART_WRITES_LIMITED, **CART_ERRORS}},
         "delete": {"summary": "Remove a line", "tags": ["cart"], "parameters": [CART_ID, ITEM_ID, *CART_HEADERS],
-                   "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
+                   "responses": {"200": _ok(_ref("Cart")), "429": CART_WRITES_LIMITED, **CART_ERRORS}}},
     "/v1/carts/{cart_id}/coupon": {
         "post": {"summary": "Apply a coupon code (checked against every rule; attempts are rate limited)",
                  "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
@@ -230,10 +235,12 @@ BUYING_PATHS = {
                                              "coupon_not_started, coupon_min_subtotal, coupon_exhausted, "
                                              "coupon_customer_limit, coupon_first_order_only, "
                                              "coupon_not_applicable, coupon_not_combinable; or validation_failed"),
-                               "429": _error("rate_limited: too many attempts per cart or per IP (Retry-After)"),
+                               "429": _error("rate_limited: too many attempts per cart or per IP, or cart "
+                                             "changes per IP (Retry-After)"),
                                **CART_ERRORS}},
         "delete": {"summary": "Remove the cart's coupon code", "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
-                   "responses": {"200": _ok(_ref("Cart")), "409": _error("cart_closed"), **CART_ERRORS}}},
+                   "responses": {"200": _ok(_ref("Cart")), "409": _error("cart_closed"), "429": CART_WRITES_LIMITED,
+                                 **CART_ERRORS}}},
     "/v1/carts/merge": {"post": {
         "summary": "Merge a guest cart into the bearer's cart (quantities added, capped by stock)", "tags": ["cart"],
         "security": BEARER, "requestBody": _body(_obj("guest_cart_token", guest_cart_token={"type": "string"})),
@@ -250,8 +257,11 @@ BUYING_PATHS = {
             client_secret={"type": "string"}, redirect_url={"type": "string"}))),
             "400": _error("no Idempotency-Key, or a malformed body"), "404": _error("no such cart"),
             "409": _error("out_of_stock (details.skus), cart_closed, request_in_progress, or the cart's coupon "
-                          "now failing a rule (coupon_exhausted, coupon_customer_limit, ...): no order is made"),
+                          "now failing a rule (coupon_exhausted, coupon_customer_limit, ...), or "
+                          "hold_limit_reached (details.limit: orders, units or sku_share): this client's unpaid "
+                          "orders already hold its share of stock; no order is made"),
             "422": _error("field errors, cart_empty, or idempotency_key_reused"),
+            "429": _error("rate_limited: too many checkouts from this IP (Retry-After)"),
             "503": _error("payment_unavailable: the provider cannot be reached; stock released, cart kept"),
             **COMMON_ERRORS}}},
     "/v1/orders": {"get": {"summary": "The user's orders, newest first", "tags": ["orders"], "security": BEARER,

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from shop import ratelimit
 from shop.cart.models import Cart, CartItem
 from shop.catalog.models import Product, Variant, utcnow
 from shop.checkout import pricing
@@ -31,11 +32,16 @@ def _quantity(value) -> int:
 
 
 def create(user=None) -> Cart:
-    """A new cart; a user's open cart is reused (one per user)."""
+    """A new cart; a user's open cart is reused (one per user). New guest carts count against
+    RATE_CART_CREATES_PER_IP (429 rate_limited beyond); a user has one open cart, a new one only after a
+    checkout (itself rate-limited)."""
     if user is not None:
         existing = open_cart_of(user.id)
         if existing:
             return existing
+    else:
+        ratelimit.enforce("RATE_CART_CREATES_PER_IP", message="Too many new carts from your network just now; "
+                                                              "keep using the one you have, or try again later.")
     cart = Cart(user_id=user.id if user else None, currency=current_app.config["SHOP_CURRENCY"])
     db.session.add(cart)
     try:
@@ -89,6 +95,11 @@ def _variant_by_sku(sku) -> Variant:
     return variant
 
 
+def _cart_full(max_lines: int) -> ApiError:
+    return ApiError(409, "cart_full", f"A cart holds at most {max_lines} different items; remove one first.",
+                    {"max_lines": max_lines})
+
+
 def _out_of_stock(variant: Variant, asked: int) -> ApiError:
     return ApiError(409, "out_of_stock", f"Only {variant.available} of {variant.sku} can be bought now.",
                     {"skus": [variant.sku], "available": {variant.sku: variant.available}, "requested": asked})
@@ -101,6 +112,9 @@ def add_item(cart: Cart, sku, quantity) -> Cart:
     cart = _lock(cart)
     _require_open(cart)
     line = next((i for i in cart.items if i.variant_id == variant.id), None)
+    max_lines = current_app.config["CART_MAX_LINES"]
+    if line is None and max_lines and len(cart.items) >= max_lines:  # counted under the cart's lock
+        raise _cart_full(max_lines)
     total = (line.quantity if line else 0) + quantity
     if total > MAX_QUANTITY:
         raise ValidationError({"quantity": f"a cart holds at most {MAX_QUANTITY} of one item"})
@@ -155,11 +169,12 @@ def merge(guest_token: str, user) -> Cart:
     db.session.expire(target, ["items"])
     if guest.status != "open":
         return target
+    max_lines = current_app.config["CART_MAX_LINES"]
     for line in guest.items:
         mine = next((i for i in target.items if i.variant_id == line.variant_id), None)
         wanted = min((mine.quantity if mine else 0) + line.quantity, MAX_QUANTITY, line.variant.available)
-        if wanted <= 0:
-            continue
+        if wanted <= 0 or (mine is None and max_lines and len(target.items) >= max_lines):
+            continue  # nothing left to add, or the cart is full (lines beyond the cap stay out)
         if mine:
             mine.quantity = wanted
         else:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import select
 
+from shop import ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
 from shop.cart.models import Cart
-from shop.checkout import pricing
+from shop.checkout import holds, pricing
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
@@ -79,6 +80,9 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     """Cart -> pending order + reservations + payment, then open the payment with the provider."""
     email, shipping_address, billing_address, method = validate(email, shipping_address, billing_address,
                                                                 shipping_method)
+    ratelimit.enforce("RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; "
+                                                       "try again later.")
+    client = holds.Client(ip=ratelimit.client_ip(), email=email, user_id=user.id if user else None)
     # The cart row is locked so one cart cannot become two orders, whatever arrives together.
     cart = carts.for_reader(cart_id, user=user, token=cart_token, for_update=True)
     if cart.status != "open":
@@ -102,12 +106,16 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
     # Lock the variants (FOR UPDATE, id order) before inserting order lines: the lines' foreign keys
     # take KEY SHARE locks on those rows, and upgrading from them later deadlocks concurrent checkouts.
-    inventory.check_available(wanted)  # raises OutOfStock before anything is written
+    # Lock order: cart -> promotions -> the client's hold locks (advisory, shop.checkout.holds) -> variants.
+    holds.lock(client)  # this client's checkouts count their unpaid holds one at a time
+    variants = inventory.check_available(wanted)  # raises OutOfStock before anything is written
+    holds.check(client, wanted, variants)  # 409 hold_limit_reached past the client's share
     order, token = orders.new_order(user_id=user.id if user else None, email=email, currency=cart.currency,
                                     totals=totals, shipping_method=method, shipping_address=shipping_address,
                                     billing_address=billing_address, cart_id=cart.id)
     waived = pricing.shipping_cost(method, totals.subtotal - totals.discount,
                                    current_app.config["FREE_SHIPPING_THRESHOLD"]) if applied.free_shipping else 0
+    order.client_ip = client.ip
     promotions.record(order, applied, user_id=user.id if user else None, email=email, shipping_waived=waived)
     inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
     payment = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
@@ -117,7 +125,9 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     try:
         started = payments.start(payment.id)
     except payments.PaymentUnavailable:
-        reopen = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update())
+        # Locked and re-read (populate_existing): this session still holds the cart it converted.
+        reopen = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update()
+                                   .execution_options(populate_existing=True))
         reopen.status = "open"  # the shopper keeps their cart and may try again
         db.session.commit()
         raise

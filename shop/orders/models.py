@@ -20,6 +20,9 @@ class Order(db.Model):
                         name="money_nonnegative"),
         Index("ix_order_user_created", "user_id", "created_at"),
         Index("ix_order_status_created", "status", "created_at"),
+        # Checkout counts a client's unpaid holds by IP and by e-mail (shop.checkout.holds).
+        Index("ix_order_pending_client_ip", "client_ip", postgresql_where="status = 'pending'"),
+        Index("ix_order_pending_email", "email", postgresql_where="status = 'pending'"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,6 +42,7 @@ class Order(db.Model):
     # A guest proves ownership with a token shown once; only its hash is kept.
     access_token_hash: Mapped[str | None] = mapped_column(String(64))
     cart_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    client_ip: Mapped[str | None] = mapped_column(String(45))  # who placed it (counts unpaid holds per client)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 

@@ -7,12 +7,13 @@ from urllib.parse import urlsplit
 from flask import flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from shop.accounts import services
+from shop import ratelimit
+from shop.accounts import services, sessions
 from shop.accounts.forms import (ActionForm, AddressForm, ChangePasswordForm, LoginForm, ResetForm,
                                  ResetRequestForm, SignupForm)
 from shop.errors import ApiError, ValidationError
 from shop.storefront import bp
-from shop.storefront.cart import adopt_guest_cart
+from shop.storefront.cart import adopt_guest_cart, slow_down_text
 
 
 def _private(html: str, status: int = 200):
@@ -26,6 +27,14 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
         return target
     return url_for("storefront.account")
+
+
+def _slow_down(template: str, form, exc: ratelimit.RateLimited):
+    """The form again, 429 with Retry-After and a message saying how long to wait."""
+    flash(slow_down_text(exc), "error")
+    resp = _private(render_template(template, form=form), 429)
+    resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
 
 
 def _field_errors(form, exc: ValidationError) -> None:
@@ -45,12 +54,14 @@ def signup():
     if form.validate_on_submit():
         try:
             user = services.register(form.email.data, form.password.data, form.name.data or "")
+        except ratelimit.RateLimited as exc:
+            return _slow_down("account/signup.html", form, exc)
         except services.EmailTaken:
             form.email.errors = ["An account with this address exists. Log in, or reset its password."]
         except ValidationError as exc:
             _field_errors(form, exc)
         else:
-            login_user(user)
+            sessions.log_in(user)
             adopt_guest_cart(user)
             flash(f"Welcome! We sent a link to {user.email} to confirm the address.", "success")
             return redirect(url_for("storefront.account"))
@@ -77,7 +88,7 @@ def login():
             form.password.errors = ["The e-mail address or password is not right."]
             status = 401
         else:
-            login_user(user, remember=form.remember.data)
+            sessions.log_in(user, remember=form.remember.data)
             adopt_guest_cart(user)  # what they put in the cart as a guest is theirs now
             return redirect(_safe_next(request.args.get("next")))
     elif form.errors:
@@ -89,7 +100,7 @@ def login():
 def logout():
     form = ActionForm()
     if form.validate_on_submit():
-        logout_user()
+        sessions.log_out()  # on every device: a copied cookie stops working too
         flash("You are logged out.", "success")
     return redirect(url_for("storefront.home"))
 
@@ -147,8 +158,12 @@ def delete_address(address_id: int):
 @login_required
 def resend_verification():
     if ActionForm().validate_on_submit():
-        services.resend_verification(current_user)
-        flash(f"We sent a new confirmation link to {current_user.email}.", "success")
+        try:
+            services.resend_verification(current_user)
+        except ratelimit.RateLimited as exc:
+            flash(slow_down_text(exc), "error")
+        else:
+            flash(f"We sent a new confirmation link to {current_user.email}.", "success")
     return redirect(url_for("storefront.account"))
 
 
@@ -167,7 +182,10 @@ def verify_email(token: str):
 def reset_request():
     form = ResetRequestForm()
     if form.validate_on_submit():
-        services.request_password_reset(form.email.data)
+        try:  # the same answers whether or not the address has an account
+            services.request_password_reset(form.email.data)
+        except ratelimit.RateLimited as exc:
+            return _slow_down("account/reset_request.html", form, exc)
         return _private(render_template(
             "account/message.html", title="Check your e-mail",
             message=f"If an account exists for {form.email.data}, we sent it a link to choose a new password. "

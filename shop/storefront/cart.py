@@ -12,12 +12,11 @@ changes nothing and shows a private page asking to confirm, whose form does carr
 """
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import current_app, flash, jsonify, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
+from shop import ratelimit
 from shop.cart import services as carts
 from shop.cart.models import Cart
 from shop.catalog import queries
@@ -27,6 +26,7 @@ from shop.errors import ApiError
 from shop.extensions import csrf, db
 from shop.promotions import rules
 from shop.promotions import services as promotions
+from shop.security import is_own_url
 from shop.storefront import bp
 from shop.storefront.forms import AddToCartForm, QuantityForm
 
@@ -137,6 +137,22 @@ def problem_text(exc: ApiError) -> str:
     return " ".join(sentences)
 
 
+def slow_down_text(exc: ApiError) -> str:
+    """The storefront's sentence for a 429: what was refused and how long to wait."""
+    retry_after = int(getattr(exc, "retry_after", None) or exc.details.get("retry_after") or 60)
+    return f"{exc.message.split(';')[0]}. Please wait {ratelimit.wait_text(retry_after)} and try again."
+
+
+def _too_fast():
+    """Count a cart change against RATE_CART_WRITES_PER_IP; a redirect with a message past it, else None."""
+    try:
+        ratelimit.enforce("RATE_CART_WRITES_PER_IP", message="You are changing your cart very quickly")
+    except ratelimit.RateLimited as exc:
+        flash(slow_down_text(exc), "error")
+        return redirect(url_for("storefront.cart_page"), 303)
+    return None
+
+
 def _line_of(cart: Cart, *, sku: str | None = None, item_id: int | None = None):
     """(cart item, priced line) for a SKU or an item id, or (None, None)."""
     items = {item.variant_id: item for item in cart.items}
@@ -202,7 +218,13 @@ def add_to_cart():
               "Choose the options you want, then add the item again.", "error")
         return redirect(request.referrer if _same_site(request.referrer) else url_for("storefront.cart_page"), 303)
     sku, quantity = form.sku.data, form.quantity.data
-    cart = visitor_cart(create=True)
+    if refused := _too_fast():
+        return refused
+    try:
+        cart = visitor_cart(create=True)
+    except ratelimit.RateLimited as exc:  # too many new carts from this network
+        flash(slow_down_text(exc), "error")
+        return redirect(url_for("storefront.cart_page"), 303)
     try:
         carts.add_item(cart, sku, quantity)
     except ApiError as exc:
@@ -256,10 +278,7 @@ def _confirm_add(form: AddToCartForm):
 
 
 def _same_site(url: str | None) -> bool:
-    if not url:
-        return False
-    parts = urlsplit(url)
-    return parts.netloc == request.host and parts.scheme in ("http", "https")
+    return is_own_url(url)  # PUBLIC_BASE_URL's host, or a host TRUSTED_HOSTS let in
 
 
 @bp.post("/cart/items/<int:item_id>")
@@ -268,6 +287,8 @@ def update_cart_item(item_id: int):
     cart = visitor_cart()
     if cart is None:
         return redirect(url_for("storefront.cart_page"), 303)
+    if refused := _too_fast():
+        return refused
     if not form.validate_on_submit():
         flash("Enter a quantity as a whole number.", "error")
         return redirect(url_for("storefront.cart_page"), 303)
@@ -300,6 +321,8 @@ def remove_cart_item(item_id: int):
     cart = visitor_cart()  # (the CSRF token was checked before this view runs, as for every POST)
     if cart is None:
         return redirect(url_for("storefront.cart_page"), 303)
+    if refused := _too_fast():
+        return refused
     _, line = _line_of(cart, item_id=item_id)
     return _remove(cart, item_id, label(line.name, line.options) if line else "the item")
 

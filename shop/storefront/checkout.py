@@ -21,7 +21,8 @@ from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.money import format_money
 from shop.storefront import bp
-from shop.storefront.cart import (CART_TOKEN, forget_guest_cart, label, private, problem_text, visitor_cart)
+from shop.storefront.cart import (CART_TOKEN, forget_guest_cart, label, private, problem_text, slow_down_text,
+                                  visitor_cart)
 from shop.storefront.forms import ADDRESS_FIELDS, NEW_ADDRESS, CheckoutForm, PlaceOrderForm
 from shop.storefront.orders import remember_guest_order
 
@@ -203,7 +204,7 @@ def checkout_place():
         idempotency.release(scope, nonce)  # worth trying again with the same page
         if exc.code == "cart_empty":
             return _empty_cart()
-        flash(problem_text(exc), "error")
+        flash(slow_down_text(exc) if exc.status == 429 else problem_text(exc), "error")
         if exc.status == 422:
             return redirect(url_for("storefront.checkout_details"), 303)
         return redirect(url_for("storefront.checkout_review"), 303)
@@ -240,6 +241,8 @@ def _refused(refusal: dict, cart):
                  for sku in refusal.get("details", {}).get("skus", [])]
         flash("Sorry, some items ran short while you were checking out: " + "; ".join(short) +
               ". Please change your cart, then check out again.", "error")
+    elif refusal.get("code") == "hold_limit_reached":  # too much stock held by this shopper's unpaid orders
+        flash(f"We could not place this order: {refusal.get('message')}", "error")
     elif str(refusal.get("code", "")).startswith("coupon_"):
         flash(f"Your discount code could not be used: {refusal.get('message')} Remove it from your cart to "
               "check out without it.", "error")

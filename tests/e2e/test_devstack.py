@@ -25,7 +25,7 @@ def _children_using(var_dir) -> list[psutil.Process]:
 
 def _run_until_serving(var_dir, port):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY", "SHOP_ENV")}
+           if k not in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY", "SHOP_ENV", "SECRET_KEY")}
     proc = subprocess.Popen([sys.executable, "-m", "shop.devstack", "run", "--var", str(var_dir), "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
@@ -64,9 +64,13 @@ def test_make_run_serves_the_demo_shop_and_ctrl_c_stops_everything(tmp_path):
     assert "manager@demo.shop" in "".join(output)  # the banner gives the demo staff logins
     time.sleep(0.5)
     assert _children_using(var_dir) == [], "processes left running after Ctrl-C"
+    key_file = var_dir / "secret_key"  # no SECRET_KEY given: one generated for this data directory
+    key = key_file.read_text()
+    assert key_file.stat().st_mode & 0o777 == 0o600 and "dev-only" not in key
 
-    # A second run reuses var/: same data, no second seed.
+    # A second run reuses var/: same data, no second seed, the same key (sessions survive a restart).
     proc, output = _run_until_serving(var_dir, port)
     _stop(proc, output)
     assert "already has products; not seeding" in "".join(output)
+    assert key_file.read_text() == key
     assert _children_using(var_dir) == []

@@ -61,10 +61,14 @@ def world(db_session, redis_client):
 
 
 def as_user(app, user):
+    """A client logged in as `user`, as the log-in form leaves it (session clocks included)."""
+    from shop.accounts.sessions import stamp
+
     client = app.test_client()
     with client.session_transaction() as session:
         session["_user_id"] = user.get_id()
         session["_fresh"] = True
+        stamp(session)
     return client
 
 

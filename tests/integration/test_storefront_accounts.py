@@ -6,6 +6,7 @@ import pytest
 from itsdangerous import TimestampSigner
 from rq import Queue
 
+from tests.conftest import local_path
 from tests.factories import make_user
 
 PASSWORD = "correct horse battery"
@@ -113,7 +114,7 @@ def test_email_verification_link_works_once(web, redis_client, db_session):
 
     form_post(web, "/account/signup", {"email": "quin@example.com", "password": PASSWORD, "confirm": PASSWORD})
     [(_, payload)] = queued_mail(redis_client, "account.verify_email")
-    path = payload["link"].split("localhost", 1)[1]
+    path = local_path(payload["link"])
     assert web.get(path).status_code == 302
     assert db_session.query(User).filter_by(email="quin@example.com").one().email_verified_at is not None
     again = web.get(path)
@@ -129,7 +130,7 @@ def _reset_link(web, redis_client, email, *, age_seconds=0, monkeypatch=None):
         monkeypatch.undo()
     [(to, payload)] = queued_mail(redis_client, "account.password_reset")[-1:]
     assert to == email
-    return payload["link"].split("localhost", 1)[1]
+    return local_path(payload["link"])
 
 
 def test_password_reset_works_once(web, redis_client, db_session):

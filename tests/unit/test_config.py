@@ -33,3 +33,50 @@ def test_defaults_point_at_the_embedded_stack():
     assert settings["MAIL_BACKEND"] == "file" and settings["STORAGE_BACKEND"] == "local"
     assert settings["PAYMENT_PROVIDER"] == "test"
     assert from_environment({"STRIPE_SECRET_KEY": "sk_x"})["PAYMENT_PROVIDER"] == "stripe"
+
+
+# -- the signing key (issue 9, item 2) ---------------------------------------------------------------
+@pytest.fixture
+def no_secret(monkeypatch, tmp_path):
+    for name in ("SECRET_KEY", "SHOP_BIND_HOST", "FLASK_RUN_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SHOP_VAR_DIR", str(tmp_path / "var"))
+    return tmp_path / "var" / "secret_key"
+
+
+def test_development_generates_a_private_key_once_per_data_directory(no_secret, monkeypatch, tmp_path):
+    key = get_config("development").SECRET_KEY
+    assert len(key) >= 64 and key != "dev-only-secret-change-me"
+    assert no_secret.read_text().strip() == key and no_secret.stat().st_mode & 0o777 == 0o600
+    assert get_config("development").SECRET_KEY == key  # reused by the next start (the worker, the CLI)
+    monkeypatch.setenv("SHOP_VAR_DIR", str(tmp_path / "another"))
+    assert get_config("development").SECRET_KEY != key  # another data directory, another key
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "shop.example.com", "::"])
+def test_development_without_a_secret_refuses_a_non_loopback_bind(no_secret, monkeypatch, host):
+    monkeypatch.setenv("SHOP_BIND_HOST", host)
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        get_config("development")
+    assert not no_secret.exists()
+    monkeypatch.setenv("SECRET_KEY", "a" * 64)  # with a key of its own, it may listen anywhere
+    assert get_config("development").SECRET_KEY == "a" * 64
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_development_on_loopback_uses_the_generated_key(no_secret, monkeypatch, host):
+    monkeypatch.setenv("SHOP_BIND_HOST", host)
+    assert get_config("development").SECRET_KEY_LOCAL_ONLY is True and no_secret.exists()
+
+
+def test_tests_get_a_random_key_per_process(no_secret):
+    key = get_config("test").SECRET_KEY
+    assert len(key) >= 64 and key != "dev-only-secret-change-me" and get_config("test").SECRET_KEY == key
+    assert not no_secret.exists()
+
+
+@pytest.mark.parametrize("env_name", ["development", "test", "production"])
+def test_the_once_published_key_is_refused_everywhere(monkeypatch, env_name):
+    monkeypatch.setenv("SECRET_KEY", "dev-only-secret-change-me")
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        get_config(env_name)
