@@ -134,6 +134,7 @@ def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict
     if args.worker_class == "gthread":
         argv += ["--threads", str(args.threads)]
     log = VAR / f"gunicorn-{name}.log"
+    env = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}  # absolute links point at this gunicorn
     proc = stack.spawn(f"gunicorn-{name}", argv, env=env, log=log, cwd=ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

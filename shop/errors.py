@@ -75,7 +75,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
+        if isinstance(exc, RecursionError):  # its traceback is thousands of lines: one line says enough
+            log.error("recursion too deep on %s %s (request %s)", request.method, request.path, g.get("request_id"))
+        else:
+            log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
         try:
             from shop.extensions import db
             db.session.rollback()

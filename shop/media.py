@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory, url_for
 
 from shop.extensions import csrf
+from shop.security import body_limit
 
 bp = Blueprint("media", __name__)
 PLACEHOLDER = re.compile(r"placeholder/(\d{1,3})/([a-z0-9-]{1,60})\.svg")
@@ -31,6 +32,7 @@ def image_url(path: str | None) -> str | None:
 
 @bp.put("/media/upload/<token>")
 @csrf.exempt  # authorised by the signed URL itself, like a pre-signed S3 URL
+@body_limit("UPLOAD_MAX_BYTES")  # images may be larger than MAX_CONTENT_LENGTH
 def upload(token: str):
     """The local backend's pre-signed upload target (see shop.storage.backends)."""
     from shop.storage.backends import accept_local_upload

@@ -8,6 +8,7 @@ from flask import jsonify, send_from_directory
 
 from shop.api import bp
 from shop.api.openapi import spec
+from shop.security import csp_nonce
 
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
 
@@ -16,7 +17,7 @@ DOCS_PAGE = """<!doctype html>
 <title>The shop API v1</title><link rel="stylesheet" href="docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "v1/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+<script nonce="{nonce}">window.ui = SwaggerUIBundle({url: "v1/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
 </body></html>"""
 
 
@@ -27,7 +28,7 @@ def openapi_json():
 
 @bp.get("/docs")
 def docs():
-    return DOCS_PAGE
+    return DOCS_PAGE.replace("{nonce}", csp_nonce())  # the page's one inline script runs under the CSP
 
 
 @bp.get("/docs/static/<path:filename>")

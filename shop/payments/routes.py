@@ -12,6 +12,7 @@ from shop.orders.models import Order
 from shop.payments.gateways import webhook_secret
 from shop.payments.jobs import deliver_signed_event, test_event
 from shop.payments.models import Payment
+from shop.security import external_url
 
 bp = Blueprint("payments", __name__)
 
@@ -21,7 +22,7 @@ def _signer() -> URLSafeSerializer:
 
 
 def pay_url(payment: Payment) -> str:
-    return url_for("payments.test_pay", payment_id=payment.id, t=_signer().dumps(payment.id), _external=True)
+    return external_url("payments.test_pay", payment_id=payment.id, t=_signer().dumps(payment.id))
 
 
 def _payment(payment_id: int) -> Payment:
@@ -44,7 +45,8 @@ def test_pay(payment_id: int):
     if request.method == "POST" and form.validate_on_submit():
         outcome = "approve" if request.form.get("decision") == "approve" else "decline"
         event = test_event(payment.provider_id, payment, outcome)
-        redis_ext.queue("default").enqueue(deliver_signed_event, url_for("webhooks.stripe_webhook", _external=True),
+        # The shop's own address, never the Host the browser sent: the worker POSTs there (no SSRF).
+        redis_ext.queue("default").enqueue(deliver_signed_event, external_url("webhooks.stripe_webhook"),
                                            event, webhook_secret(), retry=Retry(max=5, interval=[2, 5, 15, 60, 300]))
         return redirect(url_for("storefront.order_detail", order_id=order.id, paid=outcome))
     resp = current_app.make_response(render_template("payments/test_pay.html", payment=payment, order=order,

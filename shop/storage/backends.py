@@ -13,10 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import current_app, url_for
+from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from shop.errors import ApiError, ValidationError
+from shop.storage.images import reencode
+from shop.security import external_url
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
 # The first bytes of each type: a file that claims to be a PNG must start like one.
@@ -57,7 +59,7 @@ def presign(filename, content_type, size=None) -> dict:
     if cfg["STORAGE_BACKEND"] == "s3":
         return _presign_s3(key, content_type, size)
     token = _serializer().dumps({"k": key, "ct": content_type, "max": size or cfg["UPLOAD_MAX_BYTES"]})
-    return {"upload_url": url_for("media.upload", token=token, _external=True), "method": "PUT",
+    return {"upload_url": external_url("media.upload", token=token), "method": "PUT",
             "headers": {"Content-Type": content_type}, "public_url": public_url(key), "key": key,
             "expires_in": cfg["UPLOAD_URL_SECONDS"]}
 
@@ -104,6 +106,7 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
     if target.exists():
         raise ApiError(409, "already_uploaded", "This upload URL was already used.")
     tmp = target.with_suffix(target.suffix + f".{os.getpid()}.{time.monotonic_ns()}.part")
+    clean = tmp.with_suffix(".clean")
     written = 0
     try:
         with open(tmp, "wb") as out:
@@ -116,7 +119,10 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
                 out.write(chunk)
         if written == 0:
             raise ApiError(400, "empty_upload", "The upload was empty.")
-        os.replace(tmp, target)
+        # What is served is Pillow's fresh encoding of the pixels, never the bytes sent (polyglots, metadata).
+        reencode(tmp, clean, expected_type, current_app.config["UPLOAD_MAX_PIXELS"])
+        os.replace(clean, target)
     finally:
         tmp.unlink(missing_ok=True)
+        clean.unlink(missing_ok=True)
     return key

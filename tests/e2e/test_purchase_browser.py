@@ -61,7 +61,8 @@ def worker(shop):
     log_path = shop.tmp / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "DATABASE_URL": shop.database_url, "MAIL_DIR": str(shop.mail_dir)})
+                                env={**os.environ, "DATABASE_URL": shop.database_url, "MAIL_DIR": str(shop.mail_dir),
+                                     "PUBLIC_BASE_URL": shop.url})  # links in its mails
     proc.log_path = log_path
     try:
         yield proc
