@@ -20,6 +20,7 @@ from admin.security import AdminForm, StaffModelView, StaffView
 from admin.views import MoneyField
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
+from shop.bounds import YEARS, parse_day
 from shop.catalog.models import Category, Product, Variant
 from shop.extensions import db
 from shop.money import exponent, format_money, parse_major
@@ -128,7 +129,8 @@ class PromotionView(StaffModelView):
         "automatic": {"label": "Automatic (a sale without a code, e.g. a flash sale shown on product pages)"},
         "starts_at": {"label": "Starts at (UTC)", "description": "Leave empty to start now."},
         "ends_at": {"label": "Ends at (UTC)", "description": "Leave empty to run until switched off."},
-        "min_subtotal": {"label": "Minimum subtotal", "description": "e.g. 50.00; leave empty for none."},
+        "min_subtotal": {"label": "Minimum subtotal", "description": "e.g. 50.00; leave empty for none.",
+                         "max_amount": bo.MAX_AMOUNT},
         "usage_limit": {"label": "Total usage limit", "validators": [Optional(), NumberRange(min=1, max=bo.MAX_LIMIT)],
                         "description": "Redemptions in all; leave empty for no limit."},
         "per_customer_limit": {"label": "Per-customer limit",
@@ -370,11 +372,11 @@ def _range() -> tuple[date | None, date | None, datetime | None, datetime | None
         raw = request.args.get(name)
         if not raw:
             return None
-        try:
-            return date.fromisoformat(raw)
-        except ValueError:
-            flash(f"'{raw}' is not a date like 2026-11-01; ignored.", "error")
+        day = parse_day(raw)
+        if day is None:
+            flash(f"'{raw[:40]}' is not a date like 2026-11-01 (years {YEARS[0]} to {YEARS[1]}); ignored.", "error")
             return None
+        return day
 
     start, end = day("from"), day("to")
     lo = datetime.combine(start, time.min, timezone.utc) if start else None

@@ -12,6 +12,7 @@ from flask_admin.contrib.sqla import ModelView
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
+from admin.bounds import BoundedModelConverter, id_fits
 from shop.accounts.permissions import Permission, has_permission
 from shop.audit.services import track
 
@@ -61,8 +62,13 @@ class StaffOnly:
 
 class StaffModelView(StaffOnly, ModelView):
     form_base_class = AdminForm
+    model_form_converter = BoundedModelConverter  # integer fields within their columns' range
     page_size = 50
     can_view_details = True
+
+    def get_one(self, id):
+        # An id the key column cannot hold names no record (not a database error).
+        return super().get_one(id) if id_fits(self.model, id) else None
 
     # Subclasses switch features off with allow_*; they never switch permissions on.
     allow_create = allow_edit = allow_delete = True

@@ -12,22 +12,25 @@ from flask_admin.actions import action
 from flask_admin.contrib.sqla import filters as sqla_filters
 from flask_admin.contrib.sqla.form import InlineModelConverter  # noqa: F401 - documented extension point
 from flask_admin.model.form import InlineFormAdmin
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from markupsafe import Markup, escape
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import selectinload
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Length, Optional, Regexp, StopValidation, ValidationError
 
+from admin.bounds import id_fits
 from admin.security import AdminForm, StaffModelView, StaffView, is_staff
 from shop.accounts import services as accounts
+from shop.accounts import sessions
 from shop.accounts.forms import LoginForm
 from shop.accounts.models import ROLES, User
 from shop.accounts.passwords import hash_password, password_problem
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
 from shop import idempotency
+from shop.bounds import INT4_MAX
 from shop.catalog.models import Product, Variant
 from shop.errors import ApiError
 from shop.extensions import db
@@ -43,7 +46,12 @@ from shop.storage import backends as storage
 
 
 class MoneyField(StringField):
-    """Prices typed in major units ("19.99"), stored as integer minor units (1999)."""
+    """Prices typed in major units ("19.99"), stored as integer minor units (1999), at most `max_amount`
+    (the price columns are integers)."""
+
+    def __init__(self, *args, max_amount: int = INT4_MAX, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_amount = max_amount
 
     def _value(self):
         if self.data is None:
@@ -54,11 +62,23 @@ class MoneyField(StringField):
         if not valuelist or valuelist[0].strip() == "":
             self.data = None
             return
+        currency = current_app.config["SHOP_CURRENCY"]
         try:
-            self.data = parse_major(valuelist[0], current_app.config["SHOP_CURRENCY"])
+            self.data = parse_major(valuelist[0], currency)
+            if self.data > self.max_amount:
+                raise ValueError(f"at most {format_money(self.max_amount, currency)}")
         except ValueError as exc:
             self.data = None
             raise ValueError(f"Enter a price like 19.99 ({exc}).") from None
+
+
+class PriceRequired(DataRequired):
+    """DataRequired that keeps a price's own parse error ("Enter a price like 19.99 (...)") when it has one."""
+
+    def __call__(self, form, field):
+        if field.process_errors:
+            raise StopValidation()
+        super().__call__(form, field)
 
 
 def parse_options_text(text: str) -> list[tuple[str, list[str]]]:
@@ -129,7 +149,7 @@ class DashboardView(AdminIndexView):
                 flash("The e-mail address or password is not right, or the account is not a staff account.", "error")
                 status = 401
             else:
-                login_user(user, remember=False)
+                sessions.log_in(user)  # no remember-me for staff; the session's clocks start now
                 target = request.args.get("next") or ""
                 if not (target.startswith("/admin") and "//" not in target):
                     target = url_for("admin.index")
@@ -139,7 +159,7 @@ class DashboardView(AdminIndexView):
     @expose("/logout", methods=("POST",))
     def logout(self):
         if AdminForm().validate_on_submit():
-            logout_user()
+            sessions.log_out()  # every copy of this staff member's session cookie stops working
         return redirect(url_for("admin.login"))
 
 
@@ -165,7 +185,7 @@ class VariantInline(InlineFormAdmin):
                      "weight_grams": "Weight (g)", "sku": "SKU"}
     form_overrides = {"price_amount": MoneyField, "compare_at_amount": MoneyField}
     form_args = {"sku": {"validators": [DataRequired(), Length(max=64)]},
-                 "price_amount": {"validators": [DataRequired(message="Every variant needs a price.")],
+                 "price_amount": {"validators": [PriceRequired(message="Every variant needs a price.")],
                                   "description": "e.g. 19.99"}}
     form_extra_fields = {"options_text": StringField("Options", description="e.g. size=M, colour=Red")}
 
@@ -336,6 +356,13 @@ class CustomerView(StaffModelView):
     def get_count_query(self):
         return super().get_count_query().filter(User.role.is_(None))
 
+    def get_one(self, id):
+        """Details (and any other page by id) of shoppers only: a staff account's id is 404 like a missing one."""
+        user = super().get_one(id)
+        if user is None or user.role is not None:
+            abort(404)
+        return user
+
 
 class StaffAccountView(StaffModelView):
     view_permission = edit_permission = P.STAFF_MANAGE
@@ -363,6 +390,9 @@ class StaffAccountView(StaffModelView):
             model.credentials_version = (model.credentials_version or 1) + (0 if is_created else 1)
         if model.id == current_user.id and (model.role != "admin" or not model.is_active_account):
             raise ValidationError("You cannot remove your own admin role or deactivate yourself.")
+        state = inspect(model).attrs
+        if not is_created and (state.is_active_account.history.deleted or state.role.history.deleted):
+            accounts.end_sessions(model, commit=False)  # deactivated or re-roled: their sessions end now
 
     def handle_view_exception(self, exc):
         from shop.errors import ApiError
@@ -603,15 +633,17 @@ class WebhookEventView(StaffModelView):
     def retry(self):
         if not self.may_edit():
             abort(403)
-        event_row_id = request.form.get("id", type=int)
-        if event_row_id is None or db.session.get(WebhookEvent, event_row_id) is None:
+        raw = request.form.get("id", "")
+        if not id_fits(WebhookEvent, raw) or db.session.get(WebhookEvent, int(raw)) is None:
             abort(404)
-        kind, message = self._retry(event_row_id)
+        kind, message = self._retry(int(raw))
         flash(message, kind)
         return redirect(url_for(".index_view"))
 
     @action("retry", "Retry", "Apply the selected failed events again?")
     def action_retry(self, ids):
         for event_row_id in ids:
+            if not id_fits(WebhookEvent, event_row_id):
+                continue  # not an id this table can hold: nothing to retry
             kind, message = self._retry(int(event_row_id))
             flash(message, kind)

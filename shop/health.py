@@ -1,10 +1,11 @@
 """Liveness and readiness for load balancers and operators."""
 from __future__ import annotations
 
+import ipaddress
 import time
 import urllib.request
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 
 from shop.extensions import db, redis_ext
@@ -43,15 +44,29 @@ def _search():
             raise RuntimeError(f"HTTP {resp.status}")
 
 
+def _may_see_details() -> bool:
+    """Whether the client (its address after PROXY_COUNT trusted proxies) is in READYZ_DETAILS_ALLOW."""
+    try:
+        client = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    client = getattr(client, "ipv4_mapped", None) or client  # ::ffff:127.0.0.1 from a dual-stack listener
+    return any(client in network for network in current_app.config["READYZ_DETAILS_ALLOW"]
+               if network.version == client.version)
+
+
 @bp.get("/readyz")
 def readyz():
-    """200 when PostgreSQL and Redis answer, else 503; each dependency's state is in the body.
+    """200 when PostgreSQL and Redis answer, else 503; each dependency's state is in the body for
+    READYZ_DETAILS_ALLOW's addresses, only {"status"} for everyone else.
 
     Search is reported but does not make the shop unready: the catalogue falls back to PostgreSQL.
     """
     checks = {"database": _check(_database), "redis": _check(_redis), "search": _check(_search)}
     ready = checks["database"]["ok"] and checks["redis"]["ok"]
-    resp = jsonify(status="ready" if ready else "unavailable", checks=checks)
+    status = "ready" if ready else "unavailable"
+    # Latencies and error strings tell an outsider how the shop is built: operators' addresses only.
+    resp = jsonify(status=status, checks=checks) if _may_see_details() else jsonify(status=status)
     resp.status_code = 200 if ready else 503
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -19,6 +19,22 @@ def money(amount: int | None, currency: str) -> dict | None:
     return {"amount": int(amount), "currency": currency}
 
 
+def foreign_currency(value, currency: str) -> str | None:
+    """Why a money input is refused for naming another currency than `currency` (the shop's), else None.
+
+    Money inputs are the contract's {"amount": 1999, "currency": "USD"} (a bare amount, or an object
+    without a currency, means the shop's currency); an amount is never taken in another currency.
+    """
+    if isinstance(value, dict) and "currency" in value and value["currency"] != currency:
+        return f"must be in {currency}, the shop's currency"
+    return None
+
+
+def minor_units(value):
+    """The amount of a Money object, or `value` itself (a bare amount in minor units); unchecked."""
+    return value.get("amount") if isinstance(value, dict) else value
+
+
 def format_money(amount: int | None, currency: str) -> str:
     """1999, "USD" -> "$19.99" for people to read."""
     if amount is None:

@@ -1,7 +1,7 @@
 """/api/v1/admin: the back-office's powers for scripts, for staff bearer tokens (API.md, Back-office)."""
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from shop.accounts.models import User
@@ -9,27 +9,41 @@ from shop.accounts.permissions import Permission as P
 from shop.api import bp
 from shop.api.auth import json_body, permission_required
 from shop.api.routes import _product
+from shop.bounds import column_max, fits
 from shop.catalog import queries
-from shop.catalog.models import Category
+from shop.catalog.models import Category, Variant
 from shop.catalog.services import CatalogError, build_product, slugify
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
+from shop.money import foreign_currency, minor_units
 from shop.storage import backends as storage
 
 A = "/v1/admin"
 
 
-def _count(value, field: str, *, required: bool = True, money: bool = False):
-    """A non-negative integer; for money also a Money object (its amount in minor units)."""
+def _count(value, field: str, column, *, required: bool = True, money: bool = False):
+    """A whole number from 0 to what `column` holds; for money also a Money object in the shop's currency."""
     if value is None and not required:
         return None
-    if money and isinstance(value, dict):
-        value = value.get("amount")
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10**12:
-        raise ValidationError({field: "must be a non-negative amount in minor units" if money
-                               else "must be a non-negative whole number"})
+    if money:
+        if problem := foreign_currency(value, current_app.config["SHOP_CURRENCY"]):
+            raise ValidationError({field: problem})
+        value = minor_units(value)
+    if not fits(value, column):
+        hi = column_max(column)
+        raise ValidationError({field: f"must be an amount in minor units from 0 to {hi}" if money
+                               else f"must be a whole number from 0 to {hi}"})
     return value
+
+
+def _category(ref) -> Category | None:
+    """A category by id (within the id column's range) or slug."""
+    if fits(ref, Category.id, lo=1):
+        return db.session.get(Category, ref)
+    if isinstance(ref, str):
+        return queries.category_by_slug(ref)
+    return None
 
 
 @bp.post(f"{A}/products")
@@ -37,12 +51,9 @@ def _count(value, field: str, *, required: bool = True, money: bool = False):
 def create_product():
     data = json_body()
     fields = {}
-    category = None
-    cat_ref = data.get("category_id", data.get("category"))
-    if isinstance(cat_ref, int) and not isinstance(cat_ref, bool):
-        category = db.session.get(Category, cat_ref)
-    elif isinstance(cat_ref, str):
-        category = queries.category_by_slug(cat_ref)
+    if problem := foreign_currency(data, current_app.config["SHOP_CURRENCY"]):
+        fields["currency"] = problem
+    category = _category(data.get("category_id", data.get("category")))
     if category is None:
         fields["category"] = "must name an existing category (id or slug)"
     name = data.get("name")
@@ -66,11 +77,13 @@ def create_product():
         if not isinstance(v.get("options", {}), dict):
             raise ValidationError({f"variants[{i}].options": "must be an object"})
         parsed.append({"sku": sku.strip(), "options": v.get("options", {}),
-                       "price_amount": _count(v.get("price"), f"variants[{i}].price", money=True),
+                       "price_amount": _count(v.get("price"), f"variants[{i}].price", Variant.price_amount,
+                                              money=True),
                        "compare_at_amount": _count(v.get("compare_at_price"), f"variants[{i}].compare_at_price",
-                                                   required=False, money=True),
-                       "on_hand": _count(v.get("on_hand", 0), f"variants[{i}].on_hand"),
-                       "weight_grams": _count(v.get("weight_grams", 0), f"variants[{i}].weight_grams")})
+                                                   Variant.compare_at_amount, required=False, money=True),
+                       "on_hand": _count(v.get("on_hand", 0), f"variants[{i}].on_hand", Variant.on_hand),
+                       "weight_grams": _count(v.get("weight_grams", 0), f"variants[{i}].weight_grams",
+                                              Variant.weight_grams)})
     images = data.get("images") or []
     if not isinstance(images, list) or not all(isinstance(i, dict) and isinstance(i.get("url") or i.get("path"), str)
                                                for i in images):
@@ -97,7 +110,7 @@ def create_product():
 
 def _image_path(url: str) -> str:
     """Store our own uploads by key (so CDN_BASE_URL can change later); other URLs as given."""
-    for prefix in ("/media/", f"{request.host_url}media/"):
+    for prefix in ("/media/", f"{current_app.config['PUBLIC_BASE_URL']}/media/"):
         if url.startswith(prefix):
             return url.removeprefix(prefix)
     return url

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
-from flask import g, request
+from flask import current_app, g, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -15,9 +15,10 @@ from shop.api import bp
 from shop.api.auth import json_body, permission_required
 from shop.api.buying import order_json
 from shop.api.params import Params
+from shop.bounds import fits
 from shop.errors import ApiError, ValidationError, error_body
 from shop.extensions import db
-from shop.money import money
+from shop.money import foreign_currency, minor_units, money
 from shop.orders import services as orders
 from shop.orders import states
 from shop.orders.models import Order
@@ -90,9 +91,12 @@ def admin_refund(order_id: int):
     if not key:
         raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (a UUID) with refunds.")
     amount, reason = data.get("amount"), data.get("reason") or ""
-    if isinstance(amount, dict):
-        amount = amount.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+    currency = _order_currency(order_id)
+    for field, value in (("currency", data), ("amount", amount)):
+        if problem := foreign_currency(value, currency):
+            raise ValidationError({field: problem})
+    amount = minor_units(amount)
+    if not fits(amount, Payment.refunded_amount, lo=1):
         raise ValidationError({"amount": "must be a positive amount in minor units"})
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError({"reason": "must be text of at most 1000 characters"})
@@ -119,23 +123,20 @@ def admin_refund(order_id: int):
     return body, 201
 
 
-def _day(value: str | None, default: date, field: str, errors: dict) -> date:
-    if not value:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        errors[field] = "must be a date like 2026-11-01"
-        return default
+def _order_currency(order_id: int) -> str:
+    """The currency a refund of this order is in (the shop's when there is no such order: the service 404s).
+    Only the column is read: the order itself is loaded under the refund's row lock, never before it."""
+    currency = db.session.scalar(select(Order.currency).where(Order.id == order_id))
+    return currency or current_app.config["SHOP_CURRENCY"]
 
 
 @bp.get(f"{A}/reports/sales")
 @permission_required(P.REPORTS_VIEW)
 def sales_report():
-    errors: dict = {}
+    p = Params(request.args)
     today = datetime.now(timezone.utc).date()
-    start = _day(request.args.get("from"), today - timedelta(days=29), "from", errors)
-    end = _day(request.args.get("to"), today, "to", errors)
+    start, end = p.date("from", today - timedelta(days=29)), p.date("to", today)
+    errors = p.errors
     if not errors and start > end:
         errors["from"] = "must not be after to"
     if not errors and (end - start).days > 366:

@@ -2,7 +2,7 @@
 (promotions and coupons: analysts view, managers and admins edit)."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from functools import wraps
 
 from flask import current_app, g, request
@@ -16,9 +16,10 @@ from shop.api import bp
 from shop.api.auth import json_body, login_required, permission_required
 from shop.api.params import Params
 from shop.audit.services import track
+from shop.bounds import column_max
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
-from shop.money import money
+from shop.money import foreign_currency, money
 from shop.promotions import backoffice as bo
 from shop.promotions.models import KINDS, Promotion, PromotionCode
 
@@ -86,6 +87,8 @@ def parse_coupon(data: dict) -> tuple[dict, str]:
     """The promotion's columns and its code from a request body; ValidationError naming every bad field."""
     errors: dict[str, str] = {}
     currency = current_app.config["SHOP_CURRENCY"]
+    if problem := foreign_currency(data, currency):
+        errors["currency"] = problem  # amounts are never taken in another currency than the shop's
     code = data.get("code")
     if problem := bo.code_problem(code):
         errors["code"] = problem
@@ -178,29 +181,14 @@ def list_coupons():
             "page": page, "per_page": per_page, "total": total}
 
 
-def _day(value: str | None, field: str, errors: dict) -> date | None:
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-        if not 2000 <= day.year <= 9000:
-            raise ValueError("out of range")
-        return day
-    except ValueError:
-        errors[field] = "must be a date like 2026-11-01 (years 2000 to 9000)"
-        return None
-
-
 @bp.get(f"{A}/reports/promotions")
 @any_permission_required(P.PROMOTIONS_VIEW, P.REPORTS_VIEW)
 def promotions_report():
     """Usage per promotion: active redemptions, discount given, revenue of the orders using it."""
-    errors: dict = {}
-    start = _day(request.args.get("from"), "from", errors)
-    end = _day(request.args.get("to"), "to", errors)
     p = Params(request.args)
-    promotion_id = p.int("promotion_id", None, lo=1, hi=2**31 - 1)
-    errors.update(p.errors)
+    start, end = p.date("from"), p.date("to")
+    promotion_id = p.int("promotion_id", None, lo=1, hi=column_max(Promotion.id))
+    errors = p.errors
     if start and end and start > end:
         errors["from"] = "must not be after to"
     if errors:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
 
+from shop.bounds import YEARS, parse_day
 from shop.errors import ValidationError
 
 TRUE = {"1", "true", "yes", "on"}
@@ -30,6 +31,17 @@ class Params:
         elif hi is not None and value > hi:
             self.errors[name] = f"must be at most {hi}"
         return value
+
+    def date(self, name: str, default=None, *, years: tuple[int, int] = YEARS):
+        """A day like 2026-11-01 within `years` (a range's end + 1 day must still be a date)."""
+        raw = self.args.get(name)
+        if raw is None or raw == "":
+            return default
+        day = parse_day(raw, years)
+        if day is None:
+            self.errors[name] = f"must be a date like 2026-11-01 (years {years[0]} to {years[1]})"
+            return default
+        return day
 
     def bool(self, name: str, default: bool = False) -> bool:
         raw = self.args.get(name)

@@ -7,6 +7,7 @@ import unicodedata
 
 from sqlalchemy import func, select, update
 
+from shop.bounds import column_max, fits, is_whole
 from shop.catalog.models import Product, ProductImage, ProductOption, Variant
 from shop.extensions import db
 
@@ -45,6 +46,24 @@ def refresh_product_summary(product_ids: list[int] | None = None) -> None:
                        .execution_options(synchronize_session=False))
 
 
+# The variant numbers a definition sets, each checked against its own column's range.
+_VARIANT_NUMBERS = {"price_amount": Variant.price_amount, "compare_at_amount": Variant.compare_at_amount,
+                    "on_hand": Variant.on_hand, "weight_grams": Variant.weight_grams}
+
+
+def _check_numbers(variant: dict) -> None:
+    """Prices, stock and weight are whole numbers from 0 to what their columns hold."""
+    for key, column in _VARIANT_NUMBERS.items():
+        value = variant.get(key)
+        if value is None and key != "price_amount":
+            continue
+        if is_whole(value, -column_max(column), -1):
+            raise CatalogError("prices and stock cannot be negative", "variants")
+        if not fits(value, column):
+            raise CatalogError(f"{key} of variant {variant.get('sku')} must be a whole number from 0 to "
+                               f"{column_max(column)}", "variants")
+
+
 def build_product(*, category_id: int, name: str, slug: str | None = None, brand: str = "", description: str = "",
                   attributes: dict | None = None, status: str = "draft", featured: bool = False,
                   currency: str = "USD", options: list[tuple[str, list[str]]] = (),
@@ -73,8 +92,7 @@ def build_product(*, category_id: int, name: str, slug: str | None = None, brand
         if key in seen:
             raise CatalogError(f"two variants share the options {chosen}", "variants")
         seen.add(key)
-        if v["price_amount"] < 0 or (v.get("compare_at_amount") or 0) < 0 or v.get("on_hand", 0) < 0:
-            raise CatalogError("prices and stock cannot be negative", "variants")
+        _check_numbers(v)
         product.variants.append(Variant(sku=v["sku"], options=chosen, price_amount=v["price_amount"],
                                         compare_at_amount=v.get("compare_at_amount"), currency=currency,
                                         on_hand=v.get("on_hand", 0), weight_grams=v.get("weight_grams", 0),

@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shop.audit.models import AuditEntry
+from shop.bounds import INT4_MAX, is_whole
 from shop.catalog.models import Category, Product, Variant
 from shop.extensions import db
 from shop.money import money
@@ -27,7 +28,7 @@ MAX_BATCH = 10_000
 TARGET_KEYS = ("categories", "products", "variants")
 TARGET_MODELS = {"categories": Category, "products": Product, "variants": Variant}
 MAX_AMOUNT = 10**12  # minor units; far below BIGINT, far above any real price
-MAX_LIMIT = 2**31 - 1  # integer columns
+MAX_LIMIT = INT4_MAX  # usage limits are integer columns
 
 
 # -- checking a rule ------------------------------------------------------------------------------
@@ -62,8 +63,7 @@ def targets_problem(spec) -> str | None:
     if unknown:
         return f"may only have the keys categories, products, variants (not {', '.join(map(str, unknown))})"
     for key, ids in spec.items():
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**31
-                                                for i in ids):
+        if not isinstance(ids, list) or not all(is_whole(i, 1, INT4_MAX) for i in ids):
             return f"{key} must be a list of ids"
         model = TARGET_MODELS[key]
         found = set(db.session.scalars(select(model.id).where(model.id.in_(ids)))) if ids else set()

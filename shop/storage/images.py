@@ -1,0 +1,66 @@
+"""Uploaded images are decoded and encoded again with Pillow before anyone can fetch them.
+
+What is stored is a fresh file made from the pixels only: bytes appended after the image (an HTML or
+script payload making a polyglot), comments, EXIF (GPS positions of a phone photo), ICC and text chunks
+are gone. A file Pillow cannot decode as the declared type is refused, and so is one with more pixels
+than UPLOAD_MAX_PIXELS (a decompression bomb: a few KB that unpack to gigabytes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from shop.errors import ApiError
+
+FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+# Frame timing and palette transparency are part of the picture; every other info key is metadata.
+KEEP_INFO = ("transparency", "duration", "loop", "background")
+
+
+def _refuse(content_type: str) -> ApiError:
+    return ApiError(415, "unsupported_media_type", f"The file is not a readable {content_type} image.")
+
+
+def _frame(frame: Image.Image, fmt: str, upright: bool) -> Image.Image:
+    """A copy the encoder takes (JPEG has no alpha or palette), upright, with no metadata."""
+    frame = ImageOps.exif_transpose(frame) if upright else frame.copy()
+    if fmt == "JPEG" and frame.mode not in ("RGB", "L", "CMYK"):
+        frame = frame.convert("RGB")
+    frame.info = {k: v for k, v in frame.info.items() if k in KEEP_INFO}
+    return frame
+
+
+def _decode(source: Path, content_type: str, max_pixels: int) -> tuple[list[Image.Image], dict]:
+    """The frames of the image at `source` (checked to be of the declared format and size) and their timing."""
+    fmt = FORMATS[content_type]
+    try:
+        with Image.open(source, formats=[fmt]) as image:
+            # Header only so far: refuse a bomb before decoding it (every frame counts).
+            if image.width * image.height * getattr(image, "n_frames", 1) > max_pixels:
+                raise ApiError(413, "image_too_large", f"The image has more than {max_pixels} pixels.")
+            if getattr(image, "n_frames", 1) > 1:
+                frames = [_frame(f, fmt, upright=False) for f in ImageSequence.Iterator(image)]
+            else:
+                frames = [_frame(image, fmt, upright=True)]
+            timing = {"duration": [f.info.get("duration", 0) for f in frames],
+                      "loop": image.info.get("loop", 0)} if len(frames) > 1 else {}
+    except ApiError:
+        raise
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise _refuse(content_type) from None
+    return frames, timing
+
+
+def reencode(source: Path, target: Path, content_type: str, max_pixels: int) -> None:
+    """Write to `target` a freshly encoded copy of the `content_type` image at `source`; 415 or 413 if refused."""
+    fmt = FORMATS[content_type]
+    frames, options = _decode(source, content_type, max_pixels)
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = 90
+    try:
+        frames[0].save(target, fmt, save_all=len(frames) > 1, append_images=frames[1:], **options)
+    except (OSError, ValueError):
+        raise _refuse(content_type) from None
