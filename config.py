@@ -83,7 +83,7 @@ def from_environment(env=None) -> dict:
         "SECRET_KEY": text("SECRET_KEY"),
         # The embedded stack's data directory (`make run --var`); the generated development key lives in it.
         "VAR_DIR": text("SHOP_VAR_DIR", os.path.join(HERE, "var")),
-        # The address the web server listens on, as its starter reports it (`make run --host` sets it; `flask run`
+        # The address the web server listens on, as its starter reports it (`HOST=... make run` sets it; `flask run`
         # users may set FLASK_RUN_HOST). Development without SECRET_KEY refuses anything but loopback.
         "BIND_HOST": text("SHOP_BIND_HOST") or text("FLASK_RUN_HOST") or "127.0.0.1",
         # Back-office sessions end this long after log-in, or after this long without a request.
