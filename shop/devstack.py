@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and not os.environ.get("SECRET_KEY") and not is_loopback(args.host):
         # The key generated in var/ is for a shop only this machine reaches; refuse before starting anything.
         print(f"[stack] refusing to serve on {args.host} without SECRET_KEY: set SECRET_KEY to a random value "
-              "(python -c 'import secrets; print(secrets.token_hex(32))') or use --host 127.0.0.1", file=sys.stderr)
+              "(python -c 'import secrets; print(secrets.token_hex(32))') or listen on 127.0.0.1 (HOST=127.0.0.1)",
+              file=sys.stderr)
         return 2
 
     stack = Stack(Path(args.var))
