@@ -1,17 +1,21 @@
-"""Side effects after the commit: `after_commit(queue, func, *args)` enqueues an RQ job only when the
-surrounding transaction commits, and forgets it when it rolls back. Mail, refunds and search sync
-all go this way, so a worker never acts on a row that does not exist."""
-from __future__ import annotations
+"""Side effects after the commit: `after_commit(queue, func, *args)` runs func as an RQ job once the
+surrounding transaction commits, and never when it rolls back. Mail, refunds, payment-event
+deliveries and search sync all go this way, so a worker never acts on a row that does not exist.
 
-import logging
+The job is an `outbox_job` row written in the same transaction (shop.outbox), so it survives Redis
+being away at commit time: right after the commit this process hands the rows to RQ, and when Redis
+cannot take them the relay (`python worker.py relay`) does as soon as it can.
+"""
+from __future__ import annotations
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from shop.extensions import db, redis_ext
+from shop import outbox
+from shop.extensions import db
 
-log = logging.getLogger(__name__)
-_PENDING = "after_commit_jobs"
+_PENDING = "outbox_job_ids"  # rows written in the open transaction
+_COMMITTED = "outbox_job_ids_committed"  # rows of the transaction that just committed, for the fast path
 
 
 def default_retry():
@@ -21,21 +25,33 @@ def default_retry():
     return Retry(max=3, interval=[10, 60, 300])
 
 
-def after_commit(queue: str, func, *args, retry=None, **kwargs) -> None:
-    """Enqueue func(*args, **kwargs) on `queue` once this transaction commits, retried with backoff
-    (`retry`, or default_retry()) when it raises."""
-    retry = retry if retry is not None else default_retry()
-    db.session.connection()  # make sure a transaction is open, so its rollback also drops the job
-    db.session.info.setdefault(_PENDING, []).append((queue, func, args, kwargs, retry))
+def record_job(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120) -> None:
+    """after_commit() in a given session's transaction (for session event hooks)."""
+    row_id = outbox.record(session, queue, func, args, kwargs, retry if retry is not None else default_retry(),
+                           job_timeout)
+    session.info.setdefault(_PENDING, []).append(row_id)
+
+
+def after_commit(queue: str, func, *args, retry=None, job_timeout: int = 120, **kwargs) -> None:
+    """Run func(*args, **kwargs) on `queue` once this transaction commits, retried with backoff
+    (`retry`, or default_retry()) when it raises. Arguments must be JSON-able (they are stored)."""
+    record_job(db.session(), queue, func, args, kwargs, retry, job_timeout)
 
 
 @event.listens_for(Session, "after_commit")
-def _enqueue(session: Session) -> None:
-    for queue, func, args, kwargs, retry in session.info.pop(_PENDING, None) or ():
-        try:
-            redis_ext.queue(queue).enqueue(func, *args, retry=retry, job_timeout=120, **kwargs)
-        except Exception:  # noqa: BLE001 - the commit stands; an operator sees the log line
-            log.exception("could not queue %s%r on %s", getattr(func, "__name__", func), args, queue)
+def _committed(session: Session) -> None:
+    if session.in_nested_transaction():  # a released savepoint: the rows are not committed yet
+        return
+    if ids := session.info.pop(_PENDING, None):
+        session.info.setdefault(_COMMITTED, []).extend(ids)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _dispatch(session: Session, transaction) -> None:
+    """Hand the committed rows to RQ once the session gave its connection back to the pool (so the
+    hand-over's own short transaction never holds a second connection per request)."""
+    if transaction.parent is None and (ids := session.info.pop(_COMMITTED, None)):
+        outbox.dispatch_now(session.get_bind(), ids)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -61,6 +61,12 @@ def touch(product_ids=(), categories: bool = False) -> None:
     changes["categories"] = changes["categories"] or categories
 
 
+def pending_changes(session: Session) -> tuple[set[int], bool]:
+    """What the open transaction changed so far (flushed changes and touch()): for before-commit hooks."""
+    changes = session.info.get(_KEY) or {"products": set(), "categories": False}
+    return set(changes["products"]), changes["categories"]
+
+
 @event.listens_for(Session, "after_commit")
 def _publish(session: Session) -> None:
     changes = session.info.pop(_KEY, None)

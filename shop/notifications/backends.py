@@ -17,11 +17,14 @@ class Message:
     text: str
     html: str
     event: str = ""
+    # Stable per notification (jobs.message_id): a copy sent again after a crash carries the same
+    # Message-ID, which receiving systems use to drop duplicates. A random one when not given.
+    message_id: str = ""
 
     def as_email(self) -> EmailMessage:
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = self.sender, self.to, self.subject
-        msg["Message-ID"] = f"<{uuid.uuid4().hex}@shop>"
+        msg["Message-ID"] = self.message_id or f"<{uuid.uuid4().hex}@shop>"
         msg["X-Shop-Event"] = self.event
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
@@ -47,18 +50,29 @@ class SmtpBackend:
         self.host, self.port, self.username, self.password, self.starttls = host, port, username, password, starttls
 
     def send(self, message: Message) -> str:
+        """Returns once the server accepted the message (its answer to DATA); a failure after that
+        (QUIT unanswered, the connection dropped) is not a failed send and must not cause a resend."""
         email = message.as_email()
-        with smtplib.SMTP(self.host, self.port, timeout=30) as smtp:
+        smtp = smtplib.SMTP(self.host, self.port, timeout=30)
+        try:
             if self.starttls:
                 smtp.starttls()
             if self.username:
                 smtp.login(self.username, self.password)
             smtp.send_message(email)
+        finally:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
         return email["Message-ID"]
 
 
 class SendGridBackend:
-    """SendGrid's v3 API through its official SDK; the host is configurable (tests use a local fake)."""
+    """SendGrid's v3 API through its official SDK; the host is configurable (tests use a local fake).
+
+    SendGrid's v3 mail send offers no idempotency key (unlike Stripe's API): a request repeated after
+    a lost answer is a second mail. The job's claim and its `sent` mark are the only guard."""
 
     def __init__(self, api_key: str, host: str):
         from sendgrid import SendGridAPIClient

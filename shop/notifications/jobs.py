@@ -8,6 +8,12 @@ NOTHING); after the backend accepted the mail it marks the row `sent`. So:
   * a row left `sending` by a worker killed mid-send (older than MAIL_CLAIM_STALE_SECONDS, longer
     than a mail job may run) is taken over, and the mail is sent once;
   * when the backend fails, the claim is released, and RQ's retry sends it later.
+
+The backend returns as soon as the provider accepted the mail, and the `sent` mark is committed
+right then, kept trying for up to a minute while PostgreSQL is away. What remains: a worker killed
+(or PostgreSQL away for longer) between the provider's acceptance and that commit leaves the claim
+`sending`; it is taken over once stale and the mail goes out again. Over SMTP the copy carries the
+same Message-ID (message_id()), so receiving systems can drop it; SendGrid has no idempotency key.
 """
 from __future__ import annotations
 
@@ -22,10 +28,11 @@ from sqlalchemy.dialects.postgresql import insert
 from shop.extensions import db
 from shop.notifications.backends import Message, backend_for
 from shop.notifications.models import SentNotification
-from shop.notifications.services import EVENTS, object_key_for
+from shop.notifications.services import EVENTS, digest, object_key_for
 
 log = logging.getLogger(__name__)
 DEFAULT_CLAIM_STALE_SECONDS = 300  # a mail job is killed by RQ after 120 s, so an older claim is abandoned
+MARK_SENT_PAUSES = (0.5, 1, 2, 4, 8, 15, 15, 15)  # ~1 minute of PostgreSQL outage, within the job's 120 s
 
 
 class MailInProgress(RuntimeError):
@@ -36,13 +43,20 @@ def _now() -> datetime:  # one clock for claims, so tests can move it
     return datetime.now(timezone.utc)
 
 
-def render(event_name: str, to: str, payload: dict) -> Message:
+def message_id(event_name: str, object_key: str, sender: str) -> str:
+    """The notification's Message-ID: the same for every attempt at (event, object key)."""
+    domain = sender.rpartition("@")[2].strip("> ") or "shop"
+    return f"<{digest(f'{event_name}:{object_key}', 40)}@{domain}>"
+
+
+def render(event_name: str, to: str, payload: dict, object_key: str | None = None) -> Message:
     context = {"shop_name": current_app.config["SHOP_NAME"], "to": to, **payload}
     base = f"email/{event_name.replace('.', '_')}"
+    sender = current_app.config["MAIL_FROM"]
     return Message(
-        to=to, sender=current_app.config["MAIL_FROM"], subject=EVENTS[event_name].format(**context),
+        to=to, sender=sender, subject=EVENTS[event_name].format(**context),
         text=render_template(f"{base}.txt", **context), html=render_template(f"{base}.html", **context),
-        event=event_name)
+        event=event_name, message_id=message_id(event_name, object_key, sender) if object_key else "")
 
 
 def claim(event_name: str, object_key: str, to: str) -> tuple[int, datetime] | None:
@@ -109,18 +123,22 @@ def send_notification(event_name: str, to: str, payload: dict, key: str | None =
             log.info("%s %s was sent already; not sending it again", event_name, object_key)
             return None
         try:
-            message = render(event_name, to, payload)
+            message = render(event_name, to, payload, object_key)
             sent = backend_for(app.config).send(message)
         except BaseException:
             _release(*claimed)
             raise
-        # The mail is out: from here on nothing may make RQ run this job again.
-        for attempt in range(3):
+        # The provider accepted the mail: record it before anything else, and never let RQ run this again.
+        for attempt, pause in enumerate((*MARK_SENT_PAUSES, None), start=1):
             try:
                 _mark_sent(*claimed)
                 break
             except Exception:  # noqa: BLE001
                 db.session.rollback()
-                log.exception("could not mark notification %s sent (attempt %d)", claimed[0], attempt + 1)
-                time.sleep(0.5 * (attempt + 1))
+                log.warning("could not mark notification %s sent (attempt %d)", claimed[0], attempt, exc_info=True)
+                if pause is None:
+                    log.error("notification %s was sent but is not marked; it may be sent again once its claim "
+                              "is stale", claimed[0])
+                else:
+                    time.sleep(pause)
         return sent

@@ -1,32 +1,32 @@
-"""After each commit that changed the catalogue, queue a search sync job for the products concerned.
+"""With each commit that changed the catalogue, record a search sync job for the products concerned.
 
-The listener runs after the commit (shop.catalog.changes), so it enqueues directly; when Redis is
-down the commit stands, the log says so, and the nightly reconcile() repairs the index.
+The job is written into the committing transaction itself (an outbox row, shop.afterwards), just
+before it commits: catalogue change and sync job stand or fall together, and a sync recorded while
+Redis is down is queued by the outbox relay once it is back. The nightly reconcile() still repairs
+anything the index missed (Typesense away for longer than the job's retries).
 """
 from __future__ import annotations
 
-import logging
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from shop.catalog.changes import on_catalog_change
-from shop.extensions import redis_ext
-
-log = logging.getLogger(__name__)
+from shop.afterwards import record_job
+from shop.catalog.changes import pending_changes
 
 
-@on_catalog_change
-def queue_search_sync(product_ids: set[int], categories_changed: bool) -> None:
+@event.listens_for(Session, "before_commit")
+def queue_search_sync(session: Session) -> None:
     from rq import Retry
 
     from shop.search import jobs
 
+    if session.in_nested_transaction():  # a savepoint: its changes are recorded with the outer commit
+        return
+    session.flush()  # so this transaction's last changes are collected too
+    product_ids, categories_changed = pending_changes(session)
     retry = Retry(max=3, interval=[10, 60, 300])  # Typesense restarting: try again a little later
-    try:
-        queue = redis_ext.queue("search")
-        if categories_changed:
-            # A renamed or moved category changes the path of every product below it: rebuild.
-            queue.enqueue(jobs.reindex, job_timeout=3600, retry=retry)
-        elif product_ids:
-            queue.enqueue(jobs.sync_products, sorted(product_ids), job_timeout=600, retry=retry)
-    except Exception:  # noqa: BLE001 - derived data: the nightly reconcile repairs what is missed
-        log.warning("could not queue search sync for %d product(s); the nightly reconcile will catch up",
-                    len(product_ids), exc_info=True)
+    if categories_changed:
+        # A renamed or moved category changes the path of every product below it: rebuild.
+        record_job(session, "search", jobs.reindex, job_timeout=3600, retry=retry)
+    elif product_ids:
+        record_job(session, "search", jobs.sync_products, [sorted(product_ids)], job_timeout=600, retry=retry)

@@ -1,0 +1,213 @@
+"""The outbox: work that must happen after a commit is a row in PostgreSQL first, a queued job second.
+
+`shop.afterwards.after_commit()` INSERTs an `outbox_job` row in the transaction that needs the work,
+so a rollback drops it and a commit keeps it, whether Redis is up or not. Right after the commit the
+same process tries to hand the rows to RQ (`dispatch_now`); whatever that could not hand over waits
+for the relay:
+
+    python worker.py relay          # shop.outbox.run_relay(): one or more per deployment
+
+`relay_once()` takes undispatched rows in id order with SELECT ... FOR UPDATE SKIP LOCKED, so relays
+running side by side never hand the same row over twice, and enqueues each as the RQ job
+`outbox-<row id>` with `unique=True`: a row that was enqueued by a relay that died before marking it
+is marked, not queued a second time, while that job still exists. Jobs are idempotent anyway (a
+refund of nothing left does nothing, a mail is claimed per event and object).
+
+One mechanism for every kind of row: `kind` is "job" today; the event backbone (issue 13) adds
+"event" rows (`queue` holding the topic, `kwargs` the payload) and a dispatcher for them in
+DISPATCHERS, and the relay streams them the same way.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from datetime import datetime, timedelta, timezone
+
+from redis.exceptions import RedisError
+from sqlalchemy import BigInteger, Index, String, Text, delete, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from shop.extensions import db, redis_ext
+
+log = logging.getLogger(__name__)
+
+FAST_PATH_PAUSE = 5.0  # seconds after a failed hand-over during which commits leave their rows to the relay
+BATCH = 100
+
+
+class OutboxJob(db.Model):
+    __tablename__ = "outbox_job"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="job", server_default="job")  # see DISPATCHERS
+    queue: Mapped[str] = mapped_column(String(60))
+    function: Mapped[str] = mapped_column(String(200))  # dotted path, imported by the worker
+    args: Mapped[list] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    kwargs: Mapped[dict] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    retry: Mapped[dict | None] = mapped_column(JSONB)  # {"max": 3, "interval": [10, 60, 300]}
+    job_timeout: Mapped[int] = mapped_column(default=120, server_default="120")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    available_at: Mapped[datetime] = mapped_column(server_default=func.now())  # pushed back after a failure
+    dispatched_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_outbox_job_pending", "id", postgresql_where=text("dispatched_at IS NULL")),
+        Index("ix_outbox_job_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL")),
+    )
+
+
+def function_path(func) -> str:
+    """`func` as the dotted path a worker imports; lambdas and nested functions cannot be named so."""
+    if isinstance(func, str):
+        return func
+    qualname = getattr(func, "__qualname__", "")
+    if not qualname or "<" in qualname:
+        raise ValueError(f"{func!r} is not a module-level function a worker can import")
+    return f"{func.__module__}.{qualname}"
+
+
+def record(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120) -> int:
+    """INSERT the job in `session`'s transaction; returns the row id. Arguments must be JSON-able."""
+    return session.execute(insert(OutboxJob).values(
+        queue=queue, function=function_path(func), args=list(args), kwargs=dict(kwargs or {}),
+        retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
+        job_timeout=job_timeout).returning(OutboxJob.id)).scalar_one()
+
+
+def _enqueue(row: OutboxJob) -> None:
+    """Hand a "job" row to RQ as job `outbox-<id>`; an existing job of that id means it is queued already."""
+    from rq import Retry
+    from rq.exceptions import DuplicateJobError
+
+    retry = Retry(max=row.retry["max"], interval=row.retry["interval"]) if row.retry else None
+    try:
+        redis_ext.queue(row.queue).enqueue_call(row.function, args=tuple(row.args), kwargs=row.kwargs,
+                                                timeout=row.job_timeout, job_id=f"outbox-{row.id}", unique=True,
+                                                retry=retry)
+    except DuplicateJobError:
+        log.info("outbox row %s was queued before (job outbox-%s exists); marking it dispatched", row.id, row.id)
+
+
+DISPATCHERS = {"job": _enqueue}  # kind -> how a row leaves the outbox
+
+
+def _dispatch(session: Session, ids=None, limit: int = BATCH) -> int:
+    """Hand over up to `limit` due rows (of `ids`, when given) in one transaction of `session`, which the
+    caller commits. Returns how many went; raises RedisError when Redis refused, after noting it on the
+    row that failed (the rows handed over before it are marked and kept)."""
+    query = (select(OutboxJob).where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind.in_(list(DISPATCHERS)),
+                                     OutboxJob.available_at <= func.now())
+             .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True))
+    if ids is not None:
+        query = query.where(OutboxJob.id.in_(list(ids)))
+    done = 0
+    for row in session.scalars(query).all():
+        try:
+            DISPATCHERS[row.kind](row)
+        except RedisError as exc:  # Redis is away: every other row would fail too
+            row.attempts += 1
+            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            session.flush()
+            raise
+        except Exception as exc:  # noqa: BLE001 - this row is wrong (unknown queue...): back off, go on
+            row.attempts += 1
+            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            row.available_at = datetime.now(timezone.utc) + timedelta(seconds=min(3600, 10 * 2 ** row.attempts))
+            log.error("outbox row %s cannot be dispatched: %s", row.id, row.last_error)
+            continue
+        row.dispatched_at = datetime.now(timezone.utc)
+        done += 1
+    return done
+
+
+# Per Redis client: the monotonic time until which commits leave their rows to the relay, because that
+# Redis was away a moment ago (so a request does not wait for a connect timeout on every commit).
+_paused_until: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dispatch_now(bind, ids) -> None:
+    """The fast path, run right after a commit: hand the just-committed rows to RQ. Never raises: what
+    is not handed over now stays in the outbox for the relay."""
+    try:
+        client = redis_ext.client
+        if time.monotonic() < _paused_until.get(client, 0.0):
+            return
+        # A short session of our own on the committed one's bind (join_transaction_mode matters only
+        # when that bind is a connection inside a transaction, as in the test suite).
+        with Session(bind=bind, join_transaction_mode="create_savepoint") as session, session.begin():
+            _dispatch(session, ids=ids)
+    except RedisError as exc:
+        _paused_until[client] = time.monotonic() + FAST_PATH_PAUSE
+        log.warning("Redis is unreachable (%s); %d job(s) stay in the outbox for the relay", exc, len(ids))
+    except Exception:  # noqa: BLE001 - the commit stands and the rows are safe; the relay retries them
+        log.warning("could not hand %d outbox job(s) to RQ now; the relay will", len(ids), exc_info=True)
+
+
+def relay_once(limit: int = BATCH) -> int:
+    """Dispatch up to `limit` due rows in id order; returns how many went. Raises RedisError (Redis away)
+    or a DBAPIError (PostgreSQL away) for the caller to back off; attempts and errors are recorded."""
+    try:
+        done = _dispatch(db.session, limit=limit)
+        db.session.commit()
+        return done
+    except RedisError:
+        db.session.commit()  # keep the note on the row that failed and the rows that went before it
+        raise
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def purge_dispatched(older_than: timedelta = timedelta(days=7)) -> int:
+    """Scheduled (daily): delete rows dispatched longer ago than `older_than`; returns how many."""
+    cutoff = datetime.now(timezone.utc) - older_than
+    gone = db.session.execute(delete(OutboxJob).where(OutboxJob.dispatched_at < cutoff)).rowcount
+    db.session.commit()
+    return gone
+
+
+def _forget_session() -> None:
+    """Drop the session after a failure, whatever state its connection is in."""
+    try:
+        db.session.remove()
+    except Exception:  # noqa: BLE001 - a dead connection may refuse even the rollback
+        pass
+
+
+def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, max_backoff: float = 10.0) -> None:
+    """Relay forever (until `stop_event` is set), in an app context. A Redis or PostgreSQL outage never
+    ends it: it waits with growing pauses and logs one line when the outage starts and one when it ends.
+    Every round beats the "relay" heartbeat (shop:heartbeat:relay), so the pauses stay under its TTL/2."""
+    from shop import heartbeat
+
+    stop_event = stop_event or threading.Event()
+    instance = heartbeat.this_process()
+    outage: str | None = None
+    pause = interval
+    while not stop_event.is_set():
+        try:
+            heartbeat.beat(redis_ext.client, "relay", instance=instance)  # no key in Redis = no relay
+            done = relay_once()
+        except Exception as exc:  # noqa: BLE001 - the relay outlives every outage
+            _forget_session()
+            what = ("Redis" if isinstance(exc, RedisError) else "PostgreSQL" if isinstance(exc, DBAPIError)
+                    else type(exc).__name__)
+            if outage != what:
+                log.warning("outbox relay: %s failed (%s); retrying with backoff", what,
+                            (str(exc).splitlines() or [""])[0][:300], exc_info=what not in ("Redis", "PostgreSQL"))
+                outage = what
+            pause = min(max_backoff, max(pause, interval) * 2)
+            stop_event.wait(pause)
+            continue
+        if outage:
+            log.warning("outbox relay: %s is back, relaying again", outage)
+            outage = None
+        pause = interval
+        if done < BATCH:  # a full batch means more are waiting: go on at once
+            stop_event.wait(interval)
