@@ -2,19 +2,25 @@
 
 API errors look like {"error": {"code", "message", "details"}} (API.md); no input a client can
 send yields a 500, and an unexpected failure still answers in that shape without leaking internals.
+A request that fails because PostgreSQL or Redis cannot be reached answers 503 `service_unavailable`
+with Retry-After (see outage()): the client should try again, and nothing about it is a bug.
 """
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, g, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "malformed_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-              422: "validation_failed", 429: "rate_limited"}
+              422: "validation_failed", 429: "rate_limited", 503: "service_unavailable"}
+OUTAGE_RETRY_AFTER = 5  # seconds: a restarting server is usually back by then; clients back off from there
+# PostgreSQL SQLSTATEs that mean "the server went away", not "your statement is wrong": connection exceptions
+# (class 08) and admin/crash shutdown or "cannot connect now" while it restarts (57P01-57P03).
+_PG_GONE_STATES = ("57P01", "57P02", "57P03")
 
 
 class ApiError(Exception):
@@ -36,6 +42,39 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
 
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/webhooks/")
+
+
+def outage(exc: BaseException) -> str | None:
+    """'database' or 'redis' when `exc` (or what it was raised from) means that server is unreachable, else None.
+
+    Only connection failures count: a deadlock, a lock timeout or a constraint violation is an
+    OperationalError/IntegrityError too, but stays a 500 (a bug) or is handled where it happens.
+    Only explicit causes (`raise ... from`) are followed, never the implicit context, so a bug in an
+    except-block that handles an outage is still reported as the bug it is."""
+    import psycopg
+    import redis.exceptions
+    from sqlalchemy import exc as sa
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return "redis"
+        if isinstance(exc, sa.DisconnectionError):
+            return "database"
+        if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+            return "database"
+        if isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
+            exc = exc.orig
+            continue
+        if isinstance(exc, psycopg.InterfaceError):
+            return "database"  # the connection is closed (the server went away under it)
+        if isinstance(exc, psycopg.OperationalError):
+            state = getattr(exc, "sqlstate", None)
+            if state is None or state.startswith("08") or state in _PG_GONE_STATES:
+                return "database"  # None: it never answered (refused, reset, closed unexpectedly)
+            return None
+        exc, seen = exc.__cause__, seen + 1
+    return None
 
 
 def register(app: Flask) -> None:
@@ -75,6 +114,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        down = outage(exc)
+        if down:
+            return unavailable(down, exc)
         if isinstance(exc, RecursionError):  # its traceback is thousands of lines: one line says enough
             log.error("recursion too deep on %s %s (request %s)", request.method, request.path, g.get("request_id"))
         else:
@@ -91,3 +133,24 @@ def register(app: Flask) -> None:
             return resp
         return render_template("errors/error.html", status=500, title="Something went wrong",
                                message="Something went wrong on our side. Please try again in a moment."), 500
+
+
+def unavailable(down: str, exc: BaseException):
+    """503 for a request that needed a server that is down: one log line (the outage is the news, not a
+    traceback per request), the session rolled back, and Retry-After so clients come back, not hammer."""
+    log.warning("%s unavailable on %s %s (request %s): %s", down, request.method, request.path,
+                g.get("request_id"), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    try:
+        from shop.extensions import db
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to roll back; the pool discards it
+        pass
+    message = "The shop is having trouble reaching one of its services. Please try again in a moment."
+    if wants_json():
+        resp = jsonify(error_body("service_unavailable", message, {"request_id": g.get("request_id")}))
+        resp.status_code = 503
+    else:
+        resp = make_response(render_template("errors/unavailable.html"), 503)
+    resp.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER)
+    resp.headers["Cache-Control"] = "no-store"  # a CDN must not keep the outage page after the outage
+    return resp

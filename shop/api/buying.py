@@ -115,7 +115,7 @@ def place_order():
                                       user=user, email=data.get("email"),
                                       shipping_address=data.get("shipping_address"),
                                       billing_address=data.get("billing_address"),
-                                      shipping_method=data.get("shipping_method"))
+                                      shipping_method=data.get("shipping_method"), claim=(scope, key))
     except ApiError as exc:
         if exc.status == 409:  # a business refusal is the answer for this key too
             idempotency.finish(scope, key, 409, error_body(exc.code, exc.message, exc.details))

@@ -6,12 +6,13 @@ Every price and total is recomputed here from the catalogue; nothing the client 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import select
 
-from shop import ratelimit
+from shop import idempotency, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
 from shop.cart.models import Cart
@@ -22,7 +23,7 @@ from shop.inventory import services as inventory
 from shop.orders import services as orders
 from shop.orders.models import Order
 from shop.payments import services as payments
-from shop.payments.gateways import gateway
+from shop.payments.gateways import PaymentRef, gateway
 from shop.payments.models import Payment
 from shop.promotions import services as promotions
 
@@ -76,10 +77,18 @@ def quote(cart: Cart, shipping_method: str = "standard", country: str | None = N
 
 
 def place_order(*, cart_id, cart_token: str | None, user, email, shipping_address, billing_address=None,
-                shipping_method=None) -> Placed:
-    """Cart -> pending order + reservations + payment, then open the payment with the provider."""
+                shipping_method=None, claim: tuple[str, str] | None = None) -> Placed:
+    """Cart -> pending order + reservations + payment, then open the payment with the provider.
+
+    `claim` is the request's idempotency claim (scope, key), held by this request (shop.idempotency). The
+    order is recorded on it in the checkout's own transaction, so a copy that takes over after this one
+    died without answering resumes that order (resume()) instead of refusing the converted cart."""
     email, shipping_address, billing_address, method = validate(email, shipping_address, billing_address,
                                                                 shipping_method)
+    if claim is not None:
+        resumed = resume(claim)
+        if resumed is not None:
+            return resumed
     ratelimit.enforce("RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; "
                                                        "try again later.")
     client = holds.Client(ip=ratelimit.client_ip(), email=email, user_id=user.id if user else None)
@@ -121,14 +130,71 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     payment = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
     db.session.add(payment)
     cart.status = "converted"
+    if claim is not None:
+        idempotency.record(*claim, order_id=order.id, access_token=token)
     db.session.commit()
     try:
         started = payments.start(payment.id)
     except payments.PaymentUnavailable:
-        # Locked and re-read (populate_existing): this session still holds the cart it converted.
-        reopen = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update()
-                                   .execution_options(populate_existing=True))
-        reopen.status = "open"  # the shopper keeps their cart and may try again
+        _reopen(cart.id, order.id)  # the shopper keeps their cart and may try again
         db.session.commit()
         raise
     return Placed(order=db.session.get(Order, order.id), access_token=token, payment=started)
+
+
+def resume(claim: tuple[str, str]) -> Placed | None:
+    """The order an earlier copy of this claim committed before dying without an answer, its payment
+    finished starting if it was left `creating`; None when there is none (or it failed: start over)."""
+    made = idempotency.made(*claim)
+    order = db.session.get(Order, made["order_id"]) if made.get("order_id") else None
+    payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc())) \
+        if order is not None else None
+    if payment is None:
+        return None
+    if payment.status == "failed":
+        # Its payment could not be started, so the order was cancelled: the original answer was a 503 and the
+        # shopper may try again. Finish what that copy had left (reopening the cart) and place the order afresh.
+        _reopen(order.cart_id, order.id)
+        idempotency.forget_made(*claim)
+        db.session.commit()
+        return None
+    order_id, token = order.id, made.get("access_token")
+    if payment.status == "creating":
+        try:
+            started = payments.start(payment.id)
+        except payments.PaymentUnavailable:
+            _reopen(order.cart_id, order_id)
+            idempotency.forget_made(*claim)
+            db.session.commit()
+            raise
+    else:
+        started = payment_answer(payment)
+    return Placed(order=db.session.get(Order, order_id), access_token=token, payment=started)
+
+
+def payment_answer(payment: Payment) -> dict:
+    """What the client needs to pay a payment already started: the provider is asked again with the
+    payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
+    ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
+    started = payment.status == "requires_payment"
+    db.session.commit()  # no transaction stays open during the provider call
+    if started:
+        try:
+            again = gateway().start(ref)
+        except Exception:  # noqa: BLE001 - the payment is fine; only its client secret could not be fetched
+            raise ApiError(503, "payment_unavailable", "The payment provider cannot be reached right now. Your "
+                           "order is placed; please try again in a moment.", headers={"Retry-After": "30"}) from None
+        answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
+    return answer
+
+
+def _reopen(cart_id, order_id: int) -> None:
+    """Give the shopper back the cart that order `order_id` converted, unless a later order has taken it since.
+    Locked and re-read (populate_existing): this session may still hold the cart as it converted it."""
+    if not cart_id:
+        return
+    cart = db.session.scalar(select(Cart).where(Cart.id == uuid.UUID(str(cart_id))).with_for_update()
+                             .execution_options(populate_existing=True))
+    later = db.session.scalar(select(Order.id).where(Order.cart_id == str(cart_id), Order.id > order_id).limit(1))
+    if cart is not None and cart.status == "converted" and later is None:
+        cart.status = "open"

@@ -36,3 +36,59 @@ def retry_failed_webhooks() -> int:
     from shop.webhooks.services import retry_failed
 
     return retry_failed()
+
+
+STUCK_AFTER_SECONDS = 120  # far longer than a provider call may take (10 s timeout, 2 retries)
+START_LEASE_SECONDS = 60  # a sweep's claim on a payment it is starting: longer than that call, too
+
+
+def finish_stuck_payments(older_than_seconds: int = STUCK_AFTER_SECONDS) -> dict:
+    """Scheduled: payments left `creating` by a checkout that died between its commit and the provider's
+    answer (web process or PostgreSQL killed). Each is started now (Stripe sees the same idempotency key,
+    so an intent the dead copy did create is returned, not doubled); when that fails the order is
+    cancelled and its hold released (payments.start does both); a payment whose order is no longer
+    pending (its reservation expired) is cancelled without asking the provider.
+
+    Two sweeps at once never start the same payment: a sweep takes one by moving its `updated_at` a lease
+    (START_LEASE_SECONDS) into the future, only if it is still stale (one guarded UPDATE wins; the other
+    sees a row that is not stale until the lease has run out), and payments.start re-reads the row
+    under its lock before recording anything."""
+    from sqlalchemy import func, select, update
+
+    from shop.extensions import db
+    from shop.orders import services as orders
+    from shop.orders import states
+    from shop.payments import services as payments
+    from shop.payments.models import Payment
+
+    stale = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)
+    ids = db.session.scalars(select(Payment.id).where(Payment.status == "creating", Payment.updated_at < stale)
+                             .order_by(Payment.id).limit(100)).all()
+    db.session.commit()
+    outcome = {"started": 0, "failed": 0, "cancelled": 0}
+    for payment_id in ids:
+        taken = db.session.execute(update(Payment).where(Payment.id == payment_id, Payment.status == "creating",
+                                                         Payment.updated_at < stale)
+                                   .values(updated_at=func.now() + func.make_interval(
+                                       0, 0, 0, 0, 0, 0, START_LEASE_SECONDS))).rowcount
+        db.session.commit()
+        if not taken:
+            continue  # another sweep has it, or it was started meanwhile
+        order_id = db.session.scalar(select(Payment.order_id).where(Payment.id == payment_id))
+        order = orders.lock(order_id)
+        payment = payments.lock_payment(payment_id)
+        if payment.status != "creating":  # started meanwhile (a checkout retried with its key resumes it too)
+            db.session.commit()
+            continue
+        if order.status != states.PENDING:  # expired or cancelled meanwhile: nothing left to pay for
+            payment.status, payment.failure_reason = "cancelled", f"order {order.status} before it started"
+            outcome["cancelled"] += 1
+            db.session.commit()
+            continue
+        db.session.commit()
+        try:
+            payments.start(payment_id)
+            outcome["started"] += 1
+        except payments.PaymentUnavailable:
+            outcome["failed"] += 1  # logged by start(); the order is cancelled and its stock released
+    return outcome

@@ -45,12 +45,15 @@ def start(payment_id: int) -> dict:
         log.log(level, "starting payment %s failed: %r", payment_id, exc)
         order = orders.lock(ref.order_id)
         locked = lock_payment(payment_id)
-        locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
-        orders.move(order, states.CANCELLED, "system", "The payment could not be started")
+        if locked.status == "creating":  # not started meanwhile by another copy (checkout retry, stuck sweep)
+            locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
+            if order.status == states.PENDING:
+                orders.move(order, states.CANCELLED, "system", "The payment could not be started")
         db.session.commit()
         raise PaymentUnavailable() from None
     payment = lock_payment(payment_id)
-    payment.provider_id, payment.status = started.provider_id, "requires_payment"
+    if payment.status == "creating":  # another copy may have started it first: keep the id it recorded
+        payment.provider_id, payment.status = started.provider_id, "requires_payment"
     db.session.commit()
     return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
             "redirect_url": started.redirect_url}
