@@ -35,6 +35,9 @@ from shop.extensions import db, redis_ext
 
 log = logging.getLogger(__name__)
 
+JOB_PREFIX = "outbox-"
+LOST_AFTER = timedelta(seconds=60)  # a dispatched, unfinished row whose job is gone from Redis this long: again
+RECOVER_EVERY = 15.0  # seconds between the relay's looks for lost jobs
 FAST_PATH_PAUSE = 5.0  # seconds after a failed hand-over during which commits leave their rows to the relay
 BATCH = 100
 
@@ -53,12 +56,15 @@ class OutboxJob(db.Model):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     available_at: Mapped[datetime] = mapped_column(server_default=func.now())  # pushed back after a failure
     dispatched_at: Mapped[datetime | None] = mapped_column()
+    done_at: Mapped[datetime | None] = mapped_column()  # succeeded, or left to RQ's failed list (recover_lost)
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_outbox_job_pending", "id", postgresql_where=text("dispatched_at IS NULL")),
         Index("ix_outbox_job_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL")),
+        Index("ix_outbox_job_unfinished", "dispatched_at",
+              postgresql_where=text("dispatched_at IS NOT NULL AND done_at IS NULL")),
     )
 
 
@@ -82,14 +88,14 @@ def record(session: Session, queue: str, func, args=(), kwargs=None, retry=None,
 
 def _enqueue(row: OutboxJob) -> None:
     """Hand a "job" row to RQ as job `outbox-<id>`; an existing job of that id means it is queued already."""
-    from rq import Retry
+    from rq import Callback, Retry
     from rq.exceptions import DuplicateJobError
 
     retry = Retry(max=row.retry["max"], interval=row.retry["interval"]) if row.retry else None
     try:
         redis_ext.queue(row.queue).enqueue_call(row.function, args=tuple(row.args), kwargs=row.kwargs,
-                                                timeout=row.job_timeout, job_id=f"outbox-{row.id}", unique=True,
-                                                retry=retry)
+                                                timeout=row.job_timeout, job_id=f"{JOB_PREFIX}{row.id}", unique=True,
+                                                retry=retry, on_success=Callback(job_succeeded))
     except DuplicateJobError:
         log.info("outbox row %s was queued before (job outbox-%s exists); marking it dispatched", row.id, row.id)
 
@@ -164,6 +170,56 @@ def relay_once(limit: int = BATCH) -> int:
         raise
 
 
+def _row_id(job_id: str) -> int | None:
+    return int(job_id[len(JOB_PREFIX):]) if job_id.startswith(JOB_PREFIX) and job_id[len(JOB_PREFIX):].isdigit() else None
+
+
+def job_succeeded(job, connection, result, *args, **kwargs) -> None:
+    """RQ success callback (in the worker, which has an app context): the row's work is done."""
+    row_id = _row_id(job.id)
+    if row_id is None:
+        return
+    try:
+        db.session.execute(OutboxJob.__table__.update().where(OutboxJob.id == row_id, OutboxJob.done_at.is_(None))
+                           .values(done_at=func.now()))
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - the job did its work; recover_lost marks the row from RQ's record
+        _forget_session()
+        log.warning("could not mark outbox row %s done; the relay will from RQ's record", row_id)
+
+
+def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
+    """Rows dispatched over `older_than` ago and not done, checked against RQ: a job that vanished from
+    Redis (a worker took it off the queue as Redis went down, or Redis lost it) is dispatched again; a
+    finished one is marked done; a failed one is left to the back-office's failed jobs (marked done).
+    Returns how many went back to the relay. The jobs are idempotent, so a second run is harmless."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    cutoff = datetime.now(timezone.utc) - older_than
+    rows = db.session.scalars(
+        select(OutboxJob).where(OutboxJob.done_at.is_(None), OutboxJob.dispatched_at < cutoff)
+        .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
+    again = 0
+    for row in rows:
+        try:
+            status = Job.fetch(f"{JOB_PREFIX}{row.id}", connection=redis_ext.client).get_status(refresh=False)
+        except NoSuchJobError:
+            status = None
+        if status is None:
+            row.dispatched_at, row.attempts = None, row.attempts + 1
+            row.last_error = "its RQ job was lost from Redis; dispatched again"
+            again += 1
+        elif status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+            row.done_at = datetime.now(timezone.utc)
+            if status != JobStatus.FINISHED:
+                row.last_error = f"RQ job {status.value}: see the back-office's failed jobs"
+    db.session.commit()
+    if again:
+        log.warning("outbox: %d dispatched job(s) were lost from Redis; dispatching them again", again)
+    return again
+
+
 def purge_dispatched(older_than: timedelta = timedelta(days=7)) -> int:
     """Scheduled (daily): delete rows dispatched longer ago than `older_than`; returns how many."""
     cutoff = datetime.now(timezone.utc) - older_than
@@ -190,9 +246,13 @@ def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, 
     instance = heartbeat.this_process()
     outage: str | None = None
     pause = interval
+    next_recovery = time.monotonic() + RECOVER_EVERY
     while not stop_event.is_set():
         try:
             heartbeat.beat(redis_ext.client, "relay", instance=instance)  # no key in Redis = no relay
+            if time.monotonic() >= next_recovery:
+                recover_lost()
+                next_recovery = time.monotonic() + RECOVER_EVERY
             done = relay_once()
         except Exception as exc:  # noqa: BLE001 - the relay outlives every outage
             _forget_session()

@@ -31,6 +31,9 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('available_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=True),
+    # Set when the job succeeded (RQ success callback) or RQ's failed list owns it; a dispatched row not
+    # done whose job vanished from Redis is dispatched again by the relay (outbox.recover_lost).
+    sa.Column('done_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_job'))
@@ -40,9 +43,12 @@ def upgrade():
                     postgresql_where=sa.text('dispatched_at IS NULL'))
     op.create_index('ix_outbox_job_dispatched_at', 'outbox_job', ['dispatched_at'], unique=False,
                     postgresql_where=sa.text('dispatched_at IS NOT NULL'))
+    op.create_index('ix_outbox_job_unfinished', 'outbox_job', ['dispatched_at'], unique=False,
+                    postgresql_where=sa.text('dispatched_at IS NOT NULL AND done_at IS NULL'))
 
 
 def downgrade():
+    op.drop_index('ix_outbox_job_unfinished', table_name='outbox_job')
     op.drop_index('ix_outbox_job_dispatched_at', table_name='outbox_job')
     op.drop_index('ix_outbox_job_pending', table_name='outbox_job')
     op.drop_table('outbox_job')

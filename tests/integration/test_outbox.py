@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from shop import create_app
 from shop.afterwards import after_commit
 from shop.extensions import db
-from shop.outbox import OutboxJob, record, relay_once, run_relay
+from shop.outbox import OutboxJob, record, recover_lost, relay_once, run_relay
 from tests.conftest import config_for, local_path
 from tests.integration.test_buying_api import checkout, guest_cart, shelf  # noqa: F401 - a fixture
 from tests.integration.test_jobs import work
@@ -156,6 +156,44 @@ def test_a_row_dispatched_again_does_not_queue_a_second_job(app, db_session, red
     assert relay_once() == 1
     assert rows()[0].dispatched_at is not None
     assert Queue("default", connection=redis_client).job_ids == [f"outbox-{row.id}"]
+
+
+def test_a_job_lost_from_redis_after_dispatch_is_dispatched_again_and_done_once(app, db_session, redis_client):
+    """A worker took the job off the queue just as Redis went down (seen under the fault drills): the
+    row said dispatched, nothing would ever run it. recover_lost() finds it and the relay sends it again."""
+    after_commit("default", echo, "lost")
+    db_session.commit()
+    [row] = rows()
+    queue = Queue("default", connection=redis_client)
+    job_id = f"outbox-{row.id}"
+    assert queue.job_ids == [job_id]
+    redis_client.lrem(queue.key, 0, job_id)  # what the dying worker's dequeue left behind: no trace in Redis
+    redis_client.delete(f"rq:job:{job_id}")
+
+    assert recover_lost(older_than=timedelta(seconds=30)) == 0  # too recent to call lost
+    assert recover_lost(older_than=timedelta(0)) == 1
+    assert rows()[0].dispatched_at is None and "lost" in rows()[0].last_error
+    assert relay_once() == 1 and queue.job_ids == [job_id]
+    with app.app_context():
+        work(redis_client, "default")
+    assert queue.fetch_job(job_id).return_value() == "lost"
+    db_session.expire_all()
+    assert rows()[0].done_at is not None  # the success callback marked it
+    assert recover_lost(older_than=timedelta(0)) == 0  # nothing sent a third time
+
+
+def test_a_finished_job_whose_callback_was_missed_is_marked_done_not_sent_again(app, db_session, redis_client):
+    after_commit("default", echo, "ran")
+    db_session.commit()
+    [row] = rows()
+    with app.app_context():
+        work(redis_client, "default")
+    db_session.execute(update(OutboxJob).where(OutboxJob.id == row.id).values(done_at=None))  # callback lost
+    db_session.commit()
+    assert recover_lost(older_than=timedelta(0)) == 0
+    db_session.expire_all()
+    assert rows()[0].done_at is not None and rows()[0].dispatched_at is not None
+    assert Queue("default", connection=redis_client).job_ids == []
 
 
 def test_two_relays_at_once_dispatch_each_row_once(committed_db, redis_client):
