@@ -74,6 +74,9 @@ def create_app(config=None) -> Flask:
     from shop import security
 
     security.init_app(app)  # hosts, body limits, JSON depth, security headers (after the back-office)
+    from shop.idempotency import release_locks
+
+    app.teardown_request(release_locks)
     _request_ids(app)
     return app
 

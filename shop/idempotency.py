@@ -189,6 +189,13 @@ def _unlock(scope: str, key: str) -> None:
     conn.close()
 
 
+def release_locks(exc=None) -> None:
+    """Teardown safety net: a request that ended without finish()/release() gives its locks back now,
+    not when its connection is garbage-collected."""
+    for scope, key in list(g.get("idempotency_locks", {})):
+        _unlock(scope, key)
+
+
 def purge_expired(now: datetime | None = None) -> int:
     now = now or datetime.now(timezone.utc)
     result = db.session.execute(IdempotencyKey.__table__.delete().where(IdempotencyKey.created_at < now - KEEP_FOR))
