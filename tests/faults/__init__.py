@@ -7,7 +7,7 @@ that nothing was lost or doubled. It takes a few minutes; `make test` runs it. S
 
     .venv/bin/python -m pytest -m "not faults"          # or: make test PYTEST_ARGS='-m "not faults"'
 
-Knobs (environment, seconds unless said): FAULT_SHOPPERS (4), FAULT_WARMUP (10), FAULT_AFTER (10),
+Knobs (environment, seconds unless said): FAULT_SHOPPERS (3), FAULT_WARMUP (6), FAULT_AFTER (6),
 FAULT_REDIS_DOWN (30), FAULT_REDIS_SIGNAL (TERM, or KILL for a crash), FAULT_DOWN (8, PostgreSQL and
 Typesense), FAULT_WORKER_DOWN (the heartbeat TTL + 8, so /readyz?deep=1 can see it),
 FAULT_HOLD_SECONDS (30, the reservation TTL), FAULT_DRAIN (150, the longest wait for queues and holds

@@ -30,8 +30,8 @@ from tests.faults.harness import (ReadyWatcher, Shoppers, ShopUnderTest, backlog
 
 pytestmark = pytest.mark.faults
 
-SHOPPERS = int(knob("FAULT_SHOPPERS", 4))
-WARMUP, AFTER = knob("FAULT_WARMUP", 10), knob("FAULT_AFTER", 10)
+SHOPPERS = int(knob("FAULT_SHOPPERS", 3))
+WARMUP, AFTER = knob("FAULT_WARMUP", 6), knob("FAULT_AFTER", 6)
 DOWN, REDIS_DOWN = knob("FAULT_DOWN", 8), knob("FAULT_REDIS_DOWN", 30)
 # How Redis stops: TERM (a clean stop: it writes its data out) or KILL (a crash: only what it persisted).
 REDIS_SIGNAL = getattr(signal, "SIG" + os.environ.get("FAULT_REDIS_SIGNAL", "TERM").upper())
