@@ -4,15 +4,23 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# axe-core (npm) for the browser tests' accessibility checks; pinned, installed into .venv/node.
+AXE_VERSION := 4.10.3
+AXE    := $(VENV)/node/node_modules/axe-core/axe.min.js
 
 .PHONY: install run test bench seed-large clean
 
-install: $(STAMP)
+install: $(STAMP) $(AXE)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
+
+$(AXE):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION); \
+	else echo "npm not found: the browser tests' axe-core checks will skip (install Node.js and npm)"; fi
 
 run: install
 	$(PY) -m shop.devstack run

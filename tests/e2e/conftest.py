@@ -41,3 +41,36 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+AXE_JS = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = ("serious", "critical")
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's script (installed from npm by `make install`)."""
+    if not AXE_JS.exists():
+        if os.environ.get("SHOP_REQUIRE_BROWSER"):
+            pytest.fail(f"SHOP_REQUIRE_BROWSER is set but axe-core is missing at {AXE_JS} (run `make install`)")
+        pytest.skip("axe-core not installed (needs npm; `make install` puts it in .venv/node)")
+    return AXE_JS.read_text()
+
+
+@pytest.fixture
+def axe(axe_source):
+    """axe(page) runs axe-core in the page and returns its serious and critical violations as
+    readable strings ("rule: help (selector, ...)"), so `assert axe(page) == []` shows what is wrong."""
+    def run(page, *, exclude: list[str] | None = None) -> list[str]:
+        if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+            page.add_script_tag(content=axe_source)
+        context = {"exclude": [[sel] for sel in (exclude or [])]} if exclude else None
+        result = page.evaluate(
+            "async (ctx) => await window.axe.run(ctx || document, {resultTypes: ['violations']})", context)
+        found = []
+        for v in result["violations"]:
+            if v.get("impact") in SERIOUS:
+                targets = ", ".join(" ".join(n["target"]) for n in v["nodes"][:5])
+                found.append(f"{v['id']} ({v['impact']}): {v['help']} [{targets}]")
+        return found
+    return run
