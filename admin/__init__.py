@@ -17,6 +17,9 @@ from shop.promotions.models import Promotion
 
 def init_admin(app: Flask) -> Admin:
     from admin import views
+    from admin.security import admin_time
+
+    app.add_template_filter(admin_time, "admin_time")
 
     admin = Admin(app, name=app.config["SHOP_NAME"] + " back-office", url="/admin",
                   index_view=views.DashboardView(name="Dashboard", url="/admin", endpoint="admin"),

@@ -387,7 +387,7 @@ def _range() -> tuple[date | None, date | None, datetime | None, datetime | None
 def render_report(view, promotion: Promotion | None):
     start, end, lo, hi = _range()
     rows = bo.usage_report(promotion.id if promotion else None, lo, hi)
-    return view.render("admin/shop_promotion_report.html", rows=rows, totals=bo.usage_totals(rows),
+    return view.render("admin/shop_promotion_report.html", rows=rows, totals=bo.usage_totals(rows, with_refunded=True),
                        promotion=promotion, start=start, end=end, format_money=format_money,
                        describe=lambda r: KIND_LABELS.get(r.kind, r.kind))
 

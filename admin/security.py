@@ -6,9 +6,12 @@ page and for each create, edit, delete or bulk action, whatever URL they type.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import abort, redirect, request, url_for
 from flask_admin import BaseView
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.model import typefmt
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
@@ -25,6 +28,22 @@ class AdminForm(FlaskForm):
     def __init__(self, formdata=None, obj=None, prefix="", **kwargs):
         self._obj = obj
         super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
+
+
+def admin_time(value) -> str:
+    """A moment as staff read it in lists and detail pages: "2026-12-02 04:51 UTC" (no microseconds).
+    Also the `admin_time` Jinja filter of the back-office templates."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, datetime):
+        return str(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _time_formatter(view, value, name):
+    return admin_time(value)
 
 
 def is_staff() -> bool:
@@ -65,6 +84,9 @@ class StaffModelView(StaffOnly, ModelView):
     model_form_converter = BoundedModelConverter  # integer fields within their columns' range
     page_size = 50
     can_view_details = True
+    # Timestamps in lists and detail pages: "2026-12-02 04:51 UTC", not Python's microsecond repr.
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: _time_formatter}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: _time_formatter}
 
     def get_one(self, id):
         # An id the key column cannot hold names no record (not a database error).

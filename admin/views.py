@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 
-from flask import abort, current_app, flash, jsonify, redirect, request, url_for
+from flask import abort, current_app, flash, g, jsonify, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import filters as sqla_filters
@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import selectinload
-from wtforms import PasswordField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, StopValidation, ValidationError
 
 from admin.bounds import id_fits
@@ -54,6 +54,8 @@ class MoneyField(StringField):
         self.max_amount = max_amount
 
     def _value(self):
+        if self.raw_data:  # what was typed, also when it was refused ("abc" stays for the person to fix)
+            return self.raw_data[0]
         if self.data is None:
             return ""
         return str(Decimal(self.data).scaleb(-2).quantize(Decimal("0.01")))
@@ -64,12 +66,32 @@ class MoneyField(StringField):
             return
         currency = current_app.config["SHOP_CURRENCY"]
         try:
-            self.data = parse_major(valuelist[0], currency)
+            self.data = parse_major(_bare_amount(valuelist[0], currency), currency)
             if self.data > self.max_amount:
                 raise ValueError(f"at most {format_money(self.max_amount, currency)}")
         except ValueError as exc:
             self.data = None
             raise ValueError(f"Enter a price like 19.99 ({exc}).") from None
+
+
+_GROUPED = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+
+
+def _bare_amount(text: str, currency: str) -> str:
+    """What staff type, as a number: "$59.00", "59 USD", "USD 1,299.50" -> "59.00", "59", "1299.50".
+    Only the shop's own currency sign or code is taken off; a comma only as a thousands separator
+    (so "59,50" stays wrong instead of becoming 5950)."""
+    from shop.money import _SYMBOL
+
+    text = text.strip()
+    for mark in (_SYMBOL.get(currency.upper()), currency.upper(), currency.lower()):
+        if mark and text.startswith(mark):
+            text = text[len(mark):].strip()
+        if mark and text.endswith(mark):
+            text = text[:-len(mark)].strip()
+    if _GROUPED.match(text):
+        text = text.replace(",", "")
+    return text
 
 
 class PriceRequired(DataRequired):
@@ -130,7 +152,7 @@ class DashboardView(AdminIndexView):
         counts = {
             "products": db.session.scalar(select(func.count()).select_from(Product).where(Product.status == "active")),
             "drafts": db.session.scalar(select(func.count()).select_from(Product).where(Product.status == "draft")),
-            "low_stock": len(inventory.low_stock()) if low is not None else None,
+            "low_stock": inventory.low_stock_count() if low is not None else None,  # all of them, not a capped list
         }
         return self.render("admin/shop_dashboard.html", low=low, counts=counts, today=todays_orders(),
                            threshold=current_app.config["LOW_STOCK_THRESHOLD"])
@@ -204,13 +226,31 @@ class ProductView(StaffModelView):
     column_filters = ("status", "featured", "brand", "category.name")
     column_default_sort = ("updated_at", True)
     column_formatters = {"price_min": lambda v, c, m, n: format_money(m.price_min, m.currency)}
-    form_columns = ("name", "slug", "category", "brand", "description", "status", "featured", "options_text")
+    form_columns = ("name", "slug", "category", "brand", "description", "status", "featured", "options_text",
+                    "generate_variants", "generate_price", "generate_sku_prefix", "generate_on_hand")
     form_overrides = {"status": SelectField, "description": TextAreaField}
     form_args = {"status": {"choices": [("draft", "Draft (hidden)"), ("active", "Active (for sale)")]},
                  "slug": {"validators": [Optional(), Length(max=160)],
                           "description": "Leave empty to make one from the name."}}
-    form_extra_fields = {"options_text": TextAreaField(
-        "Options", description="One option per line, e.g. 'size: S, M, L' then 'colour: Red, Blue'.")}
+    form_extra_fields = {
+        "options_text": TextAreaField(
+            "Options", description="One option per line, e.g. 'size: S, M, L' then 'colour: Red, Blue'."),
+        # The variant matrix in one go: a variant for every combination of the options above.
+        "generate_variants": BooleanField(
+            "Make a variant for each combination",
+            description="Makes one variant for every combination of the options that has none yet "
+                        "(e.g. sizes S, M, L x colours Black, Navy = 6 variants), with the price, SKU prefix "
+                        "and stock below. Existing variants are kept."),
+        "generate_price": MoneyField("Price of each generated variant", validators=[Optional()],
+                                     description="e.g. $59.00, 59 or 59.5"),
+        "generate_sku_prefix": StringField(
+            "SKU prefix", validators=[Optional(), Length(max=40),
+                                      Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                                             message="Use letters, digits, - and _ only.")],
+            description="SKUs are the prefix and the option values, e.g. TEE-S-BLACK. Leave empty to use the slug."),
+        "generate_on_hand": IntegerField("Stock on hand of each generated variant", validators=[Optional()],
+                                         default=0),
+    }
     inline_models = (VariantInline(Variant),)
 
     def scaffold_form(self):
@@ -232,6 +272,8 @@ class ProductView(StaffModelView):
         from shop.catalog.services import slugify
 
         options = parse_options_text(form.options_text.data)
+        if form.generate_variants.data:
+            self._generate_variants(form, model, options)
         allowed = dict(options)
         seen = set()
         for v in model.variants:
@@ -255,6 +297,33 @@ class ProductView(StaffModelView):
         prices = [v.price_amount for v in model.variants if v.price_amount is not None]
         model.price_min, model.price_max = (min(prices), max(prices)) if prices else (None, None)
 
+    def _generate_variants(self, form, model, options) -> None:
+        from shop.catalog import services as catalog
+        from shop.catalog.services import slugify
+
+        if not options:
+            raise ValidationError("To generate variants, list the options first, e.g. 'size: S, M, L' and "
+                                  "'colour: Black, Navy'.")
+        if form.generate_price.data is None:
+            raise ValidationError("To generate variants, give their price, e.g. $59.00.")
+        on_hand = form.generate_on_hand.data or 0
+        if not 0 <= on_hand <= 10_000_000:
+            raise ValidationError("The stock on hand of generated variants is a whole number from 0 to 10,000,000.")
+        try:
+            added = catalog.add_variant_matrix(
+                model, options, price_amount=form.generate_price.data, on_hand=on_hand,
+                sku_prefix=form.generate_sku_prefix.data or slugify(model.slug or model.name or "item"),
+                currency=model.currency or current_app.config["SHOP_CURRENCY"])
+        except catalog.CatalogError as exc:
+            raise ValidationError(f"The variants were not generated: {exc}.") from None
+        g.generated_skus = [v.sku for v in added]  # said once the product is saved
+
+    def after_model_change(self, form, model, is_created):
+        added = g.pop("generated_skus", None)
+        if added:
+            flash(f"Generated {len(added)} variant{'' if len(added) == 1 else 's'}: "
+                  f"{', '.join(added[:12])}{' ...' if len(added) > 12 else ''}.", "success")
+
 
 class CategoryView(StaffModelView):
     view_permission = edit_permission = P.CATALOG_EDIT
@@ -267,11 +336,15 @@ class ImageView(StaffModelView):
     """Images go straight from the browser to storage (a pre-signed URL); the form keeps the key."""
 
     view_permission = edit_permission = P.CATALOG_EDIT
-    column_list = ("preview", "product", "alt", "position")
-    form_columns = ("product", "path", "alt", "position")
+    column_list = ("preview", "product", "alt", "option_value", "position")
+    form_columns = ("product", "path", "alt", "option_value", "position")
     form_args = {"path": {"label": "Image", "validators": [DataRequired(message="Upload an image first.")],
                           "description": "Choose a file above: it uploads directly to storage."},
-                 "alt": {"label": "Alt text (what the image shows)", "validators": [DataRequired(), Length(max=300)]}}
+                 "alt": {"label": "Alt text (what the image shows)", "validators": [DataRequired(), Length(max=300)]},
+                 "option_value": {"label": "Shows option value (optional)", "validators": [Optional(), Length(max=60)],
+                                  "description": "The colour (or other option value) this picture shows, e.g. Navy: "
+                                                 "the product page shows it when a shopper picks that value."}}
+    column_labels = {"option_value": "Shows"}
     column_formatters = {"preview": lambda v, c, m, n: Markup(
         f'<img src="{escape(_image_url(m.path))}" alt="{escape(m.alt)}" width="64" height="64" loading="lazy">')}
     create_template, edit_template = "admin/shop_image_create.html", "admin/shop_image_edit.html"
@@ -314,6 +387,7 @@ class StockView(StaffModelView):
     column_formatters = {"price_amount": lambda v, c, m, n: format_money(m.price_amount, m.currency),
                          "options": lambda v, c, m, n: ", ".join(f"{k} {val}" for k, val in m.options.items())}
     form_columns = ("on_hand", "low_stock_threshold")
+    edit_template = "admin/shop_stock_edit.html"  # names the product, the SKU and the stock now
     form_args = {"on_hand": {"label": "Stock on hand (units counted)"},
                  "low_stock_threshold": {"label": "Low-stock threshold", "validators": [Optional()],
                                          "description": "Listed as low at or below this many available units. "
@@ -326,12 +400,17 @@ class StockView(StaffModelView):
             raise ValidationError("The low-stock threshold is a whole number from 0 to 1,000,000.")
 
 
+LOW_STOCK_PAGE = 500  # rows on the low-stock page; the heading says how many there are in all
+
+
 class LowStockView(StaffView):
     view_permission = P.STOCK_VIEW
 
     @expose("/")
     def index(self):
-        return self.render("admin/shop_low_stock.html", lines=inventory.low_stock(),
+        lines = inventory.low_stock(limit=LOW_STOCK_PAGE)
+        total = len(lines) if len(lines) < LOW_STOCK_PAGE else inventory.low_stock_count()
+        return self.render("admin/shop_low_stock.html", lines=lines, total=total,
                            threshold=current_app.config["LOW_STOCK_THRESHOLD"],
                            can_edit=has_permission(current_user, P.STOCK_EDIT))
 
@@ -449,6 +528,10 @@ def address_lines(address: dict | None, *, phone: bool) -> list[str]:
 class TransitionForm(AdminForm):
     status = StringField("New status")  # checked against the state machine and the role in the view
     note = StringField("Note", validators=[Optional(), Length(max=1000)])
+    # Only on "Mark shipped"; checked by shop.orders.services.clean_tracking, as the admin API's `tracking`.
+    tracking_carrier = StringField("Carrier")
+    tracking_number = StringField("Tracking number")
+    tracking_url = StringField("Tracking link (optional)")
 
 
 class RefundForm(AdminForm):
@@ -504,6 +587,10 @@ class OrderView(StaffModelView):
 
     @expose("/<int:order_id>")
     def order_page(self, order_id: int):
+        return self._order_page(order_id)
+
+    def _order_page(self, order_id: int, ship_form: TransitionForm | None = None, ship_errors: dict | None = None):
+        """The order page; `ship_form`/`ship_errors`: a "Mark shipped" that was refused, shown again as typed."""
         order = db.session.scalar(select(Order).where(Order.id == order_id)
                                   .options(selectinload(Order.lines), selectinload(Order.events)))
         if order is None:
@@ -525,6 +612,7 @@ class OrderView(StaffModelView):
             customer_url=url_for("customers.details_view", id=order.user_id)
             if order.user_id and _may(P.CUSTOMERS_PII) else None,
             redact=redact_note, format_money=format_money, transition_form=TransitionForm(),
+            ship_form=ship_form or TransitionForm(formdata=None), ship_errors=ship_errors or {},
             refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if refundable else None)
 
     @expose("/<int:order_id>/transition", methods=("POST",))
@@ -539,8 +627,19 @@ class OrderView(StaffModelView):
         if not form.validate_on_submit():
             flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
             return back
+        tracking = None
+        if target == order_states.SHIPPED:
+            try:
+                tracking = order_services.clean_tracking({"carrier": form.tracking_carrier.data,
+                                                          "number": form.tracking_number.data,
+                                                          "url": form.tracking_url.data})
+            except ApiError as exc:  # shown next to the fields, as typed; nothing is written
+                flash("The order was not marked shipped: correct the tracking below.", "error")
+                errors = {k.removeprefix("tracking."): v for k, v in exc.details.get("fields", {}).items()}
+                return self._order_page(order_id, ship_form=form, ship_errors=errors), 422
         try:
-            order = order_services.transition(order_id, target, current_user.email, (form.note.data or "").strip())
+            order = order_services.transition(order_id, target, current_user.email, (form.note.data or "").strip(),
+                                              tracking)
         except ApiError as exc:
             db.session.rollback()
             if exc.status == 404:

@@ -34,6 +34,9 @@ def search():
         in_stock=p.bool("in_stock"), page=p.int("page", 1, lo=1, hi=1000),
         per_page=p.int("per_page", 20, lo=1, hi=services.MAX_PER_PAGE))
     sq.options = parse_options(request.args.getlist("option"), p.errors)
+    sq.sort = p.str("sort", max_len=20) or "relevance"
+    if sq.sort not in services.SORTS:
+        p.errors["sort"] = "must be one of " + ", ".join(services.SORTS)
     if sq.min_price is not None and sq.max_price is not None and sq.min_price > sq.max_price:
         p.errors["min_price"] = "must not be greater than max_price"
     p.raise_if_invalid()

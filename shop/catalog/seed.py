@@ -73,6 +73,27 @@ def reset_catalogue() -> None:
                             "RESTART IDENTITY CASCADE"))
 
 
+HEALTHY_STOCK = [14, 18, 24, 30, 36, 45, 60, 80, 120]  # well above LOW_STOCK_THRESHOLD (5)
+
+
+def _stock(rng: random.Random, sold_out: bool) -> int:
+    """Units on hand for one variant: most shelves healthy, a few running low (about 4%) or empty (1-2%),
+    so the first low-stock scan lists a handful of variants, not half the catalogue.
+
+    Draws from `rng` exactly as the earlier seed did (one random(), then a choice of nine only when it
+    is 0.12 or more), so names, prices and SKUs of a seeded catalogue stay the same."""
+    if sold_out:
+        return 0
+    r = rng.random()
+    if r < 0.015:
+        return 0
+    if r < 0.05:
+        return 1 + int((r - 0.015) * 100)  # 1 to 4: at or below the threshold
+    if r < 0.12:
+        return 10 + int(r * 100)  # 15 to 21
+    return rng.choice(HEALTHY_STOCK)
+
+
 def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, used_slugs: dict):
     slug_c, _, _, kind = leaf
     nouns, sizes, colour_range, (lo, hi) = KINDS[kind]
@@ -87,7 +108,7 @@ def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, us
     options = ([("size", sizes)] if sizes else []) + [("colour", colours)]
     base_price = rng.randrange(lo, hi + 1, 100) - 1  # prices end in .99
     on_sale = rng.random() < 0.2
-    sold_out = rng.random() < 0.06
+    sold_out = rng.random() < 0.015
     brand = rng.choice(BRANDS)
     product = dict(
         slug=slug, name=name, brand=brand, status="active" if rng.random() > 0.03 else "draft",
@@ -100,12 +121,13 @@ def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, us
     variants = []
     for pos, combo in enumerate(option_matrix(options)):
         price = base_price + (1000 if combo.get("size") in ("XXL", "46") else 0)
-        stock = 0 if sold_out or rng.random() < 0.12 else rng.choice([1, 2, 3, 5, 8, 12, 20, 35, 60])
+        stock = _stock(rng, sold_out)
         sku = f"{kind[:3].upper()}-{index:06d}-{pos:02d}"
         variants.append(dict(sku=sku, options=combo, price_amount=price, currency=currency,
                              compare_at_amount=price + rng.choice([1000, 2000, 3000]) if on_sale else None,
                              on_hand=stock, weight_grams=rng.randint(80, 1400), position=pos))
-    images = [dict(path=f"placeholder/{HUES[c]}/{slugify(noun)}.svg", alt=f"{name} in {c.lower()}", position=i)
+    images = [dict(path=f"placeholder/{HUES[c]}/{slugify(noun)}.svg", alt=f"{name} in {c.lower()}", option_value=c,
+                   position=i)
               for i, c in enumerate(colours[:3])]
     return product, options, variants, images
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from shop.catalog.models import Product, Variant
 from shop.errors import ApiError, ValidationError
@@ -35,21 +35,39 @@ def set_on_hand(variant_id: int, on_hand) -> Variant:
     return variant
 
 
-def low_stock(threshold: int | None = None, limit: int = 500) -> list[LowStockLine]:
-    """Variants of active products whose available stock (on hand - reserved) is at or below their own
-    threshold (Variant.low_stock_threshold, else LOW_STOCK_THRESHOLD; or `threshold` for all), emptiest first."""
+def _low_stock_terms(threshold: int | None):
+    """(each variant's limit, its available stock, the condition "at or below its limit")."""
     from sqlalchemy import func, literal
 
     default = current_app.config["LOW_STOCK_THRESHOLD"]
     limit_of = literal(threshold) if threshold is not None else func.coalesce(Variant.low_stock_threshold, default)
     available = Variant.on_hand - Variant.reserved
+    return limit_of, available, and_(Product.status == "active", available <= limit_of)
+
+
+def low_stock(threshold: int | None = None, limit: int = 500) -> list[LowStockLine]:
+    """Variants of active products whose available stock (on hand - reserved) is at or below their own
+    threshold (Variant.low_stock_threshold, else LOW_STOCK_THRESHOLD; or `threshold` for all), emptiest first.
+    At most `limit` of them: low_stock_count() says how many there are in all."""
+    from sqlalchemy import func
+
+    limit_of, available, is_low = _low_stock_terms(threshold)
     rows = db.session.execute(
         select(Variant.id, Variant.sku, Product.id, Product.name, Variant.options, Variant.on_hand, limit_of,
                func.greatest(available, 0))
         .join(Product, Product.id == Variant.product_id)
-        .where(Product.status == "active", available <= limit_of)
+        .where(is_low)
         .order_by(available, Variant.sku).limit(limit)).all()
     return [LowStockLine(*r) for r in rows]
+
+
+def low_stock_count(threshold: int | None = None) -> int:
+    """How many variants low_stock() would list without its limit (one COUNT query)."""
+    from sqlalchemy import func
+
+    _, _, is_low = _low_stock_terms(threshold)
+    return db.session.scalar(select(func.count()).select_from(Variant)
+                             .join(Product, Product.id == Variant.product_id).where(is_low)) or 0
 
 
 # -- reservations ---------------------------------------------------------------------------------

@@ -197,24 +197,33 @@ class Usage:
     redemptions: int = 0      # active redemptions
     released: int = 0         # given back (order cancelled or expired)
     discount: int = 0         # sum of the active redemptions' discounts
-    revenue: int = 0          # sum of the totals of their orders that are not cancelled
+    revenue: int = 0          # sum of the totals of their paid orders (PAID: not pending, cancelled or refunded)
     orders: int = 0           # how many such orders
+    refunded: int = 0         # sum of the totals of their refunded orders, apart from revenue
+    refunded_orders: int = 0  # how many such orders
     by_currency: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {"promotion_id": self.promotion_id, "name": self.name, "kind": self.kind, "value": self.value,
                 "automatic": self.automatic, "redemptions": self.redemptions, "released": self.released,
                 "orders": self.orders, "discount": money(self.discount, self.currency),
-                "revenue": money(self.revenue, self.currency)}
+                "revenue": money(self.revenue, self.currency), "refunded_orders": self.refunded_orders,
+                "refunded": money(self.refunded, self.currency)}
+
+
+# Orders whose money the shop has: revenue. Pending (unpaid or declined) and cancelled orders are not;
+# refunded ones are reported apart.
+PAID = (states.CONFIRMED, states.PROCESSING, states.SHIPPED, states.DELIVERED, states.RETURNED)
 
 
 def usage_report(promotion_id: int | None = None, start: datetime | None = None,
                  end: datetime | None = None) -> list[Usage]:
-    """Per promotion: active redemptions, discount given and revenue of the orders using it (orders not
-    cancelled), from the redemptions joined to their orders; optionally only redemptions made in
-    [start, end). Every promotion is listed, used or not."""
+    """Per promotion: active redemptions, discount given, revenue of the paid orders using it (PAID:
+    never pending, unpaid or declined ones) and, apart, the refunded ones; from the redemptions joined
+    to their orders; optionally only redemptions made in [start, end). Every promotion is listed, used or not."""
     active = Redemption.status == "active"
-    counted = active & (Order.status != states.CANCELLED)
+    counted = active & Order.status.in_(PAID)
+    refunded = active & (Order.status == states.REFUNDED)
     where = []
     if promotion_id is not None:
         where.append(Redemption.promotion_id == promotion_id)
@@ -228,7 +237,9 @@ def usage_report(promotion_id: int | None = None, start: datetime | None = None,
                func.count(Redemption.id).filter(~active),
                func.coalesce(func.sum(Redemption.discount).filter(active), 0),
                func.coalesce(func.sum(Order.total).filter(counted), 0),
-               func.count(Order.id).filter(counted))
+               func.count(Order.id).filter(counted),
+               func.coalesce(func.sum(Order.total).filter(refunded), 0),
+               func.count(Order.id).filter(refunded))
         .join(Order, Order.id == Redemption.order_id).where(*where)
         .group_by(Redemption.promotion_id, Order.currency)).all()
     promos = select(Promotion).order_by(Promotion.id.desc())
@@ -236,26 +247,30 @@ def usage_report(promotion_id: int | None = None, start: datetime | None = None,
         promos = promos.where(Promotion.id == promotion_id)
     report = {p.id: Usage(p.id, p.name, p.kind, p.value, p.automatic, p.currency)
               for p in db.session.scalars(promos)}
-    for pid, currency, n_active, n_released, discount, revenue, orders in rows:
+    for pid, currency, n_active, n_released, discount, revenue, orders, refunded_total, n_refunded in rows:
         usage = report.get(pid)
         if usage is None:
             continue
-        usage.by_currency[currency] = {"redemptions": n_active, "discount": int(discount), "revenue": int(revenue)}
+        usage.by_currency[currency] = {"redemptions": n_active, "discount": int(discount), "revenue": int(revenue),
+                                       "refunded": int(refunded_total)}
         usage.redemptions += n_active
         usage.released += n_released
         usage.orders += orders
+        usage.refunded_orders += n_refunded
         if currency == usage.currency:  # orders are in the shop's currency; others listed by_currency
             usage.discount += int(discount)
             usage.revenue += int(revenue)
+            usage.refunded += int(refunded_total)
     return list(report.values())
 
 
-def usage_totals(rows: list[Usage]) -> dict[str, dict]:
-    """Totals per currency over the report's rows."""
+def usage_totals(rows: list[Usage], *, with_refunded: bool = False) -> dict[str, dict]:
+    """Totals per currency over the report's rows (and of refunded orders' totals, when asked)."""
     totals: dict[str, dict] = {}
+    keys = ("redemptions", "discount", "revenue") + (("refunded",) if with_refunded else ())
     for row in rows:
         for currency, figures in row.by_currency.items():
-            t = totals.setdefault(currency, {"redemptions": 0, "discount": 0, "revenue": 0})
+            t = totals.setdefault(currency, dict.fromkeys(keys, 0))
             for key in t:
                 t[key] += figures[key]
     return totals

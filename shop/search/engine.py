@@ -66,6 +66,8 @@ def schema(name: str) -> dict:
             {"name": "price_bucket", "type": "string", "facet": True, "optional": True},
             {"name": "in_stock", "type": "bool", "facet": True},
             {"name": "popularity", "type": "int32"},
+            # When the product was added (Unix seconds): the "newest" sort.
+            {"name": "created_at", "type": "int64", "optional": True},
             # For rendering a result without a database round trip.
             {"name": "slug", "type": "string", "index": False, "optional": True},
             {"name": "currency", "type": "string", "index": False, "optional": True},
@@ -140,7 +142,7 @@ def build_documents(product_ids: list[int], chains: dict[int, list[Category]] | 
     chains = chains if chains is not None else _category_chains()
     products = db.session.execute(
         select(Product.id, Product.slug, Product.name, Product.brand, Product.description, Product.category_id,
-               Product.price_min, Product.price_max, Product.currency)
+               Product.price_min, Product.price_max, Product.currency, Product.created_at)
         .where(Product.id.in_(product_ids), Product.status == "active")).all()
     if not products:
         return {}
@@ -178,6 +180,8 @@ def build_documents(product_ids: list[int], chains: dict[int, list[Category]] | 
             "in_stock": bool(stock.get(p.id)), "popularity": min(int(sold.get(p.id, 0)), 2**31 - 1),
             "slug": p.slug, "currency": p.currency,
         }
+        if p.created_at is not None:
+            doc["created_at"] = int(p.created_at.timestamp())
         if (bucket := price_bucket(p.price_min)) is not None:
             doc["price_bucket"] = bucket
         if image[0]:

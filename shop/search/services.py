@@ -45,8 +45,14 @@ class SearchQuery:
     max_price: int | None = None
     in_stock: bool = False
     options: dict[str, list[str]] = field(default_factory=dict)  # {"size": ["M", "L"]}: any of, per option
+    sort: str = "relevance"  # one of SORTS
     page: int = 1
     per_page: int = 20
+
+
+# The orders a result page can be sorted in (the listings' own, plus relevance), and their labels.
+SORTS = {"relevance": "Relevance", "price": "Price: low to high", "-price": "Price: high to low",
+         "newest": "Newest"}
 
 
 @dataclass
@@ -166,6 +172,12 @@ def _filter_by(sq: SearchQuery) -> str:
     return " && ".join(parts)
 
 
+def _typesense_sort(sq: SearchQuery) -> str:
+    relevance = "_text_match:desc,popularity:desc" if sq.q else "popularity:desc"
+    return {"price": "price_min:asc," + relevance, "-price": "price_min:desc," + relevance,
+            "newest": "created_at:desc," + relevance}.get(sq.sort, relevance)
+
+
 def _typesense_search(sq: SearchQuery) -> SearchResult:
     params = {
         "q": sq.q or "*", "query_by": QUERY_BY, "query_by_weights": QUERY_WEIGHTS,
@@ -173,7 +185,7 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
         "num_typos": "2,2,1,1,1,1", "typo_tokens_threshold": 1, "prioritize_exact_match": True,
         "prefix": "true,true,true,false,false,false",  # prefixes of names and brands, as typed
         "facet_by": "category_slugs,price_bucket,option_values", "max_facet_values": MAX_FACET_VALUES * 4,
-        "sort_by": "_text_match:desc,popularity:desc" if sq.q else "popularity:desc",
+        "sort_by": _typesense_sort(sq),
         "highlight_fields": "name,name_words", "highlight_full_fields": "name",
         "highlight_start_tag": MARK_START, "highlight_end_tag": MARK_END,
         "page": sq.page, "per_page": sq.per_page,
@@ -261,9 +273,7 @@ def _price_label(lo: int, hi: int | None) -> str:
 
 def _facets(category_counts: dict[str, int], bucket_counts: dict[str, int],
             option_counts: dict[str, list[tuple[str, int]]]) -> dict:
-    cats = queries.list_categories()
-    category = [{"slug": c.slug, "name": c.name, "parent_id": c.parent_id, "count": category_counts[c.slug]}
-                for c in cats if category_counts.get(c.slug)]
+    category = _category_facet(queries.list_categories(), category_counts)
     price = []
     for lo, hi in PRICE_BUCKETS:
         n = bucket_counts.get(bucket_key(lo, hi), 0)
@@ -272,9 +282,55 @@ def _facets(category_counts: dict[str, int], bucket_counts: dict[str, int],
                           "label": _price_label(lo, hi), "count": n})
     options = {}
     for name in sorted(option_counts):
-        values = sorted(option_counts[name], key=lambda vc: (-vc[1], _natural(vc[0])))[:MAX_FACET_VALUES]
-        options[name] = [{"value": v, "count": n} for v, n in values]
+        if "size" in name.lower():  # sizes in size order, whatever sells most
+            values = sorted(option_counts[name], key=lambda vc: size_key(vc[0]))
+        else:
+            values = sorted(option_counts[name], key=lambda vc: (-vc[1], _natural(vc[0])))
+        options[name] = [{"value": v, "count": n} for v, n in values[:MAX_FACET_VALUES]]
     return {"category": category, "price": price, "options": options}
+
+
+def _category_facet(cats, counts: dict[str, int]) -> list[dict]:
+    """The categories with results, in tree order: each one straight after its parent, its own
+    sub-categories under it (depth 1, 2, ...), siblings in display order."""
+    children: dict[int | None, list] = {}
+    ids = {c.id for c in cats}
+    for c in cats:  # parents before children, in display order
+        children.setdefault(c.parent_id if c.parent_id in ids else None, []).append(c)
+    parents = {c.id: c for c in cats}
+    out: list[dict] = []
+
+    def walk(parent_id, depth, seen):
+        for c in children.get(parent_id, []):
+            if c.id in seen:
+                continue
+            seen.add(c.id)
+            if counts.get(c.slug):
+                parent = parents.get(c.parent_id)
+                out.append({"slug": c.slug, "name": c.name, "parent_id": c.parent_id,
+                            "parent": parent.slug if parent else None, "depth": depth, "count": counts[c.slug]})
+            walk(c.id, depth + 1, seen)
+
+    walk(None, 0, set())
+    return out
+
+
+# Letter sizes, smallest first ("S/M" between S and M). Numeric sizes (shoes: 38-46) come after them,
+# in number order, then anything else in natural order.
+LETTER_SIZES = ["XXXS", "XXS", "XS", "XS/S", "S", "S/M", "M", "M/L", "L", "L/XL", "XL", "XL/XXL", "XXL", "XXXL"]
+_LETTER_RANK = {v: i for i, v in enumerate(LETTER_SIZES)}
+_LETTER_RANK.update({"2XS": _LETTER_RANK["XXS"], "2XL": _LETTER_RANK["XXL"], "3XL": _LETTER_RANK["XXXL"]})
+_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
+
+
+def size_key(value: str) -> tuple:
+    """Sort key for size values: XS < S < M < L < XL < XXL, then 38 < 39 < 40.5 < 41, then the rest."""
+    v = value.strip().upper()
+    if v in _LETTER_RANK:
+        return (0, _LETTER_RANK[v], 0.0, v)
+    if _NUMBER.match(v):
+        return (1, 0, float(v.replace(",", ".")), v)
+    return (2, 0, 0.0, _natural(value))
 
 
 def _natural(value: str):
@@ -315,8 +371,12 @@ def _database_search(sq: SearchQuery) -> SearchResult:
     where, tsq = _database_where(sq)
     total = db.session.scalar(select(func.count()).select_from(Product).where(where)) or 0
     rank = func.ts_rank(Product.search_vector, tsq) if tsq is not None else literal(0)
-    order = (rank.desc(), Product.id.desc())
-    page = (select(Product.id, rank.label("rank")).where(where).order_by(*order)
+    # Relevance, or the listings' own orders (relevance breaks their ties).
+    first = {"price": Product.price_min.asc().nulls_last(), "-price": Product.price_min.desc().nulls_last(),
+             "newest": Product.created_at.desc()}.get(sq.sort)
+    order = ((first,) if first is not None else ()) + (rank.desc(), Product.id.desc())
+    page = (select(Product.id, rank.label("rank"), func.row_number().over(order_by=order).label("n"))
+            .where(where).order_by(*order)
             .limit(sq.per_page).offset((sq.page - 1) * sq.per_page).subquery("page"))
     first_image = (select(ProductImage.path, ProductImage.alt).where(ProductImage.product_id == Product.id)
                    .order_by(ProductImage.position, ProductImage.id).limit(1).lateral("first_image"))
@@ -332,7 +392,7 @@ def _database_search(sq: SearchQuery) -> SearchResult:
                Product.currency, first_image.c.path, first_image.c.alt, in_stock.label("in_stock"),
                headline.label("headline"))
         .join(page, page.c.id == Product.id).outerjoin(first_image, true())
-        .order_by(page.c.rank.desc(), Product.id.desc())).all()
+        .order_by(page.c.n)).all()
     items = [SearchItem(r.id, r.slug, r.name, r.brand, r.price_min, r.price_max, r.currency, r.path, r.alt,
                         bool(r.in_stock), highlight=r.headline if r.headline and MARK_START in r.headline else None)
              for r in rows]

@@ -1,6 +1,6 @@
 // Instant suggestions for every search box with data-suggest (progressive enhancement: the box is a
 // plain GET form without this). An ARIA 1.2 combobox: arrows move through the list, Enter opens the
-// chosen product (or submits the search when none is chosen), Escape closes the list.
+// chosen product (or submits the search when none is chosen), Escape closes the list and keeps the text.
 (function () {
   "use strict";
   var boxes = document.querySelectorAll("input[data-suggest]");
@@ -69,10 +69,12 @@
     }
     input.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(fetchSuggestions, 150); });
     input.addEventListener("keydown", function (e) {
+      // Escape closes the list and keeps what was typed: a search input would otherwise clear itself
+      // (pressing Escape twice to be sure the list is gone must not lose the query either).
+      if (e.key === "Escape") { e.preventDefault(); close(); return; }
       if (list.hidden) return;
       if (e.key === "ArrowDown") { e.preventDefault(); highlight(Math.min(active + 1, items.length - 1)); }
       else if (e.key === "ArrowUp") { e.preventDefault(); highlight(Math.max(active - 1, -1)); }
-      else if (e.key === "Escape") { close(); }
       else if (e.key === "Enter" && active >= 0 && items[active]) { e.preventDefault(); window.location.href = items[active].url; }
     });
     input.addEventListener("blur", function () { setTimeout(close, 100); });

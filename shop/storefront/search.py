@@ -1,7 +1,8 @@
 """The storefront's search page (/search) and its instant suggestions (/search/suggest?q=).
 
 Works without JavaScript: the header's search box is a plain GET form, facets are links and
-checkboxes in a GET form. search.js only adds the suggestions list as you type.
+checkboxes in a GET form, the sort menu is a GET form of its own. search.js only adds the suggestions
+list as you type.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def _read_query() -> tuple[services.SearchQuery, list[str], dict]:
         slug = None
     sq.category = slug
     sq.in_stock = args.get("in_stock") in ("1", "on", "true")
+    sort = args.get("sort") or "relevance"
+    if sort not in services.SORTS:
+        notes.append("That sort order is not one we know, so the results are sorted by relevance.")
+        sort = "relevance"
+    sq.sort = sort
     for raw in args.getlist("option")[:20]:
         name, sep, value = raw.partition(":")
         if sep and name and value and len(raw) <= 130:
@@ -77,7 +83,7 @@ def search():
     chosen = [f"{k}:{v}" for k, vs in sq.options.items() for v in vs]
     return _page("storefront/search.html", sq=sq, result=result, notes=notes, form=form, pages=pages,
                  page_url=page_url, search_url=_url, chosen_options=chosen, major=_major,
-                 category_name=services.category_name(sq.category))
+                 category_name=services.category_name(sq.category), sort_labels=services.SORTS)
 
 
 @bp.get("/search/suggest")

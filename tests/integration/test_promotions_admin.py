@@ -300,19 +300,19 @@ def test_the_usage_report_sums_redemptions_discounts_and_revenue(client, db_sess
     body = resp.get_json()
     items = {i["name"]: i for i in body["items"]}
     usd = lambda n: {"amount": n, "currency": "USD"}  # noqa: E731
-    assert (items["Alpha"]["redemptions"], items["Alpha"]["released"], items["Alpha"]["orders"]) == (2, 1, 2)
-    assert items["Alpha"]["discount"] == usd(800) and items["Alpha"]["revenue"] == usd(8000)
+    assert (items["Alpha"]["redemptions"], items["Alpha"]["released"], items["Alpha"]["orders"]) == (2, 1, 1)
+    assert items["Alpha"]["discount"] == usd(800) and items["Alpha"]["revenue"] == usd(5000)
     assert (items["Beta"]["redemptions"], items["Beta"]["discount"], items["Beta"]["revenue"]) == \
         (1, usd(1000), usd(10000))
     assert (items["Idle"]["redemptions"], items["Idle"]["discount"], items["Idle"]["revenue"]) == (0, usd(0), usd(0))
-    assert body["totals"] == [{"currency": "USD", "redemptions": 3, "discount": usd(1800), "revenue": usd(18000)}]
+    assert body["totals"] == [{"currency": "USD", "redemptions": 3, "discount": usd(1800), "revenue": usd(15000)}]
     one = api(client, "get", f"/api/v1/admin/reports/promotions?promotion_id={usage['b'].id}",
               world["staff"]["manager"]).get_json()
     assert [i["name"] for i in one["items"]] == ["Beta"]
     today = datetime.now(timezone.utc).date()
     recent = api(client, "get", f"/api/v1/admin/reports/promotions?from={today - timedelta(days=7)}&to={today}",
                  world["staff"]["manager"]).get_json()
-    assert recent["totals"][0]["redemptions"] == 2 and recent["totals"][0]["revenue"] == usd(8000)
+    assert recent["totals"][0]["redemptions"] == 2 and recent["totals"][0]["revenue"] == usd(5000)
 
 
 def test_the_usage_report_pages_show_the_same_figures(app, db_session, world, usage):
@@ -320,8 +320,8 @@ def test_the_usage_report_pages_show_the_same_figures(app, db_session, world, us
     page = client.get("/admin/promotion-report/").get_data(as_text=True)
     row = re.search(rf'<tr data-promotion="{usage["a"].id}">(.*?)</tr>', page, re.S).group(1)
     cells = dict(re.findall(r'data-col="(\w+)">([^<]*)<', row))
-    assert cells == {"redemptions": "2", "released": "1", "discount": "$8.00", "revenue": "$80.00"}
-    assert re.search(r'data-total="USD">.*?\$18\.00.*?\$180\.00', page, re.S)
+    assert cells == {"redemptions": "2", "released": "1", "discount": "$8.00", "revenue": "$50.00", "refunded": "$0.00"}
+    assert re.search(r'data-total="USD">.*?\$18\.00.*?\$150\.00', page, re.S)
     one = client.get(f"/admin/promotions/{usage['b'].id}/report/").get_data(as_text=True)
     assert "$100.00" in one and f'data-promotion="{usage["a"].id}"' not in one
 

@@ -1,0 +1,148 @@
+"""The search page's facets and sort orders, on Typesense and on its PostgreSQL fallback:
+the category facet as a tree (each sub-category under its own parent), sizes in size order, and
+results sorted by relevance, price (both ways) or newest, keeping the query and the filters."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+
+import pytest
+
+from tests.factories import make_category, make_product
+from tests.integration.test_search import search_alias, typesense_down  # noqa: F401 - fixtures
+
+ENGINES = ["typesense", "database"]
+
+
+@pytest.fixture
+def shelves(db_session, search_alias):  # noqa: F811
+    """Three departments with sub-categories, made parents first (as the demo seed does), indexed."""
+    from shop.search import jobs
+
+    women = make_category("Women", slug="f-women", position=0)
+    men = make_category("Men", slug="f-men", position=1)
+    shoes = make_category("Footwear", slug="f-footwear", position=2)
+    dresses = make_category("Dresses", parent=women, slug="f-dresses", position=0)
+    tops = make_category("Tops", parent=women, slug="f-tops", position=1)
+    shirts = make_category("Shirts", parent=men, slug="f-shirts", position=0)
+    boots = make_category("Boots", parent=shoes, slug="f-boots", position=0)
+    epoch = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    made = [  # name, category, sizes, price, days after epoch (newer is later)
+        ("Linen Wrap Dress", dresses, ("XL", "S", "M"), 8900, 3),
+        ("Cotton Wrap Top", tops, ("XS", "L", "M", "XXL"), 2900, 1),
+        ("Oxford Wrap Shirt", shirts, ("M", "L", "XL"), 4900, 5),
+        ("Chelsea Wrap Boot", boots, ("42", "38", "44", "9"), 12900, 2),
+        ("Suede Wrap Boot", boots, ("40", "42"), 15900, 4),
+    ]
+    products = {}
+    for name, cat, sizes, price, days in made:
+        p = make_product(cat, name, sizes=sizes, colours=("Black",), price=price)
+        p.created_at = epoch + timedelta(days=days)
+        products[name] = p
+    db_session.commit()
+    jobs.reindex()
+    return products
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request, app):
+    """Run the test on Typesense, then with Typesense unreachable (PostgreSQL answers)."""
+    if request.param == "database":
+        request.getfixturevalue("typesense_down")
+    return request.param
+
+
+class _Tree(HTMLParser):
+    """Each <li data-category> of the page and the data-category of the <li> it sits in."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.parent_of: dict[str, str | None] = {}
+        self.order: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "li":
+            slug = dict(attrs).get("data-category")
+            if slug:
+                enclosing = [s for s in self.stack if s]
+                self.parent_of[slug] = enclosing[-1] if enclosing else None
+                self.order.append(slug)
+            self.stack.append(slug)
+
+    def handle_endtag(self, tag):
+        if tag == "li" and self.stack:
+            self.stack.pop()
+
+
+def _page(client, query: str) -> str:
+    resp = client.get("/search?" + query)
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def _names(html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", n) for n in re.findall(r'<span class="card-name">(.*?)</span>', html)]
+
+
+def _engine(html: str) -> str:
+    return "database" if 'data-testid="search-engine"' in html else "typesense"
+
+
+def test_each_sub_category_sits_under_its_own_parent(client, shelves, engine_name):
+    html = _page(client, "q=wrap")
+    assert _engine(html) == engine_name
+    tree = _Tree()
+    tree.feed(html)
+    # Before: every sub-category was listed after the last department, so looked like Footwear's.
+    assert tree.parent_of == {"f-women": None, "f-dresses": "f-women", "f-tops": "f-women",
+                              "f-men": None, "f-shirts": "f-men", "f-footwear": None, "f-boots": "f-footwear"}
+    assert tree.order == ["f-women", "f-dresses", "f-tops", "f-men", "f-shirts", "f-footwear", "f-boots"]
+    body = client.get("/api/v1/search?q=wrap").get_json()
+    assert [(c["slug"], c["depth"], c["count"]) for c in body["facets"]["category"]] == [
+        ("f-women", 0, 2), ("f-dresses", 1, 1), ("f-tops", 1, 1), ("f-men", 0, 1), ("f-shirts", 1, 1),
+        ("f-footwear", 0, 2), ("f-boots", 1, 2)]
+
+
+def test_sizes_are_listed_in_size_order(client, shelves, engine_name):
+    body = client.get("/api/v1/search?q=wrap").get_json()
+    assert body["engine"] == engine_name
+    sizes = [v["value"] for v in body["facets"]["options"]["size"]]
+    # Letter sizes smallest first, then shoe sizes by number (9 before 38, not after 44).
+    assert sizes == ["XS", "S", "M", "L", "XL", "XXL", "9", "38", "40", "42", "44"]
+    html = _page(client, "q=wrap")
+    shown = re.findall(r'name="option" value="size:([^"]+)"', html)
+    assert shown == sizes
+
+
+@pytest.mark.parametrize("sort,expected", [
+    ("price", ["Cotton Wrap Top", "Oxford Wrap Shirt", "Linen Wrap Dress", "Chelsea Wrap Boot", "Suede Wrap Boot"]),
+    ("-price", ["Suede Wrap Boot", "Chelsea Wrap Boot", "Linen Wrap Dress", "Oxford Wrap Shirt", "Cotton Wrap Top"]),
+    ("newest", ["Oxford Wrap Shirt", "Suede Wrap Boot", "Linen Wrap Dress", "Chelsea Wrap Boot", "Cotton Wrap Top"]),
+])
+def test_results_sort_by_price_and_newest(client, shelves, engine_name, sort, expected):
+    html = _page(client, f"q=wrap&sort={sort}")
+    assert _engine(html) == engine_name
+    assert _names(html) == expected
+    assert re.search(rf'<option value="{re.escape(sort)}" selected>', html)
+
+
+def test_sorting_keeps_the_query_and_the_filters(client, shelves, engine_name):
+    html = _page(client, "q=wrap&category=f-footwear&option=size:42&sort=-price")
+    assert _engine(html) == engine_name
+    assert _names(html) == ["Suede Wrap Boot", "Chelsea Wrap Boot"]
+    sort_form = re.search(r'<form method="get" action="/search" class="sort-form">(.*?)</form>', html, re.S).group(1)
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', sort_form))
+    assert hidden == {"q": "wrap", "category": "f-footwear", "option": "size:42"}
+    assert '<label for="sort">Sort by</label>' in sort_form
+    # The filter form and the facet links keep the chosen order.
+    assert '<input type="hidden" name="sort" value="-price">' in html
+    assert re.search(r'href="/search\?[^"]*sort=-price[^"]*"', html)
+
+
+def test_an_unknown_sort_falls_back_to_relevance_with_a_note(client, shelves):
+    html = _page(client, "q=wrap&sort=cheapest-first")
+    assert "sorted by relevance" in html
+    assert '<option value="relevance" selected>' in html
+    assert len(_names(html)) == 5
