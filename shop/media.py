@@ -6,6 +6,7 @@ product-coloured tile with a label, so the shop looks like a shop without shippi
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory, url_for
@@ -30,6 +31,51 @@ def image_url(path: str | None) -> str | None:
     return url_for("media.file", path=path)
 
 
+def image_widths(path: str | None) -> list[int]:
+    """The widths of the smaller copies stored for the upload at `path` (none for other images, or for
+    uploads made before renditions existed: those are served as they are)."""
+    if not path or not path.startswith("uploads/"):
+        return []
+    return list(_rendition_widths(current_app.config["UPLOAD_DIR"], path))
+
+
+_WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {}
+
+
+def _rendition_widths(upload_dir: str, key: str) -> tuple[int, ...]:
+    """Looked up on disk once per process: the copies are written before the original, so once the original
+    is there they are all there, and uploads never change (a used upload URL answers 409)."""
+    from shop.storage.backends import KEY_RE, RENDITION_RE
+
+    if (upload_dir, key) in _WIDTHS:
+        return _WIDTHS[(upload_dir, key)]
+    if not KEY_RE.fullmatch(key):
+        return ()
+    name = key.removeprefix("uploads/")
+    stem = name.rsplit(".", 1)[0]
+    found = []
+    for f in Path(upload_dir).glob(f"{stem}-w*.webp"):
+        m = RENDITION_RE.fullmatch(f"uploads/{f.name}")
+        if m:
+            found.append(int(m.group(2)))
+    widths = tuple(sorted(found))
+    if (Path(upload_dir) / name).exists():  # not yet uploaded: ask again next time
+        if len(_WIDTHS) > 20_000:
+            _WIDTHS.clear()
+        _WIDTHS[(upload_dir, key)] = widths
+    return widths
+
+
+def image_srcset(path: str | None) -> str | None:
+    """A `srcset` of the upload's smaller copies ("…-w320.webp 320w, …"), or None when it has none."""
+    from shop.storage.images import rendition_name
+
+    widths = image_widths(path)
+    if not widths:
+        return None
+    return ", ".join(f"{image_url(rendition_name(path, w))} {w}w" for w in widths)
+
+
 @bp.put("/media/upload/<token>")
 @csrf.exempt  # authorised by the signed URL itself, like a pre-signed S3 URL
 @body_limit("UPLOAD_MAX_BYTES")  # images may be larger than MAX_CONTENT_LENGTH
@@ -44,9 +90,9 @@ def upload(token: str):
 @bp.get("/media/<path:path>")
 def file(path: str):
     if path.startswith("uploads/"):
-        from shop.storage.backends import KEY_RE
+        from shop.storage.backends import KEY_RE, RENDITION_RE
 
-        if not KEY_RE.fullmatch(path):
+        if not (KEY_RE.fullmatch(path) or RENDITION_RE.fullmatch(path)):
             abort(404)
         resp = send_from_directory(current_app.config["UPLOAD_DIR"], path.removeprefix("uploads/"), max_age=ONE_YEAR)
         resp.headers["Cache-Control"] = f"public, max-age={ONE_YEAR}, immutable"

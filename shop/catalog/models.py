@@ -153,5 +153,8 @@ class ProductImage(db.Model):
     path: Mapped[str] = mapped_column(String(500))
     alt: Mapped[str] = mapped_column(String(300), default="")
     position: Mapped[int] = mapped_column(default=0)
+    # The option value this picture shows (e.g. the colour "Red"), or None for any: the product page's gallery
+    # turns to it when the shopper picks that value.
+    option_value: Mapped[str | None] = mapped_column(String(60))
 
     product: Mapped[Product] = relationship(back_populates="images")

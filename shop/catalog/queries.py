@@ -142,6 +142,13 @@ def featured_products(limit: int = 8) -> list[ProductSummary]:
     return items
 
 
+def related_products(product_id: int, category_id: int, limit: int = 4) -> list[ProductSummary]:
+    """Other active, in-stock products of the same category, newest first: "you may also like"."""
+    f = ProductFilter(category_ids=[category_id], in_stock=True, per_page=limit + 1, sort="newest")
+    items, _ = list_products(f)
+    return [i for i in items if i.id != product_id][:limit]
+
+
 def product_by_slug(slug: str, *, include_drafts: bool = False) -> Product | None:
     """A product with its category, options, variants and images: four queries, however many variants."""
     stmt = (select(Product).where(Product.slug == slug)

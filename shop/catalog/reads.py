@@ -89,6 +89,13 @@ def option_facets(category_ids: list[int] | None) -> dict[str, list[str]]:
     return cache.cached("facets", ids, lambda: queries.option_facets(category_ids))
 
 
+def related(product_id: int, category_id: int, limit: int = 4) -> list[queries.ProductSummary]:
+    """Up to `limit` other in-stock products of the same category, newest first (cached like a listing)."""
+    data = cache.cached("related", {"id": product_id, "category": category_id, "limit": limit},
+                        lambda: [asdict(i) for i in queries.related_products(product_id, category_id, limit)])
+    return [queries.ProductSummary(**i) for i in data]
+
+
 # --- products -------------------------------------------------------------------------------------
 
 def product(slug: str) -> dict | None:
@@ -109,7 +116,7 @@ def product_data(p: Product) -> dict:
         "id": p.id, "slug": p.slug, "name": p.name, "brand": p.brand, "description": p.description,
         "status": p.status, "attributes": dict(p.attributes or {}),
         "category": {"id": p.category.id, "slug": p.category.slug, "name": p.category.name},
-        "images": [{"path": i.path, "alt": i.alt} for i in p.images],
+        "images": [{"path": i.path, "alt": i.alt, "option_value": i.option_value} for i in p.images],
         "options": [{"name": o.name, "values": list(o.values)} for o in p.options],
         "variants": [{"id": v.id, "sku": v.sku, "options": dict(v.options), "price_amount": v.price_amount,
                       "compare_at_amount": v.compare_at_amount, "currency": v.currency, "available": v.available,
@@ -122,7 +129,7 @@ def product_view(data: dict) -> SimpleNamespace:
     return SimpleNamespace(**{
         **data,
         "category": SimpleNamespace(**data["category"]),
-        "images": [SimpleNamespace(**i) for i in data["images"]],
+        "images": [SimpleNamespace(**{"option_value": None, **i}) for i in data["images"]],
         "options": [SimpleNamespace(**o) for o in data["options"]],
         "variants": [SimpleNamespace(**v) for v in data["variants"]],
     })

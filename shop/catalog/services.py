@@ -97,10 +97,60 @@ def build_product(*, category_id: int, name: str, slug: str | None = None, brand
                                         compare_at_amount=v.get("compare_at_amount"), currency=currency,
                                         on_hand=v.get("on_hand", 0), weight_grams=v.get("weight_grams", 0),
                                         position=i))
-    product.images = [ProductImage(path=img["path"], alt=img.get("alt", ""), position=i) for i, img in enumerate(images)]
+    product.images = [ProductImage(path=img["path"], alt=img.get("alt", ""), option_value=img.get("option_value"),
+                                   position=i) for i, img in enumerate(images)]
     prices = [v.price_amount for v in product.variants]
     product.price_min = min(prices) if prices else None
     product.price_max = max(prices) if prices else None
     db.session.add(product)
     db.session.flush()
     return product
+
+
+def variant_sku(prefix: str, combo: dict[str, str]) -> str:
+    """ "HARBOUR-TEE", {"size": "S", "colour": "Sky Blue"} -> "HARBOUR-TEE-S-SKY-BLUE" (at most 64 characters)."""
+    parts = [prefix.strip().strip("-").upper()] + [slugify(v).upper() for v in combo.values()]
+    return "-".join(p for p in parts if p)[:64]
+
+
+def add_variant_matrix(product: Product, options: list[tuple[str, list[str]]], *, price_amount: int,
+                       sku_prefix: str | None = None, on_hand: int = 0, currency: str = "USD") -> list[Variant]:
+    """Give `product` a variant for every combination of `options` it has no variant for yet (the matrix
+    "size: S, M, L" x "colour: Black, Navy" is six variants), each at `price_amount` (minor units) with
+    `on_hand` units and a SKU made of the prefix (default: the slug) and the option values.
+
+    Works on the product object (new or loaded) before its flush; raises CatalogError for a bad price or
+    stock, or for SKUs another variant has already. Returns the variants added."""
+    prefix = sku_prefix or slugify(product.slug or product.name or "item")
+    have = {tuple(sorted((v.options or {}).items())) for v in product.variants}
+    new = [combo for combo in option_matrix(options) if combo and tuple(sorted(combo.items())) not in have]
+    if not new:
+        return []
+    made = []
+    for combo in new:
+        variant = {"sku": variant_sku(prefix, combo), "options": combo, "price_amount": price_amount,
+                   "on_hand": on_hand}
+        _check_numbers(variant)
+        made.append(variant)
+    skus = [v["sku"] for v in made]
+    mine = {v.sku for v in product.variants}
+    if len(set(skus)) != len(skus) or mine & set(skus):
+        raise CatalogError("two generated variants would share a SKU; use option values that differ in letters "
+                           "or digits, or another SKU prefix", "variants")
+    own_ids = [v.id for v in product.variants if v.id is not None]
+    taken_q = select(Variant.sku).where(Variant.sku.in_(skus))
+    if own_ids:
+        taken_q = taken_q.where(Variant.id.notin_(own_ids))
+    with db.session.no_autoflush:
+        taken = sorted(db.session.scalars(taken_q))
+    if taken:
+        raise CatalogError(f"the SKUs {', '.join(taken[:5])} belong to other variants already; choose another "
+                           "SKU prefix", "variants")
+    start = len(product.variants)
+    added = []
+    for i, v in enumerate(made):
+        variant = Variant(sku=v["sku"], options=v["options"], price_amount=price_amount, currency=currency,
+                          on_hand=on_hand, weight_grams=0, position=start + i)
+        product.variants.append(variant)
+        added.append(variant)
+    return added

@@ -3,10 +3,13 @@
 `presign()` answers the contract's {upload_url, method, headers, public_url}. Two backends:
 - s3: boto3's pre-signed PUT (S3_BUCKET, S3_ENDPOINT_URL for S3-compatible stores);
 - local: a URL on this app signed with SECRET_KEY that names the key, content type, size limit
-  and expiry; `accept_local_upload()` checks all of them before writing under UPLOAD_DIR.
+  and expiry; `accept_local_upload()` checks all of them before writing under UPLOAD_DIR, with smaller
+  WebP copies beside the upload (`<key>-w320.webp`...) that pages offer by `srcset` (shop.media.image_srcset).
+  S3 uploads go straight to the bucket and get no copies yet: pages serve them as uploaded.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -17,14 +20,17 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from shop.errors import ApiError, ValidationError
-from shop.storage.images import reencode
+from shop.storage.images import reencode, rendition_name, renditions, type_name
 from shop.security import external_url
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
 # The first bytes of each type: a file that claims to be a PNG must start like one.
 MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/gif": (b"GIF87a", b"GIF89a"),
          "image/webp": (b"RIFF",)}
+log = logging.getLogger(__name__)
 KEY_RE = re.compile(r"uploads/[0-9a-f]{32}\.(jpg|png|webp|gif)")
+# The smaller copies made of each local upload (shop.storage.images.renditions), served beside it.
+RENDITION_RE = re.compile(r"uploads/([0-9a-f]{32})-w([0-9]{1,4})\.webp")
 
 
 def validate_request(filename, content_type, size=None) -> tuple[str, str, int | None]:
@@ -98,7 +104,7 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
     if not KEY_RE.fullmatch(key):
         raise ApiError(403, "upload_url_invalid", "This upload URL is not valid.")
     if (content_type or "").split(";")[0].strip() != expected_type:
-        raise ApiError(415, "unsupported_media_type", f"This URL takes {expected_type} only.")
+        raise ApiError(415, "unsupported_media_type", f"This URL takes {type_name(expected_type)} images only.")
     if content_length is not None and content_length > max_bytes:
         raise ApiError(413, "payload_too_large", f"The file is larger than {max_bytes} bytes.")
     target = Path(current_app.config["UPLOAD_DIR"]) / key.removeprefix("uploads/")
@@ -112,7 +118,8 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
         with open(tmp, "wb") as out:
             while chunk := body_stream.read(64 * 1024):
                 if written == 0 and not chunk.startswith(MAGIC[expected_type]):
-                    raise ApiError(415, "unsupported_media_type", f"The file is not a {expected_type} image.")
+                    raise ApiError(415, "unsupported_media_type",
+                                   f"The file is not a {type_name(expected_type)} image.")
                 written += len(chunk)
                 if written > max_bytes:
                     raise ApiError(413, "payload_too_large", f"The file is larger than {max_bytes} bytes.")
@@ -121,8 +128,27 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
             raise ApiError(400, "empty_upload", "The upload was empty.")
         # What is served is Pillow's fresh encoding of the pixels, never the bytes sent (polyglots, metadata).
         reencode(tmp, clean, expected_type, current_app.config["UPLOAD_MAX_PIXELS"])
+        _store_renditions(clean, target.parent, key)
         os.replace(clean, target)
     finally:
         tmp.unlink(missing_ok=True)
         clean.unlink(missing_ok=True)
     return key
+
+
+def _store_renditions(source: Path, folder: Path, key: str) -> None:
+    """The smaller copies of an upload, beside it, written before the original: once the original is in place,
+    pages may already ask for them. Copies that cannot be made are skipped (the original is served instead)."""
+    try:
+        copies = renditions(source)
+    except (OSError, ValueError) as exc:
+        log.warning("no smaller copies of %s: %s", key, exc)
+        return
+    for width, data in copies:
+        copy = folder / rendition_name(key, width).removeprefix("uploads/")
+        part = copy.with_name(f"{copy.name}.{os.getpid()}.{time.monotonic_ns()}.part")
+        try:
+            part.write_bytes(data)
+            os.replace(part, copy)
+        finally:
+            part.unlink(missing_ok=True)

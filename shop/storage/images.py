@@ -7,6 +7,7 @@ than UPLOAD_MAX_PIXELS (a decompression bomb: a few KB that unpack to gigabytes)
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
@@ -18,8 +19,17 @@ FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "imag
 KEEP_INFO = ("transparency", "duration", "loop", "background")
 
 
+# Renditions: smaller WebP copies for `srcset`, so a phone's 180 px card is not sent an 800 px upload.
+RENDITION_WIDTHS = (320, 640, 1280)
+
+
+def type_name(content_type: str) -> str:
+    """"PNG" for image/png: how messages name a type ("not a PNG image", not "not a image/png image")."""
+    return FORMATS.get(content_type, content_type.split("/")[-1].upper())
+
+
 def _refuse(content_type: str) -> ApiError:
-    return ApiError(415, "unsupported_media_type", f"The file is not a readable {content_type} image.")
+    return ApiError(415, "unsupported_media_type", f"The file is not a readable {type_name(content_type)} image.")
 
 
 def _frame(frame: Image.Image, fmt: str, upright: bool) -> Image.Image:
@@ -64,3 +74,26 @@ def reencode(source: Path, target: Path, content_type: str, max_pixels: int) -> 
         frames[0].save(target, fmt, save_all=len(frames) > 1, append_images=frames[1:], **options)
     except (OSError, ValueError):
         raise _refuse(content_type) from None
+
+
+def rendition_name(key: str, width: int) -> str:
+    """uploads/<hex>.png → uploads/<hex>-w320.webp: where the `width` px wide copy of `key` is stored."""
+    return f"{key.rsplit('.', 1)[0]}-w{width}.webp"
+
+
+def renditions(source: Path) -> list[tuple[int, bytes]]:
+    """WebP copies of the (already re-encoded) image at `source`, one for each of RENDITION_WIDTHS narrower
+    than it, and one at its own width when it is narrower than the widest: never enlarged. None for animations."""
+    with Image.open(source) as image:
+        if getattr(image, "n_frames", 1) > 1:
+            return []  # an animation stays one: served as uploaded
+        frame = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    widths = sorted({min(w, frame.width) for w in RENDITION_WIDTHS})
+    out = []
+    for width in widths:
+        height = max(1, round(frame.height * width / frame.width))
+        copy = frame if width == frame.width else frame.resize((width, height), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        copy.save(buf, "WEBP", quality=82, method=4)
+        out.append((width, buf.getvalue()))
+    return out

@@ -5,11 +5,11 @@ import math
 import re
 from urllib.parse import urlencode
 
-from flask import abort, current_app, make_response, render_template, request
+from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request, url_for
 
 from shop.catalog import queries, reads
 from shop.http import cacheable
-from shop.media import image_url
+from shop.media import image_srcset, image_url
 from shop.money import format_money, parse_major
 from shop.promotions import services as promotions
 from shop.storefront import bp
@@ -26,7 +26,42 @@ def money_filter(amount, currency=None):
 
 @bp.app_context_processor
 def shop_globals():
-    return {"shop_name": current_app.config["SHOP_NAME"], "image_url": image_url, "nav_categories": _nav}
+    return {"shop_name": current_app.config["SHOP_NAME"], "image_url": image_url, "image_srcset": image_srcset,
+            "nav_categories": _nav, "free_shipping_over": _free_shipping_over()}
+
+
+def _free_shipping_over() -> str | None:
+    """"$75.00" when standard shipping is free above FREE_SHIPPING_THRESHOLD (minor units); None when it never is."""
+    threshold = current_app.config.get("FREE_SHIPPING_THRESHOLD")
+    if not threshold or threshold <= 0:
+        return None
+    return format_money(threshold, current_app.config["SHOP_CURRENCY"])
+
+
+def _not_found(what: str):
+    """A 404 whose page says what was missing (a product, a category) rather than guessing."""
+    g.not_found = what
+    abort(404)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    # Browsers ask for /favicon.ico on their own (a PDF viewer, a bookmark): point them at the SVG icon.
+    resp = redirect(url_for("static", filename="favicon.svg"), 301)
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
+
+
+@bp.get("/cart/count")
+def cart_count():
+    """{"count": units in this visitor's cart}, for the header badge. Never cached: the pages around it are public."""
+    from shop.storefront.cart import visitor_cart
+
+    cart = visitor_cart()
+    count = sum(item.quantity for item in cart.items) if cart is not None else 0
+    resp = jsonify(count=count)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
 
 
 def _nav():
@@ -120,7 +155,7 @@ def category(slug: str):
     tree = reads.tree()
     cat = tree.by_slug(slug)
     if cat is None:
-        abort(404)
+        _not_found("category")
     return _listing(cat.name, cat, tree.descendant_ids(cat))
 
 
@@ -128,8 +163,14 @@ def category(slug: str):
 def product(slug: str):
     data = reads.product(slug)
     if data is None:
-        abort(404)
+        _not_found("product")
     p = reads.product_view(data)
+    # Home › Men › Hoodies › the product: every ancestor of its category, from the top.
+    trail, node = [], reads.tree().by_slug(p.category.slug)
+    while node is not None:
+        trail.insert(0, node)
+        node = node.parent
+    trail = trail or [p.category]
     # The variant picker works without JavaScript: the chosen options arrive in the query string.
     chosen = {o.name: request.args.get(o.name) for o in p.options if request.args.get(o.name) in o.values}
     selected = None
@@ -145,8 +186,20 @@ def product(slug: str):
                       "available": v.available} for v in p.variants]
     sale = sales.get(selected.id) if selected else None
     resp = _page("storefront/product.html", product=p, selected=selected, variants_json=variants_json, sale=sale,
+                 trail=trail,
                  sale_ends=next((s["ends_at"] for s in sales.values() if s["ends_at"]), None))
     return _no_longer_than_the_next_sale_change(resp)
+
+
+@bp.get("/p/<slug>/related")
+def related_products(slug: str):
+    """"You may also like" for a product page, as an HTML fragment its script inserts: up to 4 other in-stock
+    products of its category. Apart from the page, so a change to a neighbour leaves the page's cache alone."""
+    data = reads.product(slug)
+    if data is None:
+        _not_found("product")
+    items = reads.related(data["id"], data["category"]["id"])
+    return _page("storefront/_related.html", items=items)
 
 
 def _no_longer_than_the_next_sale_change(resp):
