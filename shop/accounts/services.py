@@ -291,6 +291,12 @@ def clean_address(data) -> dict:
     if country and not (len(country) == 2 and country.isalpha()):
         fields["country"] = "must be a two-letter ISO country code"
     clean["country"] = country.upper()
+    if not fields:  # a country that exists; a known region where tax depends on it (kept as its code)
+        from shop import geo
+        from shop.checkout.services import tax_table
+
+        clean, problems = geo.address_problems(clean, tax_table().rates)
+        fields.update(problems)
     if fields:
         raise ValidationError(fields)
     return clean

@@ -1,4 +1,5 @@
-"""Cart rules: prices are always the catalogue's current ones; quantities never exceed what can be bought."""
+"""Cart rules: prices are always the catalogue's current ones (at the sale price the product page shows, while
+an automatic sale covers a line); quantities never exceed what can be bought."""
 from __future__ import annotations
 
 import hmac
@@ -190,7 +191,10 @@ def _require_open(cart: Cart) -> None:
 
 
 def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
-    """The cart's lines at today's catalogue prices (one query for variants and products)."""
+    """The cart's lines at today's prices: the catalogue's, or the live automatic sale's (the product page's
+    price, with the catalogue price kept as the line's list_price). One query for variants and products."""
+    from shop.promotions import services as promotions
+
     ids = [i.variant_id for i in cart.items]
     variants = {v.id: v for v in db.session.scalars(
         select(Variant).join(Product).where(Variant.id.in_(ids), Product.status == "active")
@@ -202,7 +206,32 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
             continue
         lines.append(pricing.PricedLine(variant_id=v.id, sku=v.sku, name=v.product.name, options=dict(v.options),
                                         quantity=item.quantity, unit_price=v.price_amount))
-    return lines
+    return promotions.with_sale_prices(lines)
+
+
+def thumbnails(variant_ids) -> dict[int, dict]:
+    """{variant id: {"path", "alt"}}: the picture of each variant's product to show beside its line (the first
+    image of the variant's option value, e.g. its colour, else the product's first image)."""
+    from shop.catalog.models import ProductImage
+
+    ids = sorted(set(variant_ids))
+    if not ids:
+        return {}
+    variants = {v.id: v for v in db.session.scalars(select(Variant).where(Variant.id.in_(ids)))}
+    product_ids = {v.product_id for v in variants.values()}
+    images: dict[int, list] = {}
+    for img in db.session.scalars(select(ProductImage).where(ProductImage.product_id.in_(product_ids))
+                                  .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)):
+        images.setdefault(img.product_id, []).append(img)
+    out = {}
+    for vid, v in variants.items():
+        pics = images.get(v.product_id) or []
+        values = {str(x) for x in (v.options or {}).values()}
+        pick = next((i for i in pics if getattr(i, "option_value", None) in values), None) or \
+            next((i for i in pics if not getattr(i, "option_value", None)), None) or (pics[0] if pics else None)
+        if pick is not None:
+            out[vid] = {"path": pick.path, "alt": pick.alt or ""}
+    return out
 
 
 def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | None = None,
@@ -221,7 +250,8 @@ def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | 
         "id": str(cart.id), "token": cart.token if cart.user_id is None else None, "currency": cur,
         "items": [{"id": by_variant[line.variant_id].id, "variant_id": line.variant_id, "sku": line.sku,
                    "name": line.name, "options": line.options, "quantity": line.quantity,
-                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur)}
+                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur),
+                   "list_price": money(line.list_price, cur)}
                   for line in lines],
         "subtotal": money(t.subtotal, cur), "discount": money(t.discount, cur), "shipping": money(t.shipping, cur),
         "tax": money(t.tax, cur), "total": money(t.total, cur), "coupon_code": cart.coupon_code,

@@ -22,11 +22,21 @@ class PricedLine:
     name: str
     options: dict
     quantity: int
-    unit_price: int
+    unit_price: int  # what one unit costs: the automatic sale price when a sale covers it
+    # Under an automatic sale (shop.promotions.rules.sale_price): the catalogue price before it, the sale's
+    # promotion and whether other stackable offers may add to it. None/None/False otherwise.
+    list_price: int | None = None
+    sale_promotion_id: int | None = None
+    sale_stackable: bool = False
 
     @property
     def line_total(self) -> int:
         return self.unit_price * self.quantity
+
+    @property
+    def saving(self) -> int:
+        """What the sale takes off one unit (0 without a sale)."""
+        return max(0, (self.list_price or self.unit_price) - self.unit_price)
 
 
 @dataclass(frozen=True)

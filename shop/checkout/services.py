@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import select
 
-from shop import idempotency, ratelimit
+from shop import geo, idempotency, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
 from shop.cart.models import Cart
@@ -46,15 +46,22 @@ def validate(email, shipping_address, billing_address, shipping_method) -> tuple
         email = normalise_email(email)
     except ValidationError as exc:
         fields.update(exc.details["fields"])
+    rates = tax_table().rates
     try:
         shipping_address = clean_address(shipping_address)
     except ValidationError as exc:
         fields.update({f"shipping_address.{k}": v for k, v in exc.details["fields"].items()})
+    else:  # a country that exists, and a region the tax table knows where tax depends on it
+        shipping_address, problems = geo.address_problems(shipping_address, rates)
+        fields.update({f"shipping_address.{k}": v for k, v in problems.items()})
     if billing_address is not None:
         try:
             billing_address = clean_address(billing_address)
         except ValidationError as exc:
             fields.update({f"billing_address.{k}": v for k, v in exc.details["fields"].items()})
+        else:
+            billing_address, problems = geo.address_problems(billing_address, rates)
+            fields.update({f"billing_address.{k}": v for k, v in problems.items()})
     method = shipping_method or "standard"
     if not isinstance(method, str) or method not in pricing.SHIPPING_METHODS:
         fields["shipping_method"] = f"must be one of {', '.join(pricing.SHIPPING_METHODS)}"

@@ -43,6 +43,11 @@ class Order(db.Model):
     access_token_hash: Mapped[str | None] = mapped_column(String(64))
     cart_id: Mapped[str | None] = mapped_column(String(36), index=True)
     client_ip: Mapped[str | None] = mapped_column(String(45))  # who placed it (counts unpaid holds per client)
+    # Set by staff when the order is shipped (shop.orders.services.clean_tracking): the parcel's carrier and
+    # number, and a link to follow it (given, or made from the number for a well-known carrier; else None).
+    tracking_carrier: Mapped[str | None] = mapped_column(String(60))
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    tracking_url: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
@@ -63,7 +68,9 @@ class OrderLine(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     options: Mapped[dict] = mapped_column(JSONB, default=dict)
     quantity: Mapped[int] = mapped_column()
-    unit_price: Mapped[int] = mapped_column(BigInteger)
+    unit_price: Mapped[int] = mapped_column(BigInteger)  # what was charged per unit (the sale price in a sale)
+    # The unit price before an automatic sale rule, kept only when the line was bought on sale (else None).
+    list_price: Mapped[int | None] = mapped_column(BigInteger)
     line_total: Mapped[int] = mapped_column(BigInteger)
 
     order: Mapped[Order] = relationship(back_populates="lines")

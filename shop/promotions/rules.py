@@ -12,6 +12,12 @@ Selection (deterministic and independent of the order the rules are listed):
     ones left of every line (and of the shipping), so together they never exceed what they apply to.
 A percentage or fixed discount never exceeds the eligible lines' total; free shipping never exceeds
 the shipping; the goods' discount never exceeds the subtotal, so a total is never negative.
+
+Sale prices: an automatic percentage rule without cart conditions or limits (is_sale_rule) is not a cart
+discount but the line's price (sale_price), the one the product page shows; the cart's other rules are
+evaluated on those prices. A line bought at an exclusive (not stackable) sale price takes no other offer;
+one at a stackable sale price takes only stackable ones. A code kept off every line by that is
+NOT_COMBINABLE.
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ class Line:
     category_ids: frozenset  # the product's category and its ancestors
     quantity: int
     unit_price: int
+    # On sale (unit_price is the sale price): whether the sale is stackable; None when not on sale.
+    sale_stackable: bool | None = None
 
     @property
     def total(self) -> int:
@@ -136,12 +144,20 @@ def _matches(spec: dict | None, line: Line) -> bool:
                 or _ids(spec, "categories") & set(line.category_ids))
 
 
-def eligible(rule: Rule, line: Line) -> bool:
+def in_scope(rule: Rule, line: Line) -> bool:
     """In `applies_to` (empty: everything) and not in `excludes`."""
     scoped = any((rule.applies_to or {}).get(k) for k in ("categories", "products", "variants"))
     if scoped and not _matches(rule.applies_to, line):
         return False
     return not _matches(rule.excludes, line)
+
+
+def eligible(rule: Rule, line: Line) -> bool:
+    """In scope, and not kept off the line by its sale price (an exclusive sale takes no other offer, a
+    stackable one only stackable offers)."""
+    if line.sale_stackable is not None and not (line.sale_stackable and rule.stackable):
+        return False
+    return in_scope(rule, line)
 
 
 def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> str | None:
@@ -165,7 +181,7 @@ def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> st
     if rule.min_subtotal is not None and cart.subtotal < rule.min_subtotal:
         return MIN_SUBTOTAL
     if not any(eligible(rule, line) for line in cart.lines):
-        return NOT_APPLICABLE
+        return NOT_COMBINABLE if any(in_scope(rule, line) for line in cart.lines) else NOT_APPLICABLE
     return None
 
 
@@ -284,14 +300,20 @@ def shipping_discount(lines: list[DiscountLine]) -> int:
     return sum(d.applies_to_shipping for d in lines)
 
 
+def is_sale_rule(r: Rule) -> bool:
+    """An automatic percentage rule without cart conditions, customer rules or limits: it sets a sale price
+    (the same on the product page, in the cart and on the order), not a cart discount."""
+    return (r.automatic and r.kind == "percent" and r.code is None and r.min_subtotal is None
+            and not r.first_order_only and r.per_customer_limit is None and r.usage_limit is None)
+
+
 def sale_price(unit_price: int, line: Line, rules, now: datetime) -> tuple[int, Rule] | None:
-    """A product page's sale price for one unit: the best live automatic percentage rule without
-    cart conditions (no minimum, no customer rules) that covers it; None when there is none."""
+    """The sale price of one unit (product page, cart line, order line alike): the best live sale rule
+    (is_sale_rule) that covers it, rounded down to the minor unit per unit; None when there is none."""
     best = None
     snapshot = CartSnapshot((Line(line.variant_id, line.product_id, line.category_ids, 1, unit_price),))
     for r in sorted(rules, key=lambda r: (-r.priority, r.id)):
-        if not (r.automatic and r.kind == "percent" and r.min_subtotal is None and not r.first_order_only
-                and r.per_customer_limit is None):
+        if not is_sale_rule(r):
             continue
         if check(r, snapshot, History(known_customer=False), now) is not None:
             continue

@@ -13,7 +13,7 @@ cart -> promotions -> variants everywhere, so checkouts cannot deadlock one anot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from flask import current_app
@@ -26,6 +26,7 @@ from shop.checkout import pricing
 from shop.catalog.changes import on_catalog_change
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
+from shop.money import format_money, money
 from shop.promotions import rules
 from shop.promotions.models import Promotion, PromotionCode, Redemption
 
@@ -35,8 +36,18 @@ PER_IP = 30  # failed attempts per IP per window
 
 
 class CouponRejected(ApiError):
-    def __init__(self, code: str, status: int = 422):
-        super().__init__(status, code, rules.MESSAGES[code], {"code": code})
+    def __init__(self, code: str, status: int = 422, rule: rules.Rule | None = None, currency: str = "USD"):
+        details = {"code": code}
+        if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
+            details["min_subtotal"] = money(rule.min_subtotal, currency)
+        super().__init__(status, code, message(code, rule, currency), details)
+
+
+def message(code: str, rule: rules.Rule | None = None, currency: str = "USD") -> str:
+    """The shopper's sentence for a code's refusal; the minimum subtotal is named when there is one."""
+    if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
+        return f"This code needs a subtotal of at least {format_money(rule.min_subtotal, currency)}."
+    return rules.MESSAGES[code]
 
 
 @dataclass
@@ -45,6 +56,9 @@ class Applied:
     lines: list = field(default_factory=list)  # of rules.DiscountLine
     error: str | None = None  # why the cart's code does not apply (it stays on the cart)
     names: dict = field(default_factory=dict)  # promotion id -> name
+    error_message: str | None = None  # the shopper's sentence for `error` (naming a minimum subtotal)
+    # Sale prices on the lines (not part of the discount): promotion id -> what it took off the lines in all.
+    sales: dict = field(default_factory=dict)
 
     @property
     def goods(self) -> int:
@@ -110,8 +124,32 @@ def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None
                                      current_app.config["FREE_SHIPPING_THRESHOLD"]) if lines else 0
     return rules.CartSnapshot(tuple(
         rules.Line(line.variant_id, where.get(line.variant_id, 0),
-                   ancestors.get(cats.get(where.get(line.variant_id)), frozenset()), line.quantity, line.unit_price)
+                   ancestors.get(cats.get(where.get(line.variant_id)), frozenset()), line.quantity, line.unit_price,
+                   getattr(line, "sale_stackable", False) if getattr(line, "sale_promotion_id", None) else None)
         for line in lines), shipping)
+
+
+def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None) -> list[pricing.PricedLine]:
+    """The lines at their sale prices where a live sale rule covers them (rules.sale_price: the product page's
+    price), with the catalogue price kept as list_price; the other lines as they are."""
+    at = at or now()
+    sales = [r for r in (to_rule(p) for p in live_automatic(at)) if rules.is_sale_rule(r)] if lines else []
+    if not sales:
+        return lines
+    out = []
+    for line, snap in zip(lines, snapshot(lines).lines):
+        found = rules.sale_price(line.unit_price, snap, sales, at)
+        out.append(replace(line, unit_price=found[0], list_price=line.unit_price, sale_promotion_id=found[1].id,
+                           sale_stackable=found[1].stackable) if found else line)
+    return out
+
+
+def _sales(lines) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for line in lines:
+        if getattr(line, "sale_promotion_id", None):
+            out[line.sale_promotion_id] = out.get(line.sale_promotion_id, 0) + line.saving * line.quantity
+    return out
 
 
 def history(rule_list: list[rules.Rule], user_id: int | None, email: str | None) -> rules.History:
@@ -164,6 +202,7 @@ def _price(cart, lines, *, user=None, email=None, shipping_method=None, promotio
     auto = [to_rule(p) for p in live_automatic(at)]
     if promotions:  # the locked, freshly read rows
         auto = [to_rule(promotions[r.id]) if r.id in promotions else r for r in auto]
+    auto = [r for r in auto if not rules.is_sale_rule(r)]  # those are in the lines' prices already
     user_id, email = _customer(cart, user, email)
     hist = history([*auto, *([code_rule] if code_rule else [])], user_id, email)
     snap = snapshot(lines, shipping_method)
@@ -175,9 +214,13 @@ def _price(cart, lines, *, user=None, email=None, shipping_method=None, promotio
             error = exc.code
     if code_rule is None or error:
         found = rules.evaluate(snap, auto, hist, at)
-    names = dict(db.session.execute(select(Promotion.id, Promotion.name).where(
-        Promotion.id.in_([d.promotion_id for d in found]))).all()) if found else {}
-    return Applied(found, error, dict(names)), code_rule, error
+    sales = _sales(lines)
+    ids = [d.promotion_id for d in found] + list(sales)
+    names = dict(db.session.execute(select(Promotion.id, Promotion.name).where(Promotion.id.in_(ids))).all()) \
+        if ids else {}
+    currency = getattr(cart, "currency", None) or "USD"
+    return Applied(found, error, dict(names), message(error, code_rule, currency) if error else None,
+                   sales), code_rule, error
 
 
 def cart_discount(cart, lines, *, user=None, email=None, shipping_method=None) -> Applied:
@@ -221,13 +264,13 @@ def apply_code(cart, code, ip: str, user=None):
         raise CouponRejected(rules.NOT_FOUND)
     at = now()
     rule = to_rule(pc.promotion, pc)
-    auto = [to_rule(p) for p in live_automatic(at)]
+    auto = [r for r in (to_rule(p) for p in live_automatic(at)) if not rules.is_sale_rule(r)]
     user_id, email = _customer(cart, user)
-    lines = carts.priced_lines(cart)
+    lines = carts.priced_lines(cart)  # at sale prices: the code is priced on what the shopper pays
     try:
         rules.evaluate_code(snapshot(lines), rule, auto, history([rule, *auto], user_id, email), at)
     except rules.CodeRejected as exc:
-        raise CouponRejected(exc.code) from None
+        raise CouponRejected(exc.code, rule=rule, currency=cart.currency) from None
     for scope, subject in counted:  # a code that works is not a guess
         ratelimit.take_back(scope, subject)
     cart.coupon_code = pc.code
@@ -270,19 +313,24 @@ def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -
     if pc is not None:
         candidates.append(to_rule(pc.promotion, pc))
     locked = lock_promotions([r.id for r in candidates if r.limited])
-    applied, _, error = _price(cart, lines, user=user, email=email, shipping_method=shipping_method,
-                               promotions=locked, at=at)
+    applied, code_rule, error = _price(cart, lines, user=user, email=email, shipping_method=shipping_method,
+                                       promotions=locked, at=at)
     if error:
-        raise CouponRejected(error, 409)
+        raise CouponRejected(error, 409, code_rule, cart.currency)
     return applied
 
 
 def record(order, applied: Applied, *, user_id: int | None, email: str, shipping_waived: int = 0) -> None:
-    """Insert the order's redemptions (flushes; the checkout commits)."""
+    """Insert the order's redemptions (flushes; the checkout commits): its discounts', and its sale prices' (what
+    each sale took off the lines), so a promotion's report counts a sale like any other promotion."""
     for d in applied.lines:
         amount = rules.goods_discount([d]) + (shipping_waived if d.applies_to_shipping else 0)
         db.session.add(Redemption(promotion_id=d.promotion_id, code_id=d.code_id, order_id=order.id,
                                   user_id=user_id, email=email.strip().lower(), discount=amount, status="active"))
+    for promotion_id, amount in applied.sales.items():
+        if amount > 0 and promotion_id not in {d.promotion_id for d in applied.lines}:
+            db.session.add(Redemption(promotion_id=promotion_id, code_id=None, order_id=order.id, user_id=user_id,
+                                      email=email.strip().lower(), discount=amount, status="active"))
     db.session.flush()
 
 

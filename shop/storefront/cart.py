@@ -191,16 +191,21 @@ def cart_page():
         # an estimate: standard shipping, tax once the address is known
         totals = checkout.quote(cart, "standard", applied=applied, lines=priced)
         items = {item.variant_id: item for item in cart.items}
+        thumbs = carts.thumbnails(items)
         for line in totals.lines:
             item = items[line.variant_id]
             lines.append({"item_id": item.id, "name": line.name, "options": line.options, "sku": line.sku,
                           "label": label(line.name, line.options), "quantity": line.quantity,
                           "unit_price": line.unit_price, "line_total": line.line_total,
+                          "list_price": line.list_price, "saving": line.saving,
+                          "image": thumbs.get(line.variant_id),
                           "slug": item.variant.product.slug, "available": item.variant.available})
     _, standard_price, _ = pricing.SHIPPING_METHODS["standard"]
     return private(render_template(
         "cart/cart.html", cart=cart, lines=lines, totals=totals, form=QuantityForm(), applied=applied,
-        coupon_message=rules.MESSAGES.get(applied.error) if applied and applied.error else None,
+        coupon_message=(applied.error_message or rules.MESSAGES.get(applied.error))
+        if applied and applied.error else None,
+        sale_saving=sum(line["saving"] * line["quantity"] for line in lines),
         count=sum(line["quantity"] for line in lines), standard_price=standard_price,
         free_over=current_app.config["FREE_SHIPPING_THRESHOLD"]))
 

@@ -13,7 +13,7 @@ import time
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from shop import idempotency
+from shop import geo, idempotency
 from shop.cart import services as carts
 from shop.checkout import pricing
 from shop.checkout import services as checkout
@@ -50,7 +50,7 @@ def _empty_cart():
 # -------------------------------------------------------------------------------- step 1: details
 
 def _address_text(a) -> str:
-    parts = [a.name, a.line1, a.line2, f"{a.postal_code} {a.city}".strip(), a.region, a.country]
+    parts = [a.name, a.line1, a.line2, f"{a.postal_code} {a.city}".strip(), a.region, geo.country_name(a.country)]
     return ", ".join(p for p in parts if p)
 
 
@@ -88,6 +88,10 @@ def _details(form: CheckoutForm) -> dict | None:
             form.saved_address.errors = ["Choose one of your saved addresses, or “A new address”."]
             return None
         address, address_id = {name: getattr(chosen, name) or "" for name in ADDRESS_FIELDS}, chosen.id
+        if address["country"] in form.regional and not address["region"]:  # its tax depends on the state
+            form.saved_address.errors = ["That saved address has no state, which sets the sales tax: choose "
+                                         "“A new address” and enter it with its state."]
+            return None
     try:
         email, address, _, method = checkout.validate(form.email.data, address, None, form.shipping_method.data)
     except ValidationError as exc:
@@ -96,6 +100,8 @@ def _details(form: CheckoutForm) -> dict | None:
             message = f"This {key.replace('_', ' ')} {problem}."
             if address_id and name.startswith("shipping_address."):
                 form.saved_address.errors = list(form.saved_address.errors) + [f"That saved address: {message}"]
+            elif key == "region" and "state" in form and address.get("country") in form.regional:
+                form.state.errors = list(form.state.errors) + [message]
             elif key in form:
                 form[key].errors = list(form[key].errors) + [message]
             else:
@@ -105,8 +111,9 @@ def _details(form: CheckoutForm) -> dict | None:
 
 
 def _details_page(form: CheckoutForm, cart, status: int = 200):
-    return private(render_template("checkout/details.html", form=form, cart=cart,
-                                   lines=carts.priced_lines(cart)), status)
+    lines = carts.priced_lines(cart)
+    return private(render_template("checkout/details.html", form=form, cart=cart, lines=lines,
+                                   thumbs=carts.thumbnails(line.variant_id for line in lines)), status)
 
 
 @bp.get("/checkout")
@@ -139,7 +146,9 @@ def checkout_review():
                             user=current_user if current_user.is_authenticated else None, email=details.get("email"))
     place = PlaceOrderForm(formdata=None, cart_id=str(cart.id), nonce=secrets.token_urlsafe(18))
     return private(render_template("checkout/review.html", cart=cart, totals=totals, details=details, form=place,
-                                   method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0]))
+                                   method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0],
+                                   thumbs=carts.thumbnails(line.variant_id for line in totals.lines),
+                                   sale_saving=sum(line.saving * line.quantity for line in totals.lines)))
 
 
 # ---------------------------------------------------------------------------------- step 3: place
@@ -230,7 +239,7 @@ def _go_pay(body: dict):
     if body.get("redirect_url"):
         return redirect(body["redirect_url"], 303)
     flash("Your order is placed. We will confirm it once the payment goes through.", "success")
-    return redirect(url_for("storefront.order_detail", order_id=body["order_id"]), 303)
+    return redirect(url_for("storefront.order_detail", order_id=body["order_id"], placed=1), 303)
 
 
 def _refused(refusal: dict, cart):

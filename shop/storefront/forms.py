@@ -49,9 +49,6 @@ class CheckoutForm(AddressForm):
                 ok = self[name].validate(self) and ok
         return ok
 
-    def address(self) -> dict:
-        return {name: (self[name].data or "").strip() for name in ADDRESS_FIELDS}
-
 
 class PlaceOrderForm(FlaskForm):
     cart_id = HiddenField(validators=[DataRequired(), Length(max=64)])

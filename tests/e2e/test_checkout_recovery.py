@@ -30,7 +30,8 @@ from tests.e2e.test_buying_concurrency import post
 from tests.fakes.stripe import FakeStripe
 
 ROOT = Path(__file__).resolve().parents[2]
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
+ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "IL", "postal_code": "12345",
+           "country": "US"}  # a US address names its state (the storefront asks for it: tax depends on it)
 STRIPE_KEY = "sk_test_recovery"
 
 

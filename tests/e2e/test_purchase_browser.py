@@ -34,7 +34,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 CONFIRM_WITHIN_S = 20
 ADDRESS = {"Full name": "Grace Hopper", "Address line 1": "12 Compiler Street", "City": "Arlington",
-           "State or region (optional)": "VA", "Postal code": "22201", "Country (2-letter code, e.g. US)": "US"}
+           "Postal code": "22201"}
+CHOICES = {"Country": "United States", "State (US addresses)": "Virginia"}  # <select>s, chosen by name
 
 
 # ---------------------------------------------------------------------------------------- fixtures
@@ -174,7 +175,7 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         expect(lines.first).to_have_attribute("data-sku", target["sku"])
         unit = target["price"]["amount"]
         expect(page.get_by_test_id("cart-subtotal")).to_have_text(f"${unit * 2 / 100:,.2f}")
-        expect(page.get_by_role("link", name="Cart", exact=True)).to_have_attribute("aria-current", "page")
+        expect(page.get_by_role("link", name=re.compile(r"^Cart(, \d+ items?)?$"))).to_have_attribute("aria-current", "page")
         _shot(page, "purchase-02-cart.png")
         page.get_by_role("link", name="Checkout", exact=True).click()
 
@@ -183,6 +184,8 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         page.get_by_label("E-mail address").fill("grace@example.com")
         for label, value in ADDRESS.items():
             page.get_by_label(label, exact=True).fill(value)
+        for label, value in CHOICES.items():
+            page.get_by_label(label, exact=True).select_option(label=value)
         page.get_by_label(re.compile(r"^Express")).check()
         _shot(page, "purchase-03-checkout.png")
         page.get_by_role("button", name="Review your order").click()
@@ -289,6 +292,8 @@ def test_buying_pages_fit_a_phone(browser, shop):
         page.get_by_label("E-mail address").fill("phone@example.com")
         for label, value in ADDRESS.items():
             page.get_by_label(label, exact=True).fill(value)
+        for label, value in CHOICES.items():
+            page.get_by_label(label, exact=True).select_option(label=value)
         page.get_by_role("button", name="Review your order").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Review your order")
         _shot(page, "purchase-review-390.png")
