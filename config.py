@@ -76,13 +76,14 @@ def from_environment(env=None) -> dict:
         return rule if rule[0] > 0 else None
 
     public_base_url = text("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    var_dir = text("SHOP_VAR_DIR", os.path.join(HERE, "var"))  # mail and uploads default under it too
     return {
         # Signs sessions, API tokens, mailed links and test-gateway webhooks. Required in production. Unset in
         # development: a random key generated once per data directory (VAR_DIR/secret_key, mode 0600), and only
         # while the web server listens on loopback; in tests: a random key per process.
         "SECRET_KEY": text("SECRET_KEY"),
         # The embedded stack's data directory (`make run --var`); the generated development key lives in it.
-        "VAR_DIR": text("SHOP_VAR_DIR", os.path.join(HERE, "var")),
+        "VAR_DIR": var_dir,
         # The address the web server listens on, as its starter reports it (`HOST=... make run` sets it; `flask run`
         # users may set FLASK_RUN_HOST). Development without SECRET_KEY refuses anything but loopback.
         "BIND_HOST": text("SHOP_BIND_HOST") or text("FLASK_RUN_HOST") or "127.0.0.1",
@@ -111,6 +112,8 @@ def from_environment(env=None) -> dict:
         # After a Redis error the cache steps aside (PostgreSQL answers) for this long before trying again.
         "CACHE_RETRY_SECONDS": number("CACHE_RETRY_SECONDS", 5),
         "RESERVATION_TTL_SECONDS": number("RESERVATION_TTL_SECONDS", 900),
+        # How long the signed "See your order" link in an order mail opens that order, in any browser (days).
+        "ORDER_LINK_MAX_AGE_DAYS": number("ORDER_LINK_MAX_AGE_DAYS", 30),
         "LOW_STOCK_THRESHOLD": number("LOW_STOCK_THRESHOLD", 5),
         "PAYMENT_PROVIDER": text("PAYMENT_PROVIDER", "stripe" if env.get("STRIPE_SECRET_KEY") else "test"),
         "STRIPE_SECRET_KEY": text("STRIPE_SECRET_KEY"),
@@ -156,7 +159,7 @@ def from_environment(env=None) -> dict:
         # Mail: file (under var/mail), smtp or sendgrid.
         "MAIL_BACKEND": text("MAIL_BACKEND", "file"),
         "MAIL_FROM": text("MAIL_FROM", "shop@example.com"),
-        "MAIL_DIR": text("MAIL_DIR", os.path.join(HERE, "var", "mail")),
+        "MAIL_DIR": text("MAIL_DIR", os.path.join(var_dir, "mail")),
         "SENDGRID_API_KEY": text("SENDGRID_API_KEY"),
         "SENDGRID_API_HOST": text("SENDGRID_API_HOST", "https://api.sendgrid.com"),
         "SMTP_HOST": text("SMTP_HOST", "localhost"),
@@ -183,7 +186,7 @@ def from_environment(env=None) -> dict:
         "UPLOAD_MAX_PIXELS": number("UPLOAD_MAX_PIXELS", 25_000_000),
         # Uploads: local (signed URLs served by the app, files under UPLOAD_DIR) or s3.
         "STORAGE_BACKEND": text("STORAGE_BACKEND", "local"),
-        "UPLOAD_DIR": text("UPLOAD_DIR", os.path.join(HERE, "var", "uploads")),
+        "UPLOAD_DIR": text("UPLOAD_DIR", os.path.join(var_dir, "uploads")),
         "UPLOAD_MAX_BYTES": number("UPLOAD_MAX_BYTES", 10 * 1024 * 1024),
         "UPLOAD_URL_SECONDS": number("UPLOAD_URL_SECONDS", 600),
         "S3_BUCKET": text("S3_BUCKET"),

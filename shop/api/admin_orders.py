@@ -77,9 +77,12 @@ def admin_transition(order_id: int):
         raise ValidationError({"status": f"must be one of {', '.join(STAFF_TARGETS)}"})
     if not isinstance(note, str) or len(note) > 1000:
         raise ValidationError({"note": "must be text of at most 1000 characters"})
+    tracking = orders.clean_tracking(data.get("tracking"))  # {carrier, number, url}: 422 tracking.<field>
+    if tracking and target != states.SHIPPED:
+        raise ValidationError({"tracking": "is given only with status shipped"})
     if not has_permission(g.api_user, needed):
         raise ApiError(403, "forbidden", "Your role does not allow this.", {"permission": needed.value})
-    order = orders.transition(order_id, target, g.api_user.email, note)
+    order = orders.transition(order_id, target, g.api_user.email, note, tracking)
     return staff_order_json(orders.for_staff(order.id), g.api_user)
 
 

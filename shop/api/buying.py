@@ -20,7 +20,8 @@ def order_json(order: Order, access_token: str | None = None) -> dict:
     body = {
         "id": order.id, "number": order.number, "status": order.status, "email": order.email, "currency": cur,
         "items": [{"sku": line.sku, "name": line.name, "options": line.options, "quantity": line.quantity,
-                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur)}
+                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur),
+                   "list_price": money(line.list_price, cur)}
                   for line in order.lines],
         "subtotal": money(order.subtotal, cur), "discount": money(order.discount, cur),
         "shipping": money(order.shipping, cur), "tax": money(order.tax, cur), "total": money(order.total, cur),
@@ -30,6 +31,9 @@ def order_json(order: Order, access_token: str | None = None) -> dict:
                     "note": e.note} for e in order.events],
         "created_at": order.created_at.isoformat(),
     }
+    if order.tracking_number:  # set when it was shipped with tracking
+        body["tracking"] = {"carrier": order.tracking_carrier, "number": order.tracking_number,
+                            "url": order.tracking_url}
     if access_token:
         body["access_token"] = access_token  # shown once, to the guest who placed the order
     return body
@@ -148,6 +152,18 @@ def _order(order_id):
 @bp.get("/v1/orders/<int:order_id>")
 def get_order(order_id):
     return order_json(_order(order_id))
+
+
+@bp.post("/v1/orders/<int:order_id>/pay")
+def pay_order(order_id):
+    """Pay again: a new payment attempt for a pending order whose stock is still held (after a decline, say).
+    201 {order, payment}; 409 not_payable (no longer pending) or hold_expired; 503 when the provider is down."""
+    from shop.payments import services as payments
+
+    order = _order(order_id)
+    answer = payments.pay_again(order.id)
+    return {"order": order_json(_order(order_id)),
+            "payment": {k: v for k, v in answer.items() if v is not None}}, 201
 
 
 @bp.post("/v1/orders/<int:order_id>/cancel")

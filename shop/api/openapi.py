@@ -79,8 +79,13 @@ SCHEMAS.update({
                                  "expires_in": {"type": "integer", "description": "seconds (900)"}}},
     "Address": {"type": "object", "required": ["name", "line1", "city", "postal_code", "country"], "properties": {
         "id": {"type": "integer", "readOnly": True}, "name": {"type": "string"}, "line1": {"type": "string"},
-        "line2": {"type": ["string", "null"]}, "city": {"type": "string"}, "region": {"type": ["string", "null"]},
-        "postal_code": {"type": "string"}, "country": {"type": "string", "minLength": 2, "maxLength": 2},
+        "line2": {"type": ["string", "null"]}, "city": {"type": "string"}, "region": {"type": ["string", "null"], "description": "at checkout, for a country whose tax depends on the "
+                   "region (the US by default): its ISO 3166-2 code within the country (\"CA\"; a name or \"US-CA\" "
+                   "is taken too and stored as the code); an unknown one is 422 naming the field"},
+        "postal_code": {"type": "string"},
+        "country": {"type": "string", "minLength": 2, "maxLength": 2,
+                    "description": "ISO 3166-1 alpha-2; at checkout an unknown code is 422 validation_failed with "
+                                   "details.fields naming it (\"shipping_address.country\")"},
         "phone": {"type": ["string", "null"]}}},
     "NewProduct": {"type": "object", "required": ["category", "name", "variants"], "properties": {
         "category": {"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "id or slug"},
@@ -108,7 +113,11 @@ SCHEMAS.update({
     "CartItem": {"type": "object", "properties": {
         "id": {"type": "integer"}, "variant_id": {"type": "integer"}, "sku": {"type": "string"},
         "name": {"type": "string"}, "options": {"type": "object"}, "quantity": {"type": "integer"},
-        "unit_price": {"$ref": "#/components/schemas/Money"}, "line_total": {"$ref": "#/components/schemas/Money"}}},
+        "unit_price": {"$ref": "#/components/schemas/Money", "description": "the price paid per unit: the sale "
+                       "price while an automatic sale covers the item (as on the product page)"},
+        "line_total": {"$ref": "#/components/schemas/Money"},
+        "list_price": {"oneOf": [{"$ref": "#/components/schemas/Money"}, {"type": "null"}],
+                       "description": "on sale: the catalogue price per unit before the sale; else null"}}},
     "Cart": {"type": "object", "required": ["id", "currency", "items", "subtotal", "total"], "properties": {
         "id": {"type": "string", "format": "uuid"},
         "token": {"type": ["string", "null"], "description": "guests: send it back as X-Cart-Token"},
@@ -132,12 +141,17 @@ SCHEMAS.update({
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "sku": {"type": "string"}, "name": {"type": "string"}, "options": {"type": "object"},
             "quantity": {"type": "integer"}, "unit_price": {"$ref": "#/components/schemas/Money"},
-            "line_total": {"$ref": "#/components/schemas/Money"}}}},
+            "line_total": {"$ref": "#/components/schemas/Money"},
+            "list_price": {"oneOf": [{"$ref": "#/components/schemas/Money"}, {"type": "null"}],
+                           "description": "bought on sale: the price per unit before the sale; else null"}}}},
         **{k: {"$ref": "#/components/schemas/Money"} for k in ("subtotal", "discount", "shipping", "tax", "total")},
         "shipping_method": {"type": "string"}, "shipping_address": {"type": ["object", "null"]},
         "billing_address": {"type": ["object", "null"]},
         "access_token": {"type": "string", "description": "guests only, in the checkout answer, once"},
         "events": {"type": "array", "items": {"$ref": "#/components/schemas/OrderEvent"}},
+        "tracking": {"type": "object", "properties": {"carrier": {"type": "string"}, "number": {"type": "string"},
+                                                      "url": {"type": ["string", "null"]}},
+                     "description": "once shipped with tracking (carrier, number, link to the carrier's page)"},
         "created_at": {"type": "string"}}},
 })
 
@@ -270,6 +284,18 @@ BUYING_PATHS = {
         "summary": "An order (its owner, or a guest with X-Order-Token)", "tags": ["orders"],
         "parameters": [ORDER_ID, ORDER_TOKEN],
         "responses": {"200": _ok(_ref("Order")), "404": _error("no such order, or not yours"), **COMMON_ERRORS}}},
+    "/v1/orders/{order_id}/pay": {"post": {
+        "summary": "Pay again: a new payment attempt for a pending order while its stock is held (after a decline); "
+                   "an attempt still open is answered again, not doubled", "tags": ["orders"],
+        "parameters": [ORDER_ID, ORDER_TOKEN],
+        "responses": {"201": _ok(_obj("order", "payment", order=_ref("Order"), payment=_obj(
+            "id", "provider", id={"type": "integer"}, provider={"enum": ["stripe", "test"]},
+            client_secret={"type": "string"}, redirect_url={"type": "string"}))),
+            "404": _error("no such order, or not yours"),
+            "409": _error("not_payable (the order is no longer pending) or hold_expired (its items are no longer "
+                          "held: check out again)"),
+            "503": _error("payment_unavailable: the payment provider cannot be reached; the order and its hold stay"),
+            **COMMON_ERRORS}}},
     "/v1/orders/{order_id}/cancel": {"post": {
         "summary": "Cancel before shipping", "tags": ["orders"], "parameters": [ORDER_ID, ORDER_TOKEN],
         "responses": {"200": _ok(_ref("Order")), "404": _error("no such order, or not yours"),
@@ -287,9 +313,20 @@ ADMIN_PATHS = {
         "summary": "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
         "tags": ["admin"], "security": BEARER, "parameters": [ORDER_ID],
         "requestBody": _body(_obj("status", status={"enum": ["processing", "shipped", "delivered", "cancelled",
-                                                              "returned"]}, note={"type": "string"})),
+                                                              "returned"]}, note={"type": "string", "maxLength": 1000},
+                                  tracking={**_obj("carrier", "number",
+                                                   carrier={"type": "string", "maxLength": 60, "example": "UPS"},
+                                                   number={"type": "string", "maxLength": 100,
+                                                           "pattern": "^[A-Za-z0-9][A-Za-z0-9 ./-]*$"},
+                                                   url={"type": "string", "maxLength": 500, "format": "uri",
+                                                        "description": "https:// or http://; when absent, made "
+                                                                       "from the number for UPS, USPS, FedEx, DHL"}),
+                                            "description": "only with status shipped: the parcel's tracking, shown "
+                                                           "on the order page and in the shipped mail"})),
         "responses": {"200": _ok(_ref("Order")), "404": _error("no such order"),
-                      "409": _error("invalid_transition"), "422": _error("unknown status"), **STAFF_ERRORS}}},
+                      "409": _error("invalid_transition"),
+                      "422": _error("unknown status, or bad tracking (details.fields[\"tracking.<name>\"])"),
+                      **STAFF_ERRORS}}},
     "/v1/admin/orders/{order_id}/refunds": {"post": {
         "summary": "Refund part or all of the payment (payments)", "tags": ["admin"], "security": BEARER,
         "parameters": [ORDER_ID, IDEMPOTENCY],

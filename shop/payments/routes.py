@@ -2,7 +2,7 @@
 reaches the shop's own webhook as a signed event, through the job queue, like Stripe's would."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeSerializer
 from rq import Retry
 
@@ -49,6 +49,14 @@ def test_pay(payment_id: int):
     payment = _payment(payment_id)
     order = db.session.get(Order, payment.order_id)
     form = ActionForm()
+    if request.method == "POST" and payment.status in ("failed", "cancelled", "succeeded"):
+        # A closed attempt (declined, replaced by "Pay again", or paid): deciding again must not pay twice.
+        from flask import flash
+
+        from shop.orders.services import order_link
+
+        flash("This payment attempt is closed. Your order page shows what to do next.", "info")
+        return redirect(order_link(order), 303)
     if request.method == "POST" and form.validate_on_submit():
         outcome = "approve" if request.form.get("decision") == "approve" else "decline"
         event = test_event(payment.provider_id, payment, outcome)
@@ -57,7 +65,11 @@ def test_pay(payment_id: int):
         after_commit("default", deliver_test_event, external_url("webhooks.stripe_webhook"), event,
                      retry=Retry(max=5, interval=[2, 5, 15, 60, 300]))
         db.session.commit()
-        return redirect(url_for("storefront.order_detail", order_id=order.id, paid=outcome))
+        # Back to the order with its signed link: the shopper may have reached this page at another host
+        # name than the shop's (PUBLIC_BASE_URL), where their session, and the guest's key in it, is unknown.
+        from shop.orders.services import order_link
+
+        return redirect(order_link(order, paid=outcome), 303)
     resp = current_app.make_response(render_template("payments/test_pay.html", payment=payment, order=order,
                                                       form=form))
     resp.headers["Cache-Control"] = "private, no-store"

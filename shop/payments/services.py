@@ -30,10 +30,11 @@ class PaymentUnavailable(ApiError):
         super().__init__(503, "payment_unavailable", message, headers={"Retry-After": "30"})
 
 
-def start(payment_id: int) -> dict:
+def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
     """Open the payment with the provider (outside any transaction) and record its id.
 
-    If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised."""
+    If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised;
+    a second attempt (pay_again) keeps the order and its hold instead (`cancel_on_failure=False`)."""
     payment = db.session.get(Payment, payment_id)
     gw = gateway()
     ref = PaymentRef.of(payment)  # plain values: reading the row later would reopen a transaction
@@ -47,7 +48,7 @@ def start(payment_id: int) -> dict:
         locked = lock_payment(payment_id)
         if locked.status == "creating":  # not started meanwhile by another copy (checkout retry, stuck sweep)
             locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
-            if order.status == states.PENDING:
+            if order.status == states.PENDING and cancel_on_failure:
                 orders.move(order, states.CANCELLED, "system", "The payment could not be started")
         db.session.commit()
         raise PaymentUnavailable() from None
@@ -57,6 +58,53 @@ def start(payment_id: int) -> dict:
     db.session.commit()
     return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
             "redirect_url": started.redirect_url}
+
+
+LIVE = ("creating", "requires_payment")  # attempts that may still be paid
+
+
+def latest(order_id: int) -> Payment | None:
+    """The order's most recent payment attempt."""
+    return db.session.scalar(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1))
+
+
+def pay_again(order_id: int) -> dict:
+    """A new payment attempt for the same pending order and the same stock hold: after a declined card, say.
+
+    Under the order's row lock: an order that is no longer pending, or whose hold has run out, is refused
+    (409); an attempt still live (not declined, or its decline not reported yet) is answered again rather
+    than doubled, so two presses at once make one new attempt. The provider is called after the commit;
+    if it fails, the order and its hold stay as they are (503, try again)."""
+    from datetime import datetime, timezone
+
+    order = orders.lock(order_id)
+    if order.status != states.PENDING:
+        db.session.commit()
+        raise ApiError(409, "not_payable", f"This order is {order.status}: there is nothing left to pay.",
+                       {"status": order.status})
+    expires = orders.hold_expires_at(order.id)
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=timezone.utc)
+    if expires is None or expires <= datetime.now(timezone.utc):
+        db.session.commit()
+        raise ApiError(409, "hold_expired", "The items of this order are no longer held for you. Please add them "
+                                            "to your cart and check out again.")
+    live = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status.in_(LIVE))
+                             .order_by(Payment.id.desc()).limit(1).with_for_update()
+                             .execution_options(populate_existing=True))
+    if live is not None and live.status == "requires_payment":
+        from shop.checkout.services import payment_answer
+
+        return payment_answer(live)  # commits before asking the provider for its page again
+    if live is None:
+        live = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
+        db.session.add(live)
+        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                                  actor="customer", note="New payment attempt"))
+    db.session.flush()
+    payment_id = live.id
+    db.session.commit()
+    return start(payment_id, cancel_on_failure=False)
 
 
 def lock_payment(payment_id: int) -> Payment | None:
@@ -105,6 +153,16 @@ def on_succeeded(intent: dict) -> str:
             orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
         refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system")
         return "refunding: amount mismatch"
+    paid_before = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
+                                                             Payment.status == "succeeded").limit(1))
+    if paid_before is not None:
+        # Another attempt (an earlier declined one paid after all, beside "Pay again") already paid this order:
+        # this money is given back, whatever the order's status.
+        payment.status, payment.failure_reason = "succeeded", "order already paid by another attempt: refunded"
+        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                                  actor=payment.provider, note="A second payment arrived; refunded"))
+        refund_after_commit(order.id, reason="The order was already paid", actor="system", payment_id=payment.id)
+        return "refunding: order already paid"
     payment.status, payment.failure_reason = "succeeded", None
     if order.status == states.PENDING:
         inventory.consume(order.id)
@@ -150,13 +208,17 @@ def refundable(payment: Payment) -> int:
     return payment.amount - payment.refunded_amount if payment.status == "succeeded" else 0
 
 
-def refund(order_id: int, amount: int | None, reason: str, actor: str) -> Refund:
-    """Refund part or all of an order's payment. The amount is held first (so two refunds at once
-    cannot exceed the payment), the provider is called between transactions, then the result stored."""
+def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_id: int | None = None) -> Refund:
+    """Refund part or all of an order's payment (its first that succeeded, or `payment_id`). The amount is held
+    first (so two refunds at once cannot exceed the payment), the provider is called between transactions,
+    then the result stored."""
     order = orders.lock(order_id)
     # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
     # same transaction, and a stale refunded_amount would let two refunds pass the check below.
-    payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
+    which = select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
+    if payment_id is not None:
+        which = which.where(Payment.id == payment_id)
+    payment = db.session.scalar(which.order_by(Payment.id).limit(1)
                                 .with_for_update().execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
@@ -237,18 +299,23 @@ def retry_pending_refunds(older_than_seconds: int = 120) -> int:
     return done
 
 
-def refund_after_commit(order_id: int, reason: str, actor: str) -> None:
-    """Refund what is left of an order's payment, in a job after this transaction commits."""
+def refund_after_commit(order_id: int, reason: str, actor: str, payment_id: int | None = None) -> None:
+    """Refund what is left of an order's payment (or of payment `payment_id`), in a job after this transaction
+    commits."""
     from rq import Retry
 
+    extra = {"payment_id": payment_id} if payment_id is not None else {}
     after_commit("default", refund_remaining_job, order_id, reason, actor,
-                 retry=Retry(max=5, interval=[30, 60, 300, 900, 3600]))
+                 retry=Retry(max=5, interval=[30, 60, 300, 900, 3600]), **extra)
 
 
-def refund_remaining_job(order_id: int, reason: str, actor: str) -> str:
+def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int | None = None) -> str:
     """RQ job (default queue): idempotent, as a refund of nothing left does nothing."""
-    payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded"))
+    which = select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
+    if payment_id is not None:
+        which = which.where(Payment.id == payment_id)
+    payment = db.session.scalar(which.order_by(Payment.id).limit(1))
     if payment is None or refundable(payment) <= 0:
         return "nothing to refund"
-    refund(order_id, None, reason, actor)
+    refund(order_id, None, reason, actor, payment_id=payment.id)
     return "refunded"

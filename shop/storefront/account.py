@@ -135,8 +135,7 @@ def add_address():
     form = AddressForm(prefix="addr")
     if form.validate_on_submit():
         try:
-            services.add_address(current_user, {f.short_name: f.data for f in form
-                                                if f.short_name != "csrf_token"})
+            services.add_address(current_user, form.address())
         except ValidationError as exc:
             _field_errors(form, exc)
         else:
