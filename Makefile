@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 AXE_VERSION := 4.10.3
 AXE    := $(VENV)/node/node_modules/axe-core/axe.min.js
 
-.PHONY: install run test bench seed-large clean
+.PHONY: install run stop test bench seed-large clean
 
 install: $(STAMP) $(AXE)
 
@@ -24,6 +24,9 @@ $(AXE):
 
 run: install
 	$(PY) -m shop.devstack run
+
+stop:
+	$(PY) -m shop.devstack stop
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -293,7 +293,25 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a process that has exited but not yet been reaped by its parent is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def shop_env(stack: Stack, host: str, port: int, environ: dict | None = None) -> dict:
+    """The environment of every process `make run` starts: the web server, the workers, the relay and the
+    scheduler alike. Links in mails (sent by the workers), payment pages and the test gateway's webhook go
+    to the port this shop serves unless PUBLIC_BASE_URL says otherwise (an empty value counts as unset)."""
+    environ = dict(os.environ if environ is None else environ)
+    # Every child derives the same key from this data directory (config.py) unless SECRET_KEY is set.
+    env = {**environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1",
+           "SHOP_VAR_DIR": str(stack.var), "SHOP_BIND_HOST": host}
+    env.setdefault("SHOP_ENV", "development")
+    if not (env.get("PUBLIC_BASE_URL") or "").strip():
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+        env["PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
+    return env
 
 
 def _run_shop(stack: Stack, host: str, port: int) -> int:
@@ -301,12 +319,7 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     starting any of them again when it dies (a server dying stops the shop)."""
     from shop.extensions import QUEUE_NAMES
 
-    # Every child derives the same key from this data directory (config.py) unless SECRET_KEY is set.
-    env = {**os.environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1",
-           "SHOP_VAR_DIR": str(stack.var), "SHOP_BIND_HOST": host}
-    env.setdefault("SHOP_ENV", "development")
-    # Links in mails, payment pages and the test gateway's webhook go to this server unless told otherwise.
-    env.setdefault("PUBLIC_BASE_URL", f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
+    env = shop_env(stack, host, port)
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
@@ -325,22 +338,51 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
               "web server", web, Path("/dev/null"))
     print(f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
-          f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR', ROOT / 'var' / 'mail')}\n"
+          f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR') or stack.var / 'mail'}\n"
           f"  Ctrl-C stops everything.\n", flush=True)
     while stack.supervise():
         time.sleep(0.5)
     return 1
 
 
+def _pid_file(var: Path) -> Path:
+    return var / "run.pid"
+
+
+def stop(var: Path, timeout: float = 60) -> int:
+    """`make stop`: stop the `make run` that serves from `var` (as Ctrl-C would), waiting until it is gone."""
+    path = _pid_file(var)
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        print(f"[stack] no shop is running from {var} (no {path.name})")
+        return 0
+    if not _pid_alive(pid):
+        path.unlink(missing_ok=True)
+        print(f"[stack] no shop is running from {var} (pid {pid} is gone)")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        print(f"[stack] pid {pid} is still stopping after {timeout:.0f} s", file=sys.stderr)
+        return 1
+    print(f"[stack] stopped the shop (pid {pid})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m shop.devstack")
-    parser.add_argument("command", choices=["run", "env"])
+    parser.add_argument("command", choices=["run", "env", "stop"])
     parser.add_argument("--var", default=os.environ.get("SHOP_VAR_DIR", str(DEFAULT_VAR)))
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     args = parser.parse_args(argv)
+    if args.command == "stop":
+        return stop(Path(args.var))
     if args.command == "run" and not os.environ.get("SECRET_KEY") and not is_loopback(args.host):
         # The key generated in var/ is for a shop only this machine reaches; refuse before starting anything.
         print(f"[stack] refusing to serve on {args.host} without SECRET_KEY: set SECRET_KEY to a random value "
@@ -360,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     # Installed explicitly: a shell that starts us in the background hands us SIGINT ignored.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    pid_file = _pid_file(stack.var)
     try:
+        stack.var.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")  # for `make stop`
         stack.start()
         if args.command == "env":
             for key, value in stack.env.items():
@@ -373,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stack.stop()
+        if pid_file.exists() and pid_file.read_text().split()[:1] == [str(os.getpid())]:
+            pid_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

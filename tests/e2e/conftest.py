@@ -63,7 +63,9 @@ def axe(axe_source):
     readable strings ("rule: help (selector, ...)"), so `assert axe(page) == []` shows what is wrong."""
     def run(page, *, exclude: list[str] | None = None) -> list[str]:
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
-            page.add_script_tag(content=axe_source)
+            # Evaluated through the DevTools protocol, so the shop's Content-Security-Policy (which blocks
+            # inline scripts) does not stop it and the page is checked under its real headers.
+            page.evaluate(axe_source)
         context = {"exclude": [[sel] for sel in (exclude or [])]} if exclude else None
         result = page.evaluate(
             "async (ctx) => await window.axe.run(ctx || document, {resultTypes: ['violations']})", context)

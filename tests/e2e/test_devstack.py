@@ -70,8 +70,13 @@ def _run_until_serving(var_dir, port):
     pytest.fail("the shop did not come up in time:\n" + "".join(output))
 
 
-def _stop(proc, output, var_dir):
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+def _stop(proc, output, var_dir, *, with_make_stop=False):
+    if with_make_stop:  # what `make stop` runs, for a `make run` in the background
+        done = subprocess.run([sys.executable, "-m", "shop.devstack", "stop", "--var", str(var_dir)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0 and f"stopped the shop (pid {proc.pid})" in done.stdout, done
+    else:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     proc.wait(timeout=60)
     time.sleep(0.5)
     left = _shop_processes(var_dir)  # e.g. a killed worker's scheduler process, still holding our stdout
@@ -122,9 +127,12 @@ def test_make_run_serves_the_demo_shop_and_ctrl_c_stops_everything(tmp_path):
     key = key_file.read_text()
     assert key_file.stat().st_mode & 0o777 == 0o600 and "dev-only" not in key
 
-    # A second run reuses var/: same data, no second seed, the same key (sessions survive a restart).
+    # A second run reuses var/: same data, no second seed, the same key (sessions survive a restart);
+    # `make stop` stops it as Ctrl-C would, and forgets its pid.
     proc, output = _run_until_serving(var_dir, port)
-    _stop(proc, output, var_dir)
+    assert (var_dir / "run.pid").read_text().strip() == str(proc.pid)
+    _stop(proc, output, var_dir, with_make_stop=True)
+    assert not (var_dir / "run.pid").exists()
     assert "already has products; not seeding" in "".join(output)
     assert key_file.read_text() == key
     assert _children_using(var_dir) == []
