@@ -218,7 +218,9 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
     which = select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
     if payment_id is not None:
         which = which.where(Payment.id == payment_id)
-    payment = db.session.scalar(which.order_by(Payment.id).limit(1)
+    # Without `payment_id`: the payment with the most left to refund (an order paid twice, beside "Pay again",
+    # has its second payment given back in full; staff refund the one that stands).
+    payment = db.session.scalar(which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1)
                                 .with_for_update().execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
@@ -314,7 +316,7 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
     which = select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
     if payment_id is not None:
         which = which.where(Payment.id == payment_id)
-    payment = db.session.scalar(which.order_by(Payment.id).limit(1))
+    payment = db.session.scalar(which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1))
     if payment is None or refundable(payment) <= 0:
         return "nothing to refund"
     refund(order_id, None, reason, actor, payment_id=payment.id)

@@ -218,6 +218,9 @@ def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, c
     assert (refund.payment_id, refund.amount, refund.status) == (first.id, first.amount, "succeeded")
     assert order_row(db_session, order_id).status == "confirmed"
     assert payments.refundable(db_session.get(Payment, second.id, populate_existing=True)) == second.amount
+    # A refund staff make later comes out of the payment that stands, not the one already given back.
+    partial = payments.refund(order_id, 100, "A scuffed box", "support@example.com")
+    assert (partial.payment_id, partial.amount) == (second.id, 100)
 
 
 def test_pay_again_is_refused_once_the_hold_has_run_out(app, client, shelf, db_session):
