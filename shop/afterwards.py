@@ -25,10 +25,11 @@ def default_retry():
     return Retry(max=3, interval=[10, 60, 300])
 
 
-def record_job(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120) -> None:
-    """after_commit() in a given session's transaction (for session event hooks)."""
+def record_job(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120,
+               kind: str = "job") -> None:
+    """after_commit() in a given session's transaction (for session event hooks); `kind` as in outbox.record."""
     row_id = outbox.record(session, queue, func, args, kwargs, retry if retry is not None else default_retry(),
-                           job_timeout)
+                           job_timeout, kind)
     session.info.setdefault(_PENDING, []).append(row_id)
 
 

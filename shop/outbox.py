@@ -78,10 +78,12 @@ def function_path(func) -> str:
     return f"{func.__module__}.{qualname}"
 
 
-def record(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120) -> int:
-    """INSERT the job in `session`'s transaction; returns the row id. Arguments must be JSON-able."""
+def record(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120,
+           kind: str = "job") -> int:
+    """INSERT the job in `session`'s transaction; returns the row id. Arguments must be JSON-able. `kind` picks
+    the dispatcher (DISPATCHERS) that hands the row over; "job" enqueues it as it is."""
     return session.execute(insert(OutboxJob).values(
-        queue=queue, function=function_path(func), args=list(args), kwargs=dict(kwargs or {}),
+        kind=kind, queue=queue, function=function_path(func), args=list(args), kwargs=dict(kwargs or {}),
         retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
         job_timeout=job_timeout).returning(OutboxJob.id)).scalar_one()
 

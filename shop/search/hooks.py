@@ -4,14 +4,29 @@ The job is written into the committing transaction itself (an outbox row, shop.a
 before it commits: catalogue change and sync job stand or fall together, and a sync recorded while
 Redis is down is queued by the outbox relay once it is back. The nightly reconcile() still repairs
 anything the index missed (Typesense away for longer than the job's retries).
+
+Product syncs are rows of their own kind (jobs.SYNC_KIND), handed over by jobs.dispatch_sync, which
+coalesces the syncs of many commits into one job; category changes stay plain reindex jobs.
 """
 from __future__ import annotations
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from shop import outbox
 from shop.afterwards import record_job
 from shop.catalog.changes import pending_changes
+
+SYNC_KIND = "search-sync"  # the outbox kind of product syncs (shop.search.jobs.dispatch_sync hands them over)
+
+
+def _dispatch_sync(row) -> None:
+    from shop.search import jobs
+
+    jobs.dispatch_sync(row)
+
+
+outbox.DISPATCHERS[SYNC_KIND] = _dispatch_sync
 
 
 @event.listens_for(Session, "before_commit")
@@ -29,4 +44,6 @@ def queue_search_sync(session: Session) -> None:
         # A renamed or moved category changes the path of every product below it: rebuild.
         record_job(session, "search", jobs.reindex, job_timeout=3600, retry=retry)
     elif product_ids:
-        record_job(session, "search", jobs.sync_products, [sorted(product_ids)], job_timeout=600, retry=retry)
+        # One coalesced job stands for every waiting sync, so its first retries come sooner.
+        record_job(session, "search", jobs.sync_products, [sorted(product_ids)], job_timeout=600, kind=SYNC_KIND,
+                   retry=Retry(max=4, interval=[5, 15, 60, 300]))
