@@ -14,12 +14,13 @@ import contextlib
 import os
 import secrets
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.fakes.serving import ServedInThread
 
 ROOT = Path(__file__).resolve().parent.parent
 _stack = None
@@ -187,87 +188,69 @@ def count_queries(app):
     return Counter
 
 
+@contextlib.contextmanager
+def _fresh_database(prefix: str, **settings):
+    """A new database on the suite's server with the migrated schema: yields (its URL, an app on it with
+    `settings`); afterwards the app's connections are closed and the database is dropped."""
+    from flask_migrate import upgrade
+
+    from shop import create_app
+    from shop.extensions import db
+
+    base = os.environ["DATABASE_URL"]
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _server_url(base, name)
+    app = create_app(config_for(url, **settings))
+    try:
+        with app.app_context():
+            upgrade()
+        yield url, app
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.fixture
 def committed_db():
     """A database of the test's own with the migrated schema, for code that must really commit.
 
     Yields its URL; dropped afterwards.
     """
-    from flask_migrate import upgrade
-
-    from shop import create_app
-
-    base = os.environ["DATABASE_URL"]
-    name = f"shop_t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _server_url(base, name)
-    app = create_app(config_for(url))
-    with app.app_context():
-        upgrade()
-    try:
+    with _fresh_database("shop_t") as (url, _app):
         yield url
-    finally:
-        from shop.extensions import db
-
-        with app.app_context():
-            db.engine.dispose()
-        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-class LiveServer:
+class LiveServer(ServedInThread):
     """The real app served over HTTP by werkzeug in a thread, on a free port."""
 
     def __init__(self, flask_app):
         from werkzeug.serving import make_server
 
-        self.server = make_server("127.0.0.1", 0, flask_app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        super().__init__(make_server("127.0.0.1", 0, flask_app, threaded=True))
+        self.url = f"http://127.0.0.1:{self.port}"
         # Absolute links (payment pages, the test gateway's webhook, upload URLs) point at this server.
         flask_app.config["PUBLIC_BASE_URL"] = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(5)
 
 
 @contextlib.contextmanager
 def live_seeded_shop(products: int, prefix: str = "shop_demo", setup=None, **settings):
     """A live server over a fresh committed database holding `products` demo products; `setup()` runs in
     the app context after seeding (e.g. to create staff). The database is dropped afterwards."""
-    from flask_migrate import upgrade
-
-    from shop import create_app
     from shop.catalog.seed import seed_demo
-    from shop.extensions import db
 
-    base = os.environ["DATABASE_URL"]
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    app = create_app(config_for(_server_url(base, name), **settings))
-    try:
+    with _fresh_database(prefix, **settings) as (_url, app):
         with app.app_context():
-            upgrade()
             seed_demo(products, echo=lambda *a, **k: None)
             if setup is not None:
                 setup()
         with LiveServer(app) as live:
             live.app = app
             yield live
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import socketserver
-import threading
 from email import message_from_bytes, policy
 
+from tests.fakes.serving import ServedInThread
 
-class FakeSmtp:
+
+class FakeSmtp(ServedInThread):
     def __init__(self):
         self.messages: list = []  # email.message.EmailMessage, in the order accepted
         self.quit_reply = "221 2.0.0 Bye"
@@ -40,16 +41,6 @@ class FakeSmtp:
                     else:  # HELO, MAIL, RCPT, RSET, NOOP
                         self.reply("250 2.0.0 Ok")
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        super().__init__(server)

@@ -47,73 +47,194 @@ def _port(url: str) -> int:
 
 
 # -- the shop ---------------------------------------------------------------------------------------
-class ShopUnderTest:
-    """A private stack plus the shop's processes, with ways to kill and restart each of them."""
+SERVERS = ("postgres", "redis", "typesense")
 
-    def __init__(self, var: Path, hold_seconds: int):
+
+def _hidden_suite_servers(start):
+    """Stack.start() uses the servers the environment names (the suite's own, under pytest): hide those
+    names while it runs, so the drills get servers no other test touches."""
+    names = ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY")
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        return start()
+    finally:
+        os.environ.update(saved)
+
+
+def _with_database(url: str, name: str) -> str:
+    return f"{url.rpartition('/')[0]}/{name}"
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]], timeout: float = 20) -> None:
+    """Stop processes all at once (SIGINT for PostgreSQL's fast shutdown, SIGTERM for the rest), then wait
+    for each, killing what outlives `timeout`."""
+    for name, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT if name == "postgres" else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for _, proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Servers:
+    """The PostgreSQL, Redis and Typesense of a private stack, started once and shared by the drills,
+    with a template database: migrated, seeded with the demo catalogue and its pool stocked. A drill's
+    shop gets a database copied from the template (CREATE DATABASE ... TEMPLATE), an emptied Redis and a
+    rebuilt search index, so it starts as a fresh stack would, without the seconds a fresh stack costs."""
+
+    TEMPLATE = "shop_template"
+
+    def __init__(self, var: Path):
+        self.var = Path(var)
+        self.stack = Stack(self.var / "stack", ports={"postgres": 0, "redis": 0, "typesense": 0},
+                           durable=True, quiet=True)
+        self.urls: dict[str, str] = {}
+        self.ports: dict[str, int] = {}
+        self.skus: list[str] = []
+        self.initial_stock: dict[int, int] = {}
+        self.databases = 0
+
+    def start(self) -> None:
+        self.var.mkdir(parents=True, exist_ok=True)
+        self.urls = _hidden_suite_servers(self.stack.start)
+        self.ports = {"postgres": _port(self.urls["DATABASE_URL"]), "redis": _port(self.urls["REDIS_URL"]),
+                      "typesense": _port(self.urls["TYPESENSE_URL"])}
+        self.stack.ports.update(self.ports)  # a restarted server comes back where its clients look
+        self.admin_sql(f'CREATE DATABASE "{self.TEMPLATE}"')
+        env = shop_env({**self.urls, "DATABASE_URL": _with_database(self.urls["DATABASE_URL"], self.TEMPLATE)},
+                       self.var, "http://127.0.0.1:1")
+        run_flask(env, "db", "upgrade")
+        run_flask(env, "seed", "demo", "--products", "20")
+        self.skus, self.initial_stock = _stock_pool(env["DATABASE_URL"])
+        # The seed's search jobs: each drill's `flask search reindex` does their work.
+        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("UPDATE outbox_job SET dispatched_at = now(), done_at = now() WHERE done_at IS NULL "
+                         "AND queue = 'search'")
+
+    def ensure_up(self) -> None:
+        """Start again a server a previous drill left down (its drill failed before restarting it)."""
+        for name in SERVERS:
+            if [p for n, p in self.stack.procs if n == name][-1].poll() is not None:
+                getattr(self.stack, f"_start_{name}")()
+
+    def admin_sql(self, statement: str) -> None:
+        with psycopg.connect(_with_database(self.urls["DATABASE_URL"], "postgres"), autocommit=True) as conn:
+            conn.execute(statement)
+
+    def new_database(self) -> str:
+        """A copy of the template; its URL."""
+        self.databases += 1
+        name = f"shop_drill_{self.databases}"
+        self.admin_sql(f'CREATE DATABASE "{name}" TEMPLATE "{self.TEMPLATE}"')
+        # The copy's pages carry WAL positions after the last checkpoint, so its sequences would hand out
+        # numbers without logging them, and a crash (the postgres drill) would hand them out again: a
+        # checkpoint makes the next nextval() log as it would in a database made the usual way.
+        self.admin_sql("CHECKPOINT")
+        return _with_database(self.urls["DATABASE_URL"], name)
+
+    def stop(self) -> None:
+        _stop(self.stack.procs[::-1])
+        self.stack.procs.clear()
+
+
+def shop_env(urls: dict, var: Path, base: str, **extra: str) -> dict[str, str]:
+    """The environment the shop's processes run in: this one without the suite's own settings, plus the
+    stack's URLs and production-like settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STRIPE_", "SENDGRID_", "SMTP_", "TEST_", "RATE_", "HOLD_"))}
+    env.update(urls)
+    env.update({"SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32), "PAYMENT_PROVIDER": "test",
+                "ABUSE_LIMITS": "off", "PUBLIC_BASE_URL": base, "MAIL_BACKEND": "file",
+                "MAIL_DIR": str(var / "mail"), "SHOP_VAR_DIR": str(var / "var"), "PYTHONUNBUFFERED": "1",
+                "FLASK_APP": "wsgi", **extra})
+    return env
+
+
+def run_flask(env: dict, *argv: str, wait: bool = True):
+    """`flask <argv>` in the shop's environment: its output (or, without `wait`, the running process)."""
+    cmd = [sys.executable, "-m", "flask", "--app", "wsgi", *argv]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"flask {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def _stock_pool(database_url: str) -> tuple[list[str], dict[int, int]]:
+    """Give a few variants plenty of stock, so checkouts are mostly accepted (the seed's counts are small)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT v.id, v.sku FROM variant v JOIN product p ON p.id = v.product_id "
+                            "WHERE p.status = 'active' ORDER BY v.id LIMIT %s", (POOL_SKUS,)).fetchall()
+        conn.execute("UPDATE variant SET on_hand = %s, reserved = 0 WHERE id = ANY(%s)",
+                     (POOL_STOCK, [r[0] for r in rows]))
+    return [sku for _, sku in rows], {vid: POOL_STOCK for vid, _ in rows}
+
+
+class ShopUnderTest:
+    """A shop's processes on a stack's servers, with ways to kill and restart each of them. The servers
+    are `servers` (shared with other drills) or, without them, a private stack started and stopped here."""
+
+    def __init__(self, var: Path, hold_seconds: int, servers: Servers | None = None):
         self.var = Path(var)
         self.logs = self.var / "logs"
         self.mail_dir = self.var / "mail"
         self.hold_seconds = hold_seconds
-        self.stack = Stack(self.var / "stack", ports={"postgres": 0, "redis": 0, "typesense": 0},
-                           durable=True, quiet=True)
+        self.own_servers = servers is None
+        self.servers = servers if servers is not None else Servers(self.var)
+        self.stack = self.servers.stack
         self.env: dict[str, str] = {}
         self.ports: dict[str, int] = {}
         self.initial_stock: dict[int, int] = {}
         self.skus: list[str] = []
+        self.mine: list[subprocess.Popen] = []  # the shop's processes (not the servers)
         self.has_outbox = (ROOT / "shop" / "outbox.py").exists()
 
     # lifecycle
     def start(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.mail_dir.mkdir(parents=True, exist_ok=True)
-        urls = self._start_own_servers()
-        self.ports = {"postgres": _port(urls["DATABASE_URL"]), "redis": _port(urls["REDIS_URL"]),
-                      "typesense": _port(urls["TYPESENSE_URL"])}
-        self.stack.ports.update(self.ports)  # a restarted server comes back where its clients look
+        for path in (self.logs, self.mail_dir, self.var / "var"):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.own_servers:
+            self.servers.start()
+        else:
+            self.servers.ensure_up()
+        self.ports = dict(self.servers.ports)
+        self.skus, self.initial_stock = list(self.servers.skus), dict(self.servers.initial_stock)
         self.web_port = _pick_port(0)
         self.base = f"http://127.0.0.1:{self.web_port}"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("STRIPE_", "SENDGRID_", "SMTP_", "TEST_", "RATE_", "HOLD_"))}
-        env.update(urls)
-        env.update({"SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32), "PAYMENT_PROVIDER": "test",
-                    "ABUSE_LIMITS": "off", "RESERVATION_TTL_SECONDS": str(self.hold_seconds),
-                    "PUBLIC_BASE_URL": self.base, "MAIL_BACKEND": "file", "MAIL_DIR": str(self.mail_dir),
-                    "SHOP_VAR_DIR": str(self.stack.var), "PYTHONUNBUFFERED": "1", "FLASK_APP": "wsgi"})
-        self.env = env
-        self.flask("db", "upgrade")
-        self.flask("seed", "demo", "--products", "20")
-        self._stock_pool()
-        self.flask("search", "reindex")
+        urls = {**self.servers.urls, "DATABASE_URL": self.servers.new_database()}
+        self.env = shop_env(urls, self.var, self.base, RESERVATION_TTL_SECONDS=str(self.hold_seconds))
+        self.redis().flushall()  # the last drill's jobs, heartbeats and locks
+        reindex = run_flask(self.env, "search", "reindex", wait=False)  # while the processes start
         self.start_web()
         self.start_worker()
         if self.has_outbox:
             self.spawn("relay", [sys.executable, "worker.py", "relay"])
         self.spawn("scheduler", [sys.executable, "-m", "shop.schedule"])
+        out, _ = reindex.communicate(timeout=300)
+        if reindex.returncode:
+            raise RuntimeError(f"flask search reindex failed ({reindex.returncode}):\n{out}")
         wait_until(lambda: self.get("/readyz").status_code == 200, 60, "the shop to answer /readyz with 200")
 
-    def _start_own_servers(self) -> dict:
-        """Stack.start() uses the servers the environment names (the suite's own, under pytest):
-        hide those names while it runs, so this shop gets servers no other test touches."""
-        names = ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY")
-        saved = {k: os.environ.pop(k) for k in names if k in os.environ}
-        try:
-            return self.stack.start()
-        finally:
-            os.environ.update(saved)
-
     def stop(self) -> None:
-        self.stack.stop()
+        """Stop the shop's processes (all at once), and the servers when they are this shop's own."""
+        procs = [(n, p) for n, p in self.stack.procs if p in self.mine]
+        _stop(procs[::-1])
+        self.stack.procs[:] = [(n, p) for n, p in self.stack.procs if p not in self.mine]
+        if self.own_servers:
+            self.servers.stop()
 
     def flask(self, *argv: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *argv], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        if done.returncode:
-            raise RuntimeError(f"flask {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-        return done.stdout
+        return run_flask(self.env, *argv)
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        return self.stack.spawn(name, argv, env=self.env, log=self.logs / f"{name}.log", cwd=ROOT)
+        proc = self.stack.spawn(name, argv, env=self.env, log=self.logs / f"{name}.log", cwd=ROOT)
+        self.mine.append(proc)
+        return proc
 
     def start_web(self) -> None:
         self.spawn("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.web_port}",
@@ -177,16 +298,6 @@ class ShopUnderTest:
     def sql(self, query: str, params=()) -> list[tuple]:
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True, connect_timeout=5) as conn:
             return conn.execute(query, params).fetchall()
-
-    def _stock_pool(self) -> None:
-        """Give a few variants plenty of stock, so checkouts are mostly accepted (the seed's counts are small)."""
-        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            rows = conn.execute("SELECT v.id, v.sku FROM variant v JOIN product p ON p.id = v.product_id "
-                                "WHERE p.status = 'active' ORDER BY v.id LIMIT %s", (POOL_SKUS,)).fetchall()
-            conn.execute("UPDATE variant SET on_hand = %s, reserved = 0 WHERE id = ANY(%s)",
-                         (POOL_STOCK, [r[0] for r in rows]))
-        self.skus = [sku for _, sku in rows]
-        self.initial_stock = {vid: POOL_STOCK for vid, _ in rows}
 
     def redis(self):
         from redis import Redis

@@ -1,10 +1,12 @@
 """Faults lose nothing (issue 10): one server or process dies under a shopper load, and afterwards
 every order, payment, refund, mail and search change is there exactly once, stock is exact, every
 order can be recovered with its Idempotency-Key, /readyz told the operator, and clients saw 503
-(never 500). One test per fault, each on a private stack of its own (see tests/faults/__init__.py
-for the knobs and for skipping the suite with `-m "not faults"`).
+(never 500). One test per fault, each with a shop of its own: its own processes, database (a copy of a
+migrated, seeded template), emptied Redis and rebuilt search index, on servers (PostgreSQL, Redis,
+Typesense) the tests share, a private stack started once for them (FAULT_FRESH_STACK=1: a stack per
+test instead). See tests/faults/__init__.py for the knobs and for skipping the suite with `-m "not faults"`.
 
-Timeline of each test: start the shop; shoppers for FAULT_WARMUP s; the fault, struck where it hurts
+Timeline of each test: start the shop (and, for the first, the servers); shoppers for FAULT_WARMUP s; the fault, struck where it hurts
 (PostgreSQL, Redis and the web workers while a checkout is in flight, the workers while a payment or
 mail job runs); the server stays down for FAULT_DOWN, FAULT_REDIS_DOWN or FAULT_WORKER_DOWN s, then
 is started again on its port and data (gunicorn's master replaces its workers itself); shoppers for
@@ -25,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (ReadyWatcher, Shoppers, ShopUnderTest, backlog, check_mail, check_payments,
-                                  check_recoverable, check_search, check_stock, drain, failed_jobs, knob, wait_until)
+from tests.faults.harness import (ReadyWatcher, Servers, Shoppers, ShopUnderTest, backlog, check_mail,
+                                  check_payments, check_recoverable, check_search, check_stock, drain, failed_jobs,
+                                  knob, wait_until)
 
 pytestmark = pytest.mark.faults
 
@@ -122,12 +125,28 @@ def check_readiness(watcher: ReadyWatcher, expect: str | None, start: float, end
     return problems
 
 
+@pytest.fixture(scope="module")
+def servers():
+    """The servers every test's shop runs on (None with FAULT_FRESH_STACK=1: each starts its own)."""
+    if os.environ.get("FAULT_FRESH_STACK", "0") not in ("", "0"):
+        yield None
+        return
+    var = Path(tempfile.mkdtemp(prefix="faults-servers-"))
+    shared = Servers(var)
+    try:
+        shared.start()
+        yield shared
+    finally:
+        shared.stop()
+        shutil.rmtree(var, ignore_errors=True)
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_under_load_loses_nothing(fault):
+def test_a_fault_under_load_loses_nothing(fault, servers):
     inject, expect = FAULTS[fault]
     began = time.monotonic()
     var = Path(tempfile.mkdtemp(prefix=f"faults-{fault}-"))
-    shop = ShopUnderTest(var, HOLD)
+    shop = ShopUnderTest(var, HOLD, servers)
     problems: list[str] = []
     try:
         shop.start()
