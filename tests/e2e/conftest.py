@@ -43,6 +43,26 @@ def browser():
             b.close()
 
 
+def new_context(browser, width: int = 1280, **kwargs):
+    """A browser context `width` px wide (a phone's 844 px tall below 500 px, else 900) with the suite's timeout."""
+    kwargs.setdefault("viewport", {"width": width, "height": 900 if width > 500 else 844})
+    context = browser.new_context(**kwargs)
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot from the top (a scrolled page would show its sticky header mid-way)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=SHOTS / name, full_page=True)
+
+
+def fits(page) -> None:
+    """The page does not scroll sideways at its viewport's width."""
+    width = page.viewport_size["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
 AXE_JS = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 SERIOUS = ("serious", "critical")
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import LiveServer, config_for
-from tests.e2e.conftest import SHOTS, TIMEOUT_MS
+from tests.e2e.conftest import SHOTS, new_context
 from tests.images import pixels, tiny_png
 
 pytestmark = pytest.mark.browser
@@ -58,15 +58,9 @@ def shop(browser, committed_db, tmp_path):
         db.engine.dispose()
 
 
-def _context(browser, width=1280, **kwargs):
-    context = browser.new_context(viewport={"width": width, "height": 900}, **kwargs)
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
 @pytest.fixture
 def page(browser):
-    context = _context(browser)
+    context = new_context(browser)
     pg = context.new_page()
     yield pg
     context.close()
@@ -223,7 +217,7 @@ def test_manager_creates_product_with_variants_and_image_then_shopper_sees_it(br
     shot(page, "admin-walk-05-image-list.png")
 
     # --- As a shopper (a fresh browser context: no staff session)
-    context = _context(browser)
+    context = new_context(browser)
     try:
         shopper = context.new_page()
         response = shopper.goto(f"{base}/p/{slug}")
@@ -324,7 +318,7 @@ def test_account_and_back_office_pages_review(browser, shop, width):
 
     base, problems = shop.url, {}
     email = f"shopper-{width}@example.com"
-    context = _context(browser, width)
+    context = new_context(browser, width)
     try:
         page = context.new_page()
         page.goto(base + "/account/signup")
@@ -352,9 +346,9 @@ def test_account_and_back_office_pages_review(browser, shop, width):
         page.get_by_label("Full name").fill("Sam Shopper")
         page.get_by_label("Address line 1").fill("12 Harbour Street")
         page.get_by_label("City").fill("Portland")
-        page.get_by_label("State or region").fill("OR")
+        page.get_by_label("Country").select_option("US")
+        page.get_by_label("State (US addresses)").select_option("OR")
         page.get_by_label("Postal code").fill("97201")
-        page.get_by_label("Country").fill("US")
         page.get_by_label("Phone").fill("+1 503 555 0100")
         page.get_by_role("button", name="Save address").click()
         expect(page.locator(".flash-success")).to_contain_text("Address saved.")
@@ -377,7 +371,7 @@ def test_account_and_back_office_pages_review(browser, shop, width):
     finally:
         context.close()
 
-    context = _context(browser, width)
+    context = new_context(browser, width)
     try:
         page = context.new_page()
         page.goto(base + "/admin/login")

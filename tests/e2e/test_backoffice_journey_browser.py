@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from tests.conftest import LiveServer, _fresh_database
-from tests.e2e.conftest import TIMEOUT_MS
+from tests.e2e.conftest import new_context
 from tests.e2e.test_backoffice_browser import PASSWORD, choose, menu, overflow, shot, staff_login
 
 pytestmark = pytest.mark.browser
@@ -54,12 +54,6 @@ def shop(browser):
             db.engine.dispose()
 
 
-def _context(browser, width=1280, **kwargs):
-    context = browser.new_context(viewport={"width": width, "height": 900}, **kwargs)
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
 def _low_count(shop) -> int:
     from shop.extensions import db
     from shop.inventory.services import low_stock
@@ -78,7 +72,7 @@ def test_manager_sees_the_true_low_stock_count_and_generates_variants(browser, s
 
     expected = _low_count(shop)
     assert expected > 10  # more than the dashboard's short list
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     try:
         staff_login(page, shop.url, "manager@example.com")
@@ -132,7 +126,7 @@ def test_manager_sees_the_true_low_stock_count_and_generates_variants(browser, s
         shot(page, "journey-03-stock-edit-1280.png")
     finally:
         context.close()
-    phone = _context(browser, 390)
+    phone = new_context(browser, 390)
     page = phone.new_page()
     try:
         staff_login(page, shop.url, "manager@example.com")
@@ -154,7 +148,7 @@ def test_shopper_sorts_search_results_by_price(browser, shop, axe):
     from playwright.sync_api import expect
 
     for width in WIDTHS:
-        context = _context(browser, width)
+        context = new_context(browser, width)
         page = context.new_page()
         try:
             page.goto(shop.url + "/search?q=cotton")
@@ -184,7 +178,7 @@ def test_shopper_sorts_search_results_by_price(browser, shop, axe):
 def test_escape_in_the_header_search_keeps_the_query(browser, shop):
     from playwright.sync_api import expect
 
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     try:
         page.goto(shop.url + "/")

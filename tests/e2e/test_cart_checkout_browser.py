@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import live_seeded_shop
-from tests.e2e.conftest import SHOTS, TIMEOUT_MS
+from tests.e2e.conftest import new_context, shot, fits
 
 pytestmark = pytest.mark.browser
 
@@ -49,33 +49,17 @@ def shop(browser):
         yield live
 
 
-def _context(browser, width: int):
-    context = browser.new_context(viewport={"width": width, "height": 900 if width > 500 else 844})
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
 def _variant(shop, sku: str) -> dict:
     with urllib.request.urlopen(f"{shop.url}/api/v1/products/{shop.sale_slug}", timeout=10) as resp:  # noqa: S310
         product = json.load(resp)
     return next(v for v in product["variants"] if v["sku"] == sku)
 
 
-def _shot(page, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SHOTS / name, full_page=True)
-
-
-def _fits(page) -> None:
-    width = page.viewport_size["width"]
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 def test_sale_price_thumbnail_coupon_and_country_select(browser, shop, axe, width):
     from playwright.sync_api import expect
 
-    context = _context(browser, width)
+    context = new_context(browser, width)
     page = context.new_page()
     try:
         # The product page: add the default variant (its price is the sale price).
@@ -102,8 +86,8 @@ def test_sale_price_thumbnail_coupon_and_country_select(browser, shop, axe, widt
         expect(code).to_be_visible()
         box = code.bounding_box()
         assert box["height"] >= 40  # sized like the other inputs, not a bare browser default
-        _fits(page)
-        _shot(page, f"cart-checkout-cart-{width}.png")
+        fits(page)
+        shot(page, f"cart-checkout-cart-{width}.png")
         assert axe(page) == []
 
         # Details: the country is a select by name; the state select is for the US only.
@@ -121,8 +105,8 @@ def test_sale_price_thumbnail_coupon_and_country_select(browser, shop, axe, widt
         expect(country).to_have_value("GB")
         expect(page.get_by_label("State (US addresses)")).to_be_hidden()
         expect(page.get_by_label(re.compile(r"^County, province or region"))).to_be_visible()
-        _fits(page)
-        _shot(page, f"cart-checkout-details-{width}.png")
+        fits(page)
+        shot(page, f"cart-checkout-details-{width}.png")
         assert axe(page) == []
         page.get_by_role("button", name="Review your order").click()
 
@@ -132,8 +116,8 @@ def test_sale_price_thumbnail_coupon_and_country_select(browser, shop, axe, widt
         expect(page.get_by_test_id("review-subtotal")).to_have_text(_money(sale))
         expect(page.get_by_test_id("review-tax")).to_have_text(_money((sale * 2000 + 5000) // 10000))
         expect(page.get_by_test_id("review-address")).to_contain_text("United Kingdom")
-        _fits(page)
-        _shot(page, f"cart-checkout-review-{width}.png")
+        fits(page)
+        shot(page, f"cart-checkout-review-{width}.png")
         assert axe(page) == []
     finally:
         context.close()

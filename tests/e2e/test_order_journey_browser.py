@@ -22,7 +22,7 @@ import pytest
 from redis import Redis
 
 from tests.conftest import LiveServer, _server_url, config_for
-from tests.e2e.conftest import SHOTS, TIMEOUT_MS
+from tests.e2e.conftest import new_context, shot, fits
 from tests.e2e.test_purchase_browser import _mails, _pick, _purchase_choice
 
 pytestmark = pytest.mark.browser
@@ -102,22 +102,6 @@ def _owner_order(app, owner) -> None:
     assert placed.status_code == 201, placed.get_json()
 
 
-def _context(browser, width=1280):
-    context = browser.new_context(viewport={"width": width, "height": 900 if width > 500 else 844})
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
-def _shot(page, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SHOTS / name, full_page=True)
-
-
-def _fits(page) -> None:
-    width = page.viewport_size["width"]
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
-
-
 def _fill_details(page) -> None:
     """The checkout form by field name (its labels and widgets belong to the checkout's own work)."""
     values = {"email": "grace@example.com", "name": "Grace Hopper", "line1": "12 Compiler Street",
@@ -143,7 +127,7 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
     from playwright.sync_api import expect
 
     product, target = _purchase_choice(shop)
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     try:
         page.goto(f"{shop.url}/p/{product['slug']}")
@@ -165,7 +149,7 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
         expect(page.get_by_test_id("hold-until")).to_have_text(
             re.compile(r"Your items are held until \d\d:\d\d UTC \(1[0-5] minutes\)"))
         expect(page.locator("address")).to_contain_text("Arlington, VA 22201")
-        _shot(page, "order-declined-1280.png")
+        shot(page, "order-declined-1280.png")
         assert axe(page) == []
         page.get_by_role("button", name="Pay again").click()
 
@@ -181,7 +165,7 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
         expect(page.get_by_test_id("order-thanks")).to_contain_text("We e-mailed a confirmation to g***@example.com")
         expect(page.get_by_test_id("order-pay")).to_have_count(0)
         number = page.get_by_role("heading", level=1).inner_text().removeprefix("Order ").strip()
-        _shot(page, "order-confirmed-1280.png")
+        shot(page, "order-confirmed-1280.png")
         assert axe(page) == []
     finally:
         context.close()
@@ -197,20 +181,20 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
     link = re.search(r"See your order: (\S+)", plain).group(1)
     assert link.startswith(f"{shop.url}/orders/{order_id}?k=") and "Total:" in plain and number in plain
 
-    fresh = _context(browser, width=390)
+    fresh = new_context(browser, width=390)
     try:
         page = fresh.new_page()
         page.goto(link)
         expect(page).to_have_url(f"{shop.url}/orders/{order_id}")
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Order {number}")
         expect(page.get_by_test_id("order-status")).to_have_text("Confirmed")
-        _shot(page, "order-from-mail-390.png")
-        _fits(page)
+        shot(page, "order-from-mail-390.png")
+        fits(page)
         assert axe(page) == []
         page.goto(f"{shop.url}/orders/{order_id}?k=not-a-real-key")
         expect(page.get_by_role("heading", level=1)).to_have_text("This order link does not work")
-        _shot(page, "order-link-invalid-390.png")
-        _fits(page)
+        shot(page, "order-link-invalid-390.png")
+        fits(page)
         # Cancelling asks first (a <details>, no JavaScript needed); a confirmed order may still be cancelled.
         page.goto(f"{shop.url}/orders/{order_id}")
         yes = page.get_by_role("button", name="Yes, cancel the order")
@@ -218,8 +202,8 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
         page.get_by_text("Cancel this order", exact=True).click()
         expect(yes).to_be_visible()
         expect(page.get_by_test_id("order-cancel")).to_contain_text(f"Cancel order {number}?")
-        _shot(page, "order-cancel-confirm-390.png")
-        _fits(page)
+        shot(page, "order-cancel-confirm-390.png")
+        fits(page)
         assert axe(page) == []
         expect(page.get_by_test_id("order-status")).to_have_text("Confirmed")
     finally:
@@ -231,7 +215,7 @@ def test_an_account_holder_finds_the_order_history(browser, shop, axe):
 
     from tests.integration.test_storefront_cart import PASSWORD
 
-    context = _context(browser)
+    context = new_context(browser)
     try:
         page = context.new_page()
         page.goto(f"{shop.url}/account/login")
@@ -242,7 +226,7 @@ def test_an_account_holder_finds_the_order_history(browser, shop, axe):
         page.locator("main").get_by_role("link", name="Your orders").click()
         expect(page).to_have_url(f"{shop.url}/account/orders")
         expect(page.get_by_role("heading", level=1)).to_have_text("Your orders")
-        _shot(page, "order-history-1280.png")
+        shot(page, "order-history-1280.png")
         assert axe(page) == []
         page.locator("main table").get_by_role("link").first.click()
         expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Order S-"))

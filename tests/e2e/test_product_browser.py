@@ -20,26 +20,14 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 
 
-def _tag_pictures():
-    """What the demo seed should do: tag each picture with the colour it shows ("… in red" → "Red")."""
-    from shop.catalog.models import Product, ProductImage
-    from shop.extensions import db
-
-    for product in db.session.scalars(db.select(Product)):
-        colours = next((o.values for o in product.options if o.name == "colour"), [])
-        for img in product.images:
-            img.option_value = next((c for c in colours if img.alt.endswith(f" in {c.lower()}")), None)
-    db.session.commit()
-
-
 @pytest.fixture(scope="module")
 def shop(browser):
-    with live_seeded_shop(12, prefix="shop_pp", setup=_tag_pictures) as live:
+    with live_seeded_shop(12, prefix="shop_pp") as live:
         with live.app.app_context():
             from shop.catalog.models import Product
             from shop.extensions import db
 
-            # A product with three tagged pictures, in stock, with an in-stock neighbour in its category.
+            # A product with three pictures the demo seed tagged with their colours, in stock, with an in-stock neighbour in its category.
             products = list(db.session.scalars(db.select(Product).order_by(Product.id)))
             in_stock = [p for p in products if any(v.on_hand > 0 for v in p.variants)]
             product, other = next((p, o) for p in in_stock for o in in_stock

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.e2e.conftest import SHOTS, TIMEOUT_MS
+from tests.e2e.conftest import new_context, shot
 from tests.conftest import LiveServer, config_for
 
 pytestmark = pytest.mark.browser
@@ -76,12 +76,6 @@ def worker(shop):
             proc.wait(timeout=10)
 
 
-def _context(browser, **kw):
-    context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **kw})
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
 # ------------------------------------------------------------------------------------------ helpers
 
 def _api(url: str) -> dict:
@@ -127,12 +121,6 @@ def _mails(mail_dir: Path, event: str) -> list[Path]:
     return sorted(mail_dir.glob(f"*-{event}-*.eml")) if mail_dir.exists() else []
 
 
-def _shot(page, name: str) -> None:
-    """A full-page screenshot from the top (a scrolled page would show its sticky header mid-way)."""
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SHOTS / name, full_page=True)
-
-
 def _assert_fits(page, name: str) -> None:
     width = page.viewport_size["width"]
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
@@ -145,7 +133,7 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
     from playwright.sync_api import expect
 
     product, target = _purchase_choice(shop)
-    context = _context(browser)
+    context = new_context(browser)
     page = context.new_page()
     try:
         # The product page: pick the variant; the add-to-cart form follows the picker.
@@ -157,14 +145,14 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
             expect(page.get_by_test_id("add-to-cart")).to_be_disabled()
             expect(page.get_by_test_id("add-to-cart")).to_have_text("Sold out")
             expect(page.locator("#add-note")).to_be_visible()
-            _shot(page, "purchase-00-sold-out.png")
+            shot(page, "purchase-00-sold-out.png")
         _pick(page, target["options"])
         expect(page.locator("#variant-sku")).to_have_text(target["sku"])
         expect(page.locator("#add-sku")).to_have_value(target["sku"])
         button = page.get_by_role("button", name="Add to cart")
         expect(button).to_be_enabled()
         page.get_by_label("Quantity").fill("2")
-        _shot(page, "purchase-01-product.png")
+        shot(page, "purchase-01-product.png")
         button.click()
 
         # The cart.
@@ -176,7 +164,7 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         unit = target["price"]["amount"]
         expect(page.get_by_test_id("cart-subtotal")).to_have_text(f"${unit * 2 / 100:,.2f}")
         expect(page.get_by_role("link", name=re.compile(r"^Cart(, \d+ items?)?$"))).to_have_attribute("aria-current", "page")
-        _shot(page, "purchase-02-cart.png")
+        shot(page, "purchase-02-cart.png")
         page.get_by_role("link", name="Checkout", exact=True).click()
 
         # Checkout details.
@@ -187,7 +175,7 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         for label, value in CHOICES.items():
             page.get_by_label(label, exact=True).select_option(label=value)
         page.get_by_label(re.compile(r"^Express")).check()
-        _shot(page, "purchase-03-checkout.png")
+        shot(page, "purchase-03-checkout.png")
         page.get_by_role("button", name="Review your order").click()
 
         # Review: the server's figures.
@@ -198,13 +186,13 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         expect(page.get_by_test_id("review-shipping")).to_have_text("$19.95")
         expect(page.get_by_test_id("review-total")).to_have_text(f"${total / 100:,.2f}")
         expect(page.get_by_text("Grace Hopper")).to_be_visible()
-        _shot(page, "purchase-04-review.png")
+        shot(page, "purchase-04-review.png")
         page.get_by_role("button", name="Place order and pay").click()
 
         # The built-in test gateway.
         expect(page).to_have_url(re.compile(re.escape(shop.url) + r"/pay/test/\d+\?t="))
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Pay ${total / 100:,.2f}")
-        _shot(page, "purchase-05-pay.png")
+        shot(page, "purchase-05-pay.png")
         page.get_by_role("button", name="Approve payment").click()
 
         # The order page refreshes itself until the worker has delivered the event to the webhook.
@@ -213,11 +201,11 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         try:
             expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=CONFIRM_WITHIN_S * 1000)
         except AssertionError:
-            _shot(page, "purchase-06-not-confirmed.png")
+            shot(page, "purchase-06-not-confirmed.png")
             raise AssertionError(f"the order did not become Confirmed within {CONFIRM_WITHIN_S}s; worker log:\n"
                                  + worker.log_path.read_text(errors="replace")[-4000:]) from None
         expect(page.get_by_test_id("order-total")).to_have_text(f"${total / 100:,.2f}")
-        _shot(page, "purchase-06-confirmed.png")
+        shot(page, "purchase-06-confirmed.png")
         number = page.get_by_role("heading", level=1).inner_text().removeprefix("Order ").strip()
 
         # The confirmation e-mail, sent by the worker after the commit.
@@ -244,7 +232,7 @@ def test_adding_to_the_cart_works_without_javascript(browser, shop):
     from playwright.sync_api import expect
 
     product, target = _purchase_choice(shop)
-    context = _context(browser, java_script_enabled=False)
+    context = new_context(browser, java_script_enabled=False)
     try:
         page = context.new_page()
         query = "&".join(f"{k}={v}" for k, v in target["options"].items())
@@ -254,7 +242,7 @@ def test_adding_to_the_cart_works_without_javascript(browser, shop):
         # The cached product page holds no visitor's CSRF token: a private page asks to confirm.
         expect(page.get_by_role("heading", level=1)).to_have_text("Add to your cart?")
         expect(page.get_by_text(f"1 × {product['name']}")).to_be_visible()
-        _shot(page, "purchase-nojs-confirm.png")
+        shot(page, "purchase-nojs-confirm.png")
         page.get_by_role("button", name="Add to cart").click()
         expect(page).to_have_url(f"{shop.url}/cart")
         expect(page.get_by_test_id("cart-line")).to_have_count(1)
@@ -274,7 +262,7 @@ def test_buying_pages_fit_a_phone(browser, shop):
     from playwright.sync_api import expect
 
     product, target = _purchase_choice(shop)
-    context = _context(browser, viewport={"width": 390, "height": 844})
+    context = new_context(browser, viewport={"width": 390, "height": 844})
     try:
         page = context.new_page()
         page.goto(f"{shop.url}/p/{product['slug']}")
@@ -282,12 +270,12 @@ def test_buying_pages_fit_a_phone(browser, shop):
         _assert_fits(page, "the product page")
         page.get_by_role("button", name="Add to cart").click()
         expect(page).to_have_url(f"{shop.url}/cart")
-        _shot(page, "purchase-cart-390.png")
+        shot(page, "purchase-cart-390.png")
         _assert_fits(page, "the cart")
         page.get_by_role("link", name="Checkout", exact=True).click()
         page.get_by_role("button", name="Review your order").click()  # empty: the errors show
         expect(page.locator(".field-error").first).to_be_visible()
-        _shot(page, "purchase-checkout-errors-390.png")
+        shot(page, "purchase-checkout-errors-390.png")
         _assert_fits(page, "the checkout form")
         page.get_by_label("E-mail address").fill("phone@example.com")
         for label, value in ADDRESS.items():
@@ -296,7 +284,7 @@ def test_buying_pages_fit_a_phone(browser, shop):
             page.get_by_label(label, exact=True).select_option(label=value)
         page.get_by_role("button", name="Review your order").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Review your order")
-        _shot(page, "purchase-review-390.png")
+        shot(page, "purchase-review-390.png")
         _assert_fits(page, "the review page")
     finally:
         context.close()
