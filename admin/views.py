@@ -602,7 +602,9 @@ class OrderView(StaffModelView):
         if _may(P.PAYMENTS):
             payments = db.session.scalars(select(Payment).where(Payment.order_id == order.id)
                                           .options(selectinload(Payment.refunds)).order_by(Payment.id)).all()
-            refundable = sum(payment_services.refundable(p) for p in payments)
+            # What one refund can take: the standing payment's remainder (refunds come out of one payment).
+            refundable = max((payment_services.refundable(p) for p in payments if payment_services.standing(p)),
+                             default=0)
         return self.render(
             "admin/shop_order.html", order=order, buttons=buttons, payments=payments, refundable=refundable,
             email=order.email if _may(P.CUSTOMERS_PII) else None,

@@ -85,10 +85,12 @@ def finish_stuck_payments(older_than_seconds: int = STUCK_AFTER_SECONDS) -> dict
             outcome["cancelled"] += 1
             db.session.commit()
             continue
+        # A "Pay again" attempt (not the order's first) keeps its order and hold if the provider fails again.
+        first = db.session.scalar(select(func.min(Payment.id)).where(Payment.order_id == order_id)) == payment_id
         db.session.commit()
         try:
-            payments.start(payment_id)
+            payments.start(payment_id, cancel_on_failure=first)
             outcome["started"] += 1
         except payments.PaymentUnavailable:
-            outcome["failed"] += 1  # logged by start(); the order is cancelled and its stock released
+            outcome["failed"] += 1  # logged by start(); a first attempt's order is cancelled, its stock released
     return outcome

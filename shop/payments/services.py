@@ -151,7 +151,8 @@ def on_succeeded(intent: dict) -> str:
         payment.status, payment.failure_reason = "succeeded", "amount mismatch: refunded"
         if order.status == states.PENDING:
             orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
-        refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system")
+        refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system",
+                            payment_id=payment.id)
         return "refunding: amount mismatch"
     paid_before = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
                                                              Payment.status == "succeeded").limit(1))
@@ -171,7 +172,8 @@ def on_succeeded(intent: dict) -> str:
     if order.status == states.CANCELLED:
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                          actor=payment.provider, note="Payment arrived after cancellation; refunded"))
-        refund_after_commit(order.id, reason="Payment arrived after the order was cancelled", actor="system")
+        refund_after_commit(order.id, reason="Payment arrived after the order was cancelled", actor="system",
+                            payment_id=payment.id)
         return "refunding: order was cancelled"
     return f"no effect: order is {order.status}"
 
@@ -199,7 +201,7 @@ def on_refunded(charge: dict) -> str:
     if amount <= payment.refunded_amount:
         return "no effect: already recorded"
     payment.refunded_amount = min(amount, payment.amount)
-    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount:
+    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, payment.provider, "Refunded at the provider")
     return "recorded refund"
 
@@ -208,20 +210,32 @@ def refundable(payment: Payment) -> int:
     return payment.amount - payment.refunded_amount if payment.status == "succeeded" else 0
 
 
+def standing(payment: Payment) -> bool:
+    """A payment that pays for its order: not one being given back whole (a second payment of an order already
+    paid, or one of the wrong amount), which keeps its reason in failure_reason."""
+    return payment.failure_reason is None
+
+
+def _refund_source(order_id: int, payment_id: int | None):
+    """The succeeded payment a refund comes out of: `payment_id`, or the order's standing payment with the most
+    left to refund (a payment being given back whole is never picked for a cancellation or a staff refund)."""
+    which = select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
+    if payment_id is not None:
+        which = which.where(Payment.id == payment_id)
+    else:
+        which = which.where(Payment.failure_reason.is_(None))
+    return which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1)
+
+
 def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_id: int | None = None) -> Refund:
-    """Refund part or all of an order's payment (its first that succeeded, or `payment_id`). The amount is held
+    """Refund part or all of an order's payment (see _refund_source). The amount is held
     first (so two refunds at once cannot exceed the payment), the provider is called between transactions,
     then the result stored."""
     order = orders.lock(order_id)
     # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
     # same transaction, and a stale refunded_amount would let two refunds pass the check below.
-    which = select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
-    if payment_id is not None:
-        which = which.where(Payment.id == payment_id)
-    # Without `payment_id`: the payment with the most left to refund (an order paid twice, beside "Pay again",
-    # has its second payment given back in full; staff refund the one that stands).
-    payment = db.session.scalar(which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1)
-                                .with_for_update().execution_options(populate_existing=True))
+    payment = db.session.scalar(_refund_source(order.id, payment_id).with_for_update()
+                                .execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
     if not payment or available <= 0:
@@ -273,7 +287,7 @@ def send_refund(refund_id: int) -> Refund:
     record.status = "succeeded" if result.status in ("succeeded", "pending") else result.status
     record.provider_refund_id = result.provider_refund_id
     payment = db.session.get(Payment, payment_ref.id, populate_existing=True)
-    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount:
+    if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, record.actor, record.reason)
     else:
         notify("order.refunded", order.email, {**orders.mail_payload(order),
@@ -313,10 +327,7 @@ def refund_after_commit(order_id: int, reason: str, actor: str, payment_id: int 
 
 def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int | None = None) -> str:
     """RQ job (default queue): idempotent, as a refund of nothing left does nothing."""
-    which = select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
-    if payment_id is not None:
-        which = which.where(Payment.id == payment_id)
-    payment = db.session.scalar(which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1))
+    payment = db.session.scalar(_refund_source(order_id, payment_id))
     if payment is None or refundable(payment) <= 0:
         return "nothing to refund"
     refund(order_id, None, reason, actor, payment_id=payment.id)

@@ -14,6 +14,7 @@ from shop.accounts.forms import (ActionForm, AddressForm, ChangePasswordForm, Lo
 from shop.errors import ApiError, ValidationError
 from shop.storefront import bp
 from shop.storefront.cart import adopt_guest_cart, slow_down_text
+from shop.storefront.orders import forget_orders
 
 
 def _private(html: str, status: int = 200):
@@ -101,6 +102,7 @@ def logout():
     form = ActionForm()
     if form.validate_on_submit():
         sessions.log_out()  # on every device: a copied cookie stops working too
+        forget_orders()  # the next person at this browser opens no order this one could
         flash("You are logged out.", "success")
     return redirect(url_for("storefront.home"))
 

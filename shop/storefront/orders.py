@@ -17,6 +17,12 @@ GUEST_ORDERS = "guest_orders"  # {order id: access token} for orders placed in t
 ORDER_LINKS = "order_links"  # {order id: signed link key} for orders opened from a mail in this browser
 
 
+def forget_orders() -> None:
+    """Log-out: this browser keeps no key to any order (guest tokens or mailed links)."""
+    session.pop(GUEST_ORDERS, None)
+    session.pop(ORDER_LINKS, None)
+
+
 @bp.app_template_global("address_lines")
 def _address_lines(address):
     from shop.geo import address_lines
@@ -35,6 +41,17 @@ def _remember_link(order_id: int, key: str) -> None:
     keys.pop(str(order_id), None)
     keys[str(order_id)] = key
     session[ORDER_LINKS] = dict(list(keys.items())[-20:])
+
+
+def _own(order_id: int) -> bool:
+    """Whether this visitor may see the order without a mailed link: its owner logged in, or the guest's token."""
+    token = session.get(GUEST_ORDERS, {}).get(str(order_id))
+    user = current_user if current_user.is_authenticated else None
+    try:
+        orders.for_reader(order_id, user=user, token=token)
+    except ApiError:
+        return False
+    return True
 
 
 def _readable(order_id: int):
@@ -89,6 +106,8 @@ def order_detail(order_id: int):
         try:
             order = orders.order_from_link(order_id, request.args["k"])
         except orders.OrderLinkProblem as exc:
+            if _own(order_id):  # an old mail, opened where the order is this visitor's anyway: just show it
+                return redirect(url_for("storefront.order_detail", order_id=order_id), 303)
             return _link_problem(exc.reason)
         _remember_link(order.id, request.args["k"])
         # The key leaves the address bar (and the history); this browser keeps it in its session.

@@ -356,3 +356,19 @@ def test_the_sweep_cancels_a_stuck_payment_whose_order_expired(stuck):
     assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id") \
         == [("cancelled", "cancelled")]
     assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 0)]
+
+
+def test_a_stuck_pay_again_attempt_that_cannot_start_keeps_the_order_and_its_hold(stuck):
+    """Not the order's first attempt ("Pay again" after a decline): a provider still down leaves the order
+    pending with its items held, so the shopper can press "Pay again" once more."""
+    database_url, app, stripe_api = stuck
+    with psycopg.connect(database_url) as conn:  # the first attempt was declined; a second one got stuck
+        conn.execute("UPDATE payment SET status = 'failed', failure_reason = 'Your card was declined.'")
+        conn.execute("INSERT INTO payment (order_id, provider, amount, currency, status, refunded_amount, "
+                     "created_at, updated_at) SELECT order_id, provider, amount, currency, 'creating', 0, "
+                     "now() - interval '10 minutes', now() - interval '10 minutes' FROM payment")
+    stripe_api.stop()  # Stripe unreachable
+    assert sweep(app, older_than_seconds=0) == {"started": 0, "failed": 1, "cancelled": 0}
+    assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id "
+                              "ORDER BY p.id") == [("failed", "pending"), ("failed", "pending")]
+    assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 1)]  # still held for the shopper

@@ -112,6 +112,9 @@ def test_the_mail_link_opens_that_order_in_a_fresh_browser_and_nothing_else(app,
     tampered = app.test_client().get(f"/orders/{order.id}?k={key[:-3]}xyz")
     assert tampered.status_code == 404 and "This order link does not work" in text(tampered)
     assert "log in" in text(tampered)
+    # Logging out at that browser leaves it no key: the next person there cannot open the order.
+    assert fresh.post("/account/logout", data={"csrf_token": csrf(fresh)}).status_code == 302
+    assert fresh.get(f"/orders/{order.id}").status_code == 404
 
 
 def test_an_expired_link_says_so_and_what_to_do(app, client, shelf, db_session, monkeypatch):
@@ -130,6 +133,9 @@ def test_an_expired_link_says_so_and_what_to_do(app, client, shelf, db_session, 
     page = text(expired)
     assert "This order link has expired" in page and "30 days" in page
     assert "/account/orders" in page and "Reply to any of our e-mails" in page
+    # The guest's own browser (it keeps the order's key from the checkout) just shows the order.
+    assert client.get(local_path(old_link)).headers["Location"].endswith(f"/orders/{order.id}")
+    assert client.get(f"/orders/{order.id}").status_code == 200
     monkeypatch.setitem(app.config, "ORDER_LINK_MAX_AGE_DAYS", 60)  # configurable
     assert app.test_client().get(local_path(old_link)).status_code == 303
 
@@ -221,6 +227,34 @@ def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, c
     # A refund staff make later comes out of the payment that stands, not the one already given back.
     partial = payments.refund(order_id, 100, "A scuffed box", "support@example.com")
     assert (partial.payment_id, partial.amount) == (second.id, 100)
+
+
+def test_cancelling_an_order_paid_twice_refunds_both_payments_whatever_runs_first(app, client, shelf, db_session):
+    """The late duplicate's own refund has not run yet when the order is cancelled: the cancellation refunds the
+    payment that stands (not the duplicate), and the duplicate's refund still gives its money back."""
+    from shop.orders import services as orders
+    from shop.payments import services as payments
+    from shop.payments.models import Payment
+
+    placed = buy(client, shelf.sku)
+    order_id = placed["order"]["id"]
+    decline(db_session, order_id)
+    client.post(f"/orders/{order_id}/pay", data={"csrf_token": csrf(client)})
+    first, second = db_session.scalars(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id)).all()
+    assert payments.on_succeeded({"id": second.provider_id, "amount": second.amount}) == "confirmed"
+    db_session.commit()
+    assert payments.on_succeeded({"id": first.provider_id, "amount": first.amount}) == "refunding: order already paid"
+    db_session.commit()
+    orders.transition(order_id, "cancelled", "support@example.com", "customer asked")
+    db_session.commit()
+    # The cancellation's refund job (no payment named) runs before the duplicate's.
+    assert payments.refund_remaining_job(order_id, "Order cancelled", "support@example.com") == "refunded"
+    assert payments.refund_remaining_job(order_id, "The order was already paid", "system",
+                                         payment_id=first.id) == "refunded"
+    for p in (first, second):
+        db_session.refresh(p)
+    assert (first.refunded_amount, second.refunded_amount) == (first.amount, second.amount)
+    assert payments.refund_remaining_job(order_id, "Order cancelled", "support@example.com") == "nothing to refund"
 
 
 def test_pay_again_is_refused_once_the_hold_has_run_out(app, client, shelf, db_session):
