@@ -103,6 +103,9 @@ def _enqueue(row: OutboxJob) -> None:
 
 
 DISPATCHERS = {"job": _enqueue}  # kind -> how a row leaves the outbox
+# kind -> whether a dispatched row with no RQ job of its own is still in hand (a coalesced search sync waits
+# for the one job draining its kind); recover_lost leaves such rows alone instead of dispatching them again.
+STILL_IN_HAND: dict = {}
 
 
 def _dispatch(session: Session, ids=None, limit: int = BATCH) -> int:
@@ -208,6 +211,8 @@ def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
             status = Job.fetch(f"{JOB_PREFIX}{row.id}", connection=redis_ext.client).get_status(refresh=False)
         except NoSuchJobError:
             status = None
+        if status is None and (in_hand := STILL_IN_HAND.get(row.kind)) is not None and in_hand(row):
+            continue  # waiting for the job that drains its kind
         if status is None:
             row.dispatched_at, row.attempts = None, row.attempts + 1
             row.last_error = "its RQ job was lost from Redis; dispatched again"

@@ -26,7 +26,14 @@ def _dispatch_sync(row) -> None:
     jobs.dispatch_sync(row)
 
 
+def _sync_in_hand(row) -> bool:
+    from shop.search import jobs
+
+    return jobs.sync_in_hand(row)
+
+
 outbox.DISPATCHERS[SYNC_KIND] = _dispatch_sync
+outbox.STILL_IN_HAND[SYNC_KIND] = _sync_in_hand
 
 
 @event.listens_for(Session, "before_commit")

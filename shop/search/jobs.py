@@ -204,6 +204,25 @@ def _job_on_its_way(job_id: str) -> bool:
     return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.CREATED)
 
 
+def sync_in_hand(row) -> bool:
+    """Whether outbox row `row` (a product sync) waits for a sync job that is still coming: queued, running,
+    or waiting for its retry. Such a row has no RQ job of its own, and is not lost."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    client, (waiting, flag) = redis_ext.client, _sync_keys()
+    holder = client.get(flag)
+    if not holder or not client.sismember(waiting, row.id):
+        return False
+    try:
+        status = Job.fetch(holder.decode() if isinstance(holder, bytes) else holder,
+                           connection=client).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.CREATED, JobStatus.SCHEDULED,
+                      JobStatus.DEFERRED)
+
+
 def _claim_and_enqueue(job_id: str, product_ids, row_id: int | None = None, retry=None,
                        job_timeout: int = 600) -> bool:
     """Note `row_id` as waiting and enqueue sync job `job_id` unless one is on its way; True if enqueued."""

@@ -3,7 +3,7 @@ indexes every product they changed and marks their outbox rows done; a sync whos
 taken over by the next commit. Real PostgreSQL, Redis, Typesense and an RQ worker."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from tests.integration.test_jobs import work
 from tests.integration.test_search import catalogue, names, search_alias  # noqa: F401 - fixtures
@@ -44,6 +44,33 @@ def test_a_burst_of_catalogue_commits_is_one_sync_job_that_indexes_them_all(
     assert len(queue.get_jobs()) == 1
     work(redis_client, "search")
     assert names(client.get("/api/v1/search?q=raglan")) == {"Organic Raglan"}
+
+
+def test_syncs_waiting_for_the_one_job_are_not_taken_for_lost(client, db_session, redis_client, catalogue):  # noqa: F811
+    """The relay's lost-job check: rows with no RQ job of their own, waiting for the job on its way, stay put
+    (one job for the burst, not one per row again); once that job is gone, they are dispatched again."""
+    from datetime import timedelta
+
+    from shop import outbox
+    from shop.extensions import redis_ext
+
+    queue = redis_ext.queue("search")
+    queue.empty()
+    db_session.execute(update(outbox.OutboxJob).values(done_at=func.now()))  # the fixture's own jobs: not ours
+    db_session.commit()
+    for product, name in (("pocket", "Pocket Henley"), ("boot", "Leather Jodhpur Boot"), ("sneaker", "Canvas Plimsoll")):
+        rename(db_session, catalogue[product], name)
+    assert len(queue.get_jobs()) == 1
+    assert outbox.recover_lost(older_than=timedelta(0)) == 0
+    assert len(queue.get_jobs()) == 1 and all(r.dispatched_at is not None for r in sync_rows(db_session))
+
+    queue.empty()  # the job is lost after all (Redis lost it): every row it stood for goes back to the relay
+    assert outbox.recover_lost(older_than=timedelta(0)) == 3
+    assert outbox.relay_once() == 3
+    assert len(queue.get_jobs()) == 1  # handed over again as one job
+    work(redis_client, "search")
+    assert names(client.get("/api/v1/search?q=plimsoll")) == {"Canvas Plimsoll"}
+    assert all(row.done_at is not None for row in sync_rows(db_session))
 
 
 def test_a_sync_whose_job_was_lost_is_taken_over_by_the_next_commit(
