@@ -107,6 +107,9 @@ def build_product(*, category_id: int, name: str, slug: str | None = None, brand
     return product
 
 
+MAX_MATRIX = 200  # variants generated in one go (a product page with more is not one product any more)
+
+
 def variant_sku(prefix: str, combo: dict[str, str]) -> str:
     """ "HARBOUR-TEE", {"size": "S", "colour": "Sky Blue"} -> "HARBOUR-TEE-S-SKY-BLUE" (at most 64 characters)."""
     parts = [prefix.strip().strip("-").upper()] + [slugify(v).upper() for v in combo.values()]
@@ -121,6 +124,12 @@ def add_variant_matrix(product: Product, options: list[tuple[str, list[str]]], *
 
     Works on the product object (new or loaded) before its flush; raises CatalogError for a bad price or
     stock, or for SKUs another variant has already. Returns the variants added."""
+    combinations = 1
+    for _, values in options:
+        combinations *= max(1, len(values))
+    if combinations > MAX_MATRIX:
+        raise CatalogError(f"{combinations} combinations is more than {MAX_MATRIX} variants at once; "
+                           "split the options or generate them in parts", "variants")
     prefix = sku_prefix or slugify(product.slug or product.name or "item")
     have = {tuple(sorted((v.options or {}).items())) for v in product.variants}
     new = [combo for combo in option_matrix(options) if combo and tuple(sorted(combo.items())) not in have]
