@@ -515,14 +515,13 @@ def redact_note(note: str) -> str:
 
 
 def address_lines(address: dict | None, *, phone: bool) -> list[str]:
-    if not address:
-        return []
-    lines = [address.get("name"), address.get("line1"), address.get("line2"),
-             " ".join(x for x in (address.get("postal_code"), address.get("city")) if x),
-             address.get("region"), address.get("country")]
-    if phone and address.get("phone"):
+    """The address as its country writes it (as on the shopper's pages and mails), and the phone if allowed."""
+    from shop.geo import address_lines as laid_out
+
+    lines = laid_out(address)
+    if phone and address and address.get("phone"):
         lines.append(f"Phone: {address['phone']}")
-    return [str(x) for x in lines if x]
+    return lines
 
 
 class TransitionForm(AdminForm):

@@ -38,7 +38,7 @@ def make_order(db_session, world, status="confirmed", *, paid=True, created_at=N
     order = Order(number=f"T-{n:05d}-{uuid.uuid4().hex[:4].upper()}", user_id=world["customer"].id, email=BUYER,
                   status=status, currency=currency, subtotal=total - 500, discount=0, shipping=500, tax=0,
                   total=total, shipping_method="standard",
-                  shipping_address={"name": "Pat Buyer", "line1": STREET, "city": "Springfield",
+                  shipping_address={"name": "Pat Buyer", "line1": STREET, "city": "Springfield", "region": "IL",
                                     "postal_code": "12345", "country": "US", "phone": PHONE},
                   billing_address={"name": "Pat Buyer", "line1": "1 Billing Road", "city": "Springfield",
                                    "postal_code": "12345", "country": "US"})
@@ -88,6 +88,8 @@ def test_every_role_sees_the_orders_with_personal_data_and_payments_per_its_row(
     assert order.number in html and "Tee" in html and "Order placed" in html
     assert (BUYER in html) == (role in TABLE[P.CUSTOMERS_PII])
     assert (STREET in html) == (role in TABLE[P.ORDER_SHIPPING_ADDRESS])
+    # laid out as the country writes it (the picker reads "City, ST ZIP" as on the parcel's label)
+    assert ("Springfield, IL 12345" in html) == (role in TABLE[P.ORDER_SHIPPING_ADDRESS])
     assert (PHONE in html) == (role in TABLE[P.CUSTOMERS_PII])  # warehouse: the address, not the phone
     assert ("1 Billing Road" in html) == (role in TABLE[P.CUSTOMERS_PII])
     payments_visible = role in TABLE[P.PAYMENTS]
