@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from shop.catalog.queries import MAX_PER_PAGE, SORTS
+from shop.search.services import SORTS as SEARCH_SORTS
 
 
 def _ref(name: str) -> dict:
@@ -470,6 +471,8 @@ SEARCH_PATHS = {
             _query("min_price", {"type": "integer", "minimum": 0}, "minor units"),
             _query("max_price", {"type": "integer", "minimum": 0}, "minor units"),
             _query("in_stock", {"type": "boolean"}, "only products with a variant available"),
+            _query("sort", {"enum": list(SEARCH_SORTS), "default": "relevance"},
+                   "order of the results (price: the lowest variant price); 422 for another value"),
             {**_query("option", {"type": "array", "items": {"type": "string"}}, "option value as name:value, "
                       "e.g. size:M (repeatable; any of the values of one option, all of the options)"),
              "style": "form", "explode": True},

@@ -128,6 +128,14 @@ def test_results_sort_by_price_and_newest(client, shelves, engine_name, sort, ex
     assert re.search(rf'<option value="{re.escape(sort)}" selected>', html)
 
 
+def test_the_api_sorts_too_and_refuses_an_unknown_order(client, shelves, engine_name):
+    body = client.get("/api/v1/search?q=wrap&sort=-price").get_json()
+    assert body["engine"] == engine_name
+    assert [p["name"] for p in body["items"]][:2] == ["Suede Wrap Boot", "Chelsea Wrap Boot"]
+    resp = client.get("/api/v1/search?q=wrap&sort=cheapest-first")
+    assert resp.status_code == 422 and "sort" in resp.get_json()["error"]["details"]["fields"]
+
+
 def test_sorting_keeps_the_query_and_the_filters(client, shelves, engine_name):
     html = _page(client, "q=wrap&category=f-footwear&option=size:42&sort=-price")
     assert _engine(html) == engine_name
