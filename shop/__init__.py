@@ -25,6 +25,7 @@ def create_app(config=None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    _end_sessions_of_a_dead_database(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     csrf.init_app(app)
     redis_ext.init_app(app)
@@ -79,6 +80,23 @@ def create_app(config=None) -> Flask:
     app.teardown_request(release_locks)
     _request_ids(app)
     return app
+
+
+def _end_sessions_of_a_dead_database(app: Flask) -> None:
+    """Registered after Flask-SQLAlchemy's own teardown, so it runs first: when PostgreSQL dies while a request
+    holds a connection, that connection cannot even roll back, and the failed rollback in the teardown would turn
+    an answer already made (a 503, often) into a 500. The connection is dropped (SQLAlchemy invalidates it), and
+    so is the session; the next request takes a fresh one."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    @app.teardown_appcontext
+    def _remove_session(exc):
+        try:
+            db.session.remove()
+        except SQLAlchemyError as err:
+            logging.getLogger(__name__).warning("dropped a database session whose connection died: %s",
+                                                str(err).splitlines()[0][:200])
+            db.session.registry.clear()
 
 
 class BoundedInt(IntegerConverter):

@@ -148,3 +148,29 @@ def test_a_connection_the_server_ends_is_503_but_a_failing_statement_is_still_a_
     assert "Retry-After" not in resp.headers
     with app.app_context():
         db.engine.dispose()
+
+
+def test_an_answer_made_before_the_database_died_is_not_turned_into_a_500(committed_db):
+    """PostgreSQL dies after the view answered, while the request still holds its connection: the teardown's
+    rollback fails, and the shopper still gets the answer (seen as a 500 on the pay page in the fault drills)."""
+    import psycopg
+    from sqlalchemy import text
+
+    from shop import create_app
+    from shop.extensions import db
+
+    app = create_app(config_for(committed_db))
+
+    @app.get("/api/v1/_test_dies_after")
+    def _dies_after():
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open
+        with psycopg.connect(committed_db, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return {"ok": True}
+
+    client = app.test_client()
+    resp = client.get("/api/v1/_test_dies_after")
+    assert resp.status_code == 200 and resp.get_json() == {"ok": True}
+    assert client.get("/api/v1/products").status_code == 200  # the next request gets a fresh connection
+    with app.app_context():
+        db.engine.dispose()
