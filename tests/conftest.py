@@ -243,13 +243,13 @@ def live_seeded_shop(products: int, prefix: str = "shop_demo", setup=None, **set
     the app context after seeding (e.g. to create staff). The database is dropped afterwards."""
     from shop.catalog.seed import seed_demo
 
-    with _fresh_database(prefix, **settings) as (_url, app):
+    with _fresh_database(prefix, **settings) as (url, app):
         with app.app_context():
             seed_demo(products, echo=lambda *a, **k: None)
             if setup is not None:
                 setup()
         with LiveServer(app) as live:
-            live.app = app
+            live.app, live.database_url = app, url
             yield live
 
 

@@ -5,8 +5,11 @@ Skips, saying why, where Chromium is missing; fails instead when SHOP_REQUIRE_BR
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,26 @@ def browser():
             b.close()
 
 
+@contextlib.contextmanager
+def running_worker(database_url: str, mail_dir, public_url: str, log_path):
+    """worker.py, the real RQ worker, on that database and mail directory (links in its mails at `public_url`);
+    its output goes to `log_path`. Stopped (terminated, then killed) on leaving."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "DATABASE_URL": database_url, "MAIL_DIR": str(mail_dir),
+                                     "PUBLIC_BASE_URL": public_url})
+    proc.log_path = log_path
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def new_context(browser, width: int = 1280, **kwargs):
     """A browser context `width` px wide (a phone's 844 px tall below 500 px, else 900) with the suite's timeout."""
     kwargs.setdefault("viewport", {"width": width, "height": 900 if width > 500 else 844})
@@ -57,10 +80,11 @@ def shot(page, name: str) -> None:
     page.screenshot(path=SHOTS / name, full_page=True)
 
 
-def fits(page) -> None:
+def fits(page, name: str = "the page") -> None:
     """The page does not scroll sideways at its viewport's width."""
     width = page.viewport_size["width"]
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"{name} is {scroll_width}px wide in a {width}px viewport"
 
 
 AXE_JS = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"

@@ -10,75 +10,42 @@ from __future__ import annotations
 import email
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from email import policy
-from pathlib import Path
 
-import psycopg
 import pytest
 from redis import Redis
 
-from tests.conftest import LiveServer, _server_url, config_for
-from tests.e2e.conftest import new_context, shot, fits
+from tests.conftest import live_seeded_shop
+from tests.e2e.conftest import fits, new_context, running_worker, shot
 from tests.e2e.test_purchase_browser import _mails, _pick, _purchase_choice
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 20
 
 
 @pytest.fixture(scope="module")
 def shop(browser, tmp_path_factory):
     """A live shop over its own committed database (20 demo products and one shopper), and worker.py."""
-    from flask_migrate import upgrade
-
-    from shop import create_app
-    from shop.catalog.seed import seed_demo
     from shop.extensions import db
     from tests.factories import make_user
 
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # no jobs left over from another test
     tmp = tmp_path_factory.mktemp("journey")
-    base = os.environ["DATABASE_URL"]
-    name = f"shop_journey_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _server_url(base, name)
-    app = create_app(config_for(url, MAIL_DIR=str(tmp / "mail")))
-    worker = None
-    try:
-        with app.app_context():
-            upgrade()
-            seed_demo(20, echo=lambda *a, **k: None)
-            owner = make_user("owner@example.com", name="Olive Owner")
-            db.session.commit()
-            _owner_order(app, owner)
-        with LiveServer(app) as live:
-            log_path = tmp / "worker.log"
-            with open(log_path, "wb") as log:
-                worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log,
-                                          stderr=subprocess.STDOUT,
-                                          env={**os.environ, "DATABASE_URL": url, "MAIL_DIR": str(tmp / "mail"),
-                                               "PUBLIC_BASE_URL": live.url})
-            live.app, live.mail_dir, live.worker_log = app, tmp / "mail", log_path
+
+    def owner_with_an_order():
+        from flask import current_app
+
+        owner = make_user("owner@example.com", name="Olive Owner")
+        db.session.commit()
+        _owner_order(current_app._get_current_object(), owner)
+
+    with live_seeded_shop(20, prefix="shop_journey", setup=owner_with_an_order, MAIL_DIR=str(tmp / "mail")) as live:
+        with running_worker(live.database_url, tmp / "mail", live.url, tmp / "worker.log"):
+            live.mail_dir, live.worker_log = tmp / "mail", tmp / "worker.log"
             yield live
-    finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
-        with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def _owner_order(app, owner) -> None:

@@ -16,8 +16,6 @@ import email
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from email import policy
@@ -26,12 +24,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.e2e.conftest import new_context, shot
+from tests.e2e.conftest import fits, new_context, running_worker, shot
 from tests.conftest import LiveServer, config_for
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIRM_WITHIN_S = 20
 ADDRESS = {"Full name": "Grace Hopper", "Address line 1": "12 Compiler Street", "City": "Arlington",
            "Postal code": "22201"}
@@ -59,24 +56,9 @@ def shop(browser, committed_db, tmp_path):
 @pytest.fixture
 def worker(shop):
     """worker.py, the real RQ worker, on the shop's database and mail directory."""
-    log_path = shop.tmp / "worker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "DATABASE_URL": shop.database_url, "MAIL_DIR": str(shop.mail_dir),
-                                     "PUBLIC_BASE_URL": shop.url})  # links in its mails
-    proc.log_path = log_path
-    try:
+    with running_worker(shop.database_url, shop.mail_dir, shop.url, shop.tmp / "worker.log") as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
-
-# ------------------------------------------------------------------------------------------ helpers
 
 def _api(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own live server
@@ -119,12 +101,6 @@ def _pick(page, options: dict) -> None:
 
 def _mails(mail_dir: Path, event: str) -> list[Path]:
     return sorted(mail_dir.glob(f"*-{event}-*.eml")) if mail_dir.exists() else []
-
-
-def _assert_fits(page, name: str) -> None:
-    width = page.viewport_size["width"]
-    scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll_width <= width, f"{name} is {scroll_width}px wide in a {width}px viewport"
 
 
 # -------------------------------------------------------------------------------------------- tests
@@ -267,16 +243,16 @@ def test_buying_pages_fit_a_phone(browser, shop):
         page = context.new_page()
         page.goto(f"{shop.url}/p/{product['slug']}")
         _pick(page, target["options"])
-        _assert_fits(page, "the product page")
+        fits(page, "the product page")
         page.get_by_role("button", name="Add to cart").click()
         expect(page).to_have_url(f"{shop.url}/cart")
         shot(page, "purchase-cart-390.png")
-        _assert_fits(page, "the cart")
+        fits(page, "the cart")
         page.get_by_role("link", name="Checkout", exact=True).click()
         page.get_by_role("button", name="Review your order").click()  # empty: the errors show
         expect(page.locator(".field-error").first).to_be_visible()
         shot(page, "purchase-checkout-errors-390.png")
-        _assert_fits(page, "the checkout form")
+        fits(page, "the checkout form")
         page.get_by_label("E-mail address").fill("phone@example.com")
         for label, value in ADDRESS.items():
             page.get_by_label(label, exact=True).fill(value)
@@ -285,6 +261,6 @@ def test_buying_pages_fit_a_phone(browser, shop):
         page.get_by_role("button", name="Review your order").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Review your order")
         shot(page, "purchase-review-390.png")
-        _assert_fits(page, "the review page")
+        fits(page, "the review page")
     finally:
         context.close()

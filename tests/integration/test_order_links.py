@@ -204,10 +204,11 @@ def test_an_api_client_pays_again_after_a_decline(client, shelf, db_session):
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_payable"
 
 
-def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, client, shelf, db_session):
-    """Stripe lets a declined PaymentIntent be confirmed again: if both attempts succeed, the order is paid once."""
+def paid_twice(client, shelf, db_session):
+    """An order whose declined first attempt is paid after all, beside the "Pay again" attempt that confirmed it:
+    (order id, first payment, second payment), the first's refund queued but not run."""
     from shop.payments import services as payments
-    from shop.payments.models import Payment, Refund
+    from shop.payments.models import Payment
 
     placed = buy(client, shelf.sku)
     order_id = placed["order"]["id"]
@@ -218,6 +219,15 @@ def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, c
     db_session.commit()
     assert payments.on_succeeded({"id": first.provider_id, "amount": first.amount}) == "refunding: order already paid"
     db_session.commit()
+    return order_id, first, second
+
+
+def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, client, shelf, db_session):
+    """Stripe lets a declined PaymentIntent be confirmed again: if both attempts succeed, the order is paid once."""
+    from shop.payments import services as payments
+    from shop.payments.models import Payment, Refund
+
+    order_id, first, second = paid_twice(client, shelf, db_session)
     assert payments.refund_remaining_job(order_id, "The order was already paid", "system",
                                          payment_id=first.id) == "refunded"
     [refund] = db_session.scalars(select(Refund).join(Payment).where(Payment.order_id == order_id)).all()
@@ -234,17 +244,8 @@ def test_cancelling_an_order_paid_twice_refunds_both_payments_whatever_runs_firs
     payment that stands (not the duplicate), and the duplicate's refund still gives its money back."""
     from shop.orders import services as orders
     from shop.payments import services as payments
-    from shop.payments.models import Payment
 
-    placed = buy(client, shelf.sku)
-    order_id = placed["order"]["id"]
-    decline(db_session, order_id)
-    client.post(f"/orders/{order_id}/pay", data={"csrf_token": csrf(client)})
-    first, second = db_session.scalars(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id)).all()
-    assert payments.on_succeeded({"id": second.provider_id, "amount": second.amount}) == "confirmed"
-    db_session.commit()
-    assert payments.on_succeeded({"id": first.provider_id, "amount": first.amount}) == "refunding: order already paid"
-    db_session.commit()
+    order_id, first, second = paid_twice(client, shelf, db_session)
     orders.transition(order_id, "cancelled", "support@example.com", "customer asked")
     db_session.commit()
     # The cancellation's refund job (no payment named) runs before the duplicate's.
