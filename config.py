@@ -112,6 +112,8 @@ def from_environment(env=None) -> dict:
         # After a Redis error the cache steps aside (PostgreSQL answers) for this long before trying again.
         "CACHE_RETRY_SECONDS": number("CACHE_RETRY_SECONDS", 5),
         "RESERVATION_TTL_SECONDS": number("RESERVATION_TTL_SECONDS", 900),
+        # A bank payment submitted on Stripe's page before the hold ended keeps its stock this long for the bank.
+        "ASYNC_PAYMENT_HOLD_SECONDS": number("ASYNC_PAYMENT_HOLD_SECONDS", 5 * 24 * 3600),
         # How long the signed "See your order" link in an order mail opens that order, in any browser (days).
         "ORDER_LINK_MAX_AGE_DAYS": number("ORDER_LINK_MAX_AGE_DAYS", 30),
         "LOW_STOCK_THRESHOLD": number("LOW_STOCK_THRESHOLD", 5),

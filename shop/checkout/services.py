@@ -84,8 +84,11 @@ def quote(cart: Cart, shipping_method: str = "standard", country: str | None = N
 
 
 def place_order(*, cart_id, cart_token: str | None, user, email, shipping_address, billing_address=None,
-                shipping_method=None, claim: tuple[str, str] | None = None) -> Placed:
+                shipping_method=None, claim: tuple[str, str] | None = None, hosted: bool = False) -> Placed:
     """Cart -> pending order + reservations + payment, then open the payment with the provider.
+
+    `hosted`: the shopper pays on the provider's own page (the storefront): in Stripe mode a Checkout Session, whose
+    address is the answer's redirect_url; API clients get a PaymentIntent's client_secret instead.
 
     `claim` is the request's idempotency claim (scope, key), held by this request (shop.idempotency). The
     order is recorded on it in the checkout's own transaction, so a copy that takes over after this one
@@ -134,7 +137,9 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     order.client_ip = client.ip
     promotions.record(order, applied, user_id=user.id if user else None, email=email, shipping_waived=waived)
     inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
-    payment = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
+    provider = gateway().name
+    payment = Payment(order_id=order.id, provider=provider, amount=order.total, currency=order.currency,
+                      flow="checkout" if hosted and provider == "stripe" else "intent")
     db.session.add(payment)
     cart.status = "converted"
     if claim is not None:
@@ -182,6 +187,9 @@ def resume(claim: tuple[str, str]) -> Placed | None:
 def payment_answer(payment: Payment) -> dict:
     """What the client needs to pay a payment already started: the provider is asked again with the
     payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
+    if payment.flow == "checkout" and payment.status == "requires_payment":
+        answer = payments.open_session_answer(payment.id)  # that same page while it is open
+        return answer if answer is not None else {"id": payment.id, "provider": payment.provider}
     ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
     started = payment.status == "requires_payment"
     db.session.commit()  # no transaction stays open during the provider call

@@ -13,9 +13,11 @@ log = logging.getLogger(__name__)
 
 
 def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
-    """Cancel pending orders whose holds expired (each in its own transaction); returns how many."""
+    """Cancel pending orders whose holds expired (each in its own transaction); returns how many. An order whose hold
+    was extended meanwhile (a bank payment submitted on Stripe's page) is left pending."""
     from shop.orders import services as orders
     from shop.orders import states
+    from shop.payments import services as payments
 
     now = now or datetime.now(timezone.utc)
     order_ids = db.session.scalars(
@@ -24,7 +26,15 @@ def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
     db.session.commit()
     cancelled = 0
     for order_id in order_ids:
+        # A hosted Stripe page still open for it is closed at Stripe first (outside any transaction), so nobody pays
+        # for stock about to be released; a page found paid (or a bank payment submitted) is applied instead.
+        if not payments.close_sessions(order_id):
+            continue
         order = orders.lock(order_id)  # the payment webhook takes this same lock: one of them goes first
+        held = orders.hold_expires_at(order_id)
+        if held is not None and held.replace(tzinfo=held.tzinfo or timezone.utc) > now:
+            db.session.commit()  # its hold was extended meanwhile (close_sessions found a bank payment submitted)
+            continue
         if order.status == states.PENDING:
             orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
             cancelled += 1

@@ -120,6 +120,21 @@ def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
     db.session.flush()
 
 
+def extend_hold(order_id: int, seconds: int) -> None:
+    """Keep an order's active reservations at least `seconds` from now (a bank payment the shopper submitted in
+    time, whose result comes later). Never shortens a hold. Flushes, does not commit."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import func, update
+
+    from shop.inventory.models import Reservation
+
+    until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    db.session.execute(update(Reservation).where(Reservation.order_id == order_id, Reservation.status == "active")
+                       .values(expires_at=func.greatest(Reservation.expires_at, until)))
+    db.session.flush()
+
+
 def _settle(order_id: int, to_status: str) -> dict[int, int]:
     """Move the order's active reservations to `to_status`; returns {variant_id: quantity} moved."""
     from sqlalchemy import update

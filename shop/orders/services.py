@@ -106,6 +106,8 @@ def transition(order_id: int, target: str, actor: str, note: str = "", tracking:
     """Move an order (staff or system); one transaction. `tracking` ({carrier, number, url}), only for shipped,
     is checked first (422 validation_failed, nothing written) and kept on the order for its page and mail."""
     tracking = clean_tracking(tracking)
+    if target == states.CANCELLED:
+        _close_payment_pages(order_id)
     order = lock(order_id)
     move(order, target, actor, note, tracking)
     db.session.commit()
@@ -191,6 +193,7 @@ def clean_tracking(raw) -> dict | None:
 
 def cancel_by_customer(order: Order, actor: str = "customer") -> Order:
     """The shopper cancels before shipping; 409 once shipped."""
+    _close_payment_pages(order.id)
     locked = lock(order.id)
     if not states.can_cancel(locked.status):
         raise ApiError(409, "invalid_transition", f"An order that is {locked.status} can no longer be cancelled.",
@@ -198,6 +201,17 @@ def cancel_by_customer(order: Order, actor: str = "customer") -> Order:
     move(locked, states.CANCELLED, actor, "Cancelled by the customer")
     db.session.commit()
     return locked
+
+
+def _close_payment_pages(order_id: int) -> None:
+    """Before an unpaid order is cancelled: close its Stripe payment pages (outside any transaction), so nobody pays
+    for it afterwards. Best effort: a page found paid confirms the order first (the cancel then refunds it); a payment
+    that still arrives after the cancellation is refunded in full."""
+    if db.session.scalar(select(Order.status).where(Order.id == order_id)) != states.PENDING:
+        return
+    from shop.payments import services as payments
+
+    payments.close_sessions(order_id)
 
 
 def for_reader(order_id: int, *, user=None, token: str | None = None) -> Order:

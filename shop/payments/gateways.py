@@ -1,4 +1,5 @@
-"""Payment gateways: Stripe PaymentIntents through the official SDK, and the built-in test gateway.
+"""Payment gateways: Stripe (PaymentIntents for API clients, hosted Checkout Sessions for the storefront) through
+the official SDK, and the built-in test gateway.
 
 Both start a payment and refund one; both report outcomes the same way, as Stripe-shaped events
 signed with the webhook secret and posted to /webhooks/stripe. No gateway call ever runs inside an
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
@@ -24,11 +25,34 @@ class PaymentRef:
     currency: str
     provider_id: str | None
     created_at: object
+    flow: str = "intent"
+    checkout_session_id: str | None = None
 
     @classmethod
     def of(cls, payment) -> "PaymentRef":
         return cls(payment.id, payment.order_id, payment.amount, payment.currency, payment.provider_id,
-                   payment.created_at)
+                   payment.created_at, payment.flow or "intent", payment.checkout_session_id)
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """What a hosted Checkout Session shows, copied from the order before the provider call: the order's own lines
+    and totals (the review page's), so Stripe's page charges exactly the order's total."""
+
+    number: str
+    email: str
+    lines: tuple  # (name, unit_amount, quantity)
+    shipping: int
+    shipping_label: str
+    discount: int
+    tax: int
+    success_url: str
+    cancel_url: str
+    expires_at: int  # Unix seconds
+
+
+# Stripe keeps a Checkout Session open at least 30 minutes; a minute more, so clock skew never makes it refuse one.
+CHECKOUT_SESSION_SECONDS = 31 * 60
 
 
 @dataclass(frozen=True)
@@ -44,9 +68,35 @@ class RefundRef:
 
 @dataclass
 class Started:
-    provider_id: str
+    provider_id: str | None
     client_secret: str | None = None
     redirect_url: str | None = None
+    checkout_session_id: str | None = None
+    expires_at: int | None = None  # Unix seconds, for a Checkout Session
+
+
+@dataclass
+class Session:
+    """A Checkout Session as Stripe reports it (the fields the shop acts on)."""
+
+    id: str
+    status: str  # open, complete, expired
+    payment_status: str  # paid, unpaid, no_payment_required
+    payment_intent: str | None
+    url: str | None
+    amount_total: int | None
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, obj) -> "Session":
+        get = obj.get if isinstance(obj, dict) else (lambda name, default=None: getattr(obj, name, default))
+        intent = get("payment_intent")
+        if intent is not None and not isinstance(intent, str):  # expanded
+            intent = intent["id"] if isinstance(intent, dict) else intent.id
+        metadata = get("metadata") or {}
+        metadata = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata  # the SDK's StripeObject
+        return cls(str(get("id")), str(get("status") or ""), str(get("payment_status") or ""), intent,
+                   get("url"), get("amount_total"), dict(metadata))
 
 
 @dataclass
@@ -85,7 +135,9 @@ class StripeGateway:
                                           base_addresses={"api": config["STRIPE_API_BASE"]},
                                           max_network_retries=2, http_client=stripe.RequestsClient(timeout=10))
 
-    def start(self, payment) -> Started:
+    def start(self, payment, checkout: CheckoutRequest | None = None) -> Started:
+        if payment.flow == "checkout":
+            return self._start_checkout(payment, checkout)
         # The idempotency key makes a retried call (after a timeout, say) return the same intent.
         intent = self.client.v1.payment_intents.create(
             params={"amount": payment.amount, "currency": payment.currency.lower(),
@@ -93,6 +145,47 @@ class StripeGateway:
                     "automatic_payment_methods": {"enabled": True}},
             options={"idempotency_key": f"shop-payment-{payment.id}-{_stamp(payment)}"})
         return Started(provider_id=intent.id, client_secret=intent.client_secret)
+
+    def _start_checkout(self, payment, order: CheckoutRequest) -> Started:
+        """A hosted Checkout Session for the order: its lines, shipping and tax as line items and a shipping rate, its
+        discount as a single-use coupon. Stripe computes the same total; a session that would charge anything else
+        is refused here (and expired at Stripe) rather than shown."""
+        stamp, currency = _stamp(payment), payment.currency.lower()
+        metadata = {"order_id": str(payment.order_id), "payment_id": str(payment.id), "order_number": order.number}
+        items = [{"price_data": {"currency": currency, "unit_amount": unit, "product_data": {"name": name[:250]}},
+                  "quantity": quantity} for name, unit, quantity in order.lines]
+        if order.tax:
+            items.append({"price_data": {"currency": currency, "unit_amount": order.tax,
+                                         "product_data": {"name": "Tax"}}, "quantity": 1})
+        params = {"mode": "payment", "line_items": items, "customer_email": order.email,
+                  "client_reference_id": order.number, "metadata": metadata,
+                  "payment_intent_data": {"metadata": metadata}, "success_url": order.success_url,
+                  "cancel_url": order.cancel_url, "expires_at": order.expires_at,
+                  "shipping_options": [{"shipping_rate_data": {
+                      "type": "fixed_amount", "display_name": order.shipping_label[:100],
+                      "fixed_amount": {"amount": order.shipping, "currency": currency}}}]}
+        if order.discount:
+            coupon = self.client.v1.coupons.create(
+                params={"amount_off": order.discount, "currency": currency, "duration": "once",
+                        "max_redemptions": 1, "name": f"Order {order.number} discount"[:40],
+                        "metadata": metadata},
+                options={"idempotency_key": f"shop-coupon-{payment.id}-{stamp}"})
+            params["discounts"] = [{"coupon": coupon.id}]
+        session = self.client.v1.checkout.sessions.create(
+            params=params, options={"idempotency_key": f"shop-checkout-{payment.id}-{stamp}"})
+        if session.amount_total != payment.amount:
+            self.expire_session(session.id)
+            raise ValueError(f"Stripe computed {session.amount_total} for order {order.number}, not {payment.amount}")
+        return Started(provider_id=None, redirect_url=session.url, checkout_session_id=session.id,
+                       expires_at=session.expires_at)
+
+    def session(self, session_id: str) -> Session:
+        return Session.of(self.client.v1.checkout.sessions.retrieve(session_id))
+
+    def expire_session(self, session_id: str) -> Session:
+        """Close an open session so nobody can pay on it any more. Stripe refuses (InvalidRequestError) a session
+        that is no longer open: callers then read it to learn whether it was paid."""
+        return Session.of(self.client.v1.checkout.sessions.expire(session_id))
 
     def refund(self, payment, refund) -> Refunded:
         result = self.client.v1.refunds.create(
@@ -107,7 +200,7 @@ class TestGateway:
 
     name = "test"
 
-    def start(self, payment) -> Started:
+    def start(self, payment, checkout: CheckoutRequest | None = None) -> Started:
         from shop.payments.routes import pay_url
 
         return Started(provider_id=f"pi_test_{uuid.uuid4().hex[:24]}", redirect_url=pay_url(payment))

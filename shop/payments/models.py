@@ -14,9 +14,11 @@ from shop.extensions import db
 class Payment(db.Model):
     __tablename__ = "payment"
     __table_args__ = (
-        CheckConstraint("status IN ('creating', 'requires_payment', 'succeeded', 'failed', 'cancelled')",
+        CheckConstraint("status IN ('creating', 'requires_payment', 'processing', 'succeeded', 'failed', 'cancelled')",
                         name="status"),
+        CheckConstraint("flow IN ('intent', 'checkout')", name="flow"),
         UniqueConstraint("provider", "provider_id", name="uq_payment_provider_id"),
+        UniqueConstraint("checkout_session_id", name="uq_payment_checkout_session_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -27,11 +29,19 @@ class Payment(db.Model):
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Taken back by the card's bank in a dispute the shop lost: no longer refundable.
+    charged_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # "intent": a PaymentIntent the client confirms (API clients, the test gateway); "checkout": a Stripe-hosted
+    # Checkout Session (the storefront in Stripe mode), whose PaymentIntent id (provider_id) is known once paid.
+    flow: Mapped[str] = mapped_column(String(10), default="intent", server_default="intent")
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255))
+    checkout_expires_at: Mapped[datetime | None] = mapped_column()  # when Stripe closes the session by itself
     failure_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
+    disputes: Mapped[list[Dispute]] = relationship(back_populates="payment", order_by="Dispute.id")
 
 
 class Refund(db.Model):
@@ -43,12 +53,57 @@ class Refund(db.Model):
     payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="CASCADE"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, succeeded, failed
+    # pending: not yet accepted by the provider (retried); processing: accepted, not settled yet (Stripe's
+    # "pending"); succeeded; failed (the held amount is refundable again).
+    status: Mapped[str] = mapped_column(String(20), default="pending")
     provider_refund_id: Mapped[str | None] = mapped_column(String(255))
     actor: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
     payment: Mapped[Payment] = relationship(back_populates="refunds")
+    lines: Mapped[list[RefundLine]] = relationship(back_populates="refund", order_by="RefundLine.id")
+
+
+class RefundLine(db.Model):
+    """Which order lines (and how many of their units) a refund by line paid back."""
+
+    __tablename__ = "refund_line"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    refund_id: Mapped[int] = mapped_column(ForeignKey("refund.id", ondelete="CASCADE"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_line.id", ondelete="CASCADE"), index=True)
+    quantity: Mapped[int] = mapped_column()
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    refund: Mapped[Refund] = relationship(back_populates="lines")
+
+
+class Dispute(db.Model):
+    """A chargeback the card holder's bank opened on a payment (Stripe's charge.dispute.*). An open dispute
+    flags its order; the outcome (won, lost, warning_closed) is kept when it closes."""
+
+    __tablename__ = "dispute"
+    __table_args__ = (UniqueConstraint("provider_dispute_id", name="uq_dispute_provider_dispute_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="CASCADE"), index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("order.id", ondelete="CASCADE"), index=True)
+    provider_dispute_id: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(100), default="")  # Stripe's: fraudulent, product_not_received, ...
+    status: Mapped[str] = mapped_column(String(40))  # Stripe's: needs_response, under_review, won, lost, ...
+    outcome: Mapped[str | None] = mapped_column(String(20))  # won, lost, warning_closed once closed
+    evidence_due_by: Mapped[datetime | None] = mapped_column()
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+    payment: Mapped[Payment] = relationship(back_populates="disputes")
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
 
 
 class WebhookEvent(db.Model):

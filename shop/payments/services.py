@@ -6,8 +6,10 @@ happen between transactions, never inside one.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 
 from shop.afterwards import after_commit
 from shop.errors import ApiError
@@ -18,8 +20,8 @@ from shop.orders import services as orders
 from shop.orders import states
 from shop.money import format_money
 from shop.orders.models import Order, OrderEvent
-from shop.payments.gateways import PaymentRef, RefundRef, gateway
-from shop.payments.models import Payment, Refund
+from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
+from shop.payments.models import Dispute, Payment, Refund, RefundLine
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,11 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
     a second attempt (pay_again) keeps the order and its hold instead (`cancel_on_failure=False`)."""
     payment = db.session.get(Payment, payment_id)
     gw = gateway()
+    hosted = _checkout_request(payment) if payment.flow == "checkout" else None  # may fix the session's expiry
     ref = PaymentRef.of(payment)  # plain values: reading the row later would reopen a transaction
     db.session.commit()  # nothing of ours stays open while we wait for the provider
     try:
-        started = gw.start(ref)
+        started = gw.start(ref, hosted)
     except Exception as exc:  # noqa: BLE001 - any provider failure has the same remedy for the order
         level = logging.ERROR if _is_our_mistake(exc) else logging.WARNING
         log.log(level, "starting payment %s failed: %r", payment_id, exc)
@@ -55,6 +58,7 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
     payment = lock_payment(payment_id)
     if payment.status == "creating":  # another copy may have started it first: keep the id it recorded
         payment.provider_id, payment.status = started.provider_id, "requires_payment"
+        payment.checkout_session_id = started.checkout_session_id
     db.session.commit()
     return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
             "redirect_url": started.redirect_url}
@@ -63,12 +67,40 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
 LIVE = ("creating", "requires_payment")  # attempts that may still be paid
 
 
+def _line_name(line) -> str:
+    options = ", ".join(str(v) for v in (line.options or {}).values())
+    return f"{line.name} ({options})" if options else line.name
+
+
+def _checkout_request(payment: Payment) -> CheckoutRequest:
+    """The order as Stripe's hosted page shows it. The session's expiry is fixed on the payment the first time, so a
+    retried start (same idempotency key) sends the very same parameters."""
+    from shop.checkout import pricing
+    from shop.security import external_url
+
+    order = db.session.get(Order, payment.order_id)
+    if payment.checkout_expires_at is None:
+        payment.checkout_expires_at = datetime.now(timezone.utc) + timedelta(seconds=CHECKOUT_SESSION_SECONDS)
+    expires = payment.checkout_expires_at
+    expires = expires.replace(tzinfo=timezone.utc) if expires.tzinfo is None else expires
+    label = pricing.SHIPPING_METHODS.get(order.shipping_method, (order.shipping_method or "Shipping",))[0]
+    # Neither address carries the order's key: whoever holds them sees no order that is not theirs.
+    success = external_url("storefront.stripe_return", order_id=order.id, result="paid")
+    return CheckoutRequest(
+        number=order.number, email=order.email,
+        lines=tuple((_line_name(line), line.unit_price, line.quantity) for line in order.lines),
+        shipping=order.shipping, shipping_label=label, discount=order.discount, tax=order.tax,
+        success_url=success + "&session_id={CHECKOUT_SESSION_ID}",
+        cancel_url=external_url("storefront.stripe_return", order_id=order.id, result="back"),
+        expires_at=int(expires.timestamp()))
+
+
 def latest(order_id: int) -> Payment | None:
     """The order's most recent payment attempt."""
     return db.session.scalar(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1))
 
 
-def pay_again(order_id: int) -> dict:
+def pay_again(order_id: int, hosted: bool = False) -> dict:
     """A new payment attempt for the same pending order and the same stock hold: after a declined card, say.
 
     Under the order's row lock: an order that is no longer pending, or whose hold has run out, is refused
@@ -89,15 +121,25 @@ def pay_again(order_id: int) -> dict:
         db.session.commit()
         raise ApiError(409, "hold_expired", "The items of this order are no longer held for you. Please add them "
                                             "to your cart and check out again.")
-    live = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status.in_(LIVE))
+    if db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.status == "processing")):
+        db.session.commit()
+        raise ApiError(409, "payment_processing", "A bank payment for this order is on its way; we confirm the order "
+                                                  "when the bank does.")
+    flow = "checkout" if hosted and gateway().name == "stripe" else "intent"
+    live = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status.in_(LIVE),
+                                                   Payment.flow == flow)
                              .order_by(Payment.id.desc()).limit(1).with_for_update()
                              .execution_options(populate_existing=True))
     if live is not None and live.status == "requires_payment":
+        if live.flow == "checkout":
+            answer = open_session_answer(live.id)  # commits; None once that page can no longer be paid on
+            return answer if answer is not None else pay_again(order_id, hosted)  # decided again, under the lock
         from shop.checkout.services import payment_answer
 
         return payment_answer(live)  # commits before asking the provider for its page again
     if live is None:
-        live = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency)
+        live = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency,
+                       flow=flow)
         db.session.add(live)
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                   actor="customer", note="New payment attempt"))
@@ -127,12 +169,43 @@ def _is_our_mistake(exc: Exception) -> bool:
     return isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError, stripe.InvalidRequestError))
 
 
-def _payment_for_intent(intent_id: str) -> tuple[Order, Payment] | None:
+def _payment_for_intent(intent_id: str, metadata: dict | None = None) -> tuple[Order, Payment] | None:
+    """The payment of a PaymentIntent, its order locked first. A hosted Checkout payment learns its intent's id from
+    the first event that names it: found then by the payment id the shop put in the intent's metadata (events are
+    signed, so the metadata is the shop's own)."""
     found = db.session.execute(select(Payment.id, Payment.order_id).where(Payment.provider_id == intent_id)).first()
+    if found is None and (metadata or {}).get("payment_id", "").isdigit():
+        found = db.session.execute(select(Payment.id, Payment.order_id).where(
+            Payment.id == int(metadata["payment_id"]), Payment.flow == "checkout",
+            Payment.provider_id.is_(None))).first()
+    if found is None or not intent_id:
+        return None
+    order = orders.lock(found.order_id)
+    payment = lock_payment(found.id)
+    if payment.provider_id is None:
+        payment.provider_id = intent_id
+    elif payment.provider_id != intent_id:  # taken meanwhile by another intent: not this one's payment
+        return None
+    return order, payment
+
+
+def _payment_for_session(session: Session) -> tuple[Order, Payment] | None:
+    """The payment of a Checkout Session (by its id, else by the payment id in its metadata), order locked first."""
+    found = db.session.execute(select(Payment.id, Payment.order_id)
+                               .where(Payment.checkout_session_id == session.id)).first()
+    if found is None and str(session.metadata.get("payment_id", "")).isdigit():
+        found = db.session.execute(select(Payment.id, Payment.order_id).where(
+            Payment.id == int(session.metadata["payment_id"]), Payment.flow == "checkout",
+            Payment.checkout_session_id.is_(None))).first()
     if found is None:
         return None
     order = orders.lock(found.order_id)
-    return order, lock_payment(found.id)
+    payment = lock_payment(found.id)
+    if payment.checkout_session_id is None:  # its start died before recording the session: record it now
+        payment.checkout_session_id = session.id
+    if session.payment_intent and payment.provider_id is None:
+        payment.provider_id = session.payment_intent
+    return order, payment
 
 
 def on_succeeded(intent: dict) -> str:
@@ -140,13 +213,18 @@ def on_succeeded(intent: dict) -> str:
 
     A payment that succeeds after its order was cancelled (the reservation expired first) is
     refunded in full and the order stays cancelled: stock that was released may already be sold."""
-    found = _payment_for_intent(intent["id"])
+    found = _payment_for_intent(intent["id"], intent.get("metadata"))
     if found is None:
         return "ignored: unknown payment"
     order, payment = found
+    return _succeeded(order, payment, intent.get("amount"))
+
+
+def _succeeded(order: Order, payment: Payment, amount) -> str:
+    """The money of `payment` arrived (`amount`, as the provider reports it): confirm its order, once."""
     if payment.status == "succeeded":
         return "no effect: already succeeded"
-    if intent.get("amount") is not None and int(intent["amount"]) != payment.amount:
+    if amount is not None and int(amount) != payment.amount:
         # Money moved, but not the order's total: never confirm on it; give it back.
         payment.status, payment.failure_reason = "succeeded", "amount mismatch: refunded"
         if order.status == states.PENDING:
@@ -180,15 +258,194 @@ def on_succeeded(intent: dict) -> str:
 
 def on_failed(intent: dict) -> str:
     """payment_intent.payment_failed: record it unless the payment already succeeded (events can be late)."""
-    found = _payment_for_intent(intent["id"])
+    found = _payment_for_intent(intent["id"], intent.get("metadata"))
     if found is None:
         return "ignored: unknown payment"
     _, payment = found
-    if payment.status == "succeeded":
-        return "no effect: already succeeded"
+    if payment.status in ("succeeded", "processing"):
+        return f"no effect: already {payment.status}"
     error = (intent.get("last_payment_error") or {}).get("message") or "declined"
+    if payment.flow == "checkout" and payment.status == "requires_payment":
+        # Stripe's page stays open after a declined card: the shopper may try another card on it (or come back and
+        # press "Pay now", which opens the same page). The attempt stays payable; the decline is kept for staff.
+        payment.failure_reason = str(error)[:255]
+        return "recorded decline (page still open)"
     payment.status, payment.failure_reason = "failed", str(error)[:255]
     return "recorded failure"
+
+
+# -- hosted Checkout Sessions ------------------------------------------------------------------------------------
+def on_checkout_completed(obj: dict) -> str:
+    """checkout.session.completed: paid -> as payment_intent.succeeded; unpaid -> a bank payment the shopper
+    submitted in time, whose result comes days later: the order keeps its hold (ASYNC_PAYMENT_HOLD_SECONDS)."""
+    from flask import current_app
+
+    session = Session.of(obj)
+    found = _payment_for_session(session)
+    if found is None:
+        return "ignored: unknown session"
+    order, payment = found
+    if session.payment_status in ("paid", "no_payment_required"):
+        return _succeeded(order, payment, session.amount_total)
+    if payment.status in ("succeeded", "failed", "processing"):
+        return f"no effect: already {payment.status}"
+    payment.status, payment.failure_reason = "processing", None
+    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                              actor=payment.provider, note="Bank payment submitted; waiting for the bank"))
+    if order.status == states.PENDING:
+        inventory.extend_hold(order.id, current_app.config["ASYNC_PAYMENT_HOLD_SECONDS"])
+        return "processing: hold kept for the bank"
+    return f"processing: order is {order.status}"  # should it arrive, _succeeded refunds it
+
+
+def on_async_succeeded(obj: dict) -> str:
+    """checkout.session.async_payment_succeeded: the bank paid."""
+    session = Session.of(obj)
+    found = _payment_for_session(session)
+    if found is None:
+        return "ignored: unknown session"
+    order, payment = found
+    return _succeeded(order, payment, session.amount_total)
+
+
+def on_async_failed(obj: dict) -> str:
+    """checkout.session.async_payment_failed: the bank refused; the order is cancelled and its stock freed."""
+    session = Session.of(obj)
+    found = _payment_for_session(session)
+    if found is None:
+        return "ignored: unknown session"
+    order, payment = found
+    if payment.status in ("succeeded", "failed"):
+        return f"no effect: already {payment.status}"
+    payment.status, payment.failure_reason = "failed", "The bank payment failed"
+    if order.status == states.PENDING:
+        orders.move(order, states.CANCELLED, payment.provider, "The bank payment failed")
+        return "cancelled: bank payment failed"
+    return "recorded failure"
+
+
+def on_session_expired(obj: dict) -> str:
+    """checkout.session.expired: nobody can pay on that page any more. Its attempt is closed; the order is
+    cancelled only if its hold has run out and no other attempt can still pay it (the shop expires sessions itself
+    when a hold ends; this finishes that if the cancelling copy died in between)."""
+    session = Session.of(obj)
+    found = _payment_for_session(session)
+    if found is None:
+        return "ignored: unknown session"
+    order, payment = found
+    if payment.status not in LIVE:
+        return f"no effect: payment {payment.status}"
+    payment.status, payment.failure_reason = "cancelled", "The payment page expired"
+    if order.status != states.PENDING:
+        return "closed attempt"
+    expires = orders.hold_expires_at(order.id)
+    if expires is not None and expires.replace(tzinfo=expires.tzinfo or timezone.utc) > datetime.now(timezone.utc):
+        return "closed attempt: hold still running"
+    other = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
+                                                       Payment.status.in_(LIVE + ("processing",))).limit(1))
+    if other is None:
+        orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
+        return "cancelled: expired"
+    return "closed attempt"
+
+
+def apply_session(session: Session) -> str:
+    """A session read from Stripe's API (trusted like a signed event): apply it as its webhook would. Commits."""
+    handler = {"complete": on_checkout_completed, "expired": on_session_expired}.get(session.status)
+    outcome = handler(session.__dict__) if handler else "open"
+    db.session.commit()
+    return outcome
+
+
+def open_session_answer(payment_id: int) -> dict | None:
+    """"Pay now" on an attempt with a hosted page: that same page while it can still be paid on (no second order,
+    no second hold, no second page to pay twice on); None once it cannot (expired, or completed meanwhile: applied)."""
+    payment = db.session.get(Payment, payment_id)
+    session_id, answer = payment.checkout_session_id, {"id": payment.id, "provider": payment.provider}
+    db.session.commit()  # no transaction open during the provider call
+    try:
+        session = gateway().session(session_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("reading checkout session %s failed: %r", session_id, exc)
+        raise PaymentUnavailable("The payment provider cannot be reached right now. Your order is placed and its "
+                                 "items are held; please try again in a moment.") from None
+    if session.status == "open":
+        return {**answer, "client_secret": None, "redirect_url": session.url}
+    apply_session(session)
+    return None
+
+
+def sync_checkout(order_id: int, session_id: str) -> str:
+    """The shopper is back from Stripe's page: ask Stripe for the session and apply it as its webhook would (the
+    webhook may be late, or not configured yet). Best effort: never raises. Returns checkout_state()."""
+    payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id,
+                                                      Payment.checkout_session_id == session_id))
+    if payment is not None and payment.status in LIVE and gateway().name == "stripe":
+        db.session.commit()
+        try:
+            apply_session(gateway().session(session_id))
+        except Exception as exc:  # noqa: BLE001 - the webhook will do it; the page says "confirming"
+            db.session.rollback()
+            log.warning("reading checkout session %s failed: %r", session_id, exc)
+    return checkout_state(order_id)
+
+
+def checkout_state(order_id: int) -> str:
+    """What the shopper back from paying should be told: confirmed, cancelled, processing (a bank payment on its
+    way), declined (the last attempt failed) or waiting (the payment's outcome has not reached the shop yet)."""
+    order = db.session.get(Order, order_id, populate_existing=True)
+    if order is None:
+        return "waiting"
+    if order.status == states.CANCELLED:
+        return "cancelled"
+    if order.status != states.PENDING:
+        return "confirmed"
+    attempt = latest(order_id)
+    if attempt is not None and attempt.status == "processing":
+        return "processing"
+    if attempt is not None and attempt.status == "failed":
+        return "declined"
+    return "waiting"
+
+
+def close_sessions(order_id: int) -> bool:
+    """Before a pending order whose hold ran out is cancelled: expire its open Checkout Sessions at Stripe first, so
+    nobody pays for stock that is about to be released. True when the order may be cancelled now. False when a
+    session turned out paid or a bank payment was submitted (applied now: confirmed, or hold kept), or Stripe cannot
+    be asked while the session could still be paid on (tried again at the next sweep; once the session's own expiry
+    has passed, Stripe can take no payment on it and the order is cancelled)."""
+    rows = db.session.execute(select(Payment.id, Payment.checkout_session_id, Payment.checkout_expires_at)
+                              .where(Payment.order_id == order_id, Payment.flow == "checkout",
+                                     Payment.status.in_(LIVE), Payment.checkout_session_id.isnot(None))).all()
+    db.session.commit()
+    if not rows:
+        return True
+    gw = gateway()
+    now = datetime.now(timezone.utc)
+    for payment_id, session_id, expires_at in rows:
+        try:
+            try:
+                session = gw.expire_session(session_id)
+            except Exception as exc:  # noqa: BLE001
+                if not _is_refusal(exc):
+                    raise
+                session = gw.session(session_id)  # no longer open: paid, submitted, or expired already
+        except Exception as exc:  # noqa: BLE001
+            closed = expires_at is not None and expires_at.replace(tzinfo=expires_at.tzinfo or timezone.utc) <= now
+            log.warning("expiring checkout session %s failed (%s): %r", session_id,
+                        "its own expiry has passed" if closed else "order kept until the next sweep", exc)
+            if closed:
+                continue
+            return False
+        if session.status == "complete":
+            apply_session(session)
+            return False
+        orders.lock(order_id)
+        payment = lock_payment(payment_id)
+        if payment.status in LIVE:
+            payment.status, payment.failure_reason = "cancelled", "The payment page expired"
+        db.session.commit()
+    return True
 
 
 def on_refunded(charge: dict) -> str:
@@ -207,7 +464,99 @@ def on_refunded(charge: dict) -> str:
 
 
 def refundable(payment: Payment) -> int:
-    return payment.amount - payment.refunded_amount if payment.status == "succeeded" else 0
+    """What can still be given back: captured, minus refunds (also those still on their way), minus what the bank
+    took back in a lost dispute."""
+    if payment.status != "succeeded":
+        return 0
+    return max(payment.amount - payment.refunded_amount - (payment.charged_back or 0), 0)
+
+
+def open_dispute(order_id: int) -> Dispute | None:
+    return db.session.scalar(select(Dispute).where(Dispute.order_id == order_id, Dispute.closed_at.is_(None))
+                             .order_by(Dispute.id).limit(1))
+
+
+def refunded_units(order_id: int) -> dict[int, int]:
+    """{order line id: units already refunded by line} (refunds that failed do not count)."""
+    from sqlalchemy import func
+
+    rows = db.session.execute(select(RefundLine.order_line_id, func.sum(RefundLine.quantity))
+                              .join(Refund, Refund.id == RefundLine.refund_id)
+                              .join(Payment, Payment.id == Refund.payment_id)
+                              .where(Payment.order_id == order_id, Refund.status != "failed")
+                              .group_by(RefundLine.order_line_id)).all()
+    return {line_id: int(units) for line_id, units in rows}
+
+
+def _check_lines(order: Order, lines) -> dict[int, int]:
+    """{order line id: quantity} checked against the order and what was refunded by line before (422 otherwise)."""
+    from shop.errors import ValidationError
+
+    if not isinstance(lines, dict) or not lines:
+        raise ValidationError({"lines": "name at least one line of this order and a quantity"})
+    by_id = {line.id: line for line in order.lines}
+    done = refunded_units(order.id)
+    problems, clean = {}, {}
+    for raw_id, raw_qty in lines.items():
+        line_id = int(raw_id) if str(raw_id).isdigit() else None
+        if line_id not in by_id:
+            problems[str(raw_id)] = "is not a line of this order"
+            continue
+        if isinstance(raw_qty, bool) or not isinstance(raw_qty, int):
+            problems[str(raw_id)] = "quantity must be a whole number"
+            continue
+        if raw_qty == 0:
+            continue
+        left = by_id[line_id].quantity - done.get(line_id, 0)
+        if raw_qty < 0 or raw_qty > left:
+            problems[str(raw_id)] = f"quantity must be between 0 and {left} (units not refunded yet)"
+            continue
+        clean[line_id] = raw_qty
+    if problems:
+        raise ValidationError({f"lines.{k}": v for k, v in problems.items()})
+    if not clean:
+        raise ValidationError({"lines": "name at least one unit to refund"})
+    return clean
+
+
+def _paid_for_goods(order: Order) -> int:
+    """What the shopper paid for the goods: the total without shipping (the discount and the tax are in it)."""
+    return order.total - order.shipping
+
+
+def line_refund_amount(order: Order, lines: dict[int, int]) -> int:
+    """The refund of these units: their share of what was paid for goods (unit price times units, with the order's
+    discount and tax prorated, rounded down); the last units of the order take the rounding remainder, so refunding
+    every unit by line gives back exactly what the goods cost. Shipping is not included."""
+    by_id = {line.id: line for line in order.lines}
+    paid = _paid_for_goods(order)
+    if order.subtotal <= 0 or paid <= 0:
+        return 0
+    done = refunded_units(order.id)
+    everything = all(done.get(i, 0) + lines.get(i, 0) >= line.quantity for i, line in by_id.items())
+    if everything:
+        from sqlalchemy import func
+
+        before = db.session.scalar(select(func.coalesce(func.sum(RefundLine.amount), 0))
+                                   .join(Refund, Refund.id == RefundLine.refund_id)
+                                   .join(Payment, Payment.id == Refund.payment_id)
+                                   .where(Payment.order_id == order.id, Refund.status != "failed"))
+        return max(paid - int(before), 0)
+    gross = sum(by_id[i].unit_price * qty for i, qty in lines.items())
+    return gross * paid // order.subtotal
+
+
+def _line_amounts(order: Order, lines: dict[int, int], amount: int) -> dict[int, int]:
+    """`amount` split over the lines refunded, in proportion to their price (the last takes the remainder)."""
+    by_id = {line.id: line for line in order.lines}
+    gross = {i: by_id[i].unit_price * qty for i, qty in lines.items()}
+    total, out, given = sum(gross.values()) or 1, {}, 0
+    ids = sorted(lines)
+    for i in ids[:-1]:
+        out[i] = amount * gross[i] // total
+        given += out[i]
+    out[ids[-1]] = amount - given
+    return out
 
 
 def standing(payment: Payment) -> bool:
@@ -227,19 +576,33 @@ def _refund_source(order_id: int, payment_id: int | None):
     return which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1)
 
 
-def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_id: int | None = None) -> Refund:
-    """Refund part or all of an order's payment (see _refund_source). The amount is held
-    first (so two refunds at once cannot exceed the payment), the provider is called between transactions,
-    then the result stored."""
+def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_id: int | None = None,
+           lines: dict[int, int] | None = None) -> Refund:
+    """Refund part or all of an order's payment (see _refund_source): `amount`, or by line (`lines` = {order line
+    id: units}; the amount is then line_refund_amount's unless a smaller `amount` is given). The amount is held
+    first under the order's lock (so two refunds at once cannot exceed what was captured), the provider is called
+    between transactions, then the result stored."""
     order = orders.lock(order_id)
+    if lines is not None:
+        lines = _check_lines(order, lines)
+        owed = line_refund_amount(order, lines)
+        if amount is not None and not 0 < amount <= owed:
+            raise ApiError(422, "validation_failed", f"A refund of these units must be between 1 and {owed}.",
+                           {"fields": {"amount": f"must be between 1 and {owed} for these units"}})
+        amount = owed if amount is None else amount
     # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
     # same transaction, and a stale refunded_amount would let two refunds pass the check below.
     payment = db.session.scalar(_refund_source(order.id, payment_id).with_for_update()
                                 .execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
+    if payment is not None and open_dispute(order.id) is not None:
+        raise ApiError(409, "payment_disputed", "This payment is disputed: Stripe does not allow refunds until the "
+                                                "dispute closes.")
     if not payment or available <= 0:
         raise ApiError(409, "nothing_to_refund", "This order has no paid amount left to refund.")
+    if lines is not None:
+        amount = min(amount, available)  # the goods' share, within what is left of the payment
     if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == "pending")):
         raise ApiError(409, "refund_pending", "A refund of this order is still waiting for the provider; "
                                               "it is retried automatically.")
@@ -249,6 +612,9 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
     record = Refund(payment_id=payment.id, amount=amount, reason=reason, actor=actor, status="pending")
     payment.refunded_amount += amount
     db.session.add(record)
+    if lines is not None:
+        for line_id, part in _line_amounts(order, lines, amount).items():
+            record.lines.append(RefundLine(order_line_id=line_id, quantity=lines[line_id], amount=part))
     db.session.commit()
     return send_refund(record.id)
 
@@ -284,9 +650,15 @@ def send_refund(refund_id: int) -> Refund:
     if record.status != "pending":  # settled meanwhile by a concurrent retry
         db.session.commit()
         return record
-    record.status = "succeeded" if result.status in ("succeeded", "pending") else result.status
     record.provider_refund_id = result.provider_refund_id
     payment = db.session.get(Payment, payment_ref.id, populate_existing=True)
+    if result.status in ("failed", "canceled"):  # refused after all: the amount is refundable again
+        record.status = "failed"
+        payment.refunded_amount -= amount
+        db.session.commit()
+        raise ApiError(409, "refund_refused", "The payment provider could not make this refund.")
+    # Stripe's "pending" (a bank that takes days): in progress; charge.refund.updated settles it.
+    record.status = "succeeded" if result.status == "succeeded" else "processing"
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, record.actor, record.reason)
     else:
@@ -332,3 +704,105 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
         return "nothing to refund"
     refund(order_id, None, reason, actor, payment_id=payment.id)
     return "refunded"
+
+
+# -- refund statuses and disputes reported by the provider -------------------------------------------------------
+def on_refund_updated(obj: dict) -> str:
+    """charge.refund.updated (refund.updated, refund.failed): a refund in progress settled. Found by its id, or by
+    the refund id the shop put in its metadata (the event can beat the shop's own record of the answer)."""
+    found = db.session.execute(select(Refund.id, Payment.order_id).join(Payment, Payment.id == Refund.payment_id)
+                               .where(Refund.provider_refund_id == str(obj.get("id")))).first()
+    ours = str((obj.get("metadata") or {}).get("refund_id", ""))
+    if found is None and ours.isdigit():
+        found = db.session.execute(select(Refund.id, Payment.order_id).join(Payment, Payment.id == Refund.payment_id)
+                                   .where(Refund.id == int(ours), Refund.provider_refund_id.is_(None))).first()
+    if found is None:
+        return "ignored: not a refund the shop made"  # one made in the Stripe dashboard: charge.refunded counts it
+    order = orders.lock(found.order_id)
+    record = db.session.get(Refund, found.id, with_for_update=True, populate_existing=True)
+    payment = lock_payment(record.payment_id)
+    record.provider_refund_id = record.provider_refund_id or str(obj.get("id"))
+    status = obj.get("status")
+    if record.status == "failed" or (record.status == "succeeded" and status != "failed"):
+        return f"no effect: refund already {record.status}"
+    if status == "succeeded":
+        record.status = "succeeded"
+        return "refund succeeded"
+    if status in ("failed", "canceled"):
+        record.status = "failed"
+        payment.refunded_amount = max(payment.refunded_amount - record.amount, 0)
+        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                                  actor=payment.provider, note=f"Refund of {format_money(record.amount, payment.currency)} "
+                                                               f"failed at the provider; it can be made again"))
+        return "refund failed: amount refundable again"
+    record.status = "processing"
+    return "refund in progress"
+
+
+DISPUTE_OUTCOMES = ("won", "lost", "warning_closed")
+
+
+def _dispute_fields(obj: dict) -> dict:
+    due = (obj.get("evidence_details") or {}).get("due_by")
+    return {"amount": int(obj.get("amount") or 0), "currency": str(obj.get("currency") or "").upper()[:3],
+            "reason": str(obj.get("reason") or "")[:100], "status": str(obj.get("status") or "")[:40],
+            "evidence_due_by": datetime.fromtimestamp(int(due), timezone.utc) if due else None}
+
+
+def on_dispute_created(obj: dict) -> str:
+    """charge.dispute.created: the order is flagged disputed (support, managers and admins see it) and every active
+    manager is mailed, once per dispute."""
+    from shop.accounts.models import User
+    from shop.security import external_url
+
+    found = _payment_for_intent(str(obj.get("payment_intent") or ""))
+    if found is None:
+        return "ignored: unknown payment"
+    order, payment = found
+    made = db.session.execute(insert(Dispute).values(
+        payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **_dispute_fields(obj))
+        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id").returning(Dispute.id)).scalar()
+    if made is None:
+        return "no effect: dispute known"
+    fields = _dispute_fields(obj)
+    amount = format_money(fields["amount"], fields["currency"] or payment.currency)
+    reason = fields["reason"].replace("_", " ") or "not given"
+    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                              actor=payment.provider, note=f"Dispute opened: {amount}, reason {reason}"))
+    due = fields["evidence_due_by"]
+    managers = db.session.scalars(select(User).where(User.role == "manager", User.is_active_account.is_(True))
+                                  .order_by(User.id)).all()
+    for manager in managers:
+        notify("payment.dispute_opened", manager.email,
+               {"name": manager.name, "number": order.number, "amount": amount, "reason": reason,
+                "evidence_due_by": f"{due:%d %B %Y}" if due else "",
+                "link": external_url("orders.order_page", order_id=order.id)},
+               key=f"dispute:{made}:user:{manager.id}")
+    return "recorded dispute"
+
+
+def on_dispute_closed(obj: dict) -> str:
+    """charge.dispute.closed: the outcome is kept; a lost dispute's amount is no longer refundable (the bank took it
+    back). Also when the closing event arrives before the opening one."""
+    found = _payment_for_intent(str(obj.get("payment_intent") or ""))
+    if found is None:
+        return "ignored: unknown payment"
+    order, payment = found
+    fields = _dispute_fields(obj)
+    db.session.execute(insert(Dispute).values(
+        payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **fields)
+        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id"))
+    dispute = db.session.scalar(select(Dispute).where(Dispute.provider_dispute_id == str(obj["id"]))
+                                .with_for_update().execution_options(populate_existing=True))
+    if dispute.closed_at is not None:
+        return "no effect: dispute already closed"
+    dispute.status = fields["status"]
+    dispute.outcome = fields["status"] if fields["status"] in DISPUTE_OUTCOMES else fields["status"][:20]
+    dispute.closed_at = datetime.now(timezone.utc)
+    if dispute.outcome == "lost":
+        payment.charged_back = (payment.charged_back or 0) + dispute.amount
+    amount = format_money(dispute.amount, dispute.currency or payment.currency)
+    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
+                              actor=payment.provider, note=f"Dispute closed: {dispute.outcome.replace('_', ' ')} "
+                                                           f"({amount})"))
+    return f"dispute closed: {dispute.outcome}"

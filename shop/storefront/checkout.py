@@ -203,7 +203,8 @@ def checkout_place():
     try:
         placed = checkout.place_order(cart_id=cart.id, cart_token=cart.token if user is None else None, user=user,
                                       email=details["email"], shipping_address=details["address"],
-                                      shipping_method=details["shipping_method"], claim=(scope, nonce))
+                                      shipping_method=details["shipping_method"], claim=(scope, nonce),
+                                      hosted=True)
     except ApiError as exc:
         db.session.rollback()  # nothing half-made of this attempt may ride along with the next commit
         refusal = {"code": exc.code, "message": exc.message, "details": exc.details}

@@ -121,12 +121,16 @@ def order_detail(order_id: int):
     attempt = payments.latest(order.id)
     hold = _hold(order)
     just_paid = request.args.get("paid")
-    declined = just_paid == "decline" or (attempt is not None and attempt.status == "failed")
+    # A declined card: the attempt failed, or (Stripe's hosted page, which stays open for another card) it carries
+    # the decline while still payable.
+    declined = just_paid == "decline" or (attempt is not None and (
+        attempt.status == "failed" or (attempt.status == "requires_payment" and bool(attempt.failure_reason))))
     owner = current_user.is_authenticated and order.user_id == current_user.id
     resp = make_response(render_template(
         "orders/detail.html", order=order, action=ActionForm(), can_cancel=states.can_cancel(order.status),
         just_paid=just_paid, just_placed=request.args.get("placed") == "1", hold=hold, declined=declined, can_pay=hold is not None and order.status == states.PENDING,
         owner=owner, masked_email=_mask(order.email),
+        payment_processing=attempt is not None and attempt.status == "processing",
         shipping_note=next((e.note for e in reversed(order.events) if e.to_status == states.SHIPPED and e.note),
                            None)))
     resp.headers["Cache-Control"] = "private, no-store"
@@ -156,12 +160,14 @@ def pay_again(order_id: int):
         flash("Please press “Pay again” once more.", "error")
         return redirect(url_for("storefront.order_detail", order_id=order.id))
     try:
-        answer = payments.pay_again(order.id)
+        answer = payments.pay_again(order.id, hosted=True)  # Stripe's own page in Stripe mode
     except ApiError as exc:
         flash(exc.message, "error")
         return redirect(url_for("storefront.order_detail", order_id=order.id))
     if answer.get("redirect_url"):
         return redirect(answer["redirect_url"], 303)
+    if payments.checkout_state(order.id) != "waiting":  # it was paid (or submitted) on the page meanwhile
+        return redirect(url_for("storefront.order_detail", order_id=order.id), 303)
     flash("A new payment is ready. We will confirm your order once it goes through.", "success")
     return redirect(url_for("storefront.order_detail", order_id=order.id), 303)
 
