@@ -5,6 +5,7 @@ from flask.cli import AppGroup
 
 from shop.accounts.models import ROLES
 from shop.catalog import seed as catalog_seed
+from shop.payments.cli import payments_cli
 
 seed_cli = AppGroup("seed", help="Fill the database with demo data.")
 
@@ -90,3 +91,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(seed_cli)
     app.cli.add_command(staff_cli)
     app.cli.add_command(search_cli)
+    app.cli.add_command(payments_cli)  # `payments check`: is the Stripe configuration ready to take money?
