@@ -40,7 +40,7 @@ from shop.orders import services as order_services
 from shop.orders import states as order_states
 from shop.orders.models import Order
 from shop.payments import services as payment_services
-from shop.payments.models import Payment, WebhookEvent
+from shop.payments.models import Dispute, Payment, Refund, WebhookEvent
 from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
 
@@ -511,7 +511,9 @@ def _may(perm) -> bool:
 
 def redact_note(note: str) -> str:
     """An event note as this viewer may read it: provider ids only for roles with payment details."""
-    return note if _may(P.PAYMENTS) else _PROVIDER_ID.sub("(payment id hidden)", note or "")
+    if _may(P.PAYMENTS):
+        return note
+    return _PROVIDER_ID.sub("(payment id hidden)", note or "")
 
 
 def address_lines(address: dict | None, *, phone: bool) -> list[str]:
@@ -534,12 +536,110 @@ class TransitionForm(AdminForm):
 
 
 class RefundForm(AdminForm):
-    amount = StringField("Amount", validators=[DataRequired(message="Enter an amount, e.g. 12.50.")])
+    # Empty when refunding by line: the shop then computes the amount from the units (line_refund_amount).
+    amount = StringField("Amount", validators=[Optional()])
     reason = StringField("Reason", validators=[DataRequired(message="Say why you refund."), Length(max=1000)])
     # One key per rendered form: a double click or a resent form refunds once. A bare UUID (hex): the
     # key is part of the audited row's id, which has room for 60 characters.
     idempotency_key = StringField(validators=[DataRequired(message="Reload the page and try again."),
                                               Regexp(r"^[0-9a-f]{32}$", message="Reload the page and try again.")])
+
+
+# Stripe's dispute reasons and statuses as staff read them (an unknown code is made readable from its words).
+DISPUTE_REASONS = {
+    "bank_cannot_process": "Bank cannot process", "check_returned": "Check returned",
+    "credit_not_processed": "Credit not processed", "customer_initiated": "Customer initiated",
+    "debit_not_authorized": "Debit not authorized", "duplicate": "Duplicate charge", "fraudulent": "Fraudulent",
+    "general": "General", "incorrect_account_details": "Incorrect account details",
+    "insufficient_funds": "Insufficient funds", "noncompliant": "Noncompliant",
+    "product_not_received": "Product not received", "product_unacceptable": "Product unacceptable",
+    "subscription_canceled": "Subscription cancelled", "unrecognized": "Unrecognized charge",
+}
+DISPUTE_STATUSES = {
+    "warning_needs_response": "Inquiry: needs a response", "warning_under_review": "Inquiry: under review",
+    "warning_closed": "Inquiry closed", "needs_response": "Needs a response",
+    "under_review": "Under review (evidence sent)", "won": "Won", "lost": "Lost",
+}
+DISPUTE_OUTCOMES = {"won": "Won", "lost": "Lost", "warning_closed": "Warning closed (no chargeback)"}
+# A refund's status as staff read it: "pending" is the shop's, "processing" is Stripe's "pending".
+REFUND_STATUSES = {"pending": "waiting for the provider", "processing": "in progress at Stripe",
+                   "succeeded": "succeeded", "failed": "failed"}
+DISPUTED_REFUND = "This payment is disputed: Stripe does not allow refunds until the dispute closes."
+
+
+def readable(code: str | None, words: dict[str, str]) -> str:
+    """A provider's code (fraudulent, product_not_received) as words, also for codes Stripe adds later."""
+    if not code:
+        return "Not given"
+    return words.get(code) or code.replace("_", " ").capitalize()
+
+
+def disputed_order_ids(order_ids) -> set[int]:
+    """Which of these orders have an open dispute (one query for a whole list page)."""
+    ids = [i for i in order_ids if i is not None]
+    if not ids:
+        return set()
+    return set(db.session.scalars(select(Dispute.order_id).where(Dispute.order_id.in_(ids),
+                                                                 Dispute.closed_at.is_(None))))
+
+
+class DisputeFilter(sqla_filters.BaseSQLAFilter):
+    """The order list's "Dispute" filter, for roles with payment details only (OrderView hides it from the
+    others, and it filters nothing for them whatever URL they type)."""
+
+    def apply(self, query, value, alias=None):
+        if not _may(P.PAYMENTS):
+            return query
+        which = select(Dispute.order_id)
+        if value == "open":
+            which = which.where(Dispute.closed_at.is_(None))
+        return query.filter(Order.id.in_(which))
+
+    def operation(self):
+        return "is"
+
+
+def _order_number(view, context, model, name):
+    """The number, linked to the order page, with a "Disputed" marker for roles that see payments."""
+    link = f'<a href="{escape(url_for(".order_page", order_id=model.id))}">{escape(model.number)}</a>'
+    if model.id in (g.get("disputed_orders") or ()):
+        link += ' <span class="badge badge-danger" data-testid="disputed">Disputed</span>'
+    return Markup(link)
+
+
+def refund_lines(order: Order) -> list[dict]:
+    """Each order line with the units already refunded by line and the units still refundable by line."""
+    done = payment_services.refunded_units(order.id)
+    return [{"line": line, "refunded": done.get(line.id, 0), "left": max(line.quantity - done.get(line.id, 0), 0)}
+            for line in order.lines]
+
+
+def parse_refund_lines(form, order: Order) -> tuple[dict[int, int], list[str]]:
+    """The units typed per line ({order_line_id: quantity}, zeros left out) and what could not be read.
+    Only whole numbers are read here; the service checks them against what is left of each line."""
+    lines, problems = {}, []
+    for line in order.lines:
+        raw = (form.get(f"line-{line.id}") or "").strip()
+        if raw in ("", "0"):
+            continue
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > INT4_MAX:
+            problems.append(f"{line.sku}: enter a whole number of units (0 to {line.quantity}).")
+            continue
+        lines[line.id] = int(raw)
+    return lines, problems
+
+
+def refund_problem(exc: ApiError, order: Order) -> str:
+    """A refused refund as one message for staff; problems with lines ("lines.<order line id>") name the SKU."""
+    if exc.code == "payment_disputed":
+        return DISPUTED_REFUND
+    fields = (exc.details or {}).get("fields") or {}
+    skus = {str(line.id): line.sku for line in order.lines}
+    about_lines = [f"{skus.get(k.removeprefix('lines.'), 'A line')}: {v}." if k.startswith("lines.")
+                   else f"Lines: {v}." for k, v in fields.items() if k == "lines" or k.startswith("lines.")]
+    if not about_lines:
+        return exc.message
+    return "Nothing was refunded. " + " ".join(about_lines)
 
 
 class OrderView(StaffModelView):
@@ -555,10 +655,11 @@ class OrderView(StaffModelView):
     column_default_sort = ("created_at", True)
     column_searchable_list = ("number",)
     column_filters = (sqla_filters.FilterEqual(Order.status, "Status",
-                                               options=[(s, s.capitalize()) for s in order_states.STATUSES]),)
+                                               options=[(s, s.capitalize()) for s in order_states.STATUSES]),
+                      DisputeFilter(Order.id, "Dispute", options=[("open", "open now"),
+                                                                  ("any", "ever disputed")]))
     column_formatters = {
-        "number": lambda v, c, m, n: Markup(f'<a href="{escape(url_for(".order_page", order_id=m.id))}">'
-                                            f'{escape(m.number)}</a>'),
+        "number": _order_number,
         "total": lambda v, c, m, n: format_money(m.total, m.currency),
         "items": lambda v, c, m, n: sum(line.quantity for line in m.lines),
         "email": lambda v, c, m, n: m.email if _may(P.CUSTOMERS_PII) else "",
@@ -575,7 +676,21 @@ class OrderView(StaffModelView):
         # so the column indexes used for sorting stay the same).
         if "list_columns" in kwargs and not _may(P.CUSTOMERS_PII):
             kwargs["list_columns"] = [c for c in kwargs["list_columns"] if c[0] != "email"]
+        if "data" in kwargs and _may(P.PAYMENTS):  # the list's "Disputed" markers, one query per page
+            g.disputed_orders = disputed_order_ids(m.id for m in kwargs["data"])
         return super().render(template, **kwargs)
+
+    def _get_filter_groups(self):
+        groups = super()._get_filter_groups()
+        if groups and not _may(P.PAYMENTS):  # disputes are payment details
+            groups = type(groups)((k, v) for k, v in groups.items() if k != "Dispute")
+        return groups
+
+    def _get_list_filter_args(self):
+        found = super()._get_list_filter_args()
+        if found and not _may(P.PAYMENTS):
+            found = [f for f in found if not isinstance(self._filters[f[0]], DisputeFilter)]
+        return found
 
     @expose("/details/")
     def details_view(self):
@@ -597,15 +712,26 @@ class OrderView(StaffModelView):
         moves = sorted(order_states.TRANSITIONS.get(order.status, ()) & set(STAFF_TARGETS),
                        key=order_states.STATUSES.index)
         buttons = [(s, TARGET_LABELS[s]) for s in moves if _may(STAFF_TARGETS[s])]
-        payments, refundable = None, 0
+        payments, refundable, disputes, open_disputes, lines = None, 0, [], [], []
         if _may(P.PAYMENTS):
             payments = db.session.scalars(select(Payment).where(Payment.order_id == order.id)
-                                          .options(selectinload(Payment.refunds)).order_by(Payment.id)).all()
+                                          .options(selectinload(Payment.refunds).selectinload(Refund.lines))
+                                          .order_by(Payment.id)).all()
             # What one refund can take: the standing payment's remainder (refunds come out of one payment).
             refundable = max((payment_services.refundable(p) for p in payments if payment_services.standing(p)),
                              default=0)
+            disputes = db.session.scalars(select(Dispute).where(Dispute.order_id == order.id)
+                                          .order_by(Dispute.opened_at, Dispute.id)).all()
+            open_disputes = [d for d in disputes if d.is_open]
+            lines = refund_lines(order) if refundable else []
+        # While a dispute is open Stripe refuses refunds of the charge: the form gives way to the reason.
+        offer_refund = bool(refundable) and not open_disputes
         return self.render(
             "admin/shop_order.html", order=order, buttons=buttons, payments=payments, refundable=refundable,
+            disputes=disputes, open_disputes=open_disputes, refund_lines=lines, dispute_reason=DISPUTE_REASONS,
+            dispute_status=DISPUTE_STATUSES, dispute_outcome=DISPUTE_OUTCOMES, refund_status=REFUND_STATUSES,
+            readable=readable, disputed_refund=DISPUTED_REFUND,
+            line_skus={line.id: f"{line.sku} {line.name}" for line in order.lines},
             email=order.email if _may(P.CUSTOMERS_PII) else None,
             shipping=address_lines(order.shipping_address, phone=_may(P.CUSTOMERS_PII))
             if _may(P.ORDER_SHIPPING_ADDRESS) else None,
@@ -614,7 +740,7 @@ class OrderView(StaffModelView):
             if order.user_id and _may(P.CUSTOMERS_PII) else None,
             redact=redact_note, format_money=format_money, transition_form=TransitionForm(),
             ship_form=ship_form or TransitionForm(formdata=None), ship_errors=ship_errors or {},
-            refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if refundable else None)
+            refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if offer_refund else None)
 
     @expose("/<int:order_id>/transition", methods=("POST",))
     def transition(self, order_id: int):
@@ -662,15 +788,24 @@ class OrderView(StaffModelView):
         if not form.validate_on_submit():
             flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
             return back
-        try:
-            amount = parse_major(form.amount.data, currency)
-        except ValueError as exc:
-            flash(f"Enter the amount like 12.50 ({exc}).", "error")
+        lines, problems = parse_refund_lines(request.form, order)
+        if problems:
+            flash("Nothing was refunded. " + " ".join(problems), "error")
+            return back
+        amount = None  # by line only: the shop computes the amount from the units
+        if (form.amount.data or "").strip():
+            try:
+                amount = parse_major(form.amount.data, currency)
+            except ValueError as exc:
+                flash(f"Enter the amount like 12.50 ({exc}).", "error")
+                return back
+        elif not lines:
+            flash("Enter an amount, e.g. 12.50. Or refund by line: enter the units to refund.", "error")
             return back
         reason = form.reason.data.strip()
         scope, key = f"bo-refund:{order_id}", form.idempotency_key.data
         try:
-            if idempotency.claim(scope, key, {"amount": amount, "reason": reason}):
+            if idempotency.claim(scope, key, {"amount": amount, "reason": reason, "lines": lines}):
                 flash("This refund was already sent; it was not made twice.", "info")
                 return back
         except ApiError as exc:  # the first click of a double click is still at the provider
@@ -679,17 +814,31 @@ class OrderView(StaffModelView):
                   if exc.code == "request_in_progress" else exc.message, "error")
             return back
         try:
-            record = payment_services.refund(order_id, amount, reason, current_user.email)
+            record = payment_services.refund(order_id, amount, reason, current_user.email, lines=lines or None)
         except ApiError as exc:
             idempotency.release(scope, key)  # rolls back; the form may be corrected and sent again
-            flash(exc.message, "error")  # e.g. pending at an unreachable provider, retried automatically
+            flash(refund_problem(exc, order), "error")  # e.g. pending at an unreachable provider, retried later
             return back
         except Exception:
             idempotency.release(scope, key)
             raise
         idempotency.finish(scope, key, 201, {"refund_id": record.id})
-        flash(f"Refunded {format_money(record.amount, currency)} on order {order.number}.", "success")
+        flash(refund_done(record, order), "success")
         return back
+
+
+def refund_done(record: Refund, order: Order) -> str:
+    """What staff read after a refund: the amount (computed by the shop for a refund by line), the units,
+    and, when the provider has not settled it yet, that it is under way."""
+    units = {line.id: line for line in order.lines}
+    text = f"Refunded {format_money(record.amount, order.currency)} on order {order.number}"
+    if record.lines:
+        text += " (" + ", ".join(f"{rl.quantity} \u00d7 {units[rl.order_line_id].sku}" if rl.order_line_id in units
+                                 else f"{rl.quantity} unit(s)" for rl in record.lines) + ")"
+    text += "."
+    if record.status in ("pending", "processing"):
+        text += f" Refund status: {REFUND_STATUSES[record.status]}."
+    return text
 
 
 # -- payment provider events --------------------------------------------------------------------

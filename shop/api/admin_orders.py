@@ -23,7 +23,7 @@ from shop.orders import services as orders
 from shop.orders import states
 from shop.orders.models import Order
 from shop.payments import services as payments
-from shop.payments.models import Payment
+from shop.payments.models import Dispute, Payment
 
 A = "/v1/admin"
 PROVIDER_ID = re.compile(r"\b(pi|ch|re|py)_[A-Za-z0-9_]+")
@@ -42,13 +42,67 @@ def staff_order_json(order: Order, user) -> dict:
             body["shipping_address"] = None
     if not has_permission(user, P.PAYMENTS):
         for event in body["events"]:
-            event["note"] = PROVIDER_ID.sub("(payment id hidden)", event["note"] or "")
+            event["note"] = redact_payment_note(event["note"])
+    for item, line in zip(body["items"], order.lines):
+        item["id"] = line.id  # what a refund by line names (lines[].line_id)
     if has_permission(user, P.PAYMENTS):
         paid = db.session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)).all()
         body["payments"] = [{"id": p.id, "provider": p.provider, "provider_id": p.provider_id, "status": p.status,
                              "amount": money(p.amount, p.currency), "refunded": money(p.refunded_amount, p.currency),
                              "failure_reason": p.failure_reason} for p in paid]
+        done = payments.refunded_units(order.id)
+        for item in body["items"]:
+            item["refunded_quantity"] = done.get(item["id"], 0)
+        disputes = db.session.scalars(select(Dispute).where(Dispute.order_id == order.id)
+                                      .order_by(Dispute.opened_at, Dispute.id)).all()
+        # Disputes are payment details (the permission table): roles without them get neither key.
+        body["disputed"] = any(d.is_open for d in disputes)
+        body["disputes"] = [dispute_json(d) for d in disputes]
     return body
+
+
+def redact_payment_note(note: str | None) -> str:
+    """An event note for roles without payment details: no provider ids."""
+    return PROVIDER_ID.sub("(payment id hidden)", note or "")
+
+
+def dispute_json(dispute: Dispute) -> dict:
+    """A dispute as the admin API shows it: Stripe's own reason, status and outcome codes."""
+    def at(moment):
+        return moment.isoformat() if moment else None
+
+    return {"id": dispute.id, "amount": money(dispute.amount, dispute.currency), "reason": dispute.reason,
+            "status": dispute.status, "outcome": dispute.outcome, "evidence_due_by": at(dispute.evidence_due_by),
+            "opened_at": at(dispute.opened_at), "closed_at": at(dispute.closed_at)}
+
+
+def refund_lines_in(data: dict) -> dict[int, int] | None:
+    """The body's `lines` ([{line_id, quantity}]) as {order line id: quantity}, or None when absent. Only the
+    shape is checked here (422 lines[i].<field>); the service checks them against the order (422 lines.<id>)."""
+    raw = data.get("lines")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError({"lines": "must be a non-empty list of {line_id, quantity}"})
+    problems, lines = {}, {}
+    for i, entry in enumerate(raw[:1000]):
+        if not isinstance(entry, dict):
+            problems[f"lines[{i}]"] = "must be an object {line_id, quantity}"
+            continue
+        line_id, quantity = entry.get("line_id"), entry.get("quantity")
+        if isinstance(line_id, bool) or not isinstance(line_id, int) or line_id < 1:
+            problems[f"lines[{i}].line_id"] = "must be the id of a line of this order"
+        elif line_id in lines:
+            problems[f"lines[{i}].line_id"] = "is named twice"
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            problems[f"lines[{i}].quantity"] = "must be a whole number of units, at least 1"
+        if f"lines[{i}].line_id" not in problems and f"lines[{i}].quantity" not in problems:
+            lines[line_id] = quantity
+    if len(raw) > 1000:
+        problems["lines"] = "at most 1000 lines"
+    if problems:
+        raise ValidationError(problems)
+    return lines
 
 
 @bp.get(f"{A}/orders")
@@ -99,7 +153,8 @@ def admin_refund(order_id: int):
         if problem := foreign_currency(value, currency):
             raise ValidationError({field: problem})
     amount = minor_units(amount)
-    if not fits(amount, Payment.refunded_amount, lo=1):
+    lines = refund_lines_in(data)
+    if not (amount is None and lines) and not fits(amount, Payment.refunded_amount, lo=1):
         raise ValidationError({"amount": "must be a positive amount in minor units"})
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError({"reason": "must be text of at most 1000 characters"})
@@ -108,7 +163,7 @@ def admin_refund(order_id: int):
     if repeat:
         return repeat[1], repeat[0]
     try:
-        record = payments.refund(order_id, amount, reason, g.api_user.email)
+        record = payments.refund(order_id, amount, reason, g.api_user.email, lines=lines)
     except ApiError as exc:
         if exc.status in (404, 409, 422):
             idempotency.finish(scope, key, exc.status, error_body(exc.code, exc.message, exc.details))
@@ -121,7 +176,9 @@ def admin_refund(order_id: int):
     payment = record.payment
     body = {"id": record.id, "order_id": order_id, "amount": money(record.amount, payment.currency),
             "reason": record.reason, "status": record.status, "provider_refund_id": record.provider_refund_id,
-            "refunded_total": money(payment.refunded_amount, payment.currency)}
+            "refunded_total": money(payment.refunded_amount, payment.currency),
+            "lines": [{"line_id": rl.order_line_id, "quantity": rl.quantity,
+                       "amount": money(rl.amount, payment.currency)} for rl in record.lines]}
     idempotency.finish(scope, key, 201, body)
     return body, 201
 

@@ -156,6 +156,29 @@ SCHEMAS.update({
         "created_at": {"type": "string"}}},
 })
 
+SCHEMAS.update({
+    "Dispute": {"type": "object", "required": ["id", "amount", "reason", "status", "opened_at"], "properties": {
+        "id": {"type": "integer"}, "amount": {"$ref": "#/components/schemas/Money"},
+        "reason": {"type": "string", "description": "Stripe's reason code, e.g. fraudulent, product_not_received"},
+        "status": {"type": "string", "description": "Stripe's dispute status, e.g. needs_response, under_review, "
+                                                    "won, lost"},
+        "outcome": {"type": ["string", "null"], "enum": ["won", "lost", "warning_closed", None],
+                    "description": "once closed"},
+        "evidence_due_by": {"type": ["string", "null"], "description": "respond in the Stripe dashboard before"},
+        "opened_at": {"type": "string"}, "closed_at": {"type": ["string", "null"]}}},
+    "StaffOrder": {"description": "An order as the admin API shows it: the Order, plus what the role may see",
+                   "allOf": [{"$ref": "#/components/schemas/Order"}, {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer", "description": "the line's id (lines[].line_id of a refund by line)"},
+            "refunded_quantity": {"type": "integer",
+                                  "description": "payments roles: units already refunded by line"}}}},
+        "disputed": {"type": "boolean", "description": "payments roles only: the order has an open dispute (a "
+                                                      "chargeback); refunds are refused until it closes"},
+        "payments": {"type": "array", "description": "payments roles only", "items": {"type": "object"}},
+        "disputes": {"type": "array", "description": "payments roles only: open and closed disputes, oldest first",
+                     "items": {"$ref": "#/components/schemas/Dispute"}}}}]},
+})
+
 COMMON_ERRORS = {"405": _error("method not allowed"), "500": _error("unexpected error, logged with its request id")}
 AUTH_ERRORS = {"401": _error("no, bad, expired or revoked bearer token"), **COMMON_ERRORS}
 STAFF_ERRORS = {**AUTH_ERRORS, "403": _error("your role does not allow this (details.permission)")}
@@ -309,7 +332,7 @@ ADMIN_PATHS = {
         "tags": ["admin"], "security": BEARER,
         "parameters": [_query("status", {"type": "string"}, "filter"), _query("page", {"type": "integer"}, "page"),
                        _query("per_page", {"type": "integer", "maximum": 100}, "page size")],
-        "responses": {"200": _ok(_page(_ref("Order"))), **STAFF_ERRORS}}},
+        "responses": {"200": _ok(_page(_ref("StaffOrder"))), **STAFF_ERRORS}}},
     "/v1/admin/orders/{order_id}/transition": {"post": {
         "summary": "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
         "tags": ["admin"], "security": BEARER, "parameters": [ORDER_ID],
@@ -324,18 +347,37 @@ ADMIN_PATHS = {
                                                                        "from the number for UPS, USPS, FedEx, DHL"}),
                                             "description": "only with status shipped: the parcel's tracking, shown "
                                                            "on the order page and in the shipped mail"})),
-        "responses": {"200": _ok(_ref("Order")), "404": _error("no such order"),
+        "responses": {"200": _ok(_ref("StaffOrder")), "404": _error("no such order"),
                       "409": _error("invalid_transition"),
                       "422": _error("unknown status, or bad tracking (details.fields[\"tracking.<name>\"])"),
                       **STAFF_ERRORS}}},
     "/v1/admin/orders/{order_id}/refunds": {"post": {
-        "summary": "Refund part or all of the payment (payments)", "tags": ["admin"], "security": BEARER,
-        "parameters": [ORDER_ID, IDEMPOTENCY],
-        "requestBody": _body(_obj("amount", amount={"type": "integer", "description": "minor units"},
-                                  reason={"type": "string"})),
-        "responses": {"201": _ok(_obj("id", "amount", "status", id={"type": "integer"}, amount=_ref("Money"),
-                                      status={"type": "string"}, refunded_total=_ref("Money"))),
-                      "409": _error("nothing_to_refund"), "422": _error("amount above what is left"),
+        "summary": "Refund part or all of the payment, by amount or by line (payments)", "tags": ["admin"],
+        "security": BEARER, "parameters": [ORDER_ID, IDEMPOTENCY],
+        "requestBody": _body({**_obj(
+            amount={"oneOf": [{"type": "integer", "minimum": 1}, _ref("Money")],
+                    "description": "minor units; required without lines. With lines: at most their share"},
+            lines={"type": "array", "minItems": 1, "items": _obj("line_id", "quantity", line_id={"type": "integer"},
+                                                                 quantity={"type": "integer", "minimum": 1}),
+                   "description": "a refund by line: units of the order's lines (items[].id); the amount is then "
+                                  "computed by the shop: the units' share of what was paid for goods (discount "
+                                  "and tax prorated, shipping not included)"},
+            reason={"type": "string", "maxLength": 1000}),
+            "anyOf": [{"required": ["amount"]}, {"required": ["lines"]}]}),
+        "responses": {"201": _ok(_obj("id", "amount", "status", "lines", id={"type": "integer"}, amount=_ref("Money"),
+                                      status={"enum": ["pending", "processing", "succeeded", "failed"],
+                                              "description": "processing: accepted by Stripe, not settled yet"},
+                                      refunded_total=_ref("Money"),
+                                      lines={"type": "array", "description": "a refund by line: its units; else []",
+                                             "items": _obj("line_id", "quantity", "amount",
+                                                           line_id={"type": "integer"},
+                                                           quantity={"type": "integer"},
+                                                           amount=_ref("Money"))})),
+                      "409": _error("nothing_to_refund, refund_pending, payment_disputed (an open dispute: "
+                                    "Stripe refuses refunds until it closes), refund_refused"),
+                      "422": _error("validation_failed: details.fields.amount (above what is left), "
+                                    "lines[i].<field> (shape), lines.<line_id> (not a line of this order, or more "
+                                    "units than are left unrefunded)"),
                       "503": _error("payment provider unreachable"), **STAFF_ERRORS}}},
     "/v1/admin/reports/sales": {"get": {
         "summary": "Sales by day and totals (reports.view)", "tags": ["admin"], "security": BEARER,

@@ -767,8 +767,7 @@ def on_dispute_created(obj: dict) -> str:
     fields = _dispute_fields(obj)
     amount = format_money(fields["amount"], fields["currency"] or payment.currency)
     reason = fields["reason"].replace("_", " ") or "not given"
-    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                              actor=payment.provider, note=f"Dispute opened: {amount}, reason {reason}"))
+    # No order event: the order's history is shown to the shopper; the dispute row is the staff's record.
     due = fields["evidence_due_by"]
     managers = db.session.scalars(select(User).where(User.role == "manager", User.is_active_account.is_(True))
                                   .order_by(User.id)).all()
@@ -801,8 +800,4 @@ def on_dispute_closed(obj: dict) -> str:
     dispute.closed_at = datetime.now(timezone.utc)
     if dispute.outcome == "lost":
         payment.charged_back = (payment.charged_back or 0) + dispute.amount
-    amount = format_money(dispute.amount, dispute.currency or payment.currency)
-    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                              actor=payment.provider, note=f"Dispute closed: {dispute.outcome.replace('_', ' ')} "
-                                                           f"({amount})"))
     return f"dispute closed: {dispute.outcome}"
