@@ -140,6 +140,15 @@ def _handler_hashes(handlers) -> str:
     return " 'unsafe-hashes' " + " ".join(f"'sha256-{d}'" for d in digests) if digests else ""
 
 
+def _payment_pages(cfg) -> str:
+    """Where "Place order and pay" and "Pay now" may redirect to (form-action covers a form's redirects): Stripe's
+    hosted Checkout page in Stripe mode, and a Stripe-compatible server's own page when STRIPE_API_BASE points at one."""
+    if cfg.get("PAYMENT_PROVIDER") != "stripe":
+        return ""
+    base = _origin(cfg.get("STRIPE_API_BASE"))
+    return " https://checkout.stripe.com" + (f" {base}" if base and base != "https://api.stripe.com" else "")
+
+
 def content_security_policy() -> str:
     """The policy for an HTML page: scripts only from here or with this response's nonce."""
     cfg = current_app.config
@@ -158,7 +167,7 @@ def content_security_policy() -> str:
         "img-src": f"'self' data: https: {own}",  # product images may live on any https host
         "font-src": "'self' data:",
         "connect-src": f"'self' {uploads}",
-        "form-action": f"'self' {own}",
+        "form-action": f"'self' {own}{_payment_pages(cfg)}",
         "frame-ancestors": "'none'",
         "base-uri": "'self'",
         "object-src": "'none'",

@@ -47,13 +47,14 @@ def browser():
 
 
 @contextlib.contextmanager
-def running_worker(database_url: str, mail_dir, public_url: str, log_path):
+def running_worker(database_url: str, mail_dir, public_url: str, log_path, env: dict | None = None):
     """worker.py, the real RQ worker, on that database and mail directory (links in its mails at `public_url`);
-    its output goes to `log_path`. Stopped (terminated, then killed) on leaving."""
+    its output goes to `log_path`; `env` adds settings (the Stripe ones, say). Stopped (terminated, then killed)
+    on leaving."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "DATABASE_URL": database_url, "MAIL_DIR": str(mail_dir),
-                                     "PUBLIC_BASE_URL": public_url})
+                                     "PUBLIC_BASE_URL": public_url, **(env or {})})
     proc.log_path = log_path
     try:
         yield proc
