@@ -725,7 +725,8 @@ class OrderView(StaffModelView):
             open_disputes = [d for d in disputes if d.is_open]
             lines = refund_lines(order) if refundable else []
         # While a dispute is open Stripe refuses refunds of the charge: the form gives way to the reason.
-        offer_refund = bool(refundable) and not open_disputes
+        # Stripe refuses refunds during a chargeback; an inquiry (warning_*) may be settled by refunding.
+        offer_refund = bool(refundable) and not any(not d.status.startswith("warning") for d in open_disputes)
         return self.render(
             "admin/shop_order.html", order=order, buttons=buttons, payments=payments, refundable=refundable,
             disputes=disputes, open_disputes=open_disputes, refund_lines=lines, dispute_reason=DISPUTE_REASONS,

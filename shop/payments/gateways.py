@@ -172,7 +172,7 @@ class StripeGateway:
                 options={"idempotency_key": f"shop-coupon-{payment.id}-{stamp}"})
             params["discounts"] = [{"coupon": coupon.id}]
         session = self.client.v1.checkout.sessions.create(
-            params=params, options={"idempotency_key": f"shop-checkout-{payment.id}-{stamp}"})
+            params=params, options={"idempotency_key": f"shop-checkout-{payment.id}-{stamp}-{order.expires_at}"})
         if session.amount_total != payment.amount:
             self.expire_session(session.id)
             raise ValueError(f"Stripe computed {session.amount_total} for order {order.number}, not {payment.amount}")

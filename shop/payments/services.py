@@ -55,13 +55,22 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
                 orders.move(order, states.CANCELLED, "system", "The payment could not be started")
         db.session.commit()
         raise PaymentUnavailable() from None
+    order = orders.lock(ref.order_id)
     payment = lock_payment(payment_id)
     if payment.status == "creating":  # another copy may have started it first: keep the id it recorded
         payment.provider_id, payment.status = started.provider_id, "requires_payment"
         payment.checkout_session_id = started.checkout_session_id
+    orphan = started.checkout_session_id is not None and (
+        order.status != states.PENDING or payment.checkout_session_id != started.checkout_session_id)
+    answer = {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
+              "redirect_url": None if orphan else started.redirect_url}
     db.session.commit()
-    return {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
-            "redirect_url": started.redirect_url}
+    if orphan:  # the order was cancelled (its hold ended) while the page was being made: nobody may pay on it
+        try:
+            gw.expire_session(started.checkout_session_id)
+        except Exception as exc:  # noqa: BLE001 - its own expiry closes it; a payment on it would be refunded
+            log.warning("closing checkout session %s of a closed order failed: %r", started.checkout_session_id, exc)
+    return answer
 
 
 LIVE = ("creating", "requires_payment")  # attempts that may still be paid
@@ -79,10 +88,13 @@ def _checkout_request(payment: Payment) -> CheckoutRequest:
     from shop.security import external_url
 
     order = db.session.get(Order, payment.order_id)
-    if payment.checkout_expires_at is None:
-        payment.checkout_expires_at = datetime.now(timezone.utc) + timedelta(seconds=CHECKOUT_SESSION_SECONDS)
+    now = datetime.now(timezone.utc)
     expires = payment.checkout_expires_at
-    expires = expires.replace(tzinfo=timezone.utc) if expires.tzinfo is None else expires
+    expires = expires.replace(tzinfo=timezone.utc) if expires is not None and expires.tzinfo is None else expires
+    if expires is None or expires < now + timedelta(minutes=30):
+        # First start, or a restart (stuck sweep) so late that Stripe would refuse this expiry: a new one, which
+        # also makes a new idempotency key (a first call that never reached Stripe left nothing to replay).
+        expires = payment.checkout_expires_at = now + timedelta(seconds=CHECKOUT_SESSION_SECONDS)
     label = pricing.SHIPPING_METHODS.get(order.shipping_method, (order.shipping_method or "Shipping",))[0]
     # Neither address carries the order's key: whoever holds them sees no order that is not theirs.
     success = external_url("storefront.stripe_return", order_id=order.id, result="paid")
@@ -100,7 +112,7 @@ def latest(order_id: int) -> Payment | None:
     return db.session.scalar(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1))
 
 
-def pay_again(order_id: int, hosted: bool = False) -> dict:
+def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     """A new payment attempt for the same pending order and the same stock hold: after a declined card, say.
 
     Under the order's row lock: an order that is no longer pending, or whose hold has run out, is refused
@@ -133,7 +145,11 @@ def pay_again(order_id: int, hosted: bool = False) -> dict:
     if live is not None and live.status == "requires_payment":
         if live.flow == "checkout":
             answer = open_session_answer(live.id)  # commits; None once that page can no longer be paid on
-            return answer if answer is not None else pay_again(order_id, hosted)  # decided again, under the lock
+            if answer is not None:
+                return answer
+            if _round >= 1:  # Stripe keeps answering a page that is neither open nor closed: try again later
+                raise PaymentUnavailable()
+            return pay_again(order_id, hosted, _round + 1)  # that page is closed now: decided again, under the lock
         from shop.checkout.services import payment_answer
 
         return payment_answer(live)  # commits before asking the provider for its page again
@@ -174,10 +190,8 @@ def _payment_for_intent(intent_id: str, metadata: dict | None = None) -> tuple[O
     the first event that names it: found then by the payment id the shop put in the intent's metadata (events are
     signed, so the metadata is the shop's own)."""
     found = db.session.execute(select(Payment.id, Payment.order_id).where(Payment.provider_id == intent_id)).first()
-    if found is None and (metadata or {}).get("payment_id", "").isdigit():
-        found = db.session.execute(select(Payment.id, Payment.order_id).where(
-            Payment.id == int(metadata["payment_id"]), Payment.flow == "checkout",
-            Payment.provider_id.is_(None))).first()
+    if found is None:
+        found = _by_metadata(metadata, Payment.provider_id.is_(None))
     if found is None or not intent_id:
         return None
     order = orders.lock(found.order_id)
@@ -189,14 +203,25 @@ def _payment_for_intent(intent_id: str, metadata: dict | None = None) -> tuple[O
     return order, payment
 
 
+def _by_metadata(metadata: dict | None, unrecorded):
+    """(payment id, order id) of a Checkout payment named by an event's metadata whose id it has not recorded yet.
+    The payment id, order id and order number must all match: one Stripe account may serve several shops (staging
+    beside production), whose events all reach every endpoint, and their row ids repeat; the number is random."""
+    metadata = metadata or {}
+    ids = (str(metadata.get("payment_id", "")), str(metadata.get("order_id", "")))
+    if not all(i.isdigit() and len(i) < 19 for i in ids) or not metadata.get("order_number"):
+        return None
+    return db.session.execute(select(Payment.id, Payment.order_id).join(Order, Order.id == Payment.order_id).where(
+        Payment.id == int(ids[0]), Payment.order_id == int(ids[1]), Order.number == str(metadata["order_number"]),
+        Payment.flow == "checkout", unrecorded)).first()
+
+
 def _payment_for_session(session: Session) -> tuple[Order, Payment] | None:
     """The payment of a Checkout Session (by its id, else by the payment id in its metadata), order locked first."""
     found = db.session.execute(select(Payment.id, Payment.order_id)
                                .where(Payment.checkout_session_id == session.id)).first()
-    if found is None and str(session.metadata.get("payment_id", "")).isdigit():
-        found = db.session.execute(select(Payment.id, Payment.order_id).where(
-            Payment.id == int(session.metadata["payment_id"]), Payment.flow == "checkout",
-            Payment.checkout_session_id.is_(None))).first()
+    if found is None:
+        found = _by_metadata(session.metadata, Payment.checkout_session_id.is_(None))
     if found is None:
         return None
     order = orders.lock(found.order_id)
@@ -457,6 +482,11 @@ def on_refunded(charge: dict) -> str:
     amount = int(charge.get("amount_refunded") or 0)
     if amount <= payment.refunded_amount:
         return "no effect: already recorded"
+    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == "failed")):
+        # Events come in any order: this total may predate a refund of ours that failed since (the money went back
+        # to the charge). Refunds the shop makes are counted as they are made; this one is not trusted.
+        log.warning("charge.refunded for payment %s ignored: a refund of it failed, the total may be stale", payment.id)
+        return "no effect: total may predate a failed refund"
     payment.refunded_amount = min(amount, payment.amount)
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, payment.provider, "Refunded at the provider")
@@ -471,9 +501,15 @@ def refundable(payment: Payment) -> int:
     return max(payment.amount - payment.refunded_amount - (payment.charged_back or 0), 0)
 
 
-def open_dispute(order_id: int) -> Dispute | None:
-    return db.session.scalar(select(Dispute).where(Dispute.order_id == order_id, Dispute.closed_at.is_(None))
-                             .order_by(Dispute.id).limit(1))
+def open_dispute(order_id: int, payment_id: int | None = None, blocking: bool = False) -> Dispute | None:
+    """The order's (or one payment's) open dispute. `blocking`: only a chargeback, during which Stripe refuses
+    refunds; an inquiry (warning_*) may be settled by refunding."""
+    which = select(Dispute).where(Dispute.order_id == order_id, Dispute.closed_at.is_(None))
+    if payment_id is not None:
+        which = which.where(Dispute.payment_id == payment_id)
+    if blocking:
+        which = which.where(Dispute.status.notlike("warning%"))
+    return db.session.scalar(which.order_by(Dispute.id).limit(1))
 
 
 def refunded_units(order_id: int) -> dict[int, int]:
@@ -596,7 +632,7 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
                                 .execution_options(populate_existing=True))
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
-    if payment is not None and open_dispute(order.id) is not None:
+    if payment is not None and open_dispute(order.id, payment.id, blocking=True) is not None:
         raise ApiError(409, "payment_disputed", "This payment is disputed: Stripe does not allow refunds until the "
                                                 "dispute closes.")
     if not payment or available <= 0:
@@ -659,14 +695,21 @@ def send_refund(refund_id: int) -> Refund:
         raise ApiError(409, "refund_refused", "The payment provider could not make this refund.")
     # Stripe's "pending" (a bank that takes days): in progress; charge.refund.updated settles it.
     record.status = "succeeded" if result.status == "succeeded" else "processing"
+    _announce_refund(order, payment, record)
+    db.session.commit()
+    return record
+
+
+def _announce_refund(order: Order, payment: Payment, record: Refund) -> None:
+    """A refund the provider accepted: a returned order refunded in full becomes `refunded` (its mail says so), else
+    the shopper is mailed about this refund. Run by whichever comes first: the answer to the shop's own request, or
+    the provider's event (the request may have timed out)."""
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, record.actor, record.reason)
     else:
         notify("order.refunded", order.email, {**orders.mail_payload(order),
-                                               "refund": format_money(amount, order.currency)},
+                                               "refund": format_money(record.amount, order.currency)},
                key=f"refund:{record.id}")  # one mail per refund, however many partial refunds
-    db.session.commit()
-    return record
 
 
 def retry_pending_refunds(older_than_seconds: int = 120) -> int:
@@ -702,7 +745,13 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
     payment = db.session.scalar(_refund_source(order_id, payment_id))
     if payment is None or refundable(payment) <= 0:
         return "nothing to refund"
-    refund(order_id, None, reason, actor, payment_id=payment.id)
+    try:
+        refund(order_id, None, reason, actor, payment_id=payment.id)
+    except ApiError as exc:
+        if exc.code != "payment_disputed":
+            raise
+        db.session.rollback()  # made when the dispute closes (on_dispute_closed), not by retrying for weeks
+        return "waiting for the dispute to close"
     return "refunded"
 
 
@@ -722,9 +771,15 @@ def on_refund_updated(obj: dict) -> str:
     record = db.session.get(Refund, found.id, with_for_update=True, populate_existing=True)
     payment = lock_payment(record.payment_id)
     record.provider_refund_id = record.provider_refund_id or str(obj.get("id"))
-    status = obj.get("status")
+    status, before = obj.get("status"), record.status
     if record.status == "failed" or (record.status == "succeeded" and status != "failed"):
         return f"no effect: refund already {record.status}"
+    if status in ("succeeded", "pending", "requires_action") and before == "pending":
+        # The shop's own request has not recorded Stripe's answer (it timed out, or is still on its way): this
+        # event settles the refund; the late answer then finds it settled and does nothing.
+        record.status = "succeeded" if status == "succeeded" else "processing"
+        _announce_refund(order, payment, record)
+        return f"refund {record.status}"
     if status == "succeeded":
         record.status = "succeeded"
         return "refund succeeded"
@@ -800,4 +855,7 @@ def on_dispute_closed(obj: dict) -> str:
     dispute.closed_at = datetime.now(timezone.utc)
     if dispute.outcome == "lost":
         payment.charged_back = (payment.charged_back or 0) + dispute.amount
+    if (order.status == states.CANCELLED or not standing(payment)) and refundable(payment) > 0:
+        # A refund the dispute held up (the order was cancelled, or this payment is one to give back): made now.
+        refund_after_commit(order.id, reason="Refund held up by a dispute", actor="system", payment_id=payment.id)
     return f"dispute closed: {dispute.outcome}"

@@ -473,3 +473,59 @@ def test_simultaneous_copies_of_checkout_session_completed_confirm_once(shop):
     assert stock(shop) == (STOCK - QTY, 0)
     assert sql(shop, "SELECT count(*) FROM order_event WHERE to_status = 'confirmed'")[0][0] == 1
     shop.fake.release_deliveries()
+
+
+def post_event(shop, type_: str, obj: dict) -> requests.Response:
+    body, signature = shop.fake.event(type_, obj)
+    return requests.post(f"{shop.url}/webhooks/stripe", data=body, timeout=30,
+                         headers={"Stripe-Signature": signature, "Content-Type": "application/json"})
+
+
+def test_an_event_of_another_shop_on_the_same_stripe_account_changes_nothing(shop):
+    """Staging and production may share a Stripe account: every event reaches both, and row ids repeat."""
+    session_id = session_id_of(Shopper(shop).place_order().headers["Location"])
+    order = the_order(shop)
+    payment_id = sql(shop, "SELECT id FROM payment")[0][0]
+    theirs = {"payment_id": str(payment_id), "order_id": str(order["id"]), "order_number": "S-ANOTHERSHOP"}
+    intent = {"id": "pi_of_another_shop", "object": "payment_intent", "amount": order["total"], "currency": "usd",
+              "status": "succeeded", "metadata": theirs}
+    assert post_event(shop, "payment_intent.succeeded", intent).json()["outcome"] == "processed"
+    session = {**stripe_session(shop, session_id), "id": "cs_of_another_shop", "status": "complete",
+               "payment_status": "paid", "payment_intent": "pi_of_another_shop", "metadata": theirs}
+    assert post_event(shop, "checkout.session.completed", session).status_code == 200
+    assert order_status(shop) == "pending" and stock(shop) == (STOCK, QTY)
+    assert sql(shop, "SELECT provider_id, checkout_session_id FROM payment") == [(None, session_id)]
+
+
+def test_a_late_charge_refunded_never_revives_a_refund_that_failed(shop):
+    order, intent = paid_order(shop)
+    shop.fake.refund_status = "pending"
+    token = staff_token(shop, "manager")
+    resp = requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
+                         json={"amount": 1000, "reason": "late parcel"},
+                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "stale-refund-1"})
+    assert resp.status_code == 201, resp.text
+    charge_then = {**shop.fake.charge_object(intent), "amount_refunded": 1000}  # as it stood while pending
+    shop.fake.settle_refund(resp.json()["provider_refund_id"], "failed")
+    shop.fake.wait_delivered(WAIT_S)
+    assert post_event(shop, "charge.refunded", charge_then).status_code == 200  # arrives last
+    assert sql(shop, "SELECT status FROM refund") == [("failed",)]
+    assert sql(shop, "SELECT refunded_amount FROM payment") == [(0,)]
+
+
+def test_a_refund_held_up_by_a_dispute_is_made_when_the_dispute_closes(shop):
+    order, intent = paid_order(shop)
+    dispute = shop.fake.dispute(intent, reason="product_not_received")
+    shop.fake.wait_delivered(WAIT_S)
+    from shop.orders import services as orders
+
+    with shop.app.app_context():
+        orders.transition(order["id"], "cancelled", "support@example.com", "Never shipped")
+    run_jobs(shop)  # the cancellation's refund waits: Stripe refuses refunds of a disputed charge
+    assert shop.fake.calls("POST", "/v1/refunds") == []
+    shop.fake.close_dispute(dispute["id"], "won")
+    shop.fake.wait_delivered(WAIT_S)
+    run_jobs(shop)
+    refunds = shop.fake.calls("POST", "/v1/refunds")
+    assert len(refunds) == 1 and refunds[0].params["amount"] == str(order["total"])
+    assert sql(shop, "SELECT refunded_amount FROM payment") == [(order["total"],)]
