@@ -216,6 +216,13 @@ def _by_metadata(metadata: dict | None, unrecorded):
         Payment.flow == "checkout", unrecorded)).first()
 
 
+def _session_payment(obj: dict) -> tuple[Session, Order, Payment] | None:
+    """The session an event (or a read from Stripe) carries, with its payment and order (locked), or None."""
+    session = Session.of(obj)
+    found = _payment_for_session(session)
+    return None if found is None else (session, *found)
+
+
 def _payment_for_session(session: Session) -> tuple[Order, Payment] | None:
     """The payment of a Checkout Session (by its id, else by the payment id in its metadata), order locked first."""
     found = db.session.execute(select(Payment.id, Payment.order_id)
@@ -305,11 +312,10 @@ def on_checkout_completed(obj: dict) -> str:
     submitted in time, whose result comes days later: the order keeps its hold (ASYNC_PAYMENT_HOLD_SECONDS)."""
     from flask import current_app
 
-    session = Session.of(obj)
-    found = _payment_for_session(session)
+    found = _session_payment(obj)
     if found is None:
         return "ignored: unknown session"
-    order, payment = found
+    session, order, payment = found
     if session.payment_status in ("paid", "no_payment_required"):
         return _succeeded(order, payment, session.amount_total)
     if payment.status in ("succeeded", "failed", "processing"):
@@ -325,21 +331,19 @@ def on_checkout_completed(obj: dict) -> str:
 
 def on_async_succeeded(obj: dict) -> str:
     """checkout.session.async_payment_succeeded: the bank paid."""
-    session = Session.of(obj)
-    found = _payment_for_session(session)
+    found = _session_payment(obj)
     if found is None:
         return "ignored: unknown session"
-    order, payment = found
+    session, order, payment = found
     return _succeeded(order, payment, session.amount_total)
 
 
 def on_async_failed(obj: dict) -> str:
     """checkout.session.async_payment_failed: the bank refused; the order is cancelled and its stock freed."""
-    session = Session.of(obj)
-    found = _payment_for_session(session)
+    found = _session_payment(obj)
     if found is None:
         return "ignored: unknown session"
-    order, payment = found
+    session, order, payment = found
     if payment.status in ("succeeded", "failed"):
         return f"no effect: already {payment.status}"
     payment.status, payment.failure_reason = "failed", "The bank payment failed"
@@ -353,11 +357,10 @@ def on_session_expired(obj: dict) -> str:
     """checkout.session.expired: nobody can pay on that page any more. Its attempt is closed; the order is
     cancelled only if its hold has run out and no other attempt can still pay it (the shop expires sessions itself
     when a hold ends; this finishes that if the cancelling copy died in between)."""
-    session = Session.of(obj)
-    found = _payment_for_session(session)
+    found = _session_payment(obj)
     if found is None:
         return "ignored: unknown session"
-    order, payment = found
+    session, order, payment = found
     if payment.status not in LIVE:
         return f"no effect: payment {payment.status}"
     payment.status, payment.failure_reason = "cancelled", "The payment page expired"

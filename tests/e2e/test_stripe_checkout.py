@@ -360,15 +360,21 @@ def staff_token(shop, role: str) -> str:
         return issue_pair(user)["access_token"]
 
 
+def staff_refund(shop, order: dict, amount: int, key: str, token: str | None = None) -> requests.Response:
+    """A refund through the admin API, as a manager unless another staff token is given."""
+    return requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
+                         json={"amount": amount, "reason": "late parcel"},
+                         headers={"Authorization": f"Bearer {token or staff_token(shop, 'manager')}",
+                                  "Idempotency-Key": key})
+
+
 def test_two_staff_refunding_at_once_never_exceed_what_was_captured(shop):
     order, _ = paid_order(shop)
     tokens = [staff_token(shop, "support"), staff_token(shop, "manager")]
     part = order["total"] * 2 // 3  # two of these are more than the payment
 
     def press(i):
-        return requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                             json={"amount": part, "reason": f"staff {i}"},
-                             headers={"Authorization": f"Bearer {tokens[i % 2]}", "Idempotency-Key": f"refund-key-{i}"})
+        return staff_refund(shop, order, part, f"refund-key-{i}", tokens[i % 2])
 
     presses = itertools.count()
     answers = all_at_once(6, lambda: press(next(presses)))
@@ -384,10 +390,7 @@ def test_two_staff_refunding_at_once_never_exceed_what_was_captured(shop):
 def test_a_refund_pending_at_stripe_that_fails_is_refundable_again(shop):
     order, _ = paid_order(shop)
     shop.fake.refund_status = "pending"
-    token = staff_token(shop, "manager")
-    resp = requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                         json={"amount": 1000, "reason": "late parcel"},
-                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "pending-refund-1"})
+    resp = staff_refund(shop, order, 1000, "pending-refund-1")
     assert resp.status_code == 201, resp.text
     assert sql(shop, "SELECT status FROM refund") == [("processing",)]
     shop.fake.settle_refund(resp.json()["provider_refund_id"], "failed")
@@ -408,10 +411,7 @@ def test_a_dispute_flags_the_order_mails_managers_refuses_refunds_and_keeps_its_
     shop.fake.wait_delivered(WAIT_S)
     rows = sql(shop, "SELECT reason, amount, closed_at FROM dispute WHERE order_id = %s", order["id"])
     assert rows == [("product_not_received", order["total"], None)]
-    token = staff_token(shop, "support")
-    refused = requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                            json={"amount": 100, "reason": "goodwill"},
-                            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "disputed-refund-1"})
+    refused = staff_refund(shop, order, 100, "disputed-refund-1", staff_token(shop, "support"))
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "payment_disputed"
     run_jobs(shop)
     mails = list((shop.tmp / "mail").glob("*payment.dispute_opened*"))
@@ -500,10 +500,7 @@ def test_an_event_of_another_shop_on_the_same_stripe_account_changes_nothing(sho
 def test_a_late_charge_refunded_never_revives_a_refund_that_failed(shop):
     order, intent = paid_order(shop)
     shop.fake.refund_status = "pending"
-    token = staff_token(shop, "manager")
-    resp = requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                         json={"amount": 1000, "reason": "late parcel"},
-                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "stale-refund-1"})
+    resp = staff_refund(shop, order, 1000, "stale-refund-1")
     assert resp.status_code == 201, resp.text
     charge_then = {**shop.fake.charge_object(intent), "amount_refunded": 1000}  # as it stood while pending
     shop.fake.settle_refund(resp.json()["provider_refund_id"], "failed")

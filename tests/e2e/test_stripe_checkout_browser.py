@@ -62,6 +62,21 @@ def shop(browser, committed_db, tmp_path):
             db.engine.dispose()
 
 
+@pytest.fixture
+def page(browser):
+    context = new_context(browser)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def phone(browser):
+    """A page 390 px wide, as a phone's."""
+    context = new_context(browser, 390)
+    yield context.new_page()
+    context.close()
+
+
 def buy_until_stripe(page, shop, name: str, width_note: str = "") -> str:
     """Product -> cart -> checkout details -> review -> "Place order and pay": returns the Stripe session id."""
     from playwright.sync_api import expect
@@ -98,102 +113,83 @@ def wait_mail(shop, event: str, timeout: float = 20) -> list:
     return found
 
 
-def test_a_shopper_pays_by_card_on_stripes_page_and_the_order_is_confirmed(browser, shop):
+def test_a_shopper_pays_by_card_on_stripes_page_and_the_order_is_confirmed(phone, shop):
     from playwright.sync_api import expect
 
-    context = new_context(browser, 390)  # a phone
-    page = context.new_page()
-    try:
-        session_id = buy_until_stripe(page, shop, "approve")
-        shop.fake.delivery_delay = 1.5  # the shopper is back before the webhook
-        page.get_by_role("button", name="Pay", exact=True).click()
-        expect(page).to_have_url(re.compile(re.escape(shop.url) + r"/(checkout/return|orders)/"))
-        shot(page, "stripe-approve-02-back.png")
-        fits(page, "the page after paying")
-        # The confirming page refreshes itself (or the shop already asked Stripe): the order turns Confirmed.
-        expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
-        shot(page, "stripe-approve-03-confirmed.png")
-        number = page.get_by_role("heading", level=1).inner_text().removeprefix("Order ").strip()
-        mail = wait_mail(shop, "order.confirmed")
-        assert number in mail[0].read_text(errors="replace")
-        assert sql(shop, "SELECT status, checkout_session_id FROM payment") == [("succeeded", session_id)]
-        assert stock(shop) == (STOCK - 1, 0)
-    finally:
-        context.close()
+    page = phone
+    session_id = buy_until_stripe(page, shop, "approve")
+    shop.fake.delivery_delay = 1.5  # the shopper is back before the webhook
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page).to_have_url(re.compile(re.escape(shop.url) + r"/(checkout/return|orders)/"))
+    shot(page, "stripe-approve-02-back.png")
+    fits(page, "the page after paying")
+    # The confirming page refreshes itself (or the shop already asked Stripe): the order turns Confirmed.
+    expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
+    shot(page, "stripe-approve-03-confirmed.png")
+    number = page.get_by_role("heading", level=1).inner_text().removeprefix("Order ").strip()
+    mail = wait_mail(shop, "order.confirmed")
+    assert number in mail[0].read_text(errors="replace")
+    assert sql(shop, "SELECT status, checkout_session_id FROM payment") == [("succeeded", session_id)]
+    assert stock(shop) == (STOCK - 1, 0)
 
 
-def test_a_declined_card_then_pay_now_on_the_same_page_makes_one_order(browser, shop):
+def test_a_declined_card_then_pay_now_on_the_same_page_makes_one_order(page, shop):
     from playwright.sync_api import expect
 
-    context = new_context(browser)
-    page = context.new_page()
-    try:
-        session_id = buy_until_stripe(page, shop, "decline")
-        page.get_by_role("button", name="Pay (card declined)").click()
-        expect(page.get_by_role("alert")).to_contain_text("Your card was declined")
-        shot(page, "stripe-decline-02-declined.png")
-        page.get_by_role("link", name="← Back").click()
-        # Back at the shop: nothing charged, the items still held, one button to pay.
-        expect(page).to_have_url(re.compile(re.escape(shop.url) + r"/orders/\d+"))
-        expect(page.get_by_test_id("order-pay")).to_be_visible()
-        shot(page, "stripe-decline-03-back-at-shop.png")
-        assert stock(shop) == (STOCK, 1)
-        page.get_by_role("button", name=re.compile("^Pay (now|again)$")).click()
-        expect(page).to_have_url(re.compile(re.escape(shop.fake.url) + rf"/c/pay/{session_id}"))
-        page.get_by_role("button", name="Pay", exact=True).click()
-        expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
-        assert sql(shop, 'SELECT count(*) FROM "order"') == [(1,)]
-        assert len(shop.fake.calls("POST", "/v1/checkout/sessions")) == 1
-        assert stock(shop) == (STOCK - 1, 0)
-    finally:
-        context.close()
+    session_id = buy_until_stripe(page, shop, "decline")
+    page.get_by_role("button", name="Pay (card declined)").click()
+    expect(page.get_by_role("alert")).to_contain_text("Your card was declined")
+    shot(page, "stripe-decline-02-declined.png")
+    page.get_by_role("link", name="← Back").click()
+    # Back at the shop: nothing charged, the items still held, one button to pay.
+    expect(page).to_have_url(re.compile(re.escape(shop.url) + r"/orders/\d+"))
+    expect(page.get_by_test_id("order-pay")).to_be_visible()
+    shot(page, "stripe-decline-03-back-at-shop.png")
+    assert stock(shop) == (STOCK, 1)
+    page.get_by_role("button", name=re.compile("^Pay (now|again)$")).click()
+    expect(page).to_have_url(re.compile(re.escape(shop.fake.url) + rf"/c/pay/{session_id}"))
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
+    assert sql(shop, 'SELECT count(*) FROM "order"') == [(1,)]
+    assert len(shop.fake.calls("POST", "/v1/checkout/sessions")) == 1
+    assert stock(shop) == (STOCK - 1, 0)
 
 
-def test_an_abandoned_payment_expires_the_session_at_stripe_and_frees_the_stock(browser, shop):
+def test_an_abandoned_payment_expires_the_session_at_stripe_and_frees_the_stock(page, shop):
     from playwright.sync_api import expect
 
-    context = new_context(browser)
-    page = context.new_page()
-    try:
-        session_id = buy_until_stripe(page, shop, "abandon")
-        page.get_by_role("link", name="← Back").click()
-        expect(page.get_by_test_id("order-pay")).to_be_visible()
-        assert stock(shop) == (STOCK, 1)
-        assert expire_holds(shop) == 1  # the hold's 15 minutes have passed
-        assert shop.fake.calls("POST", f"/v1/checkout/sessions/{session_id}/expire")
-        shop.fake.wait_delivered(10)
-        page.reload()
-        expect(page.get_by_test_id("order-status")).to_have_text("Cancelled")
-        shot(page, "stripe-abandon-02-cancelled.png")
-        assert stock(shop) == (STOCK, 0)
-        page.go_back()  # to Stripe's page, too late: nothing can be paid there any more
-        page.goto(f"{shop.fake.url}/c/pay/{session_id}")
-        expect(page.get_by_role("heading", level=1)).to_contain_text(re.compile("expired", re.I))
-    finally:
-        context.close()
+    session_id = buy_until_stripe(page, shop, "abandon")
+    page.get_by_role("link", name="← Back").click()
+    expect(page.get_by_test_id("order-pay")).to_be_visible()
+    assert stock(shop) == (STOCK, 1)
+    assert expire_holds(shop) == 1  # the hold's 15 minutes have passed
+    assert shop.fake.calls("POST", f"/v1/checkout/sessions/{session_id}/expire")
+    shop.fake.wait_delivered(10)
+    page.reload()
+    expect(page.get_by_test_id("order-status")).to_have_text("Cancelled")
+    shot(page, "stripe-abandon-02-cancelled.png")
+    assert stock(shop) == (STOCK, 0)
+    page.go_back()  # to Stripe's page, too late: nothing can be paid there any more
+    page.goto(f"{shop.fake.url}/c/pay/{session_id}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(re.compile("expired", re.I))
 
 
-def test_a_dispute_shows_on_the_order_in_the_back_office(browser, shop):
+def test_a_dispute_shows_on_the_order_in_the_back_office(page, shop):
     from playwright.sync_api import expect
 
-    context = new_context(browser)
-    page = context.new_page()
-    try:
-        session_id = buy_until_stripe(page, shop, "dispute")
-        page.get_by_role("button", name="Pay", exact=True).click()
-        expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
-        order_id = int(re.search(r"/orders/(\d+)", page.url).group(1))
-        intent = sql(shop, "SELECT provider_id FROM payment WHERE checkout_session_id = %s", session_id)[0][0]
-        shop.fake.dispute(intent, reason="fraudulent")
-        shop.fake.wait_delivered(10)
-        wait_mail(shop, "payment.dispute_opened")
-        staff_login(page, shop.url, "support@example.com", PASSWORD)
-        page.goto(f"{shop.url}/admin/orders/{order_id}")
-        flag = page.get_by_test_id("dispute-open")
-        expect(flag).to_be_visible()
-        expect(flag).to_contain_text("Fraudulent")
-        total = sql(shop, 'SELECT total FROM "order" WHERE id = %s', order_id)[0][0]
-        expect(flag).to_contain_text(f"${total / 100:,.2f}")
-        shot(page, "stripe-dispute-02-back-office.png")
-    finally:
-        context.close()
+    session_id = buy_until_stripe(page, shop, "dispute")
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=WAIT_MS)
+    order_id = int(re.search(r"/orders/(\d+)", page.url).group(1))
+    intent = sql(shop, "SELECT provider_id FROM payment WHERE checkout_session_id = %s", session_id)[0][0]
+    shop.fake.dispute(intent, reason="fraudulent")
+    shop.fake.wait_delivered(10)
+    wait_mail(shop, "payment.dispute_opened")
+    staff_login(page, shop.url, "support@example.com", PASSWORD)
+    page.goto(f"{shop.url}/admin/orders/{order_id}")
+    flag = page.get_by_test_id("dispute-open")
+    expect(flag).to_be_visible()
+    expect(flag).to_contain_text("Fraudulent")
+    total = sql(shop, 'SELECT total FROM "order" WHERE id = %s', order_id)[0][0]
+    expect(flag).to_contain_text(f"${total / 100:,.2f}")
+    shot(page, "stripe-dispute-02-back-office.png")
