@@ -64,6 +64,17 @@ def test_pay(payment_id: int):
         # Recorded in the outbox (the decision is not lost while Redis is away); the secret is not stored.
         after_commit("default", deliver_test_event, external_url("webhooks.stripe_webhook"), event,
                      retry=Retry(max=5, interval=[2, 5, 15, 60, 300]))
+        if outcome == "decline":
+            # The gateway is the shop's own: a decline is known now, so "Pay again" pressed before the event has
+            # travelled makes a new attempt instead of showing this closed one again. (The event then changes nothing.)
+            from shop.orders.services import lock
+            from shop.payments.services import LIVE, lock_payment
+
+            lock(order.id)
+            decided = lock_payment(payment.id)
+            if decided.status in LIVE:
+                decided.status = "failed"
+                decided.failure_reason = event["data"]["object"]["last_payment_error"]["message"]
         db.session.commit()
         # Back to the order with its signed link: the shopper may have reached this page at another host
         # name than the shop's (PUBLIC_BASE_URL), where their session, and the guest's key in it, is unknown.
