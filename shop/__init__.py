@@ -53,6 +53,10 @@ def create_app(config=None) -> Flask:
     from shop import idempotency as _idempotency_models  # noqa: F401
     from shop import afterwards as _after_commit_hooks  # noqa: F401
     from shop.search import hooks as _search_hooks  # noqa: F401
+    # The domains' receivers of shop.events signals (an order cancelled: coupon uses, stock and money back).
+    from shop.inventory import services as _inventory_receivers  # noqa: F401
+    from shop.payments import services as _payment_receivers  # noqa: F401
+    from shop.promotions import services as _promotion_receivers  # noqa: F401
 
     from shop import cli, errors, health, media
     from shop.api import bp as api_bp

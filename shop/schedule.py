@@ -13,8 +13,8 @@ import sys
 
 PERIODIC = [
     # (function path, queue, cron expression, what it is for)
-    ("shop.inventory.jobs.expire_reservations", "default", "* * * * *", "release expired holds, cancel unpaid orders"),
-    ("shop.payments.jobs.retry_failed_webhooks", "default", "*/5 * * * *", "apply webhook events that failed"),
+    ("shop.orders.jobs.expire_reservations", "default", "* * * * *", "release expired holds, cancel unpaid orders"),
+    ("shop.webhooks.jobs.retry_failed_webhooks", "default", "*/5 * * * *", "apply webhook events that failed"),
     ("shop.payments.services.retry_pending_refunds", "default", "*/5 * * * *", "ask again for pending refunds"),
     ("shop.payments.jobs.finish_stuck_payments", "default", "*/2 * * * *", "start or cancel payments stuck creating"),
     ("shop.idempotency.purge_expired", "default", "17 3 * * *", "forget idempotency keys older than a day"),

@@ -46,7 +46,7 @@ def _code(value):
 
 
 def _tax_rates() -> dict:
-    from shop.checkout.services import tax_table
+    from shop.pricing import tax_table
 
     return tax_table().rates
 

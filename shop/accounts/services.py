@@ -293,7 +293,7 @@ def clean_address(data) -> dict:
     clean["country"] = country.upper()
     if not fields:  # a country that exists; a known region where tax depends on it (kept as its code)
         from shop import geo
-        from shop.checkout.services import tax_table
+        from shop.pricing import tax_table
 
         clean, problems = geo.address_problems(clean, tax_table().rates)
         fields.update(problems)

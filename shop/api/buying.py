@@ -82,19 +82,15 @@ def delete_item(cart_id, item_id):
 
 @bp.post("/v1/carts/<cart_id>/coupon")
 def apply_coupon(cart_id):
-    from shop.promotions import services as promotions
-
     data = json_body()
-    cart = promotions.apply_code(_cart_to_change(cart_id), data.get("code"), request.remote_addr or "unknown",
-                                 bearer_user())
+    cart = carts.apply_coupon(_cart_to_change(cart_id), data.get("code"), request.remote_addr or "unknown",
+                              bearer_user())
     return carts.serialize(cart)
 
 
 @bp.delete("/v1/carts/<cart_id>/coupon")
 def remove_coupon(cart_id):
-    from shop.promotions import services as promotions
-
-    return carts.serialize(promotions.remove_code(_cart_to_change(cart_id)))
+    return carts.serialize(carts.remove_coupon(_cart_to_change(cart_id)))
 
 
 @bp.post("/v1/carts/merge")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 from shop import ratelimit
 from shop.cart.models import Cart, CartItem
 from shop.catalog.models import Product, Variant, utcnow
-from shop.checkout import pricing
+from shop import pricing
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.money import money
@@ -188,6 +188,28 @@ def merge(guest_token: str, user) -> Cart:
 def _require_open(cart: Cart) -> None:
     if cart.status != "open":
         raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+
+
+def apply_coupon(cart: Cart, code, ip: str, user=None) -> Cart:
+    """Put a discount code on the cart (locked: one change to a cart at a time) once promotions has checked it
+    against every rule; 422 naming the failed rule."""
+    from shop.promotions import services as promotions
+
+    cart = _lock(cart)
+    if cart.status != "open":
+        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+    cart.coupon_code = promotions.check_code(cart, priced_lines(cart), code, ip, user)
+    db.session.commit()
+    return cart
+
+
+def remove_coupon(cart: Cart) -> Cart:
+    cart = _lock(cart)
+    if cart.status != "open":
+        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+    cart.coupon_code = None
+    db.session.commit()
+    return cart
 
 
 def priced_lines(cart: Cart) -> list[pricing.PricedLine]:

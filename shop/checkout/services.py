@@ -5,7 +5,6 @@ Every price and total is recomputed here from the catalogue; nothing the client 
 """
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 
@@ -16,14 +15,15 @@ from shop import geo, idempotency, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
 from shop.cart.models import Cart
-from shop.checkout import holds, pricing
+from shop import pricing
+from shop.checkout import holds
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.orders import services as orders
 from shop.orders.models import Order
 from shop.payments import services as payments
-from shop.payments.gateways import PaymentRef, gateway
+from shop.payments.gateways import gateway
 from shop.payments.models import Payment
 from shop.promotions import services as promotions
 
@@ -35,18 +35,13 @@ class Placed:
     payment: dict
 
 
-def tax_table() -> pricing.TaxTable:
-    raw = current_app.config.get("TAX_RATES")
-    return pricing.TaxTable(json.loads(raw) if raw else None)
-
-
 def validate(email, shipping_address, billing_address, shipping_method) -> tuple[str, dict, dict | None, str]:
     fields = {}
     try:
         email = normalise_email(email)
     except ValidationError as exc:
         fields.update(exc.details["fields"])
-    rates = tax_table().rates
+    rates = pricing.tax_table().rates
     try:
         shipping_address = clean_address(shipping_address)
     except ValidationError as exc:
@@ -80,7 +75,7 @@ def quote(cart: Cart, shipping_method: str = "standard", country: str | None = N
         applied = promotions.cart_discount(cart, lines, user=user, email=email, shipping_method=shipping_method)
     return pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
                           discount=applied.goods, free_shipping=applied.free_shipping,
-                          tax_table=tax_table(), free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
+                          tax_table=pricing.tax_table(), free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
 
 
 def place_order(*, cart_id, cart_token: str | None, user, email, shipping_address, billing_address=None,
@@ -180,27 +175,8 @@ def resume(claim: tuple[str, str]) -> Placed | None:
             db.session.commit()
             raise
     else:
-        started = payment_answer(payment)
+        started = payments.payment_answer(payment)
     return Placed(order=db.session.get(Order, order_id), access_token=token, payment=started)
-
-
-def payment_answer(payment: Payment) -> dict:
-    """What the client needs to pay a payment already started: the provider is asked again with the
-    payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
-    if payment.flow == "checkout" and payment.status == "requires_payment":
-        answer = payments.open_session_answer(payment.id)  # that same page while it is open
-        return answer if answer is not None else {"id": payment.id, "provider": payment.provider}
-    ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
-    started = payment.status == "requires_payment"
-    db.session.commit()  # no transaction stays open during the provider call
-    if started:
-        try:
-            again = gateway().start(ref)
-        except Exception:  # noqa: BLE001 - the payment is fine; only its client secret could not be fetched
-            raise ApiError(503, "payment_unavailable", "The payment provider cannot be reached right now. Your "
-                           "order is placed; please try again in a moment.", headers={"Retry-After": "30"}) from None
-        answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
-    return answer
 
 
 def _reopen(cart_id, order_id: int) -> None:

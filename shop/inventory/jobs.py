@@ -1,4 +1,5 @@
-"""Scheduled inventory work: release reservations whose time ran out and cancel their unpaid orders."""
+"""Scheduled inventory work: the low-stock scan. (Holds that run out are ended by shop.orders.jobs: ending one
+cancels its order.)"""
 from __future__ import annotations
 
 import logging
@@ -7,46 +8,8 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from shop.extensions import db
-from shop.inventory.models import Reservation
 
 log = logging.getLogger(__name__)
-
-
-def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
-    """Cancel pending orders whose holds expired (each in its own transaction); returns how many. An order whose hold
-    was extended meanwhile (a bank payment submitted on Stripe's page) is left pending."""
-    from shop.orders import services as orders
-    from shop.orders import states
-    from shop.payments import services as payments
-
-    now = now or datetime.now(timezone.utc)
-    order_ids = db.session.scalars(
-        select(Reservation.order_id).where(Reservation.status == "active", Reservation.expires_at <= now)
-        .group_by(Reservation.order_id).order_by(Reservation.order_id).limit(limit)).all()
-    db.session.commit()
-    cancelled = 0
-    for order_id in order_ids:
-        # A hosted Stripe page still open for it is closed at Stripe first (outside any transaction), so nobody pays
-        # for stock about to be released; a page found paid (or a bank payment submitted) is applied instead.
-        try:
-            if not payments.close_sessions(order_id):
-                continue
-        except Exception:  # noqa: BLE001 - one order's trouble must not stop every other hold from ending
-            db.session.rollback()
-            log.exception("closing the payment pages of order %s failed; tried again at the next sweep", order_id)
-            continue
-        order = orders.lock(order_id)  # the payment webhook takes this same lock: one of them goes first
-        held = orders.hold_expires_at(order_id)
-        if held is not None and held.replace(tzinfo=held.tzinfo or timezone.utc) > now:
-            db.session.commit()  # its hold was extended meanwhile (close_sessions found a bank payment submitted)
-            continue
-        if order.status == states.PENDING:
-            orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
-            cancelled += 1
-        db.session.commit()
-    if cancelled:
-        log.info("expired %s reservations", cancelled)
-    return cancelled
 
 
 # -- low-stock scan (hourly) ----------------------------------------------------------------------

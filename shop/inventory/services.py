@@ -7,6 +7,7 @@ from flask import current_app
 from sqlalchemy import and_, select
 
 from shop.catalog.models import Product, Variant
+from shop import events
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 
@@ -190,3 +191,13 @@ def restock(returned: dict[int, int]) -> None:
         if vid in variants:
             variants[vid].on_hand += qty
     db.session.flush()
+
+
+@events.order_cancelled.connect
+@events.ranked("inventory")
+def _stock_back_when_cancelled(order, *, was_paid: bool, **_) -> None:
+    """A cancelled order's units: held ones are released; paid, not shipped ones go back on the shelf."""
+    if was_paid:
+        restock({line.variant_id: line.quantity for line in order.lines if line.variant_id})
+    else:
+        release(order.id)

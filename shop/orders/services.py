@@ -10,9 +10,9 @@ from urllib.parse import quote, urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from shop import events
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
-from shop.inventory import services as inventory
 from shop.notifications import notify
 from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
@@ -77,14 +77,11 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
     except states.InvalidTransition as exc:
         raise InvalidTransition(exc) from None
     previous = order.status
-    if target == states.CANCELLED:  # its coupon uses count no more (also when its reservation expired)
-        from shop.promotions import services as promotions
-
-        promotions.release(order.id)
-    if target == states.CANCELLED and previous == states.PENDING:
-        inventory.release(order.id)
-    elif target == states.CANCELLED:  # paid and not shipped: the units go back on the shelf
-        inventory.restock({line.variant_id: line.quantity for line in order.lines if line.variant_id})
+    if target == states.CANCELLED:
+        # Promotions give its coupon uses back, inventory its stock (held, or back on the shelf once paid), payments
+        # the money once paid: each domain's own receiver, in lock order (shop.events).
+        events.emit(events.order_cancelled, order, was_paid=previous != states.PENDING, actor=actor,
+                    note=f"Order cancelled: {note}".strip(": "))
     order.status = target
     if tracking:  # before the shipped mail's payload is made: it shows them
         order.tracking_carrier, order.tracking_number = tracking["carrier"], tracking["number"]
@@ -95,10 +92,6 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
         if target == states.SHIPPED and note:  # what staff wrote when shipping (carrier, tracking number)
             payload["shipping_note"] = note
         notify(STATUS_MAIL[target], order.email, payload)
-    if target == states.CANCELLED and previous != states.PENDING:
-        from shop.payments import services as payments
-
-        payments.refund_after_commit(order.id, reason=f"Order cancelled: {note}".strip(": "), actor=actor)
     db.session.flush()
 
 
@@ -209,9 +202,7 @@ def _close_payment_pages(order_id: int) -> None:
     that still arrives after the cancellation is refunded in full."""
     if db.session.scalar(select(Order.status).where(Order.id == order_id)) != states.PENDING:
         return
-    from shop.payments import services as payments
-
-    payments.close_sessions(order_id)
+    events.emit(events.order_cancelling, order_id)  # a veto is not heeded: the person's cancel stands
 
 
 def for_reader(order_id: int, *, user=None, token: str | None = None) -> Order:

@@ -219,7 +219,7 @@ def check_public_url(report: Report, config, mode: str | None) -> bool:
 
 def handled_events() -> list[str]:
     """Every event type the shop acts on, from the webhook handlers themselves."""
-    from shop.webhooks.services import HANDLERS
+    from shop.payments.services import HANDLERS
 
     return sorted(HANDLERS)
 

@@ -1,4 +1,4 @@
-"""Payment jobs: the test gateway's event delivery, and periodic retries of failed webhook events."""
+"""Payment jobs: the test gateway's event delivery, and starting payments a dead checkout left half-started."""
 from __future__ import annotations
 
 import json
@@ -30,12 +30,6 @@ def deliver_signed_event(url: str, event: dict, secret: str) -> int:
         "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, secret)})
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own configured URL
         return resp.status
-
-
-def retry_failed_webhooks() -> int:
-    from shop.webhooks.services import retry_failed
-
-    return retry_failed()
 
 
 STUCK_AFTER_SECONDS = 120  # far longer than a provider call may take (10 s timeout, 2 retries)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from shop.afterwards import after_commit
+from shop import events
 from shop.errors import ApiError
 from shop.extensions import db
 from shop.inventory import services as inventory
@@ -84,7 +85,7 @@ def _line_name(line) -> str:
 def _checkout_request(payment: Payment) -> CheckoutRequest:
     """The order as Stripe's hosted page shows it. The session's expiry is fixed on the payment the first time, so a
     retried start (same idempotency key) sends the very same parameters."""
-    from shop.checkout import pricing
+    from shop import pricing
     from shop.security import external_url
 
     order = db.session.get(Order, payment.order_id)
@@ -150,8 +151,6 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
             if _round >= 1:  # Stripe keeps answering a page that is neither open nor closed: try again later
                 raise PaymentUnavailable()
             return pay_again(order_id, hosted, _round + 1)  # that page is closed now: decided again, under the lock
-        from shop.checkout.services import payment_answer
-
         return payment_answer(live)  # commits before asking the provider for its page again
     if live is None:
         live = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency,
@@ -163,6 +162,25 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     payment_id = live.id
     db.session.commit()
     return start(payment_id, cancel_on_failure=False)
+
+
+def payment_answer(payment: Payment) -> dict:
+    """What the client needs to pay a payment already started: the provider is asked again with the
+    payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
+    if payment.flow == "checkout" and payment.status == "requires_payment":
+        answer = open_session_answer(payment.id)  # that same page while it is open
+        return answer if answer is not None else {"id": payment.id, "provider": payment.provider}
+    ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
+    started = payment.status == "requires_payment"
+    db.session.commit()  # no transaction stays open during the provider call
+    if started:
+        try:
+            again = gateway().start(ref)
+        except Exception:  # noqa: BLE001 - the payment is fine; only its client secret could not be fetched
+            raise ApiError(503, "payment_unavailable", "The payment provider cannot be reached right now. Your "
+                           "order is placed; please try again in a moment.", headers={"Retry-After": "30"}) from None
+        answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
+    return answer
 
 
 def lock_payment(payment_id: int) -> Payment | None:
@@ -862,3 +880,32 @@ def on_dispute_closed(obj: dict) -> str:
         # A refund the dispute held up (the order was cancelled, or this payment is one to give back): made now.
         refund_after_commit(order.id, reason="Refund held up by a dispute", actor="system", payment_id=payment.id)
     return f"dispute closed: {dispute.outcome}"
+
+
+# Every event the shop acts on: the Stripe dashboard's webhook endpoint must send these (`flask payments check`
+# compares). Others are stored and marked ignored.
+HANDLERS = {
+    "payment_intent.succeeded": on_succeeded,
+    "payment_intent.payment_failed": on_failed,
+    "charge.refunded": on_refunded,
+    "charge.refund.updated": on_refund_updated,
+    "checkout.session.completed": on_checkout_completed,
+    "checkout.session.async_payment_succeeded": on_async_succeeded,
+    "checkout.session.async_payment_failed": on_async_failed,
+    "checkout.session.expired": on_session_expired,
+    "charge.dispute.created": on_dispute_created,
+    "charge.dispute.closed": on_dispute_closed,
+}
+
+
+@events.order_cancelled.connect
+def _refund_when_cancelled(order, *, was_paid: bool, actor: str, note: str, **_) -> None:
+    """A cancelled order that was paid: its money goes back, in a job after the commit."""
+    if was_paid:
+        refund_after_commit(order.id, reason=note, actor=actor)
+
+
+@events.order_cancelling.connect
+def _close_pages_before_cancel(order_id: int, **_) -> bool:
+    """An unpaid order about to be cancelled: its Stripe pages are closed first (close_sessions)."""
+    return close_sessions(order_id)

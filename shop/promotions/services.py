@@ -20,9 +20,9 @@ from flask import current_app
 from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shop import ratelimit
+from shop import events, ratelimit
 from shop.catalog.models import Category, Product, Variant
-from shop.checkout import pricing
+from shop import pricing
 from shop.catalog.changes import on_catalog_change
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
@@ -249,15 +249,12 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
     return [(scope, subject) for scope, subject, _ in counted]
 
 
-def apply_code(cart, code, ip: str, user=None):
-    """Put a code on a locked cart after checking it against every rule; 422 naming the failed rule."""
-    from shop.cart import services as carts
-
+def check_code(cart, lines, code, ip: str, user=None) -> str:
+    """Check a code against every rule for a locked, open cart priced as `lines` (at sale prices: the code is priced
+    on what the shopper pays); the code as stored, or 422 naming the failed rule. Wrong guesses are throttled per
+    cart and network; a code that works is not a guess."""
     if not isinstance(code, str) or not code.strip() or len(code.strip()) > 64:
         raise ValidationError({"code": "is required (at most 64 characters)"})
-    cart = carts._lock(cart)  # one change to a cart at a time (a no-op if the caller holds the lock)
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
     counted = _throttle(cart.id, ip)
     pc = find_code(code)
     if pc is None:
@@ -266,27 +263,13 @@ def apply_code(cart, code, ip: str, user=None):
     rule = to_rule(pc.promotion, pc)
     auto = [r for r in (to_rule(p) for p in live_automatic(at)) if not rules.is_sale_rule(r)]
     user_id, email = _customer(cart, user)
-    lines = carts.priced_lines(cart)  # at sale prices: the code is priced on what the shopper pays
     try:
         rules.evaluate_code(snapshot(lines), rule, auto, history([rule, *auto], user_id, email), at)
     except rules.CodeRejected as exc:
         raise CouponRejected(exc.code, rule=rule, currency=cart.currency) from None
-    for scope, subject in counted:  # a code that works is not a guess
+    for scope, subject in counted:
         ratelimit.take_back(scope, subject)
-    cart.coupon_code = pc.code
-    db.session.commit()
-    return cart
-
-
-def remove_code(cart):
-    from shop.cart import services as carts
-
-    cart = carts._lock(cart)
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
-    cart.coupon_code = None
-    db.session.commit()
-    return cart
+    return pc.code
 
 
 # -- redemption inside checkout's transaction -----------------------------------------------------
@@ -340,6 +323,13 @@ def release(order_id: int) -> int:
                                                          Redemption.status == "active")
                                 .values(status="released", released_at=now()))
     return result.rowcount
+
+
+@events.order_cancelled.connect
+@events.ranked("promotions")
+def _release_when_cancelled(order, **_) -> None:
+    """A cancelled order's coupon uses count no more (also when its reservation expired)."""
+    release(order.id)
 
 
 # -- automatic sales on product pages ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from shop import ratelimit
 from shop.cart import services as carts
 from shop.cart.models import Cart
 from shop.catalog import queries
-from shop.checkout import pricing
+from shop import pricing
 from shop.checkout import services as checkout
 from shop.errors import ApiError
 from shop.extensions import csrf, db
@@ -358,8 +358,8 @@ def apply_coupon():
         flash("Enter a code to apply.", "error")
         return redirect(url_for("storefront.cart_page"), 303)
     try:
-        cart = promotions.apply_code(cart, code, request.remote_addr or "unknown",
-                                     current_user if current_user.is_authenticated else None)
+        cart = carts.apply_coupon(cart, code, request.remote_addr or "unknown",
+                                  current_user if current_user.is_authenticated else None)
     except ApiError as exc:
         db.session.rollback()
         if exc.status == 429:
@@ -379,7 +379,7 @@ def remove_coupon():
     if cart is not None and cart.coupon_code:
         code = cart.coupon_code
         try:
-            promotions.remove_code(cart)
+            carts.remove_coupon(cart)
         except ApiError as exc:
             db.session.rollback()
             flash(problem_text(exc), "error")

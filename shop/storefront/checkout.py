@@ -15,7 +15,7 @@ from flask_login import current_user
 
 from shop import geo, idempotency
 from shop.cart import services as carts
-from shop.checkout import pricing
+from shop import pricing
 from shop.checkout import services as checkout
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db

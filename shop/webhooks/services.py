@@ -19,20 +19,7 @@ from shop.payments.models import WebhookEvent
 
 log = logging.getLogger(__name__)
 
-# Every event the shop acts on: the Stripe dashboard's webhook endpoint must send these (`flask payments check`
-# compares). Others are stored and marked ignored.
-HANDLERS = {
-    "payment_intent.succeeded": payments.on_succeeded,
-    "payment_intent.payment_failed": payments.on_failed,
-    "charge.refunded": payments.on_refunded,
-    "charge.refund.updated": payments.on_refund_updated,
-    "checkout.session.completed": payments.on_checkout_completed,
-    "checkout.session.async_payment_succeeded": payments.on_async_succeeded,
-    "checkout.session.async_payment_failed": payments.on_async_failed,
-    "checkout.session.expired": payments.on_session_expired,
-    "charge.dispute.created": payments.on_dispute_created,
-    "charge.dispute.closed": payments.on_dispute_closed,
-}
+HANDLERS = payments.HANDLERS  # the payment domain names the events it acts on
 
 
 def _apply(row: WebhookEvent) -> None:

@@ -131,7 +131,7 @@ def deliver_success(server, order_id):
 
 
 def expire_now(server):
-    from shop.inventory.jobs import expire_reservations
+    from shop.orders.jobs import expire_reservations
 
     with server.app.app_context():
         return expire_reservations(now=datetime.now(timezone.utc) + timedelta(hours=1))

@@ -345,7 +345,7 @@ def test_the_sweep_cancels_the_order_and_releases_its_hold_when_the_payment_cann
 
 
 def test_the_sweep_cancels_a_stuck_payment_whose_order_expired(stuck):
-    from shop.inventory.jobs import expire_reservations
+    from shop.orders.jobs import expire_reservations
 
     database_url, app, stripe_api = stuck
     from datetime import datetime, timedelta, timezone

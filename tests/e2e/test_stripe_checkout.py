@@ -163,7 +163,7 @@ def run_jobs(shop) -> str:
 
 def expire_holds(shop, minutes: int = 16) -> int:
     """The scheduled sweep, run as if `minutes` had passed."""
-    from shop.inventory.jobs import expire_reservations
+    from shop.orders.jobs import expire_reservations
 
     with shop.app.app_context():
         return expire_reservations(now=datetime.now(timezone.utc) + timedelta(minutes=minutes))

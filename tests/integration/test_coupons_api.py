@@ -220,7 +220,7 @@ def test_cancellation_gives_the_use_back(client, shelf, db_session):
 
 
 def test_an_expired_reservation_gives_the_use_back(client, shelf, db_session):
-    from shop.inventory.jobs import expire_reservations
+    from shop.orders.jobs import expire_reservations
 
     p = promo("ONE", usage_limit=1)
     cart = guest_cart(client, shelf["tee"].sku)

@@ -336,7 +336,7 @@ def test_periodic_jobs_are_enqueued_exactly_when_due(app, redis_client, clock):
     cron = build_scheduler(redis_client)
     by_path = {path: (queue, expr) for path, queue, expr, _ in PERIODIC}
     assert {j.func_name for j in cron.get_jobs()} == set(by_path)
-    for path, queue, expr in [("shop.inventory.jobs.expire_reservations", "default", "* * * * *"),
+    for path, queue, expr in [("shop.orders.jobs.expire_reservations", "default", "* * * * *"),
                               ("shop.inventory.jobs.scan_low_stock", "default", "7 * * * *")]:
         assert by_path[path] == (queue, expr)
     assert by_path["shop.cart.jobs.purge_abandoned_carts"][1].endswith("* * *")  # daily
@@ -350,7 +350,7 @@ def test_periodic_jobs_are_enqueued_exactly_when_due(app, redis_client, clock):
         expected = sorted(p for p, (q, e) in by_path.items() if due(e, last, when))
         assert enqueued == expected, when
         if when.minute == 31 and when.hour == local(2030, 1, 1, 10, 31).hour:
-            assert enqueued == ["shop.inventory.jobs.expire_reservations"]
+            assert enqueued == ["shop.orders.jobs.expire_reservations"]
         last = when
     assert "shop.inventory.jobs.scan_low_stock" in expected and "shop.cart.jobs.purge_abandoned_carts" in expected
     jobs = {j.func_name: j for name in QUEUE_NAMES for j in Queue(name, connection=redis_client).jobs}
@@ -386,7 +386,7 @@ def test_scheduled_jobs_run_by_a_worker_do_their_work(app, db_session, client, r
     db_session.commit()
     redis_client.delete(*[k for k in redis_client.keys("rq:*")] or ["-"])
 
-    mine = {"shop.inventory.jobs.expire_reservations", "shop.inventory.jobs.scan_low_stock",
+    mine = {"shop.orders.jobs.expire_reservations", "shop.inventory.jobs.scan_low_stock",
             "shop.cart.jobs.purge_abandoned_carts"}
     cron = build_scheduler(redis_client, [p for p in PERIODIC if p[0] in mine])
     clock.move_to(local(2030, 1, 2, 3, 0))

@@ -1,7 +1,7 @@
 """Pure rules: the order state machine and the money of an order."""
 import pytest
 
-from shop.checkout.pricing import PricedLine, TaxTable, shipping_cost, totals
+from shop.pricing import PricedLine, TaxTable, shipping_cost, totals
 from shop.orders import states
 
 ALL_MOVES = [(a, b) for a in states.STATUSES for b in states.STATUSES]

@@ -1,7 +1,9 @@
 """Totals, shipping and tax. Pure functions over integer minor units; no database, no floats.
 
 Tax comes from a rate table (basis points by "COUNTRY" or "COUNTRY-REGION", "*" as the default)
-behind the small TaxTable interface, so a tax service can replace it later.
+behind the small TaxTable interface, so a tax service can replace it later. A module of its own, below every
+domain that prices (cart, promotions, checkout, payments, accounts' address checks), so none imports another to
+price.
 """
 from __future__ import annotations
 
@@ -63,6 +65,16 @@ class TaxTable:
     def tax(self, taxable: int, country: str | None, region: str | None = None) -> int:
         """Round half up to the minor unit."""
         return (taxable * self.rate(country, region) + 5000) // 10000
+
+
+def tax_table() -> TaxTable:
+    """The shop's tax table: TAX_RATES (JSON) from the settings, else the defaults."""
+    import json
+
+    from flask import current_app
+
+    raw = current_app.config.get("TAX_RATES")
+    return TaxTable(json.loads(raw) if raw else None)
 
 
 def shipping_cost(method: str, goods: int, free_standard_over: int | None = None) -> int:

@@ -1,0 +1,1 @@
+"""The catalogue: categories, products, options, variants and images."""

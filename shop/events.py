@@ -1,0 +1,67 @@
+"""Domain events: the names every business event goes by, and the in-process signals that let one domain react to
+another without importing it.
+
+A domain that changes something sends a signal; the domains that care connect receivers to it in their own
+modules. So orders never imports payments, inventory or promotions: cancelling an order sends `order_cancelled`,
+and payments (refund), inventory (stock back) and promotions (coupon uses back) each handle it, in the same
+transaction. Receivers that lock rows run in the shop's lock order (`emit`): promotions, then variants, then the
+rest, as checkout takes them.
+
+`TYPES` is the catalogue of event types and their versions, with the envelope every event has once it leaves the
+process (`envelope`): {id, type, version, occurred_at, aggregate: {type, id}, data}.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from blinker import Namespace
+
+TYPES = {  # type -> version of its `data`
+    "order.placed": 1, "order.confirmed": 1, "order.cancelled": 1, "order.shipped": 1, "order.delivered": 1,
+    "order.refunded": 1, "payment.succeeded": 1, "payment.failed": 1, "refund.succeeded": 1,
+    "product.created": 1, "product.updated": 1, "product.deleted": 1, "stock.changed": 1, "stock.low": 1,
+    "customer.created": 1,
+}
+
+_signals = Namespace()
+
+# Sent with the order id, outside any transaction, before an unpaid order is cancelled (its hold ended, or a person
+# cancels it). A receiver returns False when the order must not be cancelled now (payments: its Stripe page turned
+# out paid, or cannot be closed yet).
+order_cancelling = _signals.signal("order.cancelling")
+
+# Sent with the locked order inside the transaction that cancels it, before its status changes; keyword arguments:
+# `was_paid` (it was confirmed or later: stock goes back on the shelf and the money back to the shopper), `actor`,
+# `note`.
+order_cancelled = _signals.signal("order.cancelled")
+
+LOCK_ORDER = {"promotions": 10, "inventory": 20}  # receivers' rank; the others run after these
+
+
+def ranked(rank: str | int):
+    """Mark a receiver with its place in the lock order (a LOCK_ORDER name or a number)."""
+    def mark(fn):
+        fn.lock_rank = LOCK_ORDER.get(rank, rank) if isinstance(rank, str) else rank
+        return fn
+    return mark
+
+
+def emit(signal, sender, **kwargs) -> list:
+    """Send `signal` to its receivers in lock order; returns their answers."""
+    receivers = sorted(signal.receivers_for(sender), key=lambda fn: getattr(fn, "lock_rank", 100))
+    return [fn(sender, **kwargs) for fn in receivers]
+
+
+def may_proceed(signal, sender, **kwargs) -> bool:
+    """True unless a receiver answered False (a veto)."""
+    return all(answer is not False for answer in emit(signal, sender, **kwargs))
+
+
+def envelope(type_: str, aggregate_type: str, aggregate_id, data: dict, event_id: str | None = None) -> dict:
+    """An event as it leaves the process: stable id, type, version, time, aggregate and data."""
+    if type_ not in TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": TYPES[type_],
+            "occurred_at": datetime.now(timezone.utc).isoformat(),
+            "aggregate": {"type": aggregate_type, "id": str(aggregate_id)}, "data": data}
