@@ -30,6 +30,7 @@ from shop.accounts.passwords import hash_password, password_problem
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
 from shop import idempotency
+from shop.api.admin_orders import redact_payment_note
 from shop.bounds import INT4_MAX
 from shop.catalog.models import Product, Variant
 from shop.errors import ApiError
@@ -501,8 +502,6 @@ TARGET_LABELS = {order_states.PROCESSING: "Start processing", order_states.SHIPP
                  order_states.RETURNED: "Record return"}
 SOLD = (order_states.CONFIRMED, order_states.PROCESSING, order_states.SHIPPED, order_states.DELIVERED,
         order_states.RETURNED, order_states.REFUNDED)  # paid: not pending, not cancelled
-# Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
-_PROVIDER_ID = re.compile(r"\b(?:pi|re|ch|py|pm|cus|evt)_[A-Za-z0-9_]+")
 
 
 def _may(perm) -> bool:
@@ -513,7 +512,7 @@ def redact_note(note: str) -> str:
     """An event note as this viewer may read it: provider ids only for roles with payment details."""
     if _may(P.PAYMENTS):
         return note
-    return _PROVIDER_ID.sub("(payment id hidden)", note or "")
+    return redact_payment_note(note)
 
 
 def address_lines(address: dict | None, *, phone: bool) -> list[str]:

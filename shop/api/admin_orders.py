@@ -26,7 +26,8 @@ from shop.payments import services as payments
 from shop.payments.models import Dispute, Payment
 
 A = "/v1/admin"
-PROVIDER_ID = re.compile(r"\b(pi|ch|re|py)_[A-Za-z0-9_]+")
+# Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
+PROVIDER_ID = re.compile(r"\b(?:pi|re|ch|py|pm|cus|evt)_[A-Za-z0-9_]+")
 STAFF_TARGETS = sorted(states.FULFILMENT | states.CUSTOMER_SERVICE)
 
 

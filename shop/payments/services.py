@@ -545,14 +545,13 @@ def refunded_units(order_id: int) -> dict[int, int]:
     return {line_id: int(units) for line_id, units in rows}
 
 
-def _check_lines(order: Order, lines) -> dict[int, int]:
+def _check_lines(order: Order, lines, done: dict[int, int]) -> dict[int, int]:
     """{order line id: quantity} checked against the order and what was refunded by line before (422 otherwise)."""
     from shop.errors import ValidationError
 
     if not isinstance(lines, dict) or not lines:
         raise ValidationError({"lines": "name at least one line of this order and a quantity"})
     by_id = {line.id: line for line in order.lines}
-    done = refunded_units(order.id)
     problems, clean = {}, {}
     for raw_id, raw_qty in lines.items():
         line_id = int(raw_id) if str(raw_id).isdigit() else None
@@ -581,7 +580,7 @@ def _paid_for_goods(order: Order) -> int:
     return order.total - order.shipping
 
 
-def line_refund_amount(order: Order, lines: dict[int, int]) -> int:
+def line_refund_amount(order: Order, lines: dict[int, int], done: dict[int, int] | None = None) -> int:
     """The refund of these units: their share of what was paid for goods (unit price times units, with the order's
     discount and tax prorated, rounded down); the last units of the order take the rounding remainder, so refunding
     every unit by line gives back exactly what the goods cost. Shipping is not included."""
@@ -589,7 +588,7 @@ def line_refund_amount(order: Order, lines: dict[int, int]) -> int:
     paid = _paid_for_goods(order)
     if order.subtotal <= 0 or paid <= 0:
         return 0
-    done = refunded_units(order.id)
+    done = refunded_units(order.id) if done is None else done
     everything = all(done.get(i, 0) + lines.get(i, 0) >= line.quantity for i, line in by_id.items())
     if everything:
         from sqlalchemy import func
@@ -641,8 +640,9 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
     between transactions, then the result stored."""
     order = orders.lock(order_id)
     if lines is not None:
-        lines = _check_lines(order, lines)
-        owed = line_refund_amount(order, lines)
+        done = refunded_units(order.id)
+        lines = _check_lines(order, lines, done)
+        owed = line_refund_amount(order, lines, done)
         if amount is not None and not 0 < amount <= owed:
             raise ApiError(422, "validation_failed", f"A refund of these units must be between 1 and {owed}.",
                            {"fields": {"amount": f"must be between 1 and {owed} for these units"}})

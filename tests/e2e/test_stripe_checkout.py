@@ -387,6 +387,30 @@ def test_two_staff_refunding_at_once_never_exceed_what_was_captured(shop):
     assert sql(shop, "SELECT refunded_amount FROM payment") == [(part,)]
 
 
+def test_staff_refunding_the_same_line_at_once_refund_its_units_once(shop):
+    order, _ = paid_order(shop)
+    line_id = sql(shop, "SELECT id FROM order_line WHERE order_id = %s", order["id"])[0][0]
+    token = staff_token(shop, "manager")
+    presses = itertools.count()
+
+    def press():
+        return requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
+                             json={"lines": [{"line_id": line_id, "quantity": QTY}], "reason": "never arrived"},
+                             headers={"Authorization": f"Bearer {token}",
+                                      "Idempotency-Key": f"line-refund-{next(presses)}"})
+
+    answers = all_at_once(6, press)
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(201) == 1 and set(codes) - {201} <= {409, 422}, [a.text for a in answers]
+    won = next(a.json() for a in answers if a.status_code == 201)
+    goods = order["total"] - order["shipping"]  # every unit of the only line: the goods with their tax
+    assert won["amount"]["amount"] == goods and won["lines"] == [{"line_id": line_id, "quantity": QTY,
+                                                                   "amount": {"amount": goods, "currency": "USD"}}]
+    assert sql(shop, "SELECT sum(quantity) FROM refund_line") == [(QTY,)]
+    assert sql(shop, "SELECT refunded_amount FROM payment") == [(goods,)]
+    assert sum(int(r.params["amount"]) for r in shop.fake.calls("POST", "/v1/refunds")) == goods
+
+
 def test_a_refund_pending_at_stripe_that_fails_is_refundable_again(shop):
     order, _ = paid_order(shop)
     shop.fake.refund_status = "pending"

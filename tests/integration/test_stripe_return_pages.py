@@ -115,14 +115,19 @@ def test_the_owner_back_from_paying_is_told_the_order_is_being_confirmed(client,
     assert client.get(state_url).get_json() == {"state": "waiting"}
 
 
-def test_a_confirmed_order_goes_straight_to_its_order_page_with_the_thanks(client, order, db_session):
-    stripe_reports(db_session, order, "paid")
-    resp = client.get(back_url(order.id))
+def order_page_after(client, resp, order, paid: str) -> str:
+    """The return page sent the owner (privately) to their order page with `paid=<paid>`: that page's text."""
     assert resp.status_code == 303
     assert_private(resp)
     location = urlsplit(resp.headers["Location"])
-    assert location.path == f"/orders/{order.id}" and parse_qs(location.query) == {"paid": ["approve"]}
-    page = text(client.get(local_path(resp.headers["Location"])))
+    assert location.path == f"/orders/{order.id}" and parse_qs(location.query) == {"paid": [paid]}
+    return text(client.get(local_path(resp.headers["Location"])))
+
+
+def test_a_confirmed_order_goes_straight_to_its_order_page_with_the_thanks(client, order, db_session):
+    stripe_reports(db_session, order, "paid")
+    resp = client.get(back_url(order.id))
+    page = order_page_after(client, resp, order, "approve")
     assert "Thank you for your order!" in page and "Confirmed" in page
 
 
@@ -162,11 +167,7 @@ def test_an_order_cancelled_meanwhile_goes_to_its_order_page(client, order, db_s
 
 def test_leaving_stripes_page_goes_back_to_the_order_with_its_items_held_and_pay_now(client, order):
     resp = client.get(back_url(order.id, "back"))
-    assert resp.status_code == 303
-    assert_private(resp)
-    location = urlsplit(resp.headers["Location"])
-    assert location.path == f"/orders/{order.id}" and parse_qs(location.query) == {"paid": ["back"]}
-    page = text(client.get(local_path(resp.headers["Location"])))
+    page = order_page_after(client, resp, order, "back")
     assert "You left the payment page" in page and "Nothing was charged." in page
     held = re.search(r"Your items are held for you until (\d\d:\d\d) UTC \((\d+) minutes?\)", page)
     assert held and 13 <= int(held.group(2)) <= 15
