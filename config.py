@@ -95,6 +95,12 @@ def from_environment(env=None) -> dict:
                                       "max_overflow": number("DB_MAX_OVERFLOW", 10)},
         "REDIS_URL": text("REDIS_URL", "redis://127.0.0.1:16379/0"),
         "TYPESENSE_URL": text("TYPESENSE_URL", "http://127.0.0.1:18108"),
+        # The event stream (shop.stream): redis://host:port/db (Redis Streams; empty = REDIS_URL) or
+        # kafka://host:port[,host:port] (confluent-kafka). EVENT_STREAM_TOPIC names the stream / topic.
+        "EVENT_STREAM_URL": text("EVENT_STREAM_URL", ""),
+        "EVENT_STREAM_TOPIC": text("EVENT_STREAM_TOPIC", "shop.events"),
+        # Partner webhooks may reach loopback and private addresses (development and tests only).
+        "WEBHOOK_ALLOW_PRIVATE": flag("WEBHOOK_ALLOW_PRIVATE", "0"),
         "TYPESENSE_API_KEY": text("TYPESENSE_API_KEY", "dev-typesense-key"),
         # The alias searches use (collections behind it are <alias>_<timestamp>); seconds before falling back.
         "TYPESENSE_COLLECTION": text("TYPESENSE_COLLECTION", "products"),

@@ -51,6 +51,7 @@ def create_app(config=None) -> Flask:
     from shop.promotions import models as _promotion_models  # noqa: F401
     from shop.payments import models as _payment_models  # noqa: F401
     from shop import idempotency as _idempotency_models  # noqa: F401
+    from shop import consumers as _consumer_models  # noqa: F401  (consumed_event)
     from shop import afterwards as _after_commit_hooks  # noqa: F401
     from shop.search import hooks as _search_hooks  # noqa: F401
     # The domains' receivers of shop.events signals (an order cancelled: coupon uses, stock and money back).

@@ -9,6 +9,11 @@ rest, as checkout takes them.
 
 `TYPES` is the catalogue of event types and their versions, with the envelope every event has once it leaves the
 process (`envelope`): {id, type, version, occurred_at, aggregate: {type, id}, data}.
+
+Events that leave the process go through the outbox: `publish()` writes the envelope as an "event" row of
+`outbox_job` in the transaction that makes the change it describes, so both commit or neither does. The relay
+(`python worker.py relay`) streams committed rows in order per aggregate (shop.stream), and the consumer groups
+(shop.consumers) apply each event once, by its id.
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ import uuid
 from datetime import datetime, timezone
 
 from blinker import Namespace
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 TYPES = {  # type -> version of its `data`
     "order.placed": 1, "order.confirmed": 1, "order.cancelled": 1, "order.shipped": 1, "order.delivered": 1,
@@ -65,3 +73,46 @@ def envelope(type_: str, aggregate_type: str, aggregate_id, data: dict, event_id
     return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": TYPES[type_],
             "occurred_at": datetime.now(timezone.utc).isoformat(),
             "aggregate": {"type": aggregate_type, "id": str(aggregate_id)}, "data": data}
+
+
+WAKE_CHANNEL = "shop_events"  # NOTIFY'd by a transaction that published: the relay LISTENs and wakes at its commit
+_NOTIFIED = "events_notified"
+
+
+def publish(type_: str, aggregate_type: str, aggregate_id, data: dict, session: Session | None = None) -> dict:
+    """Record an event in the outbox within `session`'s transaction (the app's by default): it leaves the process
+    once that transaction commits, and never if it rolls back. Returns the envelope. `data` must be JSON-able."""
+    from shop.extensions import db
+    from shop.outbox import OutboxJob
+
+    session = session if session is not None else db.session()
+    env = envelope(type_, aggregate_type, aggregate_id, data)
+    topic = current_topic()
+    session.execute(insert(OutboxJob).values(
+        kind="event", queue=topic, key=f"{aggregate_type}:{aggregate_id}", function=type_, args=[], kwargs=env,
+        retry=None))
+    if not session.info.get(_NOTIFIED):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+        session.info[_NOTIFIED] = True
+    return env
+
+
+def current_topic() -> str:
+    from flask import current_app
+
+    return current_app.config.get("EVENT_STREAM_TOPIC") or "shop.events"
+
+
+def _forget_notified(session, *args) -> None:
+    session.info.pop(_NOTIFIED, None)
+
+
+def _install_session_hooks() -> None:
+    from sqlalchemy import event as sa_event
+
+    # A NOTIFY belongs to its transaction: after a commit or rollback, the next publish sends one again.
+    sa_event.listen(Session, "after_commit", _forget_notified)
+    sa_event.listen(Session, "after_rollback", _forget_notified)
+
+
+_install_session_hooks()

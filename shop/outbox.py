@@ -13,9 +13,9 @@ running side by side never hand the same row over twice, and enqueues each as th
 is marked, not queued a second time, while that job still exists. Jobs are idempotent anyway (a
 refund of nothing left does nothing, a mail is claimed per event and object).
 
-One mechanism for every kind of row: `kind` is "job" today; the event backbone (issue 13) adds
-"event" rows (`queue` holding the topic, `kwargs` the payload) and a dispatcher for them in
-DISPATCHERS, and the relay streams them the same way.
+One mechanism for every kind of row: "job" rows are RQ jobs; "event" rows are domain events
+(shop.events.publish: `queue` holds the topic, `key` the aggregate, `function` the event type and
+`kwargs` the envelope), which the relay publishes to the event stream (shop.stream) in batches.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ class OutboxJob(db.Model):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="job", server_default="job")  # see DISPATCHERS
-    queue: Mapped[str] = mapped_column(String(60))
+    queue: Mapped[str] = mapped_column(String(60))  # an RQ queue; for "event" rows, the stream's topic
+    key: Mapped[str | None] = mapped_column(String(120))  # "event" rows: the aggregate ("order:12"), kept in order
     function: Mapped[str] = mapped_column(String(200))  # dotted path, imported by the worker
     args: Mapped[list] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     kwargs: Mapped[dict] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
@@ -65,6 +66,7 @@ class OutboxJob(db.Model):
         Index("ix_outbox_job_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL")),
         Index("ix_outbox_job_unfinished", "dispatched_at",
               postgresql_where=text("dispatched_at IS NOT NULL AND done_at IS NULL")),
+        Index("ix_outbox_job_events_pending", "id", postgresql_where=text("dispatched_at IS NULL AND kind = 'event'")),
     )
 
 
