@@ -35,6 +35,7 @@ bench: install
 	$(PY) bench/catalog.py
 	$(PY) bench/checkout.py
 	$(PY) bench/search.py
+	$(PY) bench/events.py
 
 clean:
 	rm -rf var/test var/bench .pytest_cache

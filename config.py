@@ -99,8 +99,16 @@ def from_environment(env=None) -> dict:
         # kafka://host:port[,host:port] (confluent-kafka). EVENT_STREAM_TOPIC names the stream / topic.
         "EVENT_STREAM_URL": text("EVENT_STREAM_URL", ""),
         "EVENT_STREAM_TOPIC": text("EVENT_STREAM_TOPIC", "shop.events"),
+        # Redis Streams keep about this many entries (approximate MAXLEN trimming); Kafka topics are created with
+        # EVENT_STREAM_PARTITIONS partitions. A consumer's unacknowledged entries go to another after
+        # EVENT_CLAIM_IDLE_MS (Redis XAUTOCLAIM; Kafka reassigns a dead member's partitions by itself).
+        "EVENT_STREAM_MAXLEN": number("EVENT_STREAM_MAXLEN", 1_000_000),
+        "EVENT_STREAM_PARTITIONS": number("EVENT_STREAM_PARTITIONS", 3),
+        "EVENT_CLAIM_IDLE_MS": number("EVENT_CLAIM_IDLE_MS", 30_000),
         # Partner webhooks may reach loopback and private addresses (development and tests only).
         "WEBHOOK_ALLOW_PRIVATE": flag("WEBHOOK_ALLOW_PRIVATE", "0"),
+        # Seconds a partner's endpoint has to answer a delivery before it counts as failed (and is retried).
+        "WEBHOOK_TIMEOUT": float(text("WEBHOOK_TIMEOUT", "10")),
         "TYPESENSE_API_KEY": text("TYPESENSE_API_KEY", "dev-typesense-key"),
         # The alias searches use (collections behind it are <alias>_<timestamp>); seconds before falling back.
         "TYPESENSE_COLLECTION": text("TYPESENSE_COLLECTION", "products"),

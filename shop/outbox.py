@@ -15,7 +15,11 @@ refund of nothing left does nothing, a mail is claimed per event and object).
 
 One mechanism for every kind of row: "job" rows are RQ jobs; "event" rows are domain events
 (shop.events.publish: `queue` holds the topic, `key` the aggregate, `function` the event type and
-`kwargs` the envelope), which the relay publishes to the event stream (shop.stream) in batches.
+`kwargs` the envelope), which the relay publishes to the event stream (shop.stream) in batches
+(`relay_events`): one relay at a time per topic (a transaction-scoped advisory lock), rows in id order, marked
+dispatched and done in the transaction that selected them once the stream stored them. A relay that dies between
+publishing and marking publishes those rows again: the copies carry the same event ids and consumers skip them.
+The relay LISTENs on shop.events.WAKE_CHANNEL, so a commit that published events wakes it at once.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ LOST_AFTER = timedelta(seconds=60)  # a dispatched, unfinished row whose job is 
 RECOVER_EVERY = 15.0  # seconds between the relay's looks for lost jobs
 FAST_PATH_PAUSE = 5.0  # seconds after a failed hand-over during which commits leave their rows to the relay
 BATCH = 100
+EVENT_BATCH = 1000  # events per relay transaction (one Stream.publish call)
+EVENT_LOCK_NAMESPACE = 0x5E7E  # the first key of the relay's advisory lock; the second is hashtext(topic)
 
 
 class OutboxJob(db.Model):
@@ -245,38 +251,159 @@ def _forget_session() -> None:
         pass
 
 
-def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, max_backoff: float = 10.0) -> None:
-    """Relay forever (until `stop_event` is set), in an app context. A Redis or PostgreSQL outage never
-    ends it: it waits with growing pauses and logs one line when the outage starts and one when it ends.
+def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
+    """Publish up to `limit` committed event rows of this app's topic to the stream, in id order, and mark them
+    dispatched and done; returns how many went. Only one relay per topic publishes at a time: the others get 0
+    at once (they hold no lease) and go on relaying jobs. Raises shop.stream.StreamUnavailable (rows untouched)
+    or a DBAPIError for the caller to back off."""
+    from shop import events, stream as streams
+
+    topic = events.current_topic()
+    session = db.session
+    try:
+        leased = session.execute(text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:topic))"),
+                                 {"ns": EVENT_LOCK_NAMESPACE, "topic": topic}).scalar()
+        if not leased:
+            session.rollback()
+            return 0
+        rows = session.execute(
+            select(OutboxJob.id, OutboxJob.key, OutboxJob.kwargs)
+            .where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind == "event", OutboxJob.queue == topic)
+            .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
+        if rows:
+            (stream or streams.current()).publish([(row.key, row.kwargs) for row in rows])
+            _drill_pause()
+            session.execute(OutboxJob.__table__.update().where(OutboxJob.id.in_([row.id for row in rows]))
+                            .values(dispatched_at=func.now(), done_at=func.now()))
+        session.commit()
+        return len(rows)
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _drill_pause() -> None:
+    """For the fault drills (tests/faults/test_event_drills.py) only: with SHOP_DRILL_PAUSE_AFTER_PUBLISH=<seconds>
+    the relay holds a published batch unmarked that long, so the drill can SIGKILL it in that window. Ignored in
+    production."""
+    import os
+
+    from flask import current_app
+
+    seconds = os.environ.get("SHOP_DRILL_PAUSE_AFTER_PUBLISH")
+    if seconds and current_app.config.get("ENV_NAME") != "production":
+        time.sleep(float(seconds))
+
+
+class _Waker:
+    """LISTENs on shop.events.WAKE_CHANNEL on a connection of its own: `wait()` returns as soon as a transaction
+    that published events commits, or after the timeout. Without PostgreSQL it only sleeps (and retries later)."""
+
+    def __init__(self, stop_event: threading.Event):
+        self.stop_event = stop_event
+        self.conn = None
+        self.retry_at = 0.0
+
+    def _connect(self):
+        import psycopg
+
+        from shop.events import WAKE_CHANNEL
+
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=2)
+        conn.execute(f"LISTEN {WAKE_CHANNEL}")
+        return conn
+
+    def wait(self, timeout: float) -> bool:
+        if self.conn is None and time.monotonic() >= self.retry_at:
+            try:
+                self.conn = self._connect()
+            except Exception:  # noqa: BLE001 - PostgreSQL away: the relay's own round reports it
+                self.retry_at = time.monotonic() + 5
+        if self.conn is None:
+            return self.stop_event.wait(timeout)
+        try:
+            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except Exception:  # noqa: BLE001 - the connection broke: listen again on the next wait
+            self.close()
+            return self.stop_event.wait(min(timeout, 1.0))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+
+
+def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, max_backoff: float = 10.0,
+              events: bool = True) -> None:
+    """Relay forever (until `stop_event` is set), in an app context: jobs to RQ and, with `events`, events to
+    the stream. A Redis, PostgreSQL or stream outage never ends it: it waits with growing pauses and logs one
+    line when the outage starts and one when it ends; a stream outage holds back only the events (they wait in
+    the outbox). Between rounds it sleeps until a publishing commit NOTIFYs it, or `interval` at most.
     Every round beats the "relay" heartbeat (shop:heartbeat:relay), so the pauses stay under its TTL/2."""
     from shop import heartbeat
 
     stop_event = stop_event or threading.Event()
     instance = heartbeat.this_process()
     outage: str | None = None
+    events_outage: str | None = None
     pause = interval
+    events_pause, events_due = interval, 0.0
     next_recovery = time.monotonic() + RECOVER_EVERY
-    while not stop_event.is_set():
-        try:
-            heartbeat.beat(redis_ext.client, "relay", instance=instance)  # no key in Redis = no relay
-            if time.monotonic() >= next_recovery:
-                recover_lost()
-                next_recovery = time.monotonic() + RECOVER_EVERY
-            done = relay_once()
-        except Exception as exc:  # noqa: BLE001 - the relay outlives every outage
-            _forget_session()
-            what = ("Redis" if isinstance(exc, RedisError) else "PostgreSQL" if isinstance(exc, DBAPIError)
-                    else type(exc).__name__)
-            if outage != what:
-                log.warning("outbox relay: %s failed (%s); retrying with backoff", what,
-                            (str(exc).splitlines() or [""])[0][:300], exc_info=what not in ("Redis", "PostgreSQL"))
-                outage = what
-            pause = min(max_backoff, max(pause, interval) * 2)
-            stop_event.wait(pause)
-            continue
-        if outage:
-            log.warning("outbox relay: %s is back, relaying again", outage)
-            outage = None
-        pause = interval
-        if done < BATCH:  # a full batch means more are waiting: go on at once
-            stop_event.wait(interval)
+    waker = _Waker(stop_event) if events else None
+    try:
+        while not stop_event.is_set():
+            try:
+                heartbeat.beat(redis_ext.client, "relay", instance=instance)  # no key in Redis = no relay
+                if time.monotonic() >= next_recovery:
+                    recover_lost()
+                    next_recovery = time.monotonic() + RECOVER_EVERY
+                done = relay_once()
+            except Exception as exc:  # noqa: BLE001 - the relay outlives every outage
+                _forget_session()
+                what = ("Redis" if isinstance(exc, RedisError) else "PostgreSQL" if isinstance(exc, DBAPIError)
+                        else type(exc).__name__)
+                if outage != what:
+                    log.warning("outbox relay: %s failed (%s); retrying with backoff", what,
+                                (str(exc).splitlines() or [""])[0][:300], exc_info=what not in ("Redis", "PostgreSQL"))
+                    outage = what
+                pause = min(max_backoff, max(pause, interval) * 2)
+                stop_event.wait(pause)
+                continue
+            if outage:
+                log.warning("outbox relay: %s is back, relaying again", outage)
+                outage = None
+            pause = interval
+            sent = 0
+            if events and time.monotonic() >= events_due:
+                try:
+                    sent = relay_events()
+                except Exception as exc:  # noqa: BLE001 - events wait in the outbox until the stream is back
+                    _forget_session()
+                    what = type(exc).__name__
+                    if events_outage != what:
+                        log.warning("outbox relay: events cannot be published (%s: %s); retrying with backoff",
+                                    what, (str(exc).splitlines() or [""])[0][:300])
+                        events_outage = what
+                    events_pause = min(max_backoff, max(events_pause, interval) * 2)
+                    events_due = time.monotonic() + events_pause
+                else:
+                    if events_outage:
+                        log.warning("outbox relay: the event stream is back, publishing events again")
+                        events_outage = None
+                    events_pause = interval
+            if done >= BATCH or sent >= EVENT_BATCH:  # a full batch means more are waiting: go on at once
+                continue
+            wait = interval if not events_outage else max(0.0, min(interval, events_due - time.monotonic()))
+            if waker is not None:
+                waker.wait(wait)
+            else:
+                stop_event.wait(wait)
+    finally:
+        if waker is not None:
+            waker.close()

@@ -199,7 +199,7 @@ def test_deep_readiness_reports_the_scheduler_missing_then_present(client, redis
         seen = _wait(lambda: client.get("/readyz?deep=1").json["checks"]["scheduler"]["ok"]
                      and client.get("/readyz?deep=1").json["checks"]["scheduler"], 30, "the scheduler's heartbeat")
         assert seen["alive"] == 1 and 0 <= seen["last_seen_s"] < heartbeat.TTL
-        for role in ("worker:default", "worker:mail", "worker:search", "relay"):  # the rest, as they beat
+        for role in ("worker:default", "worker:mail", "worker:search", "relay", "events"):  # the rest, as they beat
             heartbeat.beat(redis_client, role, instance="test:1")
         deep = client.get("/readyz?deep=1")
         assert deep.status_code == 200, deep.json
