@@ -14,6 +14,12 @@ Events that leave the process go through the outbox: `publish()` writes the enve
 `outbox_job` in the transaction that makes the change it describes, so both commit or neither does. The relay
 (`python worker.py relay`) streams committed rows in order per aggregate (shop.stream), and the consumer groups
 (shop.consumers) apply each event once, by its id.
+
+`DATA_FIELDS` names what each type's `data` carries (docs/events.md tells consumers more). Where they are
+published: order.* by shop.orders.services (new_order, move; order.refunded also by payments for a partial refund),
+payment.* and refund.succeeded by shop.payments.services, product.* by a commit hook in shop.catalog.changes,
+stock.* by a commit hook in shop.inventory.services, customer.created by shop.accounts.services.register. No event
+carries an e-mail address, a name or a postal address.
 """
 from __future__ import annotations
 
@@ -32,6 +38,22 @@ TYPES = {  # type -> version of its `data`
     "customer.created": 1,
 }
 
+# The order snapshot every order.* event carries (shop.orders.services.snapshot); money in minor units.
+_ORDER = ("order_id", "number", "status", "currency", "subtotal", "discount", "shipping", "tax", "total", "refunded",
+          "created_at", "customer_id", "lines[sku, quantity, unit_price]")
+_PAYMENT = ("payment_id", "order_id", "amount", "currency", "provider", "flow", "status")
+_PRODUCT = ("product_id", "slug", "name", "status", "price_min", "currency", "variants[id, sku, price]")
+_STOCK = ("variant_id", "sku", "product_id", "on_hand", "reserved", "available")
+DATA_FIELDS = {  # type -> the fields of its `data` (version 1)
+    "order.placed": _ORDER, "order.confirmed": _ORDER, "order.cancelled": _ORDER + ("was_paid",),
+    "order.shipped": _ORDER, "order.delivered": _ORDER, "order.refunded": _ORDER,
+    "payment.succeeded": _PAYMENT, "payment.failed": _PAYMENT + ("reason",),
+    "refund.succeeded": ("refund_id", "payment_id", "order_id", "amount", "currency"),
+    "product.created": _PRODUCT, "product.updated": _PRODUCT, "product.deleted": ("product_id", "slug"),
+    "stock.changed": _STOCK, "stock.low": _STOCK + ("threshold",),
+    "customer.created": ("customer_id", "created_at"),
+}
+
 _signals = Namespace()
 
 # Sent with the order id, outside any transaction, before an unpaid order is cancelled (its hold ended, or a person
@@ -43,6 +65,10 @@ order_cancelling = _signals.signal("order.cancelling")
 # `was_paid` (it was confirmed or later: stock goes back on the shelf and the money back to the shopper), `actor`,
 # `note`.
 order_cancelled = _signals.signal("order.cancelled")
+
+# Sent with an order id while an order event's snapshot is made; payments answers with the money given back (or on
+# its way back) on that order, the sum of its payments' refunded amounts: orders may not import payments.
+order_refunded_total = _signals.signal("order.refunded-total")
 
 LOCK_ORDER = {"promotions": 10, "inventory": 20}  # receivers' rank; the others run after these
 
@@ -95,6 +121,27 @@ def publish(type_: str, aggregate_type: str, aggregate_id, data: dict, session: 
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
         session.info[_NOTIFIED] = True
     return env
+
+
+def publish_many(items, session: Session | None = None) -> list[dict]:
+    """publish() for many events at once: `items` are (type, aggregate_type, aggregate_id, data); one multi-row
+    INSERT (the commit hooks of the catalogue and stock publish a batch per transaction, thousands for a seed)."""
+    from shop.extensions import db
+    from shop.outbox import OutboxJob
+
+    items = list(items)
+    if not items:
+        return []
+    session = session if session is not None else db.session()
+    topic = current_topic()
+    envs = [envelope(type_, aggregate_type, aggregate_id, data) for type_, aggregate_type, aggregate_id, data in items]
+    session.execute(insert(OutboxJob), [
+        {"kind": "event", "queue": topic, "key": f"{env['aggregate']['type']}:{env['aggregate']['id']}",
+         "function": env["type"], "args": [], "kwargs": env, "retry": None} for env in envs])
+    if not session.info.get(_NOTIFIED):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+        session.info[_NOTIFIED] = True
+    return envs
 
 
 def current_topic() -> str:

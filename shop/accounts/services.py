@@ -11,7 +11,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from shop import ratelimit
+from shop import events, ratelimit
 from shop.accounts.models import ROLES, Address, User
 from shop.accounts.passwords import hash_password, needs_rehash, password_problem, verify_password
 from shop.errors import ApiError, ValidationError
@@ -117,6 +117,10 @@ def register(email, password, name="") -> User:
         db.session.rollback()
         raise EmailTaken() from exc
     _send_verification(user)
+    # A shopper's id and when: no e-mail or name leaves the process (staff accounts publish nothing).
+    at = user.created_at if user.created_at.tzinfo else user.created_at.replace(tzinfo=timezone.utc)
+    events.publish("customer.created", "customer", user.id,
+                   {"customer_id": user.id, "created_at": at.astimezone(timezone.utc).isoformat()})
     db.session.commit()
     return user
 

@@ -60,6 +60,8 @@ def _state(obj, *, old: bool) -> dict:
             value = hist.deleted[0]
         elif old and hist.added:
             value = None  # set without a loaded previous value: it was unset
+        elif key in state.unloaded:
+            continue  # deferred and never loaded (search_vector): reading it would need the row, maybe gone
         else:
             value = getattr(obj, key, None)
         out[key] = _jsonable(value)

@@ -169,7 +169,7 @@ def seed_demo(products: int = 200, *, batch: int = 2000, currency: str = "USD", 
         db.session.execute(insert(ProductOption), options)
         db.session.execute(insert(Variant), variants)
         db.session.execute(insert(ProductImage), images)
-        touch(ids, categories=start == 0)  # bulk inserts: tell search and caches explicitly
+        touch(ids, categories=start == 0, created=ids)  # bulk inserts: tell search, caches and product.created
         db.session.commit()
         counts["products"] += len(ids)
         counts["variants"] += len(variants)

@@ -1,10 +1,12 @@
-"""Stock levels: setting on-hand counts and finding what runs low."""
+"""Stock levels: setting on-hand counts and finding what runs low; stock.changed and stock.low leave the process
+from here (a commit hook sees every writer: reservations, payments, stock counts, back-office edits)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
-from sqlalchemy import and_, select
+from flask import current_app, has_app_context
+from sqlalchemy import and_, event as sa_event, inspect, select
+from sqlalchemy.orm import Session
 
 from shop.catalog.models import Product, Variant
 from shop import events
@@ -201,3 +203,89 @@ def _stock_back_when_cancelled(order, *, was_paid: bool, **_) -> None:
         restock({line.variant_id: line.quantity for line in order.lines if line.variant_id})
     else:
         release(order.id)
+
+
+# -- stock.changed / stock.low -----------------------------------------------------------------------------------
+# A variant's stock counts as changed when its on_hand or reserved at commit differ from what they were when the
+# transaction first touched them: one stock.changed per variant per transaction, whatever path changed it, plus
+# stock.low when its availability went from above its threshold to at or below it (once per crossing). A variant's
+# opening stock (a new variant) is not a change; a deleted variant publishes nothing (product.updated says it).
+_STOCK_MOVES = "stock_moves"  # session.info: {variant id: (variant, on_hand, reserved) when first touched}
+
+
+@sa_event.listens_for(Variant.on_hand, "set", active_history=True)
+@sa_event.listens_for(Variant.reserved, "set", active_history=True)
+def _load_previous_stock(target, value, oldvalue, initiator) -> None:
+    """Registered for active_history: a count set on an expired variant (after a commit) loads the one it replaces
+    first, so the transaction's starting point is known (stock.low needs it)."""
+
+
+def _first(history):
+    """The value an attribute had before this flush's change (None when it was never loaded)."""
+    if history.deleted:
+        return history.deleted[0]
+    return history.unchanged[0] if history.unchanged else None
+
+
+@sa_event.listens_for(Session, "after_flush")
+def _note_stock_moves(session: Session, flush_context) -> None:
+    for obj in session.dirty:
+        if not isinstance(obj, Variant):
+            continue
+        attrs = inspect(obj).attrs
+        on_hand, reserved = attrs.on_hand.history, attrs.reserved.history
+        if not (on_hand.has_changes() or reserved.has_changes()):
+            continue
+        moves = session.info.setdefault(_STOCK_MOVES, {})
+        if obj.id not in moves:  # the first change in this transaction keeps the starting point
+            moves[obj.id] = (obj, _first(on_hand), _first(reserved))
+
+
+def threshold_of(variant: Variant) -> int:
+    """The availability at or below which a variant is low: its own threshold, else LOW_STOCK_THRESHOLD."""
+    if variant.low_stock_threshold is not None:
+        return variant.low_stock_threshold
+    return int(current_app.config.get("LOW_STOCK_THRESHOLD", 5)) if has_app_context() else 5
+
+
+def _stock_events(moves: dict) -> list[tuple]:
+    items = []
+    for vid, (variant, on_hand_before, reserved_before) in sorted(moves.items()):
+        state = inspect(variant)
+        if state.deleted or state.was_deleted or state.detached:
+            continue
+        on_hand, reserved = variant.on_hand, variant.reserved or 0
+        if (on_hand_before, reserved_before) == (on_hand, reserved):
+            continue  # back where it started
+        available = max(on_hand - reserved, 0)
+        data = {"variant_id": vid, "sku": variant.sku, "product_id": variant.product_id, "on_hand": on_hand,
+                "reserved": reserved, "available": available}
+        items.append(("stock.changed", "variant", vid, data))
+        threshold = threshold_of(variant)
+        was = (max(on_hand_before - (reserved_before or 0), 0)
+               if on_hand_before is not None and reserved_before is not None else None)
+        if available <= threshold and (was is None or was > threshold):  # unknown start: better an alert twice
+            items.append(("stock.low", "variant", vid, {**data, "threshold": threshold}))
+    return items
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _publish_stock_events(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint: published with the outer commit
+        return
+    session.flush()
+    moves = session.info.pop(_STOCK_MOVES, None)
+    if moves:
+        events.publish_many(_stock_events(moves), session=session)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_stock_moves(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_STOCK_MOVES, None)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _clear_stock_moves(session: Session) -> None:
+    if not session.in_nested_transaction():  # nothing may leak into the next transaction
+        session.info.pop(_STOCK_MOVES, None)

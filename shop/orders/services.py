@@ -1,4 +1,6 @@
-"""Order rules: creation from priced lines, every status move (with its event), access checks."""
+"""Order rules: creation from priced lines, every status move (with its event), access checks.
+
+Every order.* domain event is published here (new_order, move, publish_event), with snapshot() as its data."""
 from __future__ import annotations
 
 import hashlib
@@ -19,6 +21,10 @@ from shop.orders.models import Order, OrderEvent, OrderLine
 
 STATUS_MAIL = {states.CONFIRMED: "order.confirmed", states.SHIPPED: "order.shipped",
                states.DELIVERED: "order.delivered", states.REFUNDED: "order.refunded"}
+# The moves that leave the process as domain events (processing and returned stay inside the shop).
+STATUS_EVENT = {states.CONFIRMED: "order.confirmed", states.CANCELLED: "order.cancelled",
+                states.SHIPPED: "order.shipped", states.DELIVERED: "order.delivered",
+                states.REFUNDED: "order.refunded"}
 
 
 class OrderNotFound(ApiError):
@@ -51,7 +57,39 @@ def new_order(*, user_id, email, currency, totals, shipping_method, shipping_add
     order.events = [OrderEvent(from_status=None, to_status=states.PENDING, actor="customer", note="Order placed")]
     db.session.add(order)
     db.session.flush()
+    publish_event(order, "order.placed", refunded=0)  # nothing can be refunded on an order not paid yet
     return order, token
+
+
+def _utc_iso(at) -> str | None:
+    """ISO 8601 in UTC; the columns hold naive UTC times."""
+    from datetime import timezone
+
+    if at is None:
+        return None
+    return (at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)).isoformat()
+
+
+def refunded_total(order_id: int) -> int:
+    """Money given back (or on its way back) on this order, in minor units: payments answers (shop.events)."""
+    return sum(answer or 0 for _, answer in events.order_refunded_total.send(order_id))
+
+
+def snapshot(order: Order, refunded: int | None = None) -> dict:
+    """The `data` of every order.* event: the order as it stands after the change, without personal data (no
+    e-mail, name or address). `refunded` is looked up unless the caller knows it."""
+    return {"order_id": order.id, "number": order.number, "status": order.status, "currency": order.currency,
+            "subtotal": order.subtotal, "discount": order.discount or 0, "shipping": order.shipping,
+            "tax": order.tax, "total": order.total,
+            "refunded": refunded_total(order.id) if refunded is None else refunded,
+            "created_at": _utc_iso(order.created_at), "customer_id": order.user_id,
+            "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price}
+                      for line in order.lines]}
+
+
+def publish_event(order: Order, type_: str, refunded: int | None = None, **extra) -> dict:
+    """Publish order event `type_` with the order's snapshot (and `extra` fields) in the open transaction."""
+    return events.publish(type_, "order", order.id, {**snapshot(order, refunded), **extra})
 
 
 def lock(order_id: int) -> Order:
@@ -92,6 +130,10 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
         if target == states.SHIPPED and note:  # what staff wrote when shipping (carrier, tracking number)
             payload["shipping_note"] = note
         notify(STATUS_MAIL[target], order.email, payload)
+    if target in STATUS_EVENT:
+        # A pending order has no payment that could have been refunded: no need to ask payments.
+        extra = {"was_paid": previous != states.PENDING} if target == states.CANCELLED else {}
+        publish_event(order, STATUS_EVENT[target], refunded=0 if previous == states.PENDING else None, **extra)
     db.session.flush()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shop.afterwards import after_commit
@@ -52,6 +52,7 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
         locked = lock_payment(payment_id)
         if locked.status == "creating":  # not started meanwhile by another copy (checkout retry, stuck sweep)
             locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
+            _publish_payment("payment.failed", locked)
             if order.status == states.PENDING and cancel_on_failure:
                 orders.move(order, states.CANCELLED, "system", "The payment could not be started")
         db.session.commit()
@@ -75,6 +76,30 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
 
 
 LIVE = ("creating", "requires_payment")  # attempts that may still be paid
+
+
+def _publish_payment(type_: str, payment: Payment) -> None:
+    """payment.succeeded / payment.failed, in the transaction that records it (no personal or card data)."""
+    data = {"payment_id": payment.id, "order_id": payment.order_id, "amount": payment.amount,
+            "currency": payment.currency, "provider": payment.provider, "flow": payment.flow,
+            "status": payment.status}
+    if type_ == "payment.failed":
+        data["reason"] = payment.failure_reason
+    events.publish(type_, "payment", payment.id, data)
+
+
+def _publish_refund(payment: Payment, record: Refund) -> None:
+    """refund.succeeded, in the transaction that records the provider's success."""
+    events.publish("refund.succeeded", "refund", record.id,
+                   {"refund_id": record.id, "payment_id": payment.id, "order_id": payment.order_id,
+                    "amount": record.amount, "currency": payment.currency})
+
+
+@events.order_refunded_total.connect
+def _refunded_total(order_id: int, **_) -> int:
+    """The refunded amount in an order event's snapshot: what its payments gave back or are giving back."""
+    return int(db.session.scalar(select(func.coalesce(func.sum(Payment.refunded_amount), 0))  # numeric: int it
+                                 .where(Payment.order_id == order_id)) or 0)
 
 
 def _line_name(line) -> str:
@@ -277,6 +302,7 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
     if amount is not None and int(amount) != payment.amount:
         # Money moved, but not the order's total: never confirm on it; give it back.
         payment.status, payment.failure_reason = "succeeded", "amount mismatch: refunded"
+        _publish_payment("payment.succeeded", payment)  # the money arrived; refund.succeeded follows
         if order.status == states.PENDING:
             orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
         refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system",
@@ -288,11 +314,13 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
         # Another attempt (an earlier declined one paid after all, beside "Pay again") already paid this order:
         # this money is given back, whatever the order's status.
         payment.status, payment.failure_reason = "succeeded", "order already paid by another attempt: refunded"
+        _publish_payment("payment.succeeded", payment)
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                   actor=payment.provider, note="A second payment arrived; refunded"))
         refund_after_commit(order.id, reason="The order was already paid", actor="system", payment_id=payment.id)
         return "refunding: order already paid"
     payment.status, payment.failure_reason = "succeeded", None
+    _publish_payment("payment.succeeded", payment)
     if order.status == states.PENDING:
         inventory.consume(order.id)
         orders.move(order, states.CONFIRMED, payment.provider, "Payment received")
@@ -319,8 +347,11 @@ def on_failed(intent: dict) -> str:
         # Stripe's page stays open after a declined card: the shopper may try another card on it (or come back and
         # press "Pay now", which opens the same page). The attempt stays payable; the decline is kept for staff.
         payment.failure_reason = str(error)[:255]
+        _publish_payment("payment.failed", payment)  # status stays requires_payment: another card may pay
         return "recorded decline (page still open)"
+    # Also when the test gateway marked it failed as the shopper pressed "decline": this is the provider's report.
     payment.status, payment.failure_reason = "failed", str(error)[:255]
+    _publish_payment("payment.failed", payment)
     return "recorded failure"
 
 
@@ -365,6 +396,7 @@ def on_async_failed(obj: dict) -> str:
     if payment.status in ("succeeded", "failed"):
         return f"no effect: already {payment.status}"
     payment.status, payment.failure_reason = "failed", "The bank payment failed"
+    _publish_payment("payment.failed", payment)
     if order.status == states.PENDING:
         orders.move(order, states.CANCELLED, payment.provider, "The bank payment failed")
         return "cancelled: bank payment failed"
@@ -511,6 +543,8 @@ def on_refunded(charge: dict) -> str:
     payment.refunded_amount = min(amount, payment.amount)
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
         orders.move(order, states.REFUNDED, payment.provider, "Refunded at the provider")
+    else:  # a partial refund (or one made in Stripe's dashboard): the order's refunded total rose
+        orders.publish_event(order, "order.refunded")
     return "recorded refund"
 
 
@@ -716,6 +750,8 @@ def send_refund(refund_id: int) -> Refund:
         raise ApiError(409, "refund_refused", "The payment provider could not make this refund.")
     # Stripe's "pending" (a bank that takes days): in progress; charge.refund.updated settles it.
     record.status = "succeeded" if result.status == "succeeded" else "processing"
+    if record.status == "succeeded":
+        _publish_refund(payment, record)
     _announce_refund(order, payment, record)
     db.session.commit()
     return record
@@ -726,8 +762,10 @@ def _announce_refund(order: Order, payment: Payment, record: Refund) -> None:
     the shopper is mailed about this refund. Run by whichever comes first: the answer to the shop's own request, or
     the provider's event (the request may have timed out)."""
     if order.status == states.RETURNED and payment.refunded_amount >= payment.amount and standing(payment):
-        orders.move(order, states.REFUNDED, record.actor, record.reason)
+        orders.move(order, states.REFUNDED, record.actor, record.reason)  # publishes order.refunded
     else:
+        # A partial refund also publishes order.refunded: its snapshot's `refunded` is the new total.
+        orders.publish_event(order, "order.refunded")
         notify("order.refunded", order.email, {**orders.mail_payload(order),
                                                "refund": format_money(record.amount, order.currency)},
                key=f"refund:{record.id}")  # one mail per refund, however many partial refunds
@@ -799,10 +837,13 @@ def on_refund_updated(obj: dict) -> str:
         # The shop's own request has not recorded Stripe's answer (it timed out, or is still on its way): this
         # event settles the refund; the late answer then finds it settled and does nothing.
         record.status = "succeeded" if status == "succeeded" else "processing"
+        if record.status == "succeeded":
+            _publish_refund(payment, record)
         _announce_refund(order, payment, record)
         return f"refund {record.status}"
     if status == "succeeded":
         record.status = "succeeded"
+        _publish_refund(payment, record)
         return "refund succeeded"
     if status in ("failed", "canceled"):
         record.status = "failed"
@@ -810,6 +851,8 @@ def on_refund_updated(obj: dict) -> str:
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                   actor=payment.provider, note=f"Refund of {format_money(record.amount, payment.currency)} "
                                                                f"failed at the provider; it can be made again"))
+        if before in ("processing", "succeeded"):  # it was announced: the order's refunded total went down again
+            orders.publish_event(order, "order.refunded")
         return "refund failed: amount refundable again"
     record.status = "processing"
     return "refund in progress"
