@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from flask import abort, current_app, flash, g, jsonify, redirect, request, url_for
@@ -42,6 +42,7 @@ from shop.orders import states as order_states
 from shop.orders.models import Order
 from shop.payments import services as payment_services
 from shop.payments.models import Dispute, Payment, Refund, WebhookEvent
+from shop.reports import services as reports
 from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
 
@@ -187,12 +188,9 @@ class DashboardView(AdminIndexView):
 
 
 def todays_orders() -> dict:
-    """Today's (UTC) paid orders: their count for every staff member, their revenue for reports roles."""
-    start = datetime.combine(datetime.now(timezone.utc).date(), time.min, timezone.utc)
-    rows = db.session.execute(
-        select(Order.currency, func.count(Order.id), func.coalesce(func.sum(Order.total), 0))
-        .where(Order.created_at >= start, Order.created_at < start + timedelta(days=1), Order.status.in_(SOLD))
-        .group_by(Order.currency).order_by(Order.currency)).all()
+    """Today's (UTC) paid orders: their count for every staff member, their revenue for reports roles. From the
+    sales read model (shop.reports), as the sales report."""
+    rows = reports.sold_on(datetime.now(timezone.utc).date())
     revenue = None
     if has_permission(current_user, P.REPORTS_VIEW):
         revenue = [format_money(int(total), currency) for currency, _, total in rows] or \
@@ -500,8 +498,6 @@ STAFF_TARGETS = {s: order_states.staff_permission(s) for s in order_states.FULFI
 TARGET_LABELS = {order_states.PROCESSING: "Start processing", order_states.SHIPPED: "Mark shipped",
                  order_states.DELIVERED: "Mark delivered", order_states.CANCELLED: "Cancel order",
                  order_states.RETURNED: "Record return"}
-SOLD = (order_states.CONFIRMED, order_states.PROCESSING, order_states.SHIPPED, order_states.DELIVERED,
-        order_states.RETURNED, order_states.REFUNDED)  # paid: not pending, not cancelled
 
 
 def _may(perm) -> bool:

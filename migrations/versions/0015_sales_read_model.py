@@ -16,8 +16,26 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    # One row per order: its latest order.* snapshot (shop.reports); no foreign key, it is rebuilt from the stream.
+    op.create_table('sales_order',
+    sa.Column('order_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('number', sa.String(length=20), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('sold', sa.Boolean(), nullable=False),
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.Column('discount', sa.BigInteger(), nullable=False),
+    sa.Column('refunded', sa.BigInteger(), nullable=False),
+    sa.Column('event_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('rank', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('order_id', name=op.f('pk_sales_order')),
+    )
+    op.create_index('ix_sales_order_day', 'sales_order', ['day', 'currency'])
 
 
 def downgrade():
-    pass
+    op.drop_index('ix_sales_order_day', table_name='sales_order')
+    op.drop_table('sales_order')

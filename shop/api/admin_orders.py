@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, request
 from sqlalchemy import func, select
@@ -24,6 +24,7 @@ from shop.orders import states
 from shop.orders.models import Order
 from shop.payments import services as payments
 from shop.payments.models import Dispute, Payment
+from shop.reports import services as reports
 
 A = "/v1/admin"
 # Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
@@ -204,28 +205,5 @@ def sales_report():
         errors["to"] = "a report covers at most 366 days"
     if errors:
         raise ValidationError(errors)
-    lo = datetime.combine(start, time.min, timezone.utc)
-    hi = datetime.combine(end + timedelta(days=1), time.min, timezone.utc)
-    sold = [states.CONFIRMED, states.PROCESSING, states.SHIPPED, states.DELIVERED, states.RETURNED, states.REFUNDED]
-    day = func.date_trunc("day", Order.created_at).label("day")
-    rows = db.session.execute(
-        select(day, Order.currency, func.count(Order.id), func.sum(Order.total), func.sum(Order.discount))
-        .where(Order.created_at >= lo, Order.created_at < hi, Order.status.in_(sold))
-        .group_by(day, Order.currency).order_by(day)).all()
-    refunded = db.session.execute(
-        select(Payment.currency, func.coalesce(func.sum(Payment.refunded_amount), 0))
-        .join(Order, Order.id == Payment.order_id)
-        .where(Order.created_at >= lo, Order.created_at < hi).group_by(Payment.currency)).all()
-    days = [{"date": r[0].date().isoformat(), "orders": r[2], "revenue": money(int(r[3]), r[1]),
-             "discounts": money(int(r[4] or 0), r[1])} for r in rows]
-    totals: dict[str, dict] = {}
-    for r in rows:
-        t = totals.setdefault(r[1], {"orders": 0, "revenue": 0, "refunded": 0})
-        t["orders"] += r[2]
-        t["revenue"] += int(r[3])
-    for currency, amount in refunded:
-        totals.setdefault(currency, {"orders": 0, "revenue": 0, "refunded": 0})["refunded"] = int(amount)
-    return {"from": start.isoformat(), "to": end.isoformat(), "days": days,
-            "totals": [{"currency": c, "orders": t["orders"], "revenue": money(t["revenue"], c),
-                        "refunded": money(t["refunded"], c), "net": money(t["revenue"] - t["refunded"], c)}
-                       for c, t in sorted(totals.items())]}
+    # From the read model (shop.reports): the order tables are not read here (CQRS).
+    return reports.sales_from_read_model(start, end)

@@ -7,6 +7,7 @@ import pytest
 from shop.accounts.permissions import Permission as P
 from tests.integration.test_backoffice_orders import make_order
 from tests.integration.test_permissions import ROLES, TABLE, token_for, world  # noqa: F401 - fixture
+from tests.integration.test_sales_read_model import project
 
 
 def call(client, method, path, user, body=None, **headers):
@@ -73,8 +74,9 @@ def test_refunds_follow_the_table_and_replay_by_key(client, db_session, world, r
 
 @pytest.mark.parametrize("role", ROLES)
 def test_sales_report_follows_the_table(client, db_session, world, role):
-    make_order(db_session, world, total=5500)
-    make_order(db_session, world, status="pending", paid=False, total=999)
+    paid = make_order(db_session, world, total=5500)
+    unpaid = make_order(db_session, world, status="pending", paid=False, total=999)
+    project(paid, unpaid)  # the report reads the sales read model, fed by the orders' events
     resp = call(client, "get", "/api/v1/admin/reports/sales", world["staff"][role])
     if role not in TABLE[P.REPORTS_VIEW]:
         assert resp.status_code == 403

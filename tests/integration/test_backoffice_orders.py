@@ -420,13 +420,16 @@ def test_the_bulk_retry_action_applies_failed_events(app, world, db_session, red
 # -- the dashboard --------------------------------------------------------------------------------
 @pytest.mark.parametrize("role", ROLES)
 def test_todays_orders_card(app, world, db_session, role):
-    make_order(db_session, world, "confirmed", total=5500)
-    make_order(db_session, world, "shipped", total=2000)
-    make_order(db_session, world, "refunded", total=1000)
-    make_order(db_session, world, "pending", paid=False, total=9900)       # not paid
-    make_order(db_session, world, "cancelled", total=7700)                 # not counted
-    make_order(db_session, world, "delivered", total=3300,
-               created_at=datetime.now(timezone.utc) - timedelta(days=2))  # not today
+    from tests.integration.test_sales_read_model import project
+
+    project(  # the card reads the sales read model, fed by the orders' events
+        make_order(db_session, world, "confirmed", total=5500),
+        make_order(db_session, world, "shipped", total=2000),
+        make_order(db_session, world, "refunded", total=1000),
+        make_order(db_session, world, "pending", paid=False, total=9900),       # not paid
+        make_order(db_session, world, "cancelled", total=7700),                 # not counted
+        make_order(db_session, world, "delivered", total=3300,
+                   created_at=datetime.now(timezone.utc) - timedelta(days=2)))  # not today
     html = as_user(app, world["staff"][role]).get("/admin/").get_data(as_text=True)
     card = re.search(r"Today's orders.*?</div></div></div>", html, re.S).group(0)
     assert "3 orders" in card
