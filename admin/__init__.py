@@ -46,4 +46,8 @@ def init_admin(app: Flask) -> Admin:
     from admin.jobs import JobsView
 
     admin.add_view(JobsView(name="Background jobs", endpoint="jobs", url="/admin/jobs"))
+    from admin.partner_webhooks import PartnerWebhookView
+
+    admin.add_view(PartnerWebhookView(name="Partner webhooks", endpoint="partner_webhooks",
+                                      url="/admin/partner-webhooks"))
     return admin

@@ -22,6 +22,9 @@ PERIODIC = [
     ("shop.inventory.jobs.scan_low_stock", "default", "7 * * * *", "mail managers what went low (hourly)"),
     ("shop.cart.jobs.purge_abandoned_carts", "default", "43 2 * * *", "delete carts abandoned for 30 days (daily)"),
     ("shop.outbox.purge_dispatched", "default", "53 2 * * *", "delete outbox rows dispatched over 7 days ago"),
+    ("shop.consumers.purge_consumed", "default", "23 3 * * *", "forget consumer groups' event claims over 14 days"),
+    ("shop.partners.jobs.deliver_due", "default", "* * * * *",
+     "send due partner webhook retries; disable endpoints failing for 3 days"),
 ]
 
 CRON_RETRY = (2, [60, 300])  # attempts after a failure, seconds between them

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from shop.catalog.queries import MAX_PER_PAGE, SORTS
+from shop.events import TYPES
 from shop.search.services import SORTS as SEARCH_SORTS
 
 
@@ -501,6 +502,121 @@ PROMOTION_PATHS = {
 }
 
 
+_TS = {"type": ["string", "null"], "format": "date-time"}
+SCHEMAS.update({
+    "Event": {"type": "object", "required": ["id", "type", "version", "occurred_at", "aggregate", "data"],
+              "description": "The envelope of every event, on the stream and in partner webhooks alike",
+              "properties": {
+                  "id": {"type": "string", "description": "unique, stable across redeliveries (the webhook-id)"},
+                  "type": {"type": "string", "enum": [*TYPES, "webhook.test"], "example": "order.placed",
+                           "description": "webhook.test: the test event an admin sends (data.message)"},
+                  "version": {"type": "integer", "description": "of this type's `data`"},
+                  "occurred_at": {"type": "string", "format": "date-time"},
+                  "aggregate": _obj("type", "id", type={"type": "string", "example": "order"},
+                                    id={"type": "string", "example": "42"}),
+                  "data": {"type": "object"}}},
+    "NewWebhookEndpoint": _obj("url", "events",
+                               url={"type": "string", "format": "uri", "maxLength": 2000,
+                                    "description": "http(s); must resolve to public addresses only"},
+                               events={"type": "array", "minItems": 1, "items": {"enum": list(TYPES)}},
+                               description={"type": "string", "maxLength": 200}),
+    "WebhookEndpointChange": _obj(url={"type": "string", "format": "uri", "maxLength": 2000},
+                                  events={"type": "array", "minItems": 1, "items": {"enum": list(TYPES)}},
+                                  description={"type": "string", "maxLength": 200},
+                                  enabled={"type": "boolean", "description": "true again forgets why it was "
+                                           "disabled; its waiting deliveries go out again"}),
+    "WebhookEndpoint": _obj("id", "url", "events", "description", "enabled", "disabled_reason", "disabled_at",
+                            "failing_since", "created_at",
+                            id={"type": "integer"}, url={"type": "string"},
+                            events={"type": "array", "items": {"type": "string"}}, description={"type": "string"},
+                            enabled={"type": "boolean"}, disabled_reason={"type": ["string", "null"]},
+                            disabled_at=_TS, failing_since={**_TS, "description": "first failure since the last "
+                                                            "success; 3 days of it disable the endpoint"},
+                            created_at={"type": "string", "format": "date-time"}),
+    "WebhookAttempt": _obj("id", "started_at", "duration_ms", "url", "status_code", "error",
+                           id={"type": "integer"}, started_at={"type": "string", "format": "date-time"},
+                           duration_ms={"type": "integer"}, url={"type": "string", "description": "last URL reached"},
+                           request_headers={"type": "object"},
+                           request_excerpt={"type": "string", "description": "first 2 KB of the body sent"},
+                           status_code={"type": ["integer", "null"]},
+                           response_excerpt={"type": "string", "description": "first 2 KB of the answer"},
+                           error={"type": ["string", "null"], "description": "timeout, refused, URL refused..."}),
+    "WebhookDelivery": _obj("id", "endpoint_id", "event_id", "event_type", "state", "attempts", "log",
+                            id={"type": "integer"}, endpoint_id={"type": "integer"}, event_id={"type": "string"},
+                            event_type={"type": "string"}, state={"enum": ["pending", "succeeded", "failed"]},
+                            attempts={"type": "integer"}, next_attempt_at=_TS,
+                            last_status={"type": ["integer", "null"]}, last_error={"type": ["string", "null"]},
+                            created_at={"type": "string", "format": "date-time"}, finished_at=_TS,
+                            log={"type": "array", "items": _ref("WebhookAttempt")}),
+})
+SCHEMAS["WebhookEndpointCreated"] = {"allOf": [_ref("WebhookEndpoint"), _obj(
+    "secret", secret={"type": "string", "pattern": "^whsec_[A-Za-z0-9+/=]+$",
+                      "description": "the signing secret: shown in this answer only"})]}
+ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_ADMIN_ONLY = " (admins only)"
+WEBHOOK_PATHS = {
+    "/v1/admin/webhooks": {
+        "post": {"summary": "Register a partner webhook endpoint; the answer holds its secret, once" + _ADMIN_ONLY,
+                 "tags": ["webhooks"], "security": BEARER, "requestBody": _body(_ref("NewWebhookEndpoint")),
+                 "responses": {"201": _ok(_ref("WebhookEndpointCreated"), "Registered"),
+                               "400": _error("body is not a JSON object"),
+                               "422": _error("validation_failed (details.fields), or url_not_allowed: the URL is "
+                                             "not http(s), carries credentials, or resolves to a loopback, "
+                                             "private, link-local or metadata address"), **STAFF_ERRORS}},
+        "get": {"summary": "Partner webhook endpoints, newest first" + _ADMIN_ONLY, "tags": ["webhooks"],
+                "security": BEARER, "parameters": [_query("page", {"type": "integer"}, "page"),
+                                                   _query("per_page", {"type": "integer", "maximum": 100},
+                                                          "page size")],
+                "responses": {"200": _ok(_page(_ref("WebhookEndpoint"))), "422": _error("bad query parameter"),
+                              **STAFF_ERRORS}}},
+    "/v1/admin/webhooks/{endpoint_id}": {
+        "get": {"summary": "One endpoint (never its secret)" + _ADMIN_ONLY, "tags": ["webhooks"],
+                "security": BEARER, "parameters": [ENDPOINT_ID],
+                "responses": {"200": _ok(_ref("WebhookEndpoint")), "404": _error("no such endpoint"),
+                              **STAFF_ERRORS}},
+        "patch": {"summary": "Change url, events, description or enabled" + _ADMIN_ONLY, "tags": ["webhooks"],
+                  "security": BEARER, "parameters": [ENDPOINT_ID], "requestBody": _body(_ref("WebhookEndpointChange")),
+                  "responses": {"200": _ok(_ref("WebhookEndpoint")), "404": _error("no such endpoint"),
+                                "422": _error("validation_failed or url_not_allowed"), **STAFF_ERRORS}},
+        "delete": {"summary": "Delete an endpoint with its delivery log" + _ADMIN_ONLY, "tags": ["webhooks"],
+                   "security": BEARER, "parameters": [ENDPOINT_ID],
+                   "responses": {"204": {"description": "Deleted"}, "404": _error("no such endpoint"),
+                                 **STAFF_ERRORS}}},
+    "/v1/admin/webhooks/{endpoint_id}/deliveries": {"get": {
+        "summary": "The endpoint's deliveries, newest first, each with its attempts" + _ADMIN_ONLY,
+        "tags": ["webhooks"], "security": BEARER,
+        "parameters": [ENDPOINT_ID, _query("state", {"enum": ["pending", "succeeded", "failed"]}, "filter"),
+                       _query("page", {"type": "integer"}, "page"),
+                       _query("per_page", {"type": "integer", "maximum": 100}, "page size")],
+        "responses": {"200": _ok(_page(_ref("WebhookDelivery"))), "404": _error("no such endpoint"),
+                      "422": _error("bad query parameter"), **STAFF_ERRORS}}},
+    "/v1/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry": {"post": {
+        "summary": "Attempt a delivery again now, whatever its state" + _ADMIN_ONLY, "tags": ["webhooks"],
+        "security": BEARER,
+        "parameters": [ENDPOINT_ID, {"name": "delivery_id", "in": "path", "required": True,
+                                     "schema": {"type": "integer"}}],
+        "responses": {"202": _ok(_ref("WebhookDelivery"), "Queued"), "404": _error("no such endpoint or delivery"),
+                      "409": _error("endpoint_disabled: enable it first"), **STAFF_ERRORS}}},
+    "/v1/admin/webhooks/{endpoint_id}/test": {"post": {
+        "summary": "Send a `webhook.test` event to the endpoint (whatever types it subscribes to)" + _ADMIN_ONLY,
+        "tags": ["webhooks"], "security": BEARER, "parameters": [ENDPOINT_ID],
+        "responses": {"202": _ok(_ref("WebhookDelivery"), "Queued"), "404": _error("no such endpoint"),
+                      "409": _error("endpoint_disabled: enable it first"), **STAFF_ERRORS}}},
+}
+# What the shop sends to partners (OpenAPI 3.1 `webhooks`): see docs/webhooks.md.
+_SIGNED = [{"name": n, "in": "header", "required": True, "schema": {"type": "string"}, "description": d}
+           for n, d in (("webhook-id", "the event id: the same on every attempt; deduplicate by it"),
+                        ("webhook-timestamp", "Unix seconds when this attempt was sent"),
+                        ("webhook-signature", "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\" keyed with "
+                                              "the secret's base64-decoded bytes (after whsec_)>"))]
+WEBHOOKS = {"event": {"post": {
+    "summary": "An event the endpoint subscribes to (Standard Webhooks)", "tags": ["webhooks"],
+    "description": "Any 2xx within 10 s is success. Anything else is retried with backoff and jitter: after "
+                   "5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 10 h (9 attempts over about 37 hours). Redirects "
+                   "are followed up to 3 times. An endpoint failing for 3 days is disabled.",
+    "parameters": _SIGNED, "requestBody": _body(_ref("Event")),
+    "responses": {"2XX": {"description": "Received"}}}}}
+
 SEARCH_PATHS = {
     "/v1/search": {"get": {
         "summary": "Search active products (typo-tolerant), with facet counts", "tags": ["catalog"],
@@ -579,8 +695,10 @@ def spec() -> dict:
             **BUYING_PATHS,
             **ADMIN_PATHS,
             **PROMOTION_PATHS,
+            **WEBHOOK_PATHS,
             **SEARCH_PATHS,
         },
+        "webhooks": WEBHOOKS,
         "components": {"schemas": SCHEMAS,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }

@@ -26,6 +26,7 @@ EVENTS = {
     "order.refunded": "Your refund for order {number}",
     "inventory.low_stock": "Low stock: {count} variant(s) went low",
     "payment.dispute_opened": "Dispute opened on order {number}",
+    "webhooks.endpoint_disabled": "Webhook endpoint disabled: {host}",
 }
 
 MAIL_RETRY_INTERVALS = [10, 30, 60, 300, 900]  # seconds between attempts: transient outages pass

@@ -350,7 +350,7 @@ def test_periodic_jobs_are_enqueued_exactly_when_due(app, redis_client, clock):
         expected = sorted(p for p, (q, e) in by_path.items() if due(e, last, when))
         assert enqueued == expected, when
         if when.minute == 31 and when.hour == local(2030, 1, 1, 10, 31).hour:
-            assert enqueued == ["shop.orders.jobs.expire_reservations"]
+            assert enqueued == ["shop.orders.jobs.expire_reservations", "shop.partners.jobs.deliver_due"]
         last = when
     assert "shop.inventory.jobs.scan_low_stock" in expected and "shop.cart.jobs.purge_abandoned_carts" in expected
     jobs = {j.func_name: j for name in QUEUE_NAMES for j in Queue(name, connection=redis_client).jobs}
