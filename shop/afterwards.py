@@ -16,7 +16,6 @@ from shop.extensions import db
 
 _PENDING = "outbox_job_ids"  # rows written in the open transaction
 _COMMITTED = "outbox_job_ids_committed"  # rows of the transaction that just committed, for the fast path
-_ONCE = "outbox_jobs_once"  # (queue, function, args) recorded by after_commit_once in the open transaction
 
 
 def default_retry():
@@ -40,22 +39,10 @@ def after_commit(queue: str, func, *args, retry=None, job_timeout: int = 120, **
     record_job(db.session(), queue, func, args, kwargs, retry, job_timeout)
 
 
-def after_commit_once(queue: str, func, *args, retry=None, job_timeout: int = 120) -> None:
-    """after_commit(), but once per transaction for the same queue, function and arguments: a job that does all
-    that is due (a scan) needs queueing once however many changes of the transaction call for it."""
-    session = db.session()
-    key = (queue, outbox.function_path(func), repr(args))
-    once = session.info.setdefault(_ONCE, set())
-    if key not in once:
-        once.add(key)
-        record_job(session, queue, func, args, None, retry, job_timeout)
-
-
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
     if session.in_nested_transaction():  # a released savepoint: the rows are not committed yet
         return
-    session.info.pop(_ONCE, None)
     if ids := session.info.pop(_PENDING, None):
         session.info.setdefault(_COMMITTED, []).extend(ids)
 
@@ -72,4 +59,3 @@ def _dispatch(session: Session, transaction) -> None:
 def _forget(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_PENDING, None)
-        session.info.pop(_ONCE, None)

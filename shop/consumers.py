@@ -13,7 +13,7 @@ consumes everything pending synchronously (the CLI and the tests).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -40,7 +40,10 @@ class Group:
     handler: Callable[[dict], None]
     types: frozenset | None = None  # None: every type
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    # Run by the group's consumer after a batch it applied committed, outside any transaction: the outside effect
+    # the handlers recorded (partner webhooks: send the deliveries now). Its failures are logged, not retried: the
+    # recorded rows stay for the scheduled scan that is the safety net.
+    then: Callable[[], object] | None = None
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
@@ -49,13 +52,14 @@ class Group:
 GROUPS: dict[str, Group] = {}
 
 
-def consumer(name: str, types=None, description: str = ""):
-    """Register `fn(envelope)` as consumer group `name`, for the event `types` given (all when None)."""
+def consumer(name: str, types=None, description: str = "", then: Callable[[], object] | None = None):
+    """Register `fn(envelope)` as consumer group `name`, for the event `types` given (all when None); `then()` runs
+    after each batch the group applied and committed (Group.then)."""
     def register(fn):
         if name in GROUPS and GROUPS[name].handler is not fn:
             raise ValueError(f"consumer group {name!r} is registered twice")
         summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        GROUPS[name] = Group(name, fn, frozenset(types) if types is not None else None, summary)
+        GROUPS[name] = Group(name, fn, frozenset(types) if types is not None else None, summary, then)
         return fn
     return register
 
@@ -206,8 +210,10 @@ def _consume_group(app, group: str, name: str, stop_event, max_backoff: float) -
                     consumer = streams.current().consumer(group, f"{name}:{group}")
                 messages = consumer.poll(POLL_BATCH, POLL_TIMEOUT)
                 if messages:
-                    done, _applied, _error = applier.apply(messages)
+                    done, applied, _error = applier.apply(messages)
                     consumer.ack(done)
+                    if applied:
+                        _then(group)
             except Exception as exc:  # noqa: BLE001 - a stream or PostgreSQL outage: back off, never end
                 _forget_session()
                 what = type(exc).__name__
@@ -223,6 +229,18 @@ def _consume_group(app, group: str, name: str, stop_event, max_backoff: float) -
                 outage, pause = None, 0.5
         if consumer is not None:
             consumer.close()
+
+
+def _then(group: str) -> None:
+    """The group's `then` after a committed batch; a failure is logged (what it would have done stays recorded)."""
+    if (then := GROUPS[group].then) is None:
+        return
+    try:
+        then()
+    except Exception:  # noqa: BLE001 - the recorded rows wait for the scheduled scan
+        _forget_session()
+        log.warning("consumer group %s: its follow-up after a batch failed; the scheduled scan will do it", group,
+                    exc_info=True)
 
 
 def _forget_session() -> None:
@@ -289,6 +307,8 @@ def drain(groups=None, timeout: float = 60.0) -> int:
                 if messages:
                     done, count, error = applier.apply(messages)
                     consumer.ack(done)
+                    if count:
+                        _then(group)
                     applied += count
                     first_error = first_error or error
                     if error is not None and not done:

@@ -108,19 +108,7 @@ _NOTIFIED = "events_notified"
 def publish(type_: str, aggregate_type: str, aggregate_id, data: dict, session: Session | None = None) -> dict:
     """Record an event in the outbox within `session`'s transaction (the app's by default): it leaves the process
     once that transaction commits, and never if it rolls back. Returns the envelope. `data` must be JSON-able."""
-    from shop.extensions import db
-    from shop.outbox import OutboxJob
-
-    session = session if session is not None else db.session()
-    env = envelope(type_, aggregate_type, aggregate_id, data)
-    topic = current_topic()
-    session.execute(insert(OutboxJob).values(
-        kind="event", queue=topic, key=f"{aggregate_type}:{aggregate_id}", function=type_, args=[], kwargs=env,
-        retry=None))
-    if not session.info.get(_NOTIFIED):
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
-        session.info[_NOTIFIED] = True
-    return env
+    return publish_many([(type_, aggregate_type, aggregate_id, data)], session)[0]
 
 
 def publish_many(items, session: Session | None = None) -> list[dict]:

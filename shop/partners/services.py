@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from shop.afterwards import after_commit, after_commit_once
+from shop.afterwards import after_commit
 from shop.events import TYPES
 from shop.extensions import db
 from shop.partners import guard, signing
@@ -23,7 +23,6 @@ from shop.partners.models import PENDING, WebhookDelivery, WebhookEndpoint
 TEST_TYPE = "webhook.test"  # the type of the event "Send test event" sends (not a domain event)
 QUEUE = "default"  # shop.extensions.QUEUE_NAMES has no queue of its own for webhooks
 ATTEMPT_JOB = "shop.partners.jobs.attempt_delivery"
-SCAN_JOB = "shop.partners.jobs.deliver_due"  # sends every due delivery: one per transaction that made some
 MAX_DESCRIPTION = 200
 
 
@@ -174,8 +173,9 @@ def body_of(envelope: dict) -> str:
 
 
 def _new_delivery(endpoint_id: int, envelope: dict, now: datetime, *, alone: bool = False) -> int | None:
-    """INSERT a delivery due now, and a job after the commit that sends it (`alone`: a job for it alone, as for an
-    admin's test event; else the scan job, once per transaction); None when it existed already."""
+    """INSERT a delivery due now (with `alone`, as for an admin's test event, also a job after the commit that
+    sends it; a consumer's deliveries are sent by its group's `then`, shop.partners.consumer.send_due); None when
+    it existed already."""
     delivery_id = db.session.execute(
         insert(WebhookDelivery).values(endpoint_id=endpoint_id, event_id=str(envelope["id"]),
                                        event_type=envelope["type"], body=body_of(envelope), state=PENDING,
@@ -187,8 +187,6 @@ def _new_delivery(endpoint_id: int, envelope: dict, now: datetime, *, alone: boo
         # parallel and outside any transaction; a job per delivery would cost a worker fork each.
         if alone:
             after_commit(QUEUE, ATTEMPT_JOB, delivery_id)
-        else:
-            after_commit_once(QUEUE, SCAN_JOB)
     return delivery_id
 
 

@@ -179,8 +179,11 @@ class ShopUnderTest:
     """A shop's processes on a stack's servers, with ways to kill and restart each of them. The servers
     are `servers` (shared with other drills) or, without them, a private stack started and stopped here."""
 
-    def __init__(self, var: Path, hold_seconds: int, servers: Servers | None = None):
+    def __init__(self, var: Path, hold_seconds: int, servers: Servers | None = None, *, consumers: int = 1,
+                 env: dict | None = None):
         self.var = Path(var)
+        self.consumers = consumers  # `worker.py events` processes (each runs every consumer group)
+        self.extra_env = dict(env or {})
         self.logs = self.var / "logs"
         self.mail_dir = self.var / "mail"
         self.hold_seconds = hold_seconds
@@ -207,13 +210,16 @@ class ShopUnderTest:
         self.web_port = _pick_port(0)
         self.base = f"http://127.0.0.1:{self.web_port}"
         urls = {**self.servers.urls, "DATABASE_URL": self.servers.new_database()}
-        self.env = shop_env(urls, self.var, self.base, RESERVATION_TTL_SECONDS=str(self.hold_seconds))
+        self.env = shop_env(urls, self.var, self.base, RESERVATION_TTL_SECONDS=str(self.hold_seconds),
+                            **self.extra_env)
         self.redis().flushall()  # the last drill's jobs, heartbeats and locks
         reindex = run_flask(self.env, "search", "reindex", wait=False)  # while the processes start
         self.start_web()
         self.start_worker()
         if self.has_outbox:
             self.spawn("relay", [sys.executable, "worker.py", "relay"])
+        for n in range(1, self.consumers + 1):  # the event stream's consumer groups, as `make run` starts them
+            self.spawn(f"events-{n}", [sys.executable, "worker.py", "events"])
         self.spawn("scheduler", [sys.executable, "-m", "shop.schedule"])
         out, _ = reindex.communicate(timeout=300)
         if reindex.returncode:
@@ -231,8 +237,8 @@ class ShopUnderTest:
     def flask(self, *argv: str) -> str:
         return run_flask(self.env, *argv)
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        proc = self.stack.spawn(name, argv, env=self.env, log=self.logs / f"{name}.log", cwd=ROOT)
+    def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        proc = self.stack.spawn(name, argv, env={**self.env, **(env or {})}, log=self.logs / f"{name}.log", cwd=ROOT)
         self.mine.append(proc)
         return proc
 
@@ -552,6 +558,27 @@ def backlog(shop: ShopUnderTest) -> dict:
         left.update(outbox_backlog(shop))
     except Exception as exc:  # noqa: BLE001
         left["postgres"] = repr(exc)
+    try:
+        left.update(stream_backlog(shop))
+    except Exception as exc:  # noqa: BLE001
+        left["stream"] = repr(exc)
+    return left
+
+
+STREAM = "shop.events"  # EVENT_STREAM_TOPIC's default: the Redis stream the relay publishes to
+
+
+def stream_backlog(shop: ShopUnderTest) -> dict:
+    """Per consumer group, events delivered and not acknowledged ("pending") or not delivered yet ("lag")."""
+    conn = shop.redis()
+    if not conn.exists(STREAM):
+        return {}
+    left = {}
+    for group in conn.xinfo_groups(STREAM):
+        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        for what in ("pending", "lag"):
+            if group.get(what):  # lag is None when Redis cannot tell (after trimming): pending still counts
+                left[f"events {name} {what}"] = group[what]
     return left
 
 

@@ -262,8 +262,8 @@ def test_test_event_retry_and_the_delivery_log_through_the_api(client, db_sessio
     assert retried.status_code == 202 and retried.get_json()["state"] == "pending"
     queued = [(j.func_name.rpartition(".")[2], j.args) for j in Queue("default", connection=redis_client).jobs
               if j.func_name.startswith("shop.partners.jobs.")]
-    # The test event and the retry are attempted alone; a delivery the consumer made is sent by the scan job.
-    assert queued == [("attempt_delivery", (test.get_json()["id"],)), ("deliver_due", ()), ("attempt_delivery", (d,))]
+    # The test event and the retry are jobs of their own (a consumer's deliveries are sent by its group's `then`).
+    assert queued == [("attempt_delivery", (test.get_json()["id"],)), ("attempt_delivery", (d,))]
     assert jobs.attempt_delivery(d) == "succeeded" and jobs.attempt_delivery(d) is None  # the second: nothing due
     page = call(client, "get", f"{A}/{made['id']}/deliveries?per_page=1", admin).get_json()
     assert page["total"] == 2 and page["per_page"] == 1
