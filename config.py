@@ -316,6 +316,9 @@ class ProductionConfig(Config):
         if not os.environ.get("PUBLIC_BASE_URL"):
             raise RuntimeError("PUBLIC_BASE_URL must be set in production (https://shop.example.com): every "
                                "absolute link is built from it, never from the request's Host header")
+        if cls.WEBHOOK_ALLOW_PRIVATE:
+            raise RuntimeError("WEBHOOK_ALLOW_PRIVATE is for development and tests: in production it would let "
+                               "whoever registers a partner webhook reach the shop's private network")
 
 
 CONFIGS = {"development": DevelopmentConfig, "test": TestConfig, "production": ProductionConfig}

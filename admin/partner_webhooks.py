@@ -147,6 +147,9 @@ class PartnerWebhookView(StaffView):
             abort(404)
         except services.EndpointDisabled:
             flash("The endpoint is disabled: enable it first, then retry.", "error")
+        except services.DeliveryInProgress:
+            flash(f"Delivery {delivery_id} is being attempted right now: its result appears in the log shortly.",
+                  "error")
         else:
             flash(f"Delivery {delivery_id} will be attempted again in a moment.", "success")
         return redirect(url_for(".deliveries", endpoint_id=endpoint_id))

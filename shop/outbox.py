@@ -46,6 +46,7 @@ FAST_PATH_PAUSE = 5.0  # seconds after a failed hand-over during which commits l
 BATCH = 100
 EVENT_BATCH = 1000  # events per relay transaction (one Stream.publish call)
 EVENT_LOCK_NAMESPACE = 0x5E7E  # the first key of the relay's advisory lock; the second is hashtext(topic)
+LEASE_IDLE_LIMIT = 60  # seconds a relay may sit idle inside its publishing transaction before PostgreSQL ends it
 
 
 class OutboxJob(db.Model):
@@ -261,6 +262,9 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
     topic = events.current_topic()
     session = db.session
     try:
+        # The lease lasts as long as this transaction: a relay that stalls with it (its host paused or cut off)
+        # loses it, and its rows, when PostgreSQL ends the idle transaction, so another relay takes over.
+        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{LEASE_IDLE_LIMIT}s'"))
         leased = session.execute(text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:topic))"),
                                  {"ns": EVENT_LOCK_NAMESPACE, "topic": topic}).scalar()
         if not leased:
@@ -271,7 +275,8 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
             .where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind == "event", OutboxJob.queue == topic)
             .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
         if rows:
-            (stream or streams.current()).publish([(row.key, row.kwargs) for row in rows])
+            # The message key is the aggregate's id (the contract): one aggregate's events stay in one partition.
+            (stream or streams.current()).publish([(row.kwargs["aggregate"]["id"], row.kwargs) for row in rows])
             _drill_pause()
             session.execute(OutboxJob.__table__.update().where(OutboxJob.id.in_([row.id for row in rows]))
                             .values(dispatched_at=func.now(), done_at=func.now()))

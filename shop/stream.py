@@ -318,7 +318,9 @@ class KafkaStream(Stream):
         try:
             metadata = admin.list_topics(timeout=5)
             if self.topic not in metadata.topics or metadata.topics[self.topic].error is not None:
-                future = admin.create_topics([NewTopic(self.topic, self.partitions, 1)],
+                # Replication as the cluster's default.replication.factor says (-1): a production cluster keeps
+                # 3 copies (with min.insync.replicas 2, acks=all then means something); one broker keeps one.
+                future = admin.create_topics([NewTopic(self.topic, self.partitions, replication_factor=-1)],
                                              operation_timeout=10, request_timeout=10)[self.topic]
                 try:
                     future.result(timeout=15)

@@ -56,6 +56,9 @@ def _call(fn, *args, **kwargs):
         raise ApiError(404, "not_found", "No webhook endpoint or delivery with this id.") from None
     except services.EndpointDisabled:
         raise ApiError(409, "endpoint_disabled", "The endpoint is disabled: enable it first (PATCH enabled=true).") from None
+    except services.DeliveryInProgress:
+        raise ApiError(409, "delivery_in_progress",
+                       "An attempt of this delivery is being made right now; look at its log in a minute.") from None
 
 
 def _known(data: dict, allowed: set[str]) -> dict:

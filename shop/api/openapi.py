@@ -596,7 +596,8 @@ WEBHOOK_PATHS = {
         "parameters": [ENDPOINT_ID, {"name": "delivery_id", "in": "path", "required": True,
                                      "schema": {"type": "integer"}}],
         "responses": {"202": _ok(_ref("WebhookDelivery"), "Queued"), "404": _error("no such endpoint or delivery"),
-                      "409": _error("endpoint_disabled: enable it first"), **STAFF_ERRORS}}},
+                      "409": _error("endpoint_disabled: enable it first; delivery_in_progress: an attempt is being "
+                                    "made right now"), **STAFF_ERRORS}}},
     "/v1/admin/webhooks/{endpoint_id}/test": {"post": {
         "summary": "Send a `webhook.test` event to the endpoint (whatever types it subscribes to)" + _ADMIN_ONLY,
         "tags": ["webhooks"], "security": BEARER, "parameters": [ENDPOINT_ID],

@@ -31,8 +31,13 @@ SCHEDULE = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), t
             timedelta(hours=5), timedelta(hours=10), timedelta(hours=10), timedelta(hours=10)]
 MAX_ATTEMPTS = len(SCHEDULE) + 1
 JITTER = 0.2
-# An attempt in progress holds its delivery this long: longer than the requests of one attempt can take.
-CLAIM = timedelta(seconds=sending.TIMEOUT * 2 * (sending.MAX_REDIRECTS + 1) + 30)
+def claim_hold(timeout: float) -> timedelta:
+    """How long an attempt in progress holds its delivery: longer than the requests of one attempt can take with
+    `timeout` (connect and read, each hop of the redirects)."""
+    return timedelta(seconds=timeout * 2 * (sending.MAX_REDIRECTS + 1) + 30)
+
+
+CLAIM = claim_hold(sending.TIMEOUT)  # with the default timeout
 DISABLE_AFTER = timedelta(days=3)  # failing with no success this long: the endpoint is disabled
 SCAN_BATCH = 50
 SCAN_SENDERS = 8  # requests in flight at once during a scan
@@ -76,7 +81,7 @@ def claim(now: datetime, *, delivery_id: int | None = None, limit: int = SCAN_BA
             return []
         rows = db.session.execute(
             update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
-            .values(next_attempt_at=now + CLAIM, attempts=WebhookDelivery.attempts + 1)
+            .values(next_attempt_at=now + claim_hold(_timeout()), attempts=WebhookDelivery.attempts + 1)
             .returning(WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.attempts,
                        WebhookDelivery.event_id, WebhookDelivery.body)).all()
         endpoints = {e.id: e for e in db.session.execute(
@@ -169,19 +174,19 @@ def _timeout() -> float:
 def deliver_due(now: datetime | None = None) -> int:
     """Scheduled every minute: disable endpoints failing for three days, then attempt every due delivery of the
     enabled ones (SCAN_SENDERS requests at a time). Returns how many attempts were made."""
-    now = _now(now)
-    _disable_failing(now)
+    fixed = now  # a test's moved clock; otherwise each claim and record reads the real time (a scan lasts minutes)
+    _disable_failing(_now(fixed))
     db.session.commit()
     allow_private, timeout = _allow_private(), _timeout()
     done, started = 0, time.monotonic()
     with ThreadPoolExecutor(max_workers=SCAN_SENDERS, thread_name_prefix="webhook") as pool:
         while time.monotonic() - started < SCAN_BUDGET:
-            batch = claim(now)
+            batch = claim(_now(fixed))
             if not batch:
                 break
             results = pool.map(lambda item: send(item, allow_private=allow_private, timeout=timeout), batch)
             for item, result in zip(batch, results):
-                record(item, result, now)
+                record(item, result, _now(fixed))
                 done += 1
     return done
 

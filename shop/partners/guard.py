@@ -38,10 +38,17 @@ class Target:
     address: str  # the checked IP address to connect to
 
 
+IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
+
+
 def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:
     """Why the shop must not connect to `ip`, or None when it may."""
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return _refusal(ip.ipv4_mapped, allow_private)
+    if ip.version == 6:  # an IPv4 address inside IPv6 (mapped, 6to4, Teredo) is judged as that IPv4 address
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None:
+            return _refusal(inner, allow_private)
+    if ip.version == 4 and ip in IETF_PROTOCOL:  # 192.0.0.0/24: Python 3.11 before 3.11.10 calls it global
+        return "a reserved address"
     if ip in METADATA:
         return "a cloud metadata address"
     if ip.is_unspecified:

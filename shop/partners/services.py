@@ -18,7 +18,7 @@ from shop.afterwards import after_commit
 from shop.events import TYPES
 from shop.extensions import db
 from shop.partners import guard, signing
-from shop.partners.models import PENDING, WebhookDelivery, WebhookEndpoint
+from shop.partners.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 TEST_TYPE = "webhook.test"  # the type of the event "Send test event" sends (not a domain event)
 QUEUE = "default"  # shop.extensions.QUEUE_NAMES has no queue of its own for webhooks
@@ -44,6 +44,10 @@ class NotFound(LookupError):
 
 class EndpointDisabled(RuntimeError):
     pass
+
+
+class DeliveryInProgress(RuntimeError):
+    """An attempt of this delivery is being made right now: a retry would send it twice at once."""
 
 
 def _now(now: datetime | None) -> datetime:
@@ -234,6 +238,10 @@ def retry_delivery(endpoint_id: int, delivery_id: int, now: datetime | None = No
         WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id).with_for_update()).first()
     if delivery is None:
         raise NotFound(delivery_id)
+    logged = db.session.scalar(select(func.count()).select_from(WebhookAttempt)
+                               .where(WebhookAttempt.delivery_id == delivery.id))
+    if delivery.state == PENDING and delivery.attempts > logged and delivery.next_attempt_at > now:
+        raise DeliveryInProgress(delivery_id)  # claimed (attempts counted) and not logged yet: in flight
     delivery.state, delivery.next_attempt_at, delivery.finished_at = PENDING, now, None
     after_commit(QUEUE, ATTEMPT_JOB, delivery.id)
     db.session.commit()

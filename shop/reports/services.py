@@ -179,8 +179,11 @@ def _peeked(iterator: Iterator[dict]) -> Iterator[dict]:
 
 
 def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> dict:
-    """Rebuild the projection of the orders created from `since` (all when None) from the stream, in one
-    transaction: their rows are deleted and every order.* event of the stream since then is applied again.
+    """Rebuild, from the stream, the projection rows of the orders created from `since` (all when None) whose events
+    the stream still holds, in one transaction: each such order's row is deleted when its first event is read, and
+    every order.* event of the stream since then is applied again. Orders the stream no longer holds (trimmed away,
+    or older than the event backbone: migration 0015 filled their rows from the order tables) keep their rows:
+    nothing is deleted that cannot be rebuilt.
 
     The report keeps showing the old rows until the commit, and a failure (the stream unreachable, say) leaves them
     as they were. Events are applied here directly, not through their consumed_event claims: applying is
@@ -193,12 +196,21 @@ def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> di
         stream = streams.current()
     events = _peeked(iter(stream.read_from(since)))
     counts = {"deleted": 0, "read": 0, "applied": 0, "orders": 0}
+    seen: set[int] = set()
     try:
-        gone = delete(SalesOrder)
-        if since is not None:
-            gone = gone.where(SalesOrder.created_at >= since)
-        counts["deleted"] = db.session.execute(gone).rowcount
         rows: list[dict] = []
+
+        def flush() -> None:
+            fresh = {row["order_id"] for row in rows} - seen
+            if fresh:
+                gone = delete(SalesOrder).where(SalesOrder.order_id.in_(fresh))
+                if since is not None:  # a row that says its order is older than `since` stays as it is
+                    gone = gone.where(SalesOrder.created_at >= since)
+                counts["deleted"] += db.session.execute(gone).rowcount
+                seen.update(fresh)
+            upsert(rows)
+            rows.clear()
+
         for envelope in events:
             counts["read"] += 1
             if envelope.get("type") not in ORDER_EVENTS:
@@ -209,13 +221,9 @@ def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> di
             rows.append(row)
             counts["applied"] += 1
             if len(rows) >= batch:
-                upsert(rows)
-                rows = []
-        upsert(rows)
-        rebuilt = select(func.count()).select_from(SalesOrder)
-        if since is not None:
-            rebuilt = rebuilt.where(SalesOrder.created_at >= since)
-        counts["orders"] = db.session.scalar(rebuilt)
+                flush()
+        flush()
+        counts["orders"] = len(seen)
         db.session.commit()
     except BaseException:
         db.session.rollback()

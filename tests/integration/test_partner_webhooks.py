@@ -235,6 +235,9 @@ def test_every_event_type_can_be_subscribed(client, world, private_ok):
     ("http://[fe80::1]/hooks", "link-local"),
     ("http://[fc00::1]/hooks", "private"),
     ("http://[::ffff:10.0.0.1]/hooks", "private"),
+    ("http://[2002:a00:1::]/hooks", "private"),  # 6to4 around 10.0.0.1
+    ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/hooks", "private"),  # Teredo around 10.0.0.1
+    ("http://192.0.0.8/hooks", "reserved"),  # IETF protocol assignments (Python 3.11.7 calls it global)
     ("http://0.0.0.0/hooks", "unspecified"),
     ("http://224.0.0.1/hooks", "multicast"),
     ("ftp://example.com/hooks", "Only http:// and https://"),

@@ -353,3 +353,19 @@ def test_an_order_placed_through_checkout_reaches_the_partner_signed(client, db_
     assert consume_pending() == 0  # nothing new: nothing is delivered twice
     attempts.deliver_due()
     assert len(receiver.delivered("order.placed")) == 1
+
+
+def test_retry_of_a_delivery_being_sent_right_now_is_refused(client, db_session, redis_client, private_ok, receiver,
+                                                             world):
+    """An admin pressing Retry while a worker is sending that delivery would have it sent twice at once."""
+    admin = world["staff"]["admin"]
+    made = call(client, "post", A, admin, {"url": receiver.url, "events": ["order.shipped"]}).get_json()
+    receiver.secret = made["secret"]
+    [d] = services.record_deliveries(envelope("order.shipped", "order", 3, {"number": "A3"}))
+    [held] = attempts.claim(datetime.now(timezone.utc), delivery_id=d)  # a worker took it and is sending
+    busy = call(client, "post", f"{A}/{made['id']}/deliveries/{d}/retry", admin)
+    assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "delivery_in_progress"
+    attempts.record(held, attempts.send(held, allow_private=True, timeout=5), datetime.now(timezone.utc))
+    assert delivery(d).state == "succeeded" and len(receiver.delivered("order.shipped")) == 1
+    again = call(client, "post", f"{A}/{made['id']}/deliveries/{d}/retry", admin)  # done: may be sent again
+    assert again.status_code == 202 and again.get_json()["state"] == "pending"
