@@ -7,7 +7,7 @@ emptied Redis and a rebuilt search index, runs shoppers, injects one fault, lets
 and drain, then checks in SQL that nothing was lost or doubled. It takes a few minutes; `make test`
 runs it. Skip it with
 
-    .venv/bin/python -m pytest -m "not faults"          # or: make test PYTEST_ARGS='-m "not faults"'
+    .venv/bin/python -m pytest -m "not faults"          # or: make test FAST=1
 
 Knobs (environment, seconds unless said): FAULT_SHOPPERS (3), FAULT_WARMUP (6), FAULT_AFTER (6),
 FAULT_REDIS_DOWN (30), FAULT_REDIS_SIGNAL (TERM, or KILL for a crash), FAULT_DOWN (8, PostgreSQL and
