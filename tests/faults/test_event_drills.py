@@ -38,7 +38,7 @@ import pytest
 import requests
 
 from tests.fakes.serving import ServedInThread
-from tests.faults.harness import STREAM, Servers, Shoppers, ShopUnderTest, drain, knob, wait_until
+from tests.faults.harness import STREAM, Shoppers, ShopUnderTest, drain, knob, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -236,18 +236,6 @@ def _sales_from_api(staff: Staff) -> dict:
     assert resp is not None and resp.status_code == 200, resp.text if resp is not None else "no answer"
     return {t["currency"]: {"orders": t["orders"], "revenue": t["revenue"]["amount"],
                             "refunded": t["refunded"]["amount"]} for t in resp.json()["totals"]}
-
-
-@pytest.fixture(scope="module")
-def servers():
-    var = Path(tempfile.mkdtemp(prefix="events-servers-"))
-    shared = Servers(var)
-    try:
-        shared.start()
-        yield shared
-    finally:
-        shared.stop()
-        shutil.rmtree(var, ignore_errors=True)
 
 
 def test_events_reach_every_group_once_through_a_relay_kill_a_consumer_death_and_a_redis_stop(servers):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (ReadyWatcher, Servers, Shoppers, ShopUnderTest, backlog, check_mail,
+from tests.faults.harness import (ReadyWatcher, Shoppers, ShopUnderTest, backlog, check_mail,
                                   check_payments, check_recoverable, check_search, check_stock, drain, failed_jobs,
                                   knob, wait_until)
 
@@ -123,22 +123,6 @@ def check_readiness(watcher: ReadyWatcher, expect: str | None, start: float, end
         if status != 200:
             problems.append(f"readyz: {path} answers {status} after recovery: {body}")
     return problems
-
-
-@pytest.fixture(scope="module")
-def servers():
-    """The servers every test's shop runs on (None with FAULT_FRESH_STACK=1: each starts its own)."""
-    if os.environ.get("FAULT_FRESH_STACK", "0") not in ("", "0"):
-        yield None
-        return
-    var = Path(tempfile.mkdtemp(prefix="faults-servers-"))
-    shared = Servers(var)
-    try:
-        shared.start()
-        yield shared
-    finally:
-        shared.stop()
-        shutil.rmtree(var, ignore_errors=True)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
