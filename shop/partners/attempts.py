@@ -138,7 +138,10 @@ def record(item: Claimed, result: sending.Result, now: datetime) -> str | None:
         endpoint = WebhookEndpoint.__table__
         if result.ok:
             delivery.state, delivery.next_attempt_at, delivery.finished_at = SUCCEEDED, None, now
-            db.session.execute(update(endpoint).where(endpoint.c.id == item.endpoint_id)
+            # Only an endpoint that was failing is written: deliveries succeeding side by side do not queue up on
+            # the endpoint's row lock.
+            db.session.execute(update(endpoint).where(endpoint.c.id == item.endpoint_id,
+                                                      endpoint.c.failing_since.is_not(None))
                                .values(failing_since=None))
         else:
             if delivery.attempts >= MAX_ATTEMPTS:

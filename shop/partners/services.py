@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shop.afterwards import after_commit
@@ -143,8 +143,11 @@ def update_endpoint(endpoint_id: int, data: dict, now: datetime | None = None) -
 
 
 def delete_endpoint(endpoint_id: int) -> None:
-    """Delete an endpoint with its deliveries and their log."""
-    db.session.delete(get_endpoint(endpoint_id, lock=True))
+    """Delete an endpoint with its deliveries and their log: the deliveries first, then the endpoint, the order in
+    which an attempt being recorded locks them (attempts.record), so the two cannot deadlock."""
+    endpoint = get_endpoint(endpoint_id)
+    db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id))
+    db.session.delete(endpoint)
     db.session.commit()
 
 
