@@ -1,4 +1,4 @@
-"""The servers the drills share."""
+"""The servers the drills of a module share."""
 from __future__ import annotations
 
 import os
@@ -11,10 +11,11 @@ import pytest
 from tests.faults.harness import Servers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def servers():
-    """The servers every drill's shop runs on, started once for the fault drills and the event drill (None with
-    FAULT_FRESH_STACK=1: each shop starts its own)."""
+    """The servers the drills of one module share (None with FAULT_FRESH_STACK=1: each shop starts its own). Per
+    module, not per session: the event drill leaves products in Typesense's persisted state, which a later drill
+    that kills Typesense would find again after its restart."""
     if os.environ.get("FAULT_FRESH_STACK", "0") not in ("", "0"):
         yield None
         return
