@@ -1,5 +1,6 @@
 """The RQ worker: `python worker.py [--burst] [queue ...]`, the outbox relay: `python worker.py relay`, and the
-event consumers: `python worker.py events [group ...]` (every consumer group by default; shop.consumers.run).
+event consumers: `python worker.py events [--burst] [group ...]` (every consumer group by default;
+shop.consumers.run; with --burst: relay what the outbox holds, apply what the stream holds, exit).
 
 Listens on default, mail and search (or the queues named, served in the order given) with RQ's
 scheduler, inside the app's context so jobs can use the database. `--burst` works until the queues are
@@ -176,12 +177,19 @@ def run(queue_names, burst: bool = False) -> None:
         time.sleep(1)
 
 
-def run_events(groups: list[str]) -> None:
+def run_events(groups: list[str], burst: bool = False) -> None:
     """Consume the event stream for `groups` (all when empty) until SIGTERM/SIGINT, then leave cleanly (a Kafka
-    consumer that leaves its group hands its partitions over at once instead of after its session timeout)."""
+    consumer that leaves its group hands its partitions over at once instead of after its session timeout).
+    `burst`: relay the outbox's events, apply everything the stream holds for the groups, then exit."""
     import threading
 
     from shop import consumers
+
+    if burst:
+        with create_app().app_context():
+            applied = consumers.drain(groups or None, timeout=600)
+        logging.getLogger("worker").info("applied %d event(s); nothing is left", applied)
+        return
 
     stopping = threading.Event()
 
@@ -211,7 +219,7 @@ def main(argv=None) -> None:
             run_relay()  # loops forever, riding out outages itself
         return
     if args.queues[:1] == ["events"]:
-        run_events(args.queues[1:])
+        run_events(args.queues[1:], burst=args.burst)
         return
     if unknown := set(args.queues) - set(QUEUE_NAMES):
         parser.error(f"unknown queue(s): {', '.join(sorted(unknown))}")

@@ -72,13 +72,22 @@ def _recreate_database(url: str, dbname: str) -> None:
         conn.execute(f'CREATE DATABASE "{dbname}"')
 
 
+def stream_topic_for(database_url: str) -> str:
+    """The event stream topic of the shop on this database: each test database its own, so the event consumers of
+    one live shop never take (and acknowledge) the events of another sharing the suite's Redis."""
+    from urllib.parse import urlsplit
+
+    return f"shop.events.{urlsplit(database_url).path.lstrip('/')}"
+
+
 def config_for(database_url: str | None = None, **overrides):
-    """The test settings pointing at another database (or with other settings)."""
+    """The test settings pointing at another database (and its own event stream topic), or with other settings."""
     from config import _database_url, get_config
 
     attrs = dict(overrides)
     if database_url:
         attrs["SQLALCHEMY_DATABASE_URI"] = _database_url(database_url)
+        attrs.setdefault("EVENT_STREAM_TOPIC", stream_topic_for(database_url))
     return type("TestConfigVariant", (get_config("test"),), attrs)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stream_topic_for
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "var" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -48,23 +50,33 @@ def browser():
 
 @contextlib.contextmanager
 def running_worker(database_url: str, mail_dir, public_url: str, log_path, env: dict | None = None):
-    """worker.py, the real RQ worker, on that database and mail directory (links in its mails at `public_url`);
-    its output goes to `log_path`; `env` adds settings (the Stripe ones, say). Stopped (terminated, then killed)
-    on leaving."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "DATABASE_URL": database_url, "MAIL_DIR": str(mail_dir),
-                                     "PUBLIC_BASE_URL": public_url, **(env or {})})
-    proc.log_path = log_path
+    """The shop's background processes as production runs them, on that database and mail directory (links in its
+    mails at `public_url`): worker.py (the RQ worker), `worker.py relay` (the outbox relay: jobs and events) and
+    `worker.py events` (the event consumers: order mails, search sync ...). `env` adds settings (the Stripe ones,
+    say). Their output goes to `log_path` (the relay's and the consumers' beside it, with -relay/-events in the
+    name). Yields the RQ worker's process; all are stopped (terminated, then killed) on leaving."""
+    log_path = Path(log_path)
+    environ = {**os.environ, "DATABASE_URL": database_url, "MAIL_DIR": str(mail_dir), "PUBLIC_BASE_URL": public_url,
+               "EVENT_STREAM_TOPIC": stream_topic_for(database_url), **(env or {})}
+    procs = []
     try:
-        yield proc
+        for args, path in (([], log_path), (["relay"], log_path.with_name(f"{log_path.stem}-relay.log")),
+                           (["events"], log_path.with_name(f"{log_path.stem}-events.log"))):
+            with open(path, "wb") as log:
+                proc = subprocess.Popen([sys.executable, "worker.py", *args], cwd=ROOT, stdout=log,
+                                        stderr=subprocess.STDOUT, env=environ)
+            proc.log_path = path
+            procs.append(proc)
+        yield procs[0]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def new_context(browser, width: int = 1280, **kwargs):
