@@ -74,7 +74,8 @@ def load_groups() -> dict[str, Group]:
 
 
 # The modules holding @consumer declarations; the domains own their handlers.
-CONSUMER_MODULES: list[str] = ["shop.reports.services", "shop.inventory.alerts", "shop.partners.consumer"]
+CONSUMER_MODULES: list[str] = ["shop.reports.services", "shop.inventory.alerts", "shop.partners.consumer",
+                               "shop.orders.mails", "shop.search.hooks", "shop.cache"]
 
 
 def handle(group: str, envelope: dict) -> bool:

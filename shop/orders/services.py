@@ -15,12 +15,9 @@ from sqlalchemy.orm import selectinload
 from shop import events
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
-from shop.notifications import notify
 from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
 
-STATUS_MAIL = {states.CONFIRMED: "order.confirmed", states.SHIPPED: "order.shipped",
-               states.DELIVERED: "order.delivered", states.REFUNDED: "order.refunded"}
 # The moves that leave the process as domain events (processing and returned stay inside the shop).
 STATUS_EVENT = {states.CONFIRMED: "order.confirmed", states.CANCELLED: "order.cancelled",
                 states.SHIPPED: "order.shipped", states.DELIVERED: "order.delivered",
@@ -121,16 +118,11 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
         events.emit(events.order_cancelled, order, was_paid=previous != states.PENDING, actor=actor,
                     note=f"Order cancelled: {note}".strip(": "))
     order.status = target
-    if tracking:  # before the shipped mail's payload is made: it shows them
+    if tracking:  # the shipped mail shows them
         order.tracking_carrier, order.tracking_number = tracking["carrier"], tracking["number"]
         order.tracking_url = tracking["url"]
     db.session.add(OrderEvent(order_id=order.id, from_status=previous, to_status=target, actor=actor, note=note))
-    if target in STATUS_MAIL:
-        payload = mail_payload(order)
-        if target == states.SHIPPED and note:  # what staff wrote when shipping (carrier, tracking number)
-            payload["shipping_note"] = note
-        notify(STATUS_MAIL[target], order.email, payload)
-    if target in STATUS_EVENT:
+    if target in STATUS_EVENT:  # the shopper's mail for it is sent from the event (shop.orders.mails)
         # A pending order has no payment that could have been refunded: no need to ask payments.
         extra = {"was_paid": previous != states.PENDING} if target == states.CANCELLED else {}
         publish_event(order, STATUS_EVENT[target], refunded=0 if previous == states.PENDING else None, **extra)

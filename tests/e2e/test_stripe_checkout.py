@@ -21,7 +21,7 @@ import pytest
 import requests
 from redis import Redis
 
-from tests.conftest import LiveServer, config_for
+from tests.conftest import LiveServer, config_for, stream_topic_for
 from tests.e2e.test_stripe_mode import all_at_once
 from tests.fakes.stripe import FakeStripe
 
@@ -152,13 +152,17 @@ def order_status(shop) -> str:
 
 
 def run_jobs(shop) -> str:
-    """worker.py --burst: the real worker runs what the commits recorded (refunds, mails), then exits."""
-    proc = subprocess.run([sys.executable, "worker.py", "--burst", "default", "mail"], cwd=ROOT, timeout=120,
-                          capture_output=True, text=True,
-                          env={**os.environ, "DATABASE_URL": shop.db, "MAIL_DIR": str(shop.tmp / "mail"),
-                               "PUBLIC_BASE_URL": shop.url, **shop.env})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+    """`worker.py events --burst`, then `worker.py --burst`: the real processes apply the events the commits
+    published (order mails ...), run the jobs recorded (refunds, mails), then exit."""
+    env = {**os.environ, "DATABASE_URL": shop.db, "MAIL_DIR": str(shop.tmp / "mail"), "PUBLIC_BASE_URL": shop.url,
+           "EVENT_STREAM_TOPIC": stream_topic_for(shop.db), **shop.env}
+    out = ""
+    for args in (["events", "--burst"], ["--burst", "default", "mail"]):
+        proc = subprocess.run([sys.executable, "worker.py", *args], cwd=ROOT, timeout=120, capture_output=True,
+                              text=True, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out += proc.stdout + proc.stderr
+    return out
 
 
 def expire_holds(shop, minutes: int = 16) -> int:

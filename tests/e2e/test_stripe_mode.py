@@ -94,6 +94,10 @@ def stock(shop) -> tuple[int, int]:
 
 
 def mail_jobs(shop, event: str | None = None) -> list:
+    from shop import consumers
+
+    with shop.app.app_context():
+        consumers.drain(["order-mails"])  # order mails are sent from the order's events
     jobs = Queue("mail", connection=shop.redis).get_jobs()
     return [j for j in jobs if event is None or (j.args and j.args[0] == event)]
 

@@ -231,6 +231,44 @@ def test_concurrent_sales_publish_one_stock_change_each_and_one_low(committed_db
     assert [e["data"]["on_hand"] for e in lows] == [3]  # only the sale that crossed 4 -> 3
 
 
+# -- the "order-mails" consumer group ----------------------------------------------------------------------------
+def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_session, redis_client):
+    from shop import consumers
+    from shop import stream as streams
+    from shop.orders import mails as order_mails, services as orders
+    from shop.payments import services as payments
+
+    assert consumers.load_groups()["order-mails"].handler is order_mails.order_status_mail
+    order_id = checkout(client, guest_cart(client, shelf["M"].sku, 2)).get_json()["order"]["id"]
+    webhook(client, order_id, "approve")
+    orders.transition(order_id, "processing", "staff@example.com")
+    orders.transition(order_id, "shipped", "staff@example.com", note="Left the dock")
+    orders.transition(order_id, "delivered", "staff@example.com")
+    assert not [m for m in ("order.confirmed", "order.shipped", "order.delivered") if mails(m)]  # events first
+    assert consumers.drain(["order-mails"]) == 3
+    sent = {name: mails(name) for name in ("order.confirmed", "order.shipped", "order.delivered")}
+    assert {name: [to for to, _ in got] for name, got in sent.items()} == {
+        name: ["ann@example.com"] for name in sent}
+    assert sent["order.confirmed"][0][1]["status"] == "confirmed"  # what it announced, though delivered by now
+    assert sent["order.shipped"][0][1]["shipping_note"] == "Left the dock"
+    assert sent["order.delivered"][0][1]["total"] == "$48.85"
+
+    # Delivered again (a relay that died before marking its rows): applied once, no second mail.
+    again = [(f"order:{order_id}", env) for env in published("order.confirmed", "order.shipped")]
+    streams.current().publish(again)
+    assert consumers.drain(["order-mails"]) == 0
+    assert len(mails("order.confirmed")) == len(mails("order.shipped")) == 1
+
+    payments.refund(order_id, 500, "scuffed", "support@example.com")  # partial: payments mails it, with its amount
+    assert consumers.drain(["order-mails"]) == 1  # its order.refunded is applied, and mails nothing more
+    [(_, partial)] = mails("order.refunded")
+    assert partial["refund"] == "$5.00"
+    orders.transition(order_id, "returned", "support@example.com")
+    payments.refund(order_id, None, "returned", "support@example.com")  # the rest: the order becomes refunded
+    assert consumers.drain(["order-mails"]) == 1
+    assert [payload.get("refund") for _, payload in mails("order.refunded")] == ["$5.00", None]
+
+
 # -- the "alerts" consumer group -------------------------------------------------------------------------------
 def mails(event_name: str) -> list[tuple]:
     rows = db.session.scalars(select(OutboxJob).where(OutboxJob.function == "shop.notifications.jobs.send_notification")

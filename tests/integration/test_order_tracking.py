@@ -13,6 +13,7 @@ import pytest
 from rq import Queue
 from sqlalchemy import func, select
 
+from shop import consumers
 from shop.orders.models import Order, OrderEvent
 from tests.integration.test_backoffice_orders import make_order
 from tests.integration.test_jobs import mails, work
@@ -53,6 +54,7 @@ def visible(resp) -> str:
 
 
 def shipped_mails(redis_client) -> list[dict]:
+    consumers.drain(["order-mails"])  # sent from the order.shipped event
     return [j.args[2] for j in Queue("mail", connection=redis_client).jobs if j.args[0] == "order.shipped"]
 
 
@@ -82,8 +84,9 @@ def test_warehouse_ships_with_tracking_and_the_customer_sees_it_on_the_page_and_
     page = page_text(shown)
     assert f'<a href="{UPS_LINK}" rel="noopener noreferrer" target="_blank">Track your parcel →' in page
 
-    # The shipped mail, rendered by the real mail job.
+    # The shipped mail: sent from the order.shipped event, rendered by the real mail job.
     with app.app_context():
+        consumers.drain(["order-mails"])
         work(redis_client, "mail")
     [shipped] = [m for m in (email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in mails(mail_dir))
                  if "on its way" in m["Subject"]]
