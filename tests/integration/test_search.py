@@ -178,13 +178,17 @@ def test_an_update_is_searchable_after_its_sync_job(client, db_session, catalogu
     assert names(client.get("/api/v1/search?q=chelsea")) == set()
 
 
-def test_a_catalogue_commit_queues_a_sync_job(db_session, redis_client, catalogue):
+def test_a_catalogue_commits_event_queues_a_sync_job(db_session, redis_client, catalogue):
+    from shop import consumers
     from shop.extensions import redis_ext
 
     queue = redis_ext.queue("search")
+    consumers.drain(["search"])  # the catalogue's own product.created events
     queue.empty()
     catalogue["pocket"].name = "Pocket Tee"
     db_session.commit()
+    assert queue.get_jobs() == []  # the commit published product.updated; the "search" group syncs from it
+    assert consumers.drain(["search"]) == 1
     jobs = queue.get_jobs()
     assert [j.func_name for j in jobs] == ["shop.search.jobs.sync_products"]
     assert jobs[0].args == ([catalogue["pocket"].id],)

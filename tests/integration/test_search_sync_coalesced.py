@@ -1,4 +1,4 @@
-"""Search syncs are coalesced: many catalogue commits while a sync job waits become that one job, which
+"""Search syncs are coalesced: the events of many catalogue commits while a sync job waits become that one job, which
 indexes every product they changed and marks their outbox rows done; a sync whose job was lost is
 taken over by the next commit. Real PostgreSQL, Redis, Typesense and an RQ worker."""
 from __future__ import annotations
@@ -18,8 +18,12 @@ def sync_rows(db_session):
 
 
 def rename(db_session, product, name):
+    """Rename and commit; the "search" group applies the product.updated event (one sync row per transaction)."""
+    from shop import consumers
+
     product.name = name
     db_session.commit()
+    consumers.drain(["search"])
 
 
 def test_a_burst_of_catalogue_commits_is_one_sync_job_that_indexes_them_all(
