@@ -37,6 +37,7 @@ from flask import Flask, current_app, g, has_app_context
 from redis import Redis
 
 from shop.catalog.changes import on_catalog_change
+from shop.consumers import consumer
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,17 @@ class CatalogCache:
                 self._pending["products"].update(product_ids)
                 self._pending["categories"] = self._pending["categories"] or categories_changed
                 self._pending["any"] = True
+
+    def bump_now(self, product_ids: set[int]) -> None:
+        """bump() that raises when Redis does not answer, instead of keeping the bump for later (the "cache"
+        consumer group: its event is delivered again)."""
+        if has_app_context():
+            g.pop(_G_GENS, None)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(GEN_KEY)
+        for pid in sorted(product_ids):
+            pipe.incr(PRODUCT_GEN_KEY.format(pid))
+        pipe.execute()
 
     def _flush_pending(self) -> None:
         with self._lock:
@@ -255,6 +267,19 @@ def cached(name: str, params: Any, compute: Callable[[], Any], *, scope: str = "
 def cached_product(slug: str, compute: Callable[[], dict | None]) -> dict | None:
     cache = current()
     return compute() if cache is None else cache.product(slug, compute)
+
+
+@consumer("cache", types={"product.created", "product.updated", "product.deleted", "stock.changed"})
+def invalidate_on_event(envelope: dict) -> None:
+    """Make the cached pages of the event's product stale, whichever process changed it.
+
+    The process that commits a catalogue change bumps the generations itself right after the commit (_invalidate
+    below), so its own next read is fresh. That bump is lost when the process dies between its commit and the bump,
+    or when Redis was away and the process ended before it came back; this group makes the same bump from the event,
+    which the outbox keeps until it is applied. A second bump costs one more cache fill, nothing else."""
+    cache = current()
+    if cache is not None:
+        cache.bump_now({int(envelope["data"]["product_id"])})
 
 
 @on_catalog_change
