@@ -1,6 +1,6 @@
 """The RQ worker: `python worker.py [--burst] [queue ...]`, the outbox relay: `python worker.py relay`, and the
 event consumers: `python worker.py events [--burst] [group ...]` (every consumer group by default;
-shop.consumers.run; with --burst: relay what the outbox holds, apply what the stream holds, exit).
+shop.consumers.run; with --burst: relay the outbox's events, apply what the stream holds, exit).
 
 Listens on default, mail and search (or the queues named, served in the order given) with RQ's
 scheduler, inside the app's context so jobs can use the database. `--burst` works until the queues are
@@ -219,6 +219,11 @@ def main(argv=None) -> None:
             run_relay()  # loops forever, riding out outages itself
         return
     if args.queues[:1] == ["events"]:
+        from shop import consumers
+
+        if unknown := set(args.queues[1:]) - set(consumers.load_groups()):
+            parser.error(f"unknown consumer group(s): {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(consumers.GROUPS))})")
         run_events(args.queues[1:], burst=args.burst)
         return
     if unknown := set(args.queues) - set(QUEUE_NAMES):

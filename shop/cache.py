@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 from flask import Flask, current_app, g, has_app_context
 from redis import Redis
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from shop.catalog.changes import on_catalog_change
 from shop.consumers import consumer
@@ -269,17 +271,43 @@ def cached_product(slug: str, compute: Callable[[], dict | None]) -> dict | None
     return compute() if cache is None else cache.product(slug, compute)
 
 
-@consumer("cache", types={"product.created", "product.updated", "product.deleted", "stock.changed"})
+_TO_BUMP = "cache_bump_products"  # session.info: the products of the events the "cache" group applies in a transaction
+
+
+def _max_event_age() -> float:
+    """An entry cached before a change has expired CACHE_TTL_SECONDS after it: older events need no bump."""
+    return float(current_app.config.get("CACHE_TTL_SECONDS", 60)) + 30.0
+
+
+@consumer("cache", types={"product.created", "product.updated", "product.deleted", "stock.changed"},
+          max_age=_max_event_age)
 def invalidate_on_event(envelope: dict) -> None:
     """Make the cached pages of the event's product stale, whichever process changed it.
 
     The process that commits a catalogue change bumps the generations itself right after the commit (_invalidate
     below), so its own next read is fresh. That bump is lost when the process dies between its commit and the bump,
     or when Redis was away and the process ended before it came back; this group makes the same bump from the event,
-    which the outbox keeps until it is applied. A second bump costs one more cache fill, nothing else."""
-    cache = current()
-    if cache is not None:
-        cache.bump_now({int(envelope["data"]["product_id"])})
+    which the outbox keeps until it is applied: once per batch of events, just before the batch's claims commit
+    (_bump_before_commit). A second bump costs one more cache fill; events older than the TTL are skipped."""
+    from shop.extensions import db
+
+    db.session.info.setdefault(_TO_BUMP, set()).add(int(envelope["data"]["product_id"]))
+
+
+@event.listens_for(Session, "before_commit")
+def _bump_before_commit(session: Session) -> None:
+    """The cache group's bump for its batch: a Redis error fails the commit, and the batch is delivered again."""
+    if session.in_nested_transaction():
+        return
+    product_ids = session.info.pop(_TO_BUMP, None)
+    if product_ids and (cache := current()) is not None:
+        cache.bump_now(product_ids)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_bumps(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_TO_BUMP, None)
 
 
 @on_catalog_change

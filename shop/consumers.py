@@ -5,7 +5,9 @@ and runs inside a database transaction of the app's session. `handle()` first cl
 `consumed_event` in that same transaction, so a redelivered event (the stream delivers at least once: a relay that
 died before marking its rows, a consumer that died before acknowledging) finds its claim and is skipped, and a
 handler that fails rolls its claim back with its work and is delivered again. A handler's outside effects (a mail,
-an HTTP delivery) are outbox jobs written in the same transaction (shop.afterwards), never calls made in it.
+an HTTP delivery) are outbox jobs written in the same transaction (shop.afterwards), never calls made in it; the one
+exception is the shop's own Redis, whose writes are idempotent and made just before the commit (the cache group: a
+failure there rolls the batch back, and it is delivered again).
 
 Running them: `python worker.py events [group ...]` (shop.stream's consumer loop, `run()`); `drain()` relays and
 consumes everything pending synchronously (the CLI and the tests).
@@ -44,22 +46,35 @@ class Group:
     # the handlers recorded (partner webhooks: send the deliveries now). Its failures are logged, not retried: the
     # recorded rows stay for the scheduled scan that is the safety net.
     then: Callable[[], object] | None = None
+    # Seconds (or a function of none giving them) after which an event is too old for this group: skipped, unclaimed.
+    # A group whose effect is pointless late (a cache entry long expired, a "your order shipped" mail weeks on) sets
+    # it, so a long consumer outage, or a new group's first start over the stream's whole history, does not act on
+    # the past.
+    max_age: float | Callable[[], float] | None = None
 
-    def wants(self, event_type: str) -> bool:
-        return self.types is None or event_type in self.types
+    def wants(self, envelope: dict) -> bool:
+        if self.types is not None and envelope["type"] not in self.types:
+            return False
+        if self.max_age is None:
+            return True
+        limit = self.max_age() if callable(self.max_age) else self.max_age
+        occurred = datetime.fromisoformat(envelope["occurred_at"])
+        return (datetime.now(timezone.utc) - occurred).total_seconds() <= limit
 
 
 GROUPS: dict[str, Group] = {}
 
 
-def consumer(name: str, types=None, description: str = "", then: Callable[[], object] | None = None):
+def consumer(name: str, types=None, description: str = "", then: Callable[[], object] | None = None,
+             max_age: float | Callable[[], float] | None = None):
     """Register `fn(envelope)` as consumer group `name`, for the event `types` given (all when None); `then()` runs
-    after each batch the group applied and committed (Group.then)."""
+    after each batch the group applied and committed (Group.then); events older than `max_age` seconds are skipped
+    (Group.max_age)."""
     def register(fn):
         if name in GROUPS and GROUPS[name].handler is not fn:
             raise ValueError(f"consumer group {name!r} is registered twice")
         summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        GROUPS[name] = Group(name, fn, frozenset(types) if types is not None else None, summary, then)
+        GROUPS[name] = Group(name, fn, frozenset(types) if types is not None else None, summary, then, max_age)
         return fn
     return register
 
@@ -80,9 +95,9 @@ CONSUMER_MODULES: list[str] = ["shop.reports.services", "shop.inventory.alerts",
 
 def handle(group: str, envelope: dict) -> bool:
     """Apply `envelope` for `group` once: True when applied now, False when this group had it already or does not
-    want its type. Commits on success; on an exception rolls back (claim included) and re-raises."""
+    want it (its type, or its age). Commits on success; on an exception rolls back (claim included) and re-raises."""
     spec = GROUPS[group]
-    if not spec.wants(envelope["type"]):
+    if not spec.wants(envelope):
         return False
     session = db.session
     try:
@@ -120,7 +135,7 @@ def handle_batch(group: str, envelopes: list[dict]) -> int:
     rolled back (claims included) and the exception propagates: the caller applies them one by one (handle()).
     The same effect as handle() per envelope, with one commit instead of one per event."""
     spec = GROUPS[group]
-    wanted = [env for env in envelopes if spec.wants(env["type"])]
+    wanted = [env for env in envelopes if spec.wants(env)]
     if not wanted:
         return 0
     session = db.session

@@ -1,8 +1,11 @@
 """Catalogue change notifications: after a commit that touched products, variants, options, images
 or categories, every registered listener is called once with the ids of the products concerned.
 
-Search sync and cache invalidation subscribe here, so every writer (back-office, admin API,
-checkout's stock moves, seeds) is covered without knowing about them.
+The cache's immediate invalidation subscribes here (and the search hook reads pending_changes() before a commit for
+a category change), so every writer (back-office, admin API, checkout's stock moves, seeds) is covered without
+knowing about them; the same commits
+publish product.* events (below) and stock.* events (shop.inventory.services), from which the "search" and "cache"
+consumer groups work.
 
     from shop.catalog.changes import on_catalog_change
 
@@ -94,7 +97,7 @@ def _forget(session: Session, previous_transaction) -> None:
 
 # -- product.created / product.updated / product.deleted ------------------------------------------------------
 # Published at commit, in the committing transaction, once per product: every writer (catalog.services, the
-# back-office forms, the admin API, the seed) is covered. Unlike the search sync above, a variant whose only change
+# back-office forms, the admin API, the seed) is covered. Unlike the change notification above, a variant whose only change
 # is its stock (on_hand, reserved: checkout, payments, stock counts) is not a product edit: stock.* says that.
 _EDITS = "catalog_product_events"
 STOCK_ONLY = frozenset({"on_hand", "reserved", "updated_at"})

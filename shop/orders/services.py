@@ -357,9 +357,10 @@ def _thumbnails(order: Order) -> dict[int, str]:
     return found
 
 
-def mail_payload(order: Order) -> dict:
+def mail_payload(order: Order, status: str | None = None) -> dict:
     """What every order mail shows: the lines with unit prices (and the price before a sale), the money
-    breakdown, the shipping address, whether it went to an account, and a signed link to the order."""
+    breakdown, the shipping address, whether it went to an account, and a signed link to the order. `status`: the
+    one the mail announces, when the order may have moved on since (the order-mails group applies events later)."""
     from flask import current_app
 
     from shop.money import format_money
@@ -374,10 +375,11 @@ def mail_payload(order: Order) -> dict:
                       "unit_price": format_money(line.unit_price, cur),
                       "was": format_money(list_price, cur) if list_price and list_price > line.unit_price else None,
                       "line_total": format_money(line.line_total, cur), "image": thumbs.get(line.variant_id)})
+    status = status or order.status
     shipped = next((e for e in reversed(order.events) if e.to_status == states.SHIPPED), None) \
-        if order.status in (states.SHIPPED, states.DELIVERED) else None
+        if status in (states.SHIPPED, states.DELIVERED) else None
     tracking = {k: getattr(order, f"tracking_{k}", None) for k in ("number", "carrier", "url")}
-    return {"number": order.number, "status": order.status, "currency": cur,
+    return {"number": order.number, "status": status, "currency": cur,
             "subtotal": format_money(order.subtotal, cur),
             "discount": format_money(order.discount, cur) if order.discount else None,
             "shipping": format_money(order.shipping, cur), "tax": format_money(order.tax, cur),

@@ -3,5 +3,6 @@
 engine.py   the client, the collection schema, documents built from the database
 services.py search() and suggest(), with the database fallback
 jobs.py     sync_products(), reindex() (new collection + alias swap), reconcile()
-hooks.py    after-commit catalogue changes -> sync jobs on the `search` queue
+hooks.py    consumer group "search": product.* and stock.changed events -> sync jobs on the `search` queue;
+            category changes -> a reindex job with their commit
 """

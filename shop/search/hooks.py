@@ -67,7 +67,7 @@ def queue_search_sync(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint: its changes are recorded with the outer commit
         return
     session.flush()  # so this transaction's last changes are collected too
-    _product_ids, categories_changed = pending_changes(session)  # products: their events bring them (above)
+    categories_changed = pending_changes(session)[1]  # changed products: their events bring them (above)
     product_ids = session.info.pop(_TO_SYNC, set())
     retry = Retry(max=3, interval=[10, 60, 300])  # Typesense restarting: try again a little later
     if categories_changed:

@@ -258,6 +258,16 @@ def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_
     streams.current().publish(again)
     assert consumers.drain(["order-mails"]) == 0
     assert len(mails("order.confirmed")) == len(mails("order.shipped")) == 1
+    # An event older than the group's limit (a long outage, or the group's first start over months of events) is
+    # not mailed: the same shipment, announced four days ago under another id.
+    from datetime import datetime, timedelta, timezone
+
+    [shipped_event] = published("order.shipped")
+    old = {**shipped_event, "id": str(uuid.uuid4()),
+           "occurred_at": (datetime.now(timezone.utc) - timedelta(days=4)).isoformat()}
+    streams.current().publish([(f"order:{order_id}", old)])
+    assert consumers.drain(["order-mails"]) == 0
+    assert len(mails("order.shipped")) == 1
 
     payments.refund(order_id, 500, "scuffed", "support@example.com")  # partial: payments mails it, with its amount
     assert consumers.drain(["order-mails"]) == 1  # its order.refunded is applied, and mails nothing more

@@ -122,3 +122,24 @@ def test_a_sync_that_failed_while_typesense_was_away_is_done_by_the_next_job_and
     assert names(client.get("/api/v1/search?q=jodhpur")) == {"Leather Jodhpur Boot"}
     assert all(row.done_at is not None for row in sync_rows(db_session))
     assert retries.count == 0  # nothing left for that retry to do: dropped
+
+
+def test_a_sell_out_and_a_deletion_reach_the_index_through_their_events(client, db_session, redis_client,
+                                                                        catalogue):  # noqa: F811
+    from shop import consumers
+    from shop.inventory.services import set_on_hand
+
+    assert names(client.get("/api/v1/search?q=pocket&in_stock=1")) == {"Pocket T-Shirt"}
+    for variant in catalogue["pocket"].variants:
+        set_on_hand(variant.id, 0)  # stock.changed, not a product edit
+    assert consumers.drain(["search"]) >= len(catalogue["pocket"].variants)
+    work(redis_client, "search")
+    assert names(client.get("/api/v1/search?q=pocket&in_stock=1")) == set()
+    assert names(client.get("/api/v1/search?q=pocket")) == {"Pocket T-Shirt"}  # still found, shown sold out
+
+    assert names(client.get("/api/v1/search?q=sneaker")) == {"Canvas Sneaker"}
+    db_session.delete(catalogue["sneaker"])
+    db_session.commit()  # product.deleted
+    consumers.drain(["search"])
+    work(redis_client, "search")
+    assert names(client.get("/api/v1/search?q=sneaker")) == set()
