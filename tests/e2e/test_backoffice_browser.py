@@ -87,6 +87,9 @@ def menu(page, category: str, item: str) -> None:
     """Open a Flask-Admin top-menu dropdown and follow one of its entries."""
     nav = page.locator("#admin-navbar-collapse")
     toggler = page.locator(".navbar-toggler")
+    # Its stylesheets first: before they apply, the hamburger shows on every width (a loaded machine took it for a
+    # narrow screen, then waited for a button the styles had hidden again).
+    page.wait_for_load_state("load")
     if toggler.is_visible():  # narrow screens: the menu is collapsed behind the hamburger
         toggler.click()
     nav.get_by_role("link", name=category).click()
