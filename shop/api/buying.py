@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from flask import g, request
 
-from shop import idempotency, ratelimit
+from shop import geo, idempotency, pricing, ratelimit
 from shop.api import bp
 from shop.api.auth import bearer_user, json_body, login_required
 from shop.api.params import Params
 from shop.cart import services as carts
 from shop.checkout import services as checkout
-from shop.errors import ApiError, error_body
+from shop.errors import ApiError, ValidationError, error_body
 from shop.money import money
 from shop.orders import services as orders
 from shop.orders.models import Order
@@ -59,7 +59,23 @@ def create_cart():
 
 @bp.get("/v1/carts/<cart_id>")
 def get_cart(cart_id):
-    return carts.serialize(_cart(cart_id))
+    """The cart priced now; `?shipping_method=&country=&region=` prices its shipping and tax for that destination
+    (the same quote the checkout will make)."""
+    p = Params(request.args)
+    method = p.choice("shipping_method", tuple(pricing.SHIPPING_METHODS), None)
+    country, region = p.str("country", max_len=2), p.str("region", max_len=80)
+    p.raise_if_invalid()
+    destination, problems = geo.address_problems({"country": country, "region": region},
+                                                 pricing.tax_table().rates)
+    if region and not country:
+        problems["region"] = "needs a country"
+    if problems:
+        raise ValidationError(problems, "Some query parameters are not valid.")
+    cart = _cart(cart_id)
+    user = bearer_user()
+    return carts.serialize(cart, carts.quote(cart, shipping_method=method, country=destination["country"],
+                                             region=destination["region"], user=user,
+                                             email=user.email if user else None))
 
 
 @bp.post("/v1/carts/<cart_id>/items")

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from shop.catalog.queries import MAX_PER_PAGE, SORTS
 from shop.events import TYPES
+from shop.pricing import SHIPPING_METHODS
 from shop.search.services import SORTS as SEARCH_SORTS
 
 
@@ -247,9 +248,17 @@ BUYING_PATHS = {
                            "responses": {"201": _ok(_ref("Cart")),
                                          "429": _error("rate_limited: too many new carts from this IP (Retry-After)"),
                                          **COMMON_ERRORS}}},
-    "/v1/carts/{cart_id}": {"get": {"summary": "A cart, priced now", "tags": ["cart"],
-                                    "parameters": [CART_ID, *CART_HEADERS],
-                                    "responses": {"200": _ok(_ref("Cart")), **CART_ERRORS}}},
+    "/v1/carts/{cart_id}": {"get": {
+        "summary": "A cart, priced now (with shipping and tax for a destination when one is given)", "tags": ["cart"],
+        "parameters": [CART_ID, *CART_HEADERS,
+                       _query("shipping_method", {"type": "string", "enum": list(SHIPPING_METHODS)},
+                          "price this shipping method (no shipping without it)"),
+                       _query("country", {"type": "string", "maxLength": 2},
+                          "ISO 3166-1 alpha-2 code: price the tax of this country (no tax without it)"),
+                       _query("region", {"type": "string", "maxLength": 80},
+                          "the region (e.g. CA) where the country's tax depends on it")],
+        "responses": {"200": _ok(_ref("Cart")), "422": _error("validation_failed: a shipping method, country or "
+                                                              "region that is not known"), **CART_ERRORS}}},
     "/v1/carts/{cart_id}/items": {"post": {
         "summary": "Add units of a SKU", "tags": ["cart"], "parameters": [CART_ID, *CART_HEADERS],
         "requestBody": _body(_obj("sku", "quantity", sku={"type": "string"},

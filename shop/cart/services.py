@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -256,16 +258,37 @@ def thumbnails(variant_ids) -> dict[int, dict]:
     return out
 
 
-def serialize(cart: Cart, *, shipping_method: str | None = None, country: str | None = None,
-              region: str | None = None) -> dict:
-    """The contract's cart object, priced now (with its promotions: the code's and automatic ones)."""
+@dataclass(frozen=True)
+class Quote:
+    """A cart priced once: its lines at today's prices, the discount that applies and the money."""
+    lines: list[pricing.PricedLine]
+    applied: Any  # shop.promotions.services.Applied
+    totals: pricing.Totals
+
+
+def quote(cart: Cart, *, shipping_method: str | None = None, country: str | None = None, region: str | None = None,
+          user=None, email: str | None = None, lines: list[pricing.PricedLine] | None = None,
+          applied=None) -> Quote:
+    """The one way a cart is priced: the cart page, the API's cart, the checkout review and the order all call it,
+    so they agree to the cent. Without a shipping method the cart shows no shipping; without a country, no tax
+    (both are known at checkout). `lines` and `applied`, when given, are what the caller priced under its own
+    locks (the checkout); otherwise they are priced now without locks, for display."""
     from shop.promotions import services as promotions
 
-    lines = priced_lines(cart)
-    applied = promotions.cart_discount(cart, lines, shipping_method=shipping_method)
-    t = pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
-                       discount=applied.goods, free_shipping=applied.free_shipping,
-                       free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
+    lines = priced_lines(cart) if lines is None else lines
+    if applied is None:
+        applied = promotions.cart_discount(cart, lines, user=user, email=email, shipping_method=shipping_method)
+    totals = pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
+                            discount=applied.goods, free_shipping=applied.free_shipping,
+                            tax_table=pricing.tax_table(),
+                            free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
+    return Quote(lines=list(totals.lines), applied=applied, totals=totals)
+
+
+def serialize(cart: Cart, priced: Quote | None = None) -> dict:
+    """The contract's cart object, priced by quote() (now, with its promotions, unless `priced` is given)."""
+    priced = priced or quote(cart)
+    lines, applied, t = priced.lines, priced.applied, priced.totals
     by_variant = {i.variant_id: i for i in cart.items}
     cur = cart.currency
     return {

@@ -65,19 +65,6 @@ def validate(email, shipping_address, billing_address, shipping_method) -> tuple
     return email, shipping_address, billing_address, method
 
 
-def quote(cart: Cart, shipping_method: str = "standard", country: str | None = None, region: str | None = None,
-          *, applied=None, lines=None, user=None, email=None):
-    """The cart's totals with its discount (`applied`, else priced now without locks, for display)."""
-    from shop.promotions import services as promotions
-
-    lines = carts.priced_lines(cart) if lines is None else lines
-    if applied is None:
-        applied = promotions.cart_discount(cart, lines, user=user, email=email, shipping_method=shipping_method)
-    return pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
-                          discount=applied.goods, free_shipping=applied.free_shipping,
-                          tax_table=pricing.tax_table(), free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
-
-
 def place_order(*, cart_id, cart_token: str | None, user, email, shipping_address, billing_address=None,
                 shipping_method=None, claim: tuple[str, str] | None = None, hosted: bool = False) -> Placed:
     """Cart -> pending order + reservations + payment, then open the payment with the provider.
@@ -106,8 +93,8 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
     applied = promotions.price_for_checkout(cart, lines, user=user, email=email, shipping_method=method) \
         if lines else promotions.Applied()
-    totals = quote(cart, method, shipping_address["country"], shipping_address.get("region"), applied=applied,
-                   lines=lines)
+    totals = carts.quote(cart, shipping_method=method, country=shipping_address["country"],
+                         region=shipping_address.get("region"), lines=lines, applied=applied).totals
     if not totals.lines:
         raise ApiError(422, "cart_empty", "The cart is empty.", {"fields": {"cart_id": "has no items"}})
     priced = {line.variant_id for line in totals.lines}

@@ -21,11 +21,9 @@ from shop.cart import services as carts
 from shop.cart.models import Cart
 from shop.catalog import queries
 from shop import pricing
-from shop.checkout import services as checkout
 from shop.errors import ApiError
 from shop.extensions import csrf, db
 from shop.promotions import rules
-from shop.promotions import services as promotions
 from shop.security import is_own_url
 from shop.storefront import bp
 from shop.storefront.forms import AddToCartForm, QuantityForm
@@ -185,11 +183,10 @@ def cart_page():
     cart = visitor_cart()
     lines, totals, applied = [], None, None
     if cart is not None and cart.items:
-        priced = carts.priced_lines(cart)
-        applied = promotions.cart_discount(cart, priced, user=current_user if current_user.is_authenticated else None,
-                                           shipping_method="standard")
         # an estimate: standard shipping, tax once the address is known
-        totals = checkout.quote(cart, "standard", applied=applied, lines=priced)
+        priced = carts.quote(cart, shipping_method="standard",
+                             user=current_user if current_user.is_authenticated else None)
+        totals, applied = priced.totals, priced.applied
         items = {item.variant_id: item for item in cart.items}
         thumbs = carts.thumbnails(items)
         for line in totals.lines:

@@ -142,8 +142,9 @@ def checkout_review():
     if not details:
         return redirect(url_for("storefront.checkout_details"), 303)
     address = details["address"]
-    totals = checkout.quote(cart, details["shipping_method"], address["country"], address.get("region"),
-                            user=current_user if current_user.is_authenticated else None, email=details.get("email"))
+    totals = carts.quote(cart, shipping_method=details["shipping_method"], country=address["country"],
+                         region=address.get("region"), user=current_user if current_user.is_authenticated else None,
+                         email=details.get("email")).totals
     place = PlaceOrderForm(formdata=None, cart_id=str(cart.id), nonce=secrets.token_urlsafe(18))
     return private(render_template("checkout/review.html", cart=cart, totals=totals, details=details, form=place,
                                    method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0],

@@ -108,6 +108,67 @@ def test_the_api_prices_sale_lines_at_the_sale_price_and_keeps_coupons_in_the_di
     assert paid.amount == money["total"]
 
 
+def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_table(client, hoodie, db_session,
+                                                                                   app, monkeypatch):
+    """One quote function prices the API's cart, the storefront's cart and review pages and the order: with the
+    shop's TAX_RATES (California at 8.25% here, not the built-in 7.25%), a sale line, a coupon and a taxed
+    address, every one shows the same subtotal, discount, shipping, tax and total."""
+    import json
+
+    monkeypatch.setitem(app.config, "TAX_RATES", json.dumps({"*": 0, "US-CA": 825, "GB": 2000}))
+    promo("TENOFF", value=10)
+    fields = ("subtotal", "discount", "shipping", "tax", "total")
+
+    # the API's cart, priced for Los Angeles with standard shipping, then checked out
+    cart = guest_cart(client, hoodie["sku"], 1)
+    tok = {"X-Cart-Token": cart["token"]}
+    send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": hoodie["mug"], "quantity": 2}, **tok)
+    assert apply(client, cart, "TENOFF").status_code == 200
+    resp = client.get(f"/api/v1/carts/{cart['id']}?shipping_method=standard&country=US&region=CA", headers=tok)
+    assert resp.status_code == 200, resp.get_json()
+    quoted = {k: resp.get_json()[k]["amount"] for k in fields}
+    goods = 6960 + 2 * 1200 - 240  # the sale price, two mugs, 10% off the mugs (the sale is exclusive)
+    assert quoted == {"subtotal": 9360, "discount": 240, "shipping": 0, "tax": (goods * 825 + 5000) // 10000,
+                      "total": goods + (goods * 825 + 5000) // 10000}
+    # without a destination the cart shows no shipping and no tax (known at checkout)
+    bare = client.get(f"/api/v1/carts/{cart['id']}", headers=tok).get_json()
+    assert (bare["shipping"]["amount"], bare["tax"]["amount"], bare["total"]["amount"]) == (0, 0, goods)
+    placed = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "tax@example.com",
+                                                       "shipping_address": {**ADDRESS, "region": "CA"},
+                                                       "shipping_method": "standard"},
+                  **tok, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert placed.status_code == 201, placed.get_json()
+    assert {k: placed.get_json()["order"][k]["amount"] for k in fields} == quoted
+
+    # the storefront: the same goods and code, cart page, review page (Los Angeles, CA) and order
+    add(client, hoodie["sku"], 1)
+    add(client, hoodie["mug"], 2)
+    form_post(client, "/cart/coupon", {"code": "TENOFF"}, page="/cart")
+    page = text(client.get("/cart"))
+    assert cell(page, "cart-subtotal") == "$93.60"
+    assert details(client).status_code == 303
+    review = text(client.get("/checkout/review"))
+    shown = {k: cell(review, f"review-{k}") for k in ("subtotal", "tax", "total")}
+    assert shown == {"subtotal": "$93.60", "tax": f"${quoted['tax'] / 100:.2f}", "total": f"${quoted['total'] / 100:.2f}"}
+    _, resp = place(client)
+    assert resp.status_code == 303
+    order = db_session.scalar(select(Order).order_by(Order.id.desc()))
+    db_session.refresh(order)
+    assert {k: getattr(order, k) for k in fields} == quoted
+
+
+@pytest.mark.parametrize("query,field", [
+    ("country=XX", "country"), ("country=US&region=Calif", "region"), ("shipping_method=teleport", "shipping_method"),
+    ("region=CA", "region"), ("country=USA", "country"),
+])
+def test_a_cart_priced_for_an_unknown_destination_is_422_naming_the_field(client, hoodie, query, field):
+    cart = guest_cart(client, hoodie["mug"], 1)
+    resp = client.get(f"/api/v1/carts/{cart['id']}?{query}", headers={"X-Cart-Token": cart["token"]})
+    assert resp.status_code == 422
+    err = resp.get_json()["error"]
+    assert err["code"] == "validation_failed" and list(err["details"]["fields"]) == [field]
+
+
 def test_a_minimum_subtotal_code_names_the_minimum(client, hoodie):
     promo("BIG50", min_subtotal=5000)
     cart = guest_cart(client, hoodie["mug"], 1)
