@@ -15,7 +15,7 @@ from flask_admin.model.form import InlineFormAdmin
 from flask_login import current_user
 from markupsafe import Markup, escape
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import func, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import selectinload
 from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, StopValidation, ValidationError
@@ -32,8 +32,10 @@ from shop.accounts.permissions import has_permission
 from shop import idempotency
 from shop.api.admin_orders import redact_payment_note
 from shop.bounds import INT4_MAX
+from shop.catalog import queries as catalog_queries
 from shop.catalog.models import Product, Variant
 from shop.errors import ApiError
+from shop.errors import ValidationError as ShopValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.money import format_money, parse_major
@@ -151,9 +153,9 @@ class DashboardView(AdminIndexView):
     @expose("/")
     def index(self):
         low = inventory.low_stock(limit=10) if has_permission(current_user, P.STOCK_VIEW) else None
+        by_status = catalog_queries.count_by_status()
         counts = {
-            "products": db.session.scalar(select(func.count()).select_from(Product).where(Product.status == "active")),
-            "drafts": db.session.scalar(select(func.count()).select_from(Product).where(Product.status == "draft")),
+            "products": by_status.get("active", 0), "drafts": by_status.get("draft", 0),
             "low_stock": inventory.low_stock_count() if low is not None else None,  # all of them, not a capped list
         }
         return self.render("admin/shop_dashboard.html", low=low, counts=counts, today=todays_orders(),
@@ -267,34 +269,17 @@ class ProductView(StaffModelView):
             entry.form.options_text.data = ", ".join(f"{k}={v}" for k, v in variant.options.items())
 
     def on_model_change(self, form, model, is_created):
-        from shop.catalog.models import ProductOption
-        from shop.catalog.services import slugify
+        """The catalogue's rules (catalog.services.revise_product), the ones the API's products follow."""
+        from shop.catalog import services as catalog
 
         options = parse_options_text(form.options_text.data)
         if form.generate_variants.data:
             self._generate_variants(form, model, options)
-        allowed = dict(options)
-        seen = set()
-        for v in model.variants:
-            if set(v.options) != set(allowed) or any(v.options[k] not in allowed[k] for k in v.options):
-                declared = "; ".join(f"{k}: {', '.join(vals)}" for k, vals in options) or "none"
-                raise ValidationError(f"Variant {v.sku} must pick one value of each option ({declared}).")
-            key = tuple(sorted(v.options.items()))
-            if key in seen:
-                raise ValidationError(f"Two variants share the options {dict(key)}.")
-            seen.add(key)
-            v.currency = model.currency or current_app.config["SHOP_CURRENCY"]
-        if model.status == "active" and not model.variants:
-            raise ValidationError("An active product needs at least one variant.")
-        model.slug = slugify(model.slug or model.name)
-        existing = {o.name: o for o in model.options}
-        model.options = [existing.get(name) or ProductOption(name=name) for name, _ in options]
-        for pos, (option, (_, values)) in enumerate(zip(model.options, options)):
-            option.values, option.position = values, pos
-        for pos, v in enumerate(model.variants):
-            v.position = pos
-        prices = [v.price_amount for v in model.variants if v.price_amount is not None]
-        model.price_min, model.price_max = (min(prices), max(prices)) if prices else (None, None)
+        try:
+            catalog.revise_product(model, options, currency=current_app.config["SHOP_CURRENCY"])
+        except catalog.CatalogError as exc:
+            message = str(exc)
+            raise ValidationError(f"{message[0].upper()}{message[1:]}.") from None
 
     def _generate_variants(self, form, model, options) -> None:
         from shop.catalog import services as catalog
@@ -392,11 +377,20 @@ class StockView(StaffModelView):
                                          "description": "Listed as low at or below this many available units. "
                                                         "Leave empty for the shop's default."}}
 
-    def on_model_change(self, form, model, is_created):
-        if model.on_hand is None or model.on_hand < 0:
-            raise ValidationError("Stock on hand cannot be negative.")
-        if model.low_stock_threshold is not None and not 0 <= model.low_stock_threshold <= 1_000_000:
-            raise ValidationError("The low-stock threshold is a whole number from 0 to 1,000,000.")
+    def update_model(self, form, model):
+        """Through inventory.set_on_hand, the API's write path: the same bounds, the variant row locked."""
+        try:
+            inventory.set_on_hand(model.id, form.on_hand.data, low_stock_threshold=form.low_stock_threshold.data)
+        except ShopValidationError as exc:
+            db.session.rollback()
+            labels = {"on_hand": "Stock on hand", "low_stock_threshold": "The low-stock threshold"}
+            for name, problem in exc.details["fields"].items():
+                form[name].errors = [*form[name].errors, f"{labels[name]} {problem}."]
+            flash("The stock was not saved: " + " ".join(form[name].errors[-1] for name in exc.details["fields"]),
+                  "error")
+            return False
+        self.after_model_change(form, model, False)
+        return True
 
 
 LOW_STOCK_PAGE = 500  # rows on the low-stock page; the heading says how many there are in all

@@ -158,3 +158,9 @@ def product_by_slug(slug: str, *, include_drafts: bool = False) -> Product | Non
         stmt = stmt.where(Product.status == "active")
     return db.session.scalar(stmt)
 
+
+
+def count_by_status() -> dict[str, int]:
+    """How many products are in each status ({"active": 120, "draft": 3}), in one query (the back-office home)."""
+    rows = db.session.execute(select(Product.status, func.count()).group_by(Product.status)).all()
+    return {status: n for status, n in rows}

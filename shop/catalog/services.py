@@ -64,6 +64,52 @@ def _check_numbers(variant: dict) -> None:
                                f"{column_max(column)}", "variants")
 
 
+def _check_definition(status: str, options: list[tuple[str, list[str]]]) -> None:
+    if status not in ("active", "draft"):
+        raise CatalogError("status must be active or draft", "status")
+    names = [n for n, _ in options]
+    if len(set(names)) != len(names):
+        raise CatalogError("option names must be unique", "options")
+
+
+def _check_variants(options: list[tuple[str, list[str]]], variants: list[dict]) -> None:
+    """Each variant picks one value of each option, no two pick the same values, and its numbers fit."""
+    allowed = dict(options)
+    declared = "; ".join(f"{k}: {', '.join(vals)}" for k, vals in options) or "none"
+    seen = set()
+    for v in variants:
+        chosen = v.get("options") or {}
+        if set(chosen) != set(allowed) or any(chosen[k] not in allowed[k] for k in chosen):
+            raise CatalogError(f"variant {v.get('sku')} must pick one value of each option ({declared})", "variants")
+        key = tuple(sorted(chosen.items()))
+        if key in seen:
+            raise CatalogError(f"two variants share the options {chosen}", "variants")
+        seen.add(key)
+        _check_numbers(v)
+
+
+def revise_product(product: Product, options: list[tuple[str, list[str]]], *, currency: str) -> None:
+    """Check and complete a product whose fields and variants an editor has just set (the back-office form), by
+    the rules build_product applies to a new one: variants against the options, their numbers, an active product
+    has a variant; then the slug, the option rows, the positions and the listing's price range. Raises
+    CatalogError before anything is flushed; the caller commits."""
+    _check_definition(product.status, options)
+    _check_variants(options, [{"sku": v.sku, "options": v.options, **{k: getattr(v, k) for k in _VARIANT_NUMBERS}}
+                              for v in product.variants])
+    if product.status == "active" and not product.variants:
+        raise CatalogError("an active product needs at least one variant", "variants")
+    product.currency = product.currency or currency
+    for pos, v in enumerate(product.variants):
+        v.currency, v.position = product.currency, pos
+    product.slug = slugify(product.slug or product.name)
+    existing = {o.name: o for o in product.options}
+    product.options = [existing.get(name) or ProductOption(name=name) for name, _ in options]
+    for pos, (option, (_, values)) in enumerate(zip(product.options, options)):
+        option.values, option.position = values, pos
+    prices = [v.price_amount for v in product.variants if v.price_amount is not None]
+    product.price_min, product.price_max = (min(prices), max(prices)) if prices else (None, None)
+
+
 def build_product(*, category_id: int, name: str, slug: str | None = None, brand: str = "", description: str = "",
                   attributes: dict | None = None, status: str = "draft", featured: bool = False,
                   currency: str = "USD", options: list[tuple[str, list[str]]] = (),
@@ -73,26 +119,14 @@ def build_product(*, category_id: int, name: str, slug: str | None = None, brand
     Each variant dict has sku, price_amount and options (one value per product option), and may have
     compare_at_amount, on_hand and weight_grams. Adds to the session and flushes; the caller commits.
     """
-    if status not in ("active", "draft"):
-        raise CatalogError("status must be active or draft", "status")
-    names = [n for n, _ in options]
-    if len(set(names)) != len(names):
-        raise CatalogError("option names must be unique", "options")
+    _check_definition(status, options)
     product = Product(category_id=category_id, name=name, slug=slug or slugify(name), brand=brand,
                       description=description, attributes=attributes or {}, status=status, featured=featured,
                       currency=currency)
     product.options = [ProductOption(name=n, values=list(vals), position=i) for i, (n, vals) in enumerate(options)]
-    allowed = dict(options)
-    seen = set()
+    _check_variants(options, variants)
     for i, v in enumerate(variants):
         chosen = v.get("options", {})
-        if set(chosen) != set(allowed) or any(chosen[k] not in allowed[k] for k in chosen):
-            raise CatalogError(f"variant {v.get('sku')} must pick one value of each option", "variants")
-        key = tuple(sorted(chosen.items()))
-        if key in seen:
-            raise CatalogError(f"two variants share the options {chosen}", "variants")
-        seen.add(key)
-        _check_numbers(v)
         product.variants.append(Variant(sku=v["sku"], options=chosen, price_amount=v["price_amount"],
                                         compare_at_amount=v.get("compare_at_amount"), currency=currency,
                                         on_hand=v.get("on_hand", 0), weight_grams=v.get("weight_grams", 0),

@@ -26,14 +26,34 @@ class LowStockLine:
     available: int = 0  # on hand minus live reservations
 
 
-def set_on_hand(variant_id: int, on_hand) -> Variant:
-    """A stock count from the warehouse replaces the number on hand. Row-locked so counts don't interleave."""
-    if not isinstance(on_hand, int) or isinstance(on_hand, bool) or not 0 <= on_hand <= 10_000_000:
-        raise ValidationError({"on_hand": "must be a whole number from 0 to 10,000,000"})
+MAX_ON_HAND = 10_000_000
+MAX_THRESHOLD = 1_000_000
+KEEP = object()  # set_on_hand(low_stock_threshold=KEEP): leave the variant's threshold as it is
+
+
+def _whole(value, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= hi
+
+
+def set_on_hand(variant_id: int, on_hand, *, low_stock_threshold=KEEP) -> Variant:
+    """A stock count from the warehouse replaces the number on hand; the back-office may set the variant's own
+    low-stock threshold with it (None: the shop's default). The one write path for stock counts (the API and the
+    back-office alike): bounds checked first, then the variant row locked, so counts don't interleave with
+    checkouts and each other."""
+    fields = {}
+    if not _whole(on_hand, MAX_ON_HAND):
+        fields["on_hand"] = f"must be a whole number from 0 to {MAX_ON_HAND:,}"
+    if low_stock_threshold is not KEEP and low_stock_threshold is not None \
+            and not _whole(low_stock_threshold, MAX_THRESHOLD):
+        fields["low_stock_threshold"] = f"must be a whole number from 0 to {MAX_THRESHOLD:,}, or empty"
+    if fields:
+        raise ValidationError(fields)
     variant = lock_variants([variant_id]).get(variant_id)
     if variant is None:
         raise ApiError(404, "variant_not_found", "No variant with this id.")
     variant.on_hand = on_hand
+    if low_stock_threshold is not KEEP:
+        variant.low_stock_threshold = low_stock_threshold
     db.session.commit()
     return variant
 
