@@ -34,8 +34,9 @@ from shop.api.admin_orders import redact_payment_note
 from shop.bounds import INT4_MAX
 from shop.catalog import queries as catalog_queries
 from shop.catalog.models import Product, Variant
-from shop.errors import ApiError
-from shop.errors import ValidationError as ShopValidationError
+from shop.errors import DomainError, NotFound, ValidationError as ShopValidationError
+from shop.idempotency import RequestInProgress
+from shop.payments.services import PaymentDisputed
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.money import format_money, parse_major
@@ -43,7 +44,7 @@ from shop.orders import services as order_services
 from shop.orders import states as order_states
 from shop.orders.models import Order
 from shop.payments import services as payment_services
-from shop.payments.models import Dispute, Payment, Refund, WebhookEvent
+from shop.payments.models import Dispute, Payment, Refund, RefundStatus, WebhookEvent
 from shop.reports import services as reports
 from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
@@ -467,9 +468,7 @@ class StaffAccountView(StaffModelView):
             accounts.end_sessions(model, commit=False)  # deactivated or re-roled: their sessions end now
 
     def handle_view_exception(self, exc):
-        from shop.errors import ApiError
-
-        if isinstance(exc, ApiError):
+        if isinstance(exc, DomainError):
             flash(exc.message + " " + " ".join(f"{k} {v}." for k, v in exc.details.get("fields", {}).items()), "error")
             return True
         return super().handle_view_exception(exc)
@@ -618,9 +617,9 @@ def parse_refund_lines(form, order: Order) -> tuple[dict[int, int], list[str]]:
     return lines, problems
 
 
-def refund_problem(exc: ApiError, order: Order) -> str:
+def refund_problem(exc: DomainError, order: Order) -> str:
     """A refused refund as one message for staff; problems with lines ("lines.<order line id>") name the SKU."""
-    if exc.code == "payment_disputed":
+    if isinstance(exc, PaymentDisputed):
         return DISPUTED_REFUND
     fields = (exc.details or {}).get("fields") or {}
     skus = {str(line.id): line.sku for line in order.lines}
@@ -750,16 +749,16 @@ class OrderView(StaffModelView):
                 tracking = order_services.clean_tracking({"carrier": form.tracking_carrier.data,
                                                           "number": form.tracking_number.data,
                                                           "url": form.tracking_url.data})
-            except ApiError as exc:  # shown next to the fields, as typed; nothing is written
+            except ShopValidationError as exc:  # shown next to the fields, as typed; nothing is written
                 flash("The order was not marked shipped: correct the tracking below.", "error")
                 errors = {k.removeprefix("tracking."): v for k, v in exc.details.get("fields", {}).items()}
                 return self._order_page(order_id, ship_form=form, ship_errors=errors), 422
         try:
             order = order_services.transition(order_id, target, current_user.email, (form.note.data or "").strip(),
                                               tracking)
-        except ApiError as exc:
+        except DomainError as exc:
             db.session.rollback()
-            if exc.status == 404:
+            if isinstance(exc, NotFound):
                 abort(404)
             flash(exc.message, "error")
             return back
@@ -798,14 +797,14 @@ class OrderView(StaffModelView):
             if idempotency.claim(scope, key, {"amount": amount, "reason": reason, "lines": lines}):
                 flash("This refund was already sent; it was not made twice.", "info")
                 return back
-        except ApiError as exc:  # the first click of a double click is still at the provider
+        except DomainError as exc:  # the first click of a double click is still at the provider
             db.session.rollback()
             flash("This refund is being made already; reload the page in a moment to see it."
-                  if exc.code == "request_in_progress" else exc.message, "error")
+                  if isinstance(exc, RequestInProgress) else exc.message, "error")
             return back
         try:
             record = payment_services.refund(order_id, amount, reason, current_user.email, lines=lines or None)
-        except ApiError as exc:
+        except DomainError as exc:
             idempotency.release(scope, key)  # rolls back; the form may be corrected and sent again
             flash(refund_problem(exc, order), "error")  # e.g. pending at an unreachable provider, retried later
             return back
@@ -826,7 +825,7 @@ def refund_done(record: Refund, order: Order) -> str:
         text += " (" + ", ".join(f"{rl.quantity} \u00d7 {units[rl.order_line_id].sku}" if rl.order_line_id in units
                                  else f"{rl.quantity} unit(s)" for rl in record.lines) + ")"
     text += "."
-    if record.status in ("pending", "processing"):
+    if record.status in (RefundStatus.PENDING, RefundStatus.PROCESSING):
         text += f" Refund status: {REFUND_STATUSES[record.status]}."
     return text
 

@@ -57,11 +57,11 @@ staff_cli = AppGroup("staff", help="Manage staff accounts.")
 def staff_create(email: str, role: str, password: str, name: str) -> None:
     """Create a staff account with a role (warehouse, support, analyst, manager, admin)."""
     from shop.accounts.services import create_staff
-    from shop.errors import ApiError
+    from shop.errors import DomainError
 
     try:
         user = create_staff(email, role, password, name)
-    except ApiError as exc:
+    except DomainError as exc:
         problems = "; ".join(f"{k} {v}" for k, v in exc.details.get("fields", {}).items())
         raise click.ClickException(problems or exc.message) from None
     click.echo(f"Created {role} {user.email} (id {user.id}).")

@@ -23,17 +23,103 @@ OUTAGE_RETRY_AFTER = 5  # seconds: a restarting server is usually back by then; 
 _PG_GONE_STATES = ("57P01", "57P02", "57P03")
 
 
-class ApiError(Exception):
-    """A refusal the client can act on: status, a stable machine code, a sentence, details."""
+class DomainError(Exception):
+    """A refusal in a domain's own words: a stable code (a member of the domain's StrEnum of codes), a sentence
+    people can act on, and details. No HTTP here: the kind of refusal (the subclass) maps to a status in
+    HTTP_STATUS below, at the edge, and a view dispatches on the type.
+
+    `retry_after` (seconds) says when trying again may work (rate limits, outages); `limit` is the rate limit
+    behind a TooMany; `challenge` is the authentication scheme a NotAuthenticated asks for."""
+
+    def __init__(self, code: str, message: str, details: dict | None = None, *, retry_after: int | None = None,
+                 limit: int | None = None, challenge: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details or {}
+        self.retry_after, self.limit, self.challenge = retry_after, limit, challenge
+
+
+class Malformed(DomainError):
+    """The request cannot be read as asked (an empty upload, a body nested too deep)."""
+
+
+class NotAuthenticated(DomainError):
+    """Who is asking is not known (bad credentials, a spent or forged token)."""
+
+
+class NotAllowed(DomainError):
+    """Known, but not allowed (an expired upload URL)."""
+
+
+class NotFound(DomainError):
+    """Missing, or not the asker's (never revealing that another's exists)."""
+
+
+class Conflict(DomainError):
+    """The state of things refuses it now (stock, an order's status, a coupon used up, an e-mail taken)."""
+
+
+class TooLarge(DomainError):
+    """More than the shop takes (bytes, pixels)."""
+
+
+class Unsupported(DomainError):
+    """A kind of content the shop does not take."""
+
+
+class Invalid(DomainError):
+    """Input that breaks a rule of its own (a coupon that does not apply, a reused idempotency key)."""
+
+
+class ValidationError(Invalid):
+    """Input whose fields are wrong: details.fields names each, with what it must be."""
+
+    def __init__(self, fields: dict[str, str], message: str = "Some fields are not valid."):
+        super().__init__("validation_failed", message, {"fields": fields})
+
+
+class TooMany(DomainError):
+    """Too many attempts of this kind just now; `retry_after` says when to come back."""
+
+
+class Unavailable(DomainError):
+    """A service the request needs is away (a payment provider); `retry_after` says when to try again."""
+
+
+# The one table from a kind of refusal to its HTTP status (API.md's statuses).
+HTTP_STATUS: dict[type, int] = {Malformed: 400, NotAuthenticated: 401, NotAllowed: 403, NotFound: 404, Conflict: 409,
+                                TooLarge: 413, Unsupported: 415, Invalid: 422, TooMany: 429, Unavailable: 503}
+
+
+def http_status(exc: DomainError) -> int:
+    """The status of a refusal: an ApiError's own, else its kind's in HTTP_STATUS."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    raise TypeError(f"{type(exc).__name__} is not a kind of refusal in HTTP_STATUS")
+
+
+def http_headers(exc: DomainError) -> dict[str, str]:
+    """The headers a refusal's data asks for: Retry-After, the RateLimit-* trio, WWW-Authenticate."""
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.limit is not None:
+        headers.update({"RateLimit-Limit": str(exc.limit), "RateLimit-Remaining": "0",
+                        "RateLimit-Reset": str(exc.retry_after or 0)})
+    if exc.challenge:
+        headers["WWW-Authenticate"] = exc.challenge
+    return headers
+
+
+class ApiError(DomainError):
+    """A refusal made at the HTTP edge itself (a view's missing header, an unsupported body): its own status.
+    Domain code raises the kinds above instead."""
 
     def __init__(self, status: int, code: str, message: str, details: dict | None = None, headers=None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details, self.headers = status, code, message, details or {}, headers
-
-
-class ValidationError(ApiError):
-    def __init__(self, fields: dict[str, str], message: str = "Some fields are not valid."):
-        super().__init__(422, "validation_failed", message, {"fields": fields})
+        super().__init__(code, message, details)
+        self.status, self.headers = status, headers
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
@@ -78,11 +164,11 @@ def outage(exc: BaseException) -> str | None:
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
+    @app.errorhandler(DomainError)
+    def api_error(exc: DomainError):
         resp = jsonify(error_body(exc.code, exc.message, exc.details))
-        resp.status_code = exc.status
-        for key, value in (exc.headers or {}).items():
+        resp.status_code = http_status(exc)
+        for key, value in http_headers(exc).items():
             resp.headers[key] = value
         return resp
 

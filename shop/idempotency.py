@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 
 from flask import current_app, g
 from sqlalchemy import String, Text, create_engine, func, null, select, text
@@ -25,8 +26,18 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shop.catalog.models import utcnow
-from shop.errors import ApiError
+from shop.errors import Conflict, Invalid, ValidationError
 from shop.extensions import db
+
+
+class IdempotencyErrorCode(StrEnum):
+    IN_PROGRESS = "request_in_progress"
+    KEY_REUSED = "idempotency_key_reused"
+
+
+class RequestInProgress(Conflict):
+    """A first copy of this request still holds its key: answer 409, or wait a moment and ask again."""
+
 
 KEEP_FOR = timedelta(hours=24)
 _engine_lock = threading.Lock()
@@ -53,15 +64,16 @@ def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
     the caller should do the work (first copy, or taking over from one that died: see made());
     409 while a first copy is still running, 422 for another body."""
     if not isinstance(key, str) or not 8 <= len(key) <= 255:
-        raise ApiError(422, "validation_failed", "Idempotency-Key must be 8 to 255 characters (a UUID is ideal).",
-                       {"fields": {"Idempotency-Key": "must be 8 to 255 characters"}})
+        raise ValidationError({"Idempotency-Key": "must be 8 to 255 characters"},
+                              "Idempotency-Key must be 8 to 255 characters (a UUID is ideal).")
     digest = body_hash(body)
     answer = _answer(scope, key, digest)  # a finished repeat needs no lock: many may read it at once
     if answer is not None:
         return answer
     if not _lock(scope, key):
         db.session.rollback()
-        raise ApiError(409, "request_in_progress", "A request with this Idempotency-Key is still being processed.")
+        raise RequestInProgress(IdempotencyErrorCode.IN_PROGRESS,
+                                "A request with this Idempotency-Key is still being processed.")
     try:
         answer = _answer(scope, key, digest)  # finished while we took the lock?
         if answer is not None:
@@ -83,7 +95,7 @@ def _answer(scope: str, key: str, digest: str) -> tuple[int, dict] | None:
     if row is None:
         return None
     if row.request_hash != digest:
-        raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
+        raise Invalid(IdempotencyErrorCode.KEY_REUSED, "This Idempotency-Key was used with a different request.")
     return (row.status_code, row.response) if row.status_code is not None else None
 
 

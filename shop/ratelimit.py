@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import current_app, has_request_context, request
 from redis.exceptions import RedisError
 
-from shop.errors import ApiError
+from shop.errors import TooMany
 from shop.extensions import redis_ext
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,11 @@ def take_back(scope: str, subject: str) -> None:
 
 
 # -- request rates (config.py RATE_*: (count, seconds) or None for off) ----------------------------
-class RateLimited(ApiError):
-    """429 rate_limited with Retry-After and the RateLimit-* headers (API.md)."""
+class RateLimited(TooMany):
+    """429 rate_limited with Retry-After and the RateLimit-* headers (API.md): the edge's table says so."""
 
     def __init__(self, limit: int, retry_after: int, message: str):
-        super().__init__(429, "rate_limited", message, {"retry_after": retry_after},
-                         headers={"Retry-After": str(retry_after), "RateLimit-Limit": str(limit),
-                                  "RateLimit-Remaining": "0", "RateLimit-Reset": str(retry_after)})
-        self.retry_after = retry_after
+        super().__init__("rate_limited", message, {"retry_after": retry_after}, retry_after=retry_after, limit=limit)
 
 
 def client_ip() -> str:

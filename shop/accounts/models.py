@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func, text
@@ -10,7 +11,20 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from shop.catalog.models import utcnow
 from shop.extensions import db
 
-ROLES = ("warehouse", "support", "analyst", "manager", "admin")
+
+
+class Role(StrEnum):
+    """Staff roles, defined once: what each may do is in permissions.py, the column's CHECK below and the
+    migrations name the same values."""
+    WAREHOUSE = "warehouse"
+    SUPPORT = "support"
+    ANALYST = "analyst"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+ROLES = tuple(Role)
+_ROLE_CHECK = ", ".join(f"'{role}'" for role in Role)
 
 
 class User(UserMixin, db.Model):
@@ -18,8 +32,7 @@ class User(UserMixin, db.Model):
     __table_args__ = (
         # E-mail addresses are unique whatever their case.
         Index("uq_user_account_email_lower", text("lower(email)"), unique=True),
-        CheckConstraint("role IS NULL OR role IN ('warehouse', 'support', 'analyst', 'manager', 'admin')",
-                        name="role"),
+        CheckConstraint(f"role IS NULL OR role IN ({_ROLE_CHECK})", name="role"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from shop.accounts.models import Role
+
 
 class Permission(str, Enum):
     ORDERS_VIEW = "orders.view"                  # view orders (no payment details)
@@ -28,12 +30,12 @@ P = Permission
 _ALL_STAFF = {P.ORDERS_VIEW, P.STOCK_VIEW, P.ORDER_SHIPPING_ADDRESS}
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "warehouse": frozenset(_ALL_STAFF | {P.ORDERS_FULFIL, P.STOCK_EDIT}),
-    "support": frozenset(_ALL_STAFF | {P.ORDERS_CANCEL, P.PAYMENTS, P.CUSTOMERS_PII}),
-    "analyst": frozenset(_ALL_STAFF - {P.ORDER_SHIPPING_ADDRESS} | {P.PROMOTIONS_VIEW, P.REPORTS_VIEW}),
-    "manager": frozenset(_ALL_STAFF | {P.ORDERS_FULFIL, P.ORDERS_CANCEL, P.PAYMENTS, P.CUSTOMERS_PII, P.STOCK_EDIT,
+    Role.WAREHOUSE: frozenset(_ALL_STAFF | {P.ORDERS_FULFIL, P.STOCK_EDIT}),
+    Role.SUPPORT: frozenset(_ALL_STAFF | {P.ORDERS_CANCEL, P.PAYMENTS, P.CUSTOMERS_PII}),
+    Role.ANALYST: frozenset(_ALL_STAFF - {P.ORDER_SHIPPING_ADDRESS} | {P.PROMOTIONS_VIEW, P.REPORTS_VIEW}),
+    Role.MANAGER: frozenset(_ALL_STAFF | {P.ORDERS_FULFIL, P.ORDERS_CANCEL, P.PAYMENTS, P.CUSTOMERS_PII, P.STOCK_EDIT,
                                        P.CATALOG_EDIT, P.PROMOTIONS_VIEW, P.PROMOTIONS_EDIT, P.REPORTS_VIEW}),
-    "admin": frozenset(Permission),
+    Role.ADMIN: frozenset(Permission),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
@@ -14,32 +15,40 @@ from sqlalchemy.exc import IntegrityError
 from shop import events, ratelimit
 from shop.accounts.models import ROLES, Address, User
 from shop.accounts.passwords import hash_password, needs_rehash, password_problem, verify_password
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, Malformed, NotAuthenticated, TooMany, ValidationError
 from shop.extensions import db
 from shop.notifications import notify
 from shop.notifications.services import digest
 
 
-class EmailTaken(ApiError):
+class AccountErrorCode(StrEnum):
+    EMAIL_TAKEN = "email_taken"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    RATE_LIMITED = "rate_limited"
+    INVALID_TOKEN = "invalid_token"
+
+
+class EmailTaken(Conflict):
     def __init__(self):
-        super().__init__(409, "email_taken", "An account with this e-mail address already exists.")
+        super().__init__(AccountErrorCode.EMAIL_TAKEN, "An account with this e-mail address already exists.")
 
 
-class BadCredentials(ApiError):
+class BadCredentials(NotAuthenticated):
     def __init__(self):
-        super().__init__(401, "invalid_credentials", "The e-mail address or password is not right.")
+        super().__init__(AccountErrorCode.INVALID_CREDENTIALS, "The e-mail address or password is not right.")
 
 
-class Throttled(ApiError):
+class Throttled(TooMany):
     def __init__(self, retry_after: int):
-        super().__init__(429, "rate_limited", "Too many failed log-in attempts. Try again later.",
-                         {"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
-        self.retry_after = retry_after
+        super().__init__(AccountErrorCode.RATE_LIMITED, "Too many failed log-in attempts. Try again later.",
+                         {"retry_after": retry_after}, retry_after=retry_after)
 
 
-class BadToken(ApiError):
+class BadToken(Malformed):
+    """A link's token (verification, password reset) that is not valid: the link, not the asker, is wrong."""
+
     def __init__(self, message: str = "This link is not valid. Ask for a new one."):
-        super().__init__(400, "invalid_token", message)
+        super().__init__(AccountErrorCode.INVALID_TOKEN, message)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -22,15 +22,15 @@ import uuid
 import jwt
 from flask import current_app
 
-from shop.errors import ApiError
+from shop.errors import NotAuthenticated
 from shop.extensions import redis_ext
 
 ALGORITHM = "HS256"
 
 
-class TokenError(ApiError):
+class TokenError(NotAuthenticated):
     def __init__(self, message: str = "The token is not valid."):
-        super().__init__(401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        super().__init__("invalid_token", message, challenge='Bearer error="invalid_token"')
 
 
 def _key() -> bytes:

@@ -16,7 +16,7 @@ from shop.api.auth import json_body, permission_required
 from shop.api.buying import order_json
 from shop.api.params import Params
 from shop.bounds import fits
-from shop.errors import ApiError, ValidationError, error_body
+from shop.errors import ApiError, Conflict, Invalid, NotFound, ValidationError, error_body, http_status
 from shop.extensions import db
 from shop.money import foreign_currency, minor_units, money
 from shop.orders import services as orders
@@ -166,11 +166,8 @@ def admin_refund(order_id: int):
         return repeat[1], repeat[0]
     try:
         record = payments.refund(order_id, amount, reason, g.api_user.email, lines=lines)
-    except ApiError as exc:
-        if exc.status in (404, 409, 422):
-            idempotency.finish(scope, key, exc.status, error_body(exc.code, exc.message, exc.details))
-        else:
-            idempotency.release(scope, key)
+    except (NotFound, Conflict, Invalid) as exc:  # a refusal is the answer for this key too
+        idempotency.finish(scope, key, http_status(exc), error_body(exc.code, exc.message, exc.details))
         raise
     except Exception:
         idempotency.release(scope, key)

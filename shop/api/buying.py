@@ -9,7 +9,7 @@ from shop.api.auth import bearer_user, json_body, login_required
 from shop.api.params import Params
 from shop.cart import services as carts
 from shop.checkout import services as checkout
-from shop.errors import ApiError, ValidationError, error_body
+from shop.errors import ApiError, Conflict, ValidationError, error_body
 from shop.money import money
 from shop.orders import services as orders
 from shop.orders.models import Order
@@ -132,11 +132,8 @@ def place_order():
                                       shipping_address=data.get("shipping_address"),
                                       billing_address=data.get("billing_address"),
                                       shipping_method=data.get("shipping_method"), claim=(scope, key))
-    except ApiError as exc:
-        if exc.status == 409:  # a business refusal is the answer for this key too
-            idempotency.finish(scope, key, 409, error_body(exc.code, exc.message, exc.details))
-        else:
-            idempotency.release(scope, key)
+    except Conflict as exc:  # a business refusal is the answer for this key too
+        idempotency.finish(scope, key, 409, error_body(exc.code, exc.message, exc.details))
         raise
     except Exception:
         idempotency.release(scope, key)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 from shop.catalog.queries import MAX_PER_PAGE, SORTS
+from shop.accounts.models import ROLES
 from shop.events import TYPES
+from shop.orders.states import CUSTOMER_SERVICE, FULFILMENT, OrderStatus
+
+STAFF_MOVES = [status for status in OrderStatus if status in FULFILMENT | CUSTOMER_SERVICE]
 from shop.pricing import SHIPPING_METHODS
 from shop.search.services import SORTS as SEARCH_SORTS
 
@@ -74,7 +78,7 @@ SCHEMAS.update({
         "id": {"type": "integer"}, "email": {"type": "string", "format": "email"}, "name": {"type": "string"}}},
     "Me": {"allOf": [{"$ref": "#/components/schemas/User"}, {"type": "object", "properties": {
         "roles": {"type": "array", "items": {"type": "string",
-                                             "enum": ["warehouse", "support", "analyst", "manager", "admin"]}},
+                                             "enum": list(ROLES)}},
         "email_verified": {"type": "boolean"}}}]},
     "TokenPair": {"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"],
                   "properties": {"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
@@ -138,8 +142,7 @@ SCHEMAS.update({
         "actor": {"type": "string"}, "note": {"type": "string"}}},
     "Order": {"type": "object", "required": ["id", "number", "status", "items", "total", "events"], "properties": {
         "id": {"type": "integer"}, "number": {"type": "string"},
-        "status": {"enum": ["pending", "confirmed", "processing", "shipped", "delivered", "cancelled", "returned",
-                            "refunded"]},
+        "status": {"enum": list(OrderStatus)},
         "email": {"type": ["string", "null"]}, "currency": {"type": "string"},
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "sku": {"type": "string"}, "name": {"type": "string"}, "options": {"type": "object"},
@@ -346,8 +349,7 @@ ADMIN_PATHS = {
     "/v1/admin/orders/{order_id}/transition": {"post": {
         "summary": "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
         "tags": ["admin"], "security": BEARER, "parameters": [ORDER_ID],
-        "requestBody": _body(_obj("status", status={"enum": ["processing", "shipped", "delivered", "cancelled",
-                                                              "returned"]}, note={"type": "string", "maxLength": 1000},
+        "requestBody": _body(_obj("status", status={"enum": STAFF_MOVES}, note={"type": "string", "maxLength": 1000},
                                   tracking={**_obj("carrier", "number",
                                                    carrier={"type": "string", "maxLength": 60, "example": "UPS"},
                                                    number={"type": "string", "maxLength": 100,

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, or_, select
 
-from shop.cart.models import Cart
+from shop.cart.models import Cart, CartStatus
 from shop.extensions import db
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ def purge_abandoned_carts(now: datetime | None = None, days: int = ABANDONED_AFT
     (orders keep their own copy of every line). Batched, one transaction each; returns how many."""
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(days=days)
-    stale = or_((Cart.status == "open") & Cart.user_id.is_(None), Cart.status.in_(("merged", "converted")))
+    stale = or_((Cart.status == CartStatus.OPEN) & Cart.user_id.is_(None),
+                Cart.status.in_((CartStatus.MERGED, CartStatus.CONVERTED)))
     deleted = 0
     while True:
         ids = db.session.scalars(select(Cart.id).where(stale, Cart.updated_at < cutoff).limit(batch)).all()

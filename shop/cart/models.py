@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import UUID
@@ -13,6 +14,12 @@ from shop.catalog.models import Variant, utcnow
 from shop.extensions import db
 
 
+class CartStatus(StrEnum):
+    OPEN = "open"
+    CONVERTED = "converted"  # became an order
+    MERGED = "merged"  # its lines moved into the user's cart at log-in
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -20,7 +27,7 @@ def new_token() -> str:
 class Cart(db.Model):
     __tablename__ = "cart"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'converted', 'merged')", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in CartStatus)})", name="status"),
         # One open cart per user; guests' carts have no user.
         Index("uq_cart_open_user", "user_id", unique=True, postgresql_where="status = 'open' AND user_id IS NOT NULL"),
         Index("ix_cart_updated_at", "updated_at"),
@@ -29,7 +36,7 @@ class Cart(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(10), default="open")
+    status: Mapped[str] = mapped_column(String(10), default=CartStatus.OPEN)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     coupon_code: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

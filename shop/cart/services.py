@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from flask import current_app
@@ -13,19 +14,33 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from shop import ratelimit
-from shop.cart.models import Cart, CartItem
+from shop.cart.models import Cart, CartItem, CartStatus
 from shop.catalog.models import Product, Variant, utcnow
 from shop import pricing
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, NotFound, ValidationError
+from shop.inventory.services import OutOfStock
 from shop.extensions import db
 from shop.money import money
 
 MAX_QUANTITY = 100
 
 
-class CartNotFound(ApiError):
+class CartErrorCode(StrEnum):
+    NOT_FOUND = "cart_not_found"
+    CLOSED = "cart_closed"
+    FULL = "cart_full"
+    ITEM_NOT_FOUND = "item_not_found"
+    SKU_NOT_FOUND = "sku_not_found"
+
+
+class CartNotFound(NotFound):
     def __init__(self):
-        super().__init__(404, "cart_not_found", "No such cart.")
+        super().__init__(CartErrorCode.NOT_FOUND, "No such cart.")
+
+
+class CartClosed(Conflict):
+    def __init__(self, message: str = "This cart was already checked out or merged; start a new one."):
+        super().__init__(CartErrorCode.CLOSED, message)
 
 
 def _quantity(value) -> int:
@@ -56,7 +71,7 @@ def create(user=None) -> Cart:
 
 
 def open_cart_of(user_id: int) -> Cart | None:
-    return db.session.scalar(select(Cart).where(Cart.user_id == user_id, Cart.status == "open"))
+    return db.session.scalar(select(Cart).where(Cart.user_id == user_id, Cart.status == CartStatus.OPEN))
 
 
 def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool = False) -> Cart:
@@ -94,18 +109,18 @@ def _variant_by_sku(sku) -> Variant:
         raise ValidationError({"sku": "is required"})
     variant = db.session.scalar(select(Variant).join(Product).where(Variant.sku == sku, Product.status == "active"))
     if variant is None:
-        raise ApiError(404, "sku_not_found", f"No product for sale has the SKU {sku!r}.", {"sku": sku})
+        raise NotFound(CartErrorCode.SKU_NOT_FOUND, f"No product for sale has the SKU {sku!r}.", {"sku": sku})
     return variant
 
 
-def _cart_full(max_lines: int) -> ApiError:
-    return ApiError(409, "cart_full", f"A cart holds at most {max_lines} different items; remove one first.",
+def _cart_full(max_lines: int) -> Conflict:
+    return Conflict(CartErrorCode.FULL, f"A cart holds at most {max_lines} different items; remove one first.",
                     {"max_lines": max_lines})
 
 
-def _out_of_stock(variant: Variant, asked: int) -> ApiError:
-    return ApiError(409, "out_of_stock", f"Only {variant.available} of {variant.sku} can be bought now.",
-                    {"skus": [variant.sku], "available": {variant.sku: variant.available}, "requested": asked})
+def _out_of_stock(variant: Variant, asked: int) -> OutOfStock:
+    return OutOfStock({variant.sku: variant.available}, f"Only {variant.available} of {variant.sku} can be bought now.",
+                      requested=asked)
 
 
 def add_item(cart: Cart, sku, quantity) -> Cart:
@@ -137,7 +152,7 @@ def set_quantity(cart: Cart, item_id: int, quantity) -> Cart:
     _require_open(cart)
     line = next((i for i in cart.items if i.id == item_id), None)
     if line is None:
-        raise ApiError(404, "item_not_found", "No such item in this cart.")
+        raise NotFound(CartErrorCode.ITEM_NOT_FOUND, "No such item in this cart.")
     if quantity > line.variant.available:
         raise _out_of_stock(line.variant, quantity)
     line.quantity = quantity
@@ -150,7 +165,7 @@ def remove_item(cart: Cart, item_id: int) -> Cart:
     _require_open(cart)
     line = next((i for i in cart.items if i.id == item_id), None)
     if line is None:
-        raise ApiError(404, "item_not_found", "No such item in this cart.")
+        raise NotFound(CartErrorCode.ITEM_NOT_FOUND, "No such item in this cart.")
     cart.items.remove(line)
     db.session.commit()
     return cart
@@ -170,7 +185,7 @@ def merge(guest_token: str, user) -> Cart:
         .execution_options(populate_existing=True))}
     guest, target = locked[guest_id], locked[target_id]
     db.session.expire(target, ["items"])
-    if guest.status != "open":
+    if guest.status != CartStatus.OPEN:
         return target
     max_lines = current_app.config["CART_MAX_LINES"]
     for line in guest.items:
@@ -182,14 +197,14 @@ def merge(guest_token: str, user) -> Cart:
             mine.quantity = wanted
         else:
             target.items.append(CartItem(variant_id=line.variant_id, quantity=wanted))
-    guest.status = "merged"
+    guest.status = CartStatus.MERGED
     db.session.commit()
     return target
 
 
 def _require_open(cart: Cart) -> None:
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+    if cart.status != CartStatus.OPEN:
+        raise CartClosed()
 
 
 def apply_coupon(cart: Cart, code, ip: str, user=None) -> Cart:
@@ -198,8 +213,8 @@ def apply_coupon(cart: Cart, code, ip: str, user=None) -> Cart:
     from shop.promotions import services as promotions
 
     cart = _lock(cart)
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+    if cart.status != CartStatus.OPEN:
+        raise CartClosed()
     cart.coupon_code = promotions.check_code(cart, priced_lines(cart), code, ip, user)
     db.session.commit()
     return cart
@@ -207,8 +222,8 @@ def apply_coupon(cart: Cart, code, ip: str, user=None) -> Cart:
 
 def remove_coupon(cart: Cart) -> Cart:
     cart = _lock(cart)
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out or merged; start a new one.")
+    if cart.status != CartStatus.OPEN:
+        raise CartClosed()
     cart.coupon_code = None
     db.session.commit()
     return cart

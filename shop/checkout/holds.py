@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import select, text
 
-from shop.errors import ApiError
+from shop.errors import Conflict
 from shop.extensions import db
 
 
@@ -76,9 +76,9 @@ class Limits:
         return max(self.sku_min_units, on_hand * self.sku_share_percent // 100)
 
 
-class HoldLimitReached(ApiError):
+class HoldLimitReached(Conflict):
     def __init__(self, limit: str, message: str, **details):
-        super().__init__(409, "hold_limit_reached", message, {"limit": limit, **details})
+        super().__init__("hold_limit_reached", message, {"limit": limit, **details})
 
 
 def problem(client: Client, held: list[Held], wanted: dict[int, int], stock: dict[int, tuple[str, int]],

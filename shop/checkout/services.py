@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 from flask import current_app
 from sqlalchemy import select
@@ -14,18 +15,23 @@ from sqlalchemy import select
 from shop import geo, idempotency, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
-from shop.cart.models import Cart
+from shop.cart.models import Cart, CartStatus
 from shop import pricing
 from shop.checkout import holds
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, Invalid, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.orders import services as orders
 from shop.orders.models import Order
 from shop.payments import services as payments
 from shop.payments.gateways import gateway
-from shop.payments.models import Payment
+from shop.payments.models import Payment, PaymentStatus
 from shop.promotions import services as promotions
+
+
+class CheckoutErrorCode(StrEnum):
+    CART_EMPTY = "cart_empty"
+    NO_LONGER_SOLD = "no_longer_sold"
 
 
 @dataclass
@@ -86,8 +92,8 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     client = holds.Client(ip=ratelimit.client_ip(), email=email, user_id=user.id if user else None)
     # The cart row is locked so one cart cannot become two orders, whatever arrives together.
     cart = carts.for_reader(cart_id, user=user, token=cart_token, for_update=True)
-    if cart.status != "open":
-        raise ApiError(409, "cart_closed", "This cart was already checked out; start a new one.")
+    if cart.status != CartStatus.OPEN:
+        raise carts.CartClosed("This cart was already checked out; start a new one.")
     lines = carts.priced_lines(cart)
     # Lock order everywhere in checkout: cart -> promotions -> variants (shop.promotions.services).
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
@@ -96,11 +102,11 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     totals = carts.quote(cart, shipping_method=method, country=shipping_address["country"],
                          region=shipping_address.get("region"), lines=lines, applied=applied).totals
     if not totals.lines:
-        raise ApiError(422, "cart_empty", "The cart is empty.", {"fields": {"cart_id": "has no items"}})
+        raise Invalid(CheckoutErrorCode.CART_EMPTY, "The cart is empty.", {"fields": {"cart_id": "has no items"}})
     priced = {line.variant_id for line in totals.lines}
     gone = [item.variant.sku for item in cart.items if item.variant_id not in priced]
     if gone:
-        raise ApiError(409, "no_longer_sold", "Some items are no longer for sale; remove them to continue.",
+        raise Conflict(CheckoutErrorCode.NO_LONGER_SOLD, "Some items are no longer for sale; remove them to continue.",
                        {"skus": gone})
     wanted: dict[int, int] = {}
     for line in totals.lines:
@@ -123,7 +129,7 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     payment = Payment(order_id=order.id, provider=provider, amount=order.total, currency=order.currency,
                       flow="checkout" if hosted and provider == "stripe" else "intent")
     db.session.add(payment)
-    cart.status = "converted"
+    cart.status = CartStatus.CONVERTED
     if claim is not None:
         idempotency.record(*claim, order_id=order.id, access_token=token)
     db.session.commit()
@@ -145,7 +151,7 @@ def resume(claim: tuple[str, str]) -> Placed | None:
         if order is not None else None
     if payment is None:
         return None
-    if payment.status == "failed":
+    if payment.status == PaymentStatus.FAILED:
         # Its payment could not be started, so the order was cancelled: the original answer was a 503 and the
         # shopper may try again. Finish what that copy had left (reopening the cart) and place the order afresh.
         _reopen(order.cart_id, order.id)
@@ -153,7 +159,7 @@ def resume(claim: tuple[str, str]) -> Placed | None:
         db.session.commit()
         return None
     order_id, token = order.id, made.get("access_token")
-    if payment.status == "creating":
+    if payment.status == PaymentStatus.CREATING:
         try:
             started = payments.start(payment.id)
         except payments.PaymentUnavailable:
@@ -174,5 +180,5 @@ def _reopen(cart_id, order_id: int) -> None:
     cart = db.session.scalar(select(Cart).where(Cart.id == uuid.UUID(str(cart_id))).with_for_update()
                              .execution_options(populate_existing=True))
     later = db.session.scalar(select(Order.id).where(Order.cart_id == str(cart_id), Order.id > order_id).limit(1))
-    if cart is not None and cart.status == "converted" and later is None:
-        cart.status = "open"
+    if cart is not None and cart.status == CartStatus.CONVERTED and later is None:
+        cart.status = CartStatus.OPEN

@@ -3,6 +3,7 @@ from here (a commit hook sees every writer: reservations, payments, stock counts
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from flask import current_app, has_app_context
 from sqlalchemy import and_, event as sa_event, inspect, select
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shop.catalog.models import Product, Variant
 from shop import events
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
 
 
@@ -50,7 +51,7 @@ def set_on_hand(variant_id: int, on_hand, *, low_stock_threshold=KEEP) -> Varian
         raise ValidationError(fields)
     variant = lock_variants([variant_id]).get(variant_id)
     if variant is None:
-        raise ApiError(404, "variant_not_found", "No variant with this id.")
+        raise NotFound(InventoryErrorCode.VARIANT_NOT_FOUND, "No variant with this id.")
     variant.on_hand = on_hand
     if low_stock_threshold is not KEEP:
         variant.low_stock_threshold = low_stock_threshold
@@ -101,10 +102,18 @@ def low_stock_count(threshold: int | None = None) -> int:
 #  * a reservation is taken only while on_hand - reserved covers it, under that lock;
 #  * a reservation changes state (active -> consumed | released) exactly once, guarded by its
 #    current state in the UPDATE's WHERE clause.
-class OutOfStock(ApiError):
-    def __init__(self, shortages: dict[str, int]):
-        super().__init__(409, "out_of_stock", "Some items are no longer available in the quantity asked.",
-                         {"skus": sorted(shortages), "available": shortages})
+class InventoryErrorCode(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    VARIANT_NOT_FOUND = "variant_not_found"
+
+
+class OutOfStock(Conflict):
+    """Fewer units can be bought than asked: `available` by SKU."""
+
+    def __init__(self, shortages: dict[str, int], message: str = "Some items are no longer available in the "
+                                                                 "quantity asked.", **details):
+        super().__init__(InventoryErrorCode.OUT_OF_STOCK, message,
+                         {"skus": sorted(shortages), "available": shortages, **details})
 
 
 def lock_variants(variant_ids) -> dict[int, Variant]:

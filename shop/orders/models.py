@@ -15,7 +15,7 @@ from shop.orders.states import STATUSES
 class Order(db.Model):
     __tablename__ = "order"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STATUSES)})", name="status"),
         CheckConstraint("total >= 0 AND subtotal >= 0 AND discount >= 0 AND shipping >= 0 AND tax >= 0",
                         name="money_nonnegative"),
         Index("ix_order_user_created", "user_id", "created_at"),

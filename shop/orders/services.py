@@ -7,13 +7,14 @@ import hashlib
 import hmac
 import re
 import secrets
+from enum import StrEnum
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from shop import events
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
 from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
@@ -24,14 +25,19 @@ STATUS_EVENT = {states.CONFIRMED: "order.confirmed", states.CANCELLED: "order.ca
                 states.REFUNDED: "order.refunded"}
 
 
-class OrderNotFound(ApiError):
+class OrderErrorCode(StrEnum):
+    NOT_FOUND = "order_not_found"
+    INVALID_TRANSITION = "invalid_transition"
+
+
+class OrderNotFound(NotFound):
     def __init__(self):
-        super().__init__(404, "order_not_found", "No such order.")
+        super().__init__(OrderErrorCode.NOT_FOUND, "No such order.")
 
 
-class InvalidTransition(ApiError):
+class InvalidTransition(Conflict):
     def __init__(self, exc: states.InvalidTransition):
-        super().__init__(409, "invalid_transition", str(exc), {"from": exc.current, "to": exc.target})
+        super().__init__(OrderErrorCode.INVALID_TRANSITION, str(exc), {"from": exc.current, "to": exc.target})
 
 
 def hash_token(token: str) -> str:
@@ -223,7 +229,8 @@ def cancel_by_customer(order: Order, actor: str = "customer") -> Order:
     _close_payment_pages(order.id)
     locked = lock(order.id)
     if not states.can_cancel(locked.status):
-        raise ApiError(409, "invalid_transition", f"An order that is {locked.status} can no longer be cancelled.",
+        raise Conflict(OrderErrorCode.INVALID_TRANSITION,
+                       f"An order that is {locked.status} can no longer be cancelled.",
                        {"from": locked.status, "to": states.CANCELLED})
     move(locked, states.CANCELLED, actor, "Cancelled by the customer")
     db.session.commit()

@@ -1,9 +1,23 @@
 """The order state machine (API.md), written once. Pure: no database."""
 from __future__ import annotations
 
-PENDING, CONFIRMED, PROCESSING, SHIPPED, DELIVERED = "pending", "confirmed", "processing", "shipped", "delivered"
-CANCELLED, RETURNED, REFUNDED = "cancelled", "returned", "refunded"
-STATUSES = (PENDING, CONFIRMED, PROCESSING, SHIPPED, DELIVERED, CANCELLED, RETURNED, REFUNDED)
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    PROCESSING = "processing"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+    REFUNDED = "refunded"
+
+
+# The machine below names them briefly.
+PENDING, CONFIRMED, PROCESSING, SHIPPED, DELIVERED, CANCELLED, RETURNED, REFUNDED = OrderStatus
+STATUSES = tuple(OrderStatus)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({CONFIRMED, CANCELLED}),

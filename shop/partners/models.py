@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -9,8 +10,17 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shop.extensions import db
 
-PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
-STATES = (PENDING, SUCCEEDED, FAILED)
+
+
+class DeliveryState(StrEnum):
+    """A partner webhook delivery's state."""
+    PENDING = "pending"  # due (again) at next_attempt_at
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # out of attempts, or its endpoint is gone
+
+
+PENDING, SUCCEEDED, FAILED = DeliveryState
+STATES = tuple(DeliveryState)
 
 
 class WebhookEndpoint(db.Model):

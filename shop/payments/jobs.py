@@ -53,15 +53,16 @@ def finish_stuck_payments(older_than_seconds: int = STUCK_AFTER_SECONDS) -> dict
     from shop.orders import services as orders
     from shop.orders import states
     from shop.payments import services as payments
-    from shop.payments.models import Payment
+    from shop.payments.models import Payment, PaymentStatus
 
     stale = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)
-    ids = db.session.scalars(select(Payment.id).where(Payment.status == "creating", Payment.updated_at < stale)
+    creating = PaymentStatus.CREATING
+    ids = db.session.scalars(select(Payment.id).where(Payment.status == creating, Payment.updated_at < stale)
                              .order_by(Payment.id).limit(100)).all()
     db.session.commit()
     outcome = {"started": 0, "failed": 0, "cancelled": 0}
     for payment_id in ids:
-        taken = db.session.execute(update(Payment).where(Payment.id == payment_id, Payment.status == "creating",
+        taken = db.session.execute(update(Payment).where(Payment.id == payment_id, Payment.status == creating,
                                                          Payment.updated_at < stale)
                                    .values(updated_at=func.now() + func.make_interval(
                                        0, 0, 0, 0, 0, 0, START_LEASE_SECONDS))).rowcount
@@ -71,11 +72,11 @@ def finish_stuck_payments(older_than_seconds: int = STUCK_AFTER_SECONDS) -> dict
         order_id = db.session.scalar(select(Payment.order_id).where(Payment.id == payment_id))
         order = orders.lock(order_id)
         payment = payments.lock_payment(payment_id)
-        if payment.status != "creating":  # started meanwhile (a checkout retried with its key resumes it too)
+        if payment.status != creating:  # started meanwhile (a checkout retried with its key resumes it too)
             db.session.commit()
             continue
         if order.status != states.PENDING:  # expired or cancelled meanwhile: nothing left to pay for
-            payment.status, payment.failure_reason = "cancelled", f"order {order.status} before it started"
+            payment.status, payment.failure_reason = PaymentStatus.CANCELLED, f"order {order.status} before it started"
             outcome["cancelled"] += 1
             db.session.commit()
             continue

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
@@ -11,11 +12,37 @@ from shop.catalog.models import utcnow
 from shop.extensions import db
 
 
+def _check(column: str, enum) -> str:
+    return f"{column} IN ({', '.join(repr(str(member)) for member in enum)})"
+
+
+class PaymentStatus(StrEnum):
+    CREATING = "creating"  # recorded, not yet opened with the provider
+    REQUIRES_PAYMENT = "requires_payment"  # open with the provider: the shopper may pay
+    PROCESSING = "processing"  # submitted (a bank debit): the provider confirms later
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"  # not yet accepted by the provider (retried)
+    PROCESSING = "processing"  # accepted, not settled yet (Stripe's "pending")
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the held amount is refundable again
+
+
+class WebhookEventStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
 class Payment(db.Model):
     __tablename__ = "payment"
     __table_args__ = (
-        CheckConstraint("status IN ('creating', 'requires_payment', 'processing', 'succeeded', 'failed', 'cancelled')",
-                        name="status"),
+        CheckConstraint(_check("status", PaymentStatus), name="status"),
         CheckConstraint("flow IN ('intent', 'checkout')", name="flow"),
         UniqueConstraint("provider", "provider_id", name="uq_payment_provider_id"),
         UniqueConstraint("checkout_session_id", name="uq_payment_checkout_session_id"),
@@ -25,7 +52,7 @@ class Payment(db.Model):
     order_id: Mapped[int] = mapped_column(ForeignKey("order.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(20))
     provider_id: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(20), default="creating")
+    status: Mapped[str] = mapped_column(String(20), default=PaymentStatus.CREATING)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -55,7 +82,7 @@ class Refund(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="")
     # pending: not yet accepted by the provider (retried); processing: accepted, not settled yet (Stripe's
     # "pending"); succeeded; failed (the held amount is refundable again).
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=RefundStatus.PENDING)
     provider_refund_id: Mapped[str | None] = mapped_column(String(255))
     actor: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
@@ -112,7 +139,7 @@ class WebhookEvent(db.Model):
     __tablename__ = "webhook_event"
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_event_provider_event"),
-        CheckConstraint("status IN ('received', 'processed', 'failed', 'ignored')", name="status"),
+        CheckConstraint(_check("status", WebhookEventStatus), name="status"),
         Index("ix_webhook_event_status", "status", "received_at"),
     )
 
@@ -121,7 +148,7 @@ class WebhookEvent(db.Model):
     event_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(12), default="received")
+    status: Mapped[str] = mapped_column(String(12), default=WebhookEventStatus.RECEIVED)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

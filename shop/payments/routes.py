@@ -12,7 +12,7 @@ from shop.extensions import db
 from shop.orders.models import Order
 from shop.payments.gateways import webhook_secret
 from shop.payments.jobs import deliver_signed_event, test_event
-from shop.payments.models import Payment
+from shop.payments.models import Payment, PaymentStatus
 from shop.security import external_url
 
 bp = Blueprint("payments", __name__)
@@ -49,7 +49,8 @@ def test_pay(payment_id: int):
     payment = _payment(payment_id)
     order = db.session.get(Order, payment.order_id)
     form = ActionForm()
-    if request.method == "POST" and payment.status in ("failed", "cancelled", "succeeded"):
+    closed = (PaymentStatus.FAILED, PaymentStatus.CANCELLED, PaymentStatus.SUCCEEDED)
+    if request.method == "POST" and payment.status in closed:
         # A closed attempt (declined, replaced by "Pay again", or paid): deciding again must not pay twice.
         from flask import flash
 
@@ -73,7 +74,7 @@ def test_pay(payment_id: int):
             lock(order.id)
             decided = lock_payment(payment.id)
             if decided.status in LIVE:
-                decided.status = "failed"
+                decided.status = PaymentStatus.FAILED
                 decided.failure_reason = event["data"]["object"]["last_payment_error"]["message"]
         db.session.commit()
         # Back to the order with its signed link: the shopper may have reached this page at another host

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shop.afterwards import after_commit
 from shop import events
-from shop.errors import ApiError
+from shop.errors import Conflict, Unavailable, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
 from shop.notifications import notify
@@ -22,15 +23,37 @@ from shop.orders import states
 from shop.money import format_money
 from shop.orders.models import Order, OrderEvent
 from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
-from shop.payments.models import Dispute, Payment, Refund, RefundLine
+from shop.payments.models import Dispute, Payment, PaymentStatus, Refund, RefundLine, RefundStatus
 
 log = logging.getLogger(__name__)
 
 
-class PaymentUnavailable(ApiError):
+class PaymentErrorCode(StrEnum):
+    UNAVAILABLE = "payment_unavailable"
+    NOT_PAYABLE = "not_payable"
+    HOLD_EXPIRED = "hold_expired"
+    PROCESSING = "payment_processing"
+    DISPUTED = "payment_disputed"
+    NOTHING_TO_REFUND = "nothing_to_refund"
+    REFUND_PENDING = "refund_pending"
+    REFUND_REFUSED = "refund_refused"
+
+
+class PaymentUnavailable(Unavailable):
     def __init__(self, message: str = "The payment provider cannot be reached right now. Your cart is kept; "
                                       "please try again."):
-        super().__init__(503, "payment_unavailable", message, headers={"Retry-After": "30"})
+        super().__init__(PaymentErrorCode.UNAVAILABLE, message, retry_after=30)
+
+
+class PaymentDisputed(Conflict):
+    def __init__(self):
+        super().__init__(PaymentErrorCode.DISPUTED, "This payment is disputed: Stripe does not allow refunds until "
+                                                    "the dispute closes.")
+
+
+class RefundRefused(Conflict):
+    def __init__(self, message: str):
+        super().__init__(PaymentErrorCode.REFUND_REFUSED, message)
 
 
 def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
@@ -50,8 +73,9 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
         log.log(level, "starting payment %s failed: %r", payment_id, exc)
         order = orders.lock(ref.order_id)
         locked = lock_payment(payment_id)
-        if locked.status == "creating":  # not started meanwhile by another copy (checkout retry, stuck sweep)
-            locked.status, locked.failure_reason = "failed", f"could not start: {type(exc).__name__}"[:255]
+        # not started meanwhile by another copy (checkout retry, stuck sweep)
+        if locked.status == PaymentStatus.CREATING:
+            locked.status, locked.failure_reason = PaymentStatus.FAILED, f"could not start: {type(exc).__name__}"[:255]
             _publish_payment("payment.failed", locked)
             if order.status == states.PENDING and cancel_on_failure:
                 orders.move(order, states.CANCELLED, "system", "The payment could not be started")
@@ -59,8 +83,8 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
         raise PaymentUnavailable() from None
     order = orders.lock(ref.order_id)
     payment = lock_payment(payment_id)
-    if payment.status == "creating":  # another copy may have started it first: keep the id it recorded
-        payment.provider_id, payment.status = started.provider_id, "requires_payment"
+    if payment.status == PaymentStatus.CREATING:  # another copy may have started it first: keep the id it recorded
+        payment.provider_id, payment.status = started.provider_id, PaymentStatus.REQUIRES_PAYMENT
         payment.checkout_session_id = started.checkout_session_id
     orphan = started.checkout_session_id is not None and (
         order.status != states.PENDING or payment.checkout_session_id != started.checkout_session_id)
@@ -75,7 +99,7 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
     return answer
 
 
-LIVE = ("creating", "requires_payment")  # attempts that may still be paid
+LIVE = (PaymentStatus.CREATING, PaymentStatus.REQUIRES_PAYMENT)  # attempts that may still be paid
 
 
 def _publish_payment(type_: str, payment: Payment) -> None:
@@ -150,25 +174,26 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     order = orders.lock(order_id)
     if order.status != states.PENDING:
         db.session.commit()
-        raise ApiError(409, "not_payable", f"This order is {order.status}: there is nothing left to pay.",
+        raise Conflict(PaymentErrorCode.NOT_PAYABLE, f"This order is {order.status}: there is nothing left to pay.",
                        {"status": order.status})
     expires = orders.hold_expires_at(order.id)
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=timezone.utc)
     if expires is None or expires <= datetime.now(timezone.utc):
         db.session.commit()
-        raise ApiError(409, "hold_expired", "The items of this order are no longer held for you. Please add them "
-                                            "to your cart and check out again.")
-    if db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.status == "processing")):
+        raise Conflict(PaymentErrorCode.HOLD_EXPIRED, "The items of this order are no longer held for you. Please "
+                                                      "add them to your cart and check out again.")
+    if db.session.scalar(select(Payment.id).where(Payment.order_id == order.id,
+                                                  Payment.status == PaymentStatus.PROCESSING)):
         db.session.commit()
-        raise ApiError(409, "payment_processing", "A bank payment for this order is on its way; we confirm the order "
-                                                  "when the bank does.")
+        raise Conflict(PaymentErrorCode.PROCESSING, "A bank payment for this order is on its way; we confirm the "
+                                                    "order when the bank does.")
     flow = "checkout" if hosted and gateway().name == "stripe" else "intent"
     live = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status.in_(LIVE),
                                                    Payment.flow == flow)
                              .order_by(Payment.id.desc()).limit(1).with_for_update()
                              .execution_options(populate_existing=True))
-    if live is not None and live.status == "requires_payment":
+    if live is not None and live.status == PaymentStatus.REQUIRES_PAYMENT:
         if live.flow == "checkout":
             answer = open_session_answer(live.id)  # commits; None once that page can no longer be paid on
             if answer is not None:
@@ -192,18 +217,18 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
 def payment_answer(payment: Payment) -> dict:
     """What the client needs to pay a payment already started: the provider is asked again with the
     payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
-    if payment.flow == "checkout" and payment.status == "requires_payment":
+    if payment.flow == "checkout" and payment.status == PaymentStatus.REQUIRES_PAYMENT:
         answer = open_session_answer(payment.id)  # that same page while it is open
         return answer if answer is not None else {"id": payment.id, "provider": payment.provider}
     ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
-    started = payment.status == "requires_payment"
+    started = payment.status == PaymentStatus.REQUIRES_PAYMENT
     db.session.commit()  # no transaction stays open during the provider call
     if started:
         try:
             again = gateway().start(ref)
         except Exception:  # noqa: BLE001 - the payment is fine; only its client secret could not be fetched
-            raise ApiError(503, "payment_unavailable", "The payment provider cannot be reached right now. Your "
-                           "order is placed; please try again in a moment.", headers={"Retry-After": "30"}) from None
+            raise PaymentUnavailable("The payment provider cannot be reached right now. Your order is placed; "
+                                     "please try again in a moment.") from None
         answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
     return answer
 
@@ -297,11 +322,11 @@ def on_succeeded(intent: dict) -> str:
 
 def _succeeded(order: Order, payment: Payment, amount) -> str:
     """The money of `payment` arrived (`amount`, as the provider reports it): confirm its order, once."""
-    if payment.status == "succeeded":
+    if payment.status == PaymentStatus.SUCCEEDED:
         return "no effect: already succeeded"
     if amount is not None and int(amount) != payment.amount:
         # Money moved, but not the order's total: never confirm on it; give it back.
-        payment.status, payment.failure_reason = "succeeded", "amount mismatch: refunded"
+        payment.status, payment.failure_reason = PaymentStatus.SUCCEEDED, "amount mismatch: refunded"
         _publish_payment("payment.succeeded", payment)  # the money arrived; refund.succeeded follows
         if order.status == states.PENDING:
             orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
@@ -309,17 +334,18 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
                             payment_id=payment.id)
         return "refunding: amount mismatch"
     paid_before = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
-                                                             Payment.status == "succeeded").limit(1))
+                                                             Payment.status == PaymentStatus.SUCCEEDED).limit(1))
     if paid_before is not None:
         # Another attempt (an earlier declined one paid after all, beside "Pay again") already paid this order:
         # this money is given back, whatever the order's status.
-        payment.status, payment.failure_reason = "succeeded", "order already paid by another attempt: refunded"
+        payment.status = PaymentStatus.SUCCEEDED
+        payment.failure_reason = "order already paid by another attempt: refunded"
         _publish_payment("payment.succeeded", payment)
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                   actor=payment.provider, note="A second payment arrived; refunded"))
         refund_after_commit(order.id, reason="The order was already paid", actor="system", payment_id=payment.id)
         return "refunding: order already paid"
-    payment.status, payment.failure_reason = "succeeded", None
+    payment.status, payment.failure_reason = PaymentStatus.SUCCEEDED, None
     _publish_payment("payment.succeeded", payment)
     if order.status == states.PENDING:
         inventory.consume(order.id)
@@ -340,17 +366,17 @@ def on_failed(intent: dict) -> str:
     if found is None:
         return "ignored: unknown payment"
     _, payment = found
-    if payment.status in ("succeeded", "processing"):
+    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
         return f"no effect: already {payment.status}"
     error = (intent.get("last_payment_error") or {}).get("message") or "declined"
-    if payment.flow == "checkout" and payment.status == "requires_payment":
+    if payment.flow == "checkout" and payment.status == PaymentStatus.REQUIRES_PAYMENT:
         # Stripe's page stays open after a declined card: the shopper may try another card on it (or come back and
         # press "Pay now", which opens the same page). The attempt stays payable; the decline is kept for staff.
         payment.failure_reason = str(error)[:255]
         _publish_payment("payment.failed", payment)  # status stays requires_payment: another card may pay
         return "recorded decline (page still open)"
     # Also when the test gateway marked it failed as the shopper pressed "decline": this is the provider's report.
-    payment.status, payment.failure_reason = "failed", str(error)[:255]
+    payment.status, payment.failure_reason = PaymentStatus.FAILED, str(error)[:255]
     _publish_payment("payment.failed", payment)
     return "recorded failure"
 
@@ -367,9 +393,9 @@ def on_checkout_completed(obj: dict) -> str:
     session, order, payment = found
     if session.payment_status in ("paid", "no_payment_required"):
         return _succeeded(order, payment, session.amount_total)
-    if payment.status in ("succeeded", "failed", "processing"):
+    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.PROCESSING):
         return f"no effect: already {payment.status}"
-    payment.status, payment.failure_reason = "processing", None
+    payment.status, payment.failure_reason = PaymentStatus.PROCESSING, None
     db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                               actor=payment.provider, note="Bank payment submitted; waiting for the bank"))
     if order.status == states.PENDING:
@@ -393,9 +419,9 @@ def on_async_failed(obj: dict) -> str:
     if found is None:
         return "ignored: unknown session"
     session, order, payment = found
-    if payment.status in ("succeeded", "failed"):
+    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
         return f"no effect: already {payment.status}"
-    payment.status, payment.failure_reason = "failed", "The bank payment failed"
+    payment.status, payment.failure_reason = PaymentStatus.FAILED, "The bank payment failed"
     _publish_payment("payment.failed", payment)
     if order.status == states.PENDING:
         orders.move(order, states.CANCELLED, payment.provider, "The bank payment failed")
@@ -413,14 +439,14 @@ def on_session_expired(obj: dict) -> str:
     session, order, payment = found
     if payment.status not in LIVE:
         return f"no effect: payment {payment.status}"
-    payment.status, payment.failure_reason = "cancelled", "The payment page expired"
+    payment.status, payment.failure_reason = PaymentStatus.CANCELLED, "The payment page expired"
     if order.status != states.PENDING:
         return "closed attempt"
     expires = orders.hold_expires_at(order.id)
     if expires is not None and expires.replace(tzinfo=expires.tzinfo or timezone.utc) > datetime.now(timezone.utc):
         return "closed attempt: hold still running"
     other = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
-                                                       Payment.status.in_(LIVE + ("processing",))).limit(1))
+                                                       Payment.status.in_(LIVE + (PaymentStatus.PROCESSING,))).limit(1))
     if other is None:
         orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
         return "cancelled: expired"
@@ -479,9 +505,9 @@ def checkout_state(order_id: int) -> str:
     if order.status != states.PENDING:
         return "confirmed"
     attempt = latest(order_id)
-    if attempt is not None and attempt.status == "processing":
+    if attempt is not None and attempt.status == PaymentStatus.PROCESSING:
         return "processing"
-    if attempt is not None and attempt.status == "failed":
+    if attempt is not None and attempt.status == PaymentStatus.FAILED:
         return "declined"
     return "waiting"
 
@@ -521,7 +547,7 @@ def close_sessions(order_id: int) -> bool:
         orders.lock(order_id)
         payment = lock_payment(payment_id)
         if payment.status in LIVE:
-            payment.status, payment.failure_reason = "cancelled", "The payment page expired"
+            payment.status, payment.failure_reason = PaymentStatus.CANCELLED, "The payment page expired"
         db.session.commit()
     return True
 
@@ -535,7 +561,8 @@ def on_refunded(charge: dict) -> str:
     amount = int(charge.get("amount_refunded") or 0)
     if amount <= payment.refunded_amount:
         return "no effect: already recorded"
-    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == "failed")):
+    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id,
+                                                 Refund.status == RefundStatus.FAILED)):
         # Events come in any order: this total may predate a refund of ours that failed since (the money went back
         # to the charge). Refunds the shop makes are counted as they are made; this one is not trusted.
         log.warning("charge.refunded for payment %s ignored: a refund of it failed, the total may be stale", payment.id)
@@ -551,7 +578,7 @@ def on_refunded(charge: dict) -> str:
 def refundable(payment: Payment) -> int:
     """What can still be given back: captured, minus refunds (also those still on their way), minus what the bank
     took back in a lost dispute."""
-    if payment.status != "succeeded":
+    if payment.status != PaymentStatus.SUCCEEDED:
         return 0
     return max(payment.amount - payment.refunded_amount - (payment.charged_back or 0), 0)
 
@@ -574,14 +601,13 @@ def refunded_units(order_id: int) -> dict[int, int]:
     rows = db.session.execute(select(RefundLine.order_line_id, func.sum(RefundLine.quantity))
                               .join(Refund, Refund.id == RefundLine.refund_id)
                               .join(Payment, Payment.id == Refund.payment_id)
-                              .where(Payment.order_id == order_id, Refund.status != "failed")
+                              .where(Payment.order_id == order_id, Refund.status != RefundStatus.FAILED)
                               .group_by(RefundLine.order_line_id)).all()
     return {line_id: int(units) for line_id, units in rows}
 
 
 def _check_lines(order: Order, lines, done: dict[int, int]) -> dict[int, int]:
     """{order line id: quantity} checked against the order and what was refunded by line before (422 otherwise)."""
-    from shop.errors import ValidationError
 
     if not isinstance(lines, dict) or not lines:
         raise ValidationError({"lines": "name at least one line of this order and a quantity"})
@@ -630,7 +656,7 @@ def line_refund_amount(order: Order, lines: dict[int, int], done: dict[int, int]
         before = db.session.scalar(select(func.coalesce(func.sum(RefundLine.amount), 0))
                                    .join(Refund, Refund.id == RefundLine.refund_id)
                                    .join(Payment, Payment.id == Refund.payment_id)
-                                   .where(Payment.order_id == order.id, Refund.status != "failed"))
+                                   .where(Payment.order_id == order.id, Refund.status != RefundStatus.FAILED))
         return max(paid - int(before), 0)
     gross = sum(by_id[i].unit_price * qty for i, qty in lines.items())
     return gross * paid // order.subtotal
@@ -658,7 +684,7 @@ def standing(payment: Payment) -> bool:
 def _refund_source(order_id: int, payment_id: int | None):
     """The succeeded payment a refund comes out of: `payment_id`, or the order's standing payment with the most
     left to refund (a payment being given back whole is never picked for a cancellation or a staff refund)."""
-    which = select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
+    which = select(Payment).where(Payment.order_id == order_id, Payment.status == PaymentStatus.SUCCEEDED)
     if payment_id is not None:
         which = which.where(Payment.id == payment_id)
     else:
@@ -678,8 +704,8 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
         lines = _check_lines(order, lines, done)
         owed = line_refund_amount(order, lines, done)
         if amount is not None and not 0 < amount <= owed:
-            raise ApiError(422, "validation_failed", f"A refund of these units must be between 1 and {owed}.",
-                           {"fields": {"amount": f"must be between 1 and {owed} for these units"}})
+            raise ValidationError({"amount": f"must be between 1 and {owed} for these units"},
+                                  f"A refund of these units must be between 1 and {owed}.")
         amount = owed if amount is None else amount
     # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
     # same transaction, and a stale refunded_amount would let two refunds pass the check below.
@@ -688,19 +714,19 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
     if payment is not None and open_dispute(order.id, payment.id, blocking=True) is not None:
-        raise ApiError(409, "payment_disputed", "This payment is disputed: Stripe does not allow refunds until the "
-                                                "dispute closes.")
+        raise PaymentDisputed()
     if not payment or available <= 0:
-        raise ApiError(409, "nothing_to_refund", "This order has no paid amount left to refund.")
+        raise Conflict(PaymentErrorCode.NOTHING_TO_REFUND, "This order has no paid amount left to refund.")
     if lines is not None:
         amount = min(amount, available)  # the goods' share, within what is left of the payment
-    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == "pending")):
-        raise ApiError(409, "refund_pending", "A refund of this order is still waiting for the provider; "
-                                              "it is retried automatically.")
+    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id,
+                                                 Refund.status == RefundStatus.PENDING)):
+        raise Conflict(PaymentErrorCode.REFUND_PENDING, "A refund of this order is still waiting for the provider; "
+                                                        "it is retried automatically.")
     if amount <= 0 or amount > available:
-        raise ApiError(422, "validation_failed", f"The refund must be between 1 and {available}.",
-                       {"fields": {"amount": f"must be between 1 and {available}"}})
-    record = Refund(payment_id=payment.id, amount=amount, reason=reason, actor=actor, status="pending")
+        raise ValidationError({"amount": f"must be between 1 and {available}"},
+                              f"The refund must be between 1 and {available}.")
+    record = Refund(payment_id=payment.id, amount=amount, reason=reason, actor=actor, status=RefundStatus.PENDING)
     payment.refunded_amount += amount
     db.session.add(record)
     if lines is not None:
@@ -731,26 +757,26 @@ def send_refund(refund_id: int) -> Refund:
         orders.lock(order_id)
         payment = lock_payment(payment_ref.id)
         record = db.session.get(Refund, refund_id, populate_existing=True)
-        record.status = "failed"
+        record.status = RefundStatus.FAILED
         payment.refunded_amount -= amount
         db.session.commit()
-        raise ApiError(409, "refund_refused", f"The payment provider refused the refund: "
-                                              f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
+        raise RefundRefused(f"The payment provider refused the refund: "
+                            f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
     order = orders.lock(order_id)
     record = db.session.get(Refund, refund_id, populate_existing=True)
-    if record.status != "pending":  # settled meanwhile by a concurrent retry
+    if record.status != RefundStatus.PENDING:  # settled meanwhile by a concurrent retry
         db.session.commit()
         return record
     record.provider_refund_id = result.provider_refund_id
     payment = db.session.get(Payment, payment_ref.id, populate_existing=True)
     if result.status in ("failed", "canceled"):  # refused after all: the amount is refundable again
-        record.status = "failed"
+        record.status = RefundStatus.FAILED
         payment.refunded_amount -= amount
         db.session.commit()
-        raise ApiError(409, "refund_refused", "The payment provider could not make this refund.")
+        raise RefundRefused("The payment provider could not make this refund.")
     # Stripe's "pending" (a bank that takes days): in progress; charge.refund.updated settles it.
-    record.status = "succeeded" if result.status == "succeeded" else "processing"
-    if record.status == "succeeded":
+    record.status = RefundStatus.SUCCEEDED if result.status == "succeeded" else RefundStatus.PROCESSING
+    if record.status == RefundStatus.SUCCEEDED:
         _publish_refund(payment, record)
     _announce_refund(order, payment, record)
     db.session.commit()
@@ -776,7 +802,7 @@ def retry_pending_refunds(older_than_seconds: int = 120) -> int:
     from datetime import datetime, timedelta, timezone
 
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
-    ids = db.session.scalars(select(Refund.id).where(Refund.status == "pending", Refund.created_at < cutoff)
+    ids = db.session.scalars(select(Refund.id).where(Refund.status == RefundStatus.PENDING, Refund.created_at < cutoff)
                              .order_by(Refund.id).limit(100)).all()
     db.session.commit()
     done = 0
@@ -784,7 +810,7 @@ def retry_pending_refunds(older_than_seconds: int = 120) -> int:
         try:
             send_refund(refund_id)
             done += 1
-        except ApiError:
+        except (PaymentUnavailable, RefundRefused):
             pass  # still unreachable (stays pending) or refused (now failed); the log says which
     return done
 
@@ -806,9 +832,7 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
         return "nothing to refund"
     try:
         refund(order_id, None, reason, actor, payment_id=payment.id)
-    except ApiError as exc:
-        if exc.code != "payment_disputed":
-            raise
+    except PaymentDisputed:
         db.session.rollback()  # made when the dispute closes (on_dispute_closed), not by retrying for weeks
         return "waiting for the dispute to close"
     return "refunded"
@@ -831,30 +855,31 @@ def on_refund_updated(obj: dict) -> str:
     payment = lock_payment(record.payment_id)
     record.provider_refund_id = record.provider_refund_id or str(obj.get("id"))
     status, before = obj.get("status"), record.status
-    if record.status == "failed" or (record.status == "succeeded" and status != "failed"):
+    if record.status == RefundStatus.FAILED or (record.status == RefundStatus.SUCCEEDED and status != "failed"):
         return f"no effect: refund already {record.status}"
-    if status in ("succeeded", "pending", "requires_action") and before == "pending":
+    if status in ("succeeded", "pending", "requires_action") and before == RefundStatus.PENDING:
         # The shop's own request has not recorded Stripe's answer (it timed out, or is still on its way): this
         # event settles the refund; the late answer then finds it settled and does nothing.
-        record.status = "succeeded" if status == "succeeded" else "processing"
-        if record.status == "succeeded":
+        record.status = RefundStatus.SUCCEEDED if status == "succeeded" else RefundStatus.PROCESSING
+        if record.status == RefundStatus.SUCCEEDED:
             _publish_refund(payment, record)
         _announce_refund(order, payment, record)
         return f"refund {record.status}"
     if status == "succeeded":
-        record.status = "succeeded"
+        record.status = RefundStatus.SUCCEEDED
         _publish_refund(payment, record)
         return "refund succeeded"
     if status in ("failed", "canceled"):
-        record.status = "failed"
+        record.status = RefundStatus.FAILED
         payment.refunded_amount = max(payment.refunded_amount - record.amount, 0)
         db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
                                   actor=payment.provider, note=f"Refund of {format_money(record.amount, payment.currency)} "
                                                                f"failed at the provider; it can be made again"))
-        if before in ("processing", "succeeded"):  # it was announced: the order's refunded total went down again
+        # it was announced: the order's refunded total went down again
+        if before in (RefundStatus.PROCESSING, RefundStatus.SUCCEEDED):
             orders.publish_event(order, "order.refunded")
         return "refund failed: amount refundable again"
-    record.status = "processing"
+    record.status = RefundStatus.PROCESSING
     return "refund in progress"
 
 

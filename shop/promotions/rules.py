@@ -23,17 +23,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
-# Stable error codes for a code the shopper typed (API.md: 422 `code` naming the failed rule).
-NOT_FOUND = "coupon_not_found"
-EXPIRED = "coupon_expired"
-NOT_STARTED = "coupon_not_started"
-MIN_SUBTOTAL = "coupon_min_subtotal"
-EXHAUSTED = "coupon_exhausted"
-CUSTOMER_LIMIT = "coupon_customer_limit"
-FIRST_ORDER_ONLY = "coupon_first_order_only"
-NOT_APPLICABLE = "coupon_not_applicable"
-NOT_COMBINABLE = "coupon_not_combinable"
+
+
+class CouponErrorCode(StrEnum):
+    """Stable error codes for a code the shopper typed (API.md: 422 `code` naming the failed rule)."""
+    NOT_FOUND = "coupon_not_found"
+    EXPIRED = "coupon_expired"
+    NOT_STARTED = "coupon_not_started"
+    MIN_SUBTOTAL = "coupon_min_subtotal"
+    EXHAUSTED = "coupon_exhausted"
+    CUSTOMER_LIMIT = "coupon_customer_limit"
+    FIRST_ORDER_ONLY = "coupon_first_order_only"
+    NOT_APPLICABLE = "coupon_not_applicable"
+    NOT_COMBINABLE = "coupon_not_combinable"
+
+
+# The rules below name them briefly.
+(NOT_FOUND, EXPIRED, NOT_STARTED, MIN_SUBTOTAL, EXHAUSTED, CUSTOMER_LIMIT, FIRST_ORDER_ONLY, NOT_APPLICABLE,
+ NOT_COMBINABLE) = CouponErrorCode
 
 MESSAGES = {
     NOT_FOUND: "There is no such code.",

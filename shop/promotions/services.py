@@ -24,7 +24,7 @@ from shop import events, ratelimit
 from shop.catalog.models import Category, Product, Variant
 from shop import pricing
 from shop.catalog.changes import on_catalog_change
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, Invalid, TooMany, ValidationError
 from shop.extensions import db
 from shop.money import format_money, money
 from shop.promotions import rules
@@ -35,12 +35,25 @@ PER_CART = 10  # failed attempts per cart per window
 PER_IP = 30  # failed attempts per IP per window
 
 
-class CouponRejected(ApiError):
-    def __init__(self, code: str, status: int = 422, rule: rules.Rule | None = None, currency: str = "USD"):
-        details = {"code": code}
-        if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
-            details["min_subtotal"] = money(rule.min_subtotal, currency)
-        super().__init__(status, code, message(code, rule, currency), details)
+def _coupon_details(code: str, rule: rules.Rule | None, currency: str) -> dict:
+    details = {"code": code}
+    if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
+        details["min_subtotal"] = money(rule.min_subtotal, currency)
+    return details
+
+
+class CouponRejected(Invalid):
+    """The code the shopper typed fails a rule (`code` names it)."""
+
+    def __init__(self, code: str, rule: rules.Rule | None = None, currency: str = "USD"):
+        super().__init__(code, message(code, rule, currency), _coupon_details(code, rule, currency))
+
+
+class CouponNoLongerApplies(Conflict):
+    """At checkout, under the promotion's lock: the cart's code fails a rule it passed before (used up meanwhile)."""
+
+    def __init__(self, code: str, rule: rules.Rule | None = None, currency: str = "USD"):
+        super().__init__(code, message(code, rule, currency), _coupon_details(code, rule, currency))
 
 
 def message(code: str, rule: rules.Rule | None = None, currency: str = "USD") -> str:
@@ -244,8 +257,8 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
             over.append(w.retry_after)
     if over:
         retry = max(over)
-        raise ApiError(429, "rate_limited", "Too many attempts to apply a code; try again later.",
-                       {"retry_after": retry}, headers={"Retry-After": str(retry)})
+        raise TooMany("rate_limited", "Too many attempts to apply a code; try again later.",
+                      {"retry_after": retry}, retry_after=retry)
     return [(scope, subject) for scope, subject, _ in counted]
 
 
@@ -292,14 +305,14 @@ def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -
     candidates = [to_rule(p) for p in live_automatic(at)]
     pc = find_code(cart.coupon_code) if cart.coupon_code else None
     if cart.coupon_code and pc is None:
-        raise CouponRejected(rules.NOT_FOUND, 409)
+        raise CouponNoLongerApplies(rules.NOT_FOUND)
     if pc is not None:
         candidates.append(to_rule(pc.promotion, pc))
     locked = lock_promotions([r.id for r in candidates if r.limited])
     applied, code_rule, error = _price(cart, lines, user=user, email=email, shipping_method=shipping_method,
                                        promotions=locked, at=at)
     if error:
-        raise CouponRejected(error, 409, code_rule, cart.currency)
+        raise CouponNoLongerApplies(error, code_rule, cart.currency)
     return applied
 
 

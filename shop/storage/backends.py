@@ -19,8 +19,8 @@ from pathlib import Path
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from shop.errors import ApiError, ValidationError
-from shop.storage.images import reencode, rendition_name, renditions, type_name
+from shop.errors import Conflict, Malformed, NotAllowed, TooLarge, Unsupported, ValidationError
+from shop.storage.images import UploadErrorCode, reencode, rendition_name, renditions, type_name
 from shop.security import external_url
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
@@ -97,20 +97,21 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
     try:
         data = _serializer().loads(token, max_age=current_app.config["UPLOAD_URL_SECONDS"])
     except SignatureExpired:
-        raise ApiError(403, "upload_url_expired", "This upload URL has expired; ask for a new one.") from None
+        raise NotAllowed(UploadErrorCode.URL_EXPIRED, "This upload URL has expired; ask for a new one.") from None
     except BadSignature:
-        raise ApiError(403, "upload_url_invalid", "This upload URL is not valid.") from None
+        raise NotAllowed(UploadErrorCode.URL_INVALID, "This upload URL is not valid.") from None
     key, expected_type, max_bytes = data["k"], data["ct"], int(data["max"])
     if not KEY_RE.fullmatch(key):
-        raise ApiError(403, "upload_url_invalid", "This upload URL is not valid.")
+        raise NotAllowed(UploadErrorCode.URL_INVALID, "This upload URL is not valid.")
     if (content_type or "").split(";")[0].strip() != expected_type:
-        raise ApiError(415, "unsupported_media_type", f"This URL takes {type_name(expected_type)} images only.")
+        raise Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                          f"This URL takes {type_name(expected_type)} images only.")
     if content_length is not None and content_length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"The file is larger than {max_bytes} bytes.")
+        raise TooLarge(UploadErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than {max_bytes} bytes.")
     target = Path(current_app.config["UPLOAD_DIR"]) / key.removeprefix("uploads/")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        raise ApiError(409, "already_uploaded", "This upload URL was already used.")
+        raise Conflict(UploadErrorCode.ALREADY_UPLOADED, "This upload URL was already used.")
     tmp = target.with_suffix(target.suffix + f".{os.getpid()}.{time.monotonic_ns()}.part")
     clean = tmp.with_suffix(".clean")
     written = 0
@@ -118,14 +119,14 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
         with open(tmp, "wb") as out:
             while chunk := body_stream.read(64 * 1024):
                 if written == 0 and not chunk.startswith(MAGIC[expected_type]):
-                    raise ApiError(415, "unsupported_media_type",
+                    raise Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
                                    f"The file is not a {type_name(expected_type)} image.")
                 written += len(chunk)
                 if written > max_bytes:
-                    raise ApiError(413, "payload_too_large", f"The file is larger than {max_bytes} bytes.")
+                    raise TooLarge(UploadErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than {max_bytes} bytes.")
                 out.write(chunk)
         if written == 0:
-            raise ApiError(400, "empty_upload", "The upload was empty.")
+            raise Malformed(UploadErrorCode.EMPTY_UPLOAD, "The upload was empty.")
         # What is served is Pillow's fresh encoding of the pixels, never the bytes sent (polyglots, metadata).
         reencode(tmp, clean, expected_type, current_app.config["UPLOAD_MAX_PIXELS"])
         _store_renditions(clean, target.parent, key)

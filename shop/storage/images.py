@@ -8,11 +8,12 @@ than UPLOAD_MAX_PIXELS (a decompression bomb: a few KB that unpack to gigabytes)
 from __future__ import annotations
 
 import io
+from enum import StrEnum
 from pathlib import Path
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from shop.errors import ApiError
+from shop.errors import TooLarge, Unsupported
 
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
 # Frame timing and palette transparency are part of the picture; every other info key is metadata.
@@ -28,8 +29,19 @@ def type_name(content_type: str) -> str:
     return FORMATS.get(content_type, content_type.split("/")[-1].upper())
 
 
-def _refuse(content_type: str) -> ApiError:
-    return ApiError(415, "unsupported_media_type", f"The file is not a readable {type_name(content_type)} image.")
+class UploadErrorCode(StrEnum):
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    IMAGE_TOO_LARGE = "image_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    URL_EXPIRED = "upload_url_expired"
+    URL_INVALID = "upload_url_invalid"
+    ALREADY_UPLOADED = "already_uploaded"
+    EMPTY_UPLOAD = "empty_upload"
+
+
+def _refuse(content_type: str) -> Unsupported:
+    return Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                       f"The file is not a readable {type_name(content_type)} image.")
 
 
 def _frame(frame: Image.Image, fmt: str, upright: bool) -> Image.Image:
@@ -48,17 +60,17 @@ def _decode(source: Path, content_type: str, max_pixels: int) -> tuple[list[Imag
         with Image.open(source, formats=[fmt]) as image:
             # Header only so far: refuse a bomb before decoding it (every frame counts).
             if image.width * image.height * getattr(image, "n_frames", 1) > max_pixels:
-                raise ApiError(413, "image_too_large", f"The image has more than {max_pixels} pixels.")
+                raise TooLarge(UploadErrorCode.IMAGE_TOO_LARGE, f"The image has more than {max_pixels} pixels.")
             if getattr(image, "n_frames", 1) > 1:
                 frames = [_frame(f, fmt, upright=False) for f in ImageSequence.Iterator(image)]
             else:
                 frames = [_frame(image, fmt, upright=True)]
             timing = {"duration": [f.info.get("duration", 0) for f in frames],
                       "loop": image.info.get("loop", 0)} if len(frames) > 1 else {}
-    except ApiError:
+    except (TooLarge, Unsupported):
         raise
     except Image.DecompressionBombError:
-        raise ApiError(413, "image_too_large", f"The image has more than {max_pixels} pixels.") from None
+        raise TooLarge(UploadErrorCode.IMAGE_TOO_LARGE, f"The image has more than {max_pixels} pixels.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise _refuse(content_type) from None
     return frames, timing

@@ -11,7 +11,7 @@ from shop import ratelimit
 from shop.accounts import services, sessions
 from shop.accounts.forms import (ActionForm, AddressForm, ChangePasswordForm, LoginForm, ResetForm,
                                  ResetRequestForm, SignupForm)
-from shop.errors import ApiError, ValidationError
+from shop.errors import DomainError, ValidationError
 from shop.storefront import bp
 from shop.storefront.cart import adopt_guest_cart, slow_down_text
 from shop.storefront.orders import forget_orders
@@ -172,7 +172,7 @@ def resend_verification():
 def verify_email(token: str):
     try:
         services.verify_email(token)
-    except ApiError as exc:
+    except DomainError as exc:
         return _private(render_template("account/message.html", title="Confirmation link not valid",
                                         message=exc.message), 400)
     flash("Thank you: your e-mail address is confirmed.", "success")
@@ -198,7 +198,7 @@ def reset_request():
 def reset_password(token: str):
     try:
         services.reset_user(token)
-    except ApiError as exc:
+    except DomainError as exc:
         return _private(render_template("account/message.html", title="Reset link not valid", message=exc.message,
                                         link=(url_for("storefront.reset_request"), "Ask for a new link")), 400)
     form = ResetForm()
@@ -207,7 +207,7 @@ def reset_password(token: str):
             services.reset_password(token, form.password.data)
         except ValidationError as exc:
             _field_errors(form, exc)
-        except ApiError as exc:
+        except DomainError as exc:
             return _private(render_template("account/message.html", title="Reset link not valid",
                                             message=exc.message), 400)
         else:

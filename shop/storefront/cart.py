@@ -18,10 +18,11 @@ from flask_wtf.csrf import generate_csrf
 
 from shop import ratelimit
 from shop.cart import services as carts
-from shop.cart.models import Cart
+from shop.cart.models import Cart, CartStatus
 from shop.catalog import queries
 from shop import pricing
-from shop.errors import ApiError
+from shop.errors import DomainError, TooMany
+from shop.inventory.services import OutOfStock
 from shop.extensions import csrf, db
 from shop.promotions import rules
 from shop.security import is_own_url
@@ -58,7 +59,7 @@ def _guest_cart() -> Cart | None:
         return None
     try:
         return carts.for_reader(cart_id, token=token)
-    except ApiError:
+    except DomainError:
         return None
 
 
@@ -70,7 +71,7 @@ def visitor_cart(*, create: bool = False) -> Cart | None:
             adopt_guest_cart(user)
         return carts.create(user) if create else carts.open_cart_of(user.id)
     cart = _guest_cart()
-    if cart is not None and cart.status == "open":
+    if cart is not None and cart.status == CartStatus.OPEN:
         return cart
     if session.get(CART_TOKEN):
         forget_guest_cart()  # checked out, merged or gone: the next item starts a new cart
@@ -91,7 +92,7 @@ def adopt_guest_cart(user) -> None:
         return
     guest = _guest_cart()
     wanted: dict[int, int] = {}
-    if guest is not None and guest.status == "open" and guest.items:
+    if guest is not None and guest.status == CartStatus.OPEN and guest.items:
         mine = carts.open_cart_of(user.id)
         for item in (mine.items if mine else []):
             wanted[item.variant_id] = item.quantity
@@ -103,7 +104,7 @@ def adopt_guest_cart(user) -> None:
     forget_guest_cart()
     try:
         target = carts.merge(token, user)
-    except ApiError:  # the guest cart is gone: nothing to merge
+    except DomainError:  # the guest cart is gone: nothing to merge
         db.session.rollback()
         return
     if not wanted:
@@ -120,7 +121,7 @@ def adopt_guest_cart(user) -> None:
 
 # ------------------------------------------------------------------------------------- messages
 
-def problem_text(exc: ApiError) -> str:
+def problem_text(exc: DomainError) -> str:
     """A sentence for a service's refusal: its field problems if it has them, else its message."""
     fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
     if not fields:
@@ -135,7 +136,7 @@ def problem_text(exc: ApiError) -> str:
     return " ".join(sentences)
 
 
-def slow_down_text(exc: ApiError) -> str:
+def slow_down_text(exc: DomainError) -> str:
     """The storefront's sentence for a 429: what was refused and how long to wait."""
     retry_after = int(getattr(exc, "retry_after", None) or exc.details.get("retry_after") or 60)
     return f"{exc.message.split(';')[0]}. Please wait {ratelimit.wait_text(retry_after)} and try again."
@@ -229,13 +230,14 @@ def add_to_cart():
         return redirect(url_for("storefront.cart_page"), 303)
     try:
         carts.add_item(cart, sku, quantity)
-    except ApiError as exc:
+    except OutOfStock as exc:
         db.session.rollback()
-        if exc.code != "out_of_stock":
-            flash(problem_text(exc) if exc.code != "sku_not_found" else
-                  "That item is no longer for sale.", "error")
-            return redirect(url_for("storefront.cart_page"), 303)
         _add_what_is_left(cart, sku, form.product.data, exc)
+        return redirect(url_for("storefront.cart_page"), 303)
+    except DomainError as exc:
+        db.session.rollback()
+        flash("That item is no longer for sale." if exc.code == carts.CartErrorCode.SKU_NOT_FOUND
+              else problem_text(exc), "error")
         return redirect(url_for("storefront.cart_page"), 303)
     _, line = _line_of(cart, sku=sku)
     name = label(line.name, line.options) if line else sku
@@ -243,7 +245,7 @@ def add_to_cart():
     return redirect(url_for("storefront.cart_page"), 303)
 
 
-def _add_what_is_left(cart: Cart, sku: str, product_slug: str | None, exc: ApiError) -> None:
+def _add_what_is_left(cart: Cart, sku: str, product_slug: str | None, exc: DomainError) -> None:
     """More was asked than is in stock: put in what is left, and say so."""
     available = int((exc.details.get("available") or {}).get(sku, 0))
     item, line = _line_of(cart, sku=sku)
@@ -257,7 +259,7 @@ def _add_what_is_left(cart: Cart, sku: str, product_slug: str | None, exc: ApiEr
     if room > 0:
         try:
             carts.add_item(cart, sku, room)
-        except ApiError as again:  # the last units went in the meantime
+        except DomainError as again:  # the last units went in the meantime
             db.session.rollback()
             flash(problem_text(again), "error")
             return
@@ -301,9 +303,9 @@ def update_cart_item(item_id: int):
         return _remove(cart, item_id, name)
     try:
         carts.set_quantity(cart, item_id, quantity)
-    except ApiError as exc:
+    except DomainError as exc:
         db.session.rollback()
-        if exc.code == "out_of_stock" and item is not None:
+        if isinstance(exc, OutOfStock) and item is not None:
             available = min(int((exc.details.get("available") or {}).get(line.sku, 0)), carts.MAX_QUANTITY)
             if available > 0:
                 carts.set_quantity(cart, item_id, available)
@@ -332,7 +334,7 @@ def remove_cart_item(item_id: int):
 def _remove(cart: Cart, item_id: int, name: str):
     try:
         carts.remove_item(cart, item_id)
-    except ApiError as exc:
+    except DomainError as exc:
         db.session.rollback()
         flash(problem_text(exc), "error")
     else:
@@ -357,9 +359,9 @@ def apply_coupon():
     try:
         cart = carts.apply_coupon(cart, code, request.remote_addr or "unknown",
                                   current_user if current_user.is_authenticated else None)
-    except ApiError as exc:
+    except DomainError as exc:
         db.session.rollback()
-        if exc.status == 429:
+        if isinstance(exc, TooMany):
             minutes = max(1, round(int(exc.details.get("retry_after", 60)) / 60))
             flash(f"Too many codes tried. Please wait about {minutes} minute{'s' if minutes != 1 else ''} "
                   "and try again.", "error")
@@ -377,7 +379,7 @@ def remove_coupon():
         code = cart.coupon_code
         try:
             carts.remove_coupon(cart)
-        except ApiError as exc:
+        except DomainError as exc:
             db.session.rollback()
             flash(problem_text(exc), "error")
             return redirect(url_for("storefront.cart_page"), 303)

@@ -17,7 +17,7 @@ from shop import geo, idempotency
 from shop.cart import services as carts
 from shop import pricing
 from shop.checkout import services as checkout
-from shop.errors import ApiError, ValidationError
+from shop.errors import Conflict, DomainError, Invalid, TooMany, ValidationError
 from shop.extensions import db
 from shop.money import format_money
 from shop.storefront import bp
@@ -160,8 +160,8 @@ def _claim(scope: str, key: str, body: dict):
     while True:
         try:
             return idempotency.claim(scope, key, body)
-        except ApiError as exc:
-            if exc.code != "request_in_progress" or time.monotonic() > deadline:
+        except idempotency.RequestInProgress:
+            if time.monotonic() > deadline:
                 raise
             db.session.rollback()
             time.sleep(0.2)
@@ -183,16 +183,16 @@ def checkout_place():
     user = _user()
     try:  # the cart on the form, if it is this visitor's (checked out already or not)
         cart = carts.for_reader(form.cart_id.data, user=user, token=None if user else session.get(CART_TOKEN))
-    except ApiError:
+    except DomainError:
         flash("Your cart has changed since that page was shown. Please check it and try again.", "error")
         return redirect(url_for("storefront.cart_page"), 303)
     cart_id, nonce = str(cart.id), form.nonce.data
     scope = f"storefront-checkout:{cart_id}"
     try:
         answer = _claim(scope, nonce, {"cart_id": cart_id, **details})
-    except ApiError as exc:
+    except DomainError as exc:
         db.session.rollback()
-        if exc.code == "request_in_progress":
+        if isinstance(exc, idempotency.RequestInProgress):
             flash("Your order is still being placed. Please wait a moment, then look at your orders or "
                   "your e-mail before trying again.", "info")
         else:  # the details changed (another tab) since this review page was shown
@@ -206,17 +206,17 @@ def checkout_place():
                                       email=details["email"], shipping_address=details["address"],
                                       shipping_method=details["shipping_method"], claim=(scope, nonce),
                                       hosted=True)
-    except ApiError as exc:
+    except DomainError as exc:
         db.session.rollback()  # nothing half-made of this attempt may ride along with the next commit
         refusal = {"code": exc.code, "message": exc.message, "details": exc.details}
-        if exc.status == 409:  # a business refusal is this nonce's answer, also for a second press
+        if isinstance(exc, Conflict):  # a business refusal is this nonce's answer, also for a second press
             idempotency.finish(scope, nonce, 409, refusal)
             return _refused(refusal, cart)
         idempotency.release(scope, nonce)  # worth trying again with the same page
-        if exc.code == "cart_empty":
+        if exc.code == checkout.CheckoutErrorCode.CART_EMPTY:
             return _empty_cart()
-        flash(slow_down_text(exc) if exc.status == 429 else problem_text(exc), "error")
-        if exc.status == 422:
+        flash(slow_down_text(exc) if isinstance(exc, TooMany) else problem_text(exc), "error")
+        if isinstance(exc, Invalid):
             return redirect(url_for("storefront.checkout_details"), 303)
         return redirect(url_for("storefront.checkout_review"), 303)
     except Exception:

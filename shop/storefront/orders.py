@@ -8,7 +8,7 @@ from flask import abort, current_app, flash, make_response, redirect, render_tem
 from flask_login import current_user, login_required
 
 from shop.accounts.forms import ActionForm
-from shop.errors import ApiError
+from shop.errors import DomainError
 from shop.orders import services as orders
 from shop.orders import states
 from shop.storefront import bp
@@ -49,7 +49,7 @@ def _own(order_id: int) -> bool:
     user = current_user if current_user.is_authenticated else None
     try:
         orders.for_reader(order_id, user=user, token=token)
-    except ApiError:
+    except DomainError:
         return False
     return True
 
@@ -59,7 +59,7 @@ def _readable(order_id: int):
     user = current_user if current_user.is_authenticated else None
     try:
         return orders.for_reader(order_id, user=user, token=token)
-    except ApiError:
+    except DomainError:
         pass
     key = session.get(ORDER_LINKS, {}).get(str(order_id))
     if key:
@@ -117,6 +117,7 @@ def order_detail(order_id: int):
     if request.args.get("token"):
         remember_guest_order(order.id, request.args["token"])
     from shop.payments import services as payments
+    from shop.payments.models import PaymentStatus
 
     attempt = payments.latest(order.id)
     hold = _hold(order)
@@ -124,13 +125,14 @@ def order_detail(order_id: int):
     # A declined card: the attempt failed, or (Stripe's hosted page, which stays open for another card) it carries
     # the decline while still payable.
     declined = just_paid == "decline" or (attempt is not None and (
-        attempt.status == "failed" or (attempt.status == "requires_payment" and bool(attempt.failure_reason))))
+        attempt.status == PaymentStatus.FAILED
+        or (attempt.status == PaymentStatus.REQUIRES_PAYMENT and bool(attempt.failure_reason))))
     owner = current_user.is_authenticated and order.user_id == current_user.id
     resp = make_response(render_template(
         "orders/detail.html", order=order, action=ActionForm(), can_cancel=states.can_cancel(order.status),
         just_paid=just_paid, just_placed=request.args.get("placed") == "1", hold=hold, declined=declined, can_pay=hold is not None and order.status == states.PENDING,
         owner=owner, masked_email=_mask(order.email),
-        payment_processing=attempt is not None and attempt.status == "processing",
+        payment_processing=attempt is not None and attempt.status == PaymentStatus.PROCESSING,
         shipping_note=next((e.note for e in reversed(order.events) if e.to_status == states.SHIPPED and e.note),
                            None)))
     resp.headers["Cache-Control"] = "private, no-store"
@@ -145,7 +147,7 @@ def cancel_order(order_id: int):
         try:
             orders.cancel_by_customer(order)
             flash("Your order is cancelled.", "success")
-        except ApiError as exc:
+        except DomainError as exc:
             flash(exc.message, "error")
     return redirect(url_for("storefront.order_detail", order_id=order.id))
 
@@ -161,7 +163,7 @@ def pay_again(order_id: int):
         return redirect(url_for("storefront.order_detail", order_id=order.id))
     try:
         answer = payments.pay_again(order.id, hosted=True)  # Stripe's own page in Stripe mode
-    except ApiError as exc:
+    except DomainError as exc:
         flash(exc.message, "error")
         return redirect(url_for("storefront.order_detail", order_id=order.id))
     if answer.get("redirect_url"):

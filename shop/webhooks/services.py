@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from shop.extensions import db
 from shop.payments import services as payments
-from shop.payments.models import WebhookEvent
+from shop.payments.models import WebhookEvent, WebhookEventStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def receive(provider: str, event: dict) -> str:
         row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.provider == provider,
                                                           WebhookEvent.event_id == event_id).with_for_update()
                                 .execution_options(populate_existing=True))
-        if row.status != "failed":
+        if row.status != WebhookEventStatus.FAILED:
             db.session.commit()
             return "duplicate"
     else:
@@ -66,11 +66,11 @@ def _record_failure(provider: str, event: dict, exc: Exception) -> None:
     error = f"{type(exc).__name__}: {exc}"[:2000]
     db.session.execute(
         insert(WebhookEvent).values(provider=provider, event_id=str(event["id"]), type=str(event.get("type", "")),
-                                    payload=event, status="failed", attempts=1, last_error=error)
+                                    payload=event, status=WebhookEventStatus.FAILED, attempts=1, last_error=error)
         .on_conflict_do_update(constraint="uq_webhook_event_provider_event",
                                set_={"status": "failed", "last_error": error,
                                      "attempts": WebhookEvent.attempts + 1},
-                               where=WebhookEvent.status != "processed"))
+                               where=WebhookEvent.status != WebhookEventStatus.PROCESSED))
     db.session.commit()
 
 
@@ -78,7 +78,7 @@ def retry(event_row_id: int) -> str:
     """Apply a failed event again (the scheduled job and the back-office use this)."""
     # Locked and re-read (populate_existing): the back-office loaded it before calling; two retries queue here.
     row = db.session.get(WebhookEvent, event_row_id, with_for_update=True, populate_existing=True)
-    if row is None or row.status != "failed":
+    if row is None or row.status != WebhookEventStatus.FAILED:
         db.session.commit()
         return "nothing to retry"
     return receive(row.provider, row.payload)
@@ -86,7 +86,7 @@ def retry(event_row_id: int) -> str:
 
 def retry_failed(limit: int = 100) -> int:
     """Scheduled: retry every failed event once."""
-    ids = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "failed")
+    ids = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == WebhookEventStatus.FAILED)
                              .order_by(WebhookEvent.received_at).limit(limit)).all()
     db.session.commit()
     done = 0
