@@ -792,26 +792,22 @@ class OrderView(StaffModelView):
             flash("Enter an amount, e.g. 12.50. Or refund by line: enter the units to refund.", "error")
             return back
         reason = form.reason.data.strip()
-        scope, key = f"bo-refund:{order_id}", form.idempotency_key.data
-        try:
-            if idempotency.claim(scope, key, {"amount": amount, "reason": reason, "lines": lines}):
-                flash("This refund was already sent; it was not made twice.", "info")
-                return back
-        except DomainError as exc:  # the first click of a double click is still at the provider
+        try:  # the form's key: a double click refunds once; a refusal is not kept, so the form may be corrected
+            with idempotency.once(f"bo-refund:{order_id}", form.idempotency_key.data,
+                                  {"amount": amount, "reason": reason, "lines": lines}, keep=()) as claim:
+                if claim.repeat:
+                    flash("This refund was already sent; it was not made twice.", "info")
+                    return back
+                record = payment_services.refund(order_id, amount, reason, current_user.email, lines=lines or None)
+                claim.answer(201, {"refund_id": record.id})
+        except RequestInProgress:  # the first click of a double click is still at the provider
             db.session.rollback()
-            flash("This refund is being made already; reload the page in a moment to see it."
-                  if isinstance(exc, RequestInProgress) else exc.message, "error")
+            flash("This refund is being made already; reload the page in a moment to see it.", "error")
             return back
-        try:
-            record = payment_services.refund(order_id, amount, reason, current_user.email, lines=lines or None)
-        except DomainError as exc:
-            idempotency.release(scope, key)  # rolls back; the form may be corrected and sent again
-            flash(refund_problem(exc, order), "error")  # e.g. pending at an unreachable provider, retried later
+        except DomainError as exc:  # e.g. pending at an unreachable provider (retried later), or a wrong amount
+            db.session.rollback()
+            flash(refund_problem(exc, order), "error")
             return back
-        except Exception:
-            idempotency.release(scope, key)
-            raise
-        idempotency.finish(scope, key, 201, {"refund_id": record.id})
         flash(refund_done(record, order), "success")
         return back
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 
@@ -26,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shop.catalog.models import utcnow
-from shop.errors import Conflict, Invalid, ValidationError
+from shop.errors import Conflict, DomainError, Invalid, ValidationError, error_body, http_status
 from shop.extensions import db
 
 
@@ -199,6 +202,59 @@ def _unlock(scope: str, key: str) -> None:
     except Exception:  # noqa: BLE001 - the server went away, and the lock with it
         conn.invalidate()
     conn.close()
+
+
+class Claim:
+    """One request's hold on an Idempotency-Key (once()): `repeat` is the first answer, (status, body), when this
+    request is a repeat of a finished one; otherwise the caller does the work and gives its answer()."""
+
+    def __init__(self, scope: str, key: str, repeat: tuple[int, dict] | None):
+        self.scope, self.key, self.repeat, self.answered = scope, key, repeat, False
+
+    @property
+    def ids(self) -> tuple[str, str]:
+        return self.scope, self.key
+
+    def answer(self, status: int, body: dict) -> None:
+        """Store this answer for repeats (commits)."""
+        finish(self.scope, self.key, status, body)
+        self.answered = True
+
+
+@contextmanager
+def once(scope: str, key: str, body, *, keep: tuple[type[DomainError], ...] = (Conflict,),
+         wait: float = 0) -> Iterator[Claim]:
+    """The Idempotency-Key protocol, written once for the API, the storefront and the back-office.
+
+    Claims the key (waiting up to `wait` seconds while a first copy of the request is still at work, else 409
+    request_in_progress) and yields the Claim. A refusal of a kind in `keep` raised inside becomes the key's stored
+    answer (in the API's error shape) and goes on up; any other failure, or leaving without an answer, releases
+    the key so the client may try again."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            held = Claim(scope, key, claim(scope, key, body))
+            break
+        except RequestInProgress:
+            if time.monotonic() >= deadline:
+                raise
+            db.session.rollback()
+            time.sleep(0.2)
+    if held.repeat is not None:
+        yield held
+        return
+    try:
+        yield held
+    except keep as exc:
+        if not held.answered:
+            finish(scope, key, http_status(exc), error_body(exc.code, exc.message, exc.details))
+        raise
+    except BaseException:
+        if not held.answered:
+            release(scope, key)
+        raise
+    if not held.answered:
+        release(scope, key)
 
 
 def release_locks(exc=None) -> None:

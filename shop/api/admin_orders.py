@@ -16,7 +16,7 @@ from shop.api.auth import json_body, permission_required
 from shop.api.buying import order_json
 from shop.api.params import Params
 from shop.bounds import fits
-from shop.errors import ApiError, Conflict, Invalid, NotFound, ValidationError, error_body, http_status
+from shop.errors import ApiError, Conflict, Invalid, NotFound, ValidationError
 from shop.extensions import db
 from shop.money import foreign_currency, minor_units, money
 from shop.orders import services as orders
@@ -160,25 +160,18 @@ def admin_refund(order_id: int):
         raise ValidationError({"amount": "must be a positive amount in minor units"})
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError({"reason": "must be text of at most 1000 characters"})
-    scope = f"refund:{order_id}"
-    repeat = idempotency.claim(scope, key, data)
-    if repeat:
-        return repeat[1], repeat[0]
-    try:
+    # A refusal (404, 409, 422) is the key's answer too; an outage releases it for a retry.
+    with idempotency.once(f"refund:{order_id}", key, data, keep=(NotFound, Conflict, Invalid)) as claim:
+        if claim.repeat:
+            return claim.repeat[1], claim.repeat[0]
         record = payments.refund(order_id, amount, reason, g.api_user.email, lines=lines)
-    except (NotFound, Conflict, Invalid) as exc:  # a refusal is the answer for this key too
-        idempotency.finish(scope, key, http_status(exc), error_body(exc.code, exc.message, exc.details))
-        raise
-    except Exception:
-        idempotency.release(scope, key)
-        raise
-    payment = record.payment
-    body = {"id": record.id, "order_id": order_id, "amount": money(record.amount, payment.currency),
-            "reason": record.reason, "status": record.status, "provider_refund_id": record.provider_refund_id,
-            "refunded_total": money(payment.refunded_amount, payment.currency),
-            "lines": [{"line_id": rl.order_line_id, "quantity": rl.quantity,
-                       "amount": money(rl.amount, payment.currency)} for rl in record.lines]}
-    idempotency.finish(scope, key, 201, body)
+        payment = record.payment
+        body = {"id": record.id, "order_id": order_id, "amount": money(record.amount, payment.currency),
+                "reason": record.reason, "status": record.status, "provider_refund_id": record.provider_refund_id,
+                "refunded_total": money(payment.refunded_amount, payment.currency),
+                "lines": [{"line_id": rl.order_line_id, "quantity": rl.quantity,
+                           "amount": money(rl.amount, payment.currency)} for rl in record.lines]}
+        claim.answer(201, body)
     return body, 201
 
 

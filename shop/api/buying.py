@@ -9,7 +9,7 @@ from shop.api.auth import bearer_user, json_body, login_required
 from shop.api.params import Params
 from shop.cart import services as carts
 from shop.checkout import services as checkout
-from shop.errors import ApiError, Conflict, ValidationError, error_body
+from shop.errors import ApiError, ValidationError
 from shop.money import money
 from shop.orders import services as orders
 from shop.orders.models import Order
@@ -123,24 +123,17 @@ def place_order():
     if not key:
         raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (a UUID) with checkout.")
     scope = f"checkout:{user.id if user else request.headers.get('X-Cart-Token', '')[:40]}"
-    repeat = idempotency.claim(scope, key, data)
-    if repeat:
-        return repeat[1], repeat[0]
-    try:
+    with idempotency.once(scope, key, data) as claim:  # a business refusal (409) is the key's answer too
+        if claim.repeat:
+            return claim.repeat[1], claim.repeat[0]
         placed = checkout.place_order(cart_id=data.get("cart_id"), cart_token=request.headers.get("X-Cart-Token"),
                                       user=user, email=data.get("email"),
                                       shipping_address=data.get("shipping_address"),
                                       billing_address=data.get("billing_address"),
-                                      shipping_method=data.get("shipping_method"), claim=(scope, key))
-    except Conflict as exc:  # a business refusal is the answer for this key too
-        idempotency.finish(scope, key, 409, error_body(exc.code, exc.message, exc.details))
-        raise
-    except Exception:
-        idempotency.release(scope, key)
-        raise
-    body = {"order": order_json(placed.order, placed.access_token),
-            "payment": {k: v for k, v in placed.payment.items() if v is not None}}
-    idempotency.finish(scope, key, 201, body)
+                                      shipping_method=data.get("shipping_method"), claim=claim.ids)
+        body = {"order": order_json(placed.order, placed.access_token),
+                "payment": {k: v for k, v in placed.payment.items() if v is not None}}
+        claim.answer(201, body)
     return body, 201
 
 

@@ -8,7 +8,6 @@ resent page) answers like the first press instead of placing a second order.
 from __future__ import annotations
 
 import secrets
-import time
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
@@ -17,7 +16,7 @@ from shop import geo, idempotency
 from shop.cart import services as carts
 from shop import pricing
 from shop.checkout import services as checkout
-from shop.errors import Conflict, DomainError, Invalid, TooMany, ValidationError
+from shop.errors import Conflict, DomainError, Invalid, TooMany, ValidationError, error_body
 from shop.extensions import db
 from shop.money import format_money
 from shop.storefront import bp
@@ -154,19 +153,6 @@ def checkout_review():
 
 # ---------------------------------------------------------------------------------- step 3: place
 
-def _claim(scope: str, key: str, body: dict):
-    """idempotency.claim, waiting (briefly) while a first press of the same button is still at work."""
-    deadline = time.monotonic() + WAIT_FOR_FIRST_PRESS
-    while True:
-        try:
-            return idempotency.claim(scope, key, body)
-        except idempotency.RequestInProgress:
-            if time.monotonic() > deadline:
-                raise
-            db.session.rollback()
-            time.sleep(0.2)
-
-
 @bp.post("/checkout/place")
 def checkout_place():
     form = PlaceOrderForm()
@@ -189,42 +175,36 @@ def checkout_place():
     cart_id, nonce = str(cart.id), form.nonce.data
     scope = f"storefront-checkout:{cart_id}"
     try:
-        answer = _claim(scope, nonce, {"cart_id": cart_id, **details})
-    except DomainError as exc:
+        # The nonce is this page's Idempotency-Key: a second press waits for the first, then answers as it did; a
+        # business refusal (409) is the nonce's answer too, anything else may be tried again with the same page.
+        with idempotency.once(scope, nonce, {"cart_id": cart_id, **details}, wait=WAIT_FOR_FIRST_PRESS) as claim:
+            if claim.repeat:
+                status, body = claim.repeat
+                return _placed(body, nonce) if status == 201 else _refused(body, cart)
+            placed = checkout.place_order(cart_id=cart.id, cart_token=cart.token if user is None else None,
+                                          user=user, email=details["email"], shipping_address=details["address"],
+                                          shipping_method=details["shipping_method"], claim=claim.ids, hosted=True)
+            body = {"order_id": placed.order.id, "access_token": placed.access_token,
+                    "redirect_url": placed.payment.get("redirect_url")}
+            claim.answer(201, body)
+    except idempotency.RequestInProgress:
         db.session.rollback()
-        if isinstance(exc, idempotency.RequestInProgress):
-            flash("Your order is still being placed. Please wait a moment, then look at your orders or "
-                  "your e-mail before trying again.", "info")
-        else:  # the details changed (another tab) since this review page was shown
-            flash("Your details changed since that page was shown. Please check the order again.", "info")
+        flash("Your order is still being placed. Please wait a moment, then look at your orders or "
+              "your e-mail before trying again.", "info")
         return redirect(url_for("storefront.checkout_review"), 303)
-    if answer is not None:  # a repeat: answer like the first press did
-        status, body = answer
-        return _placed(body, nonce) if status == 201 else _refused(body, cart)
-    try:
-        placed = checkout.place_order(cart_id=cart.id, cart_token=cart.token if user is None else None, user=user,
-                                      email=details["email"], shipping_address=details["address"],
-                                      shipping_method=details["shipping_method"], claim=(scope, nonce),
-                                      hosted=True)
     except DomainError as exc:
         db.session.rollback()  # nothing half-made of this attempt may ride along with the next commit
-        refusal = {"code": exc.code, "message": exc.message, "details": exc.details}
-        if isinstance(exc, Conflict):  # a business refusal is this nonce's answer, also for a second press
-            idempotency.finish(scope, nonce, 409, refusal)
-            return _refused(refusal, cart)
-        idempotency.release(scope, nonce)  # worth trying again with the same page
+        if exc.code == idempotency.IdempotencyErrorCode.KEY_REUSED:  # the details changed in another tab
+            flash("Your details changed since that page was shown. Please check the order again.", "info")
+            return redirect(url_for("storefront.checkout_review"), 303)
+        if isinstance(exc, Conflict):
+            return _refused(error_body(exc.code, exc.message, exc.details), cart)
         if exc.code == checkout.CheckoutErrorCode.CART_EMPTY:
             return _empty_cart()
         flash(slow_down_text(exc) if isinstance(exc, TooMany) else problem_text(exc), "error")
         if isinstance(exc, Invalid):
             return redirect(url_for("storefront.checkout_details"), 303)
         return redirect(url_for("storefront.checkout_review"), 303)
-    except Exception:
-        idempotency.release(scope, nonce)
-        raise
-    body = {"order_id": placed.order.id, "access_token": placed.access_token,
-            "redirect_url": placed.payment.get("redirect_url")}
-    idempotency.finish(scope, nonce, 201, body)
     return _placed(body, nonce)
 
 
@@ -244,7 +224,8 @@ def _go_pay(body: dict):
     return redirect(url_for("storefront.order_detail", order_id=body["order_id"], placed=1), 303)
 
 
-def _refused(refusal: dict, cart):
+def _refused(answer: dict, cart):
+    refusal = answer.get("error", answer)  # the stored answer in the API's error shape (or an older bare one)
     if refusal.get("code") == "out_of_stock":
         available = refusal.get("details", {}).get("available") or {}
         names = {line.sku: label(line.name, line.options) for line in carts.priced_lines(cart)}
