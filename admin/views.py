@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal
 
 from flask import abort, current_app, flash, g, jsonify, redirect, request, url_for
@@ -48,6 +47,7 @@ from shop.payments.models import Dispute, Payment, Refund, RefundStatus, Webhook
 from shop.reports import services as reports
 from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
+from shop import clock
 
 
 class MoneyField(StringField):
@@ -193,7 +193,7 @@ class DashboardView(AdminIndexView):
 def todays_orders() -> dict:
     """Today's (UTC) paid orders: their count for every staff member, their revenue for reports roles. From the
     sales read model (shop.reports), as the sales report."""
-    rows = reports.sold_on(datetime.now(timezone.utc).date())
+    rows = reports.sold_on(clock.now().date())
     revenue = None
     if has_permission(current_user, P.REPORTS_VIEW):
         revenue = [format_money(int(total), currency) for currency, _, total in rows] or \

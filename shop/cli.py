@@ -6,6 +6,7 @@ from flask.cli import AppGroup
 from shop.accounts.models import ROLES
 from shop.catalog import seed as catalog_seed
 from shop.payments.cli import payments_cli
+from shop import clock
 
 seed_cli = AppGroup("seed", help="Fill the database with demo data.")
 
@@ -111,7 +112,6 @@ def _since(raw: str):
               help="Compare the rebuilt sales report with the one computed from the order tables.")
 def events_replay(since: str, check: bool) -> None:
     """Rebuild the sales read model (sales_order) from the event stream."""
-    from datetime import datetime, timezone
 
     from shop.reports import services as reports
     from shop.stream import StreamUnavailable
@@ -130,7 +130,7 @@ def events_replay(since: str, check: bool) -> None:
     if start is None:
         click.echo("Check: the read model holds no orders.")
         return
-    end = datetime.now(timezone.utc).date()
+    end = clock.now().date()
     if reports.sales_from_read_model(start, end) == reports.sales_from_orders(start, end):
         click.echo(f"Check: the sales report from {start} to {end} matches the order tables.")
     else:

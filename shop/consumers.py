@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import DateTime, String, delete, func
@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shop.extensions import db
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Group:
             return True
         limit = self.max_age() if callable(self.max_age) else self.max_age
         occurred = datetime.fromisoformat(envelope["occurred_at"])
-        return (datetime.now(timezone.utc) - occurred).total_seconds() <= limit
+        return (clock.now() - occurred).total_seconds() <= limit
 
 
 GROUPS: dict[str, Group] = {}
@@ -117,7 +118,7 @@ def handle(group: str, envelope: dict) -> bool:
 
 def purge_consumed(older_than: timedelta = timedelta(days=14)) -> int:
     """Scheduled (daily): forget claims older than any redelivery can be (the stream keeps less than this)."""
-    cutoff = datetime.now(timezone.utc) - older_than
+    cutoff = clock.now() - older_than
     gone = db.session.execute(delete(ConsumedEvent).where(ConsumedEvent.consumed_at < cutoff)).rowcount
     db.session.commit()
     return gone

@@ -24,12 +24,12 @@ carries an e-mail address, a name or a postal address.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 
 from blinker import Namespace
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from shop import clock
 
 TYPES = {  # type -> version of its `data`
     "order.placed": 1, "order.confirmed": 1, "order.cancelled": 1, "order.shipped": 1, "order.delivered": 1,
@@ -97,7 +97,7 @@ def envelope(type_: str, aggregate_type: str, aggregate_id, data: dict, event_id
     if type_ not in TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": TYPES[type_],
-            "occurred_at": datetime.now(timezone.utc).isoformat(),
+            "occurred_at": clock.now().isoformat(),
             "aggregate": {"type": aggregate_type, "id": str(aggregate_id)}, "data": data}
 
 

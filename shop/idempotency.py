@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from flask import current_app, g
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shop.catalog.models import utcnow
 from shop.errors import Conflict, DomainError, Invalid, ValidationError, error_body, http_status
 from shop.extensions import db
+from shop import clock
 
 
 class IdempotencyErrorCode(StrEnum):
@@ -265,7 +266,7 @@ def release_locks(exc=None) -> None:
 
 
 def purge_expired(now: datetime | None = None) -> int:
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     result = db.session.execute(IdempotencyKey.__table__.delete().where(IdempotencyKey.created_at < now - KEEP_FOR))
     db.session.commit()
     return result.rowcount

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import weakref
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy import BigInteger, Index, String, Text, delete, func, select, text
@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shop.extensions import db, redis_ext
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +139,10 @@ def _dispatch(session: Session, ids=None, limit: int = BATCH) -> int:
         except Exception as exc:  # noqa: BLE001 - this row is wrong (unknown queue...): back off, go on
             row.attempts += 1
             row.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            row.available_at = datetime.now(timezone.utc) + timedelta(seconds=min(3600, 10 * 2 ** row.attempts))
+            row.available_at = clock.now() + timedelta(seconds=min(3600, 10 * 2 ** row.attempts))
             log.error("outbox row %s cannot be dispatched: %s", row.id, row.last_error)
             continue
-        row.dispatched_at = datetime.now(timezone.utc)
+        row.dispatched_at = clock.now()
         done += 1
     return done
 
@@ -210,7 +211,7 @@ def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job, JobStatus
 
-    cutoff = datetime.now(timezone.utc) - older_than
+    cutoff = clock.now() - older_than
     rows = db.session.scalars(
         select(OutboxJob).where(OutboxJob.done_at.is_(None), OutboxJob.dispatched_at < cutoff)
         .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
@@ -227,7 +228,7 @@ def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
             row.last_error = "its RQ job was lost from Redis; dispatched again"
             again += 1
         elif status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
-            row.done_at = datetime.now(timezone.utc)
+            row.done_at = clock.now()
             if status != JobStatus.FINISHED:
                 row.last_error = f"RQ job {status.value}: see the back-office's failed jobs"
     db.session.commit()
@@ -238,7 +239,7 @@ def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
 
 def purge_dispatched(older_than: timedelta = timedelta(days=7)) -> int:
     """Scheduled (daily): delete rows dispatched longer ago than `older_than`; returns how many."""
-    cutoff = datetime.now(timezone.utc) - older_than
+    cutoff = clock.now() - older_than
     gone = db.session.execute(delete(OutboxJob).where(OutboxJob.dispatched_at < cutoff)).rowcount
     db.session.commit()
     return gone

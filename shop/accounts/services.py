@@ -3,7 +3,7 @@ verification, the address book and staff creation. Each public function is one t
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import timezone
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
@@ -19,6 +19,7 @@ from shop.errors import Conflict, Malformed, NotAuthenticated, TooMany, Validati
 from shop.extensions import db
 from shop.notifications import notify
 from shop.notifications.services import digest
+from shop import clock
 
 
 class AccountErrorCode(StrEnum):
@@ -161,7 +162,7 @@ def verify_email(token: str) -> User:
         raise BadToken()
     if user.email_verified_at is not None:
         raise BadToken("This confirmation link was already used.")
-    user.email_verified_at = datetime.now(timezone.utc)
+    user.email_verified_at = clock.now()
     db.session.commit()
     return user
 
@@ -189,7 +190,7 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
     ratelimit.take_back("login-ip", ip)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.last_login_at = datetime.now(timezone.utc)
+    user.last_login_at = clock.now()
     db.session.commit()
     return user
 
@@ -271,7 +272,7 @@ def reset_password(token: str, new_password: str) -> User:
     user = reset_user(token)
     _set_password(user, new_password)
     if user.email_verified_at is None:  # they proved they read the mailbox
-        user.email_verified_at = datetime.now(timezone.utc)
+        user.email_verified_at = clock.now()
     db.session.commit()
     return user
 
@@ -342,7 +343,7 @@ def create_staff(email: str, role: str, password: str, name: str = "") -> User:
     if user_by_email(email):
         raise EmailTaken()
     user = User(email=email, name=name, role=role, password_hash=hash_password(password),
-                email_verified_at=datetime.now(timezone.utc))
+                email_verified_at=clock.now())
     db.session.add(user)
     db.session.commit()
     return user

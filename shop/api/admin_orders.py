@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from flask import current_app, g, request
 from sqlalchemy import func, select
@@ -25,6 +25,7 @@ from shop.orders.models import Order
 from shop.payments import services as payments
 from shop.payments.models import Dispute, Payment
 from shop.reports import services as reports
+from shop import clock
 
 A = "/v1/admin"
 # Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
@@ -186,7 +187,7 @@ def _order_currency(order_id: int) -> str:
 @permission_required(P.REPORTS_VIEW)
 def sales_report():
     p = Params(request.args)
-    today = datetime.now(timezone.utc).date()
+    today = clock.now().date()
     start, end = p.date("from", today - timedelta(days=29)), p.date("to", today)
     errors = p.errors
     if not errors and start > end:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
 
 from shop.cart.models import Cart, CartStatus
 from shop.extensions import db
+from shop import clock
 
 log = logging.getLogger(__name__)
 ABANDONED_AFTER_DAYS = 30
@@ -16,7 +17,7 @@ ABANDONED_AFTER_DAYS = 30
 def purge_abandoned_carts(now: datetime | None = None, days: int = ABANDONED_AFTER_DAYS, batch: int = 1000) -> int:
     """Delete open guest carts untouched for `days`, and merged or converted carts older than that
     (orders keep their own copy of every line). Batched, one transaction each; returns how many."""
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     cutoff = now - timedelta(days=days)
     stale = or_((Cart.status == CartStatus.OPEN) & Cart.user_id.is_(None),
                 Cart.status.in_((CartStatus.MERGED, CartStatus.CONVERTED)))

@@ -3,11 +3,12 @@ cancels its order.)"""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select
 
 from shop.extensions import db
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def scan_low_stock(now: datetime | None = None) -> list[str]:
     from shop.inventory.services import low_stock
     from shop.notifications import notify
 
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     lines = low_stock(limit=10_000)
     level = {str(line.variant_id): ("out" if line.available <= 0 else "low") for line in lines}
     reported = {k.decode(): v.decode() for k, v in redis_ext.client.hgetall(REPORTED_KEY).items()}

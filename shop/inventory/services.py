@@ -13,6 +13,7 @@ from shop.catalog.models import Product, Variant
 from shop import events
 from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
+from shop import clock
 
 
 @dataclass
@@ -140,12 +141,12 @@ def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
     """Hold `wanted` ({variant_id: quantity}) for an order, all or nothing; OutOfStock names what is short.
 
     Runs inside the caller's transaction (flushes, does not commit)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
 
     from shop.inventory.models import Reservation
 
     variants = check_available(wanted)
-    expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+    expires = clock.now() + timedelta(seconds=ttl_seconds)
     for vid in sorted(wanted):
         variants[vid].reserved += wanted[vid]
         db.session.add(Reservation(order_id=order_id, variant_id=vid, quantity=wanted[vid], expires_at=expires))
@@ -155,13 +156,13 @@ def reserve(order_id: int, wanted: dict[int, int], ttl_seconds: int) -> None:
 def extend_hold(order_id: int, seconds: int) -> None:
     """Keep an order's active reservations at least `seconds` from now (a bank payment the shopper submitted in
     time, whose result comes later). Never shortens a hold. Flushes, does not commit."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
 
     from sqlalchemy import func, update
 
     from shop.inventory.models import Reservation
 
-    until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    until = clock.now() + timedelta(seconds=seconds)
     db.session.execute(update(Reservation).where(Reservation.order_id == order_id, Reservation.status == "active")
                        .values(expires_at=func.greatest(Reservation.expires_at, until)))
     db.session.flush()

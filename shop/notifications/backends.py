@@ -4,9 +4,9 @@ from __future__ import annotations
 import smtplib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
+from shop import clock
 
 
 @dataclass
@@ -39,7 +39,7 @@ class FileBackend:
 
     def send(self, message: Message) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"{stamp}-{message.event or 'mail'}-{uuid.uuid4().hex[:8]}.eml"
         path.write_bytes(bytes(message.as_email()))
         return path.name

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from flask import current_app, render_template
 from sqlalchemy import delete, select, update
@@ -29,6 +29,7 @@ from shop.extensions import db
 from shop.notifications.backends import Message, backend_for
 from shop.notifications.models import SentNotification
 from shop.notifications.services import EVENTS, digest, object_key_for
+from shop import clock
 
 log = logging.getLogger(__name__)
 DEFAULT_CLAIM_STALE_SECONDS = 300  # a mail job is killed by RQ after 120 s, so an older claim is abandoned
@@ -37,10 +38,6 @@ MARK_SENT_PAUSES = (0.5, 1, 2, 4, 8, 15, 15, 15)  # ~1 minute of PostgreSQL outa
 
 class MailInProgress(RuntimeError):
     """Another job is sending this notification right now; RQ retries this one later."""
-
-
-def _now() -> datetime:  # one clock for claims, so tests can move it
-    return datetime.now(timezone.utc)
 
 
 def message_id(event_name: str, object_key: str, sender: str) -> str:
@@ -61,7 +58,7 @@ def render(event_name: str, to: str, payload: dict, object_key: str | None = Non
 
 def claim(event_name: str, object_key: str, to: str) -> tuple[int, datetime] | None:
     """Take the right to send (event, key): (row id, claim time), or None when it was sent already."""
-    now = _now()
+    now = clock.now()
     row = db.session.execute(
         insert(SentNotification).values(event=event_name, object_key=object_key, recipient=to, status="sending",
                                         claimed_at=now)
@@ -102,7 +99,7 @@ def _release(row_id: int, claimed_at: datetime) -> None:
 def _mark_sent(row_id: int, claimed_at: datetime) -> None:
     done = db.session.execute(update(SentNotification).where(
         SentNotification.id == row_id, SentNotification.claimed_at == claimed_at)
-        .values(status="sent", sent_at=_now())).rowcount
+        .values(status="sent", sent_at=clock.now())).rowcount
     db.session.commit()
     if not done:
         log.warning("notification claim %s was taken over while this job sent it", row_id)

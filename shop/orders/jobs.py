@@ -11,6 +11,7 @@ from shop.extensions import db
 from shop.inventory.models import Reservation
 from shop.orders import services as orders
 from shop.orders import states
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
     """Cancel pending orders whose holds expired (each in its own transaction); returns how many. An order whose hold
     was extended meanwhile (a bank payment submitted on Stripe's page) is left pending."""
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     order_ids = db.session.scalars(
         select(Reservation.order_id).where(Reservation.status == "active", Reservation.expires_at <= now)
         .group_by(Reservation.order_id).order_by(Reservation.order_id).limit(limit)).all()

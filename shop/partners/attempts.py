@@ -15,7 +15,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from shop.extensions import db
 from shop.partners import sending, signing
 from shop.partners.models import FAILED, PENDING, SUCCEEDED, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from shop import clock
 
 # Pauses after each failed attempt (Standard Webhooks / Svix, and one more 10 h): 9 attempts over about 37 hours,
 # never less than 30 (each pause is drawn within +-JITTER of its value).
@@ -45,7 +46,7 @@ SCAN_BUDGET = 240.0  # seconds a scan keeps claiming more (the cron job may run 
 
 
 def _now(now: datetime | None) -> datetime:
-    return now or datetime.now(timezone.utc)
+    return now or clock.now()
 
 
 def _allow_private() -> bool:
@@ -106,7 +107,7 @@ def claim(now: datetime, *, delivery_id: int | None = None, limit: int = SCAN_BA
 def send(item: Claimed, *, allow_private: bool, timeout: float) -> sending.Result:
     """One attempt over HTTP, signed at the moment it leaves (webhook-timestamp is the real time of sending)."""
     if item.error:
-        return sending.Result(started_at=datetime.now(timezone.utc), url=item.url, request_headers={},
+        return sending.Result(started_at=clock.now(), url=item.url, request_headers={},
                               error=item.error)
     timestamp = int(time.time())
     headers = {"webhook-id": item.event_id, "webhook-timestamp": str(timestamp),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from urllib.parse import urljoin
 
 import certifi
@@ -17,6 +17,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from shop.partners import guard
+from shop import clock
 
 TIMEOUT = 10.0  # seconds per request (connect and answer)
 MAX_REDIRECTS = 3
@@ -63,7 +64,7 @@ def _excerpt(data: bytes) -> str:
 
 def post(url: str, body: str, headers: dict, *, allow_private: bool, timeout: float = TIMEOUT) -> Result:
     """POST `body` to `url` with `headers`; never raises for what the network or the partner does."""
-    started, clock = datetime.now(timezone.utc), time.monotonic()
+    started, ticks = clock.now(), time.monotonic()
     sent_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     result = Result(started_at=started, url=url, request_headers=sent_headers)
     payload = body.encode()
@@ -100,7 +101,7 @@ def post(url: str, body: str, headers: dict, *, allow_private: bool, timeout: fl
         result.error = _network_error(exc, timeout)
         return result
     finally:
-        result.duration_ms = int((time.monotonic() - clock) * 1000)
+        result.duration_ms = int((time.monotonic() - ticks) * 1000)
     return result
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import delete, func, select
@@ -19,6 +19,7 @@ from shop.events import TYPES
 from shop.extensions import db
 from shop.partners import guard, signing
 from shop.partners.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from shop import clock
 
 TEST_TYPE = "webhook.test"  # the type of the event "Send test event" sends (not a domain event)
 QUEUE = "default"  # shop.extensions.QUEUE_NAMES has no queue of its own for webhooks
@@ -51,7 +52,7 @@ class DeliveryInProgress(RuntimeError):
 
 
 def _now(now: datetime | None) -> datetime:
-    return now or datetime.now(timezone.utc)
+    return now or clock.now()
 
 
 def _allow_private() -> bool:
@@ -110,7 +111,7 @@ def create_endpoint(data: dict) -> tuple[WebhookEndpoint, str]:
                                enabled=values.get("enabled", True),
                                secret_encrypted=signing.seal(secret, current_app.config["SECRET_KEY"]))
     if not endpoint.enabled:
-        endpoint.disabled_at, endpoint.disabled_reason = datetime.now(timezone.utc), "Disabled by an admin."
+        endpoint.disabled_at, endpoint.disabled_reason = clock.now(), "Disabled by an admin."
     db.session.add(endpoint)
     db.session.commit()
     return endpoint, secret

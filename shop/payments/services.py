@@ -24,6 +24,7 @@ from shop.money import format_money
 from shop.orders.models import Order, OrderEvent
 from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
 from shop.payments.models import Dispute, Payment, PaymentStatus, Refund, RefundLine, RefundStatus
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _checkout_request(payment: Payment) -> CheckoutRequest:
     from shop.security import external_url
 
     order = db.session.get(Order, payment.order_id)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     expires = payment.checkout_expires_at
     expires = expires.replace(tzinfo=timezone.utc) if expires is not None and expires.tzinfo is None else expires
     if expires is None or expires < now + timedelta(minutes=30):
@@ -169,7 +170,7 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     (409); an attempt still live (not declined, or its decline not reported yet) is answered again rather
     than doubled, so two presses at once make one new attempt. The provider is called after the commit;
     if it fails, the order and its hold stay as they are (503, try again)."""
-    from datetime import datetime, timezone
+    from datetime import timezone
 
     order = orders.lock(order_id)
     if order.status != states.PENDING:
@@ -179,7 +180,7 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     expires = orders.hold_expires_at(order.id)
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=timezone.utc)
-    if expires is None or expires <= datetime.now(timezone.utc):
+    if expires is None or expires <= clock.now():
         db.session.commit()
         raise Conflict(PaymentErrorCode.HOLD_EXPIRED, "The items of this order are no longer held for you. Please "
                                                       "add them to your cart and check out again.")
@@ -443,7 +444,7 @@ def on_session_expired(obj: dict) -> str:
     if order.status != states.PENDING:
         return "closed attempt"
     expires = orders.hold_expires_at(order.id)
-    if expires is not None and expires.replace(tzinfo=expires.tzinfo or timezone.utc) > datetime.now(timezone.utc):
+    if expires is not None and expires.replace(tzinfo=expires.tzinfo or timezone.utc) > clock.now():
         return "closed attempt: hold still running"
     other = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
                                                        Payment.status.in_(LIVE + (PaymentStatus.PROCESSING,))).limit(1))
@@ -525,7 +526,7 @@ def close_sessions(order_id: int) -> bool:
     if not rows:
         return True
     gw = gateway()
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     for payment_id, session_id, expires_at in rows:
         try:
             try:
@@ -799,9 +800,9 @@ def _announce_refund(order: Order, payment: Payment, record: Refund) -> None:
 
 def retry_pending_refunds(older_than_seconds: int = 120) -> int:
     """Scheduled: ask again for refunds left pending by a timeout or an outage."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
 
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
+    cutoff = clock.now() - timedelta(seconds=older_than_seconds)
     ids = db.session.scalars(select(Refund.id).where(Refund.status == RefundStatus.PENDING, Refund.created_at < cutoff)
                              .order_by(Refund.id).limit(100)).all()
     db.session.commit()
@@ -941,7 +942,7 @@ def on_dispute_closed(obj: dict) -> str:
         return "no effect: dispute already closed"
     dispute.status = fields["status"]
     dispute.outcome = fields["status"] if fields["status"] in DISPUTE_OUTCOMES else fields["status"][:20]
-    dispute.closed_at = datetime.now(timezone.utc)
+    dispute.closed_at = clock.now()
     if dispute.outcome == "lost":
         payment.charged_back = (payment.charged_back or 0) + dispute.amount
     if (order.status == states.CANCELLED or not standing(payment)) and refundable(payment) > 0:

@@ -6,7 +6,7 @@ import csv
 import io
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import has_request_context, request
 from sqlalchemy import func, insert, select
@@ -20,6 +20,7 @@ from shop.money import money
 from shop.orders import states
 from shop.orders.models import Order
 from shop.promotions.models import KINDS, Promotion, PromotionCode, Redemption
+from shop import clock
 
 # No 0/O, 1/I: codes people read off a flyer and type.
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -112,7 +113,7 @@ def generate_codes(promotion_id: int, count: int, *, length: int = CODE_LENGTH, 
     by all its codes: it names the batch) and the codes. The caller commits."""
     if not 1 <= count <= MAX_BATCH:
         raise ValueError(f"count must be from 1 to {MAX_BATCH}")
-    batch_at = datetime.now(timezone.utc)
+    batch_at = clock.now()
     made: list[str] = []
     for _ in range(20):  # 32**10 codes: a second round is already rare
         wanted: set[str] = set()

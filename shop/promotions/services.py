@@ -14,7 +14,7 @@ cart -> promotions -> variants everywhere, so checkouts cannot deadlock one anot
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import event, func, or_, select, update
@@ -29,6 +29,7 @@ from shop.extensions import db
 from shop.money import format_money, money
 from shop.promotions import rules
 from shop.promotions.models import Promotion, PromotionCode, Redemption
+from shop import clock
 
 WINDOW_SECONDS = 15 * 60
 PER_CART = 10  # failed attempts per cart per window
@@ -82,10 +83,6 @@ class Applied:
         return any(d.applies_to_shipping > 0 for d in self.lines)
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 # -- reading the inputs ---------------------------------------------------------------------------
 
 def to_rule(p: Promotion, code: PromotionCode | None = None) -> rules.Rule:
@@ -104,7 +101,7 @@ def find_code(text: str) -> PromotionCode | None:
 
 
 def live_automatic(at: datetime | None = None) -> list[Promotion]:
-    at = at or now()
+    at = at or clock.now()
     return list(db.session.scalars(
         select(Promotion).where(Promotion.automatic.is_(True), Promotion.active.is_(True),
                                 or_(Promotion.starts_at.is_(None), Promotion.starts_at <= at),
@@ -145,7 +142,7 @@ def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None
 def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None) -> list[pricing.PricedLine]:
     """The lines at their sale prices where a live sale rule covers them (rules.sale_price: the product page's
     price), with the catalogue price kept as list_price; the other lines as they are."""
-    at = at or now()
+    at = at or clock.now()
     sales = [r for r in (to_rule(p) for p in live_automatic(at)) if rules.is_sale_rule(r)] if lines else []
     if not sales:
         return lines
@@ -204,7 +201,7 @@ def _customer(cart, user=None, email: str | None = None) -> tuple[int | None, st
 def _price(cart, lines, *, user=None, email=None, shipping_method=None, promotions=None,
            at: datetime | None = None) -> tuple[Applied, rules.Rule | None, str | None]:
     """The cart's discount now; also the code's rule and, if the code fails, why."""
-    at = at or now()
+    at = at or clock.now()
     code_rule, error = None, None
     if cart.coupon_code:
         pc = find_code(cart.coupon_code)
@@ -272,7 +269,7 @@ def check_code(cart, lines, code, ip: str, user=None) -> str:
     pc = find_code(code)
     if pc is None:
         raise CouponRejected(rules.NOT_FOUND)
-    at = now()
+    at = clock.now()
     rule = to_rule(pc.promotion, pc)
     auto = [r for r in (to_rule(p) for p in live_automatic(at)) if not rules.is_sale_rule(r)]
     user_id, email = _customer(cart, user)
@@ -301,7 +298,7 @@ def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -
     """Under the locks of the limited promotions in play: the discount, or 409 naming the rule the
     cart's code now fails (nothing is written). An automatic promotion that no longer applies
     (used up meanwhile) simply drops out; the order shows what was given."""
-    at = now()
+    at = clock.now()
     candidates = [to_rule(p) for p in live_automatic(at)]
     pc = find_code(cart.coupon_code) if cart.coupon_code else None
     if cart.coupon_code and pc is None:
@@ -334,7 +331,7 @@ def release(order_id: int) -> int:
     """Give back an order's redemptions (its cancellation, or its reservation's expiry). Flushes."""
     result = db.session.execute(update(Redemption).where(Redemption.order_id == order_id,
                                                          Redemption.status == "active")
-                                .values(status="released", released_at=now()))
+                                .values(status="released", released_at=clock.now()))
     return result.rowcount
 
 
@@ -387,7 +384,7 @@ def product_sales(data: dict, at: datetime | None = None) -> dict[int, dict]:
     """Variant id -> {price, regular, ends_at, name} for a product's variants under a live automatic
     percentage sale. Computed at render time from the (cached) product data and the promotions live
     now, so a sale shows from its first second to its last whatever the catalogue cache holds."""
-    at = at or now()
+    at = at or clock.now()
     schedule = _schedule()
     auto = _live(schedule["rules"], at)
     if not auto or not data.get("variants"):
@@ -406,7 +403,7 @@ def product_sales(data: dict, at: datetime | None = None) -> dict[int, dict]:
 def seconds_to_next_change(at: datetime | None = None) -> int | None:
     """Seconds until an automatic promotion starts or ends (None if none is due): a shared cache may
     not keep a product page past that moment."""
-    at = at or now()
+    at = at or clock.now()
     times = [t for r in _schedule()["rules"] for t in (r.starts_at, r.ends_at) if t is not None and t > at]
     due = min(times, default=None)
     return max(0, int((due - at).total_seconds())) if due else None

@@ -2,7 +2,7 @@
 anyone holding a signed link from an order mail (`?k=`, ORDER_LINK_MAX_AGE_DAYS)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import timezone
 
 from flask import abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
@@ -12,6 +12,7 @@ from shop.errors import DomainError
 from shop.orders import services as orders
 from shop.orders import states
 from shop.storefront import bp
+from shop import clock
 
 GUEST_ORDERS = "guest_orders"  # {order id: access token} for orders placed in this browser
 ORDER_LINKS = "order_links"  # {order id: signed link key} for orders opened from a mail in this browser
@@ -88,7 +89,7 @@ def _hold(order):
         return None
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=timezone.utc)
-    seconds = (expires - datetime.now(timezone.utc)).total_seconds()
+    seconds = (expires - clock.now()).total_seconds()
     if seconds <= 0:
         return None
     return expires, max(1, int(seconds // 60))

@@ -8,7 +8,6 @@ error, and retried: by the provider's own redelivery, by the scheduled retry job
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -16,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from shop.extensions import db
 from shop.payments import services as payments
 from shop.payments.models import WebhookEvent, WebhookEventStatus
+from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _apply(row: WebhookEvent) -> None:
         outcome = handler(row.payload["data"]["object"])
         row.status, row.last_error = "processed", None
         log.info("webhook %s %s: %s", row.event_id, row.type, outcome)
-    row.processed_at = datetime.now(timezone.utc)
+    row.processed_at = clock.now()
 
 
 def receive(provider: str, event: dict) -> str:

@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shop import clock
+
 from tests.factories import make_category, make_product, make_user
 from tests.integration.test_buying_api import ADDRESS, bearer, checkout, guest_cart, send
 
@@ -280,7 +282,6 @@ def test_the_cart_page_applies_and_removes_a_code_and_says_why_one_fails(client,
 
 def test_a_flash_sale_shows_on_the_product_page_from_its_start_to_its_end(client, db_session, redis_client,
                                                                           monkeypatch):
-    from shop.promotions import services as promotions
     from tests.integration.test_storefront_cart import text
 
     cat = make_category("Tops", slug="tops")
@@ -293,7 +294,7 @@ def test_a_flash_sale_shows_on_the_product_page_from_its_start_to_its_end(client
     assert "$25.00" in text(before) and "sale-countdown" not in text(before)
     # the page is in the catalogue cache now; the sale must still appear when it starts
     assert "s-maxage=" in before.headers["Cache-Control"]
-    monkeypatch.setattr(promotions, "now", lambda: start + timedelta(minutes=1))
+    monkeypatch.setattr(clock, "now", lambda: start + timedelta(minutes=1))
     during = text(client.get("/p/field-tee"))
     assert "$20.00" in during and "<s>$25.00</s>" in during and "Flash sale ends" in during
     assert f'data-ends-at="{end.isoformat()}"' in during
@@ -301,6 +302,6 @@ def test_a_flash_sale_shows_on_the_product_page_from_its_start_to_its_end(client
     cart = guest_cart(client, product.variants[0].sku, 1)
     assert cart["items"][0]["unit_price"]["amount"] == 2000 and cart["items"][0]["list_price"]["amount"] == 2500
     assert cart["discount"]["amount"] == 0
-    monkeypatch.setattr(promotions, "now", lambda: end)
+    monkeypatch.setattr(clock, "now", lambda: end)
     after = text(client.get("/p/field-tee"))
     assert "$20.00" not in after and "sale-countdown" not in after
