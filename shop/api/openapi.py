@@ -184,7 +184,8 @@ SCHEMAS.update({
                      "items": {"$ref": "#/components/schemas/Dispute"}}}}]},
 })
 
-COMMON_ERRORS = {"405": _error("method not allowed"), "500": _error("unexpected error, logged with its request id")}
+COMMON_ERRORS = {"400": _error("malformed_request: a body that is not a JSON object, a NUL byte in the request"),
+                 "405": _error("method not allowed"), "500": _error("unexpected error, logged with its request id")}
 AUTH_ERRORS = {"401": _error("no, bad, expired or revoked bearer token"), **COMMON_ERRORS}
 STAFF_ERRORS = {**AUTH_ERRORS, "403": _error("your role does not allow this (details.permission)")}
 BEARER = [{"bearer": []}]
@@ -215,15 +216,18 @@ ACCOUNT_PATHS = {
         "summary": "Log in: an access token (15 min) and a refresh token (30 days)", "tags": ["accounts"],
         "requestBody": _body(_obj("email", "password", email={"type": "string"}, password={"type": "string"})),
         "responses": {"200": _ok(_ref("TokenPair")), "401": _error("invalid_credentials"),
+                      "422": _error("validation_failed: email or password missing or not text"),
                       "429": _error("rate_limited after repeated failures (Retry-After header)"), **COMMON_ERRORS}}},
     "/v1/auth/refresh": {"post": {
         "summary": "Spend a refresh token for a new pair; a spent token presented again revokes the log-in",
         "tags": ["accounts"], "requestBody": _body(_obj("refresh_token", refresh_token={"type": "string"})),
-        "responses": {"200": _ok(_ref("TokenPair")), "401": _error("invalid, spent or revoked"), **COMMON_ERRORS}}},
+        "responses": {"200": _ok(_ref("TokenPair")), "401": _error("invalid, spent or revoked"),
+                      "422": _error("validation_failed: refresh_token missing or not text"), **COMMON_ERRORS}}},
     "/v1/auth/logout": {"post": {
         "summary": "End the log-in this refresh token belongs to", "tags": ["accounts"],
         "requestBody": _body(_obj("refresh_token", refresh_token={"type": "string"})),
-        "responses": {"204": {"description": "logged out"}, "401": _error("invalid token"), **COMMON_ERRORS}}},
+        "responses": {"204": {"description": "logged out"}, "401": _error("invalid token"),
+                      "422": _error("validation_failed: refresh_token missing or not text"), **COMMON_ERRORS}}},
     "/v1/me": {"get": {"summary": "The authenticated user", "tags": ["accounts"], "security": BEARER,
                        "responses": {"200": _ok(_ref("Me")), **AUTH_ERRORS}}},
     "/v1/me/addresses": {
@@ -295,7 +299,8 @@ BUYING_PATHS = {
     "/v1/carts/merge": {"post": {
         "summary": "Merge a guest cart into the bearer's cart (quantities added, capped by stock)", "tags": ["cart"],
         "security": BEARER, "requestBody": _body(_obj("guest_cart_token", guest_cart_token={"type": "string"})),
-        "responses": {"200": _ok(_ref("Cart")), **AUTH_ERRORS, "404": _error("no such guest cart")}}},
+        "responses": {"200": _ok(_ref("Cart")), **AUTH_ERRORS, "404": _error("no such guest cart"),
+                      "422": _error("validation_failed: guest_cart_token missing")}}},
     "/v1/checkout": {"post": {
         "summary": "Turn a cart into a pending order with reserved stock and a payment", "tags": ["checkout"],
         "parameters": [IDEMPOTENCY, *CART_HEADERS],
@@ -345,7 +350,8 @@ ADMIN_PATHS = {
         "tags": ["admin"], "security": BEARER,
         "parameters": [_query("status", {"type": "string"}, "filter"), _query("page", {"type": "integer"}, "page"),
                        _query("per_page", {"type": "integer", "maximum": 100}, "page size")],
-        "responses": {"200": _ok(_page(_ref("StaffOrder"))), **STAFF_ERRORS}}},
+        "responses": {"200": _ok(_page(_ref("StaffOrder"))), "422": _error("validation_failed: a query parameter"),
+                      **STAFF_ERRORS}}},
     "/v1/admin/orders/{order_id}/transition": {"post": {
         "summary": "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
         "tags": ["admin"], "security": BEARER, "parameters": [ORDER_ID],
@@ -390,7 +396,8 @@ ADMIN_PATHS = {
                       "422": _error("validation_failed: details.fields.amount (above what is left), "
                                     "lines[i].<field> (shape), lines.<line_id> (not a line of this order, or more "
                                     "units than are left unrefunded)"),
-                      "503": _error("payment provider unreachable"), **STAFF_ERRORS}}},
+                      "404": _error("no such order"), "503": _error("payment provider unreachable"),
+                      **STAFF_ERRORS}}},
     "/v1/admin/reports/sales": {"get": {
         "summary": "Sales by day and totals (reports.view)", "tags": ["admin"], "security": BEARER,
         "parameters": [_query("from", {"type": "string", "format": "date"}, "first day (default: 30 days ago)"),

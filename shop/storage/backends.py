@@ -37,7 +37,7 @@ def validate_request(filename, content_type, size=None) -> tuple[str, str, int |
     fields = {}
     if not isinstance(filename, str) or not filename.strip() or len(filename) > 255:
         fields["filename"] = "is required (at most 255 characters)"
-    if content_type not in IMAGE_TYPES:
+    if not isinstance(content_type, str) or content_type not in IMAGE_TYPES:
         fields["content_type"] = f"must be one of {', '.join(IMAGE_TYPES)}"
     max_bytes = current_app.config["UPLOAD_MAX_BYTES"]
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= max_bytes):

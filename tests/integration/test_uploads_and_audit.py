@@ -73,6 +73,15 @@ def test_an_altered_upload_url_is_refused(client, manager, upload_dir):
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "upload_url_invalid"
 
 
+@pytest.mark.parametrize("body,field", [({"content_type": {}}, "content_type"), ({"content_type": ["image/png"]},
+                                                                                "content_type"),
+                                        ({"filename": 7}, "filename"), ({"size": "big"}, "size")])
+def test_an_upload_request_of_the_wrong_shape_is_422_naming_the_field(client, manager, body, field):
+    """Found by the schemathesis run: a content type that is an object was a 500 (unhashable)."""
+    resp = sign(client, manager[1], **body)
+    assert resp.status_code == 422 and field in resp.get_json()["error"]["details"]["fields"]
+
+
 def test_uploads_are_checked_for_type_and_size(app, client, manager, monkeypatch):
     signed = sign(client, manager[1]).get_json()
     assert client.put(upload_path(signed), data=tiny_png(), headers={"Content-Type": "image/jpeg"}).status_code == 415
