@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 AXE_VERSION := 4.10.3
 AXE    := $(VENV)/node/node_modules/axe-core/axe.min.js
 
-.PHONY: install run stop test bench seed-large clean
+.PHONY: install run stop lint test bench seed-large clean
 
 install: $(STAMP) $(AXE)
 
@@ -31,7 +31,12 @@ stop:
 # The suite in two parts: everything but the fault drills on two pytest-xdist workers (each starts servers of its
 # own), then the drills alone (they load both cores on purpose). `make test FAST=1` skips the drills. (Exit code 5
 # is pytest's "nothing selected": a PYTEST_ARGS -k may pick tests of one part only.)
-test: install
+# ruff: lint and format check (pyproject.toml); `$(VENV)/bin/ruff format .` fixes the format.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
 	$(PY) -m pytest -m "not faults" -n 2 $(PYTEST_ARGS) || test $$? -eq 5
 ifndef FAST
 	$(PY) -m pytest -m faults $(PYTEST_ARGS) || test $$? -eq 5

@@ -4,6 +4,7 @@
 when `get_config()` is called (by create_app), not when this module is imported, so a process that
 sets its environment first (the test suite, the embedded stack) is always what the app sees.
 """
+
 import ipaddress
 import os
 import secrets
@@ -19,7 +20,7 @@ def _database_url(url: str) -> str:
     """Accept the standard postgres:// and postgresql:// forms; use the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -91,8 +92,11 @@ def from_environment(env=None) -> dict:
         "STAFF_SESSION_HOURS": number("STAFF_SESSION_HOURS", 12),
         "STAFF_IDLE_MINUTES": number("STAFF_IDLE_MINUTES", 60),
         "SQLALCHEMY_DATABASE_URI": _database_url(text("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/shop")),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": number("DB_POOL_SIZE", 10),
-                                      "max_overflow": number("DB_MAX_OVERFLOW", 10)},
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,
+            "pool_size": number("DB_POOL_SIZE", 10),
+            "max_overflow": number("DB_MAX_OVERFLOW", 10),
+        },
         "REDIS_URL": text("REDIS_URL", "redis://127.0.0.1:16379/0"),
         "TYPESENSE_URL": text("TYPESENSE_URL", "http://127.0.0.1:18108"),
         # The event stream (shop.stream): redis://host:port/db (Redis Streams; empty = REDIS_URL) or
@@ -284,7 +288,8 @@ class DevelopmentConfig(Config):
             raise RuntimeError(
                 f"SECRET_KEY is not set and the shop would listen on {settings['BIND_HOST']}: a key generated on "
                 "this machine is only for a shop reached from it. Set SECRET_KEY (python -c 'import secrets; "
-                "print(secrets.token_hex(32))') or listen on 127.0.0.1.")
+                "print(secrets.token_hex(32))') or listen on 127.0.0.1."
+            )
         return {"SECRET_KEY": data_dir_key(settings["VAR_DIR"]), "SECRET_KEY_LOCAL_ONLY": True}
 
 
@@ -311,14 +316,20 @@ class ProductionConfig(Config):
         if not os.environ.get("DATABASE_URL"):
             raise RuntimeError("DATABASE_URL must be set in production")
         if cls.PAYMENT_PROVIDER == "test" and os.environ.get("ALLOW_TEST_PAYMENTS") != "1":
-            raise RuntimeError("production needs a real payment provider: set STRIPE_SECRET_KEY "
-                               "(or ALLOW_TEST_PAYMENTS=1 for a staging shop that takes no money)")
+            raise RuntimeError(
+                "production needs a real payment provider: set STRIPE_SECRET_KEY "
+                "(or ALLOW_TEST_PAYMENTS=1 for a staging shop that takes no money)"
+            )
         if not os.environ.get("PUBLIC_BASE_URL"):
-            raise RuntimeError("PUBLIC_BASE_URL must be set in production (https://shop.example.com): every "
-                               "absolute link is built from it, never from the request's Host header")
+            raise RuntimeError(
+                "PUBLIC_BASE_URL must be set in production (https://shop.example.com): every "
+                "absolute link is built from it, never from the request's Host header"
+            )
         if cls.WEBHOOK_ALLOW_PRIVATE:
-            raise RuntimeError("WEBHOOK_ALLOW_PRIVATE is for development and tests: in production it would let "
-                               "whoever registers a partner webhook reach the shop's private network")
+            raise RuntimeError(
+                "WEBHOOK_ALLOW_PRIVATE is for development and tests: in production it would let "
+                "whoever registers a partner webhook reach the shop's private network"
+            )
 
 
 CONFIGS = {"development": DevelopmentConfig, "test": TestConfig, "production": ProductionConfig}

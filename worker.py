@@ -16,6 +16,7 @@ heartbeat, maintenance (which requeues such abandoned jobs and restarts a dead s
 every MAINTENANCE_INTERVAL seconds, and RQ's scheduler lock lapses in SCHEDULER_LOCK_TTL seconds, so a
 job whose worker was SIGKILLed runs again (on its next retry) within a minute, not RQ's ten.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,9 @@ class ShopScheduler(RQScheduler):
             try:
                 return super().work()
             except heartbeat.REDIS_DOWN:
-                if not heartbeat.wait_for_redis(self.connection, self.log,
-                                                lambda: self._stop_requested or self._worker_gone()):
+                if not heartbeat.wait_for_redis(
+                    self.connection, self.log, lambda: self._stop_requested or self._worker_gone()
+                ):
                     return  # stopped, or orphaned: its locks lapse on their own
 
 
@@ -86,8 +88,12 @@ class ShopWorker(Worker):
     """RQ's worker with short heartbeats, a shop heartbeat per queue, and a job kept through a Redis blip."""
 
     def __init__(self, queues, **kwargs):
-        kwargs = {"worker_ttl": WORKER_TTL, "job_monitoring_interval": JOB_MONITORING_INTERVAL,
-                  "maintenance_interval": MAINTENANCE_INTERVAL, **kwargs}
+        kwargs = {
+            "worker_ttl": WORKER_TTL,
+            "job_monitoring_interval": JOB_MONITORING_INTERVAL,
+            "maintenance_interval": MAINTENANCE_INTERVAL,
+            **kwargs,
+        }
         super().__init__(queues, **kwargs)
         self.stopping = False  # a SIGTERM/SIGINT asked it to stop (RQ's own flag misses an idle stop)
 
@@ -105,22 +111,27 @@ class ShopWorker(Worker):
     def heartbeat(self, timeout=None, pipeline=None):
         super().heartbeat(timeout, pipeline)
         for name in self.queue_names():
-            heartbeat.beat(pipeline if pipeline is not None else self.connection, f"worker:{name}",
-                           instance=self.name)
+            heartbeat.beat(pipeline if pipeline is not None else self.connection, f"worker:{name}", instance=self.name)
 
     def maintain_heartbeats(self, job, execution):
         """Keep watching the running job when Redis is away, instead of leaving it behind unwatched."""
         try:
             super().maintain_heartbeats(job, execution)
         except heartbeat.REDIS_DOWN as exc:
-            self.log.warning("Worker %s: cannot renew job %s's heartbeat (%s); still waiting for it",
-                             self.name, job.id, exc)
+            self.log.warning(
+                "Worker %s: cannot renew job %s's heartbeat (%s); still waiting for it", self.name, job.id, exc
+            )
 
     def _start_scheduler(self, burst=False, logging_level="INFO", date_format=None, log_format=None):
         """RQ's own, with ShopScheduler for RQScheduler."""
         kwargs = {k: v for k, v in (("date_format", date_format), ("log_format", log_format)) if v}
-        self.scheduler = ShopScheduler(self.queues, connection=self.connection, serializer=self.serializer,
-                                       logging_level=logging_level or self.log.level, **kwargs)
+        self.scheduler = ShopScheduler(
+            self.queues,
+            connection=self.connection,
+            serializer=self.serializer,
+            logging_level=logging_level or self.log.level,
+            **kwargs,
+        )
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:
             if burst:
@@ -204,9 +215,13 @@ def run_events(groups: list[str], burst: bool = False) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python worker.py")
-    parser.add_argument("queues", nargs="*", metavar="queue",
-                        help=f"any of {', '.join(QUEUE_NAMES)} (default: all), `relay` for the outbox relay, or "
-                             "`events [group ...]` for the event consumers")
+    parser.add_argument(
+        "queues",
+        nargs="*",
+        metavar="queue",
+        help=f"any of {', '.join(QUEUE_NAMES)} (default: all), `relay` for the outbox relay, or "
+        "`events [group ...]` for the event consumers",
+    )
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -222,8 +237,10 @@ def main(argv=None) -> None:
         from shop import consumers
 
         if unknown := set(args.queues[1:]) - set(consumers.load_groups()):
-            parser.error(f"unknown consumer group(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(consumers.GROUPS))})")
+            parser.error(
+                f"unknown consumer group(s): {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(consumers.GROUPS))})"
+            )
         run_events(args.queues[1:], burst=args.burst)
         return
     if unknown := set(args.queues) - set(QUEUE_NAMES):

@@ -1,4 +1,5 @@
 """What gunicorn serves: `gunicorn wsgi:app`."""
+
 from shop import create_app
 
 app = create_app()

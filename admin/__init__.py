@@ -1,5 +1,6 @@
 """The Flask-Admin back-office at /admin/: staff log-in, dashboard, orders, catalogue, stock, customers,
 staff accounts, promotions, payment provider events and the audit log. Every view checks its permission on the server (security.py)."""
+
 from __future__ import annotations
 
 from flask import Flask
@@ -21,9 +22,13 @@ def init_admin(app: Flask) -> Admin:
 
     app.add_template_filter(admin_time, "admin_time")
 
-    admin = Admin(app, name=app.config["SHOP_NAME"] + " back-office", url="/admin",
-                  index_view=views.DashboardView(name="Dashboard", url="/admin", endpoint="admin"),
-                  theme=Bootstrap4Theme(base_template="admin/shop_base.html", fluid=True))
+    admin = Admin(
+        app,
+        name=app.config["SHOP_NAME"] + " back-office",
+        url="/admin",
+        index_view=views.DashboardView(name="Dashboard", url="/admin", endpoint="admin"),
+        theme=Bootstrap4Theme(base_template="admin/shop_base.html", fluid=True),
+    )
     # Passing `db` (not db.session) lets Flask-Admin use whichever session is current.
     admin.add_view(views.OrderView(Order, db, name="Orders", endpoint="orders", url="/admin/orders"))
     admin.add_view(views.ProductView(Product, db, name="Products", category="Catalogue", endpoint="products"))
@@ -35,12 +40,21 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(views.StaffAccountView(User, db, name="Staff", endpoint="staff", url="/admin/staff"))
     from admin.promotions import PromotionReportView, PromotionView
 
-    admin.add_view(PromotionView(Promotion, db, name="Promotions", category="Promotions", endpoint="promotions",
-                                 url="/admin/promotions"))
-    admin.add_view(PromotionReportView(name="Usage report", category="Promotions", endpoint="promotion_report",
-                                       url="/admin/promotion-report"))
-    admin.add_view(views.WebhookEventView(WebhookEvent, db, name="Webhook events", endpoint="webhook_events",
-                                          url="/admin/webhook-events"))
+    admin.add_view(
+        PromotionView(
+            Promotion, db, name="Promotions", category="Promotions", endpoint="promotions", url="/admin/promotions"
+        )
+    )
+    admin.add_view(
+        PromotionReportView(
+            name="Usage report", category="Promotions", endpoint="promotion_report", url="/admin/promotion-report"
+        )
+    )
+    admin.add_view(
+        views.WebhookEventView(
+            WebhookEvent, db, name="Webhook events", endpoint="webhook_events", url="/admin/webhook-events"
+        )
+    )
     admin.add_view(views.AuditView(AuditEntry, db, name="Audit log", endpoint="audit", url="/admin/audit"))
     admin.add_view(views.UploadView(name="Uploads", endpoint="uploads", url="/admin/uploads"))
     from admin.jobs import JobsView
@@ -48,6 +62,7 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(JobsView(name="Background jobs", endpoint="jobs", url="/admin/jobs"))
     from admin.partner_webhooks import PartnerWebhookView
 
-    admin.add_view(PartnerWebhookView(name="Partner webhooks", endpoint="partner_webhooks",
-                                      url="/admin/partner-webhooks"))
+    admin.add_view(
+        PartnerWebhookView(name="Partner webhooks", endpoint="partner_webhooks", url="/admin/partner-webhooks")
+    )
     return admin

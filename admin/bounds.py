@@ -1,5 +1,6 @@
 """Numbers in the back-office stay within their columns: a form field error or "no such record",
 never a 500 from PostgreSQL (integer out of range)."""
+
 from __future__ import annotations
 
 from flask_admin.contrib.sqla.form import AdminModelConverter
@@ -16,8 +17,9 @@ class BoundedModelConverter(AdminModelConverter):
     @converts("Integer")  # includes BigInteger and SmallInteger
     def handle_integer_types(self, column, field_args, **extra):
         hi = column_max(column)
-        field_args["validators"].append(NumberRange(min=-hi - 1, max=hi,
-                                                    message=f"Enter a whole number from {-hi - 1} to {hi}."))
+        field_args["validators"].append(
+            NumberRange(min=-hi - 1, max=hi, message=f"Enter a whole number from {-hi - 1} to {hi}.")
+        )
         return super().handle_integer_types(column, field_args, **extra)
 
 

@@ -1,5 +1,6 @@
 """Background jobs in the back-office (admins only): counts per queue and the jobs that kept failing,
 each with Requeue and Delete (POST with the CSRF token)."""
+
 from __future__ import annotations
 
 from flask import abort, flash, redirect, request, url_for
@@ -15,8 +16,9 @@ class JobsView(StaffView):
 
     @expose("/")
     def index(self):
-        return self.render("admin/shop_jobs.html", counts=queues.overview(), failed=queues.failed_jobs(),
-                           form=AdminForm())
+        return self.render(
+            "admin/shop_jobs.html", counts=queues.overview(), failed=queues.failed_jobs(), form=AdminForm()
+        )
 
     def _act(self, action, done: str):
         if not self.may_edit():

@@ -1,6 +1,7 @@
 """Partner webhooks in the back-office (admins only): endpoints with their state, registering one (its secret shown
 once), editing, enabling and deleting, the delivery log per endpoint with Retry, and "Send test event". Every change
 is a POST with the CSRF token; the rules are shop.partners.services, as for the admin API."""
+
 from __future__ import annotations
 
 from flask import abort, flash, make_response, redirect, request, url_for
@@ -31,12 +32,17 @@ def _some_ticked(form, field):
 
 
 class EndpointForm(AdminForm):
-    url = StringField("Endpoint URL", validators=[DataRequired(message="Enter the partner's https:// URL."),
-                                                   Length(max=guard.MAX_URL)],
-                      description="Where the shop POSTs the events, e.g. https://erp.partner.example/webhooks/shop")
+    url = StringField(
+        "Endpoint URL",
+        validators=[DataRequired(message="Enter the partner's https:// URL."), Length(max=guard.MAX_URL)],
+        description="Where the shop POSTs the events, e.g. https://erp.partner.example/webhooks/shop",
+    )
     events = MultiCheckboxField("Events to send", choices=[(t, t) for t in TYPES], validators=[_some_ticked])
-    description = StringField("Description (optional)", validators=[Optional(), Length(max=services.MAX_DESCRIPTION)],
-                              description="Whose endpoint this is, for the staff who read the list.")
+    description = StringField(
+        "Description (optional)",
+        validators=[Optional(), Length(max=services.MAX_DESCRIPTION)],
+        description="Whose endpoint this is, for the staff who read the list.",
+    )
 
 
 class EditEndpointForm(EndpointForm):
@@ -82,8 +88,9 @@ class PartnerWebhookView(StaffView):
         form = EndpointForm(request.form if request.method == "POST" else None)
         if form.validate_on_submit() and (made := self._save(form, services.create_endpoint)) is not None:
             endpoint, secret = made
-            resp = make_response(self.render("admin/shop_partner_webhook_created.html", endpoint=endpoint,
-                                              secret=secret))
+            resp = make_response(
+                self.render("admin/shop_partner_webhook_created.html", endpoint=endpoint, secret=secret)
+            )
             resp.headers["Cache-Control"] = "no-store"  # the secret must not stay in any cache
             return resp
         status = 422 if form.is_submitted() else 200
@@ -122,8 +129,7 @@ class PartnerWebhookView(StaffView):
         except services.EndpointDisabled:
             flash("The endpoint is disabled: enable it first, then send a test event.", "error")
         else:
-            flash(f"A test event ({delivery.event_id}) is on its way; its result appears in the log below.",
-                  "success")
+            flash(f"A test event ({delivery.event_id}) is on its way; its result appears in the log below.", "success")
         return redirect(url_for(".deliveries", endpoint_id=endpoint_id))
 
     @expose("/<int:endpoint_id>/deliveries")
@@ -135,8 +141,17 @@ class PartnerWebhookView(StaffView):
         state = state if state in STATES else ""
         total, rows = services.list_deliveries(endpoint_id, page, PER_PAGE, state or None)
         pages = max(1, -(-total // PER_PAGE))
-        return self.render("admin/shop_partner_webhook_deliveries.html", endpoint=endpoint, deliveries=rows,
-                           total=total, page=page, pages=pages, state=state, states=STATES, form=AdminForm())
+        return self.render(
+            "admin/shop_partner_webhook_deliveries.html",
+            endpoint=endpoint,
+            deliveries=rows,
+            total=total,
+            page=page,
+            pages=pages,
+            state=state,
+            states=STATES,
+            form=AdminForm(),
+        )
 
     @expose("/<int:endpoint_id>/deliveries/<int:delivery_id>/retry", methods=("POST",))
     def retry(self, endpoint_id: int, delivery_id: int):
@@ -148,8 +163,9 @@ class PartnerWebhookView(StaffView):
         except services.EndpointDisabled:
             flash("The endpoint is disabled: enable it first, then retry.", "error")
         except services.DeliveryInProgress:
-            flash(f"Delivery {delivery_id} is being attempted right now: its result appears in the log shortly.",
-                  "error")
+            flash(
+                f"Delivery {delivery_id} is being attempted right now: its result appears in the log shortly.", "error"
+            )
         else:
             flash(f"Delivery {delivery_id} will be attempted again in a moment.", "success")
         return redirect(url_for(".deliveries", endpoint_id=endpoint_id))

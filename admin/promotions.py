@@ -1,9 +1,10 @@
 """Promotions in the back-office: rules with their shared codes (managers and admins edit, analysts view),
 batches of single-use codes with a CSV download, and the usage report (API.md, Back-office)."""
+
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from flask import Response, abort, current_app, flash, redirect, request, url_for
@@ -43,7 +44,7 @@ def _utc(value: datetime | None) -> datetime | None:
     """The form's date-times are UTC (it shows no time zone)."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _major(amount: int, currency: str) -> str:
@@ -59,8 +60,10 @@ def _split(text: str | None) -> list[str]:
 def _links(view, context, model, name):
     codes = url_for(".codes_page", promotion_id=model.id)
     report = url_for(".promotion_report", promotion_id=model.id)
-    return Markup(f'<a href="{escape(codes)}">Codes<span class="sr-only"> of {escape(model.name)}</span></a> · '
-                  f'<a href="{escape(report)}">Usage<span class="sr-only"> of {escape(model.name)}</span></a>')
+    return Markup(
+        f'<a href="{escape(codes)}">Codes<span class="sr-only"> of {escape(model.name)}</span></a> · '
+        f'<a href="{escape(report)}">Usage<span class="sr-only"> of {escape(model.name)}</span></a>'
+    )
 
 
 def _targets_text(view, context, model, name):
@@ -81,17 +84,24 @@ def _targets_text(view, context, model, name):
 
 def _window(view, context, model, name):
     fmt = "%Y-%m-%d %H:%M"
-    start = model.starts_at.astimezone(timezone.utc).strftime(fmt) if model.starts_at else "any time"
-    end = model.ends_at.astimezone(timezone.utc).strftime(fmt) if model.ends_at else "open-ended"
+    start = model.starts_at.astimezone(UTC).strftime(fmt) if model.starts_at else "any time"
+    end = model.ends_at.astimezone(UTC).strftime(fmt) if model.ends_at else "open-ended"
     return f"{start} → {end} UTC" if model.starts_at or model.ends_at else "Always"
 
 
 class GenerateCodesForm(AdminForm):
-    count = IntegerField("How many codes", validators=[DataRequired(message="Say how many codes (1 to 10,000)."),
-                                                       NumberRange(min=1, max=bo.MAX_BATCH,
-                                                                   message="From 1 to 10,000 codes at a time.")])
-    prefix = StringField("Prefix (optional)", validators=[Optional(), Length(max=10)],
-                         description="e.g. XMAS-: letters, digits, - and _; 10 random characters follow.")
+    count = IntegerField(
+        "How many codes",
+        validators=[
+            DataRequired(message="Say how many codes (1 to 10,000)."),
+            NumberRange(min=1, max=bo.MAX_BATCH, message="From 1 to 10,000 codes at a time."),
+        ],
+    )
+    prefix = StringField(
+        "Prefix (optional)",
+        validators=[Optional(), Length(max=10)],
+        description="e.g. XMAS-: letters, digits, - and _; 10 random characters follow.",
+    )
 
 
 class PromotionView(StaffModelView):
@@ -99,16 +109,42 @@ class PromotionView(StaffModelView):
 
     view_permission, edit_permission = P.PROMOTIONS_VIEW, P.PROMOTIONS_EDIT
     column_list = ("name", "kind", "value", "code_summary", "automatic", "active", "window", "priority", "links")
-    column_labels = {"value": "Discount", "code_summary": "Codes", "automatic": "Automatic sale",
-                     "window": "Runs", "links": "Codes and usage", "kind": "Kind"}
+    column_labels = {
+        "value": "Discount",
+        "code_summary": "Codes",
+        "automatic": "Automatic sale",
+        "window": "Runs",
+        "links": "Codes and usage",
+        "kind": "Kind",
+    }
     column_sortable_list = ("name", "kind", "automatic", "active", "priority")
     column_searchable_list = ("name",)
-    column_filters = (sqla_filters.FilterEqual(Promotion.kind, "Kind", options=list(KIND_LABELS.items())),
-                      "automatic", "active")
+    column_filters = (
+        sqla_filters.FilterEqual(Promotion.kind, "Kind", options=list(KIND_LABELS.items())),
+        "automatic",
+        "active",
+    )
     column_default_sort = ("id", True)
-    column_details_list = ("name", "description", "kind", "value", "automatic", "active", "window", "min_subtotal",
-                           "usage_limit", "per_customer_limit", "first_order_only", "stackable", "priority",
-                           "applies_to", "excludes", "code_summary", "created_at", "updated_at")
+    column_details_list = (
+        "name",
+        "description",
+        "kind",
+        "value",
+        "automatic",
+        "active",
+        "window",
+        "min_subtotal",
+        "usage_limit",
+        "per_customer_limit",
+        "first_order_only",
+        "stackable",
+        "priority",
+        "applies_to",
+        "excludes",
+        "code_summary",
+        "created_at",
+        "updated_at",
+    )
     column_formatters = {
         "kind": lambda v, c, m, n: KIND_LABELS.get(m.kind, m.kind),
         "value": lambda v, c, m, n: describe_value(m),
@@ -118,10 +154,29 @@ class PromotionView(StaffModelView):
         "applies_to": _targets_text,
         "excludes": _targets_text,
     }
-    form_columns = ("name", "description", "kind", "value_text", "automatic", "active", "starts_at", "ends_at",
-                    "min_subtotal", "usage_limit", "per_customer_limit", "first_order_only", "stackable",
-                    "priority", "applies_categories", "applies_products", "applies_variants", "excludes_categories",
-                    "excludes_products", "excludes_variants", "code_list")
+    form_columns = (
+        "name",
+        "description",
+        "kind",
+        "value_text",
+        "automatic",
+        "active",
+        "starts_at",
+        "ends_at",
+        "min_subtotal",
+        "usage_limit",
+        "per_customer_limit",
+        "first_order_only",
+        "stackable",
+        "priority",
+        "applies_categories",
+        "applies_products",
+        "applies_variants",
+        "excludes_categories",
+        "excludes_products",
+        "excludes_variants",
+        "code_list",
+    )
     form_overrides = {"kind": SelectField, "description": TextAreaField, "min_subtotal": MoneyField}
     form_args = {
         "name": {"validators": [DataRequired(), Length(max=120)]},
@@ -129,30 +184,46 @@ class PromotionView(StaffModelView):
         "automatic": {"label": "Automatic (a sale without a code, e.g. a flash sale shown on product pages)"},
         "starts_at": {"label": "Starts at (UTC)", "description": "Leave empty to start now."},
         "ends_at": {"label": "Ends at (UTC)", "description": "Leave empty to run until switched off."},
-        "min_subtotal": {"label": "Minimum subtotal", "description": "e.g. 50.00; leave empty for none.",
-                         "max_amount": bo.MAX_AMOUNT},
-        "usage_limit": {"label": "Total usage limit", "validators": [Optional(), NumberRange(min=1, max=bo.MAX_LIMIT)],
-                        "description": "Redemptions in all; leave empty for no limit."},
-        "per_customer_limit": {"label": "Per-customer limit",
-                               "validators": [Optional(), NumberRange(min=1, max=bo.MAX_LIMIT)],
-                               "description": "Per account and per e-mail address; leave empty for no limit."},
+        "min_subtotal": {
+            "label": "Minimum subtotal",
+            "description": "e.g. 50.00; leave empty for none.",
+            "max_amount": bo.MAX_AMOUNT,
+        },
+        "usage_limit": {
+            "label": "Total usage limit",
+            "validators": [Optional(), NumberRange(min=1, max=bo.MAX_LIMIT)],
+            "description": "Redemptions in all; leave empty for no limit.",
+        },
+        "per_customer_limit": {
+            "label": "Per-customer limit",
+            "validators": [Optional(), NumberRange(min=1, max=bo.MAX_LIMIT)],
+            "description": "Per account and per e-mail address; leave empty for no limit.",
+        },
         "first_order_only": {"label": "First order only"},
         "stackable": {"label": "Stackable (combines with other stackable promotions)"},
-        "priority": {"validators": [Optional(), NumberRange(min=-1000, max=1000)],
-                     "description": "Higher goes first; among exclusive promotions the best one wins."},
+        "priority": {
+            "validators": [Optional(), NumberRange(min=-1000, max=1000)],
+            "description": "Higher goes first; among exclusive promotions the best one wins.",
+        },
     }
     form_extra_fields = {
-        "value_text": StringField("Value", description="Percentage: 1 to 100. Fixed amount: e.g. 5.00. "
-                                                       "Free shipping: leave empty."),
+        "value_text": StringField(
+            "Value", description="Percentage: 1 to 100. Fixed amount: e.g. 5.00. Free shipping: leave empty."
+        ),
         "applies_categories": SelectMultipleField("Applies to categories", coerce=int, choices=[]),
         "applies_products": SelectMultipleField("Applies to products", coerce=int, choices=[]),
-        "applies_variants": StringField("Applies to variants (SKUs)", description="SKUs separated by commas. "
-                                        "With no categories, products or variants it applies to everything."),
+        "applies_variants": StringField(
+            "Applies to variants (SKUs)",
+            description="SKUs separated by commas. With no categories, products or variants it applies to everything.",
+        ),
         "excludes_categories": SelectMultipleField("Except categories", coerce=int, choices=[]),
         "excludes_products": SelectMultipleField("Except products", coerce=int, choices=[]),
         "excludes_variants": StringField("Except variants (SKUs)", description="SKUs separated by commas."),
-        "code_list": TextAreaField("Shared codes", description="One code per line, used by many shoppers "
-                                   "(letters, digits, - and _). Single-use codes are generated on the codes page."),
+        "code_list": TextAreaField(
+            "Shared codes",
+            description="One code per line, used by many shoppers "
+            "(letters, digits, - and _). Single-use codes are generated on the codes page.",
+        ),
     }
 
     # -- list -------------------------------------------------------------------------------------
@@ -180,8 +251,9 @@ class PromotionView(StaffModelView):
     # -- form -------------------------------------------------------------------------------------
     def _with_choices(self, form):
         cats = [(i, n) for i, n in db.session.execute(select(Category.id, Category.name).order_by(Category.name))]
-        products = [(i, f"{n} (#{i})") for i, n in
-                    db.session.execute(select(Product.id, Product.name).order_by(Product.name))]
+        products = [
+            (i, f"{n} (#{i})") for i, n in db.session.execute(select(Product.id, Product.name).order_by(Product.name))
+        ]
         form.applies_categories.choices = form.excludes_categories.choices = cats
         form.applies_products.choices = form.excludes_products.choices = products
         return form
@@ -194,8 +266,9 @@ class PromotionView(StaffModelView):
 
     def on_form_prefill(self, form, id):
         p = db.session.get(Promotion, id)
-        form.value_text.data = (str(p.value) if p.kind == "percent" else
-                                _major(p.value, p.currency) if p.kind == "fixed" else "")
+        form.value_text.data = (
+            str(p.value) if p.kind == "percent" else _major(p.value, p.currency) if p.kind == "fixed" else ""
+        )
         for prefix, spec in (("applies", p.applies_to or {}), ("excludes", p.excludes or {})):
             getattr(form, f"{prefix}_categories").data = spec.get("categories", [])
             getattr(form, f"{prefix}_products").data = spec.get("products", [])
@@ -225,8 +298,10 @@ class PromotionView(StaffModelView):
         raise ValidationError("Choose the kind of discount.")
 
     def _targets(self, form, prefix: str) -> dict:
-        spec = {"categories": list(getattr(form, f"{prefix}_categories").data or []),
-                "products": list(getattr(form, f"{prefix}_products").data or [])}
+        spec = {
+            "categories": list(getattr(form, f"{prefix}_categories").data or []),
+            "products": list(getattr(form, f"{prefix}_products").data or []),
+        }
         refs = _split(getattr(form, f"{prefix}_variants").data)
         if refs:
             skus = [r for r in refs if not r.startswith("#")]
@@ -255,8 +330,9 @@ class PromotionView(StaffModelView):
         model.excludes = self._targets(form, "excludes")
         codes = _split(form.code_list.data)
         if model.automatic and codes:
-            raise ValidationError("An automatic sale applies without a code: remove the shared codes or untick "
-                                  "Automatic.")
+            raise ValidationError(
+                "An automatic sale applies without a code: remove the shared codes or untick Automatic."
+            )
         self._sync_codes(model, codes)
 
     def _sync_codes(self, model: Promotion, codes: list[str]) -> None:
@@ -283,18 +359,29 @@ class PromotionView(StaffModelView):
                 db.session.add(PromotionCode(promotion_id=model.id, code=code, usage_limit=None))
 
     def on_model_delete(self, model):
-        used = db.session.scalar(select(func.count()).select_from(Redemption)
-                                 .where(Redemption.promotion_id == model.id))
+        used = db.session.scalar(
+            select(func.count()).select_from(Redemption).where(Redemption.promotion_id == model.id)
+        )
         if used:
-            raise ValidationError(f"{model.name} has been used by {used} orders; switch it off (untick Active) "
-                                  "instead of deleting it.")
+            raise ValidationError(
+                f"{model.name} has been used by {used} orders; switch it off (untick Active) instead of deleting it."
+            )
         # Thousands of single-use codes go in one statement, with one audit entry.
-        codes = list(db.session.scalars(select(PromotionCode.code).where(PromotionCode.promotion_id == model.id,
-                                                                          PromotionCode.usage_limit.is_(None))))
+        codes = list(
+            db.session.scalars(
+                select(PromotionCode.code).where(
+                    PromotionCode.promotion_id == model.id, PromotionCode.usage_limit.is_(None)
+                )
+            )
+        )
         n = db.session.execute(delete(PromotionCode).where(PromotionCode.promotion_id == model.id)).rowcount
         if n:
-            bo.audit_bulk("delete", "PromotionCodeBatch", f"{model.id}@all",
-                          {"promotion_id": model.id, "deleted": n, "shared_codes": codes})
+            bo.audit_bulk(
+                "delete",
+                "PromotionCodeBatch",
+                f"{model.id}@all",
+                {"promotion_id": model.id, "deleted": n, "shared_codes": codes},
+            )
         db.session.expire(model, ["codes"])
 
     def handle_view_exception(self, exc):
@@ -315,10 +402,15 @@ class PromotionView(StaffModelView):
     @expose("/<int:promotion_id>/codes/")
     def codes_page(self, promotion_id: int):
         promotion = self._promotion(promotion_id)
-        return self.render("admin/shop_promotion_codes.html", promotion=promotion,
-                           shared=bo.shared_codes(promotion.id), batches=bo.batches(promotion.id),
-                           form=GenerateCodesForm(formdata=None) if self.may_edit() else None,
-                           describe_value=describe_value, max_batch=bo.MAX_BATCH)
+        return self.render(
+            "admin/shop_promotion_codes.html",
+            promotion=promotion,
+            shared=bo.shared_codes(promotion.id),
+            batches=bo.batches(promotion.id),
+            form=GenerateCodesForm(formdata=None) if self.may_edit() else None,
+            describe_value=describe_value,
+            max_batch=bo.MAX_BATCH,
+        )
 
     @expose("/<int:promotion_id>/codes/generate", methods=("POST",))
     def generate_codes(self, promotion_id: int):
@@ -340,8 +432,10 @@ class PromotionView(StaffModelView):
         batch_at, codes = bo.generate_codes(promotion.id, form.count.data, prefix=prefix)
         db.session.commit()
         csv_url = url_for(".codes_csv", promotion_id=promotion.id, batch=batch_at.isoformat())
-        flash(Markup(f'Generated {len(codes)} single-use codes. <a href="{escape(csv_url)}">Download them as '
-                     f'CSV</a>.'), "success")
+        flash(
+            Markup(f'Generated {len(codes)} single-use codes. <a href="{escape(csv_url)}">Download them as CSV</a>.'),
+            "success",
+        )
         return back
 
     @expose("/<int:promotion_id>/codes.csv")
@@ -355,9 +449,11 @@ class PromotionView(StaffModelView):
             except ValueError:
                 abort(400)
         name = f"promotion-{promotion.id}-codes" + (f"-{batch_at.strftime('%Y%m%d-%H%M%S')}" if batch_at else "")
-        return Response(bo.codes_csv(promotion, batch_at), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
-                                 "Cache-Control": "no-store"})
+        return Response(
+            bo.codes_csv(promotion, batch_at),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"', "Cache-Control": "no-store"},
+        )
 
     # -- usage of one promotion ------------------------------------------------------------------
     @expose("/<int:promotion_id>/report/")
@@ -368,6 +464,7 @@ class PromotionView(StaffModelView):
 
 def _range() -> tuple[date | None, date | None, datetime | None, datetime | None]:
     """?from=&to= (days, UTC) of the redemptions counted; a bad date is ignored with a message."""
+
     def day(name):
         raw = request.args.get(name)
         if not raw:
@@ -379,17 +476,24 @@ def _range() -> tuple[date | None, date | None, datetime | None, datetime | None
         return day
 
     start, end = day("from"), day("to")
-    lo = datetime.combine(start, time.min, timezone.utc) if start else None
-    hi = datetime.combine(end + timedelta(days=1), time.min, timezone.utc) if end else None
+    lo = datetime.combine(start, time.min, UTC) if start else None
+    hi = datetime.combine(end + timedelta(days=1), time.min, UTC) if end else None
     return start, end, lo, hi
 
 
 def render_report(view, promotion: Promotion | None):
     start, end, lo, hi = _range()
     rows = bo.usage_report(promotion.id if promotion else None, lo, hi)
-    return view.render("admin/shop_promotion_report.html", rows=rows, totals=bo.usage_totals(rows, with_refunded=True),
-                       promotion=promotion, start=start, end=end, format_money=format_money,
-                       describe=lambda r: KIND_LABELS.get(r.kind, r.kind))
+    return view.render(
+        "admin/shop_promotion_report.html",
+        rows=rows,
+        totals=bo.usage_totals(rows, with_refunded=True),
+        promotion=promotion,
+        start=start,
+        end=end,
+        format_money=format_money,
+        describe=lambda r: KIND_LABELS.get(r.kind, r.kind),
+    )
 
 
 class PromotionReportView(StaffView):

@@ -4,9 +4,10 @@ Each view names the permission needed to see it and the one needed to change thi
 menu entry is a courtesy; the check is here: a staff member outside a view's row gets 403 for the
 page and for each create, edit, delete or bulk action, whatever URL they type.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import abort, redirect, request, url_for
 from flask_admin import BaseView
@@ -38,7 +39,7 @@ def admin_time(value) -> str:
     if not isinstance(value, datetime):
         return str(value)
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -1,4 +1,5 @@
 """Back-office views. Each one declares its permissions (admin/security.py); rules live in services."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,8 @@ from flask_admin.contrib.sqla import filters as sqla_filters
 from flask_admin.contrib.sqla.form import InlineModelConverter  # noqa: F401 - documented extension point
 from flask_admin.model.form import InlineFormAdmin
 from flask_login import current_user
-from markupsafe import Markup, escape
 from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup, escape
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import selectinload
 from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
@@ -21,6 +22,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp, StopValid
 
 from admin.bounds import id_fits
 from admin.security import AdminForm, StaffModelView, StaffView, is_staff
+from shop import clock, idempotency
 from shop.accounts import services as accounts
 from shop.accounts import sessions
 from shop.accounts.forms import LoginForm
@@ -28,15 +30,14 @@ from shop.accounts.models import ROLES, User
 from shop.accounts.passwords import hash_password, password_problem
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
-from shop import idempotency
 from shop.api.admin_orders import redact_payment_note
 from shop.bounds import INT4_MAX
 from shop.catalog import queries as catalog_queries
 from shop.catalog.models import Product, Variant
-from shop.errors import DomainError, NotFound, ValidationError as ShopValidationError
-from shop.idempotency import RequestInProgress
-from shop.payments.services import PaymentDisputed
+from shop.errors import DomainError, NotFound
+from shop.errors import ValidationError as ShopValidationError
 from shop.extensions import db
+from shop.idempotency import RequestInProgress
 from shop.inventory import services as inventory
 from shop.money import format_money, parse_major
 from shop.orders import services as order_services
@@ -44,10 +45,10 @@ from shop.orders import states as order_states
 from shop.orders.models import Order
 from shop.payments import services as payment_services
 from shop.payments.models import Dispute, Payment, Refund, RefundStatus, WebhookEvent
+from shop.payments.services import PaymentDisputed
 from shop.reports import services as reports
-from shop.webhooks import services as webhook_services
 from shop.storage import backends as storage
-from shop import clock
+from shop.webhooks import services as webhook_services
 
 
 class MoneyField(StringField):
@@ -91,9 +92,9 @@ def _bare_amount(text: str, currency: str) -> str:
     text = text.strip()
     for mark in (_SYMBOL.get(currency.upper()), currency.upper(), currency.lower()):
         if mark and text.startswith(mark):
-            text = text[len(mark):].strip()
+            text = text[len(mark) :].strip()
         if mark and text.endswith(mark):
-            text = text[:-len(mark)].strip()
+            text = text[: -len(mark)].strip()
     if _GROUPED.match(text):
         text = text.replace(",", "")
     return text
@@ -156,11 +157,17 @@ class DashboardView(AdminIndexView):
         low = inventory.low_stock(limit=10) if has_permission(current_user, P.STOCK_VIEW) else None
         by_status = catalog_queries.count_by_status()
         counts = {
-            "products": by_status.get("active", 0), "drafts": by_status.get("draft", 0),
+            "products": by_status.get("active", 0),
+            "drafts": by_status.get("draft", 0),
             "low_stock": inventory.low_stock_count() if low is not None else None,  # all of them, not a capped list
         }
-        return self.render("admin/shop_dashboard.html", low=low, counts=counts, today=todays_orders(),
-                           threshold=current_app.config["LOW_STOCK_THRESHOLD"])
+        return self.render(
+            "admin/shop_dashboard.html",
+            low=low,
+            counts=counts,
+            today=todays_orders(),
+            threshold=current_app.config["LOW_STOCK_THRESHOLD"],
+        )
 
     @expose("/login", methods=("GET", "POST"))
     def login(self):
@@ -196,8 +203,9 @@ def todays_orders() -> dict:
     rows = reports.sold_on(clock.now().date())
     revenue = None
     if has_permission(current_user, P.REPORTS_VIEW):
-        revenue = [format_money(int(total), currency) for currency, _, total in rows] or \
-            [format_money(0, current_app.config["SHOP_CURRENCY"])]
+        revenue = [format_money(int(total), currency) for currency, _, total in rows] or [
+            format_money(0, current_app.config["SHOP_CURRENCY"])
+        ]
     return {"count": sum(n for _, n, _ in rows), "revenue": revenue}
 
 
@@ -205,12 +213,21 @@ def todays_orders() -> dict:
 class VariantInline(InlineFormAdmin):
     form_columns = ("id", "sku", "options_text", "price_amount", "compare_at_amount", "on_hand", "weight_grams")
     form_label = "Variant"
-    column_labels = {"price_amount": "Price", "compare_at_amount": "Compare-at price", "on_hand": "Stock on hand",
-                     "weight_grams": "Weight (g)", "sku": "SKU"}
+    column_labels = {
+        "price_amount": "Price",
+        "compare_at_amount": "Compare-at price",
+        "on_hand": "Stock on hand",
+        "weight_grams": "Weight (g)",
+        "sku": "SKU",
+    }
     form_overrides = {"price_amount": MoneyField, "compare_at_amount": MoneyField}
-    form_args = {"sku": {"validators": [DataRequired(), Length(max=64)]},
-                 "price_amount": {"validators": [PriceRequired(message="Every variant needs a price.")],
-                                  "description": "e.g. 19.99"}}
+    form_args = {
+        "sku": {"validators": [DataRequired(), Length(max=64)]},
+        "price_amount": {
+            "validators": [PriceRequired(message="Every variant needs a price.")],
+            "description": "e.g. 19.99",
+        },
+    }
     form_extra_fields = {"options_text": StringField("Options", description="e.g. size=M, colour=Red")}
 
     def postprocess_form(self, form_class):
@@ -228,30 +245,49 @@ class ProductView(StaffModelView):
     column_filters = ("status", "featured", "brand", "category.name")
     column_default_sort = ("updated_at", True)
     column_formatters = {"price_min": lambda v, c, m, n: format_money(m.price_min, m.currency)}
-    form_columns = ("name", "slug", "category", "brand", "description", "status", "featured", "options_text",
-                    "generate_variants", "generate_price", "generate_sku_prefix", "generate_on_hand")
+    form_columns = (
+        "name",
+        "slug",
+        "category",
+        "brand",
+        "description",
+        "status",
+        "featured",
+        "options_text",
+        "generate_variants",
+        "generate_price",
+        "generate_sku_prefix",
+        "generate_on_hand",
+    )
     form_overrides = {"status": SelectField, "description": TextAreaField}
-    form_args = {"status": {"choices": [("draft", "Draft (hidden)"), ("active", "Active (for sale)")]},
-                 "slug": {"validators": [Optional(), Length(max=160)],
-                          "description": "Leave empty to make one from the name."}}
+    form_args = {
+        "status": {"choices": [("draft", "Draft (hidden)"), ("active", "Active (for sale)")]},
+        "slug": {"validators": [Optional(), Length(max=160)], "description": "Leave empty to make one from the name."},
+    }
     form_extra_fields = {
         "options_text": TextAreaField(
-            "Options", description="One option per line, e.g. 'size: S, M, L' then 'colour: Red, Blue'."),
+            "Options", description="One option per line, e.g. 'size: S, M, L' then 'colour: Red, Blue'."
+        ),
         # The variant matrix in one go: a variant for every combination of the options above.
         "generate_variants": BooleanField(
             "Make a variant for each combination",
             description="Makes one variant for every combination of the options that has none yet "
-                        "(e.g. sizes S, M, L x colours Black, Navy = 6 variants), with the price, SKU prefix "
-                        "and stock below. Existing variants are kept."),
-        "generate_price": MoneyField("Price of each generated variant", validators=[Optional()],
-                                     description="e.g. $59.00, 59 or 59.5"),
+            "(e.g. sizes S, M, L x colours Black, Navy = 6 variants), with the price, SKU prefix "
+            "and stock below. Existing variants are kept.",
+        ),
+        "generate_price": MoneyField(
+            "Price of each generated variant", validators=[Optional()], description="e.g. $59.00, 59 or 59.5"
+        ),
         "generate_sku_prefix": StringField(
-            "SKU prefix", validators=[Optional(), Length(max=40),
-                                      Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-                                             message="Use letters, digits, - and _ only.")],
-            description="SKUs are the prefix and the option values, e.g. TEE-S-BLACK. Leave empty to use the slug."),
-        "generate_on_hand": IntegerField("Stock on hand of each generated variant", validators=[Optional()],
-                                         default=0),
+            "SKU prefix",
+            validators=[
+                Optional(),
+                Length(max=40),
+                Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", message="Use letters, digits, - and _ only."),
+            ],
+            description="SKUs are the prefix and the option values, e.g. TEE-S-BLACK. Leave empty to use the slug.",
+        ),
+        "generate_on_hand": IntegerField("Stock on hand of each generated variant", validators=[Optional()], default=0),
     }
     inline_models = (VariantInline(Variant),)
 
@@ -259,8 +295,9 @@ class ProductView(StaffModelView):
         # The column is NOT NULL, so Flask-Admin would make the field required; an empty slug is
         # made from the name in on_model_change.
         form_class = super().scaffold_form()
-        form_class.slug = StringField("Slug", validators=[Optional(), Length(max=160)],
-                                      description="Leave empty to make one from the name.")
+        form_class.slug = StringField(
+            "Slug", validators=[Optional(), Length(max=160)], description="Leave empty to make one from the name."
+        )
         return form_class
 
     def on_form_prefill(self, form, id):
@@ -287,8 +324,9 @@ class ProductView(StaffModelView):
         from shop.catalog.services import slugify
 
         if not options:
-            raise ValidationError("To generate variants, list the options first, e.g. 'size: S, M, L' and "
-                                  "'colour: Black, Navy'.")
+            raise ValidationError(
+                "To generate variants, list the options first, e.g. 'size: S, M, L' and 'colour: Black, Navy'."
+            )
         if form.generate_price.data is None:
             raise ValidationError("To generate variants, give their price, e.g. $59.00.")
         on_hand = form.generate_on_hand.data or 0
@@ -296,9 +334,13 @@ class ProductView(StaffModelView):
             raise ValidationError("The stock on hand of generated variants is a whole number from 0 to 10,000,000.")
         try:
             added = catalog.add_variant_matrix(
-                model, options, price_amount=form.generate_price.data, on_hand=on_hand,
+                model,
+                options,
+                price_amount=form.generate_price.data,
+                on_hand=on_hand,
                 sku_prefix=form.generate_sku_prefix.data or slugify(model.slug or model.name or "item"),
-                currency=model.currency or current_app.config["SHOP_CURRENCY"])
+                currency=model.currency or current_app.config["SHOP_CURRENCY"],
+            )
         except catalog.CatalogError as exc:
             raise ValidationError(f"The variants were not generated: {exc}.") from None
         g.generated_skus = [v.sku for v in added]  # said once the product is saved
@@ -306,8 +348,11 @@ class ProductView(StaffModelView):
     def after_model_change(self, form, model, is_created):
         added = g.pop("generated_skus", None)
         if added:
-            flash(f"Generated {len(added)} variant{'' if len(added) == 1 else 's'}: "
-                  f"{', '.join(added[:12])}{' ...' if len(added) > 12 else ''}.", "success")
+            flash(
+                f"Generated {len(added)} variant{'' if len(added) == 1 else 's'}: "
+                f"{', '.join(added[:12])}{' ...' if len(added) > 12 else ''}.",
+                "success",
+            )
 
 
 class CategoryView(StaffModelView):
@@ -323,15 +368,26 @@ class ImageView(StaffModelView):
     view_permission = edit_permission = P.CATALOG_EDIT
     column_list = ("preview", "product", "alt", "option_value", "position")
     form_columns = ("product", "path", "alt", "option_value", "position")
-    form_args = {"path": {"label": "Image", "validators": [DataRequired(message="Upload an image first.")],
-                          "description": "Choose a file above: it uploads directly to storage."},
-                 "alt": {"label": "Alt text (what the image shows)", "validators": [DataRequired(), Length(max=300)]},
-                 "option_value": {"label": "Shows option value (optional)", "validators": [Optional(), Length(max=60)],
-                                  "description": "The colour (or other option value) this picture shows, e.g. Navy: "
-                                                 "the product page shows it when a shopper picks that value."}}
+    form_args = {
+        "path": {
+            "label": "Image",
+            "validators": [DataRequired(message="Upload an image first.")],
+            "description": "Choose a file above: it uploads directly to storage.",
+        },
+        "alt": {"label": "Alt text (what the image shows)", "validators": [DataRequired(), Length(max=300)]},
+        "option_value": {
+            "label": "Shows option value (optional)",
+            "validators": [Optional(), Length(max=60)],
+            "description": "The colour (or other option value) this picture shows, e.g. Navy: "
+            "the product page shows it when a shopper picks that value.",
+        },
+    }
     column_labels = {"option_value": "Shows"}
-    column_formatters = {"preview": lambda v, c, m, n: Markup(
-        f'<img src="{escape(_image_url(m.path))}" alt="{escape(m.alt)}" width="64" height="64" loading="lazy">')}
+    column_formatters = {
+        "preview": lambda v, c, m, n: Markup(
+            f'<img src="{escape(_image_url(m.path))}" alt="{escape(m.alt)}" width="64" height="64" loading="lazy">'
+        )
+    }
     create_template, edit_template = "admin/shop_image_create.html", "admin/shop_image_edit.html"
 
 
@@ -364,19 +420,30 @@ class StockView(StaffModelView):
     view_permission, edit_permission = P.STOCK_VIEW, P.STOCK_EDIT
     allow_create = allow_delete = False
     column_list = ("sku", "product.name", "options", "on_hand", "low_stock_threshold", "price_amount")
-    column_labels = {"product.name": "Product", "on_hand": "On hand", "price_amount": "Price", "sku": "SKU",
-                     "low_stock_threshold": "Low at"}
+    column_labels = {
+        "product.name": "Product",
+        "on_hand": "On hand",
+        "price_amount": "Price",
+        "sku": "SKU",
+        "low_stock_threshold": "Low at",
+    }
     column_searchable_list = ("sku",)
     column_sortable_list = ("sku", "on_hand")
     column_default_sort = "on_hand"
-    column_formatters = {"price_amount": lambda v, c, m, n: format_money(m.price_amount, m.currency),
-                         "options": lambda v, c, m, n: ", ".join(f"{k} {val}" for k, val in m.options.items())}
+    column_formatters = {
+        "price_amount": lambda v, c, m, n: format_money(m.price_amount, m.currency),
+        "options": lambda v, c, m, n: ", ".join(f"{k} {val}" for k, val in m.options.items()),
+    }
     form_columns = ("on_hand", "low_stock_threshold")
     edit_template = "admin/shop_stock_edit.html"  # names the product, the SKU and the stock now
-    form_args = {"on_hand": {"label": "Stock on hand (units counted)"},
-                 "low_stock_threshold": {"label": "Low-stock threshold", "validators": [Optional()],
-                                         "description": "Listed as low at or below this many available units. "
-                                                        "Leave empty for the shop's default."}}
+    form_args = {
+        "on_hand": {"label": "Stock on hand (units counted)"},
+        "low_stock_threshold": {
+            "label": "Low-stock threshold",
+            "validators": [Optional()],
+            "description": "Listed as low at or below this many available units. Leave empty for the shop's default.",
+        },
+    }
 
     def update_model(self, form, model):
         """Through inventory.set_on_hand, the API's write path: the same bounds, the variant row locked."""
@@ -387,8 +454,9 @@ class StockView(StaffModelView):
             labels = {"on_hand": "Stock on hand", "low_stock_threshold": "The low-stock threshold"}
             for name, problem in exc.details["fields"].items():
                 form[name].errors = [*form[name].errors, f"{labels[name]} {problem}."]
-            flash("The stock was not saved: " + " ".join(form[name].errors[-1] for name in exc.details["fields"]),
-                  "error")
+            flash(
+                "The stock was not saved: " + " ".join(form[name].errors[-1] for name in exc.details["fields"]), "error"
+            )
             return False
         self.after_model_change(form, model, False)
         return True
@@ -404,9 +472,13 @@ class LowStockView(StaffView):
     def index(self):
         lines = inventory.low_stock(limit=LOW_STOCK_PAGE)
         total = len(lines) if len(lines) < LOW_STOCK_PAGE else inventory.low_stock_count()
-        return self.render("admin/shop_low_stock.html", lines=lines, total=total,
-                           threshold=current_app.config["LOW_STOCK_THRESHOLD"],
-                           can_edit=has_permission(current_user, P.STOCK_EDIT))
+        return self.render(
+            "admin/shop_low_stock.html",
+            lines=lines,
+            total=total,
+            threshold=current_app.config["LOW_STOCK_THRESHOLD"],
+            can_edit=has_permission(current_user, P.STOCK_EDIT),
+        )
 
 
 # -- people -------------------------------------------------------------------------------------
@@ -419,9 +491,14 @@ class CustomerView(StaffModelView):
     column_details_list = ("id", "name", "email", "email_verified_at", "created_at", "last_login_at", "addresses")
     column_searchable_list = ("email", "name")
     column_default_sort = ("created_at", True)
-    column_formatters_detail = {"addresses": lambda v, c, m, n: Markup("<br>".join(
-        escape(f"{a.name}, {a.line1} {a.line2 or ''}, {a.postal_code} {a.city}, {a.country} {a.phone or ''}")
-        for a in m.addresses))}
+    column_formatters_detail = {
+        "addresses": lambda v, c, m, n: Markup(
+            "<br>".join(
+                escape(f"{a.name}, {a.line1} {a.line2 or ''}, {a.postal_code} {a.city}, {a.country} {a.phone or ''}")
+                for a in m.addresses
+            )
+        )
+    }
 
     def get_query(self):
         return super().get_query().filter(User.role.is_(None))
@@ -445,8 +522,11 @@ class StaffAccountView(StaffModelView):
     form_columns = ("email", "name", "role", "is_active_account", "new_password")
     form_overrides = {"role": SelectField}
     form_args = {"role": {"choices": [(r, r.capitalize()) for r in ROLES]}}
-    form_extra_fields = {"new_password": PasswordField(
-        "Password", description="Required for a new account; leave empty to keep the current one.")}
+    form_extra_fields = {
+        "new_password": PasswordField(
+            "Password", description="Required for a new account; leave empty to keep the current one."
+        )
+    }
 
     def get_query(self):
         return super().get_query().filter(User.role.isnot(None))
@@ -478,8 +558,18 @@ class AuditView(StaffModelView):
     view_permission = P.STAFF_MANAGE
     edit_permission = None  # the log is append-only
     column_list = ("at", "actor_email", "channel", "action", "entity_type", "entity_id")
-    column_details_list = ("at", "actor_email", "actor_id", "channel", "ip", "action", "entity_type", "entity_id",
-                           "before", "after")
+    column_details_list = (
+        "at",
+        "actor_email",
+        "actor_id",
+        "channel",
+        "ip",
+        "action",
+        "entity_type",
+        "entity_id",
+        "before",
+        "after",
+    )
     column_filters = ("actor_email", "action", "entity_type", "channel")
     column_default_sort = ("at", True)
     column_searchable_list = ("entity_id", "actor_email")
@@ -488,9 +578,13 @@ class AuditView(StaffModelView):
 # -- orders -------------------------------------------------------------------------------------
 # Which permission moves an order into each status: one rule, in shop/orders/states.py.
 STAFF_TARGETS = {s: order_states.staff_permission(s) for s in order_states.FULFILMENT | order_states.CUSTOMER_SERVICE}
-TARGET_LABELS = {order_states.PROCESSING: "Start processing", order_states.SHIPPED: "Mark shipped",
-                 order_states.DELIVERED: "Mark delivered", order_states.CANCELLED: "Cancel order",
-                 order_states.RETURNED: "Record return"}
+TARGET_LABELS = {
+    order_states.PROCESSING: "Start processing",
+    order_states.SHIPPED: "Mark shipped",
+    order_states.DELIVERED: "Mark delivered",
+    order_states.CANCELLED: "Cancel order",
+    order_states.RETURNED: "Record return",
+}
 
 
 def _may(perm) -> bool:
@@ -529,29 +623,49 @@ class RefundForm(AdminForm):
     reason = StringField("Reason", validators=[DataRequired(message="Say why you refund."), Length(max=1000)])
     # One key per rendered form: a double click or a resent form refunds once. A bare UUID (hex): the
     # key is part of the audited row's id, which has room for 60 characters.
-    idempotency_key = StringField(validators=[DataRequired(message="Reload the page and try again."),
-                                              Regexp(r"^[0-9a-f]{32}$", message="Reload the page and try again.")])
+    idempotency_key = StringField(
+        validators=[
+            DataRequired(message="Reload the page and try again."),
+            Regexp(r"^[0-9a-f]{32}$", message="Reload the page and try again."),
+        ]
+    )
 
 
 # Stripe's dispute reasons and statuses as staff read them (an unknown code is made readable from its words).
 DISPUTE_REASONS = {
-    "bank_cannot_process": "Bank cannot process", "check_returned": "Check returned",
-    "credit_not_processed": "Credit not processed", "customer_initiated": "Customer initiated",
-    "debit_not_authorized": "Debit not authorized", "duplicate": "Duplicate charge", "fraudulent": "Fraudulent",
-    "general": "General", "incorrect_account_details": "Incorrect account details",
-    "insufficient_funds": "Insufficient funds", "noncompliant": "Noncompliant",
-    "product_not_received": "Product not received", "product_unacceptable": "Product unacceptable",
-    "subscription_canceled": "Subscription cancelled", "unrecognized": "Unrecognized charge",
+    "bank_cannot_process": "Bank cannot process",
+    "check_returned": "Check returned",
+    "credit_not_processed": "Credit not processed",
+    "customer_initiated": "Customer initiated",
+    "debit_not_authorized": "Debit not authorized",
+    "duplicate": "Duplicate charge",
+    "fraudulent": "Fraudulent",
+    "general": "General",
+    "incorrect_account_details": "Incorrect account details",
+    "insufficient_funds": "Insufficient funds",
+    "noncompliant": "Noncompliant",
+    "product_not_received": "Product not received",
+    "product_unacceptable": "Product unacceptable",
+    "subscription_canceled": "Subscription cancelled",
+    "unrecognized": "Unrecognized charge",
 }
 DISPUTE_STATUSES = {
-    "warning_needs_response": "Inquiry: needs a response", "warning_under_review": "Inquiry: under review",
-    "warning_closed": "Inquiry closed", "needs_response": "Needs a response",
-    "under_review": "Under review (evidence sent)", "won": "Won", "lost": "Lost",
+    "warning_needs_response": "Inquiry: needs a response",
+    "warning_under_review": "Inquiry: under review",
+    "warning_closed": "Inquiry closed",
+    "needs_response": "Needs a response",
+    "under_review": "Under review (evidence sent)",
+    "won": "Won",
+    "lost": "Lost",
 }
 DISPUTE_OUTCOMES = {"won": "Won", "lost": "Lost", "warning_closed": "Warning closed (no chargeback)"}
 # A refund's status as staff read it: "pending" is the shop's, "processing" is Stripe's "pending".
-REFUND_STATUSES = {"pending": "waiting for the provider", "processing": "in progress at Stripe",
-                   "succeeded": "succeeded", "failed": "failed"}
+REFUND_STATUSES = {
+    "pending": "waiting for the provider",
+    "processing": "in progress at Stripe",
+    "succeeded": "succeeded",
+    "failed": "failed",
+}
 DISPUTED_REFUND = "This payment is disputed: Stripe does not allow refunds until the dispute closes."
 
 
@@ -567,8 +681,9 @@ def disputed_order_ids(order_ids) -> set[int]:
     ids = [i for i in order_ids if i is not None]
     if not ids:
         return set()
-    return set(db.session.scalars(select(Dispute.order_id).where(Dispute.order_id.in_(ids),
-                                                                 Dispute.closed_at.is_(None))))
+    return set(
+        db.session.scalars(select(Dispute.order_id).where(Dispute.order_id.in_(ids), Dispute.closed_at.is_(None)))
+    )
 
 
 class DisputeFilter(sqla_filters.BaseSQLAFilter):
@@ -598,8 +713,10 @@ def _order_number(view, context, model, name):
 def refund_lines(order: Order) -> list[dict]:
     """Each order line with the units already refunded by line and the units still refundable by line."""
     done = payment_services.refunded_units(order.id)
-    return [{"line": line, "refunded": done.get(line.id, 0), "left": max(line.quantity - done.get(line.id, 0), 0)}
-            for line in order.lines]
+    return [
+        {"line": line, "refunded": done.get(line.id, 0), "left": max(line.quantity - done.get(line.id, 0), 0)}
+        for line in order.lines
+    ]
 
 
 def parse_refund_lines(form, order: Order) -> tuple[dict[int, int], list[str]]:
@@ -623,8 +740,11 @@ def refund_problem(exc: DomainError, order: Order) -> str:
         return DISPUTED_REFUND
     fields = (exc.details or {}).get("fields") or {}
     skus = {str(line.id): line.sku for line in order.lines}
-    about_lines = [f"{skus.get(k.removeprefix('lines.'), 'A line')}: {v}." if k.startswith("lines.")
-                   else f"Lines: {v}." for k, v in fields.items() if k == "lines" or k.startswith("lines.")]
+    about_lines = [
+        f"{skus.get(k.removeprefix('lines.'), 'A line')}: {v}." if k.startswith("lines.") else f"Lines: {v}."
+        for k, v in fields.items()
+        if k == "lines" or k.startswith("lines.")
+    ]
     if not about_lines:
         return exc.message
     return "Nothing was refunded. " + " ".join(about_lines)
@@ -642,10 +762,10 @@ class OrderView(StaffModelView):
     column_sortable_list = ("number", "status", "created_at", "total")
     column_default_sort = ("created_at", True)
     column_searchable_list = ("number",)
-    column_filters = (sqla_filters.FilterEqual(Order.status, "Status",
-                                               options=[(s, s.capitalize()) for s in order_states.STATUSES]),
-                      DisputeFilter(Order.id, "Dispute", options=[("open", "open now"),
-                                                                  ("any", "ever disputed")]))
+    column_filters = (
+        sqla_filters.FilterEqual(Order.status, "Status", options=[(s, s.capitalize()) for s in order_states.STATUSES]),
+        DisputeFilter(Order.id, "Dispute", options=[("open", "open now"), ("any", "ever disputed")]),
+    )
     column_formatters = {
         "number": _order_number,
         "total": lambda v, c, m, n: format_money(m.total, m.currency),
@@ -693,43 +813,66 @@ class OrderView(StaffModelView):
 
     def _order_page(self, order_id: int, ship_form: TransitionForm | None = None, ship_errors: dict | None = None):
         """The order page; `ship_form`/`ship_errors`: a "Mark shipped" that was refused, shown again as typed."""
-        order = db.session.scalar(select(Order).where(Order.id == order_id)
-                                  .options(selectinload(Order.lines), selectinload(Order.events)))
+        order = db.session.scalar(
+            select(Order).where(Order.id == order_id).options(selectinload(Order.lines), selectinload(Order.events))
+        )
         if order is None:
             abort(404)
-        moves = sorted(order_states.TRANSITIONS.get(order.status, ()) & set(STAFF_TARGETS),
-                       key=order_states.STATUSES.index)
+        moves = sorted(
+            order_states.TRANSITIONS.get(order.status, ()) & set(STAFF_TARGETS), key=order_states.STATUSES.index
+        )
         buttons = [(s, TARGET_LABELS[s]) for s in moves if _may(STAFF_TARGETS[s])]
         payments, refundable, disputes, open_disputes, lines = None, 0, [], [], []
         if _may(P.PAYMENTS):
-            payments = db.session.scalars(select(Payment).where(Payment.order_id == order.id)
-                                          .options(selectinload(Payment.refunds).selectinload(Refund.lines))
-                                          .order_by(Payment.id)).all()
+            payments = db.session.scalars(
+                select(Payment)
+                .where(Payment.order_id == order.id)
+                .options(selectinload(Payment.refunds).selectinload(Refund.lines))
+                .order_by(Payment.id)
+            ).all()
             # What one refund can take: the standing payment's remainder (refunds come out of one payment).
-            refundable = max((payment_services.refundable(p) for p in payments if payment_services.standing(p)),
-                             default=0)
-            disputes = db.session.scalars(select(Dispute).where(Dispute.order_id == order.id)
-                                          .order_by(Dispute.opened_at, Dispute.id)).all()
+            refundable = max(
+                (payment_services.refundable(p) for p in payments if payment_services.standing(p)), default=0
+            )
+            disputes = db.session.scalars(
+                select(Dispute).where(Dispute.order_id == order.id).order_by(Dispute.opened_at, Dispute.id)
+            ).all()
             open_disputes = [d for d in disputes if d.is_open]
             lines = refund_lines(order) if refundable else []
         # While a dispute is open Stripe refuses refunds of the charge: the form gives way to the reason.
         # Stripe refuses refunds during a chargeback; an inquiry (warning_*) may be settled by refunding.
         offer_refund = bool(refundable) and not any(not d.status.startswith("warning") for d in open_disputes)
         return self.render(
-            "admin/shop_order.html", order=order, buttons=buttons, payments=payments, refundable=refundable,
-            disputes=disputes, open_disputes=open_disputes, refund_lines=lines, dispute_reason=DISPUTE_REASONS,
-            dispute_status=DISPUTE_STATUSES, dispute_outcome=DISPUTE_OUTCOMES, refund_status=REFUND_STATUSES,
-            readable=readable, disputed_refund=DISPUTED_REFUND,
+            "admin/shop_order.html",
+            order=order,
+            buttons=buttons,
+            payments=payments,
+            refundable=refundable,
+            disputes=disputes,
+            open_disputes=open_disputes,
+            refund_lines=lines,
+            dispute_reason=DISPUTE_REASONS,
+            dispute_status=DISPUTE_STATUSES,
+            dispute_outcome=DISPUTE_OUTCOMES,
+            refund_status=REFUND_STATUSES,
+            readable=readable,
+            disputed_refund=DISPUTED_REFUND,
             line_skus={line.id: f"{line.sku} {line.name}" for line in order.lines},
             email=order.email if _may(P.CUSTOMERS_PII) else None,
             shipping=address_lines(order.shipping_address, phone=_may(P.CUSTOMERS_PII))
-            if _may(P.ORDER_SHIPPING_ADDRESS) else None,
+            if _may(P.ORDER_SHIPPING_ADDRESS)
+            else None,
             billing=address_lines(order.billing_address, phone=True) if _may(P.CUSTOMERS_PII) else None,
             customer_url=url_for("customers.details_view", id=order.user_id)
-            if order.user_id and _may(P.CUSTOMERS_PII) else None,
-            redact=redact_note, format_money=format_money, transition_form=TransitionForm(),
-            ship_form=ship_form or TransitionForm(formdata=None), ship_errors=ship_errors or {},
-            refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if offer_refund else None)
+            if order.user_id and _may(P.CUSTOMERS_PII)
+            else None,
+            redact=redact_note,
+            format_money=format_money,
+            transition_form=TransitionForm(),
+            ship_form=ship_form or TransitionForm(formdata=None),
+            ship_errors=ship_errors or {},
+            refund_form=RefundForm(formdata=None, idempotency_key=uuid.uuid4().hex) if offer_refund else None,
+        )
 
     @expose("/<int:order_id>/transition", methods=("POST",))
     def transition(self, order_id: int):
@@ -746,16 +889,21 @@ class OrderView(StaffModelView):
         tracking = None
         if target == order_states.SHIPPED:
             try:
-                tracking = order_services.clean_tracking({"carrier": form.tracking_carrier.data,
-                                                          "number": form.tracking_number.data,
-                                                          "url": form.tracking_url.data})
+                tracking = order_services.clean_tracking(
+                    {
+                        "carrier": form.tracking_carrier.data,
+                        "number": form.tracking_number.data,
+                        "url": form.tracking_url.data,
+                    }
+                )
             except ShopValidationError as exc:  # shown next to the fields, as typed; nothing is written
                 flash("The order was not marked shipped: correct the tracking below.", "error")
                 errors = {k.removeprefix("tracking."): v for k, v in exc.details.get("fields", {}).items()}
                 return self._order_page(order_id, ship_form=form, ship_errors=errors), 422
         try:
-            order = order_services.transition(order_id, target, current_user.email, (form.note.data or "").strip(),
-                                              tracking)
+            order = order_services.transition(
+                order_id, target, current_user.email, (form.note.data or "").strip(), tracking
+            )
         except DomainError as exc:
             db.session.rollback()
             if isinstance(exc, NotFound):
@@ -793,8 +941,12 @@ class OrderView(StaffModelView):
             return back
         reason = form.reason.data.strip()
         try:  # the form's key: a double click refunds once; a refusal is not kept, so the form may be corrected
-            with idempotency.once(f"bo-refund:{order_id}", form.idempotency_key.data,
-                                  {"amount": amount, "reason": reason, "lines": lines}, keep=()) as claim:
+            with idempotency.once(
+                f"bo-refund:{order_id}",
+                form.idempotency_key.data,
+                {"amount": amount, "reason": reason, "lines": lines},
+                keep=(),
+            ) as claim:
                 if claim.repeat:
                     flash("This refund was already sent; it was not made twice.", "info")
                     return back
@@ -818,8 +970,16 @@ def refund_done(record: Refund, order: Order) -> str:
     units = {line.id: line for line in order.lines}
     text = f"Refunded {format_money(record.amount, order.currency)} on order {order.number}"
     if record.lines:
-        text += " (" + ", ".join(f"{rl.quantity} \u00d7 {units[rl.order_line_id].sku}" if rl.order_line_id in units
-                                 else f"{rl.quantity} unit(s)" for rl in record.lines) + ")"
+        text += (
+            " ("
+            + ", ".join(
+                f"{rl.quantity} \u00d7 {units[rl.order_line_id].sku}"
+                if rl.order_line_id in units
+                else f"{rl.quantity} unit(s)"
+                for rl in record.lines
+            )
+            + ")"
+        )
     text += "."
     if record.status in (RefundStatus.PENDING, RefundStatus.PROCESSING):
         text += f" Refund status: {REFUND_STATUSES[record.status]}."
@@ -830,10 +990,12 @@ def refund_done(record: Refund, order: Order) -> str:
 def _retry_button(view, context, model, name):
     if model.status != "failed":
         return ""
-    return Markup(f'<form method="post" action="{escape(url_for(".retry", id=model.id))}" class="m-0">'
-                  f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">'
-                  f'<button type="submit" class="btn btn-sm btn-outline-primary">Retry'
-                  f'<span class="sr-only"> event {escape(model.event_id)}</span></button></form>')
+    return Markup(
+        f'<form method="post" action="{escape(url_for(".retry", id=model.id))}" class="m-0">'
+        f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">'
+        f'<button type="submit" class="btn btn-sm btn-outline-primary">Retry'
+        f'<span class="sr-only"> event {escape(model.event_id)}</span></button></form>'
+    )
 
 
 class WebhookEventView(StaffModelView):
@@ -842,16 +1004,23 @@ class WebhookEventView(StaffModelView):
     view_permission = edit_permission = P.STAFF_MANAGE
     allow_create = allow_edit = allow_delete = False  # the log of what providers sent is not edited
     column_list = ("provider", "event_id", "type", "status", "attempts", "last_error", "received_at", "retry")
-    column_labels = {"event_id": "Event id", "last_error": "Last error", "received_at": "Received",
-                     "retry": "Action"}
-    column_details_list = ("provider", "event_id", "type", "status", "attempts", "last_error", "received_at",
-                           "processed_at", "payload")
+    column_labels = {"event_id": "Event id", "last_error": "Last error", "received_at": "Received", "retry": "Action"}
+    column_details_list = (
+        "provider",
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_error",
+        "received_at",
+        "processed_at",
+        "payload",
+    )
     column_sortable_list = ("provider", "type", "status", "attempts", "received_at")
     column_default_sort = ("received_at", True)
     column_searchable_list = ("event_id", "type")
     column_filters = ("status", "provider", "type")
-    column_formatters = {"retry": _retry_button,
-                         "last_error": lambda v, c, m, n: (m.last_error or "")[:200]}
+    column_formatters = {"retry": _retry_button, "last_error": lambda v, c, m, n: (m.last_error or "")[:200]}
 
     def _retry(self, event_row_id: int) -> tuple[str, str]:
         try:

@@ -8,6 +8,7 @@ to the database". The engine gets the shop's own URL rewriting (psycopg 3 driver
 
     DATABASE_URL=postgresql://... gunicorn bench.bare_app:app
 """
+
 from __future__ import annotations
 
 from flask import Flask, jsonify

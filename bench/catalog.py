@@ -36,6 +36,7 @@ How
 The load generator, the gunicorns and PostgreSQL share the machine's cores, so absolute figures are
 this box's (and any other busy process skews them: the JSON records the load average); ratios travel better.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ CATEGORY = "men"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--products", type=int, default=2000, help="size of the demo catalogue")
     p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
     p.add_argument("--seconds", type=float, default=7.0, help="measured window per target")
@@ -108,8 +110,9 @@ def start_services(stack: Stack) -> dict[str, str]:
 
 def flask_cli(env: dict, *argv: str) -> str:
     """Run `flask --app wsgi ARGV...`; its output, or an error carrying what it printed."""
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *argv], env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *argv], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(f"flask {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -129,8 +132,22 @@ def prepare_database(env: dict, args) -> int:
 def start_gunicorn(stack: Stack, name: str, app: str, ready_path: str, env: dict, args) -> tuple[int, int]:
     """Serve `app` on a free port with the bench's gunicorn set-up; (port, master pid) once it answers."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-            "--worker-class", args.worker_class, "--graceful-timeout", "5", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        args.worker_class,
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
     if args.worker_class == "gthread":
         argv += ["--threads", str(args.threads)]
     log = VAR / f"gunicorn-{name}.log"
@@ -166,8 +183,11 @@ def run_target(port: int, master_pid: int, paths: list[str], args) -> dict:
     cpu_before = workers_cpu(master_pid)
     ctx = multiprocessing.get_context("spawn")
     answers = ctx.Queue()
-    proc = ctx.Process(target=load.run_in_child, daemon=True,
-                       args=(answers, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds))
+    proc = ctx.Process(
+        target=load.run_in_child,
+        daemon=True,
+        args=(answers, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds),
+    )
     proc.start()
     try:
         result = answers.get(timeout=args.warmup + args.seconds + 60)
@@ -181,30 +201,58 @@ def run_target(port: int, master_pid: int, paths: list[str], args) -> dict:
     if "failed" in result:
         raise RuntimeError(f"load process failed: {result['failed']}")
     cpu_after = workers_cpu(master_pid)
-    result["server_cpu_ms_per_req"] = (round((cpu_after - cpu_before) * 1000 / result["sent_with_warmup"], 2)
-                                       if cpu_before is not None and cpu_after is not None else None)
+    result["server_cpu_ms_per_req"] = (
+        round((cpu_after - cpu_before) * 1000 / result["sent_with_warmup"], 2)
+        if cpu_before is not None and cpu_after is not None
+        else None
+    )
     return result
 
 
 def table(results: dict[str, dict], paths: dict[str, str]) -> str:
     fmt = "{:<9} {:<5} {:<42} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>10}"
-    lines = [fmt.format("target", "cache", "path", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns",
-                        "cpu ms/r", "x bare", "x no-cache"), "-" * 132]
+    lines = [
+        fmt.format(
+            "target",
+            "cache",
+            "path",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "conns",
+            "cpu ms/r",
+            "x bare",
+            "x no-cache",
+        ),
+        "-" * 132,
+    ]
     for key, r in results.items():
         name, _, mode = key.partition(":")
-        figs = [f"{r[k]:.1f}" if r[k] is not None else "-"
-                for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")]
+        figs = [
+            f"{r[k]:.1f}" if r[k] is not None else "-"
+            for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")
+        ]
         ratio = f"{r['ratio_to_bare']:.3f}" if r["ratio_to_bare"] is not None else "-"
         speedup = f"{r['ratio_to_no_cache']:.2f}" if r.get("ratio_to_no_cache") else ""
-        lines.append(fmt.format(name, mode or "-", paths[name][:42], *figs[:4], r["errors"], r["connections"],
-                                figs[4], ratio, speedup))
+        lines.append(
+            fmt.format(
+                name, mode or "-", paths[name][:42], *figs[:4], r["errors"], r["connections"], figs[4], ratio, speedup
+            )
+        )
     lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
     return "\n".join(lines)
 
 
 def bench(stack: Stack, args) -> None:
-    env = {**os.environ, **start_services(stack), "SHOP_ENV": "development",
-           "SECRET_KEY": secrets.token_hex(32), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **start_services(stack),
+        "SHOP_ENV": "development",
+        "SECRET_KEY": secrets.token_hex(32),
+        "PYTHONUNBUFFERED": "1",
+    }
     say("services: " + ", ".join(f"{k}={env[k]}" for k in SERVICES[:3]))
     n_products = prepare_database(env, args)
     if n_products != args.products:
@@ -230,14 +278,26 @@ def bench(stack: Stack, args) -> None:
         targets[f"{name}:on"] = (shop, paths)
         targets[f"{name}:off"] = (nocache, paths)
     targets["bare"] = (bare, ["/bare"])
-    shown = {key.partition(":")[0]: paths[0] if len(paths) == 1 else f"/p/<{len(paths)} slugs in turn>"
-             for key, (_, paths) in targets.items()}
+    shown = {
+        key.partition(":")[0]: paths[0] if len(paths) == 1 else f"/p/<{len(paths)} slugs in turn>"
+        for key, (_, paths) in targets.items()
+    }
     threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
-    setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
-             "products": n_products, "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
-             "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds": args.seconds,
-             "shop_env": env["SHOP_ENV"], "shop_port": shop[0], "shop_nocache_port": nocache[0],
-             "bare_port": bare[0], "cache_ttl_s": env.get("CACHE_TTL_SECONDS", "60 (default)")}
+    setup = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "products": n_products,
+        "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+        "concurrency": args.concurrency,
+        "warmup_s": args.warmup,
+        "seconds": args.seconds,
+        "shop_env": env["SHOP_ENV"],
+        "shop_port": shop[0],
+        "shop_nocache_port": nocache[0],
+        "bare_port": bare[0],
+        "cache_ttl_s": env.get("CACHE_TTL_SECONDS", "60 (default)"),
+    }
     say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
     results = {}
     for key, ((port, pid), paths) in targets.items():
@@ -266,8 +326,9 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database="shop_bench",
-                  quiet=True, durable=False)
+    stack = Stack(
+        VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database="shop_bench", quiet=True, durable=False
+    )
     try:
         bench(stack, args)
         return 0

@@ -27,6 +27,7 @@ How
     4. The rounds, then the SQL loop; a table on stdout, JSON in bench/results/, everything stopped.
 The buyers, gunicorn and PostgreSQL share the machine's cores; absolute figures are this box's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,14 +55,20 @@ from shop.devstack import Stack  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 DATABASE = "shop_bench_checkout"
 PRICE = 4900
-ADDRESS = {"name": "Flash Buyer", "line1": "1 Sale Street", "city": "Springfield", "postal_code": "12345",
-           "country": "US"}
+ADDRESS = {
+    "name": "Flash Buyer",
+    "line1": "1 Sale Street",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "US",
+}
 GUARDED_UPDATE = "UPDATE variant SET reserved = reserved + 1 WHERE id = %s AND on_hand - reserved >= 1"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--buyers", type=int, default=50, help="concurrent buyers (and SQL connections)")
     p.add_argument("--units", type=int, default=20, help="units of the SKU on sale per round")
     p.add_argument("--rounds", type=int, default=3, help="measured flash sales, each on a new SKU")
@@ -81,8 +88,12 @@ def request(port: int, method: str, path: str, body=None, headers=None, timeout:
     """One request on a new connection: (status, parsed body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})})
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+        )
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, (json.loads(data) if data else None)
@@ -98,8 +109,7 @@ def prepare_buyers(port: int, sku: str, n: int) -> list[dict]:
         if status != 201:
             raise RuntimeError(f"creating a cart answered {status}: {cart}")
         headers = {"X-Cart-Token": cart["token"]}
-        status, body = request(port, "POST", f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1},
-                               headers)
+        status, body = request(port, "POST", f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1}, headers)
         if status != 201:
             raise RuntimeError(f"adding {sku} to a cart answered {status}: {body}")
         buyers.append({"cart_id": cart["id"], "headers": headers, "email": f"buyer{i}@example.com"})
@@ -135,12 +145,22 @@ def stampede(port: int, buyers: list[dict]) -> dict:
     ms = sorted(round(r[2] * 1000, 3) for r in done)
     kinds = Counter(r[0] if r[0] in (201,) else f"{r[0]} {r[1] or ''}".strip() for r in done)
     ok, refused = kinds.pop(201, 0), kinds.pop("409 out_of_stock", 0)
-    return {"buyers": len(buyers), "answered": len(done), "ok": ok, "out_of_stock": refused,
-            "errors": sum(kinds.values()) + len(buyers) - len(done), "errors_by_kind": dict(kinds),
-            "seconds": round(wall, 4), "checkouts_per_s": round(len(done) / wall, 1) if wall > 0 else None,
-            "ok_per_s": round(ok / wall, 1) if wall > 0 else None,
-            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
-            "max_ms": ms[-1] if ms else None, "latencies_ms": ms}
+    return {
+        "buyers": len(buyers),
+        "answered": len(done),
+        "ok": ok,
+        "out_of_stock": refused,
+        "errors": sum(kinds.values()) + len(buyers) - len(done),
+        "errors_by_kind": dict(kinds),
+        "seconds": round(wall, 4),
+        "checkouts_per_s": round(len(done) / wall, 1) if wall > 0 else None,
+        "ok_per_s": round(ok / wall, 1) if wall > 0 else None,
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": ms[-1] if ms else None,
+        "latencies_ms": ms,
+    }
 
 
 # -- the database -----------------------------------------------------------------------------------
@@ -158,8 +178,13 @@ def flash_product(app, sku: str, units: int) -> int:
             cat = Category(slug="flash-sale", name="Flash sale", description="Gone in seconds.")
             db.session.add(cat)
             db.session.flush()
-        product = build_product(category_id=cat.id, name=f"Flash {sku}", slug=sku.lower(), status="active",
-                                variants=[{"sku": sku, "options": {}, "price_amount": PRICE, "on_hand": units}])
+        product = build_product(
+            category_id=cat.id,
+            name=f"Flash {sku}",
+            slug=sku.lower(),
+            status="active",
+            variants=[{"sku": sku, "options": {}, "price_amount": PRICE, "on_hand": units}],
+        )
         db.session.commit()
         return product.variants[0].id
 
@@ -168,15 +193,25 @@ def stock_check(dsn: str, variant_id: int, units: int) -> dict:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        on_hand, reserved = conn.execute("SELECT on_hand, reserved FROM variant WHERE id = %s",
-                                         (variant_id,)).fetchone()
-        held = conn.execute("SELECT coalesce(sum(quantity), 0) FROM reservation WHERE variant_id = %s "
-                            "AND status = 'active'", (variant_id,)).fetchone()[0]
-        ordered = conn.execute("SELECT coalesce(sum(l.quantity), 0) FROM order_line l JOIN \"order\" o "
-                               "ON o.id = l.order_id WHERE l.variant_id = %s AND o.status <> 'cancelled'",
-                               (variant_id,)).fetchone()[0]
-    return {"on_hand": on_hand, "reserved": reserved, "held": int(held), "ordered": int(ordered),
-            "oversold": max(reserved - on_hand, int(held) - units, int(ordered) - units, 0)}
+        on_hand, reserved = conn.execute(
+            "SELECT on_hand, reserved FROM variant WHERE id = %s", (variant_id,)
+        ).fetchone()
+        held = conn.execute(
+            "SELECT coalesce(sum(quantity), 0) FROM reservation WHERE variant_id = %s AND status = 'active'",
+            (variant_id,),
+        ).fetchone()[0]
+        ordered = conn.execute(
+            'SELECT coalesce(sum(l.quantity), 0) FROM order_line l JOIN "order" o '
+            "ON o.id = l.order_id WHERE l.variant_id = %s AND o.status <> 'cancelled'",
+            (variant_id,),
+        ).fetchone()[0]
+    return {
+        "on_hand": on_hand,
+        "reserved": reserved,
+        "held": int(held),
+        "ordered": int(ordered),
+        "oversold": max(reserved - on_hand, int(held) - units, int(ordered) - units, 0),
+    }
 
 
 def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: float, seconds: float) -> dict:
@@ -220,38 +255,84 @@ def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: flo
         c.close()
     ms = sorted(round(x * 1000, 3) for lat, _, _ in out for x in lat)
     window = max(end for *_, end in out) - clock["record_from"]
-    return {"connections": connections, "updates": len(ms), "seconds": round(window, 3),
-            "updates_per_s": round(len(ms) / window, 1) if window > 0 else None,
-            "guard_refused": sum(m for _, m, _ in out),
-            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99)}
+    return {
+        "connections": connections,
+        "updates": len(ms),
+        "seconds": round(window, 3),
+        "updates_per_s": round(len(ms) / window, 1) if window > 0 else None,
+        "guard_refused": sum(m for _, m, _ in out),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+    }
 
 
 # -- the run ----------------------------------------------------------------------------------------
 def table(rounds: list[dict], sql: dict, units: int) -> str:
     fmt = "{:<10} {:>11} {:>7} {:>7} {:>7} {:>5} {:>5} {:>6} {:>9} {:>8} {:>7}"
-    lines = [fmt.format("round", "checkouts/s", "p50 ms", "p95 ms", "p99 ms", "ok", "409", "errors", "oversold",
-                        "cpu ms/c", "x sql"), "-" * 94]
+    lines = [
+        fmt.format(
+            "round", "checkouts/s", "p50 ms", "p95 ms", "p99 ms", "ok", "409", "errors", "oversold", "cpu ms/c", "x sql"
+        ),
+        "-" * 94,
+    ]
     for r in rounds:
         ratio = f"{r['ok_per_s'] / sql['updates_per_s']:.4f}" if r["ok_per_s"] and sql["updates_per_s"] else "-"
         cpu = f"{r['server_cpu_ms_per_checkout']:.1f}" if r.get("server_cpu_ms_per_checkout") is not None else "-"
-        lines.append(fmt.format(r["name"], f"{r['checkouts_per_s']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                                f"{r['p99_ms']:.1f}", r["ok"], r["out_of_stock"], r["errors"],
-                                r["stock"]["oversold"], cpu, ratio))
-    lines.append(fmt.format("sql loop", f"{sql['updates_per_s']:.1f}", f"{sql['p50_ms']:.2f}", f"{sql['p95_ms']:.2f}",
-                            f"{sql['p99_ms']:.2f}", "", "", "", "", "", ""))
-    lines.append(f"(sql loop: updates/s of the guarded UPDATE from {sql['connections']} connections on the same "
-                 f"variant row; x sql = successful checkouts/s over it)")
+        lines.append(
+            fmt.format(
+                r["name"],
+                f"{r['checkouts_per_s']:.1f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p95_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                r["ok"],
+                r["out_of_stock"],
+                r["errors"],
+                r["stock"]["oversold"],
+                cpu,
+                ratio,
+            )
+        )
+    lines.append(
+        fmt.format(
+            "sql loop",
+            f"{sql['updates_per_s']:.1f}",
+            f"{sql['p50_ms']:.2f}",
+            f"{sql['p95_ms']:.2f}",
+            f"{sql['p99_ms']:.2f}",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        )
+    )
+    lines.append(
+        f"(sql loop: updates/s of the guarded UPDATE from {sql['connections']} connections on the same "
+        f"variant row; x sql = successful checkouts/s over it)"
+    )
     lines += [f"errors in {r['name']}: {r['errors_by_kind']}" for r in rounds if r["errors_by_kind"]]
     bad = [r["name"] for r in rounds if r["ok"] != units or r["stock"]["oversold"]]
-    lines.append(f"CHECK FAILED in {', '.join(bad)}: successes must equal {units} and oversold must be 0" if bad
-                 else f"check: every round sold exactly {units} units, none oversold")
+    lines.append(
+        f"CHECK FAILED in {', '.join(bad)}: successes must equal {units} and oversold must be 0"
+        if bad
+        else f"check: every round sold exactly {units} units, none oversold"
+    )
     return "\n".join(lines)
 
 
 def bench(stack: Stack, args) -> bool:
-    env = {**os.environ, **start_services(stack), "SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32),
-           "PAYMENT_PROVIDER": "test", "PYTHONUNBUFFERED": "1",
-           "ABUSE_LIMITS": "off"}  # one client machine plays 50 buyers: per-IP hold and rate limits would refuse it
+    env = {
+        **os.environ,
+        **start_services(stack),
+        "SHOP_ENV": "development",
+        "SECRET_KEY": secrets.token_hex(32),
+        "PAYMENT_PROVIDER": "test",
+        "PYTHONUNBUFFERED": "1",
+        "ABUSE_LIMITS": "off",
+    }  # one client machine plays 50 buyers: per-IP hold and rate limits would refuse it
     for key in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE"):
         env.pop(key, None)
     dsn = env["DATABASE_URL"]
@@ -263,14 +344,23 @@ def bench(stack: Stack, args) -> bool:
     app = create_app()
     port, master = start_gunicorn(stack, "checkout", "wsgi:app", "/healthz", env, args)
     threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
-    setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
-             "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}", "buyers": args.buyers,
-             "units": args.units, "rounds": args.rounds, "payment_provider": "test", "shop_port": port}
+    setup = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+        "buyers": args.buyers,
+        "units": args.units,
+        "rounds": args.rounds,
+        "payment_provider": "test",
+        "shop_port": port,
+    }
     say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
     run = datetime.now().strftime("%H%M%S") + secrets.token_hex(2).upper()
     warm = max(2, args.buyers // 4)
-    plan = [("warm-up", warm, max(1, warm // 2))] + [(f"round {n}", args.buyers, args.units)
-                                                     for n in range(1, args.rounds + 1)]
+    plan = [("warm-up", warm, max(1, warm // 2))] + [
+        (f"round {n}", args.buyers, args.units) for n in range(1, args.rounds + 1)
+    ]
     rounds, last_variant = [], None
     for n, (name, buyers, units) in enumerate(plan):
         sku = f"FLASH-{run}-{n}"
@@ -279,17 +369,23 @@ def bench(stack: Stack, args) -> bool:
         cpu_before = workers_cpu(master)
         result = stampede(port, carts)
         cpu_after = workers_cpu(master)
-        result["server_cpu_ms_per_checkout"] = (round((cpu_after - cpu_before) * 1000 / result["answered"], 2)
-                                                if cpu_before is not None and cpu_after is not None
-                                                and result["answered"] else None)
+        result["server_cpu_ms_per_checkout"] = (
+            round((cpu_after - cpu_before) * 1000 / result["answered"], 2)
+            if cpu_before is not None and cpu_after is not None and result["answered"]
+            else None
+        )
         result.update(name=name, sku=sku, units=units, stock=stock_check(dsn, last_variant, units))
-        say(f"{name}: {buyers} buyers for {units} units of {sku}: {result['ok']} ok, {result['out_of_stock']} "
+        say(
+            f"{name}: {buyers} buyers for {units} units of {sku}: {result['ok']} ok, {result['out_of_stock']} "
             f"out of stock, {result['errors']} errors in {result['seconds'] * 1000:.0f} ms; "
-            f"stock {result['stock']}")
+            f"stock {result['stock']}"
+        )
         if name != "warm-up":
             rounds.append(result)
-    say(f"sql loop: {args.buyers} connections, guarded UPDATE on variant {last_variant}, "
-        f"{args.sql_warmup:g}s warm-up + {args.sql_seconds:g}s")
+    say(
+        f"sql loop: {args.buyers} connections, guarded UPDATE on variant {last_variant}, "
+        f"{args.sql_warmup:g}s warm-up + {args.sql_seconds:g}s"
+    )
     sql = guarded_update_loop(dsn, last_variant, args.buyers, args.sql_warmup, args.sql_seconds)
     print(f"\n{table(rounds, sql, args.units)}\n", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -311,8 +407,7 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True,
-                  durable=False)
+    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True, durable=False)
     try:
         return 0 if bench(stack, args) else 1
     except KeyboardInterrupt:

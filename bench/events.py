@@ -15,6 +15,7 @@ How: an embedded PostgreSQL (fsync off) and Redis under var/bench/events (shop.d
 BENCH_DATABASE_URL / BENCH_REDIS_URL point at running ones; Tansu (shop.devstack.Tansu, in-memory) for Kafka. A
 table on stdout, the figures as JSON in bench/results/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ class ServerStack(Stack):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--events", type=int, default=30_000, help="backlog size of the throughput run")
     p.add_argument("--rate", type=int, default=1000, help="offered events/s of the latency run")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
@@ -167,8 +169,9 @@ def run_case(ctx, mode: str, args) -> dict:
             # One Python process commits ~500 one-event transactions a second here: --writers splits the rate.
             share = args.rate / args.writers
             for n in range(args.writers):
-                writer = ctx.Process(target=writer_process, args=(share, args.seconds, wrote, n * 1000,
-                                                                     args.per_transaction))
+                writer = ctx.Process(
+                    target=writer_process, args=(share, args.seconds, wrote, n * 1000, args.per_transaction)
+                )
                 writer.start()
                 procs.append(writer)
         got = results.get(timeout=300)
@@ -180,8 +183,13 @@ def run_case(ctx, mode: str, args) -> dict:
                 proc.terminate()
                 proc.join(5)
     lags_ms = [lag * 1000 for lag in got["lags"]]
-    out = {"events": expected, "p50_ms": percentile(lags_ms, 50), "p95_ms": percentile(lags_ms, 95),
-           "p99_ms": percentile(lags_ms, 99), "max_ms": max(lags_ms)}
+    out = {
+        "events": expected,
+        "p50_ms": percentile(lags_ms, 50),
+        "p95_ms": percentile(lags_ms, 95),
+        "p99_ms": percentile(lags_ms, 99),
+        "max_ms": max(lags_ms),
+    }
     if mode == "throughput":
         out["events_per_s"] = expected / max(1e-9, got["last"] - started.value)
         out["outbox_write_per_s"] = expected / write_s
@@ -207,8 +215,7 @@ def prepare_database(url: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     VAR.mkdir(parents=True, exist_ok=True)
-    stack = ServerStack(VAR, ports={"postgres": 0, "redis": 0}, database="shop_bench_events", quiet=True,
-                        durable=False)
+    stack = ServerStack(VAR, ports={"postgres": 0, "redis": 0}, database="shop_bench_events", quiet=True, durable=False)
     tansu = Tansu(VAR / "tansu")
     for key in ("DATABASE_URL", "REDIS_URL"):
         if os.environ.get(f"BENCH_{key}"):
@@ -218,8 +225,14 @@ def main(argv=None) -> int:
     rows = []
     try:
         os.environ.update(stack.start())
-        os.environ.update({"SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(16),
-                           "SHOP_VAR_DIR": str(VAR), "ABUSE_LIMITS": "off"})
+        os.environ.update(
+            {
+                "SHOP_ENV": "development",
+                "SECRET_KEY": secrets.token_hex(16),
+                "SHOP_VAR_DIR": str(VAR),
+                "ABUSE_LIMITS": "off",
+            }
+        )
         prepare_database(os.environ["DATABASE_URL"])
         say(f"PostgreSQL and Redis up ({os.environ['DATABASE_URL']})")
         ctx = multiprocessing.get_context("fork")
@@ -241,8 +254,18 @@ def main(argv=None) -> int:
     print_table(rows, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"events-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps({"args": vars(args), "rows": rows, "machine": platform.platform(),
-                                "cpus": os.cpu_count(), "loadavg": os.getloadavg()}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "rows": rows,
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "loadavg": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
     say(f"figures in {path.relative_to(ROOT)}")
     return 0
 
@@ -262,8 +285,10 @@ def print_table(rows: list[dict], args) -> None:
     if latency:
         worst = max(r["p95_ms"] for r in latency)
         best = min(r["events_per_s"] for r in rows if r["mode"] == "throughput")
-        print(f"goal: >= 5,000 events/s ({'met' if best >= 5000 else 'NOT met'}: {best:.0f}), p95 < 250 ms at "
-              f"{args.rate}/s ({'met' if worst < 250 else 'NOT met'}: {worst:.0f} ms)")
+        print(
+            f"goal: >= 5,000 events/s ({'met' if best >= 5000 else 'NOT met'}: {best:.0f}), p95 < 250 ms at "
+            f"{args.rate}/s ({'met' if worst < 250 else 'NOT met'}: {worst:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Only a 200 counts as a success; any other status or a socket error is an error, 
 A connection the server closes (`Connection: close`) is reopened and counted, so the number of
 connections shows whether keep-alive held.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -79,9 +80,10 @@ def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup:
     record_from, stop_at = start + warmup, start + warmup + seconds
     out: list = []
     tickets = itertools.count()
-    threads = [threading.Thread(target=_client, daemon=True,
-                                args=(host, port, paths, tickets, record_from, stop_at, out))
-               for n in range(concurrency)]
+    threads = [
+        threading.Thread(target=_client, daemon=True, args=(host, port, paths, tickets, record_from, stop_at, out))
+        for n in range(concurrency)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -91,12 +93,18 @@ def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup:
     window = max(end for *_, end in out) - record_from  # includes the last in-flight requests
     ms = [round(x * 1000, 3) for x in latencies]
     return {
-        "requests": len(ms), "seconds": round(window, 3),
+        "requests": len(ms),
+        "seconds": round(window, 3),
         "rps": round(len(ms) / window, 1) if window > 0 else 0.0,
-        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
-        "mean_ms": round(sum(ms) / len(ms), 3) if ms else None, "max_ms": ms[-1] if ms else None,
-        "errors": sum(errors.values()), "errors_by_kind": dict(errors),
-        "connections": sum(o[2] for o in out), "sent_with_warmup": sum(o[3] for o in out),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": round(sum(ms) / len(ms), 3) if ms else None,
+        "max_ms": ms[-1] if ms else None,
+        "errors": sum(errors.values()),
+        "errors_by_kind": dict(errors),
+        "connections": sum(o[2] for o in out),
+        "sent_with_warmup": sum(o[3] for o in out),
     }
 
 

@@ -23,6 +23,7 @@ How
        and JSON in bench/results/; everything it started is stopped.
 The load generator, gunicorn, PostgreSQL and Typesense share the machine's cores; figures are this box's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.catalog import (VAR, flask_cli, free_port, get, run_target, say, start_gunicorn,  # noqa: E402
-                           start_services)
+from bench.catalog import VAR, flask_cli, free_port, get, run_target, say, start_gunicorn, start_services  # noqa: E402
 from shop.devstack import Stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -50,20 +50,35 @@ ALIAS = "bench_products"
 
 # (query string, kind): the mix sent round-robin.
 QUERIES = [
-    ({"q": "t-shirt"}, "word"), ({"q": "tshrt"}, "typo"), ({"q": "linen shirt"}, "word"),
-    ({"q": "hoodei"}, "typo"), ({"q": "chelsea boot"}, "word"), ({"q": "chelsae boot"}, "typo"),
-    ({"q": "merino"}, "word"), ({"q": "merin"}, "prefix"), ({"q": "cashmre cardigan"}, "typo"),
-    ({"q": "backpack"}, "word"), ({"q": "backpak"}, "typo"), ({"q": "sneakr"}, "typo"),
-    ({"q": "organic cotton tee"}, "word"), ({"q": "denim"}, "word"), ({"q": "vintge denim"}, "typo"),
-    ({"q": "wool socks", "option": "size:M"}, "filter"), ({"q": "runner", "category": "footwear"}, "filter"),
-    ({"q": "dress", "min_price": "5000", "max_price": "9000"}, "filter"), ({"q": "kestrel"}, "word"),
-    ({"q": "northwnd"}, "typo"), ({"category": "men"}, "facets only"), ({"q": "bea"}, "prefix"),
+    ({"q": "t-shirt"}, "word"),
+    ({"q": "tshrt"}, "typo"),
+    ({"q": "linen shirt"}, "word"),
+    ({"q": "hoodei"}, "typo"),
+    ({"q": "chelsea boot"}, "word"),
+    ({"q": "chelsae boot"}, "typo"),
+    ({"q": "merino"}, "word"),
+    ({"q": "merin"}, "prefix"),
+    ({"q": "cashmre cardigan"}, "typo"),
+    ({"q": "backpack"}, "word"),
+    ({"q": "backpak"}, "typo"),
+    ({"q": "sneakr"}, "typo"),
+    ({"q": "organic cotton tee"}, "word"),
+    ({"q": "denim"}, "word"),
+    ({"q": "vintge denim"}, "typo"),
+    ({"q": "wool socks", "option": "size:M"}, "filter"),
+    ({"q": "runner", "category": "footwear"}, "filter"),
+    ({"q": "dress", "min_price": "5000", "max_price": "9000"}, "filter"),
+    ({"q": "kestrel"}, "word"),
+    ({"q": "northwnd"}, "typo"),
+    ({"category": "men"}, "facets only"),
+    ({"q": "bea"}, "prefix"),
 ]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--products", type=int, default=100_000, help="size of the demo catalogue")
     p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
     p.add_argument("--reindex", action="store_true", help="rebuild the index even when it is current")
@@ -93,8 +108,13 @@ def prepare(env: dict, args) -> tuple[int, dict]:
         active = conn.execute("SELECT count(*) FROM product WHERE status = 'active'").fetchone()[0]
     url = env["TYPESENSE_URL"].rstrip("/")
     host, _, port = url.split("://", 1)[1].partition(":")
-    ts = typesense.Client({"nodes": [{"host": host, "port": int(port or 8108), "protocol": "http"}],
-                           "api_key": env["TYPESENSE_API_KEY"], "connection_timeout_seconds": 30})
+    ts = typesense.Client(
+        {
+            "nodes": [{"host": host, "port": int(port or 8108), "protocol": "http"}],
+            "api_key": env["TYPESENSE_API_KEY"],
+            "connection_timeout_seconds": 30,
+        }
+    )
     current = 0
     try:
         current = ts.collections[ALIAS].retrieve()["num_documents"]
@@ -107,13 +127,17 @@ def prepare(env: dict, args) -> tuple[int, dict]:
     out = flask_cli(env, "search", "reindex")
     took = time.monotonic() - started
     say(f"index: {out.strip().splitlines()[-1]} (the command took {took:.0f}s)")
-    return active, {"reindexed": True, "seconds": round(took, 1), "documents": active,
-                    "docs_per_s": round(active / took) if took else None}
+    return active, {
+        "reindexed": True,
+        "seconds": round(took, 1),
+        "documents": active,
+        "docs_per_s": round(active / took) if took else None,
+    }
 
 
 def hits(port: int) -> list[dict]:
     out = []
-    for params, kind in QUERIES:
+    for params, _kind in QUERIES:
         body = json.loads(get(port, path(params), timeout=30))
         out.append({"total": body["total"], "engine": body["engine"]})
     return out
@@ -121,11 +145,16 @@ def hits(port: int) -> list[dict]:
 
 def table(results: dict, paths_shown: str) -> str:
     fmt = "{:<10} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9}"
-    lines = [f"GET {paths_shown}", fmt.format("engine", "q/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns",
-                                              "cpu ms/q"), "-" * 68]
+    lines = [
+        f"GET {paths_shown}",
+        fmt.format("engine", "q/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "cpu ms/q"),
+        "-" * 68,
+    ]
     for name, r in results.items():
-        figs = [f"{r[k]:.1f}" if r[k] is not None else "-"
-                for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")]
+        figs = [
+            f"{r[k]:.1f}" if r[k] is not None else "-"
+            for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")
+        ]
         lines.append(fmt.format(name, *figs[:4], r["errors"], r["connections"], figs[4]))
     lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
     return "\n".join(lines)
@@ -141,24 +170,40 @@ def hits_table(ts_hits: list[dict], db_hits: list[dict]) -> str:
 
 
 def bench(stack: Stack, args) -> None:
-    env = {**os.environ, **start_services(stack), "SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32),
-           "PYTHONUNBUFFERED": "1", "TYPESENSE_COLLECTION": ALIAS}
+    env = {
+        **os.environ,
+        **start_services(stack),
+        "SHOP_ENV": "development",
+        "SECRET_KEY": secrets.token_hex(32),
+        "PYTHONUNBUFFERED": "1",
+        "TYPESENSE_COLLECTION": ALIAS,
+    }
     say(f"services: DATABASE_URL={env['DATABASE_URL']}, TYPESENSE_URL={env['TYPESENSE_URL']}")
     active, indexing = prepare(env, args)
     down = {**env, "TYPESENSE_URL": f"http://127.0.0.1:{free_port()}", "TYPESENSE_TIMEOUT": "0.5"}
-    targets = {"typesense": start_gunicorn(stack, "search-ts", "wsgi:app", "/healthz", env, args),
-               "database": start_gunicorn(stack, "search-db", "wsgi:app", "/healthz", down, args)}
+    targets = {
+        "typesense": start_gunicorn(stack, "search-ts", "wsgi:app", "/healthz", env, args),
+        "database": start_gunicorn(stack, "search-db", "wsgi:app", "/healthz", down, args),
+    }
     paths = [path(params) for params, _ in QUERIES]
     ts_hits, db_hits = hits(targets["typesense"][0]), hits(targets["database"][0])
     engines = {name: {h["engine"] for h in found} for name, found in (("typesense", ts_hits), ("database", db_hits))}
     if engines != {"typesense": {"typesense"}, "database": {"database"}}:
         raise RuntimeError(f"the targets were not answered by the engines they stand for: {engines}")
     threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
-    setup = {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
-             "active_products": active, "queries": len(QUERIES),
-             "typo_queries": sum(1 for _, k in QUERIES if k == "typo"),
-             "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}", "concurrency": args.concurrency,
-             "warmup_s": args.warmup, "seconds": args.seconds, "indexing": indexing}
+    setup = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "active_products": active,
+        "queries": len(QUERIES),
+        "typo_queries": sum(1 for _, k in QUERIES if k == "typo"),
+        "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+        "concurrency": args.concurrency,
+        "warmup_s": args.warmup,
+        "seconds": args.seconds,
+        "indexing": indexing,
+    }
     say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
     results = {}
     for name, (port, pid) in targets.items():
@@ -168,9 +213,20 @@ def bench(stack: Stack, args) -> None:
     print(f"\n{table(results, shown)}\n\nHits per query (total matches):\n{hits_table(ts_hits, db_hits)}\n", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"search-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"setup": setup, "results": results,
-                               "hits": [{"query": q, "kind": k, "typesense": t["total"], "database": d["total"]}
-                                        for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)]}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "setup": setup,
+                "results": results,
+                "hits": [
+                    {"query": q, "kind": k, "typesense": t["total"], "database": d["total"]}
+                    for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     say(f"wrote {out.relative_to(ROOT)}")
 
 
@@ -182,8 +238,7 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True,
-                  durable=False)
+    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True, durable=False)
     try:
         bench(stack, args)
         return 0

@@ -1,4 +1,5 @@
 """The shop: create_app() builds the Flask application (storefront, API, CLI) from config.py."""
+
 from __future__ import annotations
 
 import logging
@@ -40,30 +41,30 @@ def create_app(config=None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     # Register every model with SQLAlchemy (and so with Alembic), and the session hooks.
+    from shop import afterwards as _after_commit_hooks  # noqa: F401
+    from shop import cli, errors, health, media
+    from shop import consumers as _consumer_models  # noqa: F401  (consumed_event)
+    from shop import idempotency as _idempotency_models  # noqa: F401
     from shop.accounts import models as _accounts_models  # noqa: F401
+    from shop.api import bp as api_bp
     from shop.audit import services as _audit_hooks  # noqa: F401
     from shop.cart import models as _cart_models  # noqa: F401
     from shop.catalog import changes as _catalog_change_hooks  # noqa: F401
     from shop.catalog import models as _catalog_models  # noqa: F401
     from shop.inventory import models as _inventory_models  # noqa: F401
-    from shop.notifications import models as _notification_models  # noqa: F401
-    from shop.orders import models as _order_models  # noqa: F401
-    from shop.promotions import models as _promotion_models  # noqa: F401
-    from shop.payments import models as _payment_models  # noqa: F401
-    from shop import idempotency as _idempotency_models  # noqa: F401
-    from shop import consumers as _consumer_models  # noqa: F401  (consumed_event)
-    from shop import afterwards as _after_commit_hooks  # noqa: F401
-    from shop.search import hooks as _search_hooks  # noqa: F401
+
     # The domains' receivers of shop.events signals (an order cancelled: coupon uses, stock and money back).
     from shop.inventory import services as _inventory_receivers  # noqa: F401
+    from shop.notifications import models as _notification_models  # noqa: F401
+    from shop.orders import models as _order_models  # noqa: F401
+    from shop.payments import models as _payment_models  # noqa: F401
     from shop.payments import services as _payment_receivers  # noqa: F401
-    from shop.promotions import services as _promotion_receivers  # noqa: F401
-
-    from shop import cli, errors, health, media
-    from shop.api import bp as api_bp
     from shop.payments.routes import bp as payments_bp
-    from shop.webhooks import bp as webhooks_bp
+    from shop.promotions import models as _promotion_models  # noqa: F401
+    from shop.promotions import services as _promotion_receivers  # noqa: F401
+    from shop.search import hooks as _search_hooks  # noqa: F401
     from shop.storefront import bp as storefront_bp
+    from shop.webhooks import bp as webhooks_bp
 
     app.register_blueprint(storefront_bp)
     app.register_blueprint(api_bp, url_prefix="/api")
@@ -99,8 +100,9 @@ def _end_sessions_of_a_dead_database(app: Flask) -> None:
         try:
             db.session.remove()
         except SQLAlchemyError as err:
-            logging.getLogger(__name__).warning("dropped a database session whose connection died: %s",
-                                                str(err).splitlines()[0][:200])
+            logging.getLogger(__name__).warning(
+                "dropped a database session whose connection died: %s", str(err).splitlines()[0][:200]
+            )
             db.session.registry.clear()
 
 
@@ -136,8 +138,11 @@ def _local_clients_only(app: Flask) -> None:
         if not is_loopback(request.remote_addr or ""):
             from shop.errors import ApiError
 
-            raise ApiError(403, "secret_key_required", "This development shop answers only this machine: "
-                           "set SECRET_KEY to serve other clients.")
+            raise ApiError(
+                403,
+                "secret_key_required",
+                "This development shop answers only this machine: set SECRET_KEY to serve other clients.",
+            )
 
 
 def _request_ids(app: Flask) -> None:
@@ -147,7 +152,8 @@ def _request_ids(app: Flask) -> None:
     def refuse_nul_bytes():
         # PostgreSQL text cannot hold NUL: refuse it at the door rather than fail deep inside.
         form_nul = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and any(
-            "\x00" in v for v in request.form.values())
+            "\x00" in v for v in request.form.values()
+        )
         if form_nul or "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
             from shop.errors import ApiError
 

@@ -6,6 +6,7 @@ The job is an `outbox_job` row written in the same transaction (shop.outbox), so
 being away at commit time: right after the commit this process hands the rows to RQ, and when Redis
 cannot take them the relay (`python worker.py relay`) does as soon as it can.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import event
@@ -25,11 +26,13 @@ def default_retry():
     return Retry(max=3, interval=[10, 60, 300])
 
 
-def record_job(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120,
-               kind: str = "job") -> None:
+def record_job(
+    session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120, kind: str = "job"
+) -> None:
     """after_commit() in a given session's transaction (for session event hooks); `kind` as in outbox.record."""
-    row_id = outbox.record(session, queue, func, args, kwargs, retry if retry is not None else default_retry(),
-                           job_timeout, kind)
+    row_id = outbox.record(
+        session, queue, func, args, kwargs, retry if retry is not None else default_retry(), job_timeout, kind
+    )
     session.info.setdefault(_PENDING, []).append(row_id)
 
 

@@ -1,5 +1,6 @@
 """What the integer columns can hold, so a number beyond one is refused as bad input (422, or a form
 error in the back-office) instead of failing inside PostgreSQL with a 500."""
+
 from __future__ import annotations
 
 from datetime import date

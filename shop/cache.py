@@ -24,6 +24,7 @@ Redis; one WARNING per interval says so. Nothing in this module raises a Redis e
 Checkout and the cart never read from here: prices and availability they act on come from
 PostgreSQL under row locks (shop.cart.services, shop.checkout.services).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app, g, has_app_context
 from redis import Redis
@@ -57,8 +59,9 @@ class CatalogCache:
 
     def __init__(self, app: Flask):
         self.app = app
-        self.client = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=0.25, socket_timeout=0.5,
-                                     health_check_interval=30)
+        self.client = Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=0.25, socket_timeout=0.5, health_check_interval=30
+        )
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._last_warning = float("-inf")
@@ -101,8 +104,12 @@ class CatalogCache:
             if warn:
                 self._last_warning = now
         if warn:
-            log.warning("catalogue cache: Redis unavailable (%s: %s); reading from PostgreSQL, retrying in %ss",
-                        type(exc).__name__, str(exc)[:200], retry)
+            log.warning(
+                "catalogue cache: Redis unavailable (%s: %s); reading from PostgreSQL, retrying in %ss",
+                type(exc).__name__,
+                str(exc)[:200],
+                retry,
+            )
         if has_app_context():
             g.pop(_G_GENS, None)
 
@@ -165,8 +172,9 @@ class CatalogCache:
             for pid in sorted(pending["products"]):
                 pipe.incr(PRODUCT_GEN_KEY.format(pid))
             pipe.execute()
-            log.info("catalogue cache: made %d invalidation(s) missed while Redis was away",
-                     len(pending["products"]) + 1)
+            log.info(
+                "catalogue cache: made %d invalidation(s) missed while Redis was away", len(pending["products"]) + 1
+            )
         except Exception:
             with self._lock:  # put them back; the caller's except reports the failure
                 self._pending["products"].update(pending["products"])
@@ -279,8 +287,9 @@ def _max_event_age() -> float:
     return float(current_app.config.get("CACHE_TTL_SECONDS", 60)) + 30.0
 
 
-@consumer("cache", types={"product.created", "product.updated", "product.deleted", "stock.changed"},
-          max_age=_max_event_age)
+@consumer(
+    "cache", types={"product.created", "product.updated", "product.deleted", "stock.changed"}, max_age=_max_event_age
+)
 def invalidate_on_event(envelope: dict) -> None:
     """Make the cached pages of the event's product stale, whichever process changed it.
 

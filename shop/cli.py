@@ -1,22 +1,31 @@
 """Command-line tools: `flask --app wsgi seed demo` and friends."""
+
+from datetime import UTC
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from shop import clock
 from shop.accounts.models import ROLES
 from shop.catalog import seed as catalog_seed
 from shop.payments.cli import payments_cli
-from shop import clock
 
 seed_cli = AppGroup("seed", help="Fill the database with demo data.")
 
 
 @seed_cli.command("demo")
-@click.option("--products", default=200, show_default=True, type=click.IntRange(1, 10_000_000),
-              help="How many products to create (each with a size x colour matrix of variants).")
+@click.option(
+    "--products",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="How many products to create (each with a size x colour matrix of variants).",
+)
 @click.option("--if-empty", is_flag=True, help="Do nothing when the catalogue already has products.")
-@click.option("--reset", is_flag=True,
-              help="Delete the existing catalogue first, with the carts and orders that refer to it.")
+@click.option(
+    "--reset", is_flag=True, help="Delete the existing catalogue first, with the carts and orders that refer to it."
+)
 def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
     """Seed a deterministic demo catalogue."""
     if not catalog_seed.catalogue_is_empty():
@@ -27,8 +36,9 @@ def seed_demo(products: int, if_empty: bool, reset: bool) -> None:
             raise click.ClickException("The catalogue is not empty. Use --reset to replace it or --if-empty to skip.")
         catalog_seed.reset_catalogue()
     counts = catalog_seed.seed_demo(products, currency=current_app.config["SHOP_CURRENCY"], echo=click.echo)
-    click.echo("Seeded {categories} categories, {products} products, {variants} variants, {images} images."
-               .format(**counts))
+    click.echo(
+        "Seeded {categories} categories, {products} products, {variants} variants, {images} images.".format(**counts)
+    )
 
 
 DEMO_STAFF_PASSWORD = "demo-password"  # the embedded demo only; `make run` prints these logins
@@ -52,8 +62,13 @@ staff_cli = AppGroup("staff", help="Manage staff accounts.")
 @staff_cli.command("create")
 @click.option("--email", required=True)
 @click.option("--role", required=True, type=click.Choice(ROLES))
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="At least 10 characters; asked for when not given.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="At least 10 characters; asked for when not given.",
+)
 @click.option("--name", default="")
 def staff_create(email: str, role: str, password: str, name: str) -> None:
     """Create a staff account with a role (warehouse, support, analyst, manager, admin)."""
@@ -93,23 +108,33 @@ events_cli = AppGroup("events", help="The event backbone: backlog, consumer grou
 
 def _since(raw: str):
     """`start` -> None (the whole stream); an ISO date or date-time -> that moment (UTC when it names no zone)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if raw.strip().lower() == "start":
         return None
     try:
         moment = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise click.BadParameter("give an ISO date (2026-11-01), an ISO date-time or 'start'",
-                                 param_hint="--from") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise click.BadParameter(
+            "give an ISO date (2026-11-01), an ISO date-time or 'start'", param_hint="--from"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @events_cli.command("replay")
-@click.option("--from", "since", required=True, metavar="DATE|start",
-              help="Rebuild the read model for the orders created from this day (UTC) or date-time; 'start' for all.")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="Compare the rebuilt sales report with the one computed from the order tables.")
+@click.option(
+    "--from",
+    "since",
+    required=True,
+    metavar="DATE|start",
+    help="Rebuild the read model for the orders created from this day (UTC) or date-time; 'start' for all.",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Compare the rebuilt sales report with the one computed from the order tables.",
+)
 def events_replay(since: str, check: bool) -> None:
     """Rebuild the sales read model (sales_order) from the event stream."""
 
@@ -121,8 +146,10 @@ def events_replay(since: str, check: bool) -> None:
         counts = reports.replay(moment)
     except StreamUnavailable as exc:
         raise click.ClickException(f"The event stream cannot be read ({exc}); nothing was changed.") from None
-    click.echo(f"Read {counts['read']} events from the stream{'' if moment is None else f' since {moment.isoformat()}'}"
-               f"; applied {counts['applied']} order events.")
+    click.echo(
+        f"Read {counts['read']} events from the stream{'' if moment is None else f' since {moment.isoformat()}'}"
+        f"; applied {counts['applied']} order events."
+    )
     click.echo(f"Sales read model: {counts['deleted']} order rows deleted, {counts['orders']} rebuilt.")
     if not check:
         return
@@ -134,8 +161,11 @@ def events_replay(since: str, check: bool) -> None:
     if reports.sales_from_read_model(start, end) == reports.sales_from_orders(start, end):
         click.echo(f"Check: the sales report from {start} to {end} matches the order tables.")
     else:
-        click.echo(f"Check: the sales report from {start} to {end} differs from the order tables: events still in "
-                   "the outbox, or older than the stream keeps (see `flask events status`).", err=True)
+        click.echo(
+            f"Check: the sales report from {start} to {end} differs from the order tables: events still in "
+            "the outbox, or older than the stream keeps (see `flask events status`).",
+            err=True,
+        )
 
 
 @events_cli.command("status")
@@ -149,23 +179,34 @@ def events_status() -> None:
 
     backlog = db.session.execute(
         select(OutboxJob.kind, func.count(), func.extract("epoch", func.now() - func.min(OutboxJob.created_at)))
-        .where(OutboxJob.dispatched_at.is_(None)).group_by(OutboxJob.kind).order_by(OutboxJob.kind)).all()
+        .where(OutboxJob.dispatched_at.is_(None))
+        .group_by(OutboxJob.kind)
+        .order_by(OutboxJob.kind)
+    ).all()
     click.echo("Outbox, not yet dispatched:" + ("" if backlog else " nothing"))
     for kind, count, age in backlog:
         click.echo(f"  {kind:<8} {count:>8}   oldest {int(age or 0)} s")
-    running = db.session.scalar(select(func.count()).select_from(OutboxJob).where(
-        OutboxJob.dispatched_at.isnot(None), OutboxJob.done_at.is_(None), OutboxJob.kind != "event"))
+    running = db.session.scalar(
+        select(func.count())
+        .select_from(OutboxJob)
+        .where(OutboxJob.dispatched_at.isnot(None), OutboxJob.done_at.is_(None), OutboxJob.kind != "event")
+    )
     click.echo(f"Jobs dispatched and not finished: {running}")
-    recent = {g: (n, last) for g, n, last in db.session.execute(text(
-        'SELECT "group", count(*), max(consumed_at) FROM consumed_event '
-        "WHERE consumed_at > now() - interval '1 hour' GROUP BY \"group\"")).all()}
+    recent = {
+        g: (n, last)
+        for g, n, last in db.session.execute(
+            text(
+                'SELECT "group", count(*), max(consumed_at) FROM consumed_event '
+                "WHERE consumed_at > now() - interval '1 hour' GROUP BY \"group\""
+            )
+        ).all()
+    }
     lags = _group_lags(sorted(consumers.load_groups()))
     click.echo("Consumer groups (events applied in the last hour, the last at, the stream's lag):")
     for group in sorted(set(consumers.GROUPS) | set(recent)):
         n, last = recent.get(group, (0, None))
         lag = lags.get(group)
-        click.echo(f"  {group:<12} {n:>8}   {last.isoformat(timespec='seconds') if last else '-':<25} "
-                   f"{lag or '-'}")
+        click.echo(f"  {group:<12} {n:>8}   {last.isoformat(timespec='seconds') if last else '-':<25} {lag or '-'}")
 
 
 LAG_COUNT_CAP = 10_000  # Redis before 7 has no lag in XINFO GROUPS: entries past the group's last are counted to here

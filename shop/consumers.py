@@ -12,19 +12,20 @@ failure there rolls the batch back, and it is delivered again).
 Running them: `python worker.py events [group ...]` (shop.stream's consumer loop, `run()`); `drain()` relays and
 consumes everything pending synchronously (the CLI and the tests).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from sqlalchemy import DateTime, String, delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shop.extensions import db
 from shop import clock
+from shop.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,24 @@ class Group:
 GROUPS: dict[str, Group] = {}
 
 
-def consumer(name: str, types=None, description: str = "", then: Callable[[], object] | None = None,
-             max_age: float | Callable[[], float] | None = None):
+def consumer(
+    name: str,
+    types=None,
+    description: str = "",
+    then: Callable[[], object] | None = None,
+    max_age: float | Callable[[], float] | None = None,
+):
     """Register `fn(envelope)` as consumer group `name`, for the event `types` given (all when None); `then()` runs
     after each batch the group applied and committed (Group.then); events older than `max_age` seconds are skipped
     (Group.max_age)."""
+
     def register(fn):
         if name in GROUPS and GROUPS[name].handler is not fn:
             raise ValueError(f"consumer group {name!r} is registered twice")
         summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
         GROUPS[name] = Group(name, fn, frozenset(types) if types is not None else None, summary, then, max_age)
         return fn
+
     return register
 
 
@@ -90,8 +98,14 @@ def load_groups() -> dict[str, Group]:
 
 
 # The modules holding @consumer declarations; the domains own their handlers.
-CONSUMER_MODULES: list[str] = ["shop.reports.services", "shop.inventory.alerts", "shop.partners.consumer",
-                               "shop.orders.mails", "shop.search.hooks", "shop.cache"]
+CONSUMER_MODULES: list[str] = [
+    "shop.reports.services",
+    "shop.inventory.alerts",
+    "shop.partners.consumer",
+    "shop.orders.mails",
+    "shop.search.hooks",
+    "shop.cache",
+]
 
 
 def handle(group: str, envelope: dict) -> bool:
@@ -103,8 +117,11 @@ def handle(group: str, envelope: dict) -> bool:
     session = db.session
     try:
         claimed = session.execute(
-            insert(ConsumedEvent).values(group=group, event_id=str(envelope["id"]))
-            .on_conflict_do_nothing().returning(ConsumedEvent.event_id)).first()
+            insert(ConsumedEvent)
+            .values(group=group, event_id=str(envelope["id"]))
+            .on_conflict_do_nothing()
+            .returning(ConsumedEvent.event_id)
+        ).first()
         if claimed is None:
             session.rollback()
             return False
@@ -142,9 +159,14 @@ def handle_batch(group: str, envelopes: list[dict]) -> int:
     session = db.session
     try:
         ids = list(dict.fromkeys(str(env["id"]) for env in wanted))
-        claimed = set(session.scalars(
-            insert(ConsumedEvent).values([{"group": group, "event_id": event_id} for event_id in ids])
-            .on_conflict_do_nothing().returning(ConsumedEvent.event_id)))
+        claimed = set(
+            session.scalars(
+                insert(ConsumedEvent)
+                .values([{"group": group, "event_id": event_id} for event_id in ids])
+                .on_conflict_do_nothing()
+                .returning(ConsumedEvent.event_id)
+            )
+        )
         applied = 0
         for env in wanted:
             if str(env["id"]) in claimed:
@@ -199,11 +221,22 @@ class _Applier:
             self.failed_before.clear()
         self.failed_before[event_id] = times
         if times == 1:
-            log.error("consumer group %s: %s %s failed; it will be delivered again", self.group, env["type"],
-                      event_id, exc_info=exc)
+            log.error(
+                "consumer group %s: %s %s failed; it will be delivered again",
+                self.group,
+                env["type"],
+                event_id,
+                exc_info=exc,
+            )
         else:
-            log.warning("consumer group %s: %s %s failed again (%d times): %s", self.group, env["type"], event_id,
-                        times, f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "consumer group %s: %s %s failed again (%d times): %s",
+                self.group,
+                env["type"],
+                event_id,
+                times,
+                f"{type(exc).__name__}: {exc}"[:300],
+            )
 
 
 def _group_names(groups) -> list[str]:
@@ -235,8 +268,12 @@ def _consume_group(app, group: str, name: str, stop_event, max_backoff: float) -
                 _forget_session()
                 what = type(exc).__name__
                 if outage != what:
-                    log.warning("consumer group %s: %s (%s); retrying with backoff", group, what,
-                                (str(exc).splitlines() or [""])[0][:300])
+                    log.warning(
+                        "consumer group %s: %s (%s); retrying with backoff",
+                        group,
+                        what,
+                        (str(exc).splitlines() or [""])[0][:300],
+                    )
                     outage = what
                 pause = min(max_backoff, pause * 2)
                 stop_event.wait(pause)
@@ -256,8 +293,9 @@ def _then(group: str) -> None:
         then()
     except Exception:  # noqa: BLE001 - the recorded rows wait for the scheduled scan
         _forget_session()
-        log.warning("consumer group %s: its follow-up after a batch failed; the scheduled scan will do it", group,
-                    exc_info=True)
+        log.warning(
+            "consumer group %s: its follow-up after a batch failed; the scheduled scan will do it", group, exc_info=True
+        )
 
 
 def _forget_session() -> None:
@@ -283,8 +321,12 @@ def run(groups=None, stop_event=None, name: str | None = None, max_backoff: floa
     stop_event = stop_event or threading.Event()
     app = current_app._get_current_object()
     name = name or heartbeat.this_process()
-    threads = [threading.Thread(target=_consume_group, args=(app, group, name, stop_event, max_backoff),
-                                name=f"events-{group}", daemon=True) for group in names]
+    threads = [
+        threading.Thread(
+            target=_consume_group, args=(app, group, name, stop_event, max_backoff), name=f"events-{group}", daemon=True
+        )
+        for group in names
+    ]
     for thread in threads:
         thread.start()
     log.info("consuming events for %s", ", ".join(names))

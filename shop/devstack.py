@@ -12,6 +12,7 @@ and not started.
 Every process it starts runs in its own session, so Ctrl-C reaches only this supervisor, which
 then stops its children in reverse order and waits for them. Nothing is left running.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,15 @@ def _tcp_open(port: int) -> bool:
 class Stack:
     """Starts the missing services under `var_dir` and stops what it started."""
 
-    def __init__(self, var_dir: Path = DEFAULT_VAR, *, ports: dict | None = None,
-                 database: str = "shop", quiet: bool = False, durable: bool = True):
+    def __init__(
+        self,
+        var_dir: Path = DEFAULT_VAR,
+        *,
+        ports: dict | None = None,
+        database: str = "shop",
+        quiet: bool = False,
+        durable: bool = True,
+    ):
         self.var = Path(var_dir).resolve()
         self.ports = {"postgres": 15432, "redis": 16379, "typesense": 18108, **(ports or {})}
         self.database = database
@@ -115,23 +123,42 @@ class Stack:
             raise
         return dict(self.env)
 
-    def spawn(self, name: str, argv: list[str], *, restart: bool = False, env: dict | None = None,
-              log: Path | None = None, **kw) -> subprocess.Popen:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        restart: bool = False,
+        env: dict | None = None,
+        log: Path | None = None,
+        **kw,
+    ) -> subprocess.Popen:
         """Start a child in its own session, remembered so that stop() ends it; with `restart`,
         supervise() starts it again whenever it exits."""
         proc = self._popen(argv, env=env, log=log, **kw)
         self.procs.append((name, proc))
         if restart:
-            self.restarts[name] = {"argv": argv, "kw": {"env": env, "log": log, **kw},
-                                   "started": time.monotonic(), "delay": 0.0, "due": None}
+            self.restarts[name] = {
+                "argv": argv,
+                "kw": {"env": env, "log": log, **kw},
+                "started": time.monotonic(),
+                "delay": 0.0,
+                "due": None,
+            }
         return proc
 
     @staticmethod
     def _popen(argv, *, env=None, log=None, **kw) -> subprocess.Popen:
         out = open(log, "ab") if log else None
         try:
-            return subprocess.Popen(argv, env=env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
-                                    start_new_session=True, **kw)
+            return subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out or None,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,
+                **kw,
+            )
         finally:
             if out:
                 out.close()  # the child has its own copy
@@ -210,9 +237,21 @@ class Stack:
             os.chown(log, pw.pw_uid, pw.pw_gid)
         if not (pgdata / "PG_VERSION").exists():
             self.say(f"initialising PostgreSQL in {pgdata}")
-            subprocess.run([str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
-                            "--auth=trust", "--encoding=UTF8", "--locale=C"],
-                           check=True, user=user, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                user=user,
+                stdout=subprocess.DEVNULL,
+            )
         stale = pgdata / "postmaster.pid"
         if stale.exists():
             pid = int(stale.read_text().split()[0])
@@ -220,10 +259,26 @@ class Stack:
                 raise RuntimeError(f"a PostgreSQL (pid {pid}) is already running on {pgdata}; stop it first")
             stale.unlink()
         port = _pick_port(self.ports["postgres"])
-        self.spawn("postgres", [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-p", str(port),
-                                "-h", "127.0.0.1", "-k", str(pgdata), "-c", "max_connections=200",
-                                "-c", "fsync=on" if self.durable else "fsync=off"],
-                   log=log, user=user)
+        self.spawn(
+            "postgres",
+            [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(pgdata),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on" if self.durable else "fsync=off",
+            ],
+            log=log,
+            user=user,
+        )
         proc = self.procs[-1][1]
         import psycopg
 
@@ -251,11 +306,27 @@ class Stack:
         # Queued jobs and API log-ins live here: the durable stack appends every write to a log fsynced
         # each second (AOF; at most a second lost on a crash) and snapshots too. Every word is its own
         # argument, one --save per rule (Redis 6): "--save", "60 1" reads as save "" (no snapshots at all).
-        persistence = (["--appendonly", "yes", "--appendfsync", "everysec",
-                        "--save", "3600", "1", "--save", "300", "100"]
-                       if self.durable else ["--appendonly", "no", "--save", ""])
-        self.spawn("redis", [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                             *persistence, "--daemonize", "no"], log=log)
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600", "1", "--save", "300", "100"]
+            if self.durable
+            else ["--appendonly", "no", "--save", ""]
+        )
+        self.spawn(
+            "redis",
+            [
+                str(binary),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                *persistence,
+                "--daemonize",
+                "no",
+            ],
+            log=log,
+        )
         _wait_for(lambda: _tcp_open(port), "Redis", self.procs[-1][1], log)
         self.say(f"Redis {port}")
         return f"redis://127.0.0.1:{port}/0"
@@ -272,10 +343,26 @@ class Stack:
         log = self.var / "typesense.log"
         port = _pick_port(self.ports["typesense"])
         peering = _pick_port(port - 1 if port > 1 else 0)
-        self.spawn("typesense", [str(binary), "--data-dir", str(data), "--api-key", DEV_TYPESENSE_KEY,
-                                 "--api-port", str(port), "--peering-port", str(peering),
-                                 "--listen-address", "127.0.0.1", "--api-address", "127.0.0.1",
-                                 "--enable-cors"], log=log)
+        self.spawn(
+            "typesense",
+            [
+                str(binary),
+                "--data-dir",
+                str(data),
+                "--api-key",
+                DEV_TYPESENSE_KEY,
+                "--api-port",
+                str(port),
+                "--peering-port",
+                str(peering),
+                "--listen-address",
+                "127.0.0.1",
+                "--api-address",
+                "127.0.0.1",
+                "--enable-cors",
+            ],
+            log=log,
+        )
 
         def ready():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
@@ -313,8 +400,19 @@ class Tansu:
         self.port = _pick_port(self.port)
         log = self.var / "tansu.log"
         listener = f"tcp://127.0.0.1:{self.port}"
-        self.proc = Stack._popen([str(self.binary()), "broker", "--storage-engine", "memory://tansu/",
-                                  "--listener-url", listener, "--advertised-listener-url", listener], log=log)
+        self.proc = Stack._popen(
+            [
+                str(self.binary()),
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+            ],
+            log=log,
+        )
         _wait_for(lambda: _tcp_open(self.port), "Tansu", self.proc, log, timeout=30)
         self.url = f"kafka://127.0.0.1:{self.port}?session.timeout.ms={self.SESSION_TIMEOUT_MS}"
         return self.url
@@ -355,8 +453,14 @@ def shop_env(stack: Stack, host: str, port: int, environ: dict | None = None) ->
     to the port this shop serves unless PUBLIC_BASE_URL says otherwise (an empty value counts as unset)."""
     environ = dict(os.environ if environ is None else environ)
     # Every child derives the same key from this data directory (config.py) unless SECRET_KEY is set.
-    env = {**environ, **stack.env, "FLASK_APP": "wsgi", "PYTHONUNBUFFERED": "1",
-           "SHOP_VAR_DIR": str(stack.var), "SHOP_BIND_HOST": host}
+    env = {
+        **environ,
+        **stack.env,
+        "FLASK_APP": "wsgi",
+        "PYTHONUNBUFFERED": "1",
+        "SHOP_VAR_DIR": str(stack.var),
+        "SHOP_BIND_HOST": host,
+    }
     env.setdefault("SHOP_ENV", "development")
     if not (env.get("PUBLIC_BASE_URL") or "").strip():
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
@@ -374,8 +478,9 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "search", "reindex", "--if-reachable"], env=env, cwd=ROOT, check=False)
-    logins = subprocess.run([*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    logins = subprocess.run(
+        [*flask, "seed", "demo-staff"], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     # A worker per queue: RQ serves one job at a time per worker, so with one worker a nightly reindex
     # or a search-sync backlog would hold confirmation mails back however the queues were ordered.
     for queue in QUEUE_NAMES:
@@ -383,14 +488,22 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     stack.spawn("relay", [sys.executable, "worker.py", "relay"], restart=True, env=env, cwd=ROOT)
     stack.spawn("events", [sys.executable, "worker.py", "events"], restart=True, env=env, cwd=ROOT)
     stack.spawn("scheduler", [sys.executable, "-m", "shop.schedule"], restart=True, env=env, cwd=ROOT)
-    web = stack.spawn("web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], restart=True,
-                      env=env, cwd=ROOT)
+    web = stack.spawn(
+        "web", [*flask, "run", "--host", host, "--port", str(port), "--no-reload"], restart=True, env=env, cwd=ROOT
+    )
     url = f"http://{host}:{port}/"
-    _wait_for(lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
-              "web server", web, Path("/dev/null"))
-    print(f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
-          f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR') or stack.var / 'mail'}\n"
-          f"  Ctrl-C stops everything.\n", flush=True)
+    _wait_for(
+        lambda: _tcp_open(port) if host in ("127.0.0.1", "0.0.0.0", "localhost") else True,
+        "web server",
+        web,
+        Path("/dev/null"),
+    )
+    print(
+        f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
+        f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR') or stack.var / 'mail'}\n"
+        f"  Ctrl-C stops everything.\n",
+        flush=True,
+    )
     while stack.supervise():
         time.sleep(0.5)
     return 1
@@ -436,9 +549,11 @@ def main(argv: list[str] | None = None) -> int:
         return stop(Path(args.var))
     if args.command == "run" and not os.environ.get("SECRET_KEY") and not is_loopback(args.host):
         # The key generated in var/ is for a shop only this machine reaches; refuse before starting anything.
-        print(f"[stack] refusing to serve on {args.host} without SECRET_KEY: set SECRET_KEY to a random value "
-              "(python -c 'import secrets; print(secrets.token_hex(32))') or listen on 127.0.0.1 (HOST=127.0.0.1)",
-              file=sys.stderr)
+        print(
+            f"[stack] refusing to serve on {args.host} without SECRET_KEY: set SECRET_KEY to a random value "
+            "(python -c 'import secrets; print(secrets.token_hex(32))') or listen on 127.0.0.1 (HOST=127.0.0.1)",
+            file=sys.stderr,
+        )
         return 2
 
     stack = Stack(Path(args.var))

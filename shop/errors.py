@@ -5,6 +5,7 @@ send yields a 500, and an unexpected failure still answers in that shape without
 A request that fails because PostgreSQL or Redis cannot be reached answers 503 `service_unavailable`
 with Retry-After (see outage()): the client should try again, and nothing about it is a bug.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,19 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "malformed_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-              422: "validation_failed", 429: "rate_limited", 503: "service_unavailable"}
+HTTP_CODES = {
+    400: "malformed_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
 OUTAGE_RETRY_AFTER = 5  # seconds: a restarting server is usually back by then; clients back off from there
 # PostgreSQL SQLSTATEs that mean "the server went away", not "your statement is wrong": connection exceptions
 # (class 08) and admin/crash shutdown or "cannot connect now" while it restarts (57P01-57P03).
@@ -31,8 +42,16 @@ class DomainError(Exception):
     `retry_after` (seconds) says when trying again may work (rate limits, outages); `limit` is the rate limit
     behind a TooMany; `challenge` is the authentication scheme a NotAuthenticated asks for."""
 
-    def __init__(self, code: str, message: str, details: dict | None = None, *, retry_after: int | None = None,
-                 limit: int | None = None, challenge: str | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict | None = None,
+        *,
+        retry_after: int | None = None,
+        limit: int | None = None,
+        challenge: str | None = None,
+    ):
         super().__init__(message)
         self.code, self.message, self.details = code, message, details or {}
         self.retry_after, self.limit, self.challenge = retry_after, limit, challenge
@@ -86,8 +105,18 @@ class Unavailable(DomainError):
 
 
 # The one table from a kind of refusal to its HTTP status (API.md's statuses).
-HTTP_STATUS: dict[type, int] = {Malformed: 400, NotAuthenticated: 401, NotAllowed: 403, NotFound: 404, Conflict: 409,
-                                TooLarge: 413, Unsupported: 415, Invalid: 422, TooMany: 429, Unavailable: 503}
+HTTP_STATUS: dict[type, int] = {
+    Malformed: 400,
+    NotAuthenticated: 401,
+    NotAllowed: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unsupported: 415,
+    Invalid: 422,
+    TooMany: 429,
+    Unavailable: 503,
+}
 
 
 def http_status(exc: DomainError) -> int:
@@ -106,8 +135,13 @@ def http_headers(exc: DomainError) -> dict[str, str]:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.limit is not None:
-        headers.update({"RateLimit-Limit": str(exc.limit), "RateLimit-Remaining": "0",
-                        "RateLimit-Reset": str(exc.retry_after or 0)})
+        headers.update(
+            {
+                "RateLimit-Limit": str(exc.limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(exc.retry_after or 0),
+            }
+        )
     if exc.challenge:
         headers["WWW-Authenticate"] = exc.challenge
     return headers
@@ -209,25 +243,42 @@ def register(app: Flask) -> None:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
         try:
             from shop.extensions import db
+
             db.session.rollback()
         except Exception:  # noqa: BLE001 - the original failure is what matters
             pass
         if wants_json():
-            resp = jsonify(error_body("internal_error", "Something went wrong on our side. It has been logged.",
-                                      {"request_id": g.get("request_id")}))
+            resp = jsonify(
+                error_body(
+                    "internal_error",
+                    "Something went wrong on our side. It has been logged.",
+                    {"request_id": g.get("request_id")},
+                )
+            )
             resp.status_code = 500
             return resp
-        return render_template("errors/error.html", status=500, title="Something went wrong",
-                               message="Something went wrong on our side. Please try again in a moment."), 500
+        return render_template(
+            "errors/error.html",
+            status=500,
+            title="Something went wrong",
+            message="Something went wrong on our side. Please try again in a moment.",
+        ), 500
 
 
 def unavailable(down: str, exc: BaseException):
     """503 for a request that needed a server that is down: one log line (the outage is the news, not a
     traceback per request), the session rolled back, and Retry-After so clients come back, not hammer."""
-    log.warning("%s unavailable on %s %s (request %s): %s", down, request.method, request.path,
-                g.get("request_id"), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    log.warning(
+        "%s unavailable on %s %s (request %s): %s",
+        down,
+        request.method,
+        request.path,
+        g.get("request_id"),
+        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+    )
     try:
         from shop.extensions import db
+
         db.session.rollback()
     except Exception:  # noqa: BLE001 - a dead connection may fail to roll back; the pool discards it
         pass

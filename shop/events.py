@@ -21,6 +21,7 @@ payment.* and refund.succeeded by shop.payments.services, product.* by a commit 
 stock.* by a commit hook in shop.inventory.services, customer.created by shop.accounts.services.register. No event
 carries an e-mail address, a name or a postal address.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -29,28 +30,61 @@ from blinker import Namespace
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+
 from shop import clock
 
 TYPES = {  # type -> version of its `data`
-    "order.placed": 1, "order.confirmed": 1, "order.cancelled": 1, "order.shipped": 1, "order.delivered": 1,
-    "order.refunded": 1, "payment.succeeded": 1, "payment.failed": 1, "refund.succeeded": 1,
-    "product.created": 1, "product.updated": 1, "product.deleted": 1, "stock.changed": 1, "stock.low": 1,
+    "order.placed": 1,
+    "order.confirmed": 1,
+    "order.cancelled": 1,
+    "order.shipped": 1,
+    "order.delivered": 1,
+    "order.refunded": 1,
+    "payment.succeeded": 1,
+    "payment.failed": 1,
+    "refund.succeeded": 1,
+    "product.created": 1,
+    "product.updated": 1,
+    "product.deleted": 1,
+    "stock.changed": 1,
+    "stock.low": 1,
     "customer.created": 1,
 }
 
 # The order snapshot every order.* event carries (shop.orders.services.snapshot); money in minor units.
-_ORDER = ("order_id", "number", "status", "currency", "subtotal", "discount", "shipping", "tax", "total", "refunded",
-          "created_at", "customer_id", "lines[sku, quantity, unit_price]")
+_ORDER = (
+    "order_id",
+    "number",
+    "status",
+    "currency",
+    "subtotal",
+    "discount",
+    "shipping",
+    "tax",
+    "total",
+    "refunded",
+    "created_at",
+    "customer_id",
+    "lines[sku, quantity, unit_price]",
+)
 _PAYMENT = ("payment_id", "order_id", "amount", "currency", "provider", "flow", "status")
 _PRODUCT = ("product_id", "slug", "name", "status", "price_min", "currency", "variants[id, sku, price]")
 _STOCK = ("variant_id", "sku", "product_id", "on_hand", "reserved", "available")
 DATA_FIELDS = {  # type -> the fields of its `data` (version 1)
-    "order.placed": _ORDER, "order.confirmed": _ORDER, "order.cancelled": _ORDER + ("was_paid",),
-    "order.shipped": _ORDER, "order.delivered": _ORDER, "order.refunded": _ORDER,
-    "payment.succeeded": _PAYMENT, "payment.failed": _PAYMENT + ("reason",),
+    "order.placed": _ORDER,
+    "order.confirmed": _ORDER,
+    "order.cancelled": _ORDER + ("was_paid",),
+    "order.shipped": _ORDER,
+    "order.delivered": _ORDER,
+    "order.refunded": _ORDER,
+    "payment.succeeded": _PAYMENT,
+    "payment.failed": _PAYMENT + ("reason",),
     "refund.succeeded": ("refund_id", "payment_id", "order_id", "amount", "currency"),
-    "product.created": _PRODUCT, "product.updated": _PRODUCT, "product.deleted": ("product_id", "slug"),
-    "stock.changed": _STOCK, "stock.low": _STOCK + ("threshold",),
+    "product.created": _PRODUCT,
+    "product.updated": _PRODUCT,
+    "product.deleted": ("product_id", "slug"),
+    "stock.changed": _STOCK,
+    "stock.low": _STOCK + ("threshold",),
     "customer.created": ("customer_id", "created_at"),
 }
 
@@ -75,9 +109,11 @@ LOCK_ORDER = {"promotions": 10, "inventory": 20}  # receivers' rank; the others 
 
 def ranked(rank: str | int):
     """Mark a receiver with its place in the lock order (a LOCK_ORDER name or a number)."""
+
     def mark(fn):
         fn.lock_rank = LOCK_ORDER.get(rank, rank) if isinstance(rank, str) else rank
         return fn
+
     return mark
 
 
@@ -96,9 +132,14 @@ def envelope(type_: str, aggregate_type: str, aggregate_id, data: dict, event_id
     """An event as it leaves the process: stable id, type, version, time, aggregate and data."""
     if type_ not in TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": TYPES[type_],
-            "occurred_at": clock.now().isoformat(),
-            "aggregate": {"type": aggregate_type, "id": str(aggregate_id)}, "data": data}
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": type_,
+        "version": TYPES[type_],
+        "occurred_at": clock.now().isoformat(),
+        "aggregate": {"type": aggregate_type, "id": str(aggregate_id)},
+        "data": data,
+    }
 
 
 WAKE_CHANNEL = "shop_events"  # NOTIFY'd by a transaction that published: the relay LISTENs and wakes at its commit
@@ -123,9 +164,21 @@ def publish_many(items, session: Session | None = None) -> list[dict]:
     session = session if session is not None else db.session()
     topic = current_topic()
     envs = [envelope(type_, aggregate_type, aggregate_id, data) for type_, aggregate_type, aggregate_id, data in items]
-    session.execute(insert(OutboxJob), [
-        {"kind": "event", "queue": topic, "key": f"{env['aggregate']['type']}:{env['aggregate']['id']}",
-         "function": env["type"], "args": [], "kwargs": env, "retry": None} for env in envs])
+    session.execute(
+        insert(OutboxJob),
+        [
+            {
+                "kind": "event",
+                "queue": topic,
+                "key": f"{env['aggregate']['type']}:{env['aggregate']['id']}",
+                "function": env["type"],
+                "args": [],
+                "kwargs": env,
+                "retry": None,
+            }
+            for env in envs
+        ],
+    )
     if not session.info.get(_NOTIFIED):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
         session.info[_NOTIFIED] = True

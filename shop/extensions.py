@@ -1,12 +1,13 @@
 """Extensions, created once and unbound; create_app() binds them. Nothing connects at import."""
+
+from datetime import datetime
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from redis import Redis
 from rq import Queue
-from datetime import datetime
-
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.orm import DeclarativeBase, registry
 
@@ -20,11 +21,11 @@ NAMING = {
 }
 
 
-
 class Base(DeclarativeBase):
     # Every timestamp is timezone-aware (timestamptz), stored and compared in UTC.
-    registry = registry(metadata=MetaData(naming_convention=NAMING),
-                        type_annotation_map={datetime: DateTime(timezone=True)})
+    registry = registry(
+        metadata=MetaData(naming_convention=NAMING), type_annotation_map={datetime: DateTime(timezone=True)}
+    )
 
 
 db = SQLAlchemy(model_class=Base)
@@ -42,8 +43,9 @@ class RedisExtension:
         self._last: Redis | None = None
 
     def init_app(self, app):
-        client = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=2,
-                                health_check_interval=30)
+        client = Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=2, health_check_interval=30
+        )
         app.extensions["redis"] = self
         app.extensions["redis_client"] = client
         self._last = client

@@ -4,6 +4,7 @@ countries whose tax depends on the region (those named "COUNTRY-REGION" in the t
 The data is pycountry's (the ISO tables); this module only shapes it for forms and checks what a client sent.
 A region is stored as its code within the country ("CA" for California), as the tax table names it.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -11,9 +12,24 @@ from functools import lru_cache
 import pycountry
 
 # Shorter names people know better than the ISO ones ("Korea, Republic of" -> "South Korea").
-_COMMON = {"KR": "South Korea", "KP": "North Korea", "RU": "Russia", "IR": "Iran", "SY": "Syria", "VN": "Vietnam",
-           "LA": "Laos", "BO": "Bolivia", "VE": "Venezuela", "TZ": "Tanzania", "MD": "Moldova", "FM": "Micronesia",
-           "CD": "Congo (Democratic Republic)", "CG": "Congo", "PS": "Palestine", "VA": "Vatican City"}
+_COMMON = {
+    "KR": "South Korea",
+    "KP": "North Korea",
+    "RU": "Russia",
+    "IR": "Iran",
+    "SY": "Syria",
+    "VN": "Vietnam",
+    "LA": "Laos",
+    "BO": "Bolivia",
+    "VE": "Venezuela",
+    "TZ": "Tanzania",
+    "MD": "Moldova",
+    "FM": "Micronesia",
+    "CD": "Congo (Democratic Republic)",
+    "CG": "Congo",
+    "PS": "Palestine",
+    "VA": "Vatican City",
+}
 
 
 @lru_cache(maxsize=1)
@@ -25,7 +41,7 @@ def _countries() -> dict[str, str]:
 
 
 def country_name(code: str | None) -> str:
-    """"GB" -> "United Kingdom"; an unknown code is given back as it is."""
+    """ "GB" -> "United Kingdom"; an unknown code is given back as it is."""
     code = (code or "").strip().upper()
     return _countries().get(code, code)
 
@@ -62,7 +78,7 @@ def region_code(country: str | None, value: str | None) -> str | None:
     upper = value.upper()
     prefix = f"{(country or '').strip().upper()}-"
     if upper.startswith(prefix):
-        upper = upper[len(prefix):]
+        upper = upper[len(prefix) :]
     if upper in known:
         return upper
     by_name = {name.casefold(): code for code, name in known.items()}

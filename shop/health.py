@@ -1,4 +1,5 @@
 """Liveness and readiness for load balancers and operators."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -52,8 +53,9 @@ def _may_see_details() -> bool:
     except ValueError:
         return False
     client = getattr(client, "ipv4_mapped", None) or client  # ::ffff:127.0.0.1 from a dual-stack listener
-    return any(client in network for network in current_app.config["READYZ_DETAILS_ALLOW"]
-               if network.version == client.version)
+    return any(
+        client in network for network in current_app.config["READYZ_DETAILS_ALLOW"] if network.version == client.version
+    )
 
 
 PROCESS_ROLES = ("workers", "scheduler", "relay", "events")  # what /readyz?deep=1 needs alive
@@ -90,8 +92,9 @@ def readyz():
         try:
             checks.update(_processes())
         except Exception as exc:  # noqa: BLE001 - Redis away: already reported (and not ready) above
-            checks.update({role: {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-                           for role in PROCESS_ROLES})
+            checks.update(
+                {role: {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]} for role in PROCESS_ROLES}
+            )
         ready = ready and all(checks[role]["ok"] for role in PROCESS_ROLES)
     status = "ready" if ready else "unavailable"
     # Latencies and error strings tell an outsider how the shop is built: operators' addresses only.

@@ -10,6 +10,7 @@ queue or more) also name their instance, so `/readyz?deep=1` can say how many ar
 at least every TTL/2 seconds; `beat` never raises on a Redis outage, so a loop that beats keeps running
 (the missing key is what reports the outage).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """HTTP caching for catalogue answers: short public max-age plus a strong ETag, answered 304 when unchanged."""
+
 from flask import Response, current_app, request, session
 
 
@@ -13,7 +14,9 @@ def cacheable(resp: Response) -> Response:
         return resp
     # Browsers revalidate every time (a cheap 304 thanks to the ETag); a shared cache (CDN) may keep
     # the page for CATALOG_MAX_AGE seconds, the longest a price change can take to reach shoppers.
-    resp.headers["Cache-Control"] = f"public, max-age=0, s-maxage={current_app.config['CATALOG_MAX_AGE']}, must-revalidate"
+    resp.headers["Cache-Control"] = (
+        f"public, max-age=0, s-maxage={current_app.config['CATALOG_MAX_AGE']}, must-revalidate"
+    )
     resp.headers["Vary"] = "Accept-Encoding"
     resp.add_etag()
     return resp.make_conditional(request)

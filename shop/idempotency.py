@@ -12,6 +12,7 @@ Work that commits something before its answer is stored (a checkout's order) rec
 its claim in the same transaction (record()), so the copy that takes over resumes from there
 (made()) rather than doing it twice or refusing because the first copy's effect is already there.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,10 +29,10 @@ from sqlalchemy import String, Text, create_engine, func, null, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shop import clock
 from shop.catalog.models import utcnow
 from shop.errors import Conflict, DomainError, Invalid, ValidationError, error_body, http_status
 from shop.extensions import db
-from shop import clock
 
 
 class IdempotencyErrorCode(StrEnum):
@@ -68,23 +69,27 @@ def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
     the caller should do the work (first copy, or taking over from one that died: see made());
     409 while a first copy is still running, 422 for another body."""
     if not isinstance(key, str) or not 8 <= len(key) <= 255:
-        raise ValidationError({"Idempotency-Key": "must be 8 to 255 characters"},
-                              "Idempotency-Key must be 8 to 255 characters (a UUID is ideal).")
+        raise ValidationError(
+            {"Idempotency-Key": "must be 8 to 255 characters"},
+            "Idempotency-Key must be 8 to 255 characters (a UUID is ideal).",
+        )
     digest = body_hash(body)
     answer = _answer(scope, key, digest)  # a finished repeat needs no lock: many may read it at once
     if answer is not None:
         return answer
     if not _lock(scope, key):
         db.session.rollback()
-        raise RequestInProgress(IdempotencyErrorCode.IN_PROGRESS,
-                                "A request with this Idempotency-Key is still being processed.")
+        raise RequestInProgress(
+            IdempotencyErrorCode.IN_PROGRESS, "A request with this Idempotency-Key is still being processed."
+        )
     try:
         answer = _answer(scope, key, digest)  # finished while we took the lock?
         if answer is not None:
             _unlock(scope, key)
             return answer
-        db.session.execute(insert(IdempotencyKey).values(scope=scope, key=key, request_hash=digest)
-                           .on_conflict_do_nothing())  # a row already here is an unfinished claim whose copy died
+        db.session.execute(
+            insert(IdempotencyKey).values(scope=scope, key=key, request_hash=digest).on_conflict_do_nothing()
+        )  # a row already here is an unfinished claim whose copy died
         db.session.commit()  # the claim is visible to every other copy from now on
     except BaseException:
         _unlock(scope, key)
@@ -94,8 +99,11 @@ def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
 
 def _answer(scope: str, key: str, digest: str) -> tuple[int, dict] | None:
     """The stored answer of a finished claim (422 if it was made for another body), else None."""
-    row = db.session.execute(select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response)
-                             .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)).first()
+    row = db.session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).first()
     if row is None:
         return None
     if row.request_hash != digest:
@@ -106,25 +114,30 @@ def _answer(scope: str, key: str, digest: str) -> tuple[int, dict] | None:
 def record(scope: str, key: str, **made) -> None:
     """Note what this claim's work has made (e.g. order_id), inside the transaction that makes it: if the
     answer is then lost, a repeat resumes from it (made()). Does not commit."""
-    db.session.execute(IdempotencyKey.__table__.update()
-                       .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key,
-                              IdempotencyKey.status_code.is_(None))
-                       .values(response=made))
+    db.session.execute(
+        IdempotencyKey.__table__.update()
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None))
+        .values(response=made)
+    )
 
 
 def made(scope: str, key: str) -> dict:
     """What an earlier copy of this claim committed before it died without an answer ({} if nothing)."""
-    response = db.session.scalar(select(IdempotencyKey.response).where(
-        IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None)))
+    response = db.session.scalar(
+        select(IdempotencyKey.response).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None)
+        )
+    )
     return response or {}
 
 
 def forget_made(scope: str, key: str) -> None:
     """Drop what record() noted, when it turned out to be undone (the work may start over). Does not commit."""
-    db.session.execute(IdempotencyKey.__table__.update()
-                       .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key,
-                              IdempotencyKey.status_code.is_(None))
-                       .values(response=null()))  # SQL NULL, not JSON null: release() looks for NULL
+    db.session.execute(
+        IdempotencyKey.__table__.update()
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None))
+        .values(response=null())
+    )  # SQL NULL, not JSON null: release() looks for NULL
 
 
 def finish(scope: str, key: str, status_code: int, response: dict) -> None:
@@ -146,15 +159,21 @@ def release(scope: str, key: str) -> None:
     A claim whose work already committed something (record()) is kept, unlocked: the retry resumes it."""
     try:
         db.session.rollback()
-        db.session.execute(IdempotencyKey.__table__.delete().where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None),
-            IdempotencyKey.response.is_(None)))
+        db.session.execute(
+            IdempotencyKey.__table__.delete().where(
+                IdempotencyKey.scope == scope,
+                IdempotencyKey.key == key,
+                IdempotencyKey.status_code.is_(None),
+                IdempotencyKey.response.is_(None),
+            )
+        )
         db.session.commit()
     finally:
         _unlock(scope, key)
 
 
 # ------------------------------------------------------------------------------------ liveness locks
+
 
 def _lock_key(scope: str, key: str) -> int:
     digest = hashlib.blake2b(f"shop.idempotency:{scope}:{key}".encode(), digest_size=8).digest()
@@ -223,8 +242,9 @@ class Claim:
 
 
 @contextmanager
-def once(scope: str, key: str, body, *, keep: tuple[type[DomainError], ...] = (Conflict,),
-         wait: float = 0) -> Iterator[Claim]:
+def once(
+    scope: str, key: str, body, *, keep: tuple[type[DomainError], ...] = (Conflict,), wait: float = 0
+) -> Iterator[Claim]:
     """The Idempotency-Key protocol, written once for the API, the storefront and the back-office.
 
     Claims the key (waiting up to `wait` seconds while a first copy of the request is still at work, else 409
@@ -270,4 +290,3 @@ def purge_expired(now: datetime | None = None) -> int:
     result = db.session.execute(IdempotencyKey.__table__.delete().where(IdempotencyKey.created_at < now - KEEP_FOR))
     db.session.commit()
     return result.rowcount
-

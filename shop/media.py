@@ -3,6 +3,7 @@
 The demo catalogue uses generated placeholder images: `placeholder/<hue>/<label>.svg` renders a
 product-coloured tile with a label, so the shop looks like a shop without shipping binary files.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Money as integer minor units plus a currency code. No floats near a price."""
+
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
@@ -47,7 +48,7 @@ def format_money(amount: int | None, currency: str) -> str:
 
 
 def parse_major(text: str, currency: str) -> int:
-    """"19.99" -> 1999 (minor units); raises ValueError on anything else."""
+    """ "19.99" -> 1999 (minor units); raises ValueError on anything else."""
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):

@@ -21,6 +21,7 @@ dispatched and done in the transaction that selected them once the stream stored
 publishing and marking publishes those rows again: the copies carry the same event ids and consumers skip them.
 The relay LISTENs on shop.events.WAKE_CHANNEL, so a commit that published events wakes it at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,8 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from shop.extensions import db, redis_ext
 from shop import clock
+from shop.extensions import db, redis_ext
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ class OutboxJob(db.Model):
     __table_args__ = (
         Index("ix_outbox_job_pending", "id", postgresql_where=text("dispatched_at IS NULL")),
         Index("ix_outbox_job_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL")),
-        Index("ix_outbox_job_unfinished", "dispatched_at",
-              postgresql_where=text("dispatched_at IS NOT NULL AND done_at IS NULL")),
+        Index(
+            "ix_outbox_job_unfinished",
+            "dispatched_at",
+            postgresql_where=text("dispatched_at IS NOT NULL AND done_at IS NULL"),
+        ),
         Index("ix_outbox_job_events_pending", "id", postgresql_where=text("dispatched_at IS NULL AND kind = 'event'")),
     )
 
@@ -88,14 +92,24 @@ def function_path(func) -> str:
     return f"{func.__module__}.{qualname}"
 
 
-def record(session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120,
-           kind: str = "job") -> int:
+def record(
+    session: Session, queue: str, func, args=(), kwargs=None, retry=None, job_timeout: int = 120, kind: str = "job"
+) -> int:
     """INSERT the job in `session`'s transaction; returns the row id. Arguments must be JSON-able. `kind` picks
     the dispatcher (DISPATCHERS) that hands the row over; "job" enqueues it as it is."""
-    return session.execute(insert(OutboxJob).values(
-        kind=kind, queue=queue, function=function_path(func), args=list(args), kwargs=dict(kwargs or {}),
-        retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
-        job_timeout=job_timeout).returning(OutboxJob.id)).scalar_one()
+    return session.execute(
+        insert(OutboxJob)
+        .values(
+            kind=kind,
+            queue=queue,
+            function=function_path(func),
+            args=list(args),
+            kwargs=dict(kwargs or {}),
+            retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
+            job_timeout=job_timeout,
+        )
+        .returning(OutboxJob.id)
+    ).scalar_one()
 
 
 def _enqueue(row: OutboxJob) -> None:
@@ -105,9 +119,16 @@ def _enqueue(row: OutboxJob) -> None:
 
     retry = Retry(max=row.retry["max"], interval=row.retry["interval"]) if row.retry else None
     try:
-        redis_ext.queue(row.queue).enqueue_call(row.function, args=tuple(row.args), kwargs=row.kwargs,
-                                                timeout=row.job_timeout, job_id=f"{JOB_PREFIX}{row.id}", unique=True,
-                                                retry=retry, on_success=Callback(job_succeeded))
+        redis_ext.queue(row.queue).enqueue_call(
+            row.function,
+            args=tuple(row.args),
+            kwargs=row.kwargs,
+            timeout=row.job_timeout,
+            job_id=f"{JOB_PREFIX}{row.id}",
+            unique=True,
+            retry=retry,
+            on_success=Callback(job_succeeded),
+        )
     except DuplicateJobError:
         log.info("outbox row %s was queued before (job outbox-%s exists); marking it dispatched", row.id, row.id)
 
@@ -122,9 +143,17 @@ def _dispatch(session: Session, ids=None, limit: int = BATCH) -> int:
     """Hand over up to `limit` due rows (of `ids`, when given) in one transaction of `session`, which the
     caller commits. Returns how many went; raises RedisError when Redis refused, after noting it on the
     row that failed (the rows handed over before it are marked and kept)."""
-    query = (select(OutboxJob).where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind.in_(list(DISPATCHERS)),
-                                     OutboxJob.available_at <= func.now())
-             .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True))
+    query = (
+        select(OutboxJob)
+        .where(
+            OutboxJob.dispatched_at.is_(None),
+            OutboxJob.kind.in_(list(DISPATCHERS)),
+            OutboxJob.available_at <= func.now(),
+        )
+        .order_by(OutboxJob.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     if ids is not None:
         query = query.where(OutboxJob.id.in_(list(ids)))
     done = 0
@@ -139,7 +168,7 @@ def _dispatch(session: Session, ids=None, limit: int = BATCH) -> int:
         except Exception as exc:  # noqa: BLE001 - this row is wrong (unknown queue...): back off, go on
             row.attempts += 1
             row.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            row.available_at = clock.now() + timedelta(seconds=min(3600, 10 * 2 ** row.attempts))
+            row.available_at = clock.now() + timedelta(seconds=min(3600, 10 * 2**row.attempts))
             log.error("outbox row %s cannot be dispatched: %s", row.id, row.last_error)
             continue
         row.dispatched_at = clock.now()
@@ -186,7 +215,11 @@ def relay_once(limit: int = BATCH) -> int:
 
 
 def _row_id(job_id: str) -> int | None:
-    return int(job_id[len(JOB_PREFIX):]) if job_id.startswith(JOB_PREFIX) and job_id[len(JOB_PREFIX):].isdigit() else None
+    return (
+        int(job_id[len(JOB_PREFIX) :])
+        if job_id.startswith(JOB_PREFIX) and job_id[len(JOB_PREFIX) :].isdigit()
+        else None
+    )
 
 
 def job_succeeded(job, connection, result, *args, **kwargs) -> None:
@@ -195,8 +228,11 @@ def job_succeeded(job, connection, result, *args, **kwargs) -> None:
     if row_id is None:
         return
     try:
-        db.session.execute(OutboxJob.__table__.update().where(OutboxJob.id == row_id, OutboxJob.done_at.is_(None))
-                           .values(done_at=func.now()))
+        db.session.execute(
+            OutboxJob.__table__.update()
+            .where(OutboxJob.id == row_id, OutboxJob.done_at.is_(None))
+            .values(done_at=func.now())
+        )
         db.session.commit()
     except Exception:  # noqa: BLE001 - the job did its work; recover_lost marks the row from RQ's record
         _forget_session()
@@ -213,8 +249,12 @@ def recover_lost(older_than: timedelta = LOST_AFTER, limit: int = BATCH) -> int:
 
     cutoff = clock.now() - older_than
     rows = db.session.scalars(
-        select(OutboxJob).where(OutboxJob.done_at.is_(None), OutboxJob.dispatched_at < cutoff)
-        .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
+        select(OutboxJob)
+        .where(OutboxJob.done_at.is_(None), OutboxJob.dispatched_at < cutoff)
+        .order_by(OutboxJob.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
     again = 0
     for row in rows:
         try:
@@ -258,7 +298,8 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
     dispatched and done; returns how many went. Only one relay per topic publishes at a time: the others get 0
     at once (they hold no lease) and go on relaying jobs. Raises shop.stream.StreamUnavailable (rows untouched)
     or a DBAPIError for the caller to back off."""
-    from shop import events, stream as streams
+    from shop import events
+    from shop import stream as streams
 
     topic = events.current_topic()
     session = db.session
@@ -266,21 +307,29 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
         # The lease lasts as long as this transaction: a relay that stalls with it (its host paused or cut off)
         # loses it, and its rows, when PostgreSQL ends the idle transaction, so another relay takes over.
         session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{LEASE_IDLE_LIMIT}s'"))
-        leased = session.execute(text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:topic))"),
-                                 {"ns": EVENT_LOCK_NAMESPACE, "topic": topic}).scalar()
+        leased = session.execute(
+            text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:topic))"),
+            {"ns": EVENT_LOCK_NAMESPACE, "topic": topic},
+        ).scalar()
         if not leased:
             session.rollback()
             return 0
         rows = session.execute(
             select(OutboxJob.id, OutboxJob.key, OutboxJob.kwargs)
             .where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind == "event", OutboxJob.queue == topic)
-            .order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)).all()
+            .order_by(OutboxJob.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
         if rows:
             # The message key is the aggregate's id (the contract): one aggregate's events stay in one partition.
             (stream or streams.current()).publish([(row.kwargs["aggregate"]["id"], row.kwargs) for row in rows])
             _drill_pause()
-            session.execute(OutboxJob.__table__.update().where(OutboxJob.id.in_([row.id for row in rows]))
-                            .values(dispatched_at=func.now(), done_at=func.now()))
+            session.execute(
+                OutboxJob.__table__.update()
+                .where(OutboxJob.id.in_([row.id for row in rows]))
+                .values(dispatched_at=func.now(), done_at=func.now())
+            )
         session.commit()
         return len(rows)
     except BaseException:
@@ -345,8 +394,9 @@ class _Waker:
             self.conn = None
 
 
-def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, max_backoff: float = 10.0,
-              events: bool = True) -> None:
+def run_relay(
+    stop_event: threading.Event | None = None, interval: float = 1.0, max_backoff: float = 10.0, events: bool = True
+) -> None:
     """Relay forever (until `stop_event` is set), in an app context: jobs to RQ and, with `events`, events to
     the stream. A Redis, PostgreSQL or stream outage never ends it: it waits with growing pauses and logs one
     line when the outage starts and one when it ends; a stream outage holds back only the events (they wait in
@@ -372,11 +422,20 @@ def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, 
                 done = relay_once()
             except Exception as exc:  # noqa: BLE001 - the relay outlives every outage
                 _forget_session()
-                what = ("Redis" if isinstance(exc, RedisError) else "PostgreSQL" if isinstance(exc, DBAPIError)
-                        else type(exc).__name__)
+                what = (
+                    "Redis"
+                    if isinstance(exc, RedisError)
+                    else "PostgreSQL"
+                    if isinstance(exc, DBAPIError)
+                    else type(exc).__name__
+                )
                 if outage != what:
-                    log.warning("outbox relay: %s failed (%s); retrying with backoff", what,
-                                (str(exc).splitlines() or [""])[0][:300], exc_info=what not in ("Redis", "PostgreSQL"))
+                    log.warning(
+                        "outbox relay: %s failed (%s); retrying with backoff",
+                        what,
+                        (str(exc).splitlines() or [""])[0][:300],
+                        exc_info=what not in ("Redis", "PostgreSQL"),
+                    )
                     outage = what
                 pause = min(max_backoff, max(pause, interval) * 2)
                 stop_event.wait(pause)
@@ -393,8 +452,11 @@ def run_relay(stop_event: threading.Event | None = None, interval: float = 1.0, 
                     _forget_session()
                     what = type(exc).__name__
                     if events_outage != what:
-                        log.warning("outbox relay: events cannot be published (%s: %s); retrying with backoff",
-                                    what, (str(exc).splitlines() or [""])[0][:300])
+                        log.warning(
+                            "outbox relay: events cannot be published (%s: %s); retrying with backoff",
+                            what,
+                            (str(exc).splitlines() or [""])[0][:300],
+                        )
                         events_outage = what
                     events_pause = min(max_backoff, max(events_pause, interval) * 2)
                     events_due = time.monotonic() + events_pause

@@ -5,6 +5,7 @@ behind the small TaxTable interface, so a tax service can replace it later. A mo
 domain that prices (cart, promotions, checkout, payments, accounts' address checks), so none imports another to
 price.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -84,9 +85,17 @@ def shipping_cost(method: str, goods: int, free_standard_over: int | None = None
     return 0 if free_over is not None and goods >= free_over else price
 
 
-def totals(lines: list[PricedLine], *, shipping_method: str | None, country: str | None = None,
-           region: str | None = None, discount: int = 0, tax_table: TaxTable | None = None,
-           free_standard_over: int | None = None, free_shipping: bool = False) -> Totals:
+def totals(
+    lines: list[PricedLine],
+    *,
+    shipping_method: str | None,
+    country: str | None = None,
+    region: str | None = None,
+    discount: int = 0,
+    tax_table: TaxTable | None = None,
+    free_standard_over: int | None = None,
+    free_shipping: bool = False,
+) -> Totals:
     """The order's money: goods, discount, shipping (if a method is chosen; none with a free-shipping
     promotion), tax on goods after discount."""
     subtotal = sum(line.line_total for line in lines)

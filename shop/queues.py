@@ -4,6 +4,7 @@ Jobs retry with backoff on their own (RQ's Retry, set by every enqueue path); a 
 queue's FailedJobRegistry only when its retries ran out (or its worker died with none left). The
 back-office (admin/jobs.py, admins only) lists them here and puts them back or throws them away.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -45,8 +46,11 @@ def overview() -> list[QueueCounts]:
     counts = []
     for name in QUEUE_NAMES:
         q = redis_ext.queue(name)
-        counts.append(QueueCounts(name, q.count, q.started_job_registry.count, q.scheduled_job_registry.count,
-                                  q.failed_job_registry.count))
+        counts.append(
+            QueueCounts(
+                name, q.count, q.started_job_registry.count, q.scheduled_job_registry.count, q.failed_job_registry.count
+            )
+        )
     return counts
 
 
@@ -70,11 +74,12 @@ def failed_jobs(limit: int = 100) -> list[FailedJob]:
         for job in Job.fetch_many(ids, connection=redis_ext.client):
             if job is None:
                 continue
-            args = ", ".join([_short(a, 60) for a in job.args or ()] +
-                             [f"{k}={_short(v, 60)}" for k, v in (job.kwargs or {}).items()])
+            args = ", ".join(
+                [_short(a, 60) for a in job.args or ()]
+                + [f"{k}={_short(v, 60)}" for k, v in (job.kwargs or {}).items()]
+            )
             first, last = _exc_lines(job)
-            out.append(FailedJob(job.id, name, job.func_name or "?", args[:300], first[:300], last[:300],
-                                 job.ended_at))
+            out.append(FailedJob(job.id, name, job.func_name or "?", args[:300], first[:300], last[:300], job.ended_at))
     return out
 
 

@@ -1,5 +1,6 @@
 """Fixed-window counters in Redis, shared by every web process (log-in throttling, code guessing, and
 the request rates of config.py's RATE_* settings: sign-ups, resets, carts, checkouts)."""
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,9 @@ def client_ip() -> str:
     return (request.remote_addr or "unknown") if has_request_context() else "local"
 
 
-def enforce(setting: str, subject: str | None = None,
-            message: str = "Too many requests of this kind; try again later.") -> None:
+def enforce(
+    setting: str, subject: str | None = None, message: str = "Too many requests of this kind; try again later."
+) -> None:
     """Count one event against the rate in config[`setting`] for `subject` (default: the client IP);
     RateLimited past it. Nothing is counted when the setting is off."""
     rule = current_app.config.get(setting)
@@ -86,7 +88,7 @@ def enforce(setting: str, subject: str | None = None,
 
 
 def wait_text(retry_after: int) -> str:
-    """"about 3 minutes" / "a few seconds": for the storefront's messages."""
+    """ "about 3 minutes" / "a few seconds": for the storefront's messages."""
     if retry_after < 60:
         return "a few seconds" if retry_after <= 10 else f"{retry_after} seconds"
     minutes = max(1, round(retry_after / 60))

@@ -6,6 +6,7 @@ Each entry enqueues its job on a queue at its time (cron fields in the server's 
 worker runs it, retried with backoff when it fails (each job is an idempotent sweep).
 `build_scheduler(connection)` returns the CronScheduler with all of them registered.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,12 @@ PERIODIC = [
     ("shop.cart.jobs.purge_abandoned_carts", "default", "43 2 * * *", "delete carts abandoned for 30 days (daily)"),
     ("shop.outbox.purge_dispatched", "default", "53 2 * * *", "delete outbox rows dispatched over 7 days ago"),
     ("shop.consumers.purge_consumed", "default", "23 3 * * *", "forget consumer groups' event claims over 14 days"),
-    ("shop.partners.jobs.deliver_due", "default", "* * * * *",
-     "send due partner webhook retries; disable endpoints failing for 3 days"),
+    (
+        "shop.partners.jobs.deliver_due",
+        "default",
+        "* * * * *",
+        "send due partner webhook retries; disable endpoints failing for 3 days",
+    ),
 ]
 
 CRON_RETRY = (2, [60, 300])  # attempts after a failure, seconds between them

@@ -7,6 +7,7 @@
 - Headers: a nonce-based Content-Security-Policy with frame-ancestors 'none', X-Frame-Options, nosniff,
   Referrer-Policy, Permissions-Policy, Cross-Origin-Opener-Policy, HSTS in production, and no version banner.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,9 @@ def _untrusted_host(exc: SecurityError):
     Health probes are answered whatever the host: they build no links."""
     base = urlsplit(current_app.config["PUBLIC_BASE_URL"])
     # Flask left the request without a URL adapter; bind one to the public address so url_for works.
-    request_ctx.url_adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
-                                                       url_scheme=base.scheme or "http")
+    request_ctx.url_adapter = current_app.url_map.bind(
+        base.netloc, script_name=base.path or "/", url_scheme=base.scheme or "http"
+    )
     if request.path in PROBE_PATHS and request.method in ("GET", "HEAD"):
         endpoint, args = request_ctx.url_adapter.match(request.path, request.method)
         return current_app.ensure_sync(current_app.view_functions[endpoint])(**args)
@@ -115,8 +117,9 @@ class ShopRequest(Request):
         if (force or self.is_json) and not getattr(self, "_json_depth_checked", False):
             limit = current_app.config["JSON_MAX_DEPTH"]
             if json_too_deep(self.get_data(cache=True), limit):
-                raise ApiError(400, "malformed_request", f"The JSON body nests deeper than {limit} levels.",
-                               {"max_depth": limit})
+                raise ApiError(
+                    400, "malformed_request", f"The JSON body nests deeper than {limit} levels.", {"max_depth": limit}
+                )
             self._json_depth_checked = True
         return super().get_json(force=force, silent=silent, cache=cache)
 
@@ -153,8 +156,11 @@ def content_security_policy() -> str:
     """The policy for an HTML page: scripts only from here or with this response's nonce."""
     cfg = current_app.config
     own = " ".join(o for o in dict.fromkeys([_origin(cfg["PUBLIC_BASE_URL"]), _origin(cfg.get("CDN_BASE_URL"))]) if o)
-    uploads = own + (" " + (_origin(cfg.get("S3_ENDPOINT_URL")) or "https://*.amazonaws.com")
-                     if cfg.get("STORAGE_BACKEND") == "s3" else "")
+    uploads = own + (
+        " " + (_origin(cfg.get("S3_ENDPOINT_URL")) or "https://*.amazonaws.com")
+        if cfg.get("STORAGE_BACKEND") == "s3"
+        else ""
+    )
     script = style = f"'self' 'nonce-{csp_nonce()}'"
     if request.path.startswith("/api/docs"):  # Swagger UI (third-party) may write style attributes
         style = "'self' 'unsafe-inline'"
@@ -213,8 +219,11 @@ def _admin_inline_handlers(app: Flask) -> set[str]:
     from flask_admin.model.fields import InlineFieldList
     from wtforms.fields.core import UnboundField
 
-    handlers = {"return false;", "return faHelpers.safeConfirm('Are you sure you want to delete this record?');",
-                "javascript:void(0)"}  # the href of its menu links, followed when a handler does not cancel
+    handlers = {
+        "return false;",
+        "return faHelpers.safeConfirm('Are you sure you want to delete this record?');",
+        "javascript:void(0)",
+    }  # the href of its menu links, followed when a handler does not cancel
     for admin in app.extensions.get("admin", []):
         admin.csp_nonce_generator = csp_nonce  # Flask-Admin's own <script> and <link> tags carry the nonce
         for view in admin._views:

@@ -20,6 +20,7 @@ Two back ends behind one interface, chosen by the URL:
 
 Delivery is at least once: consumers deduplicate by event id (shop.consumers.handle).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class StreamUnavailable(Exception):
 @dataclass
 class Message:
     """One delivered event: `envelope` for the handler; the rest is the back end's bookkeeping."""
+
     envelope: dict
     key: str | None = None
     ref: object = None  # Redis: the entry id; Kafka: (partition, offset)
@@ -57,7 +59,7 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{threading.get_native_id()}"
 
 
-def open_stream(url: str | None = None, topic: str | None = None, **options) -> "Stream":
+def open_stream(url: str | None = None, topic: str | None = None, **options) -> Stream:
     """The stream at `url` (the app's EVENT_STREAM_URL, or its REDIS_URL when that is empty) for `topic`
     (EVENT_STREAM_TOPIC). Options: maxlen, partitions, claim_idle_ms (the app's EVENT_* settings by default)."""
     if url is None or topic is None or not options:
@@ -67,8 +69,11 @@ def open_stream(url: str | None = None, topic: str | None = None, **options) -> 
             cfg = current_app.config
             url = url or cfg.get("EVENT_STREAM_URL") or cfg["REDIS_URL"]
             topic = topic or cfg.get("EVENT_STREAM_TOPIC") or "shop.events"
-            for name, setting in (("maxlen", "EVENT_STREAM_MAXLEN"), ("partitions", "EVENT_STREAM_PARTITIONS"),
-                                  ("claim_idle_ms", "EVENT_CLAIM_IDLE_MS")):
+            for name, setting in (
+                ("maxlen", "EVENT_STREAM_MAXLEN"),
+                ("partitions", "EVENT_STREAM_PARTITIONS"),
+                ("claim_idle_ms", "EVENT_CLAIM_IDLE_MS"),
+            ):
                 if cfg.get(setting) is not None:
                     options.setdefault(name, cfg[setting])
     if not url:
@@ -83,7 +88,7 @@ def open_stream(url: str | None = None, topic: str | None = None, **options) -> 
     raise ValueError(f"EVENT_STREAM_URL must be redis://... or kafka://..., not {url!r}")
 
 
-def current() -> "Stream":
+def current() -> Stream:
     """The current app's stream, opened once per app (a Kafka producer or a Redis pool is worth keeping)."""
     from flask import current_app
 
@@ -98,13 +103,14 @@ def current() -> "Stream":
 
 class Stream:
     """What both back ends offer (see the module docstring)."""
+
     url: str
     topic: str
 
     def publish(self, items: list[tuple[str, dict]]) -> None:
         raise NotImplementedError
 
-    def consumer(self, group: str, name: str | None = None) -> "Consumer":
+    def consumer(self, group: str, name: str | None = None) -> Consumer:
         raise NotImplementedError
 
     def read_from(self, since: datetime | None = None) -> Iterator[dict]:
@@ -136,7 +142,7 @@ def _since_ms(since: datetime | None) -> int:
     if since is None:
         return 0
     if since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     return max(0, int(since.timestamp() * 1000))
 
 
@@ -153,16 +159,21 @@ class RedisStream(Stream):
 
         self.url, self.topic, self.maxlen, self.claim_idle_ms = url, topic, maxlen, claim_idle_ms
         # A pool of its own: XREADGROUP blocks up to BLOCK_MS_MAX, within this socket timeout.
-        self.client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=BLOCK_MS_MAX / 1000 + 4,
-                                     health_check_interval=30)
+        self.client = Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=BLOCK_MS_MAX / 1000 + 4, health_check_interval=30
+        )
 
     def publish(self, items):
         try:
             for start in range(0, len(items), PUBLISH_BATCH):
                 pipe = self.client.pipeline(transaction=False)
-                for key, envelope in items[start:start + PUBLISH_BATCH]:
-                    pipe.xadd(self.topic, {"key": key or "", "event": json.dumps(envelope, separators=(",", ":"))},
-                              maxlen=self.maxlen, approximate=True)
+                for key, envelope in items[start : start + PUBLISH_BATCH]:
+                    pipe.xadd(
+                        self.topic,
+                        {"key": key or "", "event": json.dumps(envelope, separators=(",", ":"))},
+                        maxlen=self.maxlen,
+                        approximate=True,
+                    )
                 pipe.execute()
         except _redis_errors() as exc:
             raise StreamUnavailable(f"Redis stream {self.topic}: {exc}") from exc
@@ -175,7 +186,7 @@ class RedisStream(Stream):
         try:
             while True:
                 entries = self.client.xrange(self.topic, min=start, max="+", count=1000)
-                for entry_id, fields in entries:
+                for _entry_id, fields in entries:
                     yield json.loads(fields[b"event"])
                 if len(entries) < 1000:
                     return
@@ -214,8 +225,13 @@ class RedisConsumer(Consumer):
         for entry_id, fields in entries:
             if fields is None:  # trimmed away while pending
                 continue
-            out.append(Message(json.loads(fields[b"event"]), fields.get(b"key", b"").decode() or None,
-                               entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
+            out.append(
+                Message(
+                    json.loads(fields[b"event"]),
+                    fields.get(b"key", b"").decode() or None,
+                    entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                )
+            )
         return out
 
     def _claim(self, count: int) -> list[Message]:
@@ -224,8 +240,9 @@ class RedisConsumer(Consumer):
         if now < self._next_claim:
             return []
         self._next_claim = now + self.stream.claim_idle_ms / 1000 * self.CLAIM_EVERY
-        _cursor, entries, *deleted = self.client.xautoclaim(self.stream.topic, self.group, self.name,
-                                                            self.stream.claim_idle_ms, "0-0", count=count)
+        _cursor, entries, *deleted = self.client.xautoclaim(
+            self.stream.topic, self.group, self.name, self.stream.claim_idle_ms, "0-0", count=count
+        )
         if len(entries) == count:
             self._next_claim = 0.0  # more may be waiting
         return self._messages(entries)
@@ -239,8 +256,9 @@ class RedisConsumer(Consumer):
             if claimed:
                 return claimed
             block = int(min(max(timeout, 0), BLOCK_MS_MAX / 1000) * 1000)
-            answer = self.client.xreadgroup(self.group, self.name, {self.stream.topic: ">"}, count=max_messages,
-                                            block=block or None)
+            answer = self.client.xreadgroup(
+                self.group, self.name, {self.stream.topic: ">"}, count=max_messages, block=block or None
+            )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted (FLUSHDB): create the group again
                 self._ready = False
@@ -280,23 +298,52 @@ def _kafka_conf(url: str) -> dict:
 # nothing is new (Tansu holds it that long even when a message arrives meanwhile; default 500 ms); a group join
 # waits on Tansu for half the session timeout (45 s by default: 23 s before the first message), so the session
 # timeout is the Kafka minimum, 6 s (a URL may set ?session.timeout.ms=2000 for a broker that allows it).
-PRODUCER_CONF = {"enable.idempotence": True, "acks": "all", "linger.ms": 2, "message.timeout.ms": 10_000,
-                 "socket.keepalive.enable": True}
-CONSUMER_CONF = {"enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-                 "enable.partition.eof": True,
-                 "fetch.wait.max.ms": 20, "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-                 "socket.keepalive.enable": True}
-PRODUCER_KEYS = {"linger.ms", "acks", "enable.idempotence", "message.timeout.ms", "batch.size", "compression.type",
-                 "queue.buffering.max.ms", "batch.num.messages"}
-CONSUMER_KEYS = {"fetch.wait.max.ms", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
-                 "fetch.min.bytes", "auto.offset.reset", "group.instance.id"}
+PRODUCER_CONF = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 2,
+    "message.timeout.ms": 10_000,
+    "socket.keepalive.enable": True,
+}
+CONSUMER_CONF = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": True,
+    "fetch.wait.max.ms": 20,
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "socket.keepalive.enable": True,
+}
+PRODUCER_KEYS = {
+    "linger.ms",
+    "acks",
+    "enable.idempotence",
+    "message.timeout.ms",
+    "batch.size",
+    "compression.type",
+    "queue.buffering.max.ms",
+    "batch.num.messages",
+}
+CONSUMER_KEYS = {
+    "fetch.wait.max.ms",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.min.bytes",
+    "auto.offset.reset",
+    "group.instance.id",
+}
 
 
 def _split(conf: dict) -> tuple[dict, dict, dict]:
     """(common, producer-only, consumer-only) options of a URL's librdkafka settings."""
     common = {k: v for k, v in conf.items() if k not in PRODUCER_KEYS | CONSUMER_KEYS}
-    return (common, {k: v for k, v in conf.items() if k in PRODUCER_KEYS},
-            {k: v for k, v in conf.items() if k in CONSUMER_KEYS})
+    return (
+        common,
+        {k: v for k, v in conf.items() if k in PRODUCER_KEYS},
+        {k: v for k, v in conf.items() if k in CONSUMER_KEYS},
+    )
 
 
 class KafkaStream(Stream):
@@ -320,8 +367,11 @@ class KafkaStream(Stream):
             if self.topic not in metadata.topics or metadata.topics[self.topic].error is not None:
                 # Replication as the cluster's default.replication.factor says (-1): a production cluster keeps
                 # 3 copies (with min.insync.replicas 2, acks=all then means something); one broker keeps one.
-                future = admin.create_topics([NewTopic(self.topic, self.partitions, replication_factor=-1)],
-                                             operation_timeout=10, request_timeout=10)[self.topic]
+                future = admin.create_topics(
+                    [NewTopic(self.topic, self.partitions, replication_factor=-1)],
+                    operation_timeout=10,
+                    request_timeout=10,
+                )[self.topic]
                 try:
                     future.result(timeout=15)
                 except KafkaException as exc:
@@ -354,9 +404,12 @@ class KafkaStream(Stream):
             for key, envelope in items:
                 while True:
                     try:
-                        producer.produce(self.topic, key=(key or "").encode(),
-                                         value=json.dumps(envelope, separators=(",", ":")).encode(),
-                                         on_delivery=delivered)
+                        producer.produce(
+                            self.topic,
+                            key=(key or "").encode(),
+                            value=json.dumps(envelope, separators=(",", ":")).encode(),
+                            on_delivery=delivered,
+                        )
                         break
                     except BufferError:  # the local queue is full: let deliveries drain it
                         producer.poll(0.05)
@@ -366,8 +419,10 @@ class KafkaStream(Stream):
             raise StreamUnavailable(f"Kafka topic {self.topic}: {exc}") from exc
         if left or failures:
             self._after_failure(producer, failures)
-            raise StreamUnavailable(f"Kafka topic {self.topic}: {left} message(s) unsent, "
-                                    f"{len(failures)} failed ({failures[0] if failures else 'timeout'})")
+            raise StreamUnavailable(
+                f"Kafka topic {self.topic}: {left} message(s) unsent, "
+                f"{len(failures)} failed ({failures[0] if failures else 'timeout'})"
+            )
 
     def _after_failure(self, producer, errors) -> None:
         """Check the topic again next time (a broker that comes back may have lost it), and replace a producer
@@ -388,13 +443,21 @@ class KafkaStream(Stream):
         from confluent_kafka import Consumer as RawConsumer
 
         self.ensure_topic()
-        raw = RawConsumer({**self.common, "group.id": f"shop-replay-{default_consumer_name()}",
-                           "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 20,
-                           "logger": log})
+        raw = RawConsumer(
+            {
+                **self.common,
+                "group.id": f"shop-replay-{default_consumer_name()}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 20,
+                "logger": log,
+            }
+        )
         try:
             partitions = sorted(raw.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
-            wanted = [TopicPartition(self.topic, p, _since_ms(since) if since else OFFSET_BEGINNING)
-                      for p in partitions]
+            wanted = [
+                TopicPartition(self.topic, p, _since_ms(since) if since else OFFSET_BEGINNING) for p in partitions
+            ]
             starts = raw.offsets_for_times(wanted, timeout=10) if since else wanted
             for tp in starts:
                 if since and tp.offset < 0:  # nothing stored from then on
@@ -429,14 +492,23 @@ class KafkaConsumer(Consumer):
 
         self.stream, self.group, self.name = stream, group, name
         stream.ensure_topic()
-        self.raw = RawConsumer({**stream.common, **CONSUMER_CONF, **stream.consumer_extra, "group.id": group,
-                                "client.id": f"shop-{name}", "logger": log})
+        self.raw = RawConsumer(
+            {
+                **stream.common,
+                **CONSUMER_CONF,
+                **stream.consumer_extra,
+                "group.id": group,
+                "client.id": f"shop-{name}",
+                "logger": log,
+            }
+        )
         # partition -> {offset: [delivered_at (monotonic), acked]}, in delivery order
         self._inflight: dict[int, dict[int, list]] = {}
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()  # partitions whose end the last fetch reached
-        self.raw.subscribe([stream.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
+        self.raw.subscribe(
+            [stream.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
 
     @property
     def partitions(self) -> list[int]:
@@ -489,8 +561,7 @@ class KafkaConsumer(Consumer):
             self._at_end.discard(msg.partition())
             self._inflight.setdefault(msg.partition(), {})[msg.offset()] = [time.monotonic(), False]
             key = msg.key()
-            out.append(Message(json.loads(msg.value()), key.decode() if key else None,
-                               (msg.partition(), msg.offset())))
+            out.append(Message(json.loads(msg.value()), key.decode() if key else None, (msg.partition(), msg.offset())))
         return out
 
     def ack(self, messages):

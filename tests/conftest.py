@@ -8,6 +8,7 @@ transaction and the app's session works in SAVEPOINTs on that same connection.
 Tests that need real commits (live servers, the browser, concurrency) use `committed_db`, a
 database of their own that is created for them and dropped after.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,13 @@ def pytest_configure(config):
         from shop.devstack import Stack
 
         # A directory per run, so two runs (or a run beside `make run`) never share a server.
-        _stack = Stack(ROOT / "var" / "test" / f"run-{os.getpid()}", ports={"postgres": 0, "redis": 0, "typesense": 0},
-                       database="shop_test", quiet=True, durable=False)
+        _stack = Stack(
+            ROOT / "var" / "test" / f"run-{os.getpid()}",
+            ports={"postgres": 0, "redis": 0, "typesense": 0},
+            database="shop_test",
+            quiet=True,
+            durable=False,
+        )
         os.environ.update(_stack.start())
     # A fresh database every run: the schema comes from the migrations, as in production.
     url = os.environ["DATABASE_URL"]
@@ -143,8 +149,9 @@ def db_session(app):
         conn = db.engine.connect()
         outer = conn.begin()
         original = db.session
-        db.session = scoped_session(sessionmaker(bind=conn, join_transaction_mode="create_savepoint"),
-                                    scopefunc=_app_ctx_id)
+        db.session = scoped_session(
+            sessionmaker(bind=conn, join_transaction_mode="create_savepoint"), scopefunc=_app_ctx_id
+        )
         try:
             yield db.session
         finally:

@@ -2,9 +2,11 @@
 
 They go through the catalogue's own service (build_product), so tests exercise the real rules.
 """
+
 from __future__ import annotations
 
 import itertools
+from datetime import UTC
 
 from shop.catalog.models import Category, ProductImage
 from shop.catalog.services import build_product, option_matrix
@@ -22,9 +24,19 @@ def make_category(name: str | None = None, parent: Category | None = None, **kw)
     return cat
 
 
-def make_product(category: Category, name: str | None = None, *, sizes=("S", "M", "L"), colours=("Black",),
-                 price: int = 2500, prices: dict | None = None, stock: int | dict = 10, status: str = "active",
-                 images: int = 1, **kw):
+def make_product(
+    category: Category,
+    name: str | None = None,
+    *,
+    sizes=("S", "M", "L"),
+    colours=("Black",),
+    price: int = 2500,
+    prices: dict | None = None,
+    stock: int | dict = 10,
+    status: str = "active",
+    images: int = 1,
+    **kw,
+):
     """A product whose variants are the size x colour matrix.
 
     `prices` and `stock` may map a (size, colour) pair to its own value.
@@ -35,13 +47,24 @@ def make_product(category: Category, name: str | None = None, *, sizes=("S", "M"
     variants = []
     for i, combo in enumerate(option_matrix(options)):
         key = (combo.get("size"), combo.get("colour"))
-        variants.append({"sku": f"SKU-{n}-{i}", "options": combo,
-                         "price_amount": (prices or {}).get(key, price),
-                         "on_hand": stock.get(key, 0) if isinstance(stock, dict) else stock})
-    product = build_product(category_id=category.id, name=name, slug=kw.pop("slug", f"product-{n}"),
-                            status=status, options=options, variants=variants,
-                            images=[{"path": f"placeholder/{n % 360}/item.svg", "alt": f"{name} photo {i + 1}"}
-                                    for i in range(images)], **kw)
+        variants.append(
+            {
+                "sku": f"SKU-{n}-{i}",
+                "options": combo,
+                "price_amount": (prices or {}).get(key, price),
+                "on_hand": stock.get(key, 0) if isinstance(stock, dict) else stock,
+            }
+        )
+    product = build_product(
+        category_id=category.id,
+        name=name,
+        slug=kw.pop("slug", f"product-{n}"),
+        status=status,
+        options=options,
+        variants=variants,
+        images=[{"path": f"placeholder/{n % 360}/item.svg", "alt": f"{name} photo {i + 1}"} for i in range(images)],
+        **kw,
+    )
     return product
 
 
@@ -52,8 +75,14 @@ def add_image(product, path: str, alt: str = "", position: int = 99) -> ProductI
     return img
 
 
-def make_user(email: str | None = None, *, role: str | None = None, password: str = "correct horse battery",
-              name: str = "Test Person", verified: bool = True):
+def make_user(
+    email: str | None = None,
+    *,
+    role: str | None = None,
+    password: str = "correct horse battery",
+    name: str = "Test Person",
+    verified: bool = True,
+):
     """A shopper (role None) or a staff member. The password hash is real argon2."""
     from datetime import datetime, timezone
 
@@ -61,9 +90,13 @@ def make_user(email: str | None = None, *, role: str | None = None, password: st
     from shop.accounts.passwords import hash_password
 
     n = next(_seq)
-    user = User(email=email or f"person{n}@example.com", name=name, role=role,
-                password_hash=_hash_cache.get(password) or _hash_cache.setdefault(password, hash_password(password)),
-                email_verified_at=datetime.now(timezone.utc) if verified else None)
+    user = User(
+        email=email or f"person{n}@example.com",
+        name=name,
+        role=role,
+        password_hash=_hash_cache.get(password) or _hash_cache.setdefault(password, hash_password(password)),
+        email_verified_at=datetime.now(UTC) if verified else None,
+    )
     db.session.add(user)
     db.session.flush()
     return user

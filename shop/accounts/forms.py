@@ -1,12 +1,12 @@
 """Storefront and back-office forms (Flask-WTF: every POST carries a CSRF token)."""
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from shop.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 
-_password = [DataRequired(), Length(min=MIN_LENGTH, max=MAX_LENGTH,
-                                    message=f"Use at least {MIN_LENGTH} characters.")]
+_password = [DataRequired(), Length(min=MIN_LENGTH, max=MAX_LENGTH, message=f"Use at least {MIN_LENGTH} characters.")]
 
 
 class LoginForm(FlaskForm):
@@ -18,10 +18,14 @@ class LoginForm(FlaskForm):
 class SignupForm(FlaskForm):
     name = StringField("Your name", validators=[Optional(), Length(max=120)])
     email = EmailField("E-mail address", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=_password,
-                             description=f"At least {MIN_LENGTH} characters. A few unrelated words work well.")
-    confirm = PasswordField("Repeat the password",
-                            validators=[DataRequired(), EqualTo("password", message="The passwords differ.")])
+    password = PasswordField(
+        "Password",
+        validators=_password,
+        description=f"At least {MIN_LENGTH} characters. A few unrelated words work well.",
+    )
+    confirm = PasswordField(
+        "Repeat the password", validators=[DataRequired(), EqualTo("password", message="The passwords differ.")]
+    )
 
 
 class ResetRequestForm(FlaskForm):
@@ -30,15 +34,17 @@ class ResetRequestForm(FlaskForm):
 
 class ResetForm(FlaskForm):
     password = PasswordField("New password", validators=_password)
-    confirm = PasswordField("Repeat the new password",
-                            validators=[DataRequired(), EqualTo("password", message="The passwords differ.")])
+    confirm = PasswordField(
+        "Repeat the new password", validators=[DataRequired(), EqualTo("password", message="The passwords differ.")]
+    )
 
 
 class ChangePasswordForm(FlaskForm):
     current_password = PasswordField("Current password", validators=[DataRequired()])
     password = PasswordField("New password", validators=_password)
-    confirm = PasswordField("Repeat the new password",
-                            validators=[DataRequired(), EqualTo("password", message="The passwords differ.")])
+    confirm = PasswordField(
+        "Repeat the new password", validators=[DataRequired(), EqualTo("password", message="The passwords differ.")]
+    )
 
 
 def _code(value):
@@ -64,8 +70,9 @@ class AddressForm(FlaskForm):
     state = SelectField("State", choices=[], validate_choice=False, coerce=_code)
     region = StringField("County, province or region (optional)", validators=[Optional(), Length(max=120)])
     postal_code = StringField("Postal code", validators=[DataRequired(), Length(max=20)])
-    country = SelectField("Country", choices=[], coerce=_code, default="US",
-                          validators=[DataRequired(message="Choose a country.")])
+    country = SelectField(
+        "Country", choices=[], coerce=_code, default="US", validators=[DataRequired(message="Choose a country.")]
+    )
     phone = StringField("Phone (optional)", validators=[Optional(), Length(max=40)])
 
     def __init__(self, *args, **kwargs):
@@ -87,12 +94,16 @@ class AddressForm(FlaskForm):
         if len(self.regional) == 1:
             self.state.choices = [blank, *geo.regions(self.regional[0]).items()]
         else:
-            self.state.choices = {"": [blank], **{geo.country_name(c): list(geo.regions(c).items())
-                                                  for c in self.regional}}
+            self.state.choices = {
+                "": [blank],
+                **{geo.country_name(c): list(geo.regions(c).items()) for c in self.regional},
+            }
         if self.regional:
-            self.region.label.text = (f"County, province or region (outside {' and '.join(names)}, optional)"
-                                      if self.regional != ["US"] else
-                                      "County, province or region (outside the US, optional)")
+            self.region.label.text = (
+                f"County, province or region (outside {' and '.join(names)}, optional)"
+                if self.regional != ["US"]
+                else "County, province or region (outside the US, optional)"
+            )
         # A saved or typed region of a country with regional tax shows in the state select.
         if not self.state.data and self.country.data in self.regional and self.region.data:
             code = geo.region_code(self.country.data, self.region.data)
@@ -117,7 +128,8 @@ class AddressForm(FlaskForm):
             return True
         name = geo.country_name(country)
         self.state.errors = list(self.state.errors) + [
-            "Choose a state: it sets the sales tax." if not given else f"Choose one of the states of {name}."]
+            "Choose a state: it sets the sales tax." if not given else f"Choose one of the states of {name}."
+        ]
         # Also on the free-text region, which takes a state's code or name too (and is all a page without the
         # state select shows); with JavaScript it is hidden for these countries.
         example = "CA" if "CA" in geo.regions(country) else next(iter(geo.regions(country)), "")

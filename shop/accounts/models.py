@@ -1,4 +1,5 @@
 """People: shoppers with their address book, and staff with a role."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -12,10 +13,10 @@ from shop.catalog.models import utcnow
 from shop.extensions import db
 
 
-
 class Role(StrEnum):
     """Staff roles, defined once: what each may do is in permissions.py, the column's CHECK below and the
     migrations name the same values."""
+
     WAREHOUSE = "warehouse"
     SUPPORT = "support"
     ANALYST = "analyst"
@@ -50,8 +51,9 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     last_login_at: Mapped[datetime | None] = mapped_column()
 
-    addresses: Mapped[list[Address]] = relationship(back_populates="user", order_by="Address.id",
-                                                    cascade="all, delete-orphan")
+    addresses: Mapped[list[Address]] = relationship(
+        back_populates="user", order_by="Address.id", cascade="all, delete-orphan"
+    )
 
     @property
     def is_active(self) -> bool:  # Flask-Login
@@ -87,6 +89,14 @@ class Address(db.Model):
     user: Mapped[User] = relationship(back_populates="addresses")
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "name": self.name, "line1": self.line1, "line2": self.line2 or None,
-                "city": self.city, "region": self.region or None, "postal_code": self.postal_code,
-                "country": self.country, "phone": self.phone or None}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "line1": self.line1,
+            "line2": self.line2 or None,
+            "city": self.city,
+            "region": self.region or None,
+            "postal_code": self.postal_code,
+            "country": self.country,
+            "phone": self.phone or None,
+        }

@@ -1,9 +1,10 @@
 """Account rules: sign-up, log-in with throttling, password changes and resets, e-mail
 verification, the address book and staff creation. Each public function is one transaction."""
+
 from __future__ import annotations
 
 import hashlib
-from datetime import timezone
+from datetime import UTC
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
@@ -12,14 +13,13 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from shop import events, ratelimit
+from shop import clock, events, ratelimit
 from shop.accounts.models import ROLES, Address, User
 from shop.accounts.passwords import hash_password, needs_rehash, password_problem, verify_password
 from shop.errors import Conflict, Malformed, NotAuthenticated, TooMany, ValidationError
 from shop.extensions import db
 from shop.notifications import notify
 from shop.notifications.services import digest
-from shop import clock
 
 
 class AccountErrorCode(StrEnum):
@@ -41,8 +41,12 @@ class BadCredentials(NotAuthenticated):
 
 class Throttled(TooMany):
     def __init__(self, retry_after: int):
-        super().__init__(AccountErrorCode.RATE_LIMITED, "Too many failed log-in attempts. Try again later.",
-                         {"retry_after": retry_after}, retry_after=retry_after)
+        super().__init__(
+            AccountErrorCode.RATE_LIMITED,
+            "Too many failed log-in attempts. Try again later.",
+            {"retry_after": retry_after},
+            retry_after=retry_after,
+        )
 
 
 class BadToken(Malformed):
@@ -115,8 +119,7 @@ def register(email, password, name="") -> User:
     if fields:
         raise ValidationError(fields)
     # Counted before the address is looked up: probing which addresses have accounts is limited too.
-    ratelimit.enforce("RATE_SIGNUPS_PER_IP", message="Too many sign-ups from your network just now; "
-                                                     "try again later.")
+    ratelimit.enforce("RATE_SIGNUPS_PER_IP", message="Too many sign-ups from your network just now; try again later.")
     if user_by_email(email):
         raise EmailTaken()
     user = User(email=email, name=name.strip(), password_hash=hash_password(password))
@@ -128,19 +131,26 @@ def register(email, password, name="") -> User:
         raise EmailTaken() from exc
     _send_verification(user)
     # A shopper's id and when: no e-mail or name leaves the process (staff accounts publish nothing).
-    at = user.created_at if user.created_at.tzinfo else user.created_at.replace(tzinfo=timezone.utc)
-    events.publish("customer.created", "customer", user.id,
-                   {"customer_id": user.id, "created_at": at.astimezone(timezone.utc).isoformat()})
+    at = user.created_at if user.created_at.tzinfo else user.created_at.replace(tzinfo=UTC)
+    events.publish(
+        "customer.created", "customer", user.id, {"customer_id": user.id, "created_at": at.astimezone(UTC).isoformat()}
+    )
     db.session.commit()
     return user
 
 
 def _send_verification(user: User) -> None:
     token = _serializer("verify").dumps({"u": user.id, "e": user.email})
-    notify("account.verify_email", user.email,
-           {"name": user.name, "link": external_url("storefront.verify_email", token=token),
-            "hours": current_app.config["EMAIL_TOKEN_MAX_AGE"] // 3600},
-           key=f"user:{user.id}:verify:{digest(token)}")  # each new link is a new mail
+    notify(
+        "account.verify_email",
+        user.email,
+        {
+            "name": user.name,
+            "link": external_url("storefront.verify_email", token=token),
+            "hours": current_app.config["EMAIL_TOKEN_MAX_AGE"] // 3600,
+        },
+        key=f"user:{user.id}:verify:{digest(token)}",
+    )  # each new link is a new mail
 
 
 def resend_verification(user: User) -> None:
@@ -155,8 +165,9 @@ def resend_verification(user: User) -> None:
 
 def verify_email(token: str) -> User:
     """Mark the address verified. The link expires and works once."""
-    data = _read_link("verify", token, "EMAIL_TOKEN_MAX_AGE",
-                      "This confirmation link has expired. Log in to get a new one.")
+    data = _read_link(
+        "verify", token, "EMAIL_TOKEN_MAX_AGE", "This confirmation link has expired. Log in to get a new one."
+    )
     user = db.session.get(User, data.get("u"))
     if user is None or user.email != data.get("e"):
         raise BadToken()
@@ -178,8 +189,14 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
     # under the limit; a successful log-in takes its attempt back.
     per_account = ratelimit.hit("login-account", account, window)
     per_ip = ratelimit.hit("login-ip", ip, window)
-    over = [w.retry_after for w, limit in ((per_account, cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
-                                           (per_ip, cfg["LOGIN_MAX_FAILURES_PER_IP"])) if w.count > limit]
+    over = [
+        w.retry_after
+        for w, limit in (
+            (per_account, cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
+            (per_ip, cfg["LOGIN_MAX_FAILURES_PER_IP"]),
+        )
+        if w.count > limit
+    ]
     if over:
         raise Throttled(max(over))
     user = user_by_email(account) if account else None
@@ -204,8 +221,11 @@ def load_session_user(session_id: str) -> User | None:
     if not 0 < user_id < 2**31:
         return None
     user = db.session.get(User, user_id)
-    if user is None or not user.is_active or (user.credentials_version, user.session_version) != (credentials,
-                                                                                                 sessions):
+    if (
+        user is None
+        or not user.is_active
+        or (user.credentials_version, user.session_version) != (credentials, sessions)
+    ):
         return None
     return user
 
@@ -225,9 +245,12 @@ def _set_password(user: User, new_password: str) -> None:
         raise ValidationError({"password": problem})
     user.password_hash = hash_password(new_password)
     user.credentials_version += 1  # ends every session and API token minted before now
-    notify("account.password_changed", user.email,
-           {"name": user.name, "link": external_url("storefront.reset_request")},
-           key=f"user:{user.id}:password:{user.credentials_version}")
+    notify(
+        "account.password_changed",
+        user.email,
+        {"name": user.name, "link": external_url("storefront.reset_request")},
+        key=f"user:{user.id}:password:{user.credentials_version}",
+    )
 
 
 def change_password(user: User, current_password: str, new_password: str) -> None:
@@ -252,10 +275,16 @@ def request_password_reset(email) -> None:
     if user is None or not user.is_active:
         return
     token = _serializer("reset").dumps({"u": user.id, "p": _fingerprint(user.password_hash)})
-    notify("account.password_reset", user.email,
-           {"name": user.name, "link": external_url("storefront.reset_password", token=token),
-            "minutes": current_app.config["RESET_TOKEN_MAX_AGE"] // 60},
-           key=f"user:{user.id}:reset:{digest(token)}")  # each request mails its own link
+    notify(
+        "account.password_reset",
+        user.email,
+        {
+            "name": user.name,
+            "link": external_url("storefront.reset_password", token=token),
+            "minutes": current_app.config["RESET_TOKEN_MAX_AGE"] // 60,
+        },
+        key=f"user:{user.id}:reset:{digest(token)}",
+    )  # each request mails its own link
     db.session.commit()
 
 
@@ -278,8 +307,16 @@ def reset_password(token: str, new_password: str) -> User:
 
 
 # -- address book --------------------------------------------------------------------------------
-ADDRESS_FIELDS = {"name": (True, 120), "line1": (True, 200), "line2": (False, 200), "city": (True, 120),
-                  "region": (False, 120), "postal_code": (True, 20), "country": (True, 2), "phone": (False, 40)}
+ADDRESS_FIELDS = {
+    "name": (True, 120),
+    "line1": (True, 200),
+    "line2": (False, 200),
+    "city": (True, 120),
+    "region": (False, 120),
+    "postal_code": (True, 20),
+    "country": (True, 2),
+    "phone": (False, 40),
+}
 
 
 def clean_address(data) -> dict:
@@ -342,8 +379,7 @@ def create_staff(email: str, role: str, password: str, name: str = "") -> User:
         raise ValidationError({"password": problem})
     if user_by_email(email):
         raise EmailTaken()
-    user = User(email=email, name=name, role=role, password_hash=hash_password(password),
-                email_verified_at=clock.now())
+    user = User(email=email, name=name, role=role, password_hash=hash_password(password), email_verified_at=clock.now())
     db.session.add(user)
     db.session.commit()
     return user

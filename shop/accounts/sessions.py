@@ -6,6 +6,7 @@ stops at once; a password change bumps credentials_version, which also ends thei
 Staff sessions carry their log-in and last-seen times (in the signed cookie) and end after
 STAFF_SESSION_HOURS, or after STAFF_IDLE_MINUTES without a request. Staff get no remember-me cookie.
 """
+
 from __future__ import annotations
 
 import time

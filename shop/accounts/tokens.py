@@ -12,6 +12,7 @@ family is revoked -- also when the copies arrive at the same moment. Access toke
 their family and the user's credentials version, so a revoked log-in or a password change stops
 them at once, not only after 15 minutes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,15 @@ def _mint(user, family: str) -> tuple[dict, str]:
     common = {"sub": str(user.id), "fam": family, "ver": user.credentials_version, "iat": now}
     access = _encode({**common, "typ": "access", "jti": uuid.uuid4().hex, "exp": now + cfg["ACCESS_TOKEN_SECONDS"]})
     refresh = _encode({**common, "typ": "refresh", "jti": refresh_jti, "exp": now + cfg["REFRESH_TOKEN_SECONDS"]})
-    return ({"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-             "expires_in": cfg["ACCESS_TOKEN_SECONDS"]}, refresh_jti)
+    return (
+        {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": cfg["ACCESS_TOKEN_SECONDS"],
+        },
+        refresh_jti,
+    )
 
 
 # Spending a refresh token is one atomic step in Redis: check the family belongs to the token's user,
@@ -93,8 +101,12 @@ def decode(token: str, expected_type: str) -> dict:
     if not isinstance(token, str) or not token or len(token) > 4096:
         raise TokenError()
     try:
-        claims = jwt.decode(token, _key(), algorithms=[ALGORITHM],
-                            options={"require": ["exp", "iat", "sub", "typ", "jti", "fam", "ver"]})
+        claims = jwt.decode(
+            token,
+            _key(),
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "typ", "jti", "fam", "ver"]},
+        )
     except jwt.ExpiredSignatureError:
         raise TokenError("The token has expired.") from None
     except jwt.InvalidTokenError:
@@ -122,8 +134,15 @@ def rotate(refresh_token: str, load_user) -> dict:
     if user is None or not user.is_active or user.credentials_version != claims["ver"]:
         raise TokenError("This log-in has been revoked.")
     pair, new_jti = _mint(user, family)
-    outcome = redis_ext.client.eval(_ROTATE, 3, f"auth:rt:{claims['jti']}", f"auth:fam:{family}",
-                                    f"auth:rt:{new_jti}", current_app.config["REFRESH_TOKEN_SECONDS"], claims["sub"])
+    outcome = redis_ext.client.eval(
+        _ROTATE,
+        3,
+        f"auth:rt:{claims['jti']}",
+        f"auth:fam:{family}",
+        f"auth:rt:{new_jti}",
+        current_app.config["REFRESH_TOKEN_SECONDS"],
+        claims["sub"],
+    )
     if outcome == -2:  # another user's log-in: refuse without touching it
         raise TokenError()
     if outcome == -1:  # a spent (or revoked) token came back: treat the log-in as stolen

@@ -1,4 +1,5 @@
 """The JSON API under /api/v1 (see docs/API.md), its OpenAPI document and docs."""
+
 from flask import Blueprint
 
 bp = Blueprint("api", __name__)

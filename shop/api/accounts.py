@@ -1,4 +1,5 @@
 """/api/v1/auth and /api/v1/me: registration, tokens, the user and their address book."""
+
 from __future__ import annotations
 
 from flask import g
@@ -52,8 +53,11 @@ def logout():
 @bp.get("/v1/me")
 @login_required
 def me():
-    return {**_user_json(g.api_user), "roles": [g.api_user.role] if g.api_user.role else [],
-            "email_verified": g.api_user.email_verified_at is not None}
+    return {
+        **_user_json(g.api_user),
+        "roles": [g.api_user.role] if g.api_user.role else [],
+        "email_verified": g.api_user.email_verified_at is not None,
+    }
 
 
 @bp.get("/v1/me/addresses")

@@ -1,4 +1,5 @@
 """/api/v1/admin: the back-office's powers for scripts, for staff bearer tokens (API.md, Back-office)."""
+
 from __future__ import annotations
 
 from flask import current_app
@@ -32,8 +33,13 @@ def _count(value, field: str, column, *, required: bool = True, money: bool = Fa
         value = minor_units(value)
     if not fits(value, column):
         hi = column_max(column)
-        raise ValidationError({field: f"must be an amount in minor units from 0 to {hi}" if money
-                               else f"must be a whole number from 0 to {hi}"})
+        raise ValidationError(
+            {
+                field: f"must be an amount in minor units from 0 to {hi}"
+                if money
+                else f"must be a whole number from 0 to {hi}"
+            }
+        )
     return value
 
 
@@ -61,8 +67,13 @@ def create_product():
         fields["name"] = "is required (at most 200 characters)"
     options = data.get("options") or []
     if not isinstance(options, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("values"), list)
-            and o["values"] and all(isinstance(v, str) and v for v in o["values"]) for o in options):
+        isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and isinstance(o.get("values"), list)
+        and o["values"]
+        and all(isinstance(v, str) and v for v in o["values"])
+        for o in options
+    ):
         fields["options"] = "must be a list of {name, values: [text]}"
     variants = data.get("variants")
     if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
@@ -76,35 +87,52 @@ def create_product():
             raise ValidationError({f"variants[{i}].sku": "is required (at most 64 characters)"})
         if not isinstance(v.get("options", {}), dict):
             raise ValidationError({f"variants[{i}].options": "must be an object"})
-        parsed.append({"sku": sku.strip(), "options": v.get("options", {}),
-                       "price_amount": _count(v.get("price"), f"variants[{i}].price", Variant.price_amount,
-                                              money=True),
-                       "compare_at_amount": _count(v.get("compare_at_price"), f"variants[{i}].compare_at_price",
-                                                   Variant.compare_at_amount, required=False, money=True),
-                       "on_hand": _count(v.get("on_hand", 0), f"variants[{i}].on_hand", Variant.on_hand),
-                       "weight_grams": _count(v.get("weight_grams", 0), f"variants[{i}].weight_grams",
-                                              Variant.weight_grams)})
+        parsed.append(
+            {
+                "sku": sku.strip(),
+                "options": v.get("options", {}),
+                "price_amount": _count(v.get("price"), f"variants[{i}].price", Variant.price_amount, money=True),
+                "compare_at_amount": _count(
+                    v.get("compare_at_price"),
+                    f"variants[{i}].compare_at_price",
+                    Variant.compare_at_amount,
+                    required=False,
+                    money=True,
+                ),
+                "on_hand": _count(v.get("on_hand", 0), f"variants[{i}].on_hand", Variant.on_hand),
+                "weight_grams": _count(v.get("weight_grams", 0), f"variants[{i}].weight_grams", Variant.weight_grams),
+            }
+        )
     images = data.get("images") or []
-    if not isinstance(images, list) or not all(isinstance(i, dict) and isinstance(i.get("url") or i.get("path"), str)
-                                               for i in images):
+    if not isinstance(images, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("url") or i.get("path"), str) for i in images
+    ):
         raise ValidationError({"images": "must be a list of {url, alt}"})
     try:
         product = build_product(
-            category_id=category.id, name=name.strip(),
+            category_id=category.id,
+            name=name.strip(),
             slug=slugify(data["slug"]) if isinstance(data.get("slug"), str) and data["slug"].strip() else None,
-            brand=str(data.get("brand") or ""), description=str(data.get("description") or ""),
+            brand=str(data.get("brand") or ""),
+            description=str(data.get("description") or ""),
             attributes=data.get("attributes") if isinstance(data.get("attributes"), dict) else {},
-            status=data.get("status", "draft"), currency=current_app.config["SHOP_CURRENCY"],
-            options=[(o["name"], o["values"]) for o in options], variants=parsed,
-            images=[{"path": _image_path(i.get("url") or i.get("path")), "alt": str(i.get("alt") or "")}
-                    for i in images])
+            status=data.get("status", "draft"),
+            currency=current_app.config["SHOP_CURRENCY"],
+            options=[(o["name"], o["values"]) for o in options],
+            variants=parsed,
+            images=[
+                {"path": _image_path(i.get("url") or i.get("path")), "alt": str(i.get("alt") or "")} for i in images
+            ],
+        )
         db.session.commit()
     except CatalogError as exc:
         db.session.rollback()
         raise ValidationError({exc.field or "product": str(exc)}) from None
     except IntegrityError:
         db.session.rollback()
-        raise ApiError(409, "duplicate", "A product with this slug or a variant with one of these SKUs exists.") from None
+        raise ApiError(
+            409, "duplicate", "A product with this slug or a variant with one of these SKUs exists."
+        ) from None
     return _product(queries.product_by_slug(product.slug, include_drafts=True)), 201
 
 
@@ -144,5 +172,11 @@ def customer(customer_id: int):
     user = db.session.get(User, customer_id)
     if user is None or user.is_staff:
         raise ApiError(404, "customer_not_found", "No customer with this id.")
-    return {"id": user.id, "email": user.email, "name": user.name, "email_verified": user.email_verified_at is not None,
-            "created_at": user.created_at.isoformat(), "addresses": [a.as_dict() for a in user.addresses]}
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "email_verified": user.email_verified_at is not None,
+        "created_at": user.created_at.isoformat(),
+        "addresses": [a.as_dict() for a in user.addresses],
+    }

@@ -1,4 +1,5 @@
 """/api/v1/admin orders, refunds and sales reports, under the role table of API.md."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ from flask import current_app, g, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from shop import idempotency
+from shop import clock, idempotency
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
 from shop.api import bp
@@ -25,7 +26,6 @@ from shop.orders.models import Order
 from shop.payments import services as payments
 from shop.payments.models import Dispute, Payment
 from shop.reports import services as reports
-from shop import clock
 
 A = "/v1/admin"
 # Provider ids (pi_..., re_..., ch_...) that event notes may carry: payment details.
@@ -50,14 +50,24 @@ def staff_order_json(order: Order, user) -> dict:
         item["id"] = line.id  # what a refund by line names (lines[].line_id)
     if has_permission(user, P.PAYMENTS):
         paid = db.session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)).all()
-        body["payments"] = [{"id": p.id, "provider": p.provider, "provider_id": p.provider_id, "status": p.status,
-                             "amount": money(p.amount, p.currency), "refunded": money(p.refunded_amount, p.currency),
-                             "failure_reason": p.failure_reason} for p in paid]
+        body["payments"] = [
+            {
+                "id": p.id,
+                "provider": p.provider,
+                "provider_id": p.provider_id,
+                "status": p.status,
+                "amount": money(p.amount, p.currency),
+                "refunded": money(p.refunded_amount, p.currency),
+                "failure_reason": p.failure_reason,
+            }
+            for p in paid
+        ]
         done = payments.refunded_units(order.id)
         for item in body["items"]:
             item["refunded_quantity"] = done.get(item["id"], 0)
-        disputes = db.session.scalars(select(Dispute).where(Dispute.order_id == order.id)
-                                      .order_by(Dispute.opened_at, Dispute.id)).all()
+        disputes = db.session.scalars(
+            select(Dispute).where(Dispute.order_id == order.id).order_by(Dispute.opened_at, Dispute.id)
+        ).all()
         # Disputes are payment details (the permission table): roles without them get neither key.
         body["disputed"] = any(d.is_open for d in disputes)
         body["disputes"] = [dispute_json(d) for d in disputes]
@@ -71,12 +81,20 @@ def redact_payment_note(note: str | None) -> str:
 
 def dispute_json(dispute: Dispute) -> dict:
     """A dispute as the admin API shows it: Stripe's own reason, status and outcome codes."""
+
     def at(moment):
         return moment.isoformat() if moment else None
 
-    return {"id": dispute.id, "amount": money(dispute.amount, dispute.currency), "reason": dispute.reason,
-            "status": dispute.status, "outcome": dispute.outcome, "evidence_due_by": at(dispute.evidence_due_by),
-            "opened_at": at(dispute.opened_at), "closed_at": at(dispute.closed_at)}
+    return {
+        "id": dispute.id,
+        "amount": money(dispute.amount, dispute.currency),
+        "reason": dispute.reason,
+        "status": dispute.status,
+        "outcome": dispute.outcome,
+        "evidence_due_by": at(dispute.evidence_due_by),
+        "opened_at": at(dispute.opened_at),
+        "closed_at": at(dispute.closed_at),
+    }
 
 
 def refund_lines_in(data: dict) -> dict[int, int] | None:
@@ -117,11 +135,20 @@ def admin_orders():
     p.raise_if_invalid()
     where = [Order.status == status] if status else []
     total = db.session.scalar(select(func.count()).select_from(Order).where(*where))
-    rows = db.session.scalars(select(Order).where(*where).order_by(Order.created_at.desc(), Order.id.desc())
-                              .options(selectinload(Order.lines), selectinload(Order.events))
-                              .limit(per_page).offset((page - 1) * per_page)).all()
-    return {"items": [staff_order_json(o, g.api_user) for o in rows], "page": page, "per_page": per_page,
-            "total": total}
+    rows = db.session.scalars(
+        select(Order)
+        .where(*where)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .options(selectinload(Order.lines), selectinload(Order.events))
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return {
+        "items": [staff_order_json(o, g.api_user) for o in rows],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    }
 
 
 @bp.post(f"{A}/orders/<int:order_id>/transition")
@@ -167,11 +194,19 @@ def admin_refund(order_id: int):
             return claim.repeat[1], claim.repeat[0]
         record = payments.refund(order_id, amount, reason, g.api_user.email, lines=lines)
         payment = record.payment
-        body = {"id": record.id, "order_id": order_id, "amount": money(record.amount, payment.currency),
-                "reason": record.reason, "status": record.status, "provider_refund_id": record.provider_refund_id,
-                "refunded_total": money(payment.refunded_amount, payment.currency),
-                "lines": [{"line_id": rl.order_line_id, "quantity": rl.quantity,
-                           "amount": money(rl.amount, payment.currency)} for rl in record.lines]}
+        body = {
+            "id": record.id,
+            "order_id": order_id,
+            "amount": money(record.amount, payment.currency),
+            "reason": record.reason,
+            "status": record.status,
+            "provider_refund_id": record.provider_refund_id,
+            "refunded_total": money(payment.refunded_amount, payment.currency),
+            "lines": [
+                {"line_id": rl.order_line_id, "quantity": rl.quantity, "amount": money(rl.amount, payment.currency)}
+                for rl in record.lines
+            ],
+        }
         claim.answer(201, body)
     return body, 201
 

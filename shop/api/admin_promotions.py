@@ -1,8 +1,9 @@
 """/api/v1/admin coupons and the promotions usage report, under the role table of API.md
 (promotions and coupons: analysts view, managers and admins edit)."""
+
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from functools import wraps
 
 from flask import current_app, g, request
@@ -28,16 +29,23 @@ A = "/v1/admin"
 
 def any_permission_required(*permissions: P):
     """Staff holding any one of `permissions` (403 otherwise)."""
+
     def decorator(view):
         @wraps(view)
         @login_required
         def wrapper(*args, **kwargs):
             if not any(has_permission(g.api_user, p) for p in permissions):
-                raise ApiError(403, "forbidden", "Your role does not allow this.",
-                               {"permission": permissions[0].value, "any_of": [p.value for p in permissions]})
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "Your role does not allow this.",
+                    {"permission": permissions[0].value, "any_of": [p.value for p in permissions]},
+                )
             track(g.api_user, "api")
             return view(*args, **kwargs)
+
         return wrapper
+
     return decorator
 
 
@@ -50,8 +58,8 @@ def _instant(value, field: str, errors: dict) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-        parsed = parsed.astimezone(timezone.utc)  # OverflowError near year 1 or 9999
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)  # OverflowError near year 1 or 9999
         if not 2000 <= parsed.year <= 9000:
             raise ValueError("out of range")
     except (ValueError, OverflowError):
@@ -122,16 +130,28 @@ def parse_coupon(data: dict) -> tuple[dict, str]:
     for key in ("applies_to", "excludes"):
         if problem := bo.targets_problem(data.get(key)):
             errors[key] = problem
-    flags = {f: _flag(data, f, d, errors)
-             for f, d in (("first_order_only", False), ("stackable", False), ("active", True))}
+    flags = {
+        f: _flag(data, f, d, errors) for f, d in (("first_order_only", False), ("stackable", False), ("active", True))
+    }
     if errors:
         raise ValidationError(errors)
-    columns = dict(name=name.strip(), description=description, kind=kind,
-                   value=0 if kind == "free_shipping" else value, currency=currency, automatic=False,
-                   starts_at=starts_at, ends_at=ends_at, min_subtotal=min_subtotal, usage_limit=usage_limit,
-                   per_customer_limit=per_customer, priority=priority or 0,
-                   applies_to=bo.clean_targets(data.get("applies_to")),
-                   excludes=bo.clean_targets(data.get("excludes")), **flags)
+    columns = dict(
+        name=name.strip(),
+        description=description,
+        kind=kind,
+        value=0 if kind == "free_shipping" else value,
+        currency=currency,
+        automatic=False,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        min_subtotal=min_subtotal,
+        usage_limit=usage_limit,
+        per_customer_limit=per_customer,
+        priority=priority or 0,
+        applies_to=bo.clean_targets(data.get("applies_to")),
+        excludes=bo.clean_targets(data.get("excludes")),
+        **flags,
+    )
     return columns, code.strip()
 
 
@@ -168,17 +188,25 @@ def list_coupons():
     p.raise_if_invalid()
     where = []
     if code:
-        where.append(Promotion.id.in_(select(PromotionCode.promotion_id)
-                                      .where(func.upper(PromotionCode.code) == code.strip().upper())))
+        where.append(
+            Promotion.id.in_(
+                select(PromotionCode.promotion_id).where(func.upper(PromotionCode.code) == code.strip().upper())
+            )
+        )
     if automatic:
         where.append(Promotion.automatic.is_(automatic == "true"))
     total = db.session.scalar(select(func.count()).select_from(Promotion).where(*where))
-    rows = db.session.scalars(select(Promotion).where(*where).order_by(Promotion.id.desc())
-                              .limit(per_page).offset((page - 1) * per_page)).all()
+    rows = db.session.scalars(
+        select(Promotion).where(*where).order_by(Promotion.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    ).all()
     ids = [r.id for r in rows]
     shared, single = bo.shared_codes_of(ids), bo.single_use_counts(ids)
-    return {"items": [bo.promotion_json(r, shared=shared[r.id], single_use=single.get(r.id, 0)) for r in rows],
-            "page": page, "per_page": per_page, "total": total}
+    return {
+        "items": [bo.promotion_json(r, shared=shared[r.id], single_use=single.get(r.id, 0)) for r in rows],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    }
 
 
 @bp.get(f"{A}/reports/promotions")
@@ -195,18 +223,34 @@ def promotions_report():
         raise ValidationError(errors, "Some query parameters are not valid.")
     if promotion_id is not None and db.session.get(Promotion, promotion_id) is None:
         raise ApiError(404, "promotion_not_found", "No promotion with this id.")
-    lo = datetime.combine(start, time.min, timezone.utc) if start else None
-    hi = datetime.combine(end + timedelta(days=1), time.min, timezone.utc) if end else None
+    lo = datetime.combine(start, time.min, UTC) if start else None
+    hi = datetime.combine(end + timedelta(days=1), time.min, UTC) if end else None
     rows = bo.usage_report(promotion_id, lo, hi)
     items = []
     for row in rows:
         item = row.as_json()
-        item["by_currency"] = [{"currency": c, "redemptions": f["redemptions"],
-                                "discount": money(f["discount"], c), "revenue": money(f["revenue"], c)}
-                               for c, f in sorted(row.by_currency.items())]
+        item["by_currency"] = [
+            {
+                "currency": c,
+                "redemptions": f["redemptions"],
+                "discount": money(f["discount"], c),
+                "revenue": money(f["revenue"], c),
+            }
+            for c, f in sorted(row.by_currency.items())
+        ]
         items.append(item)
     totals = bo.usage_totals(rows)
-    return {"from": start.isoformat() if start else None, "to": end.isoformat() if end else None,
-            "items": items,
-            "totals": [{"currency": c, "redemptions": t["redemptions"], "discount": money(t["discount"], c),
-                        "revenue": money(t["revenue"], c)} for c, t in sorted(totals.items())]}
+    return {
+        "from": start.isoformat() if start else None,
+        "to": end.isoformat() if end else None,
+        "items": items,
+        "totals": [
+            {
+                "currency": c,
+                "redemptions": t["redemptions"],
+                "discount": money(t["discount"], c),
+                "revenue": money(t["revenue"], c),
+            }
+            for c, t in sorted(totals.items())
+        ],
+    }

@@ -1,5 +1,6 @@
 """/api/v1/admin/webhooks: partner webhook endpoints, their delivery log, retries and test events (admins only,
 API.md "Events and partner webhooks"). The rules live in shop.partners.services; this maps them to HTTP."""
+
 from __future__ import annotations
 
 from flask import request
@@ -22,23 +23,47 @@ def _iso(value):
 
 
 def endpoint_json(e: WebhookEndpoint) -> dict:
-    return {"id": e.id, "url": e.url, "events": list(e.events), "description": e.description, "enabled": e.enabled,
-            "disabled_reason": e.disabled_reason, "disabled_at": _iso(e.disabled_at),
-            "failing_since": _iso(e.failing_since), "created_at": _iso(e.created_at)}
+    return {
+        "id": e.id,
+        "url": e.url,
+        "events": list(e.events),
+        "description": e.description,
+        "enabled": e.enabled,
+        "disabled_reason": e.disabled_reason,
+        "disabled_at": _iso(e.disabled_at),
+        "failing_since": _iso(e.failing_since),
+        "created_at": _iso(e.created_at),
+    }
 
 
 def attempt_json(a: WebhookAttempt) -> dict:
-    return {"id": a.id, "started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "url": a.url,
-            "request_headers": a.request_headers, "request_excerpt": a.request_excerpt, "status_code": a.status_code,
-            "response_excerpt": a.response_excerpt, "error": a.error}
+    return {
+        "id": a.id,
+        "started_at": _iso(a.started_at),
+        "duration_ms": a.duration_ms,
+        "url": a.url,
+        "request_headers": a.request_headers,
+        "request_excerpt": a.request_excerpt,
+        "status_code": a.status_code,
+        "response_excerpt": a.response_excerpt,
+        "error": a.error,
+    }
 
 
 def delivery_json(d: WebhookDelivery, with_log: bool = True) -> dict:
-    body = {"id": d.id, "endpoint_id": d.endpoint_id, "event_id": d.event_id, "event_type": d.event_type,
-            "state": d.state, "attempts": d.attempts,
-            "next_attempt_at": _iso(d.next_attempt_at) if d.state == "pending" else None,
-            "last_status": d.last_status, "last_error": d.last_error, "created_at": _iso(d.created_at),
-            "finished_at": _iso(d.finished_at)}
+    body = {
+        "id": d.id,
+        "endpoint_id": d.endpoint_id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_attempt_at": _iso(d.next_attempt_at) if d.state == "pending" else None,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": _iso(d.created_at),
+        "finished_at": _iso(d.finished_at),
+    }
     if with_log:
         body["log"] = [attempt_json(a) for a in d.log]
     return body
@@ -55,10 +80,15 @@ def _call(fn, *args, **kwargs):
     except services.NotFound:
         raise ApiError(404, "not_found", "No webhook endpoint or delivery with this id.") from None
     except services.EndpointDisabled:
-        raise ApiError(409, "endpoint_disabled", "The endpoint is disabled: enable it first (PATCH enabled=true).") from None
+        raise ApiError(
+            409, "endpoint_disabled", "The endpoint is disabled: enable it first (PATCH enabled=true)."
+        ) from None
     except services.DeliveryInProgress:
-        raise ApiError(409, "delivery_in_progress",
-                       "An attempt of this delivery is being made right now; look at its log in a minute.") from None
+        raise ApiError(
+            409,
+            "delivery_in_progress",
+            "An attempt of this delivery is being made right now; look at its log in a minute.",
+        ) from None
 
 
 def _known(data: dict, allowed: set[str]) -> dict:
@@ -74,8 +104,11 @@ def create_webhook():
     data = _known(json_body(), {"url", "events", "description"})
     endpoint, secret = _call(services.create_endpoint, data)
     body = endpoint_json(endpoint)
-    return {"id": body.pop("id"), "url": body.pop("url"), "events": body.pop("events"), "secret": secret,
-            **body}, 201, {"Cache-Control": "no-store"}
+    return (
+        {"id": body.pop("id"), "url": body.pop("url"), "events": body.pop("events"), "secret": secret, **body},
+        201,
+        {"Cache-Control": "no-store"},
+    )
 
 
 @bp.get(A)

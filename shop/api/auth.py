@@ -1,4 +1,5 @@
 """Bearer authentication and permission checks for the API; JSON body parsing."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -33,25 +34,32 @@ def login_required(view):
     def wrapper(*args, **kwargs):
         user = bearer_user()
         if user is None:
-            raise ApiError(401, "not_authenticated", "Log in first: send a bearer access token.",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "not_authenticated",
+                "Log in first: send a bearer access token.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         g.api_user = user
         return view(*args, **kwargs)
+
     return wrapper
 
 
 def permission_required(permission: Permission):
     """Staff with `permission` only (403 otherwise); their writes are audited."""
+
     def decorator(view):
         @wraps(view)
         @login_required
         def wrapper(*args, **kwargs):
             if not has_permission(g.api_user, permission):
-                raise ApiError(403, "forbidden", "Your role does not allow this.",
-                               {"permission": permission.value})
+                raise ApiError(403, "forbidden", "Your role does not allow this.", {"permission": permission.value})
             track(g.api_user, "api")
             return view(*args, **kwargs)
+
         return wrapper
+
     return decorator
 
 

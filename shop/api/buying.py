@@ -1,4 +1,5 @@
 """/api/v1 carts, checkout and orders (API.md: Cart, Checkout and orders)."""
+
 from __future__ import annotations
 
 from flask import g, request
@@ -18,36 +19,60 @@ from shop.orders.models import Order
 def order_json(order: Order, access_token: str | None = None) -> dict:
     cur = order.currency
     body = {
-        "id": order.id, "number": order.number, "status": order.status, "email": order.email, "currency": cur,
-        "items": [{"sku": line.sku, "name": line.name, "options": line.options, "quantity": line.quantity,
-                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur),
-                   "list_price": money(line.list_price, cur)}
-                  for line in order.lines],
-        "subtotal": money(order.subtotal, cur), "discount": money(order.discount, cur),
-        "shipping": money(order.shipping, cur), "tax": money(order.tax, cur), "total": money(order.total, cur),
-        "shipping_method": order.shipping_method, "shipping_address": order.shipping_address,
+        "id": order.id,
+        "number": order.number,
+        "status": order.status,
+        "email": order.email,
+        "currency": cur,
+        "items": [
+            {
+                "sku": line.sku,
+                "name": line.name,
+                "options": line.options,
+                "quantity": line.quantity,
+                "unit_price": money(line.unit_price, cur),
+                "line_total": money(line.line_total, cur),
+                "list_price": money(line.list_price, cur),
+            }
+            for line in order.lines
+        ],
+        "subtotal": money(order.subtotal, cur),
+        "discount": money(order.discount, cur),
+        "shipping": money(order.shipping, cur),
+        "tax": money(order.tax, cur),
+        "total": money(order.total, cur),
+        "shipping_method": order.shipping_method,
+        "shipping_address": order.shipping_address,
         "billing_address": order.billing_address,
-        "events": [{"status": e.to_status, "from": e.from_status, "at": e.at.isoformat(), "actor": e.actor,
-                    "note": e.note} for e in order.events],
+        "events": [
+            {"status": e.to_status, "from": e.from_status, "at": e.at.isoformat(), "actor": e.actor, "note": e.note}
+            for e in order.events
+        ],
         "created_at": order.created_at.isoformat(),
     }
     if order.tracking_number:  # set when it was shipped with tracking
-        body["tracking"] = {"carrier": order.tracking_carrier, "number": order.tracking_number,
-                            "url": order.tracking_url}
+        body["tracking"] = {
+            "carrier": order.tracking_carrier,
+            "number": order.tracking_number,
+            "url": order.tracking_url,
+        }
     if access_token:
         body["access_token"] = access_token  # shown once, to the guest who placed the order
     return body
 
 
 def _cart(cart_id, for_update=False):
-    return carts.for_reader(cart_id, user=bearer_user(), token=request.headers.get("X-Cart-Token"),
-                            for_update=for_update)
+    return carts.for_reader(
+        cart_id, user=bearer_user(), token=request.headers.get("X-Cart-Token"), for_update=for_update
+    )
 
 
 def _cart_to_change(cart_id):
     """The cart, locked, for a write: cart writes count against RATE_CART_WRITES_PER_IP (429 beyond)."""
-    ratelimit.enforce("RATE_CART_WRITES_PER_IP", message="Too many changes to carts from your network just now; "
-                                                         "slow down and try again in a moment.")
+    ratelimit.enforce(
+        "RATE_CART_WRITES_PER_IP",
+        message="Too many changes to carts from your network just now; slow down and try again in a moment.",
+    )
     return _cart(cart_id, for_update=True)
 
 
@@ -65,17 +90,24 @@ def get_cart(cart_id):
     method = p.choice("shipping_method", tuple(pricing.SHIPPING_METHODS), None)
     country, region = p.str("country", max_len=2), p.str("region", max_len=80)
     p.raise_if_invalid()
-    destination, problems = geo.address_problems({"country": country, "region": region},
-                                                 pricing.tax_table().rates)
+    destination, problems = geo.address_problems({"country": country, "region": region}, pricing.tax_table().rates)
     if region and not country:
         problems["region"] = "needs a country"
     if problems:
         raise ValidationError(problems, "Some query parameters are not valid.")
     cart = _cart(cart_id)
     user = bearer_user()
-    return carts.serialize(cart, carts.quote(cart, shipping_method=method, country=destination["country"],
-                                             region=destination["region"], user=user,
-                                             email=user.email if user else None))
+    return carts.serialize(
+        cart,
+        carts.quote(
+            cart,
+            shipping_method=method,
+            country=destination["country"],
+            region=destination["region"],
+            user=user,
+            email=user.email if user else None,
+        ),
+    )
 
 
 @bp.post("/v1/carts/<cart_id>/items")
@@ -99,8 +131,9 @@ def delete_item(cart_id, item_id):
 @bp.post("/v1/carts/<cart_id>/coupon")
 def apply_coupon(cart_id):
     data = json_body()
-    cart = carts.apply_coupon(_cart_to_change(cart_id), data.get("code"), request.remote_addr or "unknown",
-                              bearer_user())
+    cart = carts.apply_coupon(
+        _cart_to_change(cart_id), data.get("code"), request.remote_addr or "unknown", bearer_user()
+    )
     return carts.serialize(cart)
 
 
@@ -126,13 +159,20 @@ def place_order():
     with idempotency.once(scope, key, data) as claim:  # a business refusal (409) is the key's answer too
         if claim.repeat:
             return claim.repeat[1], claim.repeat[0]
-        placed = checkout.place_order(cart_id=data.get("cart_id"), cart_token=request.headers.get("X-Cart-Token"),
-                                      user=user, email=data.get("email"),
-                                      shipping_address=data.get("shipping_address"),
-                                      billing_address=data.get("billing_address"),
-                                      shipping_method=data.get("shipping_method"), claim=claim.ids)
-        body = {"order": order_json(placed.order, placed.access_token),
-                "payment": {k: v for k, v in placed.payment.items() if v is not None}}
+        placed = checkout.place_order(
+            cart_id=data.get("cart_id"),
+            cart_token=request.headers.get("X-Cart-Token"),
+            user=user,
+            email=data.get("email"),
+            shipping_address=data.get("shipping_address"),
+            billing_address=data.get("billing_address"),
+            shipping_method=data.get("shipping_method"),
+            claim=claim.ids,
+        )
+        body = {
+            "order": order_json(placed.order, placed.access_token),
+            "payment": {k: v for k, v in placed.payment.items() if v is not None},
+        }
         claim.answer(201, body)
     return body, 201
 
@@ -164,12 +204,10 @@ def pay_order(order_id):
 
     order = _order(order_id)
     answer = payments.pay_again(order.id)
-    return {"order": order_json(_order(order_id)),
-            "payment": {k: v for k, v in answer.items() if v is not None}}, 201
+    return {"order": order_json(_order(order_id)), "payment": {k: v for k, v in answer.items() if v is not None}}, 201
 
 
 @bp.post("/v1/orders/<int:order_id>/cancel")
 def cancel_order(order_id):
     order = orders.cancel_by_customer(_order(order_id))
     return order_json(orders.for_reader(order.id, user=bearer_user(), token=request.headers.get("X-Order-Token")))
-

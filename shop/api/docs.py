@@ -1,4 +1,5 @@
 """The OpenAPI document (/api/v1/openapi.json) and Swagger UI (/api/docs), served from the installed bundle."""
+
 from __future__ import annotations
 
 from pathlib import Path

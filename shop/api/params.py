@@ -1,4 +1,5 @@
 """Query-string parsing for the API: every bad value becomes a 422 naming the field."""
+
 from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict

@@ -1,4 +1,5 @@
 """GET /api/v1/search: a page of product summaries with facets, and which engine answered."""
+
 from __future__ import annotations
 
 from flask import jsonify, request
@@ -30,9 +31,14 @@ def search():
     q = p.str("q", max_len=200) or ""
     slug = p.str("category", max_len=120)
     sq = services.SearchQuery(
-        q=q, category=slug, min_price=p.int("min_price", lo=0, hi=2**31 - 1), max_price=p.int("max_price", lo=0, hi=2**31 - 1),
-        in_stock=p.bool("in_stock"), page=p.int("page", 1, lo=1, hi=1000),
-        per_page=p.int("per_page", 20, lo=1, hi=services.MAX_PER_PAGE))
+        q=q,
+        category=slug,
+        min_price=p.int("min_price", lo=0, hi=2**31 - 1),
+        max_price=p.int("max_price", lo=0, hi=2**31 - 1),
+        in_stock=p.bool("in_stock"),
+        page=p.int("page", 1, lo=1, hi=1000),
+        per_page=p.int("per_page", 20, lo=1, hi=services.MAX_PER_PAGE),
+    )
     sq.options = parse_options(request.args.getlist("option"), p.errors)
     sq.sort = p.str("sort", max_len=20) or "relevance"
     if sq.sort not in services.SORTS:
@@ -41,10 +47,21 @@ def search():
         p.errors["min_price"] = "must not be greater than max_price"
     p.raise_if_invalid()
     if slug and queries.category_by_slug(slug) is None:
-        raise ApiError(422, "validation_failed", "Some query parameters are not valid.",
-                       {"fields": {"category": f"no category with slug {slug!r}"}})
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Some query parameters are not valid.",
+            {"fields": {"category": f"no category with slug {slug!r}"}},
+        )
     result = services.search(sq)
     items = [{**_summary(i), "highlight": {"name": services.highlight_plain(i.highlight)}} for i in result.items]
-    body = {"items": items, "page": sq.page, "per_page": sq.per_page, "total": result.total,
-            "facets": result.facets, "engine": result.engine, "query": sq.q}
+    body = {
+        "items": items,
+        "page": sq.page,
+        "per_page": sq.per_page,
+        "total": result.total,
+        "facets": result.facets,
+        "engine": result.engine,
+        "query": sq.q,
+    }
     return cacheable(jsonify(body))

@@ -5,13 +5,14 @@ after_flush hook writes an AuditEntry for every created, changed or deleted row 
 model, with the values before and after, through the same connection and so the same
 transaction. A write that rolls back leaves no entry; a write that commits always has one.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
 
 from flask import has_request_context, request
-from sqlalchemy import event, inspect, insert
+from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Session
 
 from shop.audit.models import AuditEntry
@@ -25,6 +26,8 @@ def _not_audited() -> tuple:
     from shop.idempotency import IdempotencyKey
 
     return (AuditEntry, IdempotencyKey)
+
+
 SECRET_FIELDS = {"password_hash"}
 
 
@@ -90,8 +93,18 @@ def _record(session: Session, flush_context) -> None:
             after = None if action == "delete" else _state(obj, old=False)
             if action == "update" and before == after:
                 continue
-            rows.append({"actor_id": actor["id"], "actor_email": actor["email"], "channel": actor["channel"],
-                         "ip": actor["ip"], "action": action, "entity_type": obj.__class__.__name__,
-                         "entity_id": _pk(obj)[:60], "before": before, "after": after})
+            rows.append(
+                {
+                    "actor_id": actor["id"],
+                    "actor_email": actor["email"],
+                    "channel": actor["channel"],
+                    "ip": actor["ip"],
+                    "action": action,
+                    "entity_type": obj.__class__.__name__,
+                    "entity_id": _pk(obj)[:60],
+                    "before": before,
+                    "after": after,
+                }
+            )
     if rows:
         session.connection().execute(insert(AuditEntry), rows)

@@ -1,4 +1,5 @@
 """Scheduled cart work: forget carts nobody will come back to."""
+
 from __future__ import annotations
 
 import logging
@@ -6,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
 
+from shop import clock
 from shop.cart.models import Cart, CartStatus
 from shop.extensions import db
-from shop import clock
 
 log = logging.getLogger(__name__)
 ABANDONED_AFTER_DAYS = 30
@@ -19,8 +20,10 @@ def purge_abandoned_carts(now: datetime | None = None, days: int = ABANDONED_AFT
     (orders keep their own copy of every line). Batched, one transaction each; returns how many."""
     now = now or clock.now()
     cutoff = now - timedelta(days=days)
-    stale = or_((Cart.status == CartStatus.OPEN) & Cart.user_id.is_(None),
-                Cart.status.in_((CartStatus.MERGED, CartStatus.CONVERTED)))
+    stale = or_(
+        (Cart.status == CartStatus.OPEN) & Cart.user_id.is_(None),
+        Cart.status.in_((CartStatus.MERGED, CartStatus.CONVERTED)),
+    )
     deleted = 0
     while True:
         ids = db.session.scalars(select(Cart.id).where(stale, Cart.updated_at < cutoff).limit(batch)).all()

@@ -1,4 +1,5 @@
 """Carts: a guest's (held by its secret token) or a user's. Lines name variants, never prices."""
+
 from __future__ import annotations
 
 import secrets
@@ -42,8 +43,9 @@ class Cart(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
-    items: Mapped[list[CartItem]] = relationship(back_populates="cart", order_by="CartItem.id",
-                                                 cascade="all, delete-orphan")
+    items: Mapped[list[CartItem]] = relationship(
+        back_populates="cart", order_by="CartItem.id", cascade="all, delete-orphan"
+    )
 
 
 class CartItem(db.Model):

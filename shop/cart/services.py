@@ -1,5 +1,6 @@
 """Cart rules: prices are always the catalogue's current ones (at the sale price the product page shows, while
 an automatic sale covers a line); quantities never exceed what can be bought."""
+
 from __future__ import annotations
 
 import hmac
@@ -13,13 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from shop import ratelimit
+from shop import pricing, ratelimit
 from shop.cart.models import Cart, CartItem, CartStatus
 from shop.catalog.models import Product, Variant, utcnow
-from shop import pricing
 from shop.errors import Conflict, NotFound, ValidationError
-from shop.inventory.services import OutOfStock
 from shop.extensions import db
+from shop.inventory.services import OutOfStock
 from shop.money import money
 
 MAX_QUANTITY = 100
@@ -58,8 +58,10 @@ def create(user=None) -> Cart:
         if existing:
             return existing
     else:
-        ratelimit.enforce("RATE_CART_CREATES_PER_IP", message="Too many new carts from your network just now; "
-                                                              "keep using the one you have, or try again later.")
+        ratelimit.enforce(
+            "RATE_CART_CREATES_PER_IP",
+            message="Too many new carts from your network just now; keep using the one you have, or try again later.",
+        )
     cart = Cart(user_id=user.id if user else None, currency=current_app.config["SHOP_CURRENCY"])
     db.session.add(cart)
     try:
@@ -89,16 +91,16 @@ def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool
     if cart.user_id is not None:
         if user is None or cart.user_id != user.id:
             raise CartNotFound()
-    elif not (isinstance(token, str) and token.isascii()
-              and hmac.compare_digest(cart.token.encode(), token.encode())):
+    elif not (isinstance(token, str) and token.isascii() and hmac.compare_digest(cart.token.encode(), token.encode())):
         raise CartNotFound()
     return cart
 
 
 def _lock(cart: Cart) -> Cart:
     """Re-read the cart and its lines under a row lock: changes to one cart happen one at a time."""
-    locked = db.session.scalar(select(Cart).where(Cart.id == cart.id).with_for_update()
-                               .execution_options(populate_existing=True))
+    locked = db.session.scalar(
+        select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
+    )
     db.session.expire(locked, ["items"])
     locked.updated_at = utcnow()  # a cart in use is not abandoned (shop.cart.jobs)
     return locked
@@ -114,13 +116,19 @@ def _variant_by_sku(sku) -> Variant:
 
 
 def _cart_full(max_lines: int) -> Conflict:
-    return Conflict(CartErrorCode.FULL, f"A cart holds at most {max_lines} different items; remove one first.",
-                    {"max_lines": max_lines})
+    return Conflict(
+        CartErrorCode.FULL,
+        f"A cart holds at most {max_lines} different items; remove one first.",
+        {"max_lines": max_lines},
+    )
 
 
 def _out_of_stock(variant: Variant, asked: int) -> OutOfStock:
-    return OutOfStock({variant.sku: variant.available}, f"Only {variant.available} of {variant.sku} can be bought now.",
-                      requested=asked)
+    return OutOfStock(
+        {variant.sku: variant.available},
+        f"Only {variant.available} of {variant.sku} can be bought now.",
+        requested=asked,
+    )
 
 
 def add_item(cart: Cart, sku, quantity) -> Cart:
@@ -180,9 +188,16 @@ def merge(guest_token: str, user) -> Cart:
         raise CartNotFound()
     target_id = create(user).id  # may commit: done before any lock is taken
     # Both carts locked in one transaction, in id order, so two merges at once cannot deadlock.
-    locked = {c.id: c for c in db.session.scalars(
-        select(Cart).where(Cart.id.in_([guest_id, target_id])).order_by(Cart.id).with_for_update()
-        .execution_options(populate_existing=True))}
+    locked = {
+        c.id: c
+        for c in db.session.scalars(
+            select(Cart)
+            .where(Cart.id.in_([guest_id, target_id]))
+            .order_by(Cart.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
     guest, target = locked[guest_id], locked[target_id]
     db.session.expire(target, ["items"])
     if guest.status != CartStatus.OPEN:
@@ -235,16 +250,34 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
     from shop.promotions import services as promotions
 
     ids = [i.variant_id for i in cart.items]
-    variants = {v.id: v for v in db.session.scalars(
-        select(Variant).join(Product).where(Variant.id.in_(ids), Product.status == "active")
-        .options(selectinload(Variant.product)))} if ids else {}
+    variants = (
+        {
+            v.id: v
+            for v in db.session.scalars(
+                select(Variant)
+                .join(Product)
+                .where(Variant.id.in_(ids), Product.status == "active")
+                .options(selectinload(Variant.product))
+            )
+        }
+        if ids
+        else {}
+    )
     lines = []
     for item in cart.items:
         v = variants.get(item.variant_id)
         if v is None:  # taken off sale since it was added: not sold, not priced
             continue
-        lines.append(pricing.PricedLine(variant_id=v.id, sku=v.sku, name=v.product.name, options=dict(v.options),
-                                        quantity=item.quantity, unit_price=v.price_amount))
+        lines.append(
+            pricing.PricedLine(
+                variant_id=v.id,
+                sku=v.sku,
+                name=v.product.name,
+                options=dict(v.options),
+                quantity=item.quantity,
+                unit_price=v.price_amount,
+            )
+        )
     return promotions.with_sale_prices(lines)
 
 
@@ -259,15 +292,21 @@ def thumbnails(variant_ids) -> dict[int, dict]:
     variants = {v.id: v for v in db.session.scalars(select(Variant).where(Variant.id.in_(ids)))}
     product_ids = {v.product_id for v in variants.values()}
     images: dict[int, list] = {}
-    for img in db.session.scalars(select(ProductImage).where(ProductImage.product_id.in_(product_ids))
-                                  .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)):
+    for img in db.session.scalars(
+        select(ProductImage)
+        .where(ProductImage.product_id.in_(product_ids))
+        .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)
+    ):
         images.setdefault(img.product_id, []).append(img)
     out = {}
     for vid, v in variants.items():
         pics = images.get(v.product_id) or []
         values = {str(x) for x in (v.options or {}).values()}
-        pick = next((i for i in pics if getattr(i, "option_value", None) in values), None) or \
-            next((i for i in pics if not getattr(i, "option_value", None)), None) or (pics[0] if pics else None)
+        pick = (
+            next((i for i in pics if getattr(i, "option_value", None) in values), None)
+            or next((i for i in pics if not getattr(i, "option_value", None)), None)
+            or (pics[0] if pics else None)
+        )
         if pick is not None:
             out[vid] = {"path": pick.path, "alt": pick.alt or ""}
     return out
@@ -276,14 +315,23 @@ def thumbnails(variant_ids) -> dict[int, dict]:
 @dataclass(frozen=True)
 class Quote:
     """A cart priced once: its lines at today's prices, the discount that applies and the money."""
+
     lines: list[pricing.PricedLine]
     applied: Any  # shop.promotions.services.Applied
     totals: pricing.Totals
 
 
-def quote(cart: Cart, *, shipping_method: str | None = None, country: str | None = None, region: str | None = None,
-          user=None, email: str | None = None, lines: list[pricing.PricedLine] | None = None,
-          applied=None) -> Quote:
+def quote(
+    cart: Cart,
+    *,
+    shipping_method: str | None = None,
+    country: str | None = None,
+    region: str | None = None,
+    user=None,
+    email: str | None = None,
+    lines: list[pricing.PricedLine] | None = None,
+    applied=None,
+) -> Quote:
     """The one way a cart is priced: the cart page, the API's cart, the checkout review and the order all call it,
     so they agree to the cent. Without a shipping method the cart shows no shipping; without a country, no tax
     (both are known at checkout). `lines` and `applied`, when given, are what the caller priced under its own
@@ -293,10 +341,16 @@ def quote(cart: Cart, *, shipping_method: str | None = None, country: str | None
     lines = priced_lines(cart) if lines is None else lines
     if applied is None:
         applied = promotions.cart_discount(cart, lines, user=user, email=email, shipping_method=shipping_method)
-    totals = pricing.totals(lines, shipping_method=shipping_method, country=country, region=region,
-                            discount=applied.goods, free_shipping=applied.free_shipping,
-                            tax_table=pricing.tax_table(),
-                            free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"])
+    totals = pricing.totals(
+        lines,
+        shipping_method=shipping_method,
+        country=country,
+        region=region,
+        discount=applied.goods,
+        free_shipping=applied.free_shipping,
+        tax_table=pricing.tax_table(),
+        free_standard_over=current_app.config["FREE_SHIPPING_THRESHOLD"],
+    )
     return Quote(lines=list(totals.lines), applied=applied, totals=totals)
 
 
@@ -307,15 +361,38 @@ def serialize(cart: Cart, priced: Quote | None = None) -> dict:
     by_variant = {i.variant_id: i for i in cart.items}
     cur = cart.currency
     return {
-        "id": str(cart.id), "token": cart.token if cart.user_id is None else None, "currency": cur,
-        "items": [{"id": by_variant[line.variant_id].id, "variant_id": line.variant_id, "sku": line.sku,
-                   "name": line.name, "options": line.options, "quantity": line.quantity,
-                   "unit_price": money(line.unit_price, cur), "line_total": money(line.line_total, cur),
-                   "list_price": money(line.list_price, cur)}
-                  for line in lines],
-        "subtotal": money(t.subtotal, cur), "discount": money(t.discount, cur), "shipping": money(t.shipping, cur),
-        "tax": money(t.tax, cur), "total": money(t.total, cur), "coupon_code": cart.coupon_code,
+        "id": str(cart.id),
+        "token": cart.token if cart.user_id is None else None,
+        "currency": cur,
+        "items": [
+            {
+                "id": by_variant[line.variant_id].id,
+                "variant_id": line.variant_id,
+                "sku": line.sku,
+                "name": line.name,
+                "options": line.options,
+                "quantity": line.quantity,
+                "unit_price": money(line.unit_price, cur),
+                "line_total": money(line.line_total, cur),
+                "list_price": money(line.list_price, cur),
+            }
+            for line in lines
+        ],
+        "subtotal": money(t.subtotal, cur),
+        "discount": money(t.discount, cur),
+        "shipping": money(t.shipping, cur),
+        "tax": money(t.tax, cur),
+        "total": money(t.total, cur),
+        "coupon_code": cart.coupon_code,
         "coupon_error": applied.error,
-        "discounts": [{"promotion_id": d.promotion_id, "code": d.code, "amount": money(d.amount, cur),
-                       "reason": d.reason, "free_shipping": d.applies_to_shipping > 0} for d in applied.lines],
+        "discounts": [
+            {
+                "promotion_id": d.promotion_id,
+                "code": d.code,
+                "amount": money(d.amount, cur),
+                "reason": d.reason,
+                "free_shipping": d.applies_to_shipping > 0,
+            }
+            for d in applied.lines
+        ],
     }

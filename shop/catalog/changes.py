@@ -12,10 +12,11 @@ consumer groups work.
     @on_catalog_change
     def reindex(product_ids: set[int], categories_changed: bool) -> None: ...
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -144,14 +145,28 @@ def _product_data(session: Session, ids: set[int]) -> dict[int, dict]:
 
     from shop.catalog.models import Product, Variant
 
-    found = {row.id: {"product_id": row.id, "slug": row.slug, "name": row.name, "status": row.status,
-                      "price_min": row.price_min, "currency": row.currency, "variants": []}
-             for row in session.execute(select(Product.id, Product.slug, Product.name, Product.status,
-                                               Product.price_min, Product.currency).where(Product.id.in_(ids)))}
+    found = {
+        row.id: {
+            "product_id": row.id,
+            "slug": row.slug,
+            "name": row.name,
+            "status": row.status,
+            "price_min": row.price_min,
+            "currency": row.currency,
+            "variants": [],
+        }
+        for row in session.execute(
+            select(Product.id, Product.slug, Product.name, Product.status, Product.price_min, Product.currency).where(
+                Product.id.in_(ids)
+            )
+        )
+    }
     if found:
-        for row in session.execute(select(Variant.id, Variant.product_id, Variant.sku, Variant.price_amount)
-                                   .where(Variant.product_id.in_(list(found)))
-                                   .order_by(Variant.product_id, Variant.position, Variant.id)):
+        for row in session.execute(
+            select(Variant.id, Variant.product_id, Variant.sku, Variant.price_amount)
+            .where(Variant.product_id.in_(list(found)))
+            .order_by(Variant.product_id, Variant.position, Variant.id)
+        ):
             found[row.product_id]["variants"].append({"id": row.id, "sku": row.sku, "price": row.price_amount})
     return found
 
@@ -170,9 +185,12 @@ def _publish_product_events(session: Session) -> None:
     created = edits["created"] - set(deleted)  # made and removed in one transaction: nothing happened outside
     updated = edits["updated"] - created - set(deleted)
     data = _product_data(session, created | updated) if created or updated else {}
-    items = [("product.created" if pid in created else "product.updated", "product", pid, data[pid])
-             for pid in sorted(data)]
-    items += [("product.deleted", "product", pid, {"product_id": pid, "slug": slug})
-              for pid, slug in sorted(deleted.items()) if pid not in edits["created"]]
+    items = [
+        ("product.created" if pid in created else "product.updated", "product", pid, data[pid]) for pid in sorted(data)
+    ]
+    items += [
+        ("product.deleted", "product", pid, {"product_id": pid, "slug": slug})
+        for pid, slug in sorted(deleted.items())
+        if pid not in edits["created"]
+    ]
     events.publish_many(items, session=session)
-

@@ -2,6 +2,7 @@
 
 Money is stored as integer minor units (`*_amount`) beside a currency code.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -10,8 +11,8 @@ from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, Tex
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from shop.extensions import db
 from shop import clock
+from shop.extensions import db
 
 
 def utcnow() -> datetime:
@@ -69,18 +70,27 @@ class Product(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
     # Weighted: name (A) over brand (B) over description (C); kept by PostgreSQL itself.
-    search_vector: Mapped[str | None] = mapped_column(TSVECTOR, Computed(
-        "setweight(to_tsvector('english', coalesce(name, '')), 'A') || "
-        "setweight(to_tsvector('english', coalesce(brand, '')), 'B') || "
-        "setweight(to_tsvector('english', coalesce(description, '')), 'C')", persisted=True), deferred=True)
+    search_vector: Mapped[str | None] = mapped_column(
+        TSVECTOR,
+        Computed(
+            "setweight(to_tsvector('english', coalesce(name, '')), 'A') || "
+            "setweight(to_tsvector('english', coalesce(brand, '')), 'B') || "
+            "setweight(to_tsvector('english', coalesce(description, '')), 'C')",
+            persisted=True,
+        ),
+        deferred=True,
+    )
 
     category: Mapped[Category] = relationship()
-    options: Mapped[list[ProductOption]] = relationship(back_populates="product", order_by="ProductOption.position",
-                                                        cascade="all, delete-orphan")
-    variants: Mapped[list[Variant]] = relationship(back_populates="product", order_by="Variant.position",
-                                                   cascade="all, delete-orphan")
-    images: Mapped[list[ProductImage]] = relationship(back_populates="product", order_by="ProductImage.position",
-                                                      cascade="all, delete-orphan")
+    options: Mapped[list[ProductOption]] = relationship(
+        back_populates="product", order_by="ProductOption.position", cascade="all, delete-orphan"
+    )
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="product", order_by="Variant.position", cascade="all, delete-orphan"
+    )
+    images: Mapped[list[ProductImage]] = relationship(
+        back_populates="product", order_by="ProductImage.position", cascade="all, delete-orphan"
+    )
 
     def __repr__(self) -> str:
         return f"<Product {self.slug}>"

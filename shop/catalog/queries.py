@@ -4,6 +4,7 @@ Every listing is answered with a fixed number of SQL queries whatever the page s
 total, one for the page (first image and stock state come from correlated subqueries), so a page of
 100 costs what a page of 10 does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,8 +54,9 @@ class ProductSummary:
 
 def list_categories() -> list[Category]:
     """All categories, parents before children, in display order."""
-    return list(db.session.scalars(select(Category).order_by(Category.parent_id.nulls_first(),
-                                                             Category.position, Category.id)))
+    return list(
+        db.session.scalars(select(Category).order_by(Category.parent_id.nulls_first(), Category.position, Category.id))
+    )
 
 
 def category_by_slug(slug: str) -> Category | None:
@@ -100,20 +102,45 @@ def list_products(f: ProductFilter) -> tuple[list[ProductSummary], int]:
     """
     where = _filtered(f)
     total = db.session.scalar(select(func.count()).select_from(Product).where(where))
-    page = (select(Product.id).where(where).order_by(*SORTS[f.sort])
-            .limit(f.per_page).offset((f.page - 1) * f.per_page).subquery("page"))
-    first_image = (select(ProductImage.path, ProductImage.alt).where(ProductImage.product_id == Product.id)
-                   .order_by(ProductImage.position, ProductImage.id).limit(1).lateral("first_image"))
+    page = (
+        select(Product.id)
+        .where(where)
+        .order_by(*SORTS[f.sort])
+        .limit(f.per_page)
+        .offset((f.page - 1) * f.per_page)
+        .subquery("page")
+    )
+    first_image = (
+        select(ProductImage.path, ProductImage.alt)
+        .where(ProductImage.product_id == Product.id)
+        .order_by(ProductImage.position, ProductImage.id)
+        .limit(1)
+        .lateral("first_image")
+    )
     in_stock = exists().where(Variant.product_id == Product.id, _stock_condition()).correlate(Product)
     rows = db.session.execute(
-        select(Product.id, Product.slug, Product.name, Product.brand, Product.price_min, Product.price_max,
-               Product.currency, first_image.c.path, first_image.c.alt, in_stock.label("in_stock"))
+        select(
+            Product.id,
+            Product.slug,
+            Product.name,
+            Product.brand,
+            Product.price_min,
+            Product.price_max,
+            Product.currency,
+            first_image.c.path,
+            first_image.c.alt,
+            in_stock.label("in_stock"),
+        )
         .join(page, page.c.id == Product.id)
         .outerjoin(first_image, true())
         .order_by(*SORTS[f.sort])
     ).all()
-    items = [ProductSummary(r.id, r.slug, r.name, r.brand, r.price_min, r.price_max, r.currency,
-                            r.path, r.alt, bool(r.in_stock)) for r in rows]
+    items = [
+        ProductSummary(
+            r.id, r.slug, r.name, r.brand, r.price_min, r.price_max, r.currency, r.path, r.alt, bool(r.in_stock)
+        )
+        for r in rows
+    ]
     return items, total or 0
 
 
@@ -124,11 +151,15 @@ def option_facets(category_ids: list[int] | None) -> dict[str, list[str]]:
     the order products usually declare them in (S, M, L rather than L, M, S).
     """
     values = func.unnest(ProductOption.values).table_valued("value", with_ordinality="ord").render_derived()
-    stmt = (select(ProductOption.name, values.c.value)
-            .select_from(ProductOption).join(Product, Product.id == ProductOption.product_id).join(values, true())
-            .where(Product.status == "active")
-            .group_by(ProductOption.name, values.c.value)
-            .order_by(ProductOption.name, func.avg(values.c.ord), values.c.value))
+    stmt = (
+        select(ProductOption.name, values.c.value)
+        .select_from(ProductOption)
+        .join(Product, Product.id == ProductOption.product_id)
+        .join(values, true())
+        .where(Product.status == "active")
+        .group_by(ProductOption.name, values.c.value)
+        .order_by(ProductOption.name, func.avg(values.c.ord), values.c.value)
+    )
     if category_ids is not None:
         stmt = stmt.where(Product.category_id.in_(category_ids))
     facets: dict[str, list[str]] = {}
@@ -151,13 +182,19 @@ def related_products(product_id: int, category_id: int, limit: int = 4) -> list[
 
 def product_by_slug(slug: str, *, include_drafts: bool = False) -> Product | None:
     """A product with its category, options, variants and images: four queries, however many variants."""
-    stmt = (select(Product).where(Product.slug == slug)
-            .options(selectinload(Product.options), selectinload(Product.variants),
-                     selectinload(Product.images), selectinload(Product.category)))
+    stmt = (
+        select(Product)
+        .where(Product.slug == slug)
+        .options(
+            selectinload(Product.options),
+            selectinload(Product.variants),
+            selectinload(Product.images),
+            selectinload(Product.category),
+        )
+    )
     if not include_drafts:
         stmt = stmt.where(Product.status == "active")
     return db.session.scalar(stmt)
-
 
 
 def count_by_status() -> dict[str, int]:

@@ -5,6 +5,7 @@ ProductSummary rows), whether it came from Redis or from PostgreSQL (shop.catalo
 same page renders either way. The cart and checkout never read here: prices and availability they
 act on come from PostgreSQL (shop.cart.services, shop.checkout.services).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -21,14 +22,14 @@ _G_TREE = "_catalog_tree"
 
 # --- categories -----------------------------------------------------------------------------------
 
+
 def category_rows() -> list[dict]:
     """Every category as {id, slug, name, parent_id}, parents before children, in display order."""
     return cache.cached("categories", None, _category_rows, scope="categories")
 
 
 def _category_rows() -> list[dict]:
-    return [{"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id}
-            for c in queries.list_categories()]
+    return [{"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id} for c in queries.list_categories()]
 
 
 class CategoryTree:
@@ -69,6 +70,7 @@ def tree() -> CategoryTree:
 
 # --- listings -------------------------------------------------------------------------------------
 
+
 def list_products(f: queries.ProductFilter) -> tuple[list[queries.ProductSummary], int]:
     """queries.list_products, cached per filter combination (category, prices, options, sort, page)."""
     params = asdict(f)
@@ -91,12 +93,16 @@ def option_facets(category_ids: list[int] | None) -> dict[str, list[str]]:
 
 def related(product_id: int, category_id: int, limit: int = 4) -> list[queries.ProductSummary]:
     """Up to `limit` other in-stock products of the same category, newest first (cached like a listing)."""
-    data = cache.cached("related", {"id": product_id, "category": category_id, "limit": limit},
-                        lambda: [asdict(i) for i in queries.related_products(product_id, category_id, limit)])
+    data = cache.cached(
+        "related",
+        {"id": product_id, "category": category_id, "limit": limit},
+        lambda: [asdict(i) for i in queries.related_products(product_id, category_id, limit)],
+    )
     return [queries.ProductSummary(**i) for i in data]
 
 
 # --- products -------------------------------------------------------------------------------------
+
 
 def product(slug: str) -> dict | None:
     """An active product with its category, options, variants (price, availability) and images, or None."""
@@ -113,23 +119,40 @@ def _product(slug: str) -> dict | None:
 def product_data(p: Product) -> dict:
     """A loaded product as plain data."""
     return {
-        "id": p.id, "slug": p.slug, "name": p.name, "brand": p.brand, "description": p.description,
-        "status": p.status, "attributes": dict(p.attributes or {}),
+        "id": p.id,
+        "slug": p.slug,
+        "name": p.name,
+        "brand": p.brand,
+        "description": p.description,
+        "status": p.status,
+        "attributes": dict(p.attributes or {}),
         "category": {"id": p.category.id, "slug": p.category.slug, "name": p.category.name},
         "images": [{"path": i.path, "alt": i.alt, "option_value": i.option_value} for i in p.images],
         "options": [{"name": o.name, "values": list(o.values)} for o in p.options],
-        "variants": [{"id": v.id, "sku": v.sku, "options": dict(v.options), "price_amount": v.price_amount,
-                      "compare_at_amount": v.compare_at_amount, "currency": v.currency, "available": v.available,
-                      "weight_grams": v.weight_grams} for v in p.variants],
+        "variants": [
+            {
+                "id": v.id,
+                "sku": v.sku,
+                "options": dict(v.options),
+                "price_amount": v.price_amount,
+                "compare_at_amount": v.compare_at_amount,
+                "currency": v.currency,
+                "available": v.available,
+                "weight_grams": v.weight_grams,
+            }
+            for v in p.variants
+        ],
     }
 
 
 def product_view(data: dict) -> SimpleNamespace:
     """Product data with attribute access for templates (option.values must not be dict.values)."""
-    return SimpleNamespace(**{
-        **data,
-        "category": SimpleNamespace(**data["category"]),
-        "images": [SimpleNamespace(**{"option_value": None, **i}) for i in data["images"]],
-        "options": [SimpleNamespace(**o) for o in data["options"]],
-        "variants": [SimpleNamespace(**v) for v in data["variants"]],
-    })
+    return SimpleNamespace(
+        **{
+            **data,
+            "category": SimpleNamespace(**data["category"]),
+            "images": [SimpleNamespace(**{"option_value": None, **i}) for i in data["images"]],
+            "options": [SimpleNamespace(**o) for o in data["options"]],
+            "variants": [SimpleNamespace(**v) for v in data["variants"]],
+        }
+    )

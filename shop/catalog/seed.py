@@ -3,10 +3,11 @@
 The same `--products N` always gives the same catalogue: every choice comes from one seeded RNG.
 Rows go in with bulk INSERTs in batches, so 100,000 products (for benchmarks) take minutes, not hours.
 """
+
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select, text
 
@@ -37,11 +38,37 @@ CATEGORIES = [
 APPAREL_SIZES = ["XS", "S", "M", "L", "XL", "XXL"]
 SHOE_SIZES = ["38", "39", "40", "41", "42", "43", "44", "45", "46"]
 COLOURS = ["Black", "White", "Navy", "Grey", "Red", "Olive", "Sand", "Sky Blue", "Burgundy", "Mustard"]
-HUES = {"Black": 220, "White": 40, "Navy": 225, "Grey": 210, "Red": 2, "Olive": 75, "Sand": 38,
-        "Sky Blue": 200, "Burgundy": 345, "Mustard": 45}
+HUES = {
+    "Black": 220,
+    "White": 40,
+    "Navy": 225,
+    "Grey": 210,
+    "Red": 2,
+    "Olive": 75,
+    "Sand": 38,
+    "Sky Blue": 200,
+    "Burgundy": 345,
+    "Mustard": 45,
+}
 BRANDS = ["Northwind", "Harbor & Pine", "Kestrel", "Oakline", "Tidewater", "Fieldnote", "Alder", "Lumen"]
-ADJECTIVES = ["Classic", "Everyday", "Relaxed", "Essential", "Heritage", "Lightweight", "Organic", "Vintage",
-              "Urban", "Weekend", "Trail", "Studio", "Coastal", "Alpine", "Modern", "Soft"]
+ADJECTIVES = [
+    "Classic",
+    "Everyday",
+    "Relaxed",
+    "Essential",
+    "Heritage",
+    "Lightweight",
+    "Organic",
+    "Vintage",
+    "Urban",
+    "Weekend",
+    "Trail",
+    "Studio",
+    "Coastal",
+    "Alpine",
+    "Modern",
+    "Soft",
+]
 MATERIALS = ["Cotton", "Linen", "Merino", "Denim", "Fleece", "Canvas", "Leather", "Jersey", "Twill", "Cashmere"]
 KINDS = {
     # kind: (nouns, sizes, colours per product (lo, hi), price range in cents)
@@ -49,8 +76,12 @@ KINDS = {
     "top": (["Tee", "Blouse", "Tank Top", "Long-Sleeve Top"], APPAREL_SIZES[:5], (2, 4), (1500, 4500)),
     "knit": (["Crewneck Sweater", "Cardigan", "Turtleneck", "Knit Vest"], APPAREL_SIZES[:5], (1, 3), (5900, 14900)),
     "tee": (["T-Shirt", "Pocket Tee", "Henley", "Graphic Tee"], APPAREL_SIZES, (2, 4), (1500, 3900)),
-    "shirt": (["Oxford Shirt", "Flannel Shirt", "Camp Shirt", "Chambray Shirt"], APPAREL_SIZES[1:], (1, 3),
-              (3900, 8900)),
+    "shirt": (
+        ["Oxford Shirt", "Flannel Shirt", "Camp Shirt", "Chambray Shirt"],
+        APPAREL_SIZES[1:],
+        (1, 3),
+        (3900, 8900),
+    ),
     "hoodie": (["Hoodie", "Zip Hoodie", "Sweatshirt", "Quarter-Zip"], APPAREL_SIZES, (1, 3), (4500, 9900)),
     "sneaker": (["Runner", "Court Sneaker", "High-Top", "Slip-On"], SHOE_SIZES, (1, 2), (6900, 15900)),
     "boot": (["Chelsea Boot", "Hiking Boot", "Chukka Boot", "Work Boot"], SHOE_SIZES, (1, 2), (9900, 24900)),
@@ -58,7 +89,7 @@ KINDS = {
     "bag": (["Tote Bag", "Backpack", "Crossbody Bag", "Weekender"], None, (2, 4), (3900, 18900)),
     "sock": (["Crew Socks", "Ankle Socks", "Hiking Socks", "Wool Socks"], ["S", "M", "L"], (2, 5), (900, 2400)),
 }
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def catalogue_is_empty() -> bool:
@@ -69,8 +100,9 @@ def reset_catalogue() -> None:
     """Remove every product and category, and what refers to them (carts, orders, reservations).
 
     Meant for demo and benchmark databases; runs in one transaction with the new seed."""
-    db.session.execute(text("TRUNCATE product_image, variant, product_option, product, category "
-                            "RESTART IDENTITY CASCADE"))
+    db.session.execute(
+        text("TRUNCATE product_image, variant, product_option, product, category RESTART IDENTITY CASCADE")
+    )
 
 
 HEALTHY_STOCK = [14, 18, 24, 30, 36, 45, 60, 80, 120]  # well above LOW_STOCK_THRESHOLD (5)
@@ -111,10 +143,16 @@ def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, us
     sold_out = rng.random() < 0.015
     brand = rng.choice(BRANDS)
     product = dict(
-        slug=slug, name=name, brand=brand, status="active" if rng.random() > 0.03 else "draft",
-        featured=rng.random() < 0.06, currency=currency,
-        description=(f"The {name.lower()} from {brand}: {material.lower()} that wears in, not out. "
-                     f"Cut for every day, made to last, and easy to care for."),
+        slug=slug,
+        name=name,
+        brand=brand,
+        status="active" if rng.random() > 0.03 else "draft",
+        featured=rng.random() < 0.06,
+        currency=currency,
+        description=(
+            f"The {name.lower()} from {brand}: {material.lower()} that wears in, not out. "
+            f"Cut for every day, made to last, and easy to care for."
+        ),
         attributes={"material": material.lower(), "kind": kind},
         created_at=EPOCH + timedelta(hours=index * 3 % 8000, minutes=index % 60),
     )
@@ -123,12 +161,24 @@ def _product_rows(rng: random.Random, index: int, leaf: tuple, currency: str, us
         price = base_price + (1000 if combo.get("size") in ("XXL", "46") else 0)
         stock = _stock(rng, sold_out)
         sku = f"{kind[:3].upper()}-{index:06d}-{pos:02d}"
-        variants.append(dict(sku=sku, options=combo, price_amount=price, currency=currency,
-                             compare_at_amount=price + rng.choice([1000, 2000, 3000]) if on_sale else None,
-                             on_hand=stock, weight_grams=rng.randint(80, 1400), position=pos))
-    images = [dict(path=f"placeholder/{HUES[c]}/{slugify(noun)}.svg", alt=f"{name} in {c.lower()}", option_value=c,
-                   position=i)
-              for i, c in enumerate(colours[:3])]
+        variants.append(
+            dict(
+                sku=sku,
+                options=combo,
+                price_amount=price,
+                currency=currency,
+                compare_at_amount=price + rng.choice([1000, 2000, 3000]) if on_sale else None,
+                on_hand=stock,
+                weight_grams=rng.randint(80, 1400),
+                position=pos,
+            )
+        )
+    images = [
+        dict(
+            path=f"placeholder/{HUES[c]}/{slugify(noun)}.svg", alt=f"{name} in {c.lower()}", option_value=c, position=i
+        )
+        for i, c in enumerate(colours[:3])
+    ]
     return product, options, variants, images
 
 
@@ -140,8 +190,13 @@ def seed_demo(products: int = 200, *, batch: int = 2000, currency: str = "USD", 
     rng = random.Random(20261126)
     by_slug: dict[str, int] = {}
     for pos, (slug, name, parent, _) in enumerate(CATEGORIES):
-        cat = Category(slug=slug, name=name, parent_id=by_slug.get(parent), position=pos,
-                       description=f"{name} from independent makers, picked for the long run.")
+        cat = Category(
+            slug=slug,
+            name=name,
+            parent_id=by_slug.get(parent),
+            position=pos,
+            description=f"{name} from independent makers, picked for the long run.",
+        )
         db.session.add(cat)
         db.session.flush()
         by_slug[slug] = cat.id

@@ -10,6 +10,7 @@ Race-safety: checkout takes a transaction-scoped advisory lock per identity of t
 account; in sorted order) before it locks the variants, and counts after that. Two checkouts of one
 client therefore count one after the other, and the second sees the first's committed holds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +26,7 @@ from shop.extensions import db
 @dataclass(frozen=True)
 class Client:
     """Who is placing an order: each identity is counted on its own."""
+
     ip: str | None
     email: str
     user_id: int | None
@@ -41,6 +43,7 @@ class Client:
 @dataclass(frozen=True)
 class Held:
     """One live reservation of a pending order, with who placed the order."""
+
     order_id: int
     client_ip: str | None
     email: str
@@ -49,8 +52,11 @@ class Held:
     quantity: int
 
     def belongs_to(self, kind: str, value: str) -> bool:
-        return {"email": self.email, "ip": self.client_ip,
-                "user": str(self.user_id) if self.user_id is not None else None}[kind] == value
+        return {
+            "email": self.email,
+            "ip": self.client_ip,
+            "user": str(self.user_id) if self.user_id is not None else None,
+        }[kind] == value
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,14 @@ class Limits:
 
     @classmethod
     def from_config(cls, cfg) -> Limits:
-        return cls(cfg["HOLD_MAX_ORDERS"], cfg["HOLD_MAX_ORDERS_PER_IP"], cfg["HOLD_MAX_UNITS"],
-                   cfg["HOLD_MAX_UNITS_PER_IP"], cfg["HOLD_SKU_SHARE_PERCENT"], cfg["HOLD_SKU_MIN_UNITS"])
+        return cls(
+            cfg["HOLD_MAX_ORDERS"],
+            cfg["HOLD_MAX_ORDERS_PER_IP"],
+            cfg["HOLD_MAX_UNITS"],
+            cfg["HOLD_MAX_UNITS_PER_IP"],
+            cfg["HOLD_SKU_SHARE_PERCENT"],
+            cfg["HOLD_SKU_MIN_UNITS"],
+        )
 
     @property
     def any(self) -> bool:
@@ -81,25 +93,38 @@ class HoldLimitReached(Conflict):
         super().__init__("hold_limit_reached", message, {"limit": limit, **details})
 
 
-def problem(client: Client, held: list[Held], wanted: dict[int, int], stock: dict[int, tuple[str, int]],
-            limits: Limits, minutes: int) -> HoldLimitReached | None:
+def problem(
+    client: Client,
+    held: list[Held],
+    wanted: dict[int, int],
+    stock: dict[int, tuple[str, int]],
+    limits: Limits,
+    minutes: int,
+) -> HoldLimitReached | None:
     """The limit this order would break (pure). `stock` is {variant_id: (sku, on_hand)}."""
-    later = (f"Unpaid orders are released after {minutes} minutes; pay for or cancel one of yours, "
-             "then try again.")
+    later = f"Unpaid orders are released after {minutes} minutes; pay for or cancel one of yours, then try again."
     for kind, value in client.identities():
         mine = [h for h in held if h.belongs_to(kind, value)]
         max_orders = limits.orders_per_ip if kind == "ip" else limits.orders
         orders = len({h.order_id for h in mine})
         if max_orders and orders + 1 > max_orders:
             plural = "s" if orders != 1 else ""
-            return HoldLimitReached("orders", f"You already have {orders} unpaid order{plural} holding stock. {later}",
-                                    held=orders, allowed=max_orders)
+            return HoldLimitReached(
+                "orders",
+                f"You already have {orders} unpaid order{plural} holding stock. {later}",
+                held=orders,
+                allowed=max_orders,
+            )
         max_units = limits.units_per_ip if kind == "ip" else limits.units
         units = sum(h.quantity for h in mine) + sum(wanted.values())
         if max_units and units > max_units:
-            return HoldLimitReached("units", f"This order would keep {units} items reserved for you unpaid; "
-                                    f"the most is {max_units}. Buy fewer, or pay for your other orders first.",
-                                    held=units - sum(wanted.values()), allowed=max_units)
+            return HoldLimitReached(
+                "units",
+                f"This order would keep {units} items reserved for you unpaid; "
+                f"the most is {max_units}. Buy fewer, or pay for your other orders first.",
+                held=units - sum(wanted.values()),
+                allowed=max_units,
+            )
         if limits.sku_share_percent:
             over = {}
             for vid, qty in wanted.items():
@@ -109,9 +134,13 @@ def problem(client: Client, held: list[Held], wanted: dict[int, int], stock: dic
                     over[sku] = allowed
             if over:
                 names = ", ".join(f"{n} of {sku}" for sku, n in sorted(over.items()))
-                return HoldLimitReached("sku_share", f"One shopper may keep at most {names} reserved unpaid. "
-                                        "Buy fewer, or pay for your other orders first.",
-                                        skus=sorted(over), allowed=over)
+                return HoldLimitReached(
+                    "sku_share",
+                    f"One shopper may keep at most {names} reserved unpaid. "
+                    "Buy fewer, or pay for your other orders first.",
+                    skus=sorted(over),
+                    allowed=over,
+                )
     return None
 
 
@@ -147,7 +176,8 @@ def held_by(client: Client) -> list[Held]:
     rows = db.session.execute(
         select(Order.id, Order.client_ip, Order.email, Order.user_id, Reservation.variant_id, Reservation.quantity)
         .join(Reservation, Reservation.order_id == Order.id)
-        .where(Order.status == "pending", Reservation.status == "active", or_(*who))).all()
+        .where(Order.status == "pending", Reservation.status == "active", or_(*who))
+    ).all()
     return [Held(*row) for row in rows]
 
 

@@ -3,6 +3,7 @@ payment is opened with the provider after the commit.
 
 Every price and total is recomputed here from the catalogue; nothing the client sends sets one.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -12,11 +13,10 @@ from enum import StrEnum
 from flask import current_app
 from sqlalchemy import select
 
-from shop import geo, idempotency, ratelimit
+from shop import geo, idempotency, pricing, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
 from shop.cart.models import Cart, CartStatus
-from shop import pricing
 from shop.checkout import holds
 from shop.errors import Conflict, Invalid, ValidationError
 from shop.extensions import db
@@ -71,8 +71,18 @@ def validate(email, shipping_address, billing_address, shipping_method) -> tuple
     return email, shipping_address, billing_address, method
 
 
-def place_order(*, cart_id, cart_token: str | None, user, email, shipping_address, billing_address=None,
-                shipping_method=None, claim: tuple[str, str] | None = None, hosted: bool = False) -> Placed:
+def place_order(
+    *,
+    cart_id,
+    cart_token: str | None,
+    user,
+    email,
+    shipping_address,
+    billing_address=None,
+    shipping_method=None,
+    claim: tuple[str, str] | None = None,
+    hosted: bool = False,
+) -> Placed:
     """Cart -> pending order + reservations + payment, then open the payment with the provider.
 
     `hosted`: the shopper pays on the provider's own page (the storefront): in Stripe mode a Checkout Session, whose
@@ -81,14 +91,16 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     `claim` is the request's idempotency claim (scope, key), held by this request (shop.idempotency). The
     order is recorded on it in the checkout's own transaction, so a copy that takes over after this one
     died without answering resumes that order (resume()) instead of refusing the converted cart."""
-    email, shipping_address, billing_address, method = validate(email, shipping_address, billing_address,
-                                                                shipping_method)
+    email, shipping_address, billing_address, method = validate(
+        email, shipping_address, billing_address, shipping_method
+    )
     if claim is not None:
         resumed = resume(claim)
         if resumed is not None:
             return resumed
-    ratelimit.enforce("RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; "
-                                                       "try again later.")
+    ratelimit.enforce(
+        "RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; try again later."
+    )
     client = holds.Client(ip=ratelimit.client_ip(), email=email, user_id=user.id if user else None)
     # The cart row is locked so one cart cannot become two orders, whatever arrives together.
     cart = carts.for_reader(cart_id, user=user, token=cart_token, for_update=True)
@@ -97,17 +109,29 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     lines = carts.priced_lines(cart)
     # Lock order everywhere in checkout: cart -> promotions -> variants (shop.promotions.services).
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
-    applied = promotions.price_for_checkout(cart, lines, user=user, email=email, shipping_method=method) \
-        if lines else promotions.Applied()
-    totals = carts.quote(cart, shipping_method=method, country=shipping_address["country"],
-                         region=shipping_address.get("region"), lines=lines, applied=applied).totals
+    applied = (
+        promotions.price_for_checkout(cart, lines, user=user, email=email, shipping_method=method)
+        if lines
+        else promotions.Applied()
+    )
+    totals = carts.quote(
+        cart,
+        shipping_method=method,
+        country=shipping_address["country"],
+        region=shipping_address.get("region"),
+        lines=lines,
+        applied=applied,
+    ).totals
     if not totals.lines:
         raise Invalid(CheckoutErrorCode.CART_EMPTY, "The cart is empty.", {"fields": {"cart_id": "has no items"}})
     priced = {line.variant_id for line in totals.lines}
     gone = [item.variant.sku for item in cart.items if item.variant_id not in priced]
     if gone:
-        raise Conflict(CheckoutErrorCode.NO_LONGER_SOLD, "Some items are no longer for sale; remove them to continue.",
-                       {"skus": gone})
+        raise Conflict(
+            CheckoutErrorCode.NO_LONGER_SOLD,
+            "Some items are no longer for sale; remove them to continue.",
+            {"skus": gone},
+        )
     wanted: dict[int, int] = {}
     for line in totals.lines:
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
@@ -117,17 +141,32 @@ def place_order(*, cart_id, cart_token: str | None, user, email, shipping_addres
     holds.lock(client)  # this client's checkouts count their unpaid holds one at a time
     variants = inventory.check_available(wanted)  # raises OutOfStock before anything is written
     holds.check(client, wanted, variants)  # 409 hold_limit_reached past the client's share
-    order, token = orders.new_order(user_id=user.id if user else None, email=email, currency=cart.currency,
-                                    totals=totals, shipping_method=method, shipping_address=shipping_address,
-                                    billing_address=billing_address, cart_id=cart.id)
-    waived = pricing.shipping_cost(method, totals.subtotal - totals.discount,
-                                   current_app.config["FREE_SHIPPING_THRESHOLD"]) if applied.free_shipping else 0
+    order, token = orders.new_order(
+        user_id=user.id if user else None,
+        email=email,
+        currency=cart.currency,
+        totals=totals,
+        shipping_method=method,
+        shipping_address=shipping_address,
+        billing_address=billing_address,
+        cart_id=cart.id,
+    )
+    waived = (
+        pricing.shipping_cost(method, totals.subtotal - totals.discount, current_app.config["FREE_SHIPPING_THRESHOLD"])
+        if applied.free_shipping
+        else 0
+    )
     order.client_ip = client.ip
     promotions.record(order, applied, user_id=user.id if user else None, email=email, shipping_waived=waived)
     inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
     provider = gateway().name
-    payment = Payment(order_id=order.id, provider=provider, amount=order.total, currency=order.currency,
-                      flow="checkout" if hosted and provider == "stripe" else "intent")
+    payment = Payment(
+        order_id=order.id,
+        provider=provider,
+        amount=order.total,
+        currency=order.currency,
+        flow="checkout" if hosted and provider == "stripe" else "intent",
+    )
     db.session.add(payment)
     cart.status = CartStatus.CONVERTED
     if claim is not None:
@@ -147,8 +186,11 @@ def resume(claim: tuple[str, str]) -> Placed | None:
     finished starting if it was left `creating`; None when there is none (or it failed: start over)."""
     made = idempotency.made(*claim)
     order = db.session.get(Order, made["order_id"]) if made.get("order_id") else None
-    payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc())) \
-        if order is not None else None
+    payment = (
+        db.session.scalar(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc()))
+        if order is not None
+        else None
+    )
     if payment is None:
         return None
     if payment.status == PaymentStatus.FAILED:
@@ -177,8 +219,12 @@ def _reopen(cart_id, order_id: int) -> None:
     Locked and re-read (populate_existing): this session may still hold the cart as it converted it."""
     if not cart_id:
         return
-    cart = db.session.scalar(select(Cart).where(Cart.id == uuid.UUID(str(cart_id))).with_for_update()
-                             .execution_options(populate_existing=True))
+    cart = db.session.scalar(
+        select(Cart)
+        .where(Cart.id == uuid.UUID(str(cart_id)))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     later = db.session.scalar(select(Order.id).where(Order.cart_id == str(cart_id), Order.id > order_id).limit(1))
     if cart is not None and cart.status == CartStatus.CONVERTED and later is None:
         cart.status = CartStatus.OPEN

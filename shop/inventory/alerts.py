@@ -4,6 +4,7 @@ The hourly scan (shop.inventory.jobs.scan_low_stock) stays as the safety net; th
 the scan's record, so the scan does not list the same variant again. Each mail's key names the event, so a
 redelivered event never mails twice (and the consumed_event claim skips it anyway).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,20 +27,30 @@ def low_stock_alert(envelope: dict) -> None:
     from shop.notifications import notify
 
     data = envelope["data"]
-    found = db.session.execute(select(Product.name, Product.status, Variant.options)
-                               .join(Product, Product.id == Variant.product_id)
-                               .where(Variant.id == data["variant_id"])).first()
+    found = db.session.execute(
+        select(Product.name, Product.status, Variant.options)
+        .join(Product, Product.id == Variant.product_id)
+        .where(Variant.id == data["variant_id"])
+    ).first()
     if found is None or found.status != "active":  # gone since, or a draft nobody can buy: the list shows neither
         return
-    line = {"sku": data["sku"], "product_name": found.name,
-            "options": ", ".join(f"{k} {v}" for k, v in (found.options or {}).items()),
-            "available": data["available"], "threshold": data["threshold"]}
-    managers = db.session.scalars(select(User).where(User.role == "manager", User.is_active_account.is_(True))
-                                  .order_by(User.id)).all()
+    line = {
+        "sku": data["sku"],
+        "product_name": found.name,
+        "options": ", ".join(f"{k} {v}" for k, v in (found.options or {}).items()),
+        "available": data["available"],
+        "threshold": data["threshold"],
+    }
+    managers = db.session.scalars(
+        select(User).where(User.role == "manager", User.is_active_account.is_(True)).order_by(User.id)
+    ).all()
     for manager in managers:
-        notify("inventory.low_stock", manager.email,
-               {"name": manager.name, "count": 1, "lines": [line], "link": external_url("low_stock.index")},
-               key=f"low-stock-event:{envelope['id']}:user:{manager.id}")
+        notify(
+            "inventory.low_stock",
+            manager.email,
+            {"name": manager.name, "count": 1, "lines": [line], "link": external_url("low_stock.index")},
+            key=f"low-stock-event:{envelope['id']}:user:{manager.id}",
+        )
     _mark_reported(data["variant_id"], "out" if data["available"] <= 0 else "low")
 
 

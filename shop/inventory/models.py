@@ -1,4 +1,5 @@
 """Stock reservations: units held for a pending order until it is paid or the hold expires."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,19 +1,20 @@
 """Stock levels: setting on-hand counts and finding what runs low; stock.changed and stock.low leave the process
 from here (a commit hook sees every writer: reservations, payments, stock counts, back-office edits)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
 
 from flask import current_app, has_app_context
-from sqlalchemy import and_, event as sa_event, inspect, select
+from sqlalchemy import and_, inspect, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from shop import clock, events
 from shop.catalog.models import Product, Variant
-from shop import events
 from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
-from shop import clock
 
 
 @dataclass
@@ -45,8 +46,11 @@ def set_on_hand(variant_id: int, on_hand, *, low_stock_threshold=KEEP) -> Varian
     fields = {}
     if not _whole(on_hand, MAX_ON_HAND):
         fields["on_hand"] = f"must be a whole number from 0 to {MAX_ON_HAND:,}"
-    if low_stock_threshold is not KEEP and low_stock_threshold is not None \
-            and not _whole(low_stock_threshold, MAX_THRESHOLD):
+    if (
+        low_stock_threshold is not KEEP
+        and low_stock_threshold is not None
+        and not _whole(low_stock_threshold, MAX_THRESHOLD)
+    ):
         fields["low_stock_threshold"] = f"must be a whole number from 0 to {MAX_THRESHOLD:,}, or empty"
     if fields:
         raise ValidationError(fields)
@@ -78,11 +82,21 @@ def low_stock(threshold: int | None = None, limit: int = 500) -> list[LowStockLi
 
     limit_of, available, is_low = _low_stock_terms(threshold)
     rows = db.session.execute(
-        select(Variant.id, Variant.sku, Product.id, Product.name, Variant.options, Variant.on_hand, limit_of,
-               func.greatest(available, 0))
+        select(
+            Variant.id,
+            Variant.sku,
+            Product.id,
+            Product.name,
+            Variant.options,
+            Variant.on_hand,
+            limit_of,
+            func.greatest(available, 0),
+        )
         .join(Product, Product.id == Variant.product_id)
         .where(is_low)
-        .order_by(available, Variant.sku).limit(limit)).all()
+        .order_by(available, Variant.sku)
+        .limit(limit)
+    ).all()
     return [LowStockLine(*r) for r in rows]
 
 
@@ -91,8 +105,12 @@ def low_stock_count(threshold: int | None = None) -> int:
     from sqlalchemy import func
 
     _, _, is_low = _low_stock_terms(threshold)
-    return db.session.scalar(select(func.count()).select_from(Variant)
-                             .join(Product, Product.id == Variant.product_id).where(is_low)) or 0
+    return (
+        db.session.scalar(
+            select(func.count()).select_from(Variant).join(Product, Product.id == Variant.product_id).where(is_low)
+        )
+        or 0
+    )
 
 
 # -- reservations ---------------------------------------------------------------------------------
@@ -111,10 +129,15 @@ class InventoryErrorCode(StrEnum):
 class OutOfStock(Conflict):
     """Fewer units can be bought than asked: `available` by SKU."""
 
-    def __init__(self, shortages: dict[str, int], message: str = "Some items are no longer available in the "
-                                                                 "quantity asked.", **details):
-        super().__init__(InventoryErrorCode.OUT_OF_STOCK, message,
-                         {"skus": sorted(shortages), "available": shortages, **details})
+    def __init__(
+        self,
+        shortages: dict[str, int],
+        message: str = "Some items are no longer available in the quantity asked.",
+        **details,
+    ):
+        super().__init__(
+            InventoryErrorCode.OUT_OF_STOCK, message, {"skus": sorted(shortages), "available": shortages, **details}
+        )
 
 
 def lock_variants(variant_ids) -> dict[int, Variant]:
@@ -122,16 +145,24 @@ def lock_variants(variant_ids) -> dict[int, Variant]:
     ids = sorted(set(variant_ids))
     # FOR NO KEY UPDATE: exclusive for stock changes, yet compatible with the KEY SHARE locks that
     # foreign keys (order lines, cart items) take, so those inserts never deadlock against it.
-    rows = db.session.scalars(select(Variant).where(Variant.id.in_(ids)).order_by(Variant.id)
-                              .with_for_update(key_share=True).execution_options(populate_existing=True))
+    rows = db.session.scalars(
+        select(Variant)
+        .where(Variant.id.in_(ids))
+        .order_by(Variant.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
     return {v.id: v for v in rows}
 
 
 def check_available(wanted: dict[int, int]) -> dict[int, Variant]:
     """Lock the variants and make sure they cover `wanted`; OutOfStock names what is short."""
     variants = lock_variants(wanted)
-    short = {variants[vid].sku if vid in variants else str(vid): (variants[vid].available if vid in variants else 0)
-             for vid, qty in wanted.items() if vid not in variants or variants[vid].available < qty}
+    short = {
+        variants[vid].sku if vid in variants else str(vid): (variants[vid].available if vid in variants else 0)
+        for vid, qty in wanted.items()
+        if vid not in variants or variants[vid].available < qty
+    }
     if short:
         raise OutOfStock(short)
     return variants
@@ -163,8 +194,11 @@ def extend_hold(order_id: int, seconds: int) -> None:
     from shop.inventory.models import Reservation
 
     until = clock.now() + timedelta(seconds=seconds)
-    db.session.execute(update(Reservation).where(Reservation.order_id == order_id, Reservation.status == "active")
-                       .values(expires_at=func.greatest(Reservation.expires_at, until)))
+    db.session.execute(
+        update(Reservation)
+        .where(Reservation.order_id == order_id, Reservation.status == "active")
+        .values(expires_at=func.greatest(Reservation.expires_at, until))
+    )
     db.session.flush()
 
 
@@ -175,8 +209,11 @@ def _settle(order_id: int, to_status: str) -> dict[int, int]:
     from shop.inventory.models import Reservation
 
     moved = db.session.execute(
-        update(Reservation).where(Reservation.order_id == order_id, Reservation.status == "active")
-        .values(status=to_status).returning(Reservation.variant_id, Reservation.quantity)).all()
+        update(Reservation)
+        .where(Reservation.order_id == order_id, Reservation.status == "active")
+        .values(status=to_status)
+        .returning(Reservation.variant_id, Reservation.quantity)
+    ).all()
     held: dict[int, int] = {}
     for vid, qty in moved:
         held[vid] = held.get(vid, 0) + qty
@@ -288,12 +325,21 @@ def _stock_events(moves: dict) -> list[tuple]:
         if (on_hand_before, reserved_before) == (on_hand, reserved):
             continue  # back where it started
         available = max(on_hand - reserved, 0)
-        data = {"variant_id": vid, "sku": variant.sku, "product_id": variant.product_id, "on_hand": on_hand,
-                "reserved": reserved, "available": available}
+        data = {
+            "variant_id": vid,
+            "sku": variant.sku,
+            "product_id": variant.product_id,
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "available": available,
+        }
         items.append(("stock.changed", "variant", vid, data))
         threshold = threshold_of(variant)
-        was = (max(on_hand_before - (reserved_before or 0), 0)
-               if on_hand_before is not None and reserved_before is not None else None)
+        was = (
+            max(on_hand_before - (reserved_before or 0), 0)
+            if on_hand_before is not None and reserved_before is not None
+            else None
+        )
         if available <= threshold and (was is None or was > threshold):  # unknown start: better an alert twice
             items.append(("stock.low", "variant", vid, {**data, "threshold": threshold}))
     return items

@@ -1,3 +1,4 @@
 """Notifications: `notify(event, to, payload)` renders templates/email/<event>.{txt,html} and sends
 through the configured mail backend on the RQ `mail` queue, after the surrounding commit."""
+
 from shop.notifications.services import EVENTS, notify  # noqa: F401

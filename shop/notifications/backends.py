@@ -1,4 +1,5 @@
 """Mail backends: files under var/mail (development default), SMTP, and SendGrid's official SDK."""
+
 from __future__ import annotations
 
 import smtplib
@@ -6,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+
 from shop import clock
 
 
@@ -82,8 +84,13 @@ class SendGridBackend:
     def send(self, message: Message) -> str:
         from sendgrid.helpers.mail import Mail
 
-        mail = Mail(from_email=message.sender, to_emails=message.to, subject=message.subject,
-                    plain_text_content=message.text, html_content=message.html)
+        mail = Mail(
+            from_email=message.sender,
+            to_emails=message.to,
+            subject=message.subject,
+            plain_text_content=message.text,
+            html_content=message.html,
+        )
         response = self.client.send(mail)
         if response.status_code >= 300:
             raise RuntimeError(f"SendGrid answered {response.status_code}")
@@ -95,8 +102,13 @@ def backend_for(config) -> FileBackend | SmtpBackend | SendGridBackend:
     if kind == "file":
         return FileBackend(config["MAIL_DIR"])
     if kind == "smtp":
-        return SmtpBackend(config["SMTP_HOST"], config["SMTP_PORT"], config["SMTP_USERNAME"],
-                           config["SMTP_PASSWORD"], config["SMTP_STARTTLS"])
+        return SmtpBackend(
+            config["SMTP_HOST"],
+            config["SMTP_PORT"],
+            config["SMTP_USERNAME"],
+            config["SMTP_PASSWORD"],
+            config["SMTP_STARTTLS"],
+        )
     if kind == "sendgrid":
         return SendGridBackend(config["SENDGRID_API_KEY"], config["SENDGRID_API_HOST"])
     raise RuntimeError(f"MAIL_BACKEND must be file, smtp or sendgrid, not {kind!r}")

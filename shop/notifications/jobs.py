@@ -15,6 +15,7 @@ right then, kept trying for up to a minute while PostgreSQL is away. What remain
 `sending`; it is taken over once stale and the mail goes out again. Over SMTP the copy carries the
 same Message-ID (message_id()), so receiving systems can drop it; SendGrid has no idempotency key.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,11 +26,11 @@ from flask import current_app, render_template
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from shop import clock
 from shop.extensions import db
 from shop.notifications.backends import Message, backend_for
 from shop.notifications.models import SentNotification
 from shop.notifications.services import EVENTS, digest, object_key_for
-from shop import clock
 
 log = logging.getLogger(__name__)
 DEFAULT_CLAIM_STALE_SECONDS = 300  # a mail job is killed by RQ after 120 s, so an older claim is abandoned
@@ -51,31 +52,46 @@ def render(event_name: str, to: str, payload: dict, object_key: str | None = Non
     base = f"email/{event_name.replace('.', '_')}"
     sender = current_app.config["MAIL_FROM"]
     return Message(
-        to=to, sender=sender, subject=EVENTS[event_name].format(**context),
-        text=render_template(f"{base}.txt", **context), html=render_template(f"{base}.html", **context),
-        event=event_name, message_id=message_id(event_name, object_key, sender) if object_key else "")
+        to=to,
+        sender=sender,
+        subject=EVENTS[event_name].format(**context),
+        text=render_template(f"{base}.txt", **context),
+        html=render_template(f"{base}.html", **context),
+        event=event_name,
+        message_id=message_id(event_name, object_key, sender) if object_key else "",
+    )
 
 
 def claim(event_name: str, object_key: str, to: str) -> tuple[int, datetime] | None:
     """Take the right to send (event, key): (row id, claim time), or None when it was sent already."""
     now = clock.now()
     row = db.session.execute(
-        insert(SentNotification).values(event=event_name, object_key=object_key, recipient=to, status="sending",
-                                        claimed_at=now)
+        insert(SentNotification)
+        .values(event=event_name, object_key=object_key, recipient=to, status="sending", claimed_at=now)
         .on_conflict_do_nothing(constraint="uq_sent_notification_event_object")
-        .returning(SentNotification.id)).first()
+        .returning(SentNotification.id)
+    ).first()
     if row is None:  # someone claimed it before: take it over only if that claim was abandoned
         stale = current_app.config.get("MAIL_CLAIM_STALE_SECONDS", DEFAULT_CLAIM_STALE_SECONDS)
         row = db.session.execute(
             update(SentNotification)
-            .where(SentNotification.event == event_name, SentNotification.object_key == object_key,
-                   SentNotification.status == "sending", SentNotification.claimed_at < now - timedelta(seconds=stale))
-            .values(claimed_at=now, recipient=to).returning(SentNotification.id)).first()
+            .where(
+                SentNotification.event == event_name,
+                SentNotification.object_key == object_key,
+                SentNotification.status == "sending",
+                SentNotification.claimed_at < now - timedelta(seconds=stale),
+            )
+            .values(claimed_at=now, recipient=to)
+            .returning(SentNotification.id)
+        ).first()
         if row is not None:
             log.warning("taking over the abandoned claim on %s %s", event_name, object_key)
     if row is None:
-        status = db.session.scalar(select(SentNotification.status).where(
-            SentNotification.event == event_name, SentNotification.object_key == object_key))
+        status = db.session.scalar(
+            select(SentNotification.status).where(
+                SentNotification.event == event_name, SentNotification.object_key == object_key
+            )
+        )
         db.session.commit()
         if status == "sent":
             return None
@@ -87,9 +103,13 @@ def claim(event_name: str, object_key: str, to: str) -> tuple[int, datetime] | N
 def _release(row_id: int, claimed_at: datetime) -> None:
     try:
         db.session.rollback()
-        db.session.execute(delete(SentNotification).where(
-            SentNotification.id == row_id, SentNotification.status == "sending",
-            SentNotification.claimed_at == claimed_at))
+        db.session.execute(
+            delete(SentNotification).where(
+                SentNotification.id == row_id,
+                SentNotification.status == "sending",
+                SentNotification.claimed_at == claimed_at,
+            )
+        )
         db.session.commit()
     except Exception:  # noqa: BLE001 - the claim goes stale and is taken over
         db.session.rollback()
@@ -97,9 +117,11 @@ def _release(row_id: int, claimed_at: datetime) -> None:
 
 
 def _mark_sent(row_id: int, claimed_at: datetime) -> None:
-    done = db.session.execute(update(SentNotification).where(
-        SentNotification.id == row_id, SentNotification.claimed_at == claimed_at)
-        .values(status="sent", sent_at=clock.now())).rowcount
+    done = db.session.execute(
+        update(SentNotification)
+        .where(SentNotification.id == row_id, SentNotification.claimed_at == claimed_at)
+        .values(status="sent", sent_at=clock.now())
+    ).rowcount
     db.session.commit()
     if not done:
         log.warning("notification claim %s was taken over while this job sent it", row_id)
@@ -134,8 +156,10 @@ def send_notification(event_name: str, to: str, payload: dict, key: str | None =
                 db.session.rollback()
                 log.warning("could not mark notification %s sent (attempt %d)", claimed[0], attempt, exc_info=True)
                 if pause is None:
-                    log.error("notification %s was sent but is not marked; it may be sent again once its claim "
-                              "is stale", claimed[0])
+                    log.error(
+                        "notification %s was sent but is not marked; it may be sent again once its claim is stale",
+                        claimed[0],
+                    )
                 else:
                     time.sleep(pause)
         return sent

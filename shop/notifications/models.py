@@ -1,4 +1,5 @@
 """A record of every notification sent, one per (event, object): the guard that mail never doubles."""
+
 from __future__ import annotations
 
 from datetime import datetime

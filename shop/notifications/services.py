@@ -8,6 +8,7 @@ row before it sends (jobs.py), so a retried or duplicated job sends once. The ke
 is about ("order:A1B2", "refund:7", "user:3:reset:<token hash>"); without one it is derived from the
 payload (the order number, or a hash of the recipient and the payload).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,6 +59,12 @@ def notify(event_name: str, to: str, payload: dict, key: str | None = None) -> N
     if event_name not in EVENTS:
         raise ValueError(f"unknown notification {event_name!r}")
     payload = dict(payload)
-    after_commit("mail", send_notification, event_name, to, payload,
-                 key=object_key_for(event_name, to, payload, key),
-                 retry=Retry(max=len(MAIL_RETRY_INTERVALS), interval=MAIL_RETRY_INTERVALS))
+    after_commit(
+        "mail",
+        send_notification,
+        event_name,
+        to,
+        payload,
+        key=object_key_for(event_name, to, payload, key),
+        retry=Retry(max=len(MAIL_RETRY_INTERVALS), interval=MAIL_RETRY_INTERVALS),
+    )

@@ -1,17 +1,17 @@
 """Scheduled order work: end the stock holds whose time ran out by cancelling their unpaid orders."""
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from shop import events
+from shop import clock, events
 from shop.extensions import db
 from shop.inventory.models import Reservation
 from shop.orders import services as orders
 from shop.orders import states
-from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,12 @@ def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
     was extended meanwhile (a bank payment submitted on Stripe's page) is left pending."""
     now = now or clock.now()
     order_ids = db.session.scalars(
-        select(Reservation.order_id).where(Reservation.status == "active", Reservation.expires_at <= now)
-        .group_by(Reservation.order_id).order_by(Reservation.order_id).limit(limit)).all()
+        select(Reservation.order_id)
+        .where(Reservation.status == "active", Reservation.expires_at <= now)
+        .group_by(Reservation.order_id)
+        .order_by(Reservation.order_id)
+        .limit(limit)
+    ).all()
     db.session.commit()
     cancelled = 0
     for order_id in order_ids:
@@ -37,7 +41,7 @@ def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
             continue
         order = orders.lock(order_id)  # the payment webhook takes this same lock: one of them goes first
         held = orders.hold_expires_at(order_id)
-        if held is not None and held.replace(tzinfo=held.tzinfo or timezone.utc) > now:
+        if held is not None and held.replace(tzinfo=held.tzinfo or UTC) > now:
             db.session.commit()  # its hold was extended meanwhile (close_sessions found a bank payment submitted)
             continue
         if order.status == states.PENDING:

@@ -11,6 +11,7 @@ and is recorded by payments with the refund itself, one per refund, so this grou
 older than MAX_AGE is not mailed at all: after a longer outage of the consumers, or when the group first starts over a
 stream holding months of events, the past is not mailed again.
 """
+
 from __future__ import annotations
 
 from shop.consumers import consumer
@@ -21,8 +22,12 @@ from shop.orders.models import Order
 MAX_AGE = 3 * 24 * 3600  # seconds
 
 # event type -> the mail of the same name, and the status the order has after that move
-MAILED = {"order.confirmed": states.CONFIRMED, "order.shipped": states.SHIPPED,
-          "order.delivered": states.DELIVERED, "order.refunded": states.REFUNDED}
+MAILED = {
+    "order.confirmed": states.CONFIRMED,
+    "order.shipped": states.SHIPPED,
+    "order.delivered": states.DELIVERED,
+    "order.refunded": states.REFUNDED,
+}
 
 
 @consumer("order-mails", types=set(MAILED), max_age=MAX_AGE)

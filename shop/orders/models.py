@@ -1,4 +1,5 @@
 """Orders keep snapshots of what was bought, so later catalogue changes never rewrite history."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,8 +17,9 @@ class Order(db.Model):
     __tablename__ = "order"
     __table_args__ = (
         CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STATUSES)})", name="status"),
-        CheckConstraint("total >= 0 AND subtotal >= 0 AND discount >= 0 AND shipping >= 0 AND tax >= 0",
-                        name="money_nonnegative"),
+        CheckConstraint(
+            "total >= 0 AND subtotal >= 0 AND discount >= 0 AND shipping >= 0 AND tax >= 0", name="money_nonnegative"
+        ),
         Index("ix_order_user_created", "user_id", "created_at"),
         Index("ix_order_status_created", "status", "created_at"),
         # Checkout counts a client's unpaid holds by IP and by e-mail (shop.checkout.holds).
@@ -51,10 +53,12 @@ class Order(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
-    lines: Mapped[list[OrderLine]] = relationship(back_populates="order", order_by="OrderLine.id",
-                                                  cascade="all, delete-orphan")
-    events: Mapped[list[OrderEvent]] = relationship(back_populates="order", order_by="OrderEvent.id",
-                                                    cascade="all, delete-orphan")
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", order_by="OrderLine.id", cascade="all, delete-orphan"
+    )
+    events: Mapped[list[OrderEvent]] = relationship(
+        back_populates="order", order_by="OrderEvent.id", cascade="all, delete-orphan"
+    )
 
 
 class OrderLine(db.Model):

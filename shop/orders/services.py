@@ -1,12 +1,14 @@
 """Order rules: creation from priced lines, every status move (with its event), access checks.
 
 Every order.* domain event is published here (new_order, move, publish_event), with snapshot() as its data."""
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import re
 import secrets
+from datetime import UTC
 from enum import StrEnum
 from urllib.parse import quote, urlsplit
 
@@ -20,9 +22,13 @@ from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
 
 # The moves that leave the process as domain events (processing and returned stay inside the shop).
-STATUS_EVENT = {states.CONFIRMED: "order.confirmed", states.CANCELLED: "order.cancelled",
-                states.SHIPPED: "order.shipped", states.DELIVERED: "order.delivered",
-                states.REFUNDED: "order.refunded"}
+STATUS_EVENT = {
+    states.CONFIRMED: "order.confirmed",
+    states.CANCELLED: "order.cancelled",
+    states.SHIPPED: "order.shipped",
+    states.DELIVERED: "order.delivered",
+    states.REFUNDED: "order.refunded",
+}
 
 
 class OrderErrorCode(StrEnum):
@@ -44,19 +50,41 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_order(*, user_id, email, currency, totals, shipping_method, shipping_address, billing_address,
-              cart_id=None) -> tuple[Order, str | None]:
+def new_order(
+    *, user_id, email, currency, totals, shipping_method, shipping_address, billing_address, cart_id=None
+) -> tuple[Order, str | None]:
     """A pending order with line snapshots; returns it and, for a guest, its one-time access token."""
     token = None if user_id else secrets.token_urlsafe(24)
-    order = Order(number=f"S-{secrets.token_hex(6).upper()}", user_id=user_id, email=email, status=states.PENDING,
-                  currency=currency, subtotal=totals.subtotal, discount=totals.discount, shipping=totals.shipping,
-                  tax=totals.tax, total=totals.total, shipping_method=shipping_method,
-                  shipping_address=shipping_address, billing_address=billing_address,
-                  access_token_hash=hash_token(token) if token else None, cart_id=str(cart_id) if cart_id else None)
-    order.lines = [OrderLine(variant_id=line.variant_id, sku=line.sku, name=line.name, options=line.options,
-                             quantity=line.quantity, unit_price=line.unit_price, line_total=line.line_total,
-                             list_price=getattr(line, "list_price", None))  # the price before a sale, if any
-                   for line in totals.lines]
+    order = Order(
+        number=f"S-{secrets.token_hex(6).upper()}",
+        user_id=user_id,
+        email=email,
+        status=states.PENDING,
+        currency=currency,
+        subtotal=totals.subtotal,
+        discount=totals.discount,
+        shipping=totals.shipping,
+        tax=totals.tax,
+        total=totals.total,
+        shipping_method=shipping_method,
+        shipping_address=shipping_address,
+        billing_address=billing_address,
+        access_token_hash=hash_token(token) if token else None,
+        cart_id=str(cart_id) if cart_id else None,
+    )
+    order.lines = [
+        OrderLine(
+            variant_id=line.variant_id,
+            sku=line.sku,
+            name=line.name,
+            options=line.options,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            line_total=line.line_total,
+            list_price=getattr(line, "list_price", None),
+        )  # the price before a sale, if any
+        for line in totals.lines
+    ]
     order.events = [OrderEvent(from_status=None, to_status=states.PENDING, actor="customer", note="Order placed")]
     db.session.add(order)
     db.session.flush()
@@ -66,11 +94,10 @@ def new_order(*, user_id, email, currency, totals, shipping_method, shipping_add
 
 def _utc_iso(at) -> str | None:
     """ISO 8601 in UTC; the columns hold naive UTC times."""
-    from datetime import timezone
 
     if at is None:
         return None
-    return (at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)).isoformat()
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
 
 
 def refunded_total(order_id: int) -> int:
@@ -81,13 +108,21 @@ def refunded_total(order_id: int) -> int:
 def snapshot(order: Order, refunded: int | None = None) -> dict:
     """The `data` of every order.* event: the order as it stands after the change, without personal data (no
     e-mail, name or address). `refunded` is looked up unless the caller knows it."""
-    return {"order_id": order.id, "number": order.number, "status": order.status, "currency": order.currency,
-            "subtotal": order.subtotal, "discount": order.discount or 0, "shipping": order.shipping,
-            "tax": order.tax, "total": order.total,
-            "refunded": refunded_total(order.id) if refunded is None else refunded,
-            "created_at": _utc_iso(order.created_at), "customer_id": order.user_id,
-            "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price}
-                      for line in order.lines]}
+    return {
+        "order_id": order.id,
+        "number": order.number,
+        "status": order.status,
+        "currency": order.currency,
+        "subtotal": order.subtotal,
+        "discount": order.discount or 0,
+        "shipping": order.shipping,
+        "tax": order.tax,
+        "total": order.total,
+        "refunded": refunded_total(order.id) if refunded is None else refunded,
+        "created_at": _utc_iso(order.created_at),
+        "customer_id": order.user_id,
+        "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price} for line in order.lines],
+    }
 
 
 def publish_event(order: Order, type_: str, refunded: int | None = None, **extra) -> dict:
@@ -100,8 +135,9 @@ def lock(order_id: int) -> Order:
 
     populate_existing: a caller may already hold this order in the session (for_reader ran first); without
     it the lock would be granted but the stale copy kept, and a waiter would act on the status it saw before."""
-    order = db.session.scalar(select(Order).where(Order.id == order_id).with_for_update()
-                              .execution_options(populate_existing=True))
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    )
     if order is None:
         raise OrderNotFound()
     return order
@@ -121,8 +157,13 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
     if target == states.CANCELLED:
         # Promotions give its coupon uses back, inventory its stock (held, or back on the shelf once paid), payments
         # the money once paid: each domain's own receiver, in lock order (shop.events).
-        events.emit(events.order_cancelled, order, was_paid=previous != states.PENDING, actor=actor,
-                    note=f"Order cancelled: {note}".strip(": "))
+        events.emit(
+            events.order_cancelled,
+            order,
+            was_paid=previous != states.PENDING,
+            actor=actor,
+            note=f"Order cancelled: {note}".strip(": "),
+        )
     order.status = target
     if tracking:  # the shipped mail shows them
         order.tracking_carrier, order.tracking_number = tracking["carrier"], tracking["number"]
@@ -216,8 +257,7 @@ def clean_tracking(raw) -> dict | None:
             host = parts.hostname
         except ValueError:  # e.g. "http://[::1" or a bad port
             parts, host = None, None
-        if parts is None or parts.scheme.lower() not in ("https", "http") or not host \
-                or re.search(r"[\s\"'<>\\]", url):
+        if parts is None or parts.scheme.lower() not in ("https", "http") or not host or re.search(r"[\s\"'<>\\]", url):
             errors["tracking.url"] = "must be a web link starting with https:// or http://"
     if errors:
         raise ValidationError(errors)
@@ -229,9 +269,11 @@ def cancel_by_customer(order: Order, actor: str = "customer") -> Order:
     _close_payment_pages(order.id)
     locked = lock(order.id)
     if not states.can_cancel(locked.status):
-        raise Conflict(OrderErrorCode.INVALID_TRANSITION,
-                       f"An order that is {locked.status} can no longer be cancelled.",
-                       {"from": locked.status, "to": states.CANCELLED})
+        raise Conflict(
+            OrderErrorCode.INVALID_TRANSITION,
+            f"An order that is {locked.status} can no longer be cancelled.",
+            {"from": locked.status, "to": states.CANCELLED},
+        )
     move(locked, states.CANCELLED, actor, "Cancelled by the customer")
     db.session.commit()
     return locked
@@ -248,8 +290,9 @@ def _close_payment_pages(order_id: int) -> None:
 
 def for_reader(order_id: int, *, user=None, token: str | None = None) -> Order:
     """The order if this user owns it or the guest token matches; 404 otherwise (never 403)."""
-    order = db.session.scalar(select(Order).where(Order.id == order_id)
-                              .options(selectinload(Order.lines), selectinload(Order.events)))
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).options(selectinload(Order.lines), selectinload(Order.events))
+    )
     if order is None:
         raise OrderNotFound()
     if user is not None and order.user_id == user.id:
@@ -264,9 +307,14 @@ def of_user(user_id: int, page: int = 1, per_page: int = 20) -> tuple[list[Order
 
     where = Order.user_id == user_id
     total = db.session.scalar(select(func.count()).select_from(Order).where(where))
-    rows = db.session.scalars(select(Order).where(where).order_by(Order.created_at.desc(), Order.id.desc())
-                              .options(selectinload(Order.lines), selectinload(Order.events))
-                              .limit(per_page).offset((page - 1) * per_page)).all()
+    rows = db.session.scalars(
+        select(Order)
+        .where(where)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .options(selectinload(Order.lines), selectinload(Order.events))
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
     return list(rows), total
 
 
@@ -308,8 +356,9 @@ def order_from_link(order_id: int, token: str) -> Order:
         raise OrderLinkProblem("invalid") from None
     if not isinstance(data, dict) or data.get("o") != order_id:
         raise OrderLinkProblem("invalid")
-    order = db.session.scalar(select(Order).where(Order.id == order_id)
-                              .options(selectinload(Order.lines), selectinload(Order.events)))
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).options(selectinload(Order.lines), selectinload(Order.events))
+    )
     if order is None or order.number != data.get("n"):
         raise OrderLinkProblem("invalid")
     return order
@@ -328,8 +377,9 @@ def hold_expires_at(order_id: int):
 
     from shop.inventory.models import Reservation
 
-    return db.session.scalar(select(func.min(Reservation.expires_at))
-                             .where(Reservation.order_id == order_id, Reservation.status == "active"))
+    return db.session.scalar(
+        select(func.min(Reservation.expires_at)).where(Reservation.order_id == order_id, Reservation.status == "active")
+    )
 
 
 # -- addresses and mails -------------------------------------------------------------------------------------
@@ -343,11 +393,13 @@ def _thumbnails(order: Order) -> dict[int, str]:
     ids = {line.variant_id for line in order.lines if line.variant_id}
     if not ids:
         return {}
-    rows = db.session.execute(select(Variant.id, ProductImage.path, ProductImage.position, ProductImage.id)
-                              .join(Product, Product.id == Variant.product_id)
-                              .join(ProductImage, ProductImage.product_id == Product.id)
-                              .where(Variant.id.in_(ids))
-                              .order_by(Variant.id, ProductImage.position, ProductImage.id)).all()
+    rows = db.session.execute(
+        select(Variant.id, ProductImage.path, ProductImage.position, ProductImage.id)
+        .join(Product, Product.id == Variant.product_id)
+        .join(ProductImage, ProductImage.product_id == Product.id)
+        .where(Variant.id.in_(ids))
+        .order_by(Variant.id, ProductImage.position, ProductImage.id)
+    ).all()
     found: dict[int, str] = {}
     for vid, path, _, _ in rows:
         if vid in found or not path:
@@ -377,29 +429,49 @@ def mail_payload(order: Order, status: str | None = None) -> dict:
     lines = []
     for line in order.lines:
         list_price = getattr(line, "list_price", None)
-        lines.append({"name": line.name, "quantity": line.quantity, "sku": line.sku,
-                      "options": ", ".join(f"{k} {v}" for k, v in (line.options or {}).items()),
-                      "unit_price": format_money(line.unit_price, cur),
-                      "was": format_money(list_price, cur) if list_price and list_price > line.unit_price else None,
-                      "line_total": format_money(line.line_total, cur), "image": thumbs.get(line.variant_id)})
+        lines.append(
+            {
+                "name": line.name,
+                "quantity": line.quantity,
+                "sku": line.sku,
+                "options": ", ".join(f"{k} {v}" for k, v in (line.options or {}).items()),
+                "unit_price": format_money(line.unit_price, cur),
+                "was": format_money(list_price, cur) if list_price and list_price > line.unit_price else None,
+                "line_total": format_money(line.line_total, cur),
+                "image": thumbs.get(line.variant_id),
+            }
+        )
     status = status or order.status
-    shipped = next((e for e in reversed(order.events) if e.to_status == states.SHIPPED), None) \
-        if status in (states.SHIPPED, states.DELIVERED) else None
+    shipped = (
+        next((e for e in reversed(order.events) if e.to_status == states.SHIPPED), None)
+        if status in (states.SHIPPED, states.DELIVERED)
+        else None
+    )
     tracking = {k: getattr(order, f"tracking_{k}", None) for k in ("number", "carrier", "url")}
-    return {"number": order.number, "status": status, "currency": cur,
-            "subtotal": format_money(order.subtotal, cur),
-            "discount": format_money(order.discount, cur) if order.discount else None,
-            "shipping": format_money(order.shipping, cur), "tax": format_money(order.tax, cur),
-            "total": format_money(order.total, cur), "shipping_method": order.shipping_method,
-            "lines": lines, "shipping_address": dict(order.shipping_address or {}),
-            "guest": order.user_id is None, "tracking": {k: v for k, v in tracking.items() if v},
-            "shipping_note": shipped.note if shipped is not None and shipped.note else None,
-            "link": order_link(order), "link_days": current_app.config.get("ORDER_LINK_MAX_AGE_DAYS", 30)}
+    return {
+        "number": order.number,
+        "status": status,
+        "currency": cur,
+        "subtotal": format_money(order.subtotal, cur),
+        "discount": format_money(order.discount, cur) if order.discount else None,
+        "shipping": format_money(order.shipping, cur),
+        "tax": format_money(order.tax, cur),
+        "total": format_money(order.total, cur),
+        "shipping_method": order.shipping_method,
+        "lines": lines,
+        "shipping_address": dict(order.shipping_address or {}),
+        "guest": order.user_id is None,
+        "tracking": {k: v for k, v in tracking.items() if v},
+        "shipping_note": shipped.note if shipped is not None and shipped.note else None,
+        "link": order_link(order),
+        "link_days": current_app.config.get("ORDER_LINK_MAX_AGE_DAYS", 30),
+    }
 
 
 def for_staff(order_id: int) -> Order:
-    order = db.session.scalar(select(Order).where(Order.id == order_id)
-                              .options(selectinload(Order.lines), selectinload(Order.events)))
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).options(selectinload(Order.lines), selectinload(Order.events))
+    )
     if order is None:
         raise OrderNotFound()
     return order

@@ -1,4 +1,5 @@
 """The order state machine (API.md), written once. Pure: no database."""
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -1,6 +1,7 @@
 """Consumer group "webhooks": every domain event becomes a delivery for each enabled endpoint subscribed to its
 type. The deliveries are written in the transaction that claims the event (shop.consumers.handle), so a
 redelivered event makes none twice; the HTTP requests go once that transaction committed (send_due)."""
+
 from __future__ import annotations
 
 from shop.consumers import consumer
@@ -17,7 +18,8 @@ def send_due() -> None:
     deliver_due()
 
 
-@consumer("webhooks", types=set(TYPES), description="partner webhooks: a delivery per subscribed endpoint",
-          then=send_due)
+@consumer(
+    "webhooks", types=set(TYPES), description="partner webhooks: a delivery per subscribed endpoint", then=send_due
+)
 def make_deliveries(envelope: dict) -> None:
     services.record_deliveries(envelope)

@@ -10,6 +10,7 @@ cannot slip through.
 WEBHOOK_ALLOW_PRIVATE=1 (development and tests) lets loopback and private addresses through; the cloud metadata
 addresses, unspecified and multicast addresses are refused always.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -55,15 +56,27 @@ def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: b
         return "an unspecified address"
     if ip.is_multicast:
         return "a multicast address"
-    kind = ("a loopback address" if ip.is_loopback else
-            "a link-local address" if ip.is_link_local else
-            "a carrier-grade NAT address" if ip.version == 4 and ip in CGNAT else
-            "a private address" if ip.is_private else
-            "a reserved address" if ip.is_reserved or not ip.is_global else None)
+    kind = (
+        "a loopback address"
+        if ip.is_loopback
+        else "a link-local address"
+        if ip.is_link_local
+        else "a carrier-grade NAT address"
+        if ip.version == 4 and ip in CGNAT
+        else "a private address"
+        if ip.is_private
+        else "a reserved address"
+        if ip.is_reserved or not ip.is_global
+        else None
+    )
     if kind is None:
         return None
-    if allow_private and kind in ("a loopback address", "a private address", "a link-local address",
-                                  "a carrier-grade NAT address"):
+    if allow_private and kind in (
+        "a loopback address",
+        "a private address",
+        "a link-local address",
+        "a carrier-grade NAT address",
+    ):
         return None
     return kind
 

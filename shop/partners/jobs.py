@@ -1,5 +1,6 @@
 """Partner webhook jobs: one delivery now (queued after the commit that made it or asked for it), and the
 every-minute scan of due retries (shop.schedule)."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Partner webhook endpoints, their deliveries and each delivery's attempts (the delivery log)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,9 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from shop.extensions import db
 
 
-
 class DeliveryState(StrEnum):
     """A partner webhook delivery's state."""
+
     PENDING = "pending"  # due (again) at next_attempt_at
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # out of attempts, or its endpoint is gone
@@ -62,8 +63,7 @@ class WebhookDelivery(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column()
 
     endpoint: Mapped[WebhookEndpoint] = relationship()
-    log: Mapped[list["WebhookAttempt"]] = relationship(order_by="WebhookAttempt.id",
-                                                       viewonly=True)
+    log: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id", viewonly=True)
 
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_delivery_endpoint_event"),

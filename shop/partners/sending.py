@@ -5,6 +5,7 @@ Each hop's URL passes the SSRF guard and the connection goes to the address the 
 names the server in the Host header and in TLS's SNI and certificate check), so neither a redirect nor a DNS answer
 that changed since the check can lead the shop to a private address.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,8 @@ import certifi
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from shop.partners import guard
 from shop import clock
+from shop.partners import guard
 
 TIMEOUT = 10.0  # seconds per request (connect and answer)
 MAX_REDIRECTS = 3
@@ -52,9 +53,16 @@ def _pool(target: guard.Target, timeout: float):
     """A connection pool to the checked address; TLS verifies the certificate against the URL's host name."""
     timeouts = urllib3.Timeout(connect=timeout, read=timeout)
     if target.scheme == "https":
-        return urllib3.HTTPSConnectionPool(target.address, target.port, timeout=timeouts, retries=False,
-                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
-                                           assert_hostname=target.host, server_hostname=target.host)
+        return urllib3.HTTPSConnectionPool(
+            target.address,
+            target.port,
+            timeout=timeouts,
+            retries=False,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            assert_hostname=target.host,
+            server_hostname=target.host,
+        )
     return urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeouts, retries=False)
 
 
@@ -79,10 +87,16 @@ def post(url: str, body: str, headers: dict, *, allow_private: bool, timeout: fl
             result.hops.append(url)
             pool = _pool(target, timeout)
             try:
-                response = pool.urlopen("POST", target.path, body=payload,
-                                        headers={**sent_headers, "Host": _host_header(target)},
-                                        redirect=False, retries=False, preload_content=False,
-                                        assert_same_host=False)
+                response = pool.urlopen(
+                    "POST",
+                    target.path,
+                    body=payload,
+                    headers={**sent_headers, "Host": _host_header(target)},
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    assert_same_host=False,
+                )
                 try:
                     result.status = response.status
                     result.response_excerpt = _excerpt(response.read(EXCERPT))

@@ -4,6 +4,7 @@ per subscribed endpoint for each event, the test event and an admin's retry. Att
 A delivery is one event for one endpoint: written in the transaction that needs it, attempted by a job queued after
 its commit (shop.afterwards), never by an HTTP call inside a transaction.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,12 @@ from flask import current_app
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from shop import clock
 from shop.afterwards import after_commit
 from shop.events import TYPES
 from shop.extensions import db
 from shop.partners import guard, signing
 from shop.partners.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from shop import clock
 
 TEST_TYPE = "webhook.test"  # the type of the event "Send test event" sends (not a domain event)
 QUEUE = "default"  # shop.extensions.QUEUE_NAMES has no queue of its own for webhooks
@@ -107,9 +108,13 @@ def create_endpoint(data: dict) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; returns it and its secret (the only time the secret is readable)."""
     values = clean(data)
     secret = signing.new_secret()
-    endpoint = WebhookEndpoint(url=values["url"], events=values["events"], description=values.get("description", ""),
-                               enabled=values.get("enabled", True),
-                               secret_encrypted=signing.seal(secret, current_app.config["SECRET_KEY"]))
+    endpoint = WebhookEndpoint(
+        url=values["url"],
+        events=values["events"],
+        description=values.get("description", ""),
+        enabled=values.get("enabled", True),
+        secret_encrypted=signing.seal(secret, current_app.config["SECRET_KEY"]),
+    )
     if not endpoint.enabled:
         endpoint.disabled_at, endpoint.disabled_reason = clock.now(), "Disabled by an admin."
     db.session.add(endpoint)
@@ -154,22 +159,29 @@ def delete_endpoint(endpoint_id: int) -> None:
 
 def list_endpoints(page: int, per_page: int) -> tuple[int, list[WebhookEndpoint]]:
     total = db.session.scalar(select(func.count()).select_from(WebhookEndpoint))
-    rows = db.session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id.desc())
-                              .limit(per_page).offset((page - 1) * per_page)).all()
+    rows = db.session.scalars(
+        select(WebhookEndpoint).order_by(WebhookEndpoint.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    ).all()
     return total, list(rows)
 
 
-def list_deliveries(endpoint_id: int, page: int, per_page: int,
-                    state: str | None = None) -> tuple[int, list[WebhookDelivery]]:
+def list_deliveries(
+    endpoint_id: int, page: int, per_page: int, state: str | None = None
+) -> tuple[int, list[WebhookDelivery]]:
     """An endpoint's deliveries, newest first, with their attempts loaded."""
     from sqlalchemy.orm import selectinload
 
     get_endpoint(endpoint_id)
     where = [WebhookDelivery.endpoint_id == endpoint_id] + ([WebhookDelivery.state == state] if state else [])
     total = db.session.scalar(select(func.count()).select_from(WebhookDelivery).where(*where))
-    rows = db.session.scalars(select(WebhookDelivery).where(*where).options(selectinload(WebhookDelivery.log))
-                              .order_by(WebhookDelivery.id.desc()).limit(per_page)
-                              .offset((page - 1) * per_page)).all()
+    rows = db.session.scalars(
+        select(WebhookDelivery)
+        .where(*where)
+        .options(selectinload(WebhookDelivery.log))
+        .order_by(WebhookDelivery.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
     return total, list(rows)
 
 
@@ -185,11 +197,18 @@ def _new_delivery(endpoint_id: int, envelope: dict, now: datetime, *, alone: boo
     sends it; a consumer's deliveries are sent by its group's `then`, shop.partners.consumer.send_due); None when
     it existed already."""
     delivery_id = db.session.execute(
-        insert(WebhookDelivery).values(endpoint_id=endpoint_id, event_id=str(envelope["id"]),
-                                       event_type=envelope["type"], body=body_of(envelope), state=PENDING,
-                                       next_attempt_at=now)
+        insert(WebhookDelivery)
+        .values(
+            endpoint_id=endpoint_id,
+            event_id=str(envelope["id"]),
+            event_type=envelope["type"],
+            body=body_of(envelope),
+            state=PENDING,
+            next_attempt_at=now,
+        )
         .on_conflict_do_nothing(constraint="uq_webhook_delivery_endpoint_event")
-        .returning(WebhookDelivery.id)).scalar()
+        .returning(WebhookDelivery.id)
+    ).scalar()
     if delivery_id is not None:
         # One scan job per transaction sends every due delivery (a consumer batch makes hundreds at once), in
         # parallel and outside any transaction; a job per delivery would cost a worker fork each.
@@ -203,21 +222,33 @@ def record_deliveries(envelope: dict, now: datetime | None = None) -> list[int]:
     consumer group's: the event is claimed and its deliveries written together). Returns their ids."""
     occurred = datetime.fromisoformat(envelope["occurred_at"])
     endpoint_ids = db.session.scalars(
-        select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True),
-                                         WebhookEndpoint.events.contains([envelope["type"]]),
-                                         # An endpoint hears what happens once it exists, not the stream's past.
-                                         WebhookEndpoint.created_at <= occurred)
-        .order_by(WebhookEndpoint.id)).all()
+        select(WebhookEndpoint.id)
+        .where(
+            WebhookEndpoint.enabled.is_(True),
+            WebhookEndpoint.events.contains([envelope["type"]]),
+            # An endpoint hears what happens once it exists, not the stream's past.
+            WebhookEndpoint.created_at <= occurred,
+        )
+        .order_by(WebhookEndpoint.id)
+    ).all()
     made = [_new_delivery(endpoint_id, envelope, _now(now)) for endpoint_id in endpoint_ids]
     return [i for i in made if i is not None]
 
 
 def sample_envelope(endpoint: WebhookEndpoint, now: datetime) -> dict:
     """The "Send test event" message: a `webhook.test` event about the endpoint itself."""
-    return {"id": str(uuid.uuid4()), "type": TEST_TYPE, "version": 1, "occurred_at": now.isoformat(),
-            "aggregate": {"type": "webhook_endpoint", "id": str(endpoint.id)},
-            "data": {"endpoint_id": endpoint.id, "shop": current_app.config.get("SHOP_NAME", ""),
-                     "message": "A test event: your endpoint is reachable and can verify our signature."}}
+    return {
+        "id": str(uuid.uuid4()),
+        "type": TEST_TYPE,
+        "version": 1,
+        "occurred_at": now.isoformat(),
+        "aggregate": {"type": "webhook_endpoint", "id": str(endpoint.id)},
+        "data": {
+            "endpoint_id": endpoint.id,
+            "shop": current_app.config.get("SHOP_NAME", ""),
+            "message": "A test event: your endpoint is reachable and can verify our signature.",
+        },
+    }
 
 
 def send_test(endpoint_id: int, now: datetime | None = None) -> WebhookDelivery:
@@ -238,12 +269,16 @@ def retry_delivery(endpoint_id: int, delivery_id: int, now: datetime | None = No
     endpoint = get_endpoint(endpoint_id)
     if not endpoint.enabled:
         raise EndpointDisabled(endpoint_id)
-    delivery = db.session.scalars(select(WebhookDelivery).where(
-        WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id).with_for_update()).first()
+    delivery = db.session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id)
+        .with_for_update()
+    ).first()
     if delivery is None:
         raise NotFound(delivery_id)
-    logged = db.session.scalar(select(func.count()).select_from(WebhookAttempt)
-                               .where(WebhookAttempt.delivery_id == delivery.id))
+    logged = db.session.scalar(
+        select(func.count()).select_from(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id)
+    )
     if delivery.state == PENDING and delivery.attempts > logged and delivery.next_attempt_at > now:
         raise DeliveryInProgress(delivery_id)  # claimed (attempts counted) and not logged yet: in flight
     delivery.state, delivery.next_attempt_at, delivery.finished_at = PENDING, now, None

@@ -8,6 +8,7 @@ so, and the endpoints must be registered again.
 The signature (https://www.standardwebhooks.com): `v1,` + base64 HMAC-SHA256, keyed with the secret's decoded
 bytes, over "{webhook-id}.{webhook-timestamp}.{body}".
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,9 @@ def new_secret() -> str:
 
 
 def _fernet(app_secret_key: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"shop.partners webhook secrets").derive(app_secret_key.encode())
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"shop.partners webhook secrets").derive(
+        app_secret_key.encode()
+    )
     return Fernet(base64.urlsafe_b64encode(key))
 
 
@@ -45,8 +47,10 @@ def unseal(sealed: str, app_secret_key: str) -> str:
     try:
         return _fernet(app_secret_key).decrypt(sealed.encode()).decode()
     except InvalidToken:
-        raise SecretUnreadable("the endpoint's secret cannot be decrypted (SECRET_KEY changed since it was "
-                               "registered): delete the endpoint and register it again") from None
+        raise SecretUnreadable(
+            "the endpoint's secret cannot be decrypted (SECRET_KEY changed since it was "
+            "registered): delete the endpoint and register it again"
+        ) from None
 
 
 def signature(secret: str, msg_id: str, timestamp: int, body: str) -> str:

@@ -7,12 +7,13 @@ after an earlier failure); the exit code is 0 only when nothing failed, so a dep
 secret cannot be read back from Stripe: the proof that it is right is an event the shop accepted, which only happens
 after its signature verified.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import click
@@ -23,11 +24,17 @@ payments_cli = AppGroup("payments", help="Check the payment provider's configura
 
 DASHBOARD_KEYS = "Stripe dashboard → Developers → API keys"
 DASHBOARD_WEBHOOKS = "Stripe dashboard → Developers → Webhooks"
-TEST_EVENT_HINT = ("send a test event from the Stripe dashboard (Developers → Webhooks → your endpoint → "
-                   "Send test event), then run this again.")
+TEST_EVENT_HINT = (
+    "send a test event from the Stripe dashboard (Developers → Webhooks → your endpoint → "
+    "Send test event), then run this again."
+)
 # Key prefix -> (mode, kind). Restricted keys work too if they may read the account and the webhook endpoints.
-KEY_KINDS = {"sk_live_": ("live", "secret key"), "sk_test_": ("test", "secret key"),
-             "rk_live_": ("live", "restricted key"), "rk_test_": ("test", "restricted key")}
+KEY_KINDS = {
+    "sk_live_": ("live", "secret key"),
+    "sk_test_": ("test", "secret key"),
+    "rk_live_": ("live", "restricted key"),
+    "rk_test_": ("test", "restricted key"),
+}
 
 
 @dataclass
@@ -93,8 +100,12 @@ def stripe_client(config):
     """The official SDK's client, as the gateway builds it, but with one retry only: the operator is waiting."""
     import stripe
 
-    return stripe.StripeClient(config["STRIPE_SECRET_KEY"], base_addresses={"api": config["STRIPE_API_BASE"]},
-                               max_network_retries=1, http_client=stripe.RequestsClient(timeout=10))
+    return stripe.StripeClient(
+        config["STRIPE_SECRET_KEY"],
+        base_addresses={"api": config["STRIPE_API_BASE"]},
+        max_network_retries=1,
+        http_client=stripe.RequestsClient(timeout=10),
+    )
 
 
 def _stripe_trouble(report: Report, exc: Exception, asking: str, permission: str) -> None:
@@ -104,21 +115,28 @@ def _stripe_trouble(report: Report, exc: Exception, asking: str, permission: str
     message = (getattr(exc, "user_message", None) or str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
     base = current_app.config["STRIPE_API_BASE"]
     if isinstance(exc, stripe.AuthenticationError):
-        report.fail(f"Stripe refused the key ({message})",
-                    f"copy the secret key (sk_live_… or sk_test_…) from {DASHBOARD_KEYS} into STRIPE_SECRET_KEY.")
+        report.fail(
+            f"Stripe refused the key ({message})",
+            f"copy the secret key (sk_live_… or sk_test_…) from {DASHBOARD_KEYS} into STRIPE_SECRET_KEY.",
+        )
     elif isinstance(exc, stripe.PermissionError):
-        report.fail(f"The key may not {asking} ({message})",
-                    f"give the restricted key {permission} (Read) in {DASHBOARD_KEYS}, or use the secret key.")
+        report.fail(
+            f"The key may not {asking} ({message})",
+            f"give the restricted key {permission} (Read) in {DASHBOARD_KEYS}, or use the secret key.",
+        )
     elif isinstance(exc, stripe.APIConnectionError):
         cause = re.search(r"Network error: (\w+)", str(exc))
-        report.fail(f"Stripe is unreachable at {base} while trying to {asking}"
-                    + (f" ({cause.group(1)})" if cause else ""),
-                    "check this server's outbound HTTPS (firewall, proxy, DNS) and STRIPE_API_BASE if you set it, "
-                    "then run this again.")
+        report.fail(
+            f"Stripe is unreachable at {base} while trying to {asking}" + (f" ({cause.group(1)})" if cause else ""),
+            "check this server's outbound HTTPS (firewall, proxy, DNS) and STRIPE_API_BASE if you set it, "
+            "then run this again.",
+        )
     else:
         status = getattr(exc, "http_status", None)
-        report.fail(f"Stripe answered an error ({status or type(exc).__name__}) while trying to {asking}: {message}",
-                    "run this again in a minute; if it persists, see status.stripe.com.")
+        report.fail(
+            f"Stripe answered an error ({status or type(exc).__name__}) while trying to {asking}: {message}",
+            "run this again in a minute; if it persists, see status.stripe.com.",
+        )
 
 
 # -- the parts of the check ------------------------------------------------------------------------------
@@ -126,23 +144,29 @@ def check_key(report: Report, config) -> str | None:
     """The key's format; returns its mode ("live" or "test"), or None when it is missing or not a secret key."""
     key = config.get("STRIPE_SECRET_KEY") or ""
     if not key:
-        report.fail("STRIPE_SECRET_KEY is not set",
-                    f"set it to the secret key from {DASHBOARD_KEYS} (sk_test_… to rehearse, sk_live_… to take money).")
+        report.fail(
+            "STRIPE_SECRET_KEY is not set",
+            f"set it to the secret key from {DASHBOARD_KEYS} (sk_test_… to rehearse, sk_live_… to take money).",
+        )
         return None
     if key.startswith("pk_"):
-        report.fail("STRIPE_SECRET_KEY holds a publishable key (pk_…)",
-                    f"use the secret key (sk_live_… or sk_test_…) from {DASHBOARD_KEYS}; the shop needs no "
-                    "publishable key.")
+        report.fail(
+            "STRIPE_SECRET_KEY holds a publishable key (pk_…)",
+            f"use the secret key (sk_live_… or sk_test_…) from {DASHBOARD_KEYS}; the shop needs no publishable key.",
+        )
         return None
     if key.startswith("whsec_"):
-        report.fail("STRIPE_SECRET_KEY holds a webhook signing secret (whsec_…)",
-                    f"that value belongs in STRIPE_WEBHOOK_SECRET; STRIPE_SECRET_KEY is the sk_… key from "
-                    f"{DASHBOARD_KEYS}.")
+        report.fail(
+            "STRIPE_SECRET_KEY holds a webhook signing secret (whsec_…)",
+            f"that value belongs in STRIPE_WEBHOOK_SECRET; STRIPE_SECRET_KEY is the sk_… key from {DASHBOARD_KEYS}.",
+        )
         return None
     kind = key_mode(key)
     if kind is None:
-        report.fail(f"STRIPE_SECRET_KEY ({_masked(key)}) does not look like a Stripe secret key",
-                    f"copy the key starting sk_live_, sk_test_ or rk_ from {DASHBOARD_KEYS}.")
+        report.fail(
+            f"STRIPE_SECRET_KEY ({_masked(key)}) does not look like a Stripe secret key",
+            f"copy the key starting sk_live_, sk_test_ or rk_ from {DASHBOARD_KEYS}.",
+        )
         return None
     mode, what = kind
     money = "real money" if mode == "live" else "test cards only, no money moves"
@@ -159,31 +183,41 @@ def check_account(report: Report, client, mode: str) -> bool:
     except stripe.StripeError as exc:
         _stripe_trouble(report, exc, "read the account", "the Account permission")
         return False
-    name = (_get(account, "settings", "dashboard", "display_name") or _get(account, "business_profile", "name")
-            or "(no display name)")
-    report.ok(f"Stripe accepted the key: account {_get(account, 'id', default='?')} \"{name}\", {mode} mode")
+    name = (
+        _get(account, "settings", "dashboard", "display_name")
+        or _get(account, "business_profile", "name")
+        or "(no display name)"
+    )
+    report.ok(f'Stripe accepted the key: account {_get(account, "id", default="?")} "{name}", {mode} mode')
     if _get(account, "charges_enabled", default=False):
         report.ok("Charges are enabled on the account")
     elif mode == "live":
-        report.fail("Charges are not enabled on the account: live payments would be refused",
-                    "finish activating the account in the Stripe dashboard (the banner on its home page says "
-                    "what is missing).")
+        report.fail(
+            "Charges are not enabled on the account: live payments would be refused",
+            "finish activating the account in the Stripe dashboard (the banner on its home page says what is missing).",
+        )
     else:
-        report.warn("Charges are not enabled on the account yet: test payments work, live ones will not",
-                    "activate the account in the Stripe dashboard before switching to the live key.")
+        report.warn(
+            "Charges are not enabled on the account yet: test payments work, live ones will not",
+            "activate the account in the Stripe dashboard before switching to the live key.",
+        )
     return True
 
 
 def check_webhook_secret(report: Report, config) -> None:
     secret = config.get("STRIPE_WEBHOOK_SECRET") or ""
     if not secret:
-        report.fail("STRIPE_WEBHOOK_SECRET is not set: every event Stripe sends would be refused (400)",
-                    f"copy the endpoint's signing secret (whsec_…) from {DASHBOARD_WEBHOOKS} → your endpoint → "
-                    "Signing secret → Reveal.")
+        report.fail(
+            "STRIPE_WEBHOOK_SECRET is not set: every event Stripe sends would be refused (400)",
+            f"copy the endpoint's signing secret (whsec_…) from {DASHBOARD_WEBHOOKS} → your endpoint → "
+            "Signing secret → Reveal.",
+        )
     elif not secret.startswith("whsec_"):
-        report.fail("STRIPE_WEBHOOK_SECRET does not look like a signing secret (it starts with whsec_)",
-                    f"copy the endpoint's signing secret from {DASHBOARD_WEBHOOKS} → your endpoint → Signing "
-                    "secret → Reveal (not an API key).")
+        report.fail(
+            "STRIPE_WEBHOOK_SECRET does not look like a signing secret (it starts with whsec_)",
+            f"copy the endpoint's signing secret from {DASHBOARD_WEBHOOKS} → your endpoint → Signing "
+            "secret → Reveal (not an API key).",
+        )
     else:
         report.ok("STRIPE_WEBHOOK_SECRET is set (whsec_…)")
 
@@ -197,19 +231,25 @@ def check_public_url(report: Report, config, mode: str | None) -> bool:
     scheme = urlsplit(base).scheme
     if _is_loopback_url(base):
         if mode == "live":
-            report.fail(f"PUBLIC_BASE_URL is {base}: Stripe cannot deliver events to this machine's loopback",
-                        "set PUBLIC_BASE_URL to the shop's public https address.")
+            report.fail(
+                f"PUBLIC_BASE_URL is {base}: Stripe cannot deliver events to this machine's loopback",
+                "set PUBLIC_BASE_URL to the shop's public https address.",
+            )
         else:
-            report.warn(f"PUBLIC_BASE_URL is {base}: Stripe cannot reach it, so no webhook endpoint is checked",
-                        "rehearsing on this machine? forward events with the Stripe CLI (`stripe listen "
-                        f"--forward-to {base}/webhooks/stripe`) and set STRIPE_WEBHOOK_SECRET to the secret it "
-                        "prints.")
+            report.warn(
+                f"PUBLIC_BASE_URL is {base}: Stripe cannot reach it, so no webhook endpoint is checked",
+                "rehearsing on this machine? forward events with the Stripe CLI (`stripe listen "
+                f"--forward-to {base}/webhooks/stripe`) and set STRIPE_WEBHOOK_SECRET to the secret it "
+                "prints.",
+            )
         return False
     if scheme != "https":
         if mode == "live":
-            report.fail(f"PUBLIC_BASE_URL is {base}: live mode needs https (Stripe delivers live events over https "
-                        "only, and shoppers' sessions need it)",
-                        "serve the shop over https and set PUBLIC_BASE_URL=https://….")
+            report.fail(
+                f"PUBLIC_BASE_URL is {base}: live mode needs https (Stripe delivers live events over https "
+                "only, and shoppers' sessions need it)",
+                "serve the shop over https and set PUBLIC_BASE_URL=https://….",
+            )
             return True
         report.warn(f"PUBLIC_BASE_URL is {base}: fine for test mode, but live mode will need https")
         return True
@@ -242,29 +282,37 @@ def check_endpoint(report: Report, client, url: str) -> None:
     here = [e for e in endpoints if (_get(e, "url") or "").rstrip("/") == url]
     if not here:
         elsewhere = ", ".join(sorted(_get(e, "url", default="?") for e in endpoints)) or "none"
-        report.fail(f"No webhook endpoint sends events to {url} (endpoints in this mode: {elsewhere})",
-                    f"{DASHBOARD_WEBHOOKS} → Add endpoint: URL {url}, events: {', '.join(wanted)}; then put its "
-                    "signing secret in STRIPE_WEBHOOK_SECRET.")
+        report.fail(
+            f"No webhook endpoint sends events to {url} (endpoints in this mode: {elsewhere})",
+            f"{DASHBOARD_WEBHOOKS} → Add endpoint: URL {url}, events: {', '.join(wanted)}; then put its "
+            "signing secret in STRIPE_WEBHOOK_SECRET.",
+        )
         return
     # Prefer an enabled endpoint that sends everything: that is the one whose secret should be configured.
     here.sort(key=lambda e: (_get(e, "status") != "enabled", len(_missing_events(e, wanted))))
     endpoint = here[0]
     endpoint_id = _get(endpoint, "id", default="?")
     if len(here) > 1:
-        report.warn(f"{len(here)} webhook endpoints send events to {url}: each signs with its own secret, so the "
-                    "shop refuses one of them (400) and Stripe keeps retrying it",
-                    f"keep one ({endpoint_id}) and delete the others in {DASHBOARD_WEBHOOKS}.")
+        report.warn(
+            f"{len(here)} webhook endpoints send events to {url}: each signs with its own secret, so the "
+            "shop refuses one of them (400) and Stripe keeps retrying it",
+            f"keep one ({endpoint_id}) and delete the others in {DASHBOARD_WEBHOOKS}.",
+        )
     if _get(endpoint, "status") == "enabled":
         report.ok(f"Webhook endpoint {endpoint_id} at {url} is enabled")
     else:
-        report.fail(f"Webhook endpoint {endpoint_id} at {url} is {_get(endpoint, 'status', default='not enabled')}: "
-                    "Stripe sends it nothing",
-                    f"enable it in {DASHBOARD_WEBHOOKS} → {endpoint_id} → ⋯ → Enable.")
+        report.fail(
+            f"Webhook endpoint {endpoint_id} at {url} is {_get(endpoint, 'status', default='not enabled')}: "
+            "Stripe sends it nothing",
+            f"enable it in {DASHBOARD_WEBHOOKS} → {endpoint_id} → ⋯ → Enable.",
+        )
     missing = _missing_events(endpoint, wanted)
     if missing:
-        report.fail(f"The endpoint does not send {len(missing)} of the {len(wanted)} events the shop handles: "
-                    f"{', '.join(missing)}",
-                    f"{DASHBOARD_WEBHOOKS} → {endpoint_id} → Update details → Select events: add them.")
+        report.fail(
+            f"The endpoint does not send {len(missing)} of the {len(wanted)} events the shop handles: "
+            f"{', '.join(missing)}",
+            f"{DASHBOARD_WEBHOOKS} → {endpoint_id} → Update details → Select events: add them.",
+        )
     else:
         report.ok(f"It sends all {len(wanted)} events the shop handles")
 
@@ -282,24 +330,30 @@ def check_last_event(report: Report, mode: str | None) -> None:
         row = db.session.execute(
             select(WebhookEvent.type, WebhookEvent.received_at, WebhookEvent.payload["livemode"].astext)
             .where(WebhookEvent.provider == "stripe", WebhookEvent.payload.has_key("livemode"))
-            .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc()).limit(1)).first()
+            .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+            .limit(1)
+        ).first()
         db.session.commit()
     except Exception as exc:  # noqa: BLE001 - reported; the database is not what this command checks
         db.session.rollback()
-        report.warn(f"Could not read the received events from the database ({type(exc).__name__})",
-                    "check DATABASE_URL and that `flask --app wsgi db upgrade` ran.")
+        report.warn(
+            f"Could not read the received events from the database ({type(exc).__name__})",
+            "check DATABASE_URL and that `flask --app wsgi db upgrade` ran.",
+        )
         return
     if row is None:
         report.warn("No signed event received yet: " + TEST_EVENT_HINT)
         return
     kind, received_at, livemode = row
     if received_at.tzinfo is not None:
-        received_at = received_at.astimezone(timezone.utc)
+        received_at = received_at.astimezone(UTC)
     event_mode = "live" if livemode == "true" else "test"
     report.ok(f"Last signed event accepted: {kind} at {received_at:%Y-%m-%d %H:%M:%S} UTC ({event_mode} mode)")
     if mode and event_mode != mode:
-        report.warn(f"That event came from {event_mode} mode; none from {mode} mode has been accepted yet",
-                    "the two modes have separate endpoints and signing secrets: " + TEST_EVENT_HINT)
+        report.warn(
+            f"That event came from {event_mode} mode; none from {mode} mode has been accepted yet",
+            "the two modes have separate endpoints and signing secrets: " + TEST_EVENT_HINT,
+        )
 
 
 def check(config, echo=click.echo) -> Report:
@@ -311,8 +365,10 @@ def check(config, echo=click.echo) -> Report:
     if provider == "test":
         echo("Payments: the built-in test gateway (PAYMENT_PROVIDER=test); Stripe is not checked.")
         if config.get("ENV_NAME") == "production":
-            echo("This shop takes no money. To take payments, set PAYMENT_PROVIDER=stripe and the STRIPE_* "
-                 "settings, then run this again.")
+            echo(
+                "This shop takes no money. To take payments, set PAYMENT_PROVIDER=stripe and the STRIPE_* "
+                "settings, then run this again."
+            )
         return report
     if provider != "stripe":
         report.fail(f"PAYMENT_PROVIDER is {provider!r}", "set it to stripe (or test for the built-in test gateway).")
@@ -339,8 +395,10 @@ def payments_check() -> None:
     logging.getLogger("stripe").setLevel(logging.WARNING)  # the SDK's request log would drown the report
     report = check(current_app.config)
     if report.failures:
-        click.echo(f"\n{_count(report.failures, 'problem')} to fix before the shop can take payments; run this "
-                   "again once fixed.")
+        click.echo(
+            f"\n{_count(report.failures, 'problem')} to fix before the shop can take payments; run this "
+            "again once fixed."
+        )
         click.get_current_context().exit(1)
     if current_app.config.get("PAYMENT_PROVIDER") == "stripe":
         warned = f" ({_count(report.warnings, 'warning')} above)" if report.warnings else ""

@@ -5,6 +5,7 @@ Both start a payment and refund one; both report outcomes the same way, as Strip
 signed with the webhook secret and posted to /webhooks/stripe. No gateway call ever runs inside an
 open database transaction: callers commit first.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,17 @@ class PaymentRef:
     checkout_session_id: str | None = None
 
     @classmethod
-    def of(cls, payment) -> "PaymentRef":
-        return cls(payment.id, payment.order_id, payment.amount, payment.currency, payment.provider_id,
-                   payment.created_at, payment.flow or "intent", payment.checkout_session_id)
+    def of(cls, payment) -> PaymentRef:
+        return cls(
+            payment.id,
+            payment.order_id,
+            payment.amount,
+            payment.currency,
+            payment.provider_id,
+            payment.created_at,
+            payment.flow or "intent",
+            payment.checkout_session_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class RefundRef:
     created_at: object
 
     @classmethod
-    def of(cls, refund) -> "RefundRef":
+    def of(cls, refund) -> RefundRef:
         return cls(refund.id, refund.amount, refund.created_at)
 
 
@@ -88,15 +97,22 @@ class Session:
     metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, obj) -> "Session":
+    def of(cls, obj) -> Session:
         get = obj.get if isinstance(obj, dict) else (lambda name, default=None: getattr(obj, name, default))
         intent = get("payment_intent")
         if intent is not None and not isinstance(intent, str):  # expanded
             intent = intent["id"] if isinstance(intent, dict) else intent.id
         metadata = get("metadata") or {}
         metadata = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata  # the SDK's StripeObject
-        return cls(str(get("id")), str(get("status") or ""), str(get("payment_status") or ""), intent,
-                   get("url"), get("amount_total"), dict(metadata))
+        return cls(
+            str(get("id")),
+            str(get("status") or ""),
+            str(get("payment_status") or ""),
+            intent,
+            get("url"),
+            get("amount_total"),
+            dict(metadata),
+        )
 
 
 @dataclass
@@ -131,19 +147,26 @@ class StripeGateway:
         import stripe
 
         # A short timeout: a hung provider must not hold a web worker for minutes.
-        self.client = stripe.StripeClient(config["STRIPE_SECRET_KEY"],
-                                          base_addresses={"api": config["STRIPE_API_BASE"]},
-                                          max_network_retries=2, http_client=stripe.RequestsClient(timeout=10))
+        self.client = stripe.StripeClient(
+            config["STRIPE_SECRET_KEY"],
+            base_addresses={"api": config["STRIPE_API_BASE"]},
+            max_network_retries=2,
+            http_client=stripe.RequestsClient(timeout=10),
+        )
 
     def start(self, payment, checkout: CheckoutRequest | None = None) -> Started:
         if payment.flow == "checkout":
             return self._start_checkout(payment, checkout)
         # The idempotency key makes a retried call (after a timeout, say) return the same intent.
         intent = self.client.v1.payment_intents.create(
-            params={"amount": payment.amount, "currency": payment.currency.lower(),
-                    "metadata": {"order_id": str(payment.order_id), "payment_id": str(payment.id)},
-                    "automatic_payment_methods": {"enabled": True}},
-            options={"idempotency_key": f"shop-payment-{payment.id}-{_stamp(payment)}"})
+            params={
+                "amount": payment.amount,
+                "currency": payment.currency.lower(),
+                "metadata": {"order_id": str(payment.order_id), "payment_id": str(payment.id)},
+                "automatic_payment_methods": {"enabled": True},
+            },
+            options={"idempotency_key": f"shop-payment-{payment.id}-{_stamp(payment)}"},
+        )
         return Started(provider_id=intent.id, client_secret=intent.client_secret)
 
     def _start_checkout(self, payment, order: CheckoutRequest) -> Started:
@@ -152,32 +175,62 @@ class StripeGateway:
         is refused here (and expired at Stripe) rather than shown."""
         stamp, currency = _stamp(payment), payment.currency.lower()
         metadata = {"order_id": str(payment.order_id), "payment_id": str(payment.id), "order_number": order.number}
-        items = [{"price_data": {"currency": currency, "unit_amount": unit, "product_data": {"name": name[:250]}},
-                  "quantity": quantity} for name, unit, quantity in order.lines]
+        items = [
+            {
+                "price_data": {"currency": currency, "unit_amount": unit, "product_data": {"name": name[:250]}},
+                "quantity": quantity,
+            }
+            for name, unit, quantity in order.lines
+        ]
         if order.tax:
-            items.append({"price_data": {"currency": currency, "unit_amount": order.tax,
-                                         "product_data": {"name": "Tax"}}, "quantity": 1})
-        params = {"mode": "payment", "line_items": items, "customer_email": order.email,
-                  "client_reference_id": order.number, "metadata": metadata,
-                  "payment_intent_data": {"metadata": metadata}, "success_url": order.success_url,
-                  "cancel_url": order.cancel_url, "expires_at": order.expires_at,
-                  "shipping_options": [{"shipping_rate_data": {
-                      "type": "fixed_amount", "display_name": order.shipping_label[:100],
-                      "fixed_amount": {"amount": order.shipping, "currency": currency}}}]}
+            items.append(
+                {
+                    "price_data": {"currency": currency, "unit_amount": order.tax, "product_data": {"name": "Tax"}},
+                    "quantity": 1,
+                }
+            )
+        params = {
+            "mode": "payment",
+            "line_items": items,
+            "customer_email": order.email,
+            "client_reference_id": order.number,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+            "success_url": order.success_url,
+            "cancel_url": order.cancel_url,
+            "expires_at": order.expires_at,
+            "shipping_options": [
+                {
+                    "shipping_rate_data": {
+                        "type": "fixed_amount",
+                        "display_name": order.shipping_label[:100],
+                        "fixed_amount": {"amount": order.shipping, "currency": currency},
+                    }
+                }
+            ],
+        }
         if order.discount:
             coupon = self.client.v1.coupons.create(
-                params={"amount_off": order.discount, "currency": currency, "duration": "once",
-                        "max_redemptions": 1, "name": f"Order {order.number} discount"[:40],
-                        "metadata": metadata},
-                options={"idempotency_key": f"shop-coupon-{payment.id}-{stamp}"})
+                params={
+                    "amount_off": order.discount,
+                    "currency": currency,
+                    "duration": "once",
+                    "max_redemptions": 1,
+                    "name": f"Order {order.number} discount"[:40],
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"shop-coupon-{payment.id}-{stamp}"},
+            )
             params["discounts"] = [{"coupon": coupon.id}]
         session = self.client.v1.checkout.sessions.create(
-            params=params, options={"idempotency_key": f"shop-checkout-{payment.id}-{stamp}-{order.expires_at}"})
+            params=params, options={"idempotency_key": f"shop-checkout-{payment.id}-{stamp}-{order.expires_at}"}
+        )
         if session.amount_total != payment.amount:
             self.expire_session(session.id)
             raise ValueError(f"Stripe computed {session.amount_total} for order {order.number}, not {payment.amount}")
-        return Started(provider_id=None, redirect_url=session.url, checkout_session_id=session.id,
-                       expires_at=session.expires_at)
+        return Started(
+            provider_id=None, redirect_url=session.url, checkout_session_id=session.id, expires_at=session.expires_at
+        )
 
     def session(self, session_id: str) -> Session:
         return Session.of(self.client.v1.checkout.sessions.retrieve(session_id))
@@ -189,9 +242,13 @@ class StripeGateway:
 
     def refund(self, payment, refund) -> Refunded:
         result = self.client.v1.refunds.create(
-            params={"payment_intent": payment.provider_id, "amount": refund.amount,
-                    "metadata": {"order_id": str(payment.order_id), "refund_id": str(refund.id)}},
-            options={"idempotency_key": f"shop-refund-{refund.id}-{_stamp(refund)}"})
+            params={
+                "payment_intent": payment.provider_id,
+                "amount": refund.amount,
+                "metadata": {"order_id": str(payment.order_id), "refund_id": str(refund.id)},
+            },
+            options={"idempotency_key": f"shop-refund-{refund.id}-{_stamp(refund)}"},
+        )
         return Refunded(provider_refund_id=result.id, status=result.status)
 
 

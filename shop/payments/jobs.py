@@ -1,4 +1,5 @@
 """Payment jobs: the test gateway's event delivery, and starting payments a dead checkout left half-started."""
+
 from __future__ import annotations
 
 import json
@@ -12,22 +13,37 @@ import stripe
 def test_event(intent_id: str, payment, outcome: str) -> dict:
     """A Stripe-shaped event for the test gateway's decision."""
     succeeded = outcome == "approve"
-    intent = {"id": intent_id, "object": "payment_intent", "amount": payment.amount,
-              "currency": payment.currency.lower(), "status": "succeeded" if succeeded else "requires_payment_method",
-              "metadata": {"order_id": str(payment.order_id), "payment_id": str(payment.id)}}
+    intent = {
+        "id": intent_id,
+        "object": "payment_intent",
+        "amount": payment.amount,
+        "currency": payment.currency.lower(),
+        "status": "succeeded" if succeeded else "requires_payment_method",
+        "metadata": {"order_id": str(payment.order_id), "payment_id": str(payment.id)},
+    }
     if not succeeded:
         intent["last_payment_error"] = {"message": "Your card was declined (test gateway)."}
-    return {"id": f"evt_test_{uuid.uuid4().hex[:24]}", "object": "event", "created": int(time.time()),
-            "type": "payment_intent.succeeded" if succeeded else "payment_intent.payment_failed",
-            "data": {"object": intent}}
+    return {
+        "id": f"evt_test_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "created": int(time.time()),
+        "type": "payment_intent.succeeded" if succeeded else "payment_intent.payment_failed",
+        "data": {"object": intent},
+    }
 
 
 def deliver_signed_event(url: str, event: dict, secret: str) -> int:
     """POST the event to a webhook URL, signed as Stripe signs. Raises on non-2xx so RQ retries."""
     body = json.dumps(event)
-    req = urllib.request.Request(url, data=body.encode(), method="POST", headers={
-        "Content-Type": "application/json",
-        "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, secret)})
+    req = urllib.request.Request(
+        url,
+        data=body.encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, secret),
+        },
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own configured URL
         return resp.status
 
@@ -57,15 +73,17 @@ def finish_stuck_payments(older_than_seconds: int = STUCK_AFTER_SECONDS) -> dict
 
     stale = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)
     creating = PaymentStatus.CREATING
-    ids = db.session.scalars(select(Payment.id).where(Payment.status == creating, Payment.updated_at < stale)
-                             .order_by(Payment.id).limit(100)).all()
+    ids = db.session.scalars(
+        select(Payment.id).where(Payment.status == creating, Payment.updated_at < stale).order_by(Payment.id).limit(100)
+    ).all()
     db.session.commit()
     outcome = {"started": 0, "failed": 0, "cancelled": 0}
     for payment_id in ids:
-        taken = db.session.execute(update(Payment).where(Payment.id == payment_id, Payment.status == creating,
-                                                         Payment.updated_at < stale)
-                                   .values(updated_at=func.now() + func.make_interval(
-                                       0, 0, 0, 0, 0, 0, START_LEASE_SECONDS))).rowcount
+        taken = db.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status == creating, Payment.updated_at < stale)
+            .values(updated_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, START_LEASE_SECONDS))
+        ).rowcount
         db.session.commit()
         if not taken:
             continue  # another sweep has it, or it was started meanwhile

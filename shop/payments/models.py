@@ -1,4 +1,5 @@
 """Payments, refunds and provider events. Only ids and statuses: card data never reaches the shop."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -73,8 +74,10 @@ class Payment(db.Model):
 
 class Refund(db.Model):
     __tablename__ = "refund"
-    __table_args__ = (CheckConstraint("amount > 0", name="amount"),
-                      UniqueConstraint("provider_refund_id", name="uq_refund_provider_refund_id"))
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount"),
+        UniqueConstraint("provider_refund_id", name="uq_refund_provider_refund_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="CASCADE"), index=True)

@@ -1,5 +1,6 @@
 """The built-in test gateway's payment page: a person approves or declines; the decision then
 reaches the shop's own webhook as a signed event, through the job queue, like Stripe's would."""
+
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request
@@ -63,8 +64,13 @@ def test_pay(payment_id: int):
         event = test_event(payment.provider_id, payment, outcome)
         # The shop's own address, never the Host the browser sent: the worker POSTs there (no SSRF).
         # Recorded in the outbox (the decision is not lost while Redis is away); the secret is not stored.
-        after_commit("default", deliver_test_event, external_url("webhooks.stripe_webhook"), event,
-                     retry=Retry(max=5, interval=[2, 5, 15, 60, 300]))
+        after_commit(
+            "default",
+            deliver_test_event,
+            external_url("webhooks.stripe_webhook"),
+            event,
+            retry=Retry(max=5, interval=[2, 5, 15, 60, 300]),
+        )
         if outcome == "decline":
             # The gateway is the shop's own: a decline is known now, so "Pay again" pressed before the event has
             # travelled makes a new attempt instead of showing this closed one again. (The event then changes nothing.)
@@ -82,7 +88,6 @@ def test_pay(payment_id: int):
         from shop.orders.services import order_link
 
         return redirect(order_link(order, paid=outcome), 303)
-    resp = current_app.make_response(render_template("payments/test_pay.html", payment=payment, order=order,
-                                                      form=form))
+    resp = current_app.make_response(render_template("payments/test_pay.html", payment=payment, order=order, form=form))
     resp.headers["Cache-Control"] = "private, no-store"
     return resp

@@ -3,28 +3,28 @@
 Lock order, everywhere: the order row, then the payment row, then variants by id. Provider calls
 happen between transactions, never inside one.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from shop import clock, events
 from shop.afterwards import after_commit
-from shop import events
 from shop.errors import Conflict, Unavailable, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
+from shop.money import format_money
 from shop.notifications import notify
 from shop.orders import services as orders
 from shop.orders import states
-from shop.money import format_money
 from shop.orders.models import Order, OrderEvent
 from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
 from shop.payments.models import Dispute, Payment, PaymentStatus, Refund, RefundLine, RefundStatus
-from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,18 @@ class PaymentErrorCode(StrEnum):
 
 
 class PaymentUnavailable(Unavailable):
-    def __init__(self, message: str = "The payment provider cannot be reached right now. Your cart is kept; "
-                                      "please try again."):
+    def __init__(
+        self, message: str = "The payment provider cannot be reached right now. Your cart is kept; please try again."
+    ):
         super().__init__(PaymentErrorCode.UNAVAILABLE, message, retry_after=30)
 
 
 class PaymentDisputed(Conflict):
     def __init__(self):
-        super().__init__(PaymentErrorCode.DISPUTED, "This payment is disputed: Stripe does not allow refunds until "
-                                                    "the dispute closes.")
+        super().__init__(
+            PaymentErrorCode.DISPUTED,
+            "This payment is disputed: Stripe does not allow refunds until the dispute closes.",
+        )
 
 
 class RefundRefused(Conflict):
@@ -88,9 +91,14 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
         payment.provider_id, payment.status = started.provider_id, PaymentStatus.REQUIRES_PAYMENT
         payment.checkout_session_id = started.checkout_session_id
     orphan = started.checkout_session_id is not None and (
-        order.status != states.PENDING or payment.checkout_session_id != started.checkout_session_id)
-    answer = {"id": payment.id, "provider": payment.provider, "client_secret": started.client_secret,
-              "redirect_url": None if orphan else started.redirect_url}
+        order.status != states.PENDING or payment.checkout_session_id != started.checkout_session_id
+    )
+    answer = {
+        "id": payment.id,
+        "provider": payment.provider,
+        "client_secret": started.client_secret,
+        "redirect_url": None if orphan else started.redirect_url,
+    }
     db.session.commit()
     if orphan:  # the order was cancelled (its hold ended) while the page was being made: nobody may pay on it
         try:
@@ -105,9 +113,15 @@ LIVE = (PaymentStatus.CREATING, PaymentStatus.REQUIRES_PAYMENT)  # attempts that
 
 def _publish_payment(type_: str, payment: Payment) -> None:
     """payment.succeeded / payment.failed, in the transaction that records it (no personal or card data)."""
-    data = {"payment_id": payment.id, "order_id": payment.order_id, "amount": payment.amount,
-            "currency": payment.currency, "provider": payment.provider, "flow": payment.flow,
-            "status": payment.status}
+    data = {
+        "payment_id": payment.id,
+        "order_id": payment.order_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "provider": payment.provider,
+        "flow": payment.flow,
+        "status": payment.status,
+    }
     if type_ == "payment.failed":
         data["reason"] = payment.failure_reason
     events.publish(type_, "payment", payment.id, data)
@@ -115,16 +129,31 @@ def _publish_payment(type_: str, payment: Payment) -> None:
 
 def _publish_refund(payment: Payment, record: Refund) -> None:
     """refund.succeeded, in the transaction that records the provider's success."""
-    events.publish("refund.succeeded", "refund", record.id,
-                   {"refund_id": record.id, "payment_id": payment.id, "order_id": payment.order_id,
-                    "amount": record.amount, "currency": payment.currency})
+    events.publish(
+        "refund.succeeded",
+        "refund",
+        record.id,
+        {
+            "refund_id": record.id,
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
+            "amount": record.amount,
+            "currency": payment.currency,
+        },
+    )
 
 
 @events.order_refunded_total.connect
 def _refunded_total(order_id: int, **_) -> int:
     """The refunded amount in an order event's snapshot: what its payments gave back or are giving back."""
-    return int(db.session.scalar(select(func.coalesce(func.sum(Payment.refunded_amount), 0))  # numeric: int it
-                                 .where(Payment.order_id == order_id)) or 0)
+    return int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(Payment.refunded_amount), 0)).where(  # numeric: int it
+                Payment.order_id == order_id
+            )
+        )
+        or 0
+    )
 
 
 def _line_name(line) -> str:
@@ -141,7 +170,7 @@ def _checkout_request(payment: Payment) -> CheckoutRequest:
     order = db.session.get(Order, payment.order_id)
     now = clock.now()
     expires = payment.checkout_expires_at
-    expires = expires.replace(tzinfo=timezone.utc) if expires is not None and expires.tzinfo is None else expires
+    expires = expires.replace(tzinfo=UTC) if expires is not None and expires.tzinfo is None else expires
     if expires is None or expires < now + timedelta(minutes=30):
         # First start, or a restart (stuck sweep) so late that Stripe would refuse this expiry: a new one, which
         # also makes a new idempotency key (a first call that never reached Stripe left nothing to replay).
@@ -150,12 +179,17 @@ def _checkout_request(payment: Payment) -> CheckoutRequest:
     # Neither address carries the order's key: whoever holds them sees no order that is not theirs.
     success = external_url("storefront.stripe_return", order_id=order.id, result="paid")
     return CheckoutRequest(
-        number=order.number, email=order.email,
+        number=order.number,
+        email=order.email,
         lines=tuple((_line_name(line), line.unit_price, line.quantity) for line in order.lines),
-        shipping=order.shipping, shipping_label=label, discount=order.discount, tax=order.tax,
+        shipping=order.shipping,
+        shipping_label=label,
+        discount=order.discount,
+        tax=order.tax,
         success_url=success + "&session_id={CHECKOUT_SESSION_ID}",
         cancel_url=external_url("storefront.stripe_return", order_id=order.id, result="back"),
-        expires_at=int(expires.timestamp()))
+        expires_at=int(expires.timestamp()),
+    )
 
 
 def latest(order_id: int) -> Payment | None:
@@ -170,30 +204,41 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     (409); an attempt still live (not declined, or its decline not reported yet) is answered again rather
     than doubled, so two presses at once make one new attempt. The provider is called after the commit;
     if it fails, the order and its hold stay as they are (503, try again)."""
-    from datetime import timezone
 
     order = orders.lock(order_id)
     if order.status != states.PENDING:
         db.session.commit()
-        raise Conflict(PaymentErrorCode.NOT_PAYABLE, f"This order is {order.status}: there is nothing left to pay.",
-                       {"status": order.status})
+        raise Conflict(
+            PaymentErrorCode.NOT_PAYABLE,
+            f"This order is {order.status}: there is nothing left to pay.",
+            {"status": order.status},
+        )
     expires = orders.hold_expires_at(order.id)
     if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=timezone.utc)
+        expires = expires.replace(tzinfo=UTC)
     if expires is None or expires <= clock.now():
         db.session.commit()
-        raise Conflict(PaymentErrorCode.HOLD_EXPIRED, "The items of this order are no longer held for you. Please "
-                                                      "add them to your cart and check out again.")
-    if db.session.scalar(select(Payment.id).where(Payment.order_id == order.id,
-                                                  Payment.status == PaymentStatus.PROCESSING)):
+        raise Conflict(
+            PaymentErrorCode.HOLD_EXPIRED,
+            "The items of this order are no longer held for you. Please add them to your cart and check out again.",
+        )
+    if db.session.scalar(
+        select(Payment.id).where(Payment.order_id == order.id, Payment.status == PaymentStatus.PROCESSING)
+    ):
         db.session.commit()
-        raise Conflict(PaymentErrorCode.PROCESSING, "A bank payment for this order is on its way; we confirm the "
-                                                    "order when the bank does.")
+        raise Conflict(
+            PaymentErrorCode.PROCESSING,
+            "A bank payment for this order is on its way; we confirm the order when the bank does.",
+        )
     flow = "checkout" if hosted and gateway().name == "stripe" else "intent"
-    live = db.session.scalar(select(Payment).where(Payment.order_id == order.id, Payment.status.in_(LIVE),
-                                                   Payment.flow == flow)
-                             .order_by(Payment.id.desc()).limit(1).with_for_update()
-                             .execution_options(populate_existing=True))
+    live = db.session.scalar(
+        select(Payment)
+        .where(Payment.order_id == order.id, Payment.status.in_(LIVE), Payment.flow == flow)
+        .order_by(Payment.id.desc())
+        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if live is not None and live.status == PaymentStatus.REQUIRES_PAYMENT:
         if live.flow == "checkout":
             answer = open_session_answer(live.id)  # commits; None once that page can no longer be paid on
@@ -204,11 +249,19 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
             return pay_again(order_id, hosted, _round + 1)  # that page is closed now: decided again, under the lock
         return payment_answer(live)  # commits before asking the provider for its page again
     if live is None:
-        live = Payment(order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency,
-                       flow=flow)
+        live = Payment(
+            order_id=order.id, provider=gateway().name, amount=order.total, currency=order.currency, flow=flow
+        )
         db.session.add(live)
-        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                                  actor="customer", note="New payment attempt"))
+        db.session.add(
+            OrderEvent(
+                order_id=order.id,
+                from_status=order.status,
+                to_status=order.status,
+                actor="customer",
+                note="New payment attempt",
+            )
+        )
     db.session.flush()
     payment_id = live.id
     db.session.commit()
@@ -228,8 +281,9 @@ def payment_answer(payment: Payment) -> dict:
         try:
             again = gateway().start(ref)
         except Exception:  # noqa: BLE001 - the payment is fine; only its client secret could not be fetched
-            raise PaymentUnavailable("The payment provider cannot be reached right now. Your order is placed; "
-                                     "please try again in a moment.") from None
+            raise PaymentUnavailable(
+                "The payment provider cannot be reached right now. Your order is placed; please try again in a moment."
+            ) from None
         answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
     return answer
 
@@ -280,9 +334,17 @@ def _by_metadata(metadata: dict | None, unrecorded):
     ids = (str(metadata.get("payment_id", "")), str(metadata.get("order_id", "")))
     if not all(i.isdigit() and len(i) < 19 for i in ids) or not metadata.get("order_number"):
         return None
-    return db.session.execute(select(Payment.id, Payment.order_id).join(Order, Order.id == Payment.order_id).where(
-        Payment.id == int(ids[0]), Payment.order_id == int(ids[1]), Order.number == str(metadata["order_number"]),
-        Payment.flow == "checkout", unrecorded)).first()
+    return db.session.execute(
+        select(Payment.id, Payment.order_id)
+        .join(Order, Order.id == Payment.order_id)
+        .where(
+            Payment.id == int(ids[0]),
+            Payment.order_id == int(ids[1]),
+            Order.number == str(metadata["order_number"]),
+            Payment.flow == "checkout",
+            unrecorded,
+        )
+    ).first()
 
 
 def _session_payment(obj: dict) -> tuple[Session, Order, Payment] | None:
@@ -294,8 +356,9 @@ def _session_payment(obj: dict) -> tuple[Session, Order, Payment] | None:
 
 def _payment_for_session(session: Session) -> tuple[Order, Payment] | None:
     """The payment of a Checkout Session (by its id, else by the payment id in its metadata), order locked first."""
-    found = db.session.execute(select(Payment.id, Payment.order_id)
-                               .where(Payment.checkout_session_id == session.id)).first()
+    found = db.session.execute(
+        select(Payment.id, Payment.order_id).where(Payment.checkout_session_id == session.id)
+    ).first()
     if found is None:
         found = _by_metadata(session.metadata, Payment.checkout_session_id.is_(None))
     if found is None:
@@ -331,19 +394,30 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
         _publish_payment("payment.succeeded", payment)  # the money arrived; refund.succeeded follows
         if order.status == states.PENDING:
             orders.move(order, states.CANCELLED, payment.provider, "Paid amount did not match the order")
-        refund_after_commit(order.id, reason="Paid amount did not match the order", actor="system",
-                            payment_id=payment.id)
+        refund_after_commit(
+            order.id, reason="Paid amount did not match the order", actor="system", payment_id=payment.id
+        )
         return "refunding: amount mismatch"
-    paid_before = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
-                                                             Payment.status == PaymentStatus.SUCCEEDED).limit(1))
+    paid_before = db.session.scalar(
+        select(Payment.id)
+        .where(Payment.order_id == order.id, Payment.id != payment.id, Payment.status == PaymentStatus.SUCCEEDED)
+        .limit(1)
+    )
     if paid_before is not None:
         # Another attempt (an earlier declined one paid after all, beside "Pay again") already paid this order:
         # this money is given back, whatever the order's status.
         payment.status = PaymentStatus.SUCCEEDED
         payment.failure_reason = "order already paid by another attempt: refunded"
         _publish_payment("payment.succeeded", payment)
-        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                                  actor=payment.provider, note="A second payment arrived; refunded"))
+        db.session.add(
+            OrderEvent(
+                order_id=order.id,
+                from_status=order.status,
+                to_status=order.status,
+                actor=payment.provider,
+                note="A second payment arrived; refunded",
+            )
+        )
         refund_after_commit(order.id, reason="The order was already paid", actor="system", payment_id=payment.id)
         return "refunding: order already paid"
     payment.status, payment.failure_reason = PaymentStatus.SUCCEEDED, None
@@ -353,10 +427,18 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
         orders.move(order, states.CONFIRMED, payment.provider, "Payment received")
         return "confirmed"
     if order.status == states.CANCELLED:
-        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                                         actor=payment.provider, note="Payment arrived after cancellation; refunded"))
-        refund_after_commit(order.id, reason="Payment arrived after the order was cancelled", actor="system",
-                            payment_id=payment.id)
+        db.session.add(
+            OrderEvent(
+                order_id=order.id,
+                from_status=order.status,
+                to_status=order.status,
+                actor=payment.provider,
+                note="Payment arrived after cancellation; refunded",
+            )
+        )
+        refund_after_commit(
+            order.id, reason="Payment arrived after the order was cancelled", actor="system", payment_id=payment.id
+        )
         return "refunding: order was cancelled"
     return f"no effect: order is {order.status}"
 
@@ -397,8 +479,15 @@ def on_checkout_completed(obj: dict) -> str:
     if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.PROCESSING):
         return f"no effect: already {payment.status}"
     payment.status, payment.failure_reason = PaymentStatus.PROCESSING, None
-    db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                              actor=payment.provider, note="Bank payment submitted; waiting for the bank"))
+    db.session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_status=order.status,
+            to_status=order.status,
+            actor=payment.provider,
+            note="Bank payment submitted; waiting for the bank",
+        )
+    )
     if order.status == states.PENDING:
         inventory.extend_hold(order.id, current_app.config["ASYNC_PAYMENT_HOLD_SECONDS"])
         return "processing: hold kept for the bank"
@@ -444,10 +533,17 @@ def on_session_expired(obj: dict) -> str:
     if order.status != states.PENDING:
         return "closed attempt"
     expires = orders.hold_expires_at(order.id)
-    if expires is not None and expires.replace(tzinfo=expires.tzinfo or timezone.utc) > clock.now():
+    if expires is not None and expires.replace(tzinfo=expires.tzinfo or UTC) > clock.now():
         return "closed attempt: hold still running"
-    other = db.session.scalar(select(Payment.id).where(Payment.order_id == order.id, Payment.id != payment.id,
-                                                       Payment.status.in_(LIVE + (PaymentStatus.PROCESSING,))).limit(1))
+    other = db.session.scalar(
+        select(Payment.id)
+        .where(
+            Payment.order_id == order.id,
+            Payment.id != payment.id,
+            Payment.status.in_(LIVE + (PaymentStatus.PROCESSING,)),
+        )
+        .limit(1)
+    )
     if other is None:
         orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
         return "cancelled: expired"
@@ -463,7 +559,7 @@ def apply_session(session: Session) -> str:
 
 
 def open_session_answer(payment_id: int) -> dict | None:
-    """"Pay now" on an attempt with a hosted page: that same page while it can still be paid on (no second order,
+    """ "Pay now" on an attempt with a hosted page: that same page while it can still be paid on (no second order,
     no second hold, no second page to pay twice on); None once it cannot (expired, or completed meanwhile: applied)."""
     payment = db.session.get(Payment, payment_id)
     session_id, answer = payment.checkout_session_id, {"id": payment.id, "provider": payment.provider}
@@ -472,8 +568,10 @@ def open_session_answer(payment_id: int) -> dict | None:
         session = gateway().session(session_id)
     except Exception as exc:  # noqa: BLE001
         log.warning("reading checkout session %s failed: %r", session_id, exc)
-        raise PaymentUnavailable("The payment provider cannot be reached right now. Your order is placed and its "
-                                 "items are held; please try again in a moment.") from None
+        raise PaymentUnavailable(
+            "The payment provider cannot be reached right now. Your order is placed and its "
+            "items are held; please try again in a moment."
+        ) from None
     if session.status == "open":
         return {**answer, "client_secret": None, "redirect_url": session.url}
     apply_session(session)
@@ -483,8 +581,9 @@ def open_session_answer(payment_id: int) -> dict | None:
 def sync_checkout(order_id: int, session_id: str) -> str:
     """The shopper is back from Stripe's page: ask Stripe for the session and apply it as its webhook would (the
     webhook may be late, or not configured yet). Best effort: never raises. Returns checkout_state()."""
-    payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id,
-                                                      Payment.checkout_session_id == session_id))
+    payment = db.session.scalar(
+        select(Payment).where(Payment.order_id == order_id, Payment.checkout_session_id == session_id)
+    )
     if payment is not None and payment.status in LIVE and gateway().name == "stripe":
         db.session.commit()
         try:
@@ -519,9 +618,14 @@ def close_sessions(order_id: int) -> bool:
     session turned out paid or a bank payment was submitted (applied now: confirmed, or hold kept), or Stripe cannot
     be asked while the session could still be paid on (tried again at the next sweep; once the session's own expiry
     has passed, Stripe can take no payment on it and the order is cancelled)."""
-    rows = db.session.execute(select(Payment.id, Payment.checkout_session_id, Payment.checkout_expires_at)
-                              .where(Payment.order_id == order_id, Payment.flow == "checkout",
-                                     Payment.status.in_(LIVE), Payment.checkout_session_id.isnot(None))).all()
+    rows = db.session.execute(
+        select(Payment.id, Payment.checkout_session_id, Payment.checkout_expires_at).where(
+            Payment.order_id == order_id,
+            Payment.flow == "checkout",
+            Payment.status.in_(LIVE),
+            Payment.checkout_session_id.isnot(None),
+        )
+    ).all()
     db.session.commit()
     if not rows:
         return True
@@ -536,9 +640,13 @@ def close_sessions(order_id: int) -> bool:
                     raise
                 session = gw.session(session_id)  # no longer open: paid, submitted, or expired already
         except Exception as exc:  # noqa: BLE001
-            closed = expires_at is not None and expires_at.replace(tzinfo=expires_at.tzinfo or timezone.utc) <= now
-            log.warning("expiring checkout session %s failed (%s): %r", session_id,
-                        "its own expiry has passed" if closed else "order kept until the next sweep", exc)
+            closed = expires_at is not None and expires_at.replace(tzinfo=expires_at.tzinfo or UTC) <= now
+            log.warning(
+                "expiring checkout session %s failed (%s): %r",
+                session_id,
+                "its own expiry has passed" if closed else "order kept until the next sweep",
+                exc,
+            )
             if closed:
                 continue
             return False
@@ -562,8 +670,9 @@ def on_refunded(charge: dict) -> str:
     amount = int(charge.get("amount_refunded") or 0)
     if amount <= payment.refunded_amount:
         return "no effect: already recorded"
-    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id,
-                                                 Refund.status == RefundStatus.FAILED)):
+    if db.session.scalar(
+        select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == RefundStatus.FAILED)
+    ):
         # Events come in any order: this total may predate a refund of ours that failed since (the money went back
         # to the charge). Refunds the shop makes are counted as they are made; this one is not trusted.
         log.warning("charge.refunded for payment %s ignored: a refund of it failed, the total may be stale", payment.id)
@@ -599,11 +708,13 @@ def refunded_units(order_id: int) -> dict[int, int]:
     """{order line id: units already refunded by line} (refunds that failed do not count)."""
     from sqlalchemy import func
 
-    rows = db.session.execute(select(RefundLine.order_line_id, func.sum(RefundLine.quantity))
-                              .join(Refund, Refund.id == RefundLine.refund_id)
-                              .join(Payment, Payment.id == Refund.payment_id)
-                              .where(Payment.order_id == order_id, Refund.status != RefundStatus.FAILED)
-                              .group_by(RefundLine.order_line_id)).all()
+    rows = db.session.execute(
+        select(RefundLine.order_line_id, func.sum(RefundLine.quantity))
+        .join(Refund, Refund.id == RefundLine.refund_id)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .where(Payment.order_id == order_id, Refund.status != RefundStatus.FAILED)
+        .group_by(RefundLine.order_line_id)
+    ).all()
     return {line_id: int(units) for line_id, units in rows}
 
 
@@ -654,10 +765,12 @@ def line_refund_amount(order: Order, lines: dict[int, int], done: dict[int, int]
     if everything:
         from sqlalchemy import func
 
-        before = db.session.scalar(select(func.coalesce(func.sum(RefundLine.amount), 0))
-                                   .join(Refund, Refund.id == RefundLine.refund_id)
-                                   .join(Payment, Payment.id == Refund.payment_id)
-                                   .where(Payment.order_id == order.id, Refund.status != RefundStatus.FAILED))
+        before = db.session.scalar(
+            select(func.coalesce(func.sum(RefundLine.amount), 0))
+            .join(Refund, Refund.id == RefundLine.refund_id)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Payment.order_id == order.id, Refund.status != RefundStatus.FAILED)
+        )
         return max(paid - int(before), 0)
     gross = sum(by_id[i].unit_price * qty for i, qty in lines.items())
     return gross * paid // order.subtotal
@@ -693,8 +806,14 @@ def _refund_source(order_id: int, payment_id: int | None):
     return which.order_by((Payment.amount - Payment.refunded_amount).desc(), Payment.id).limit(1)
 
 
-def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_id: int | None = None,
-           lines: dict[int, int] | None = None) -> Refund:
+def refund(
+    order_id: int,
+    amount: int | None,
+    reason: str,
+    actor: str,
+    payment_id: int | None = None,
+    lines: dict[int, int] | None = None,
+) -> Refund:
     """Refund part or all of an order's payment (see _refund_source): `amount`, or by line (`lines` = {order line
     id: units}; the amount is then line_refund_amount's unless a smaller `amount` is given). The amount is held
     first under the order's lock (so two refunds at once cannot exceed what was captured), the provider is called
@@ -705,13 +824,16 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
         lines = _check_lines(order, lines, done)
         owed = line_refund_amount(order, lines, done)
         if amount is not None and not 0 < amount <= owed:
-            raise ValidationError({"amount": f"must be between 1 and {owed} for these units"},
-                                  f"A refund of these units must be between 1 and {owed}.")
+            raise ValidationError(
+                {"amount": f"must be between 1 and {owed} for these units"},
+                f"A refund of these units must be between 1 and {owed}.",
+            )
         amount = owed if amount is None else amount
     # Re-read under the lock (populate_existing): refund_remaining_job has loaded this payment unlocked in the
     # same transaction, and a stale refunded_amount would let two refunds pass the check below.
-    payment = db.session.scalar(_refund_source(order.id, payment_id).with_for_update()
-                                .execution_options(populate_existing=True))
+    payment = db.session.scalar(
+        _refund_source(order.id, payment_id).with_for_update().execution_options(populate_existing=True)
+    )
     available = refundable(payment) if payment else 0
     amount = available if amount is None else amount
     if payment is not None and open_dispute(order.id, payment.id, blocking=True) is not None:
@@ -720,13 +842,17 @@ def refund(order_id: int, amount: int | None, reason: str, actor: str, payment_i
         raise Conflict(PaymentErrorCode.NOTHING_TO_REFUND, "This order has no paid amount left to refund.")
     if lines is not None:
         amount = min(amount, available)  # the goods' share, within what is left of the payment
-    if db.session.scalar(select(Refund.id).where(Refund.payment_id == payment.id,
-                                                 Refund.status == RefundStatus.PENDING)):
-        raise Conflict(PaymentErrorCode.REFUND_PENDING, "A refund of this order is still waiting for the provider; "
-                                                        "it is retried automatically.")
+    if db.session.scalar(
+        select(Refund.id).where(Refund.payment_id == payment.id, Refund.status == RefundStatus.PENDING)
+    ):
+        raise Conflict(
+            PaymentErrorCode.REFUND_PENDING,
+            "A refund of this order is still waiting for the provider; it is retried automatically.",
+        )
     if amount <= 0 or amount > available:
-        raise ValidationError({"amount": f"must be between 1 and {available}"},
-                              f"The refund must be between 1 and {available}.")
+        raise ValidationError(
+            {"amount": f"must be between 1 and {available}"}, f"The refund must be between 1 and {available}."
+        )
     record = Refund(payment_id=payment.id, amount=amount, reason=reason, actor=actor, status=RefundStatus.PENDING)
     payment.refunded_amount += amount
     db.session.add(record)
@@ -753,16 +879,19 @@ def send_refund(refund_id: int) -> Refund:
     except Exception as exc:  # noqa: BLE001
         log.log(logging.ERROR if _is_our_mistake(exc) else logging.WARNING, "refund %s failed: %r", refund_id, exc)
         if not _is_refusal(exc):
-            raise PaymentUnavailable("The payment provider cannot be reached right now. The refund is recorded "
-                                     "as pending and will be retried automatically.") from None
+            raise PaymentUnavailable(
+                "The payment provider cannot be reached right now. The refund is recorded "
+                "as pending and will be retried automatically."
+            ) from None
         orders.lock(order_id)
         payment = lock_payment(payment_ref.id)
         record = db.session.get(Refund, refund_id, populate_existing=True)
         record.status = RefundStatus.FAILED
         payment.refunded_amount -= amount
         db.session.commit()
-        raise RefundRefused(f"The payment provider refused the refund: "
-                            f"{getattr(exc, 'user_message', None) or exc}"[:300]) from None
+        raise RefundRefused(
+            f"The payment provider refused the refund: {getattr(exc, 'user_message', None) or exc}"[:300]
+        ) from None
     order = orders.lock(order_id)
     record = db.session.get(Refund, refund_id, populate_existing=True)
     if record.status != RefundStatus.PENDING:  # settled meanwhile by a concurrent retry
@@ -793,9 +922,12 @@ def _announce_refund(order: Order, payment: Payment, record: Refund) -> None:
     else:
         # A partial refund also publishes order.refunded: its snapshot's `refunded` is the new total.
         orders.publish_event(order, "order.refunded")
-        notify("order.refunded", order.email, {**orders.mail_payload(order),
-                                               "refund": format_money(record.amount, order.currency)},
-               key=f"refund:{record.id}")  # one mail per refund, however many partial refunds
+        notify(
+            "order.refunded",
+            order.email,
+            {**orders.mail_payload(order), "refund": format_money(record.amount, order.currency)},
+            key=f"refund:{record.id}",
+        )  # one mail per refund, however many partial refunds
 
 
 def retry_pending_refunds(older_than_seconds: int = 120) -> int:
@@ -803,8 +935,12 @@ def retry_pending_refunds(older_than_seconds: int = 120) -> int:
     from datetime import timedelta
 
     cutoff = clock.now() - timedelta(seconds=older_than_seconds)
-    ids = db.session.scalars(select(Refund.id).where(Refund.status == RefundStatus.PENDING, Refund.created_at < cutoff)
-                             .order_by(Refund.id).limit(100)).all()
+    ids = db.session.scalars(
+        select(Refund.id)
+        .where(Refund.status == RefundStatus.PENDING, Refund.created_at < cutoff)
+        .order_by(Refund.id)
+        .limit(100)
+    ).all()
     db.session.commit()
     done = 0
     for refund_id in ids:
@@ -822,8 +958,15 @@ def refund_after_commit(order_id: int, reason: str, actor: str, payment_id: int 
     from rq import Retry
 
     extra = {"payment_id": payment_id} if payment_id is not None else {}
-    after_commit("default", refund_remaining_job, order_id, reason, actor,
-                 retry=Retry(max=5, interval=[30, 60, 300, 900, 3600]), **extra)
+    after_commit(
+        "default",
+        refund_remaining_job,
+        order_id,
+        reason,
+        actor,
+        retry=Retry(max=5, interval=[30, 60, 300, 900, 3600]),
+        **extra,
+    )
 
 
 def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int | None = None) -> str:
@@ -843,12 +986,18 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
 def on_refund_updated(obj: dict) -> str:
     """charge.refund.updated (refund.updated, refund.failed): a refund in progress settled. Found by its id, or by
     the refund id the shop put in its metadata (the event can beat the shop's own record of the answer)."""
-    found = db.session.execute(select(Refund.id, Payment.order_id).join(Payment, Payment.id == Refund.payment_id)
-                               .where(Refund.provider_refund_id == str(obj.get("id")))).first()
+    found = db.session.execute(
+        select(Refund.id, Payment.order_id)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .where(Refund.provider_refund_id == str(obj.get("id")))
+    ).first()
     ours = str((obj.get("metadata") or {}).get("refund_id", ""))
     if found is None and ours.isdigit():
-        found = db.session.execute(select(Refund.id, Payment.order_id).join(Payment, Payment.id == Refund.payment_id)
-                                   .where(Refund.id == int(ours), Refund.provider_refund_id.is_(None))).first()
+        found = db.session.execute(
+            select(Refund.id, Payment.order_id)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Refund.id == int(ours), Refund.provider_refund_id.is_(None))
+        ).first()
     if found is None:
         return "ignored: not a refund the shop made"  # one made in the Stripe dashboard: charge.refunded counts it
     order = orders.lock(found.order_id)
@@ -873,9 +1022,16 @@ def on_refund_updated(obj: dict) -> str:
     if status in ("failed", "canceled"):
         record.status = RefundStatus.FAILED
         payment.refunded_amount = max(payment.refunded_amount - record.amount, 0)
-        db.session.add(OrderEvent(order_id=order.id, from_status=order.status, to_status=order.status,
-                                  actor=payment.provider, note=f"Refund of {format_money(record.amount, payment.currency)} "
-                                                               f"failed at the provider; it can be made again"))
+        db.session.add(
+            OrderEvent(
+                order_id=order.id,
+                from_status=order.status,
+                to_status=order.status,
+                actor=payment.provider,
+                note=f"Refund of {format_money(record.amount, payment.currency)} "
+                f"failed at the provider; it can be made again",
+            )
+        )
         # it was announced: the order's refunded total went down again
         if before in (RefundStatus.PROCESSING, RefundStatus.SUCCEEDED):
             orders.publish_event(order, "order.refunded")
@@ -889,9 +1045,13 @@ DISPUTE_OUTCOMES = ("won", "lost", "warning_closed")
 
 def _dispute_fields(obj: dict) -> dict:
     due = (obj.get("evidence_details") or {}).get("due_by")
-    return {"amount": int(obj.get("amount") or 0), "currency": str(obj.get("currency") or "").upper()[:3],
-            "reason": str(obj.get("reason") or "")[:100], "status": str(obj.get("status") or "")[:40],
-            "evidence_due_by": datetime.fromtimestamp(int(due), timezone.utc) if due else None}
+    return {
+        "amount": int(obj.get("amount") or 0),
+        "currency": str(obj.get("currency") or "").upper()[:3],
+        "reason": str(obj.get("reason") or "")[:100],
+        "status": str(obj.get("status") or "")[:40],
+        "evidence_due_by": datetime.fromtimestamp(int(due), UTC) if due else None,
+    }
 
 
 def on_dispute_created(obj: dict) -> str:
@@ -904,9 +1064,12 @@ def on_dispute_created(obj: dict) -> str:
     if found is None:
         return "ignored: unknown payment"
     order, payment = found
-    made = db.session.execute(insert(Dispute).values(
-        payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **_dispute_fields(obj))
-        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id").returning(Dispute.id)).scalar()
+    made = db.session.execute(
+        insert(Dispute)
+        .values(payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **_dispute_fields(obj))
+        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id")
+        .returning(Dispute.id)
+    ).scalar()
     if made is None:
         return "no effect: dispute known"
     fields = _dispute_fields(obj)
@@ -914,14 +1077,23 @@ def on_dispute_created(obj: dict) -> str:
     reason = fields["reason"].replace("_", " ") or "not given"
     # No order event: the order's history is shown to the shopper; the dispute row is the staff's record.
     due = fields["evidence_due_by"]
-    managers = db.session.scalars(select(User).where(User.role == "manager", User.is_active_account.is_(True))
-                                  .order_by(User.id)).all()
+    managers = db.session.scalars(
+        select(User).where(User.role == "manager", User.is_active_account.is_(True)).order_by(User.id)
+    ).all()
     for manager in managers:
-        notify("payment.dispute_opened", manager.email,
-               {"name": manager.name, "number": order.number, "amount": amount, "reason": reason,
+        notify(
+            "payment.dispute_opened",
+            manager.email,
+            {
+                "name": manager.name,
+                "number": order.number,
+                "amount": amount,
+                "reason": reason,
                 "evidence_due_by": f"{due:%d %B %Y}" if due else "",
-                "link": external_url("orders.order_page", order_id=order.id)},
-               key=f"dispute:{made}:user:{manager.id}")
+                "link": external_url("orders.order_page", order_id=order.id),
+            },
+            key=f"dispute:{made}:user:{manager.id}",
+        )
     return "recorded dispute"
 
 
@@ -933,11 +1105,17 @@ def on_dispute_closed(obj: dict) -> str:
         return "ignored: unknown payment"
     order, payment = found
     fields = _dispute_fields(obj)
-    db.session.execute(insert(Dispute).values(
-        payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **fields)
-        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id"))
-    dispute = db.session.scalar(select(Dispute).where(Dispute.provider_dispute_id == str(obj["id"]))
-                                .with_for_update().execution_options(populate_existing=True))
+    db.session.execute(
+        insert(Dispute)
+        .values(payment_id=payment.id, order_id=order.id, provider_dispute_id=str(obj["id"]), **fields)
+        .on_conflict_do_nothing(constraint="uq_dispute_provider_dispute_id")
+    )
+    dispute = db.session.scalar(
+        select(Dispute)
+        .where(Dispute.provider_dispute_id == str(obj["id"]))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if dispute.closed_at is not None:
         return "no effect: dispute already closed"
     dispute.status = fields["status"]

@@ -1,4 +1,5 @@
 """Promotion rules, their codes (shared or single-use batches) and redemptions by orders."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -49,8 +50,9 @@ class Promotion(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
-    codes: Mapped[list[PromotionCode]] = relationship(back_populates="promotion", order_by="PromotionCode.id",
-                                                      cascade="all, delete-orphan")
+    codes: Mapped[list[PromotionCode]] = relationship(
+        back_populates="promotion", order_by="PromotionCode.id", cascade="all, delete-orphan"
+    )
 
     def __str__(self) -> str:
         return self.name

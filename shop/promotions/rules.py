@@ -19,6 +19,7 @@ evaluated on those prices. A line bought at an exclusive (not stackable) sale pr
 one at a stackable sale price takes only stackable ones. A code kept off every line by that is
 NOT_COMBINABLE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ from datetime import datetime
 from enum import StrEnum
 
 
-
 class CouponErrorCode(StrEnum):
     """Stable error codes for a code the shopper typed (API.md: 422 `code` naming the failed rule)."""
+
     NOT_FOUND = "coupon_not_found"
     EXPIRED = "coupon_expired"
     NOT_STARTED = "coupon_not_started"
@@ -41,8 +42,17 @@ class CouponErrorCode(StrEnum):
 
 
 # The rules below name them briefly.
-(NOT_FOUND, EXPIRED, NOT_STARTED, MIN_SUBTOTAL, EXHAUSTED, CUSTOMER_LIMIT, FIRST_ORDER_ONLY, NOT_APPLICABLE,
- NOT_COMBINABLE) = CouponErrorCode
+(
+    NOT_FOUND,
+    EXPIRED,
+    NOT_STARTED,
+    MIN_SUBTOTAL,
+    EXHAUSTED,
+    CUSTOMER_LIMIT,
+    FIRST_ORDER_ONLY,
+    NOT_APPLICABLE,
+    NOT_COMBINABLE,
+) = CouponErrorCode
 
 MESSAGES = {
     NOT_FOUND: "There is no such code.",
@@ -85,6 +95,7 @@ class CartSnapshot:
 @dataclass(frozen=True)
 class Rule:
     """A promotion as the evaluator sees it; `code`/`code_id`/`code_usage_limit` when reached by a code."""
+
     id: int
     kind: str  # percent | fixed | free_shipping
     value: int = 0
@@ -108,8 +119,12 @@ class Rule:
     @property
     def limited(self) -> bool:
         """Whether using it must be counted under a lock (shop.promotions.services.lock_promotions)."""
-        return (self.usage_limit is not None or self.per_customer_limit is not None
-                or self.code_usage_limit is not None or self.first_order_only)
+        return (
+            self.usage_limit is not None
+            or self.per_customer_limit is not None
+            or self.code_usage_limit is not None
+            or self.first_order_only
+        )
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,7 @@ class History:
     """Active redemptions so far: per promotion, per code, and this customer's per promotion; and how
     many earlier orders (not cancelled) the customer has. `known_customer` False (a guest whose e-mail
     is not known yet): the per-customer rules are left to checkout."""
+
     uses: dict = field(default_factory=dict)  # promotion id -> count
     code_uses: dict = field(default_factory=dict)  # code id -> count
     customer_uses: dict = field(default_factory=dict)  # promotion id -> count
@@ -144,13 +160,17 @@ class CodeRejected(Exception):
 
 # -- eligibility ----------------------------------------------------------------------------------
 
+
 def _ids(spec: dict | None, key: str) -> set:
     return {int(x) for x in (spec or {}).get(key) or ()}
 
 
 def _matches(spec: dict | None, line: Line) -> bool:
-    return bool(_ids(spec, "variants") & {line.variant_id} or _ids(spec, "products") & {line.product_id}
-                or _ids(spec, "categories") & set(line.category_ids))
+    return bool(
+        _ids(spec, "variants") & {line.variant_id}
+        or _ids(spec, "products") & {line.product_id}
+        or _ids(spec, "categories") & set(line.category_ids)
+    )
 
 
 def in_scope(rule: Rule, line: Line) -> bool:
@@ -179,8 +199,11 @@ def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> st
         return EXPIRED
     if rule.usage_limit is not None and history.uses.get(rule.id, 0) >= rule.usage_limit:
         return EXHAUSTED
-    if (rule.code_usage_limit is not None and rule.code_id is not None
-            and history.code_uses.get(rule.code_id, 0) >= rule.code_usage_limit):
+    if (
+        rule.code_usage_limit is not None
+        and rule.code_id is not None
+        and history.code_uses.get(rule.code_id, 0) >= rule.code_usage_limit
+    ):
         return EXHAUSTED
     if history.known_customer:
         if rule.per_customer_limit is not None and history.customer_uses.get(rule.id, 0) >= rule.per_customer_limit:
@@ -195,6 +218,7 @@ def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> st
 
 
 # -- pricing one rule -----------------------------------------------------------------------------
+
 
 def _split(amount: int, weights: list[tuple[int, int]]) -> dict[int, int]:
     """`amount` spread over (key, weight) in proportion, exactly (largest remainder, then key order)."""
@@ -231,8 +255,9 @@ def price(rule: Rule, cart: CartSnapshot, room: dict[int, int], shipping_room: i
 
 
 def _reason(rule: Rule) -> str:
-    what = {"percent": f"{rule.value}% off", "fixed": "amount off", "free_shipping": "free shipping"}.get(rule.kind,
-                                                                                                         rule.kind)
+    what = {"percent": f"{rule.value}% off", "fixed": "amount off", "free_shipping": "free shipping"}.get(
+        rule.kind, rule.kind
+    )
     source = f"code {rule.code}" if rule.code else ("automatic promotion" if rule.automatic else "promotion")
     label = f" ({rule.name})" if rule.name else ""
     return f"{what}: {source}{label}"
@@ -250,12 +275,14 @@ def _apply(rules: list[Rule], cart: CartSnapshot) -> list[DiscountLine]:
             room[k] -= v
         shipping_room -= ship
         amount = sum(per_line.values()) + ship
-        out.append(DiscountLine(rule.id, rule.code, rule.code_id, amount, _reason(rule),
-                                tuple(sorted(per_line.items())), ship))
+        out.append(
+            DiscountLine(rule.id, rule.code, rule.code_id, amount, _reason(rule), tuple(sorted(per_line.items())), ship)
+        )
     return out
 
 
 # -- the evaluator --------------------------------------------------------------------------------
+
 
 def _dedupe(rules) -> list[Rule]:
     """One rule per promotion id (the same promotion listed twice, or by code and automatically)."""
@@ -288,8 +315,9 @@ def evaluate(cart: CartSnapshot, rules, history: History, now: datetime) -> list
     return [d for d in best if d.amount > 0]
 
 
-def evaluate_code(cart: CartSnapshot, code_rule: Rule, automatic, history: History,
-                  now: datetime) -> list[DiscountLine]:
+def evaluate_code(
+    cart: CartSnapshot, code_rule: Rule, automatic, history: History, now: datetime
+) -> list[DiscountLine]:
     """The discount lines with a code applied: CodeRejected naming the rule it fails, including when
     it is valid but loses to an exclusive offer (or is exclusive and loses to others)."""
     error = check(code_rule, cart, history, now)
@@ -312,8 +340,15 @@ def shipping_discount(lines: list[DiscountLine]) -> int:
 def is_sale_rule(r: Rule) -> bool:
     """An automatic percentage rule without cart conditions, customer rules or limits: it sets a sale price
     (the same on the product page, in the cart and on the order), not a cart discount."""
-    return (r.automatic and r.kind == "percent" and r.code is None and r.min_subtotal is None
-            and not r.first_order_only and r.per_customer_limit is None and r.usage_limit is None)
+    return (
+        r.automatic
+        and r.kind == "percent"
+        and r.code is None
+        and r.min_subtotal is None
+        and not r.first_order_only
+        and r.per_customer_limit is None
+        and r.usage_limit is None
+    )
 
 
 def sale_price(unit_price: int, line: Line, rules, now: datetime) -> tuple[int, Rule] | None:

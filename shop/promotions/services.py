@@ -11,6 +11,7 @@ previous holder of the lock committed). Two checkouts using one limited promotio
 after the other, and never both see the last free use. Checkout takes its locks in the order
 cart -> promotions -> variants everywhere, so checkouts cannot deadlock one another.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -20,16 +21,14 @@ from flask import current_app
 from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shop import events, ratelimit
-from shop.catalog.models import Category, Product, Variant
-from shop import pricing
+from shop import clock, events, pricing, ratelimit
 from shop.catalog.changes import on_catalog_change
+from shop.catalog.models import Category, Product, Variant
 from shop.errors import Conflict, Invalid, TooMany, ValidationError
 from shop.extensions import db
 from shop.money import format_money, money
 from shop.promotions import rules
 from shop.promotions.models import Promotion, PromotionCode, Redemption
-from shop import clock
 
 WINDOW_SECONDS = 15 * 60
 PER_CART = 10  # failed attempts per cart per window
@@ -67,6 +66,7 @@ def message(code: str, rule: rules.Rule | None = None, currency: str = "USD") ->
 @dataclass
 class Applied:
     """A cart's discount as priced now."""
+
     lines: list = field(default_factory=list)  # of rules.DiscountLine
     error: str | None = None  # why the cart's code does not apply (it stays on the cart)
     names: dict = field(default_factory=dict)  # promotion id -> name
@@ -85,15 +85,29 @@ class Applied:
 
 # -- reading the inputs ---------------------------------------------------------------------------
 
+
 def to_rule(p: Promotion, code: PromotionCode | None = None) -> rules.Rule:
-    return rules.Rule(id=p.id, kind=p.kind, value=int(p.value or 0), automatic=bool(p.automatic) and code is None,
-                      active=bool(p.active), starts_at=p.starts_at, ends_at=p.ends_at, min_subtotal=p.min_subtotal,
-                      usage_limit=p.usage_limit, per_customer_limit=p.per_customer_limit,
-                      first_order_only=bool(p.first_order_only), stackable=bool(p.stackable),
-                      priority=int(p.priority or 0), applies_to=dict(p.applies_to or {}),
-                      excludes=dict(p.excludes or {}), code=code.code if code else None,
-                      code_id=code.id if code else None, code_usage_limit=code.usage_limit if code else None,
-                      name=p.name or "")
+    return rules.Rule(
+        id=p.id,
+        kind=p.kind,
+        value=int(p.value or 0),
+        automatic=bool(p.automatic) and code is None,
+        active=bool(p.active),
+        starts_at=p.starts_at,
+        ends_at=p.ends_at,
+        min_subtotal=p.min_subtotal,
+        usage_limit=p.usage_limit,
+        per_customer_limit=p.per_customer_limit,
+        first_order_only=bool(p.first_order_only),
+        stackable=bool(p.stackable),
+        priority=int(p.priority or 0),
+        applies_to=dict(p.applies_to or {}),
+        excludes=dict(p.excludes or {}),
+        code=code.code if code else None,
+        code_id=code.id if code else None,
+        code_usage_limit=code.usage_limit if code else None,
+        name=p.name or "",
+    )
 
 
 def find_code(text: str) -> PromotionCode | None:
@@ -102,11 +116,18 @@ def find_code(text: str) -> PromotionCode | None:
 
 def live_automatic(at: datetime | None = None) -> list[Promotion]:
     at = at or clock.now()
-    return list(db.session.scalars(
-        select(Promotion).where(Promotion.automatic.is_(True), Promotion.active.is_(True),
-                                or_(Promotion.starts_at.is_(None), Promotion.starts_at <= at),
-                                or_(Promotion.ends_at.is_(None), Promotion.ends_at > at))
-        .order_by(Promotion.id)))
+    return list(
+        db.session.scalars(
+            select(Promotion)
+            .where(
+                Promotion.automatic.is_(True),
+                Promotion.active.is_(True),
+                or_(Promotion.starts_at.is_(None), Promotion.starts_at <= at),
+                or_(Promotion.ends_at.is_(None), Promotion.ends_at > at),
+            )
+            .order_by(Promotion.id)
+        )
+    )
 
 
 def category_ancestors() -> dict[int, frozenset]:
@@ -124,19 +145,39 @@ def category_ancestors() -> dict[int, frozenset]:
 
 def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None) -> rules.CartSnapshot:
     ids = [line.variant_id for line in lines]
-    where = dict(db.session.execute(select(Variant.id, Product.id).join(Product).where(Variant.id.in_(ids))).all()) \
-        if ids else {}
-    cats = dict(db.session.execute(select(Product.id, Product.category_id).where(Product.id.in_(set(where.values())))
-                                   ).all()) if where else {}
+    where = (
+        dict(db.session.execute(select(Variant.id, Product.id).join(Product).where(Variant.id.in_(ids))).all())
+        if ids
+        else {}
+    )
+    cats = (
+        dict(
+            db.session.execute(select(Product.id, Product.category_id).where(Product.id.in_(set(where.values())))).all()
+        )
+        if where
+        else {}
+    )
     ancestors = category_ancestors() if cats else {}
     subtotal = sum(line.line_total for line in lines)
-    shipping = pricing.shipping_cost(shipping_method or "standard", subtotal,
-                                     current_app.config["FREE_SHIPPING_THRESHOLD"]) if lines else 0
-    return rules.CartSnapshot(tuple(
-        rules.Line(line.variant_id, where.get(line.variant_id, 0),
-                   ancestors.get(cats.get(where.get(line.variant_id)), frozenset()), line.quantity, line.unit_price,
-                   getattr(line, "sale_stackable", False) if getattr(line, "sale_promotion_id", None) else None)
-        for line in lines), shipping)
+    shipping = (
+        pricing.shipping_cost(shipping_method or "standard", subtotal, current_app.config["FREE_SHIPPING_THRESHOLD"])
+        if lines
+        else 0
+    )
+    return rules.CartSnapshot(
+        tuple(
+            rules.Line(
+                line.variant_id,
+                where.get(line.variant_id, 0),
+                ancestors.get(cats.get(where.get(line.variant_id)), frozenset()),
+                line.quantity,
+                line.unit_price,
+                getattr(line, "sale_stackable", False) if getattr(line, "sale_promotion_id", None) else None,
+            )
+            for line in lines
+        ),
+        shipping,
+    )
 
 
 def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None) -> list[pricing.PricedLine]:
@@ -149,8 +190,17 @@ def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None
     out = []
     for line, snap in zip(lines, snapshot(lines).lines):
         found = rules.sale_price(line.unit_price, snap, sales, at)
-        out.append(replace(line, unit_price=found[0], list_price=line.unit_price, sale_promotion_id=found[1].id,
-                           sale_stackable=found[1].stackable) if found else line)
+        out.append(
+            replace(
+                line,
+                unit_price=found[0],
+                list_price=line.unit_price,
+                sale_promotion_id=found[1].id,
+                sale_stackable=found[1].stackable,
+            )
+            if found
+            else line
+        )
     return out
 
 
@@ -169,21 +219,58 @@ def history(rule_list: list[rules.Rule], user_id: int | None, email: str | None)
     ids = sorted({r.id for r in rule_list})
     code_ids = sorted({r.code_id for r in rule_list if r.code_id})
     active = Redemption.status == "active"
-    uses = dict(db.session.execute(select(Redemption.promotion_id, func.count()).where(
-        Redemption.promotion_id.in_(ids), active).group_by(Redemption.promotion_id)).all()) if ids else {}
-    code_uses = dict(db.session.execute(select(Redemption.code_id, func.count()).where(
-        Redemption.code_id.in_(code_ids), active).group_by(Redemption.code_id)).all()) if code_ids else {}
+    uses = (
+        dict(
+            db.session.execute(
+                select(Redemption.promotion_id, func.count())
+                .where(Redemption.promotion_id.in_(ids), active)
+                .group_by(Redemption.promotion_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    code_uses = (
+        dict(
+            db.session.execute(
+                select(Redemption.code_id, func.count())
+                .where(Redemption.code_id.in_(code_ids), active)
+                .group_by(Redemption.code_id)
+            ).all()
+        )
+        if code_ids
+        else {}
+    )
     email = (email or "").strip().lower() or None
     if not (user_id or email):
         return rules.History(uses, code_uses, {}, 0, known_customer=False)
-    who = [c for c in ((Redemption.user_id == user_id) if user_id else None,
-                       (Redemption.email == email) if email else None) if c is not None]
-    customer = dict(db.session.execute(select(Redemption.promotion_id, func.count()).where(
-        Redemption.promotion_id.in_(ids), active, or_(*who)).group_by(Redemption.promotion_id)).all()) if ids else {}
-    mine = [c for c in ((Order.user_id == user_id) if user_id else None,
-                        (func.lower(Order.email) == email) if email else None) if c is not None]
-    orders_before = db.session.scalar(select(func.count()).select_from(Order).where(
-        or_(*mine), Order.status != CANCELLED)) or 0
+    who = [
+        c
+        for c in ((Redemption.user_id == user_id) if user_id else None, (Redemption.email == email) if email else None)
+        if c is not None
+    ]
+    customer = (
+        dict(
+            db.session.execute(
+                select(Redemption.promotion_id, func.count())
+                .where(Redemption.promotion_id.in_(ids), active, or_(*who))
+                .group_by(Redemption.promotion_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    mine = [
+        c
+        for c in (
+            (Order.user_id == user_id) if user_id else None,
+            (func.lower(Order.email) == email) if email else None,
+        )
+        if c is not None
+    ]
+    orders_before = (
+        db.session.scalar(select(func.count()).select_from(Order).where(or_(*mine), Order.status != CANCELLED)) or 0
+    )
     return rules.History(uses, code_uses, customer, orders_before, known_customer=True)
 
 
@@ -198,8 +285,9 @@ def _customer(cart, user=None, email: str | None = None) -> tuple[int | None, st
     return None, email
 
 
-def _price(cart, lines, *, user=None, email=None, shipping_method=None, promotions=None,
-           at: datetime | None = None) -> tuple[Applied, rules.Rule | None, str | None]:
+def _price(
+    cart, lines, *, user=None, email=None, shipping_method=None, promotions=None, at: datetime | None = None
+) -> tuple[Applied, rules.Rule | None, str | None]:
     """The cart's discount now; also the code's rule and, if the code fails, why."""
     at = at or clock.now()
     code_rule, error = None, None
@@ -226,11 +314,15 @@ def _price(cart, lines, *, user=None, email=None, shipping_method=None, promotio
         found = rules.evaluate(snap, auto, hist, at)
     sales = _sales(lines)
     ids = [d.promotion_id for d in found] + list(sales)
-    names = dict(db.session.execute(select(Promotion.id, Promotion.name).where(Promotion.id.in_(ids))).all()) \
-        if ids else {}
+    names = (
+        dict(db.session.execute(select(Promotion.id, Promotion.name).where(Promotion.id.in_(ids))).all()) if ids else {}
+    )
     currency = getattr(cart, "currency", None) or "USD"
-    return Applied(found, error, dict(names), message(error, code_rule, currency) if error else None,
-                   sales), code_rule, error
+    return (
+        Applied(found, error, dict(names), message(error, code_rule, currency) if error else None, sales),
+        code_rule,
+        error,
+    )
 
 
 def cart_discount(cart, lines, *, user=None, email=None, shipping_method=None) -> Applied:
@@ -241,12 +333,15 @@ def cart_discount(cart, lines, *, user=None, email=None, shipping_method=None) -
 
 # -- applying a code (throttled) ------------------------------------------------------------------
 
+
 def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
     """Count this attempt per cart and per IP; 429 with Retry-After past either limit."""
     cfg = current_app.config
     window = int(cfg.get("COUPON_ATTEMPT_WINDOW_SECONDS", WINDOW_SECONDS))
-    counted = [("coupon:cart", str(cart_id), int(cfg.get("COUPON_ATTEMPTS_PER_CART", PER_CART))),
-               ("coupon:ip", ip or "unknown", int(cfg.get("COUPON_ATTEMPTS_PER_IP", PER_IP)))]
+    counted = [
+        ("coupon:cart", str(cart_id), int(cfg.get("COUPON_ATTEMPTS_PER_CART", PER_CART))),
+        ("coupon:ip", ip or "unknown", int(cfg.get("COUPON_ATTEMPTS_PER_IP", PER_IP))),
+    ]
     over = []
     for scope, subject, limit in counted:
         w = ratelimit.hit(scope, subject, window)
@@ -254,8 +349,12 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
             over.append(w.retry_after)
     if over:
         retry = max(over)
-        raise TooMany("rate_limited", "Too many attempts to apply a code; try again later.",
-                      {"retry_after": retry}, retry_after=retry)
+        raise TooMany(
+            "rate_limited",
+            "Too many attempts to apply a code; try again later.",
+            {"retry_after": retry},
+            retry_after=retry,
+        )
     return [(scope, subject) for scope, subject, _ in counted]
 
 
@@ -284,14 +383,22 @@ def check_code(cart, lines, code, ip: str, user=None) -> str:
 
 # -- redemption inside checkout's transaction -----------------------------------------------------
 
+
 def lock_promotions(ids) -> dict[int, Promotion]:
     """Lock these promotion rows (FOR UPDATE, id order, re-read): their uses are counted one checkout
     at a time. Id order, so two checkouts locking the same promotions cannot deadlock."""
     if not ids:
         return {}
-    return {p.id: p for p in db.session.scalars(
-        select(Promotion).where(Promotion.id.in_(sorted(set(ids)))).order_by(Promotion.id).with_for_update()
-        .execution_options(populate_existing=True))}
+    return {
+        p.id: p
+        for p in db.session.scalars(
+            select(Promotion)
+            .where(Promotion.id.in_(sorted(set(ids))))
+            .order_by(Promotion.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
 
 
 def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -> Applied:
@@ -306,8 +413,9 @@ def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -
     if pc is not None:
         candidates.append(to_rule(pc.promotion, pc))
     locked = lock_promotions([r.id for r in candidates if r.limited])
-    applied, code_rule, error = _price(cart, lines, user=user, email=email, shipping_method=shipping_method,
-                                       promotions=locked, at=at)
+    applied, code_rule, error = _price(
+        cart, lines, user=user, email=email, shipping_method=shipping_method, promotions=locked, at=at
+    )
     if error:
         raise CouponNoLongerApplies(error, code_rule, cart.currency)
     return applied
@@ -318,20 +426,40 @@ def record(order, applied: Applied, *, user_id: int | None, email: str, shipping
     each sale took off the lines), so a promotion's report counts a sale like any other promotion."""
     for d in applied.lines:
         amount = rules.goods_discount([d]) + (shipping_waived if d.applies_to_shipping else 0)
-        db.session.add(Redemption(promotion_id=d.promotion_id, code_id=d.code_id, order_id=order.id,
-                                  user_id=user_id, email=email.strip().lower(), discount=amount, status="active"))
+        db.session.add(
+            Redemption(
+                promotion_id=d.promotion_id,
+                code_id=d.code_id,
+                order_id=order.id,
+                user_id=user_id,
+                email=email.strip().lower(),
+                discount=amount,
+                status="active",
+            )
+        )
     for promotion_id, amount in applied.sales.items():
         if amount > 0 and promotion_id not in {d.promotion_id for d in applied.lines}:
-            db.session.add(Redemption(promotion_id=promotion_id, code_id=None, order_id=order.id, user_id=user_id,
-                                      email=email.strip().lower(), discount=amount, status="active"))
+            db.session.add(
+                Redemption(
+                    promotion_id=promotion_id,
+                    code_id=None,
+                    order_id=order.id,
+                    user_id=user_id,
+                    email=email.strip().lower(),
+                    discount=amount,
+                    status="active",
+                )
+            )
     db.session.flush()
 
 
 def release(order_id: int) -> int:
     """Give back an order's redemptions (its cancellation, or its reservation's expiry). Flushes."""
-    result = db.session.execute(update(Redemption).where(Redemption.order_id == order_id,
-                                                         Redemption.status == "active")
-                                .values(status="released", released_at=clock.now()))
+    result = db.session.execute(
+        update(Redemption)
+        .where(Redemption.order_id == order_id, Redemption.status == "active")
+        .values(status="released", released_at=clock.now())
+    )
     return result.rowcount
 
 
@@ -360,12 +488,14 @@ def _schedule() -> dict:
     memo = current_app.extensions.setdefault("promotion_schedule", {})
     if memo.get("until", 0) > _time.monotonic():
         return memo
-    rows = db.session.scalars(select(Promotion).where(Promotion.automatic.is_(True), Promotion.active.is_(True))
-                              .order_by(Promotion.id)).all()
+    rows = db.session.scalars(
+        select(Promotion).where(Promotion.automatic.is_(True), Promotion.active.is_(True)).order_by(Promotion.id)
+    ).all()
     auto = [to_rule(p) for p in rows]
     needs_cats = any((r.applies_to or {}).get("categories") or (r.excludes or {}).get("categories") for r in auto)
-    memo.update(rules=auto, cats=category_ancestors() if needs_cats else None,
-                until=_time.monotonic() + SCHEDULE_SECONDS)
+    memo.update(
+        rules=auto, cats=category_ancestors() if needs_cats else None, until=_time.monotonic() + SCHEDULE_SECONDS
+    )
     return memo
 
 

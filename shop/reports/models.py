@@ -1,4 +1,5 @@
 """The sales read model: what the sales report needs of each order, as the latest order.* event described it."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -12,6 +13,7 @@ from shop.extensions import db
 class SalesOrder(db.Model):
     """One order's latest snapshot. No foreign key to `order`: a projection is fed by events only, and can be
     rebuilt from the stream (`flask events replay`) whatever the order tables hold."""
+
     __tablename__ = "sales_order"
 
     order_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

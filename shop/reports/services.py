@@ -8,11 +8,12 @@ from the stream at any time, beside the live consumers.
 
 `sales_from_orders()` computes the same report from the order tables: the check that the read model is right.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Date, cast, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -28,21 +29,30 @@ from shop.reports.models import SalesOrder
 log = logging.getLogger(__name__)
 
 GROUP = "sales"
-ORDER_EVENTS = frozenset({"order.placed", "order.confirmed", "order.cancelled", "order.shipped", "order.delivered",
-                          "order.refunded"})
+ORDER_EVENTS = frozenset(
+    {"order.placed", "order.confirmed", "order.cancelled", "order.shipped", "order.delivered", "order.refunded"}
+)
 VERSIONS = {1}  # the order snapshot versions this projection understands
 # Paid and not cancelled: what counts as revenue.
 SOLD = (states.CONFIRMED, states.PROCESSING, states.SHIPPED, states.DELIVERED, states.RETURNED, states.REFUNDED)
 # Breaks a tie of two snapshots with the same occurred_at: the one further along the state machine is the later.
-RANK = {states.PENDING: 0, states.CONFIRMED: 1, states.PROCESSING: 2, states.SHIPPED: 3, states.DELIVERED: 4,
-        states.RETURNED: 5, states.REFUNDED: 6, states.CANCELLED: 7}
+RANK = {
+    states.PENDING: 0,
+    states.CONFIRMED: 1,
+    states.PROCESSING: 2,
+    states.SHIPPED: 3,
+    states.DELIVERED: 4,
+    states.RETURNED: 5,
+    states.REFUNDED: 6,
+    states.CANCELLED: 7,
+}
 REPLAY_BATCH = 500
 
 
 # -- the projection ------------------------------------------------------------------------------------------------
 def _utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def snapshot_row(envelope: dict) -> dict | None:
@@ -50,20 +60,38 @@ def snapshot_row(envelope: dict) -> dict | None:
     handler that raised would have the event delivered again for ever)."""
     data = envelope.get("data") or {}
     if envelope.get("version") not in VERSIONS:
-        log.error("sales: event %s is %s version %s, which this projection does not know; skipped",
-                  envelope.get("id"), envelope.get("type"), envelope.get("version"))
+        log.error(
+            "sales: event %s is %s version %s, which this projection does not know; skipped",
+            envelope.get("id"),
+            envelope.get("type"),
+            envelope.get("version"),
+        )
         return None
     try:
         created = _utc(data["created_at"])
         status = data["status"]
-        return {"order_id": int(data["order_id"]), "number": data["number"], "created_at": created,
-                "day": created.date(), "currency": data["currency"], "status": status, "sold": status in SOLD,
-                "total": int(data["total"]), "discount": int(data.get("discount") or 0),
-                "refunded": int(data.get("refunded") or 0), "event_at": _utc(envelope["occurred_at"]),
-                "rank": RANK.get(status, 0), "event_id": str(envelope["id"])}
+        return {
+            "order_id": int(data["order_id"]),
+            "number": data["number"],
+            "created_at": created,
+            "day": created.date(),
+            "currency": data["currency"],
+            "status": status,
+            "sold": status in SOLD,
+            "total": int(data["total"]),
+            "discount": int(data.get("discount") or 0),
+            "refunded": int(data.get("refunded") or 0),
+            "event_at": _utc(envelope["occurred_at"]),
+            "rank": RANK.get(status, 0),
+            "event_id": str(envelope["id"]),
+        }
     except (KeyError, TypeError, ValueError) as exc:
-        log.error("sales: event %s (%s) has no readable order snapshot (%r); skipped", envelope.get("id"),
-                  envelope.get("type"), exc)
+        log.error(
+            "sales: event %s (%s) has no readable order snapshot (%r); skipped",
+            envelope.get("id"),
+            envelope.get("type"),
+            exc,
+        )
         return None
 
 
@@ -86,10 +114,26 @@ def upsert(rows: Iterable[dict]) -> int:
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=[SalesOrder.order_id],
-        set_={c: new[c] for c in ("number", "created_at", "day", "currency", "status", "sold", "total", "discount",
-                                  "refunded", "event_at", "rank", "event_id")},
+        set_={
+            c: new[c]
+            for c in (
+                "number",
+                "created_at",
+                "day",
+                "currency",
+                "status",
+                "sold",
+                "total",
+                "discount",
+                "refunded",
+                "event_at",
+                "rank",
+                "event_id",
+            )
+        },
         where=tuple_(SalesOrder.event_at, SalesOrder.rank, SalesOrder.refunded)
-        < tuple_(new.event_at, new.rank, new.refunded))
+        < tuple_(new.event_at, new.rank, new.refunded),
+    )
     return db.session.execute(stmt).rowcount
 
 
@@ -103,8 +147,7 @@ def apply(envelope: dict) -> None:
 
 # -- the report ----------------------------------------------------------------------------------------------------
 def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    return datetime.combine(start, time.min, timezone.utc), datetime.combine(end + timedelta(days=1), time.min,
-                                                                            timezone.utc)
+    return datetime.combine(start, time.min, UTC), datetime.combine(end + timedelta(days=1), time.min, UTC)
 
 
 def _report(start: date, end: date, days, refunded) -> dict:
@@ -119,13 +162,29 @@ def _report(start: date, end: date, days, refunded) -> dict:
     for currency, amount in refunded:
         if int(amount):
             totals.setdefault(currency, {"orders": 0, "revenue": 0, "refunded": 0})["refunded"] = int(amount)
-    return {"from": start.isoformat(), "to": end.isoformat(),
-            "days": [{"date": day.isoformat(), "orders": int(orders), "revenue": money(int(revenue), currency),
-                      "discounts": money(int(discounts or 0), currency)}
-                     for day, currency, orders, revenue, discounts in days],
-            "totals": [{"currency": c, "orders": t["orders"], "revenue": money(t["revenue"], c),
-                        "refunded": money(t["refunded"], c), "net": money(t["revenue"] - t["refunded"], c)}
-                       for c, t in sorted(totals.items())]}
+    return {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "days": [
+            {
+                "date": day.isoformat(),
+                "orders": int(orders),
+                "revenue": money(int(revenue), currency),
+                "discounts": money(int(discounts or 0), currency),
+            }
+            for day, currency, orders, revenue, discounts in days
+        ],
+        "totals": [
+            {
+                "currency": c,
+                "orders": t["orders"],
+                "revenue": money(t["revenue"], c),
+                "refunded": money(t["refunded"], c),
+                "net": money(t["revenue"] - t["refunded"], c),
+            }
+            for c, t in sorted(totals.items())
+        ],
+    }
 
 
 def sales_from_read_model(start: date, end: date) -> dict:
@@ -135,9 +194,11 @@ def sales_from_read_model(start: date, end: date) -> dict:
     in_range = (s.day >= start, s.day <= end)
     days = db.session.execute(
         select(s.day, s.currency, func.count(), func.sum(s.total), func.sum(s.discount))
-        .where(*in_range, s.sold).group_by(s.day, s.currency).order_by(s.day, s.currency)).all()
-    refunded = db.session.execute(
-        select(s.currency, func.sum(s.refunded)).where(*in_range).group_by(s.currency)).all()
+        .where(*in_range, s.sold)
+        .group_by(s.day, s.currency)
+        .order_by(s.day, s.currency)
+    ).all()
+    refunded = db.session.execute(select(s.currency, func.sum(s.refunded)).where(*in_range).group_by(s.currency)).all()
     return _report(start, end, days, refunded)
 
 
@@ -148,20 +209,30 @@ def sales_from_orders(start: date, end: date) -> dict:
     days = db.session.execute(
         select(day, Order.currency, func.count(Order.id), func.sum(Order.total), func.sum(Order.discount))
         .where(Order.created_at >= lo, Order.created_at < hi, Order.status.in_(SOLD))
-        .group_by(day, Order.currency).order_by(day, Order.currency)).all()
+        .group_by(day, Order.currency)
+        .order_by(day, Order.currency)
+    ).all()
     refunded = db.session.execute(
         select(Payment.currency, func.coalesce(func.sum(Payment.refunded_amount), 0))
         .join(Order, Order.id == Payment.order_id)
-        .where(Order.created_at >= lo, Order.created_at < hi).group_by(Payment.currency)).all()
+        .where(Order.created_at >= lo, Order.created_at < hi)
+        .group_by(Payment.currency)
+    ).all()
     return _report(start, end, days, refunded)
 
 
 def sold_on(day: date) -> list[tuple[str, int, int]]:
     """(currency, sold orders, revenue) of the orders created on `day` (UTC), from the projection: the dashboard."""
     s = SalesOrder
-    return [(c, int(n), int(total)) for c, n, total in db.session.execute(
-        select(s.currency, func.count(), func.sum(s.total)).where(s.day == day, s.sold)
-        .group_by(s.currency).order_by(s.currency)).all()]
+    return [
+        (c, int(n), int(total))
+        for c, n, total in db.session.execute(
+            select(s.currency, func.count(), func.sum(s.total))
+            .where(s.day == day, s.sold)
+            .group_by(s.currency)
+            .order_by(s.currency)
+        ).all()
+    ]
 
 
 # -- replay --------------------------------------------------------------------------------------------------------
@@ -175,6 +246,7 @@ def _peeked(iterator: Iterator[dict]) -> Iterator[dict]:
     def chain():
         yield first
         yield from iterator
+
     return chain()
 
 

@@ -6,6 +6,7 @@ job sees what its transaction sees), in batches with a fixed number of queries p
 Collections are named `<alias>_<timestamp>`; the alias (TYPESENSE_COLLECTION, default `products`)
 points at the live one, so a reindex can build a new collection beside it and swap atomically.
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,15 +100,24 @@ def client(timeout: float | None = None):
     with _lock:
         if cache_key not in _clients:
             parts = urlsplit(url)
-            node = {"host": parts.hostname or "127.0.0.1",
-                    "port": parts.port or (443 if parts.scheme == "https" else 8108),
-                    "protocol": parts.scheme or "http"}
+            node = {
+                "host": parts.hostname or "127.0.0.1",
+                "port": parts.port or (443 if parts.scheme == "https" else 8108),
+                "protocol": parts.scheme or "http",
+            }
             if parts.path and parts.path != "/":
                 node["path"] = parts.path
-            _clients[cache_key] = typesense.Client({
-                "nodes": [node], "api_key": key, "connection_timeout_seconds": timeout,
-                "num_retries": 0, "retry_interval_seconds": 0.05, "healthcheck_interval_seconds": 1,
-                "suppress_deprecation_warnings": True})
+            _clients[cache_key] = typesense.Client(
+                {
+                    "nodes": [node],
+                    "api_key": key,
+                    "connection_timeout_seconds": timeout,
+                    "num_retries": 0,
+                    "retry_interval_seconds": 0.05,
+                    "healthcheck_interval_seconds": 1,
+                    "suppress_deprecation_warnings": True,
+                }
+            )
         return _clients[cache_key]
 
 
@@ -141,44 +151,78 @@ def build_documents(product_ids: list[int], chains: dict[int, list[Category]] | 
         return {}
     chains = chains if chains is not None else _category_chains()
     products = db.session.execute(
-        select(Product.id, Product.slug, Product.name, Product.brand, Product.description, Product.category_id,
-               Product.price_min, Product.price_max, Product.currency, Product.created_at)
-        .where(Product.id.in_(product_ids), Product.status == "active")).all()
+        select(
+            Product.id,
+            Product.slug,
+            Product.name,
+            Product.brand,
+            Product.description,
+            Product.category_id,
+            Product.price_min,
+            Product.price_max,
+            Product.currency,
+            Product.created_at,
+        ).where(Product.id.in_(product_ids), Product.status == "active")
+    ).all()
     if not products:
         return {}
     ids = [p.id for p in products]
     options: dict[int, list[tuple[str, list[str]]]] = {}
     for pid, name, values in db.session.execute(
-            select(ProductOption.product_id, ProductOption.name, ProductOption.values)
-            .where(ProductOption.product_id.in_(ids)).order_by(ProductOption.product_id, ProductOption.position)):
+        select(ProductOption.product_id, ProductOption.name, ProductOption.values)
+        .where(ProductOption.product_id.in_(ids))
+        .order_by(ProductOption.product_id, ProductOption.position)
+    ):
         options.setdefault(pid, []).append((name, list(values or [])))
-    stock = dict(db.session.execute(
-        select(Variant.product_id, func.bool_or(Variant.on_hand - Variant.reserved > 0))
-        .where(Variant.product_id.in_(ids)).group_by(Variant.product_id)).all())
-    first = (select(ProductImage.product_id, ProductImage.path, ProductImage.alt,
-                    func.row_number().over(partition_by=ProductImage.product_id,
-                                           order_by=(ProductImage.position, ProductImage.id)).label("n"))
-             .where(ProductImage.product_id.in_(ids)).subquery())
+    stock = dict(
+        db.session.execute(
+            select(Variant.product_id, func.bool_or(Variant.on_hand - Variant.reserved > 0))
+            .where(Variant.product_id.in_(ids))
+            .group_by(Variant.product_id)
+        ).all()
+    )
+    first = (
+        select(
+            ProductImage.product_id,
+            ProductImage.path,
+            ProductImage.alt,
+            func.row_number()
+            .over(partition_by=ProductImage.product_id, order_by=(ProductImage.position, ProductImage.id))
+            .label("n"),
+        )
+        .where(ProductImage.product_id.in_(ids))
+        .subquery()
+    )
     images = {r.product_id: (r.path, r.alt) for r in db.session.execute(select(first).where(first.c.n == 1))}
-    sold = dict(db.session.execute(
-        select(Variant.product_id, func.coalesce(func.sum(OrderLine.quantity), 0))
-        .join(OrderLine, OrderLine.variant_id == Variant.id)
-        .where(Variant.product_id.in_(ids)).group_by(Variant.product_id)).all())
+    sold = dict(
+        db.session.execute(
+            select(Variant.product_id, func.coalesce(func.sum(OrderLine.quantity), 0))
+            .join(OrderLine, OrderLine.variant_id == Variant.id)
+            .where(Variant.product_id.in_(ids))
+            .group_by(Variant.product_id)
+        ).all()
+    )
     docs = {}
     for p in products:
         chain = chains.get(p.category_id, [])
         opts = options.get(p.id, [])
         image = images.get(p.id, (None, None))
         doc = {
-            "id": str(p.id), "name": _clean(p.name), "name_words": _words(p.name), "brand": _clean(p.brand),
+            "id": str(p.id),
+            "name": _clean(p.name),
+            "name_words": _words(p.name),
+            "brand": _clean(p.brand),
             "description": _clean(p.description),
-            "category_path": [_clean(c.name) for c in chain], "category_slugs": [c.slug for c in chain],
+            "category_path": [_clean(c.name) for c in chain],
+            "category_slugs": [c.slug for c in chain],
             "option_values": [f"{n}={v}" for n, vals in opts for v in vals],
             "option_text": sorted({_clean(v) for _, vals in opts for v in vals}),
             "price_min": p.price_min if p.price_min is not None else 0,
             "price_max": p.price_max if p.price_max is not None else 0,
-            "in_stock": bool(stock.get(p.id)), "popularity": min(int(sold.get(p.id, 0)), 2**31 - 1),
-            "slug": p.slug, "currency": p.currency,
+            "in_stock": bool(stock.get(p.id)),
+            "popularity": min(int(sold.get(p.id, 0)), 2**31 - 1),
+            "slug": p.slug,
+            "currency": p.currency,
         }
         if p.created_at is not None:
             doc["created_at"] = int(p.created_at.timestamp())
@@ -195,8 +239,14 @@ def all_product_batches(batch: int = 2000):
     chains = _category_chains()
     last = 0
     while True:
-        ids = list(db.session.scalars(select(Product.id).where(Product.id > last, Product.status == "active")
-                                      .order_by(Product.id).limit(batch)))
+        ids = list(
+            db.session.scalars(
+                select(Product.id)
+                .where(Product.id > last, Product.status == "active")
+                .order_by(Product.id)
+                .limit(batch)
+            )
+        )
         if not ids:
             return
         last = ids[-1]

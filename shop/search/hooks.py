@@ -14,6 +14,7 @@ Category changes have no event: the hook records a full reindex with the commit 
 Product syncs are rows of their own kind (jobs.SYNC_KIND), handed over by jobs.dispatch_sync, which coalesces the
 syncs of many commits into one job; reindexes stay plain jobs.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import event
@@ -75,5 +76,12 @@ def queue_search_sync(session: Session) -> None:
         record_job(session, "search", jobs.reindex, job_timeout=3600, retry=retry)
     elif product_ids:
         # One coalesced job stands for every waiting sync, so its first retries come sooner.
-        record_job(session, "search", jobs.sync_products, [sorted(product_ids)], job_timeout=600, kind=SYNC_KIND,
-                   retry=Retry(max=4, interval=[5, 15, 60, 300]))
+        record_job(
+            session,
+            "search",
+            jobs.sync_products,
+            [sorted(product_ids)],
+            job_timeout=600,
+            kind=SYNC_KIND,
+            retry=Retry(max=4, interval=[5, 15, 60, 300]),
+        )

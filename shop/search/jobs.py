@@ -16,6 +16,7 @@ of one forked job per commit. A row leaves the set only once synced, so a row wh
 with its worker waits for that job's retry or the next job, whichever comes first (a retry left with
 nothing to do is dropped); a row lost with Redis is dispatched again by the relay (outbox.recover_lost).
 """
+
 from __future__ import annotations
 
 import logging
@@ -137,7 +138,7 @@ def _sync(ids) -> dict:
     collection = engine.client(JOB_TIMEOUT).collections[engine.alias_name()]
     upserted = deleted = 0
     for start in range(0, len(ids), IMPORT_BATCH):
-        chunk = ids[start:start + IMPORT_BATCH]
+        chunk = ids[start : start + IMPORT_BATCH]
         docs = engine.build_documents(chunk)
         db.session.rollback()  # read-only: no transaction stays open while Typesense works
         upserted += _import(collection, list(docs.values()))
@@ -175,8 +176,11 @@ def _sync_rows(row_ids) -> dict:
 
     if not row_ids:
         return {}
-    found = dict(db.session.execute(select(OutboxJob.id, OutboxJob.args).where(
-        OutboxJob.id.in_(row_ids), OutboxJob.kind == SYNC_KIND)).all())
+    found = dict(
+        db.session.execute(
+            select(OutboxJob.id, OutboxJob.args).where(OutboxJob.id.in_(row_ids), OutboxJob.kind == SYNC_KIND)
+        ).all()
+    )
     db.session.rollback()
     return found
 
@@ -186,8 +190,9 @@ def _mark_done(row_ids) -> None:
 
     from shop.outbox import OutboxJob
 
-    db.session.execute(update(OutboxJob).where(OutboxJob.id.in_(row_ids), OutboxJob.done_at.is_(None))
-                       .values(done_at=func.now()))
+    db.session.execute(
+        update(OutboxJob).where(OutboxJob.id.in_(row_ids), OutboxJob.done_at.is_(None)).values(done_at=func.now())
+    )
     db.session.commit()
 
 
@@ -215,16 +220,15 @@ def sync_in_hand(row) -> bool:
     if not holder or not client.sismember(waiting, row.id):
         return False
     try:
-        status = Job.fetch(holder.decode() if isinstance(holder, bytes) else holder,
-                           connection=client).get_status(refresh=False)
+        status = Job.fetch(holder.decode() if isinstance(holder, bytes) else holder, connection=client).get_status(
+            refresh=False
+        )
     except NoSuchJobError:
         return False
-    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.CREATED, JobStatus.SCHEDULED,
-                      JobStatus.DEFERRED)
+    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.CREATED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
-def _claim_and_enqueue(job_id: str, product_ids, row_id: int | None = None, retry=None,
-                       job_timeout: int = 600) -> bool:
+def _claim_and_enqueue(job_id: str, product_ids, row_id: int | None = None, retry=None, job_timeout: int = 600) -> bool:
     """Note `row_id` as waiting and enqueue sync job `job_id` unless one is on its way; True if enqueued."""
     from rq import Retry
     from rq.exceptions import DuplicateJobError
@@ -244,8 +248,13 @@ def _claim_and_enqueue(job_id: str, product_ids, row_id: int | None = None, retr
         client.set(flag, job_id, ex=SYNC_FLAG_TTL)  # its job is gone (failed, lost, emptied): take over
     try:
         redis_ext.queue("search").enqueue_call(
-            "shop.search.jobs.sync_products", args=(list(product_ids),), timeout=job_timeout, job_id=job_id,
-            unique=True, retry=retry if retry is not None else Retry(max=3, interval=[10, 60, 300]))
+            "shop.search.jobs.sync_products",
+            args=(list(product_ids),),
+            timeout=job_timeout,
+            job_id=job_id,
+            unique=True,
+            retry=retry if retry is not None else Retry(max=3, interval=[10, 60, 300]),
+        )
     except DuplicateJobError:
         log.info("search sync job %s exists already", job_id)
     return True
@@ -259,8 +268,13 @@ def dispatch_sync(row) -> None:
     from shop.outbox import JOB_PREFIX
 
     retry = Retry(max=row.retry["max"], interval=row.retry["interval"]) if row.retry else None
-    _claim_and_enqueue(f"{JOB_PREFIX}{row.id}", row.args[0] if row.args else [], row_id=row.id, retry=retry,
-                       job_timeout=row.job_timeout)
+    _claim_and_enqueue(
+        f"{JOB_PREFIX}{row.id}",
+        row.args[0] if row.args else [],
+        row_id=row.id,
+        retry=retry,
+        job_timeout=row.job_timeout,
+    )
 
 
 def reindex(batch: int = IMPORT_BATCH, echo=None) -> dict:
@@ -344,7 +358,7 @@ def _drop_old(ts, alias: str, name: str, old: str | None, count: int, started: f
 
 def _is_ours(collection_name: str, alias: str) -> bool:
     """`<alias>_<14 digits>_<6 digits>`: a collection reindex() made for this alias."""
-    rest = collection_name[len(alias) + 1:] if collection_name.startswith(alias + "_") else ""
+    rest = collection_name[len(alias) + 1 :] if collection_name.startswith(alias + "_") else ""
     parts = rest.split("_")
     return len(parts) == 2 and len(parts[0]) == 14 and parts[0].isdigit() and parts[1].isdigit()
 

@@ -11,6 +11,7 @@ ts_rank, with the facet counts computed in SQL. The result says which engine ans
 A failed Typesense call opens a short circuit (per URL and process): for BREAKER_SECONDS searches
 go straight to PostgreSQL instead of each paying the connection timeout.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,7 @@ class SearchQuery:
 
 
 # The orders a result page can be sorted in (the listings' own, plus relevance), and their labels.
-SORTS = {"relevance": "Relevance", "price": "Price: low to high", "-price": "Price: high to low",
-         "newest": "Newest"}
+SORTS = {"relevance": "Relevance", "price": "Price: low to high", "-price": "Price: high to low", "newest": "Newest"}
 
 
 @dataclass
@@ -99,10 +99,12 @@ def _typesense_allowed() -> bool:
 def _typesense_failed(exc: Exception) -> None:
     url = current_app.config["TYPESENSE_URL"]
     with _breaker_lock:
-        _open_until[url] = time.monotonic() + float(current_app.config.get("TYPESENSE_BREAKER_SECONDS",
-                                                                           BREAKER_SECONDS))
-    log.warning("search: Typesense at %s failed (%s: %s); answering from PostgreSQL", url,
-                type(exc).__name__, str(exc)[:200])
+        _open_until[url] = time.monotonic() + float(
+            current_app.config.get("TYPESENSE_BREAKER_SECONDS", BREAKER_SECONDS)
+        )
+    log.warning(
+        "search: Typesense at %s failed (%s: %s); answering from PostgreSQL", url, type(exc).__name__, str(exc)[:200]
+    )
 
 
 def reset_breaker() -> None:
@@ -119,8 +121,11 @@ def search(sq: SearchQuery) -> SearchResult:
             if _is_outage(exc):
                 _typesense_failed(exc)  # only an outage sends everyone to PostgreSQL for a while
             else:
-                log.warning("search: Typesense refused a query (%s: %s); answering this one from PostgreSQL",
-                            type(exc).__name__, str(exc)[:200])
+                log.warning(
+                    "search: Typesense refused a query (%s: %s); answering this one from PostgreSQL",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
     return _database_search(sq)
 
 
@@ -128,8 +133,16 @@ def _is_outage(exc: Exception) -> bool:
     import requests
     import typesense
 
-    return isinstance(exc, (requests.exceptions.RequestException, ConnectionError, TimeoutError,
-                            typesense.exceptions.ServiceUnavailable, typesense.exceptions.ServerError))
+    return isinstance(
+        exc,
+        (
+            requests.exceptions.RequestException,
+            ConnectionError,
+            TimeoutError,
+            typesense.exceptions.ServiceUnavailable,
+            typesense.exceptions.ServerError,
+        ),
+    )
 
 
 def suggest(prefix: str, limit: int = 8) -> tuple[list[dict], str]:
@@ -174,21 +187,32 @@ def _filter_by(sq: SearchQuery) -> str:
 
 def _typesense_sort(sq: SearchQuery) -> str:
     relevance = "_text_match:desc,popularity:desc" if sq.q else "popularity:desc"
-    return {"price": "price_min:asc," + relevance, "-price": "price_min:desc," + relevance,
-            "newest": "created_at:desc," + relevance}.get(sq.sort, relevance)
+    return {
+        "price": "price_min:asc," + relevance,
+        "-price": "price_min:desc," + relevance,
+        "newest": "created_at:desc," + relevance,
+    }.get(sq.sort, relevance)
 
 
 def _typesense_search(sq: SearchQuery) -> SearchResult:
     params = {
-        "q": sq.q or "*", "query_by": QUERY_BY, "query_by_weights": QUERY_WEIGHTS,
+        "q": sq.q or "*",
+        "query_by": QUERY_BY,
+        "query_by_weights": QUERY_WEIGHTS,
         # Two typos in names, one elsewhere (so "tshrt" does not pull in the "Tops & T-shirts" category).
-        "num_typos": "2,2,1,1,1,1", "typo_tokens_threshold": 1, "prioritize_exact_match": True,
+        "num_typos": "2,2,1,1,1,1",
+        "typo_tokens_threshold": 1,
+        "prioritize_exact_match": True,
         "prefix": "true,true,true,false,false,false",  # prefixes of names and brands, as typed
-        "facet_by": "category_slugs,price_bucket,option_values", "max_facet_values": MAX_FACET_VALUES * 4,
+        "facet_by": "category_slugs,price_bucket,option_values",
+        "max_facet_values": MAX_FACET_VALUES * 4,
         "sort_by": _typesense_sort(sq),
-        "highlight_fields": "name,name_words", "highlight_full_fields": "name",
-        "highlight_start_tag": MARK_START, "highlight_end_tag": MARK_END,
-        "page": sq.page, "per_page": sq.per_page,
+        "highlight_fields": "name,name_words",
+        "highlight_full_fields": "name",
+        "highlight_start_tag": MARK_START,
+        "highlight_end_tag": MARK_END,
+        "page": sq.page,
+        "per_page": sq.per_page,
         "exclude_fields": "description,option_text,name_words",
     }
     if filter_by := _filter_by(sq):
@@ -197,14 +221,24 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
     items = []
     for hit in res.get("hits", []):
         d = hit["document"]
-        items.append(SearchItem(
-            id=int(d["id"]), slug=d.get("slug", ""), name=d["name"], brand=d.get("brand", ""),
-            price_from=d.get("price_min"), price_to=d.get("price_max"),
-            currency=d.get("currency") or current_app.config["SHOP_CURRENCY"],
-            image_path=d.get("image_path"), image_alt=d.get("image_alt"), in_stock=bool(d.get("in_stock")),
-            highlight=_hit_highlight(hit, "name") or _words_highlight(d["name"], _hit_tokens(hit, "name_words"))))
-    counts = {f["field_name"]: [(c["value"], c["count"]) for c in f.get("counts", [])]
-              for f in res.get("facet_counts", [])}
+        items.append(
+            SearchItem(
+                id=int(d["id"]),
+                slug=d.get("slug", ""),
+                name=d["name"],
+                brand=d.get("brand", ""),
+                price_from=d.get("price_min"),
+                price_to=d.get("price_max"),
+                currency=d.get("currency") or current_app.config["SHOP_CURRENCY"],
+                image_path=d.get("image_path"),
+                image_alt=d.get("image_alt"),
+                in_stock=bool(d.get("in_stock")),
+                highlight=_hit_highlight(hit, "name") or _words_highlight(d["name"], _hit_tokens(hit, "name_words")),
+            )
+        )
+    counts = {
+        f["field_name"]: [(c["value"], c["count"]) for c in f.get("counts", [])] for f in res.get("facet_counts", [])
+    }
     options: dict[str, list[tuple[str, int]]] = {}
     for value, count in counts.get("option_values", []):
         name, _, val = value.partition("=")
@@ -240,20 +274,39 @@ def _words_highlight(name: str, tokens: list[str]) -> str | None:
 
 
 def _typesense_suggest(prefix: str, limit: int) -> list[dict]:
-    res = engine.client().collections[engine.alias_name()].documents.search({
-        "q": prefix, "query_by": "name,name_words,brand,category_path", "query_by_weights": "4,4,2,1", "prefix": True,
-        "num_typos": 1, "per_page": limit * 3, "include_fields": "name,slug",
-        "sort_by": "_text_match:desc,popularity:desc",
-        "highlight_fields": "name", "highlight_full_fields": "name",
-        "highlight_start_tag": MARK_START, "highlight_end_tag": MARK_END})
+    res = (
+        engine.client()
+        .collections[engine.alias_name()]
+        .documents.search(
+            {
+                "q": prefix,
+                "query_by": "name,name_words,brand,category_path",
+                "query_by_weights": "4,4,2,1",
+                "prefix": True,
+                "num_typos": 1,
+                "per_page": limit * 3,
+                "include_fields": "name,slug",
+                "sort_by": "_text_match:desc,popularity:desc",
+                "highlight_fields": "name",
+                "highlight_full_fields": "name",
+                "highlight_start_tag": MARK_START,
+                "highlight_end_tag": MARK_END,
+            }
+        )
+    )
     out, seen = [], set()
     for hit in res.get("hits", []):
         name = hit["document"]["name"]
         if name.lower() in seen:
             continue
         seen.add(name.lower())
-        out.append({"name": name, "slug": hit["document"].get("slug", ""),
-                    "highlight": highlight_plain(_hit_highlight(hit, "name") or name)})
+        out.append(
+            {
+                "name": name,
+                "slug": hit["document"].get("slug", ""),
+                "highlight": highlight_plain(_hit_highlight(hit, "name") or name),
+            }
+        )
         if len(out) == limit:
             break
     return out
@@ -271,15 +324,23 @@ def _price_label(lo: int, hi: int | None) -> str:
     return f"{format_money(lo, currency)} to {format_money(hi, currency)}"
 
 
-def _facets(category_counts: dict[str, int], bucket_counts: dict[str, int],
-            option_counts: dict[str, list[tuple[str, int]]]) -> dict:
+def _facets(
+    category_counts: dict[str, int], bucket_counts: dict[str, int], option_counts: dict[str, list[tuple[str, int]]]
+) -> dict:
     category = _category_facet(queries.list_categories(), category_counts)
     price = []
     for lo, hi in PRICE_BUCKETS:
         n = bucket_counts.get(bucket_key(lo, hi), 0)
         if n:
-            price.append({"key": bucket_key(lo, hi), "min": lo, "max": None if hi is None else hi - 1,
-                          "label": _price_label(lo, hi), "count": n})
+            price.append(
+                {
+                    "key": bucket_key(lo, hi),
+                    "min": lo,
+                    "max": None if hi is None else hi - 1,
+                    "label": _price_label(lo, hi),
+                    "count": n,
+                }
+            )
     options = {}
     for name in sorted(option_counts):
         if "size" in name.lower():  # sizes in size order, whatever sells most
@@ -307,8 +368,16 @@ def _category_facet(cats, counts: dict[str, int]) -> list[dict]:
             seen.add(c.id)
             if counts.get(c.slug):
                 parent = parents.get(c.parent_id)
-                out.append({"slug": c.slug, "name": c.name, "parent_id": c.parent_id,
-                            "parent": parent.slug if parent else None, "depth": depth, "count": counts[c.slug]})
+                out.append(
+                    {
+                        "slug": c.slug,
+                        "name": c.name,
+                        "parent_id": c.parent_id,
+                        "parent": parent.slug if parent else None,
+                        "depth": depth,
+                        "count": counts[c.slug],
+                    }
+                )
             walk(c.id, depth + 1, seen)
 
     walk(None, 0, set())
@@ -357,8 +426,13 @@ def _database_where(sq: SearchQuery):
     if sq.category:
         cat = queries.category_by_slug(sq.category)
         category_ids = queries.descendant_ids(cat) if cat else []
-    f = queries.ProductFilter(category_ids=category_ids, min_price=sq.min_price, max_price=sq.max_price,
-                              in_stock=sq.in_stock, options={k: v for k, v in sq.options.items() if v})
+    f = queries.ProductFilter(
+        category_ids=category_ids,
+        min_price=sq.min_price,
+        max_price=sq.max_price,
+        in_stock=sq.in_stock,
+        options={k: v for k, v in sq.options.items() if v},
+    )
     where = queries._filtered(f)  # the listings' own filter: same meaning for price, stock, options
     tsq = None
     if sq.q:
@@ -372,40 +446,84 @@ def _database_search(sq: SearchQuery) -> SearchResult:
     total = db.session.scalar(select(func.count()).select_from(Product).where(where)) or 0
     rank = func.ts_rank(Product.search_vector, tsq) if tsq is not None else literal(0)
     # Relevance, or the listings' own orders (relevance breaks their ties).
-    first = {"price": Product.price_min.asc().nulls_last(), "-price": Product.price_min.desc().nulls_last(),
-             "newest": Product.created_at.desc()}.get(sq.sort)
+    first = {
+        "price": Product.price_min.asc().nulls_last(),
+        "-price": Product.price_min.desc().nulls_last(),
+        "newest": Product.created_at.desc(),
+    }.get(sq.sort)
     order = ((first,) if first is not None else ()) + (rank.desc(), Product.id.desc())
-    page = (select(Product.id, rank.label("rank"), func.row_number().over(order_by=order).label("n"))
-            .where(where).order_by(*order)
-            .limit(sq.per_page).offset((sq.page - 1) * sq.per_page).subquery("page"))
-    first_image = (select(ProductImage.path, ProductImage.alt).where(ProductImage.product_id == Product.id)
-                   .order_by(ProductImage.position, ProductImage.id).limit(1).lateral("first_image"))
-    in_stock = exists().where(Variant.product_id == Product.id, Variant.on_hand - Variant.reserved > 0
-                              ).correlate(Product)
+    page = (
+        select(Product.id, rank.label("rank"), func.row_number().over(order_by=order).label("n"))
+        .where(where)
+        .order_by(*order)
+        .limit(sq.per_page)
+        .offset((sq.page - 1) * sq.per_page)
+        .subquery("page")
+    )
+    first_image = (
+        select(ProductImage.path, ProductImage.alt)
+        .where(ProductImage.product_id == Product.id)
+        .order_by(ProductImage.position, ProductImage.id)
+        .limit(1)
+        .lateral("first_image")
+    )
+    in_stock = (
+        exists().where(Variant.product_id == Product.id, Variant.on_hand - Variant.reserved > 0).correlate(Product)
+    )
     if tsq is not None:
-        headline = func.ts_headline("english", Product.name, tsq,
-                                    f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true")
+        headline = func.ts_headline(
+            "english", Product.name, tsq, f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true"
+        )
     else:
         headline = literal(None)
     rows = db.session.execute(
-        select(Product.id, Product.slug, Product.name, Product.brand, Product.price_min, Product.price_max,
-               Product.currency, first_image.c.path, first_image.c.alt, in_stock.label("in_stock"),
-               headline.label("headline"))
-        .join(page, page.c.id == Product.id).outerjoin(first_image, true())
-        .order_by(page.c.n)).all()
-    items = [SearchItem(r.id, r.slug, r.name, r.brand, r.price_min, r.price_max, r.currency, r.path, r.alt,
-                        bool(r.in_stock), highlight=r.headline if r.headline and MARK_START in r.headline else None)
-             for r in rows]
+        select(
+            Product.id,
+            Product.slug,
+            Product.name,
+            Product.brand,
+            Product.price_min,
+            Product.price_max,
+            Product.currency,
+            first_image.c.path,
+            first_image.c.alt,
+            in_stock.label("in_stock"),
+            headline.label("headline"),
+        )
+        .join(page, page.c.id == Product.id)
+        .outerjoin(first_image, true())
+        .order_by(page.c.n)
+    ).all()
+    items = [
+        SearchItem(
+            r.id,
+            r.slug,
+            r.name,
+            r.brand,
+            r.price_min,
+            r.price_max,
+            r.currency,
+            r.path,
+            r.alt,
+            bool(r.in_stock),
+            highlight=r.headline if r.headline and MARK_START in r.headline else None,
+        )
+        for r in rows
+    ]
     facets = _database_facets(where) if total else _facets({}, {}, {})
     return SearchResult(sq, items, total, facets, "database")
 
 
 def _database_facets(where) -> dict:
-    matching = select(Product.id.label("id"), Product.category_id.label("category_id"),
-                      Product.price_min.label("price_min")).where(where).cte("matching")
+    matching = (
+        select(Product.id.label("id"), Product.category_id.label("category_id"), Product.price_min.label("price_min"))
+        .where(where)
+        .cte("matching")
+    )
     # Categories: counts per leaf, rolled up to every ancestor (as Typesense's category_slugs do).
-    per_category = dict(db.session.execute(
-        select(matching.c.category_id, func.count()).group_by(matching.c.category_id)).all())
+    per_category = dict(
+        db.session.execute(select(matching.c.category_id, func.count()).group_by(matching.c.category_id)).all()
+    )
     cats = {c.id: c for c in queries.list_categories()}
     category_counts: dict[str, int] = {}
     for cid, n in per_category.items():
@@ -414,16 +532,31 @@ def _database_facets(where) -> dict:
             seen.add(cur.id)
             category_counts[cur.slug] = category_counts.get(cur.slug, 0) + n
             cur = cats.get(cur.parent_id) if cur.parent_id else None
-    bucket = case(*[((matching.c.price_min >= lo) if hi is None else
-                     and_(matching.c.price_min >= lo, matching.c.price_min < hi), bucket_key(lo, hi))
-                    for lo, hi in PRICE_BUCKETS], else_=None)
-    bucket_counts = {k: n for k, n in db.session.execute(
-        select(bucket.label("bucket"), func.count()).group_by(bucket)).all() if k is not None}
+    bucket = case(
+        *[
+            (
+                (matching.c.price_min >= lo)
+                if hi is None
+                else and_(matching.c.price_min >= lo, matching.c.price_min < hi),
+                bucket_key(lo, hi),
+            )
+            for lo, hi in PRICE_BUCKETS
+        ],
+        else_=None,
+    )
+    bucket_counts = {
+        k: n
+        for k, n in db.session.execute(select(bucket.label("bucket"), func.count()).group_by(bucket)).all()
+        if k is not None
+    }
     values = func.unnest(ProductOption.values).table_valued("value").render_derived()
     option_rows = db.session.execute(
         select(ProductOption.name, values.c.value, func.count(func.distinct(ProductOption.product_id)))
-        .select_from(ProductOption).join(matching, matching.c.id == ProductOption.product_id).join(values, true())
-        .group_by(ProductOption.name, values.c.value)).all()
+        .select_from(ProductOption)
+        .join(matching, matching.c.id == ProductOption.product_id)
+        .join(values, true())
+        .group_by(ProductOption.name, values.c.value)
+    ).all()
     options: dict[str, list[tuple[str, int]]] = {}
     for name, value, n in option_rows:
         options.setdefault(name, []).append((value, n))
@@ -433,10 +566,16 @@ def _database_facets(where) -> dict:
 def _database_suggest(prefix: str, limit: int) -> list[dict]:
     cond, tsq = _text_condition(prefix)
     rows = db.session.execute(
-        select(Product.name, func.min(Product.slug).label("slug"),
-               func.max(func.ts_rank(Product.search_vector, tsq)).label("rank"))
-        .where(Product.status == "active", cond).group_by(Product.name)
-        .order_by(func.max(func.ts_rank(Product.search_vector, tsq)).desc(), Product.name).limit(limit)).all()
+        select(
+            Product.name,
+            func.min(Product.slug).label("slug"),
+            func.max(func.ts_rank(Product.search_vector, tsq)).label("rank"),
+        )
+        .where(Product.status == "active", cond)
+        .group_by(Product.name)
+        .order_by(func.max(func.ts_rank(Product.search_vector, tsq)).desc(), Product.name)
+        .limit(limit)
+    ).all()
     out = []
     for r in rows:
         marked = _mark_words(r.name, _WORD.findall(prefix.lower()))

@@ -7,6 +7,7 @@
   WebP copies beside the upload (`<key>-w320.webp`...) that pages offer by `srcset` (shop.media.image_srcset).
   S3 uploads go straight to the bucket and get no copies yet: pages serve them as uploaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,13 +21,17 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from shop.errors import Conflict, Malformed, NotAllowed, TooLarge, Unsupported, ValidationError
-from shop.storage.images import UploadErrorCode, reencode, rendition_name, renditions, type_name
 from shop.security import external_url
+from shop.storage.images import UploadErrorCode, reencode, rendition_name, renditions, type_name
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
 # The first bytes of each type: a file that claims to be a PNG must start like one.
-MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/gif": (b"GIF87a", b"GIF89a"),
-         "image/webp": (b"RIFF",)}
+MAGIC = {
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
 log = logging.getLogger(__name__)
 KEY_RE = re.compile(r"uploads/[0-9a-f]{32}\.(jpg|png|webp|gif)")
 # The smaller copies made of each local upload (shop.storage.images.renditions), served beside it.
@@ -65,9 +70,14 @@ def presign(filename, content_type, size=None) -> dict:
     if cfg["STORAGE_BACKEND"] == "s3":
         return _presign_s3(key, content_type, size)
     token = _serializer().dumps({"k": key, "ct": content_type, "max": size or cfg["UPLOAD_MAX_BYTES"]})
-    return {"upload_url": external_url("media.upload", token=token), "method": "PUT",
-            "headers": {"Content-Type": content_type}, "public_url": public_url(key), "key": key,
-            "expires_in": cfg["UPLOAD_URL_SECONDS"]}
+    return {
+        "upload_url": external_url("media.upload", token=token),
+        "method": "PUT",
+        "headers": {"Content-Type": content_type},
+        "public_url": public_url(key),
+        "key": key,
+        "expires_in": cfg["UPLOAD_URL_SECONDS"],
+    }
 
 
 def _presign_s3(key: str, content_type: str, size: int | None) -> dict:
@@ -75,17 +85,34 @@ def _presign_s3(key: str, content_type: str, size: int | None) -> dict:
     from botocore.config import Config as BotoConfig
 
     cfg = current_app.config
-    client = boto3.client("s3", endpoint_url=cfg["S3_ENDPOINT_URL"], region_name=cfg["S3_REGION"],
-                          config=BotoConfig(signature_version="s3v4"))
-    params = {"Bucket": cfg["S3_BUCKET"], "Key": key, "ContentType": content_type,
-              "CacheControl": "public, max-age=31536000, immutable"}
+    client = boto3.client(
+        "s3",
+        endpoint_url=cfg["S3_ENDPOINT_URL"],
+        region_name=cfg["S3_REGION"],
+        config=BotoConfig(signature_version="s3v4"),
+    )
+    params = {
+        "Bucket": cfg["S3_BUCKET"],
+        "Key": key,
+        "ContentType": content_type,
+        "CacheControl": "public, max-age=31536000, immutable",
+    }
     headers = {"Content-Type": content_type, "Cache-Control": params["CacheControl"]}
     if size:
         params["ContentLength"] = size
     url = client.generate_presigned_url("put_object", Params=params, ExpiresIn=cfg["UPLOAD_URL_SECONDS"])
-    base = cfg["CDN_BASE_URL"] or f"{(cfg['S3_ENDPOINT_URL'] or 'https://s3.amazonaws.com').rstrip('/')}/{cfg['S3_BUCKET']}"
-    return {"upload_url": url, "method": "PUT", "headers": headers, "public_url": f"{base}/{key}", "key": key,
-            "expires_in": cfg["UPLOAD_URL_SECONDS"]}
+    base = (
+        cfg["CDN_BASE_URL"]
+        or f"{(cfg['S3_ENDPOINT_URL'] or 'https://s3.amazonaws.com').rstrip('/')}/{cfg['S3_BUCKET']}"
+    )
+    return {
+        "upload_url": url,
+        "method": "PUT",
+        "headers": headers,
+        "public_url": f"{base}/{key}",
+        "key": key,
+        "expires_in": cfg["UPLOAD_URL_SECONDS"],
+    }
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -104,8 +131,9 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
     if not KEY_RE.fullmatch(key):
         raise NotAllowed(UploadErrorCode.URL_INVALID, "This upload URL is not valid.")
     if (content_type or "").split(";")[0].strip() != expected_type:
-        raise Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                          f"This URL takes {type_name(expected_type)} images only.")
+        raise Unsupported(
+            UploadErrorCode.UNSUPPORTED_MEDIA_TYPE, f"This URL takes {type_name(expected_type)} images only."
+        )
     if content_length is not None and content_length > max_bytes:
         raise TooLarge(UploadErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than {max_bytes} bytes.")
     target = Path(current_app.config["UPLOAD_DIR"]) / key.removeprefix("uploads/")
@@ -119,8 +147,9 @@ def accept_local_upload(token: str, content_type: str | None, body_stream, conte
         with open(tmp, "wb") as out:
             while chunk := body_stream.read(64 * 1024):
                 if written == 0 and not chunk.startswith(MAGIC[expected_type]):
-                    raise Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                                   f"The file is not a {type_name(expected_type)} image.")
+                    raise Unsupported(
+                        UploadErrorCode.UNSUPPORTED_MEDIA_TYPE, f"The file is not a {type_name(expected_type)} image."
+                    )
                 written += len(chunk)
                 if written > max_bytes:
                     raise TooLarge(UploadErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than {max_bytes} bytes.")

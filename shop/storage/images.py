@@ -5,6 +5,7 @@ script payload making a polyglot), comments, EXIF (GPS positions of a phone phot
 are gone. A file Pillow cannot decode as the declared type is refused, and so is one with more pixels
 than UPLOAD_MAX_PIXELS (a decompression bomb: a few KB that unpack to gigabytes).
 """
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,7 @@ RENDITION_WIDTHS = (320, 640, 1280)
 
 
 def type_name(content_type: str) -> str:
-    """"PNG" for image/png: how messages name a type ("not a PNG image", not "not a image/png image")."""
+    """ "PNG" for image/png: how messages name a type ("not a PNG image", not "not a image/png image")."""
     return FORMATS.get(content_type, content_type.split("/")[-1].upper())
 
 
@@ -40,8 +41,9 @@ class UploadErrorCode(StrEnum):
 
 
 def _refuse(content_type: str) -> Unsupported:
-    return Unsupported(UploadErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                       f"The file is not a readable {type_name(content_type)} image.")
+    return Unsupported(
+        UploadErrorCode.UNSUPPORTED_MEDIA_TYPE, f"The file is not a readable {type_name(content_type)} image."
+    )
 
 
 def _frame(frame: Image.Image, fmt: str, upright: bool) -> Image.Image:
@@ -65,8 +67,11 @@ def _decode(source: Path, content_type: str, max_pixels: int) -> tuple[list[Imag
                 frames = [_frame(f, fmt, upright=False) for f in ImageSequence.Iterator(image)]
             else:
                 frames = [_frame(image, fmt, upright=True)]
-            timing = {"duration": [f.info.get("duration", 0) for f in frames],
-                      "loop": image.info.get("loop", 0)} if len(frames) > 1 else {}
+            timing = (
+                {"duration": [f.info.get("duration", 0) for f in frames], "loop": image.info.get("loop", 0)}
+                if len(frames) > 1
+                else {}
+            )
     except (TooLarge, Unsupported):
         raise
     except Image.DecompressionBombError:

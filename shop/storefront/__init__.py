@@ -1,4 +1,5 @@
 """The storefront: server-rendered pages for shoppers."""
+
 from flask import Blueprint
 
 bp = Blueprint("storefront", __name__)

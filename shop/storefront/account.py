@@ -1,5 +1,6 @@
 """Shopper accounts in the storefront: sign-up, log-in, log-out, verification, password reset and
 change, and the address book. Pages are private (never cached); every form carries a CSRF token."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -9,8 +10,15 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from shop import ratelimit
 from shop.accounts import services, sessions
-from shop.accounts.forms import (ActionForm, AddressForm, ChangePasswordForm, LoginForm, ResetForm,
-                                 ResetRequestForm, SignupForm)
+from shop.accounts.forms import (
+    ActionForm,
+    AddressForm,
+    ChangePasswordForm,
+    LoginForm,
+    ResetForm,
+    ResetRequestForm,
+    SignupForm,
+)
 from shop.errors import DomainError, ValidationError
 from shop.storefront import bp
 from shop.storefront.cart import adopt_guest_cart, slow_down_text
@@ -80,8 +88,11 @@ def login():
             user = services.authenticate(form.email.data, form.password.data)
         except services.Throttled as exc:
             minutes = max(1, round(exc.retry_after / 60))
-            flash(f"Too many failed attempts. For your safety, try again in about {minutes} minute"
-                  f"{'s' if minutes > 1 else ''}, or reset your password.", "error")
+            flash(
+                f"Too many failed attempts. For your safety, try again in about {minutes} minute"
+                f"{'s' if minutes > 1 else ''}, or reset your password.",
+                "error",
+            )
             resp = _private(render_template("account/login.html", form=form), 429)
             resp.headers["Retry-After"] = str(exc.retry_after)
             return resp
@@ -110,8 +121,14 @@ def logout():
 @bp.get("/account")
 @login_required
 def account():
-    return _private(render_template("account/account.html", address_form=AddressForm(prefix="addr"),
-                                    password_form=ChangePasswordForm(prefix="pw"), action=ActionForm()))
+    return _private(
+        render_template(
+            "account/account.html",
+            address_form=AddressForm(prefix="addr"),
+            password_form=ChangePasswordForm(prefix="pw"),
+            action=ActionForm(),
+        )
+    )
 
 
 @bp.post("/account/password")
@@ -127,8 +144,12 @@ def change_password():
             login_user(current_user)  # this session carries on with the new credentials; others end
             flash("Your password is changed. Every other device has been logged out.", "success")
             return redirect(url_for("storefront.account"))
-    return _private(render_template("account/account.html", address_form=AddressForm(prefix="addr"),
-                                    password_form=form, action=ActionForm()), 422)
+    return _private(
+        render_template(
+            "account/account.html", address_form=AddressForm(prefix="addr"), password_form=form, action=ActionForm()
+        ),
+        422,
+    )
 
 
 @bp.post("/account/addresses")
@@ -143,8 +164,15 @@ def add_address():
         else:
             flash("Address saved.", "success")
             return redirect(url_for("storefront.account") + "#addresses")
-    return _private(render_template("account/account.html", address_form=form,
-                                    password_form=ChangePasswordForm(prefix="pw"), action=ActionForm()), 422)
+    return _private(
+        render_template(
+            "account/account.html",
+            address_form=form,
+            password_form=ChangePasswordForm(prefix="pw"),
+            action=ActionForm(),
+        ),
+        422,
+    )
 
 
 @bp.post("/account/addresses/<int:address_id>/delete")
@@ -173,8 +201,9 @@ def verify_email(token: str):
     try:
         services.verify_email(token)
     except DomainError as exc:
-        return _private(render_template("account/message.html", title="Confirmation link not valid",
-                                        message=exc.message), 400)
+        return _private(
+            render_template("account/message.html", title="Confirmation link not valid", message=exc.message), 400
+        )
     flash("Thank you: your e-mail address is confirmed.", "success")
     return redirect(url_for("storefront.account") if current_user.is_authenticated else url_for("storefront.login"))
 
@@ -187,10 +216,14 @@ def reset_request():
             services.request_password_reset(form.email.data)
         except ratelimit.RateLimited as exc:
             return _slow_down("account/reset_request.html", form, exc)
-        return _private(render_template(
-            "account/message.html", title="Check your e-mail",
-            message=f"If an account exists for {form.email.data}, we sent it a link to choose a new password. "
-                    "The link works once and expires in an hour."))
+        return _private(
+            render_template(
+                "account/message.html",
+                title="Check your e-mail",
+                message=f"If an account exists for {form.email.data}, we sent it a link to choose a new password. "
+                "The link works once and expires in an hour.",
+            )
+        )
     return _private(render_template("account/reset_request.html", form=form), 422 if form.errors else 200)
 
 
@@ -199,8 +232,15 @@ def reset_password(token: str):
     try:
         services.reset_user(token)
     except DomainError as exc:
-        return _private(render_template("account/message.html", title="Reset link not valid", message=exc.message,
-                                        link=(url_for("storefront.reset_request"), "Ask for a new link")), 400)
+        return _private(
+            render_template(
+                "account/message.html",
+                title="Reset link not valid",
+                message=exc.message,
+                link=(url_for("storefront.reset_request"), "Ask for a new link"),
+            ),
+            400,
+        )
     form = ResetForm()
     if form.validate_on_submit():
         try:
@@ -208,8 +248,9 @@ def reset_password(token: str):
         except ValidationError as exc:
             _field_errors(form, exc)
         except DomainError as exc:
-            return _private(render_template("account/message.html", title="Reset link not valid",
-                                            message=exc.message), 400)
+            return _private(
+                render_template("account/message.html", title="Reset link not valid", message=exc.message), 400
+            )
         else:
             logout_user()
             flash("Your password is changed. Log in with the new one.", "success")

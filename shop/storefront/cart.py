@@ -10,20 +10,20 @@ Product pages are cached publicly, so the add-to-cart form there cannot carry a 
 page's script from `/csrf-token`, or from the confirmation page) it adds the item; without one it
 changes nothing and shows a private page asking to confirm, whose form does carry the token.
 """
+
 from __future__ import annotations
 
 from flask import current_app, flash, jsonify, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from shop import ratelimit
+from shop import pricing, ratelimit
 from shop.cart import services as carts
 from shop.cart.models import Cart, CartStatus
 from shop.catalog import queries
-from shop import pricing
 from shop.errors import DomainError, TooMany
-from shop.inventory.services import OutOfStock
 from shop.extensions import csrf, db
+from shop.inventory.services import OutOfStock
 from shop.promotions import rules
 from shop.security import is_own_url
 from shop.storefront import bp
@@ -41,12 +41,13 @@ def private(html: str, status: int = 200):
 
 
 def label(name: str, options: dict | None) -> str:
-    """"Trail Runner (42, Black)": how messages name a line."""
+    """ "Trail Runner (42, Black)": how messages name a line."""
     values = ", ".join(str(v) for v in (options or {}).values())
     return f"{name} ({values})" if values else name
 
 
 # ---------------------------------------------------------------------------------- whose cart
+
 
 def forget_guest_cart() -> None:
     session.pop(CART_TOKEN, None)
@@ -94,7 +95,7 @@ def adopt_guest_cart(user) -> None:
     wanted: dict[int, int] = {}
     if guest is not None and guest.status == CartStatus.OPEN and guest.items:
         mine = carts.open_cart_of(user.id)
-        for item in (mine.items if mine else []):
+        for item in mine.items if mine else []:
             wanted[item.variant_id] = item.quantity
         for item in guest.items:
             wanted[item.variant_id] = min(wanted.get(item.variant_id, 0) + item.quantity, carts.MAX_QUANTITY)
@@ -113,13 +114,17 @@ def adopt_guest_cart(user) -> None:
     names = {line.variant_id: label(line.name, line.options) for line in carts.priced_lines(target)}
     lowered = [f"{names.get(vid, 'an item')}: {have.get(vid, 0)}" for vid, n in wanted.items() if have.get(vid, 0) < n]
     if lowered:
-        flash("We added the items from before you logged in to your cart, but some are short in stock, so "
-              f"their quantities are lower than you asked: {'; '.join(lowered)}.", "info")
+        flash(
+            "We added the items from before you logged in to your cart, but some are short in stock, so "
+            f"their quantities are lower than you asked: {'; '.join(lowered)}.",
+            "info",
+        )
     else:
         flash("The items you added before logging in are in your cart.", "info")
 
 
 # ------------------------------------------------------------------------------------- messages
+
 
 def problem_text(exc: DomainError) -> str:
     """A sentence for a service's refusal: its field problems if it has them, else its message."""
@@ -171,6 +176,7 @@ def _variant_named(product_slug: str | None, sku: str):
 
 # ---------------------------------------------------------------------------------------- pages
 
+
 @bp.get("/csrf-token")
 def csrf_token():
     """A CSRF token for this visitor's session, for forms on publicly cached pages (see above)."""
@@ -185,27 +191,49 @@ def cart_page():
     lines, totals, applied = [], None, None
     if cart is not None and cart.items:
         # an estimate: standard shipping, tax once the address is known
-        priced = carts.quote(cart, shipping_method="standard",
-                             user=current_user if current_user.is_authenticated else None)
+        priced = carts.quote(
+            cart, shipping_method="standard", user=current_user if current_user.is_authenticated else None
+        )
         totals, applied = priced.totals, priced.applied
         items = {item.variant_id: item for item in cart.items}
         thumbs = carts.thumbnails(items)
         for line in totals.lines:
             item = items[line.variant_id]
-            lines.append({"item_id": item.id, "name": line.name, "options": line.options, "sku": line.sku,
-                          "label": label(line.name, line.options), "quantity": line.quantity,
-                          "unit_price": line.unit_price, "line_total": line.line_total,
-                          "list_price": line.list_price, "saving": line.saving,
-                          "image": thumbs.get(line.variant_id),
-                          "slug": item.variant.product.slug, "available": item.variant.available})
+            lines.append(
+                {
+                    "item_id": item.id,
+                    "name": line.name,
+                    "options": line.options,
+                    "sku": line.sku,
+                    "label": label(line.name, line.options),
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "line_total": line.line_total,
+                    "list_price": line.list_price,
+                    "saving": line.saving,
+                    "image": thumbs.get(line.variant_id),
+                    "slug": item.variant.product.slug,
+                    "available": item.variant.available,
+                }
+            )
     _, standard_price, _ = pricing.SHIPPING_METHODS["standard"]
-    return private(render_template(
-        "cart/cart.html", cart=cart, lines=lines, totals=totals, form=QuantityForm(), applied=applied,
-        coupon_message=(applied.error_message or rules.MESSAGES.get(applied.error))
-        if applied and applied.error else None,
-        sale_saving=sum(line["saving"] * line["quantity"] for line in lines),
-        count=sum(line["quantity"] for line in lines), standard_price=standard_price,
-        free_over=current_app.config["FREE_SHIPPING_THRESHOLD"]))
+    return private(
+        render_template(
+            "cart/cart.html",
+            cart=cart,
+            lines=lines,
+            totals=totals,
+            form=QuantityForm(),
+            applied=applied,
+            coupon_message=(applied.error_message or rules.MESSAGES.get(applied.error))
+            if applied and applied.error
+            else None,
+            sale_saving=sum(line["saving"] * line["quantity"] for line in lines),
+            count=sum(line["quantity"] for line in lines),
+            standard_price=standard_price,
+            free_over=current_app.config["FREE_SHIPPING_THRESHOLD"],
+        )
+    )
 
 
 @bp.post("/cart/items")
@@ -217,8 +245,12 @@ def add_to_cart():
     if token_field is not None and token_field.errors:
         return _confirm_add(form)
     if not valid:
-        flash("Enter how many you want, as a whole number." if form.quantity.errors else
-              "Choose the options you want, then add the item again.", "error")
+        flash(
+            "Enter how many you want, as a whole number."
+            if form.quantity.errors
+            else "Choose the options you want, then add the item again.",
+            "error",
+        )
         return redirect(request.referrer if _same_site(request.referrer) else url_for("storefront.cart_page"), 303)
     sku, quantity = form.sku.data, form.quantity.data
     if refused := _too_fast():
@@ -236,8 +268,10 @@ def add_to_cart():
         return redirect(url_for("storefront.cart_page"), 303)
     except DomainError as exc:
         db.session.rollback()
-        flash("That item is no longer for sale." if exc.code == carts.CartErrorCode.SKU_NOT_FOUND
-              else problem_text(exc), "error")
+        flash(
+            "That item is no longer for sale." if exc.code == carts.CartErrorCode.SKU_NOT_FOUND else problem_text(exc),
+            "error",
+        )
         return redirect(url_for("storefront.cart_page"), 303)
     _, line = _line_of(cart, sku=sku)
     name = label(line.name, line.options) if line else sku
@@ -263,8 +297,11 @@ def _add_what_is_left(cart: Cart, sku: str, product_slug: str | None, exc: Domai
             db.session.rollback()
             flash(problem_text(again), "error")
             return
-        flash(f"Only {available} of {name} {'is' if available == 1 else 'are'} available, so we added {room}: "
-              f"your cart now holds {in_cart + room}.", "info")
+        flash(
+            f"Only {available} of {name} {'is' if available == 1 else 'are'} available, so we added {room}: "
+            f"your cart now holds {in_cart + room}.",
+            "info",
+        )
     elif available == 0:
         flash(f"Sorry, {name} is sold out.", "error")
     else:
@@ -275,10 +312,15 @@ def _confirm_add(form: AddToCartForm):
     """No valid CSRF token came with the item: ask, on a private page whose form carries one."""
     product, variant = _variant_named(form.product.data, form.sku.data or "")
     quantity = form.quantity.data if isinstance(form.quantity.data, int) and form.quantity.data > 0 else 1
-    return private(render_template("cart/confirm_add.html", form=AddToCartForm(formdata=None, sku=form.sku.data,
-                                                                                product=form.product.data,
-                                                                                quantity=quantity),
-                                   product=product, variant=variant, quantity=quantity))
+    return private(
+        render_template(
+            "cart/confirm_add.html",
+            form=AddToCartForm(formdata=None, sku=form.sku.data, product=form.product.data, quantity=quantity),
+            product=product,
+            variant=variant,
+            quantity=quantity,
+        )
+    )
 
 
 def _same_site(url: str | None) -> bool:
@@ -309,8 +351,11 @@ def update_cart_item(item_id: int):
             available = min(int((exc.details.get("available") or {}).get(line.sku, 0)), carts.MAX_QUANTITY)
             if available > 0:
                 carts.set_quantity(cart, item_id, available)
-                flash(f"Only {available} of {name} {'is' if available == 1 else 'are'} available, so the "
-                      f"quantity is now {available}.", "info")
+                flash(
+                    f"Only {available} of {name} {'is' if available == 1 else 'are'} available, so the "
+                    f"quantity is now {available}.",
+                    "info",
+                )
             else:
                 flash(f"Sorry, {name} is sold out now. Remove it to check out.", "error")
         else:
@@ -342,8 +387,8 @@ def _remove(cart: Cart, item_id: int, name: str):
     return redirect(url_for("storefront.cart_page"), 303)
 
 
-
 # ------------------------------------------------------------------------------------- coupons
+
 
 @bp.post("/cart/coupon")
 def apply_coupon():
@@ -357,14 +402,17 @@ def apply_coupon():
         flash("Enter a code to apply.", "error")
         return redirect(url_for("storefront.cart_page"), 303)
     try:
-        cart = carts.apply_coupon(cart, code, request.remote_addr or "unknown",
-                                  current_user if current_user.is_authenticated else None)
+        cart = carts.apply_coupon(
+            cart, code, request.remote_addr or "unknown", current_user if current_user.is_authenticated else None
+        )
     except DomainError as exc:
         db.session.rollback()
         if isinstance(exc, TooMany):
             minutes = max(1, round(int(exc.details.get("retry_after", 60)) / 60))
-            flash(f"Too many codes tried. Please wait about {minutes} minute{'s' if minutes != 1 else ''} "
-                  "and try again.", "error")
+            flash(
+                f"Too many codes tried. Please wait about {minutes} minute{'s' if minutes != 1 else ''} and try again.",
+                "error",
+            )
         else:
             flash(f"The code {code.upper()!s} was not applied: {problem_text(exc)}", "error")
         return redirect(url_for("storefront.cart_page"), 303)

@@ -5,6 +5,7 @@ work; this view adds the storefront's double-submit guard: the review page's for
 nonce, claimed with shop.idempotency under "storefront-checkout:<cart id>", so a double click (or a
 resent page) answers like the first press instead of placing a second order.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -12,16 +13,22 @@ import secrets
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from shop import geo, idempotency
+from shop import geo, idempotency, pricing
 from shop.cart import services as carts
-from shop import pricing
 from shop.checkout import services as checkout
 from shop.errors import Conflict, DomainError, Invalid, TooMany, ValidationError, error_body
 from shop.extensions import db
 from shop.money import format_money
 from shop.storefront import bp
-from shop.storefront.cart import (CART_TOKEN, forget_guest_cart, label, private, problem_text, slow_down_text,
-                                  visitor_cart)
+from shop.storefront.cart import (
+    CART_TOKEN,
+    forget_guest_cart,
+    label,
+    private,
+    problem_text,
+    slow_down_text,
+    visitor_cart,
+)
 from shop.storefront.forms import ADDRESS_FIELDS, NEW_ADDRESS, CheckoutForm, PlaceOrderForm
 from shop.storefront.orders import remember_guest_order
 
@@ -48,6 +55,7 @@ def _empty_cart():
 
 # -------------------------------------------------------------------------------- step 1: details
 
+
 def _address_text(a) -> str:
     parts = [a.name, a.line1, a.line2, f"{a.postal_code} {a.city}".strip(), a.region, geo.country_name(a.country)]
     return ", ".join(p for p in parts if p)
@@ -62,10 +70,18 @@ def _form(cart, *, from_request: bool) -> CheckoutForm:
         saved = session.get(CHECKOUT) or {}
         address = saved.get("address") or {}
         values = {name: address.get(name, "") for name in ADDRESS_FIELDS} if not saved.get("address_id") else {}
-        choice = str(saved["address_id"]) if saved.get("address_id") else (
-            NEW_ADDRESS if saved.get("address") or not addresses else str(addresses[0].id))
-        form = CheckoutForm(formdata=None, email=saved.get("email") or (user.email if user else ""),
-                            shipping_method=saved.get("shipping_method", "standard"), saved_address=choice, **values)
+        choice = (
+            str(saved["address_id"])
+            if saved.get("address_id")
+            else (NEW_ADDRESS if saved.get("address") or not addresses else str(addresses[0].id))
+        )
+        form = CheckoutForm(
+            formdata=None,
+            email=saved.get("email") or (user.email if user else ""),
+            shipping_method=saved.get("shipping_method", "standard"),
+            saved_address=choice,
+            **values,
+        )
     subtotal = sum(line.line_total for line in carts.priced_lines(cart))
     free_over = current_app.config["FREE_SHIPPING_THRESHOLD"]
     choices = []
@@ -88,8 +104,10 @@ def _details(form: CheckoutForm) -> dict | None:
             return None
         address, address_id = {name: getattr(chosen, name) or "" for name in ADDRESS_FIELDS}, chosen.id
         if address["country"] in form.regional and not address["region"]:  # its tax depends on the state
-            form.saved_address.errors = ["That saved address has no state, which sets the sales tax: choose "
-                                         "“A new address” and enter it with its state."]
+            form.saved_address.errors = [
+                "That saved address has no state, which sets the sales tax: choose "
+                "“A new address” and enter it with its state."
+            ]
             return None
     try:
         email, address, _, method = checkout.validate(form.email.data, address, None, form.shipping_method.data)
@@ -111,8 +129,16 @@ def _details(form: CheckoutForm) -> dict | None:
 
 def _details_page(form: CheckoutForm, cart, status: int = 200):
     lines = carts.priced_lines(cart)
-    return private(render_template("checkout/details.html", form=form, cart=cart, lines=lines,
-                                   thumbs=carts.thumbnails(line.variant_id for line in lines)), status)
+    return private(
+        render_template(
+            "checkout/details.html",
+            form=form,
+            cart=cart,
+            lines=lines,
+            thumbs=carts.thumbnails(line.variant_id for line in lines),
+        ),
+        status,
+    )
 
 
 @bp.get("/checkout")
@@ -124,6 +150,7 @@ def checkout_details():
 
 
 # --------------------------------------------------------------------------------- step 2: review
+
 
 @bp.route("/checkout/review", methods=["GET", "POST"])
 def checkout_review():
@@ -141,17 +168,31 @@ def checkout_review():
     if not details:
         return redirect(url_for("storefront.checkout_details"), 303)
     address = details["address"]
-    totals = carts.quote(cart, shipping_method=details["shipping_method"], country=address["country"],
-                         region=address.get("region"), user=current_user if current_user.is_authenticated else None,
-                         email=details.get("email")).totals
+    totals = carts.quote(
+        cart,
+        shipping_method=details["shipping_method"],
+        country=address["country"],
+        region=address.get("region"),
+        user=current_user if current_user.is_authenticated else None,
+        email=details.get("email"),
+    ).totals
     place = PlaceOrderForm(formdata=None, cart_id=str(cart.id), nonce=secrets.token_urlsafe(18))
-    return private(render_template("checkout/review.html", cart=cart, totals=totals, details=details, form=place,
-                                   method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0],
-                                   thumbs=carts.thumbnails(line.variant_id for line in totals.lines),
-                                   sale_saving=sum(line.saving * line.quantity for line in totals.lines)))
+    return private(
+        render_template(
+            "checkout/review.html",
+            cart=cart,
+            totals=totals,
+            details=details,
+            form=place,
+            method_label=pricing.SHIPPING_METHODS[details["shipping_method"]][0],
+            thumbs=carts.thumbnails(line.variant_id for line in totals.lines),
+            sale_saving=sum(line.saving * line.quantity for line in totals.lines),
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------- step 3: place
+
 
 @bp.post("/checkout/place")
 def checkout_place():
@@ -181,16 +222,29 @@ def checkout_place():
             if claim.repeat:
                 status, body = claim.repeat
                 return _placed(body, nonce) if status == 201 else _refused(body, cart)
-            placed = checkout.place_order(cart_id=cart.id, cart_token=cart.token if user is None else None,
-                                          user=user, email=details["email"], shipping_address=details["address"],
-                                          shipping_method=details["shipping_method"], claim=claim.ids, hosted=True)
-            body = {"order_id": placed.order.id, "access_token": placed.access_token,
-                    "redirect_url": placed.payment.get("redirect_url")}
+            placed = checkout.place_order(
+                cart_id=cart.id,
+                cart_token=cart.token if user is None else None,
+                user=user,
+                email=details["email"],
+                shipping_address=details["address"],
+                shipping_method=details["shipping_method"],
+                claim=claim.ids,
+                hosted=True,
+            )
+            body = {
+                "order_id": placed.order.id,
+                "access_token": placed.access_token,
+                "redirect_url": placed.payment.get("redirect_url"),
+            }
             claim.answer(201, body)
     except idempotency.RequestInProgress:
         db.session.rollback()
-        flash("Your order is still being placed. Please wait a moment, then look at your orders or "
-              "your e-mail before trying again.", "info")
+        flash(
+            "Your order is still being placed. Please wait a moment, then look at your orders or "
+            "your e-mail before trying again.",
+            "info",
+        )
         return redirect(url_for("storefront.checkout_review"), 303)
     except DomainError as exc:
         db.session.rollback()  # nothing half-made of this attempt may ride along with the next commit
@@ -229,15 +283,24 @@ def _refused(answer: dict, cart):
     if refusal.get("code") == "out_of_stock":
         available = refusal.get("details", {}).get("available") or {}
         names = {line.sku: label(line.name, line.options) for line in carts.priced_lines(cart)}
-        short = [f"{names.get(sku, sku)} ({'sold out' if not available.get(sku) else f'only {available[sku]} left'})"
-                 for sku in refusal.get("details", {}).get("skus", [])]
-        flash("Sorry, some items ran short while you were checking out: " + "; ".join(short) +
-              ". Please change your cart, then check out again.", "error")
+        short = [
+            f"{names.get(sku, sku)} ({'sold out' if not available.get(sku) else f'only {available[sku]} left'})"
+            for sku in refusal.get("details", {}).get("skus", [])
+        ]
+        flash(
+            "Sorry, some items ran short while you were checking out: "
+            + "; ".join(short)
+            + ". Please change your cart, then check out again.",
+            "error",
+        )
     elif refusal.get("code") == "hold_limit_reached":  # too much stock held by this shopper's unpaid orders
         flash(f"We could not place this order: {refusal.get('message')}", "error")
     elif str(refusal.get("code", "")).startswith("coupon_"):
-        flash(f"Your discount code could not be used: {refusal.get('message')} Remove it from your cart to "
-              "check out without it.", "error")
+        flash(
+            f"Your discount code could not be used: {refusal.get('message')} Remove it from your cart to "
+            "check out without it.",
+            "error",
+        )
     else:
         flash(refusal.get("message") or "Your cart cannot be checked out as it is.", "error")
     return redirect(url_for("storefront.cart_page"), 303)

@@ -3,6 +3,7 @@
 Flask-WTF: every POST carries the CSRF token. The rules (quantities, stock, addresses, prices) stay in
 the services; these forms only turn form fields into values and say what was left out.
 """
+
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
@@ -19,8 +20,9 @@ class AddToCartForm(FlaskForm):
     sku = HiddenField(validators=[DataRequired(), Length(max=64)])
     # Only used to name the item in messages; the variant is always found by its SKU.
     product = HiddenField(validators=[Length(max=200)])
-    quantity = IntegerField("Quantity", default=1,
-                            validators=[InputRequired(message="Enter how many you want, as a whole number.")])
+    quantity = IntegerField(
+        "Quantity", default=1, validators=[InputRequired(message="Enter how many you want, as a whole number.")]
+    )
 
 
 class QuantityForm(FlaskForm):
@@ -30,11 +32,18 @@ class QuantityForm(FlaskForm):
 class CheckoutForm(AddressForm):
     """E-mail, where to ship (a saved address or a new one) and how."""
 
-    email = EmailField("E-mail address", validators=[DataRequired(), Length(max=254)],
-                       description="For the order confirmation and delivery updates.")
+    email = EmailField(
+        "E-mail address",
+        validators=[DataRequired(), Length(max=254)],
+        description="For the order confirmation and delivery updates.",
+    )
     saved_address = RadioField("Ship to", choices=[], validate_choice=False, default=NEW_ADDRESS)
-    shipping_method = RadioField("Shipping method", choices=[], default="standard",
-                                 validators=[DataRequired(message="Choose a shipping method.")])
+    shipping_method = RadioField(
+        "Shipping method",
+        choices=[],
+        default="standard",
+        validators=[DataRequired(message="Choose a shipping method.")],
+    )
 
     def uses_saved_address(self) -> bool:
         return bool(self.saved_address.data) and self.saved_address.data != NEW_ADDRESS

@@ -1,18 +1,19 @@
 """Order pages for shoppers: history for accounts, detail for owners, for guests holding the token, and for
 anyone holding a signed link from an order mail (`?k=`, ORDER_LINK_MAX_AGE_DAYS)."""
+
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from flask import abort, current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
+from shop import clock
 from shop.accounts.forms import ActionForm
 from shop.errors import DomainError
 from shop.orders import services as orders
 from shop.orders import states
 from shop.storefront import bp
-from shop import clock
 
 GUEST_ORDERS = "guest_orders"  # {order id: access token} for orders placed in this browser
 ORDER_LINKS = "order_links"  # {order id: signed link key} for orders opened from a mail in this browser
@@ -74,8 +75,9 @@ def _readable(order_id: int):
 def _link_problem(reason: str):
     """A mail's order link that is too old or not valid: say so, and what to do instead."""
     days = current_app.config.get("ORDER_LINK_MAX_AGE_DAYS", 30)
-    resp = make_response(render_template("orders/link_problem.html", reason=reason, days=days),
-                         410 if reason == "expired" else 404)
+    resp = make_response(
+        render_template("orders/link_problem.html", reason=reason, days=days), 410 if reason == "expired" else 404
+    )
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 
@@ -88,7 +90,7 @@ def _hold(order):
     if expires is None:
         return None
     if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=timezone.utc)
+        expires = expires.replace(tzinfo=UTC)
     seconds = (expires - clock.now()).total_seconds()
     if seconds <= 0:
         return None
@@ -112,8 +114,14 @@ def order_detail(order_id: int):
             return _link_problem(exc.reason)
         _remember_link(order.id, request.args["k"])
         # The key leaves the address bar (and the history); this browser keeps it in its session.
-        return redirect(url_for("storefront.order_detail", order_id=order.id,
-                                **{k: v for k, v in request.args.items() if k in ("paid", "placed")}), 303)
+        return redirect(
+            url_for(
+                "storefront.order_detail",
+                order_id=order.id,
+                **{k: v for k, v in request.args.items() if k in ("paid", "placed")},
+            ),
+            303,
+        )
     order = _readable(order_id)
     if request.args.get("token"):
         remember_guest_order(order.id, request.args["token"])
@@ -125,17 +133,33 @@ def order_detail(order_id: int):
     just_paid = request.args.get("paid")
     # A declined card: the attempt failed, or (Stripe's hosted page, which stays open for another card) it carries
     # the decline while still payable.
-    declined = just_paid == "decline" or (attempt is not None and (
-        attempt.status == PaymentStatus.FAILED
-        or (attempt.status == PaymentStatus.REQUIRES_PAYMENT and bool(attempt.failure_reason))))
+    declined = just_paid == "decline" or (
+        attempt is not None
+        and (
+            attempt.status == PaymentStatus.FAILED
+            or (attempt.status == PaymentStatus.REQUIRES_PAYMENT and bool(attempt.failure_reason))
+        )
+    )
     owner = current_user.is_authenticated and order.user_id == current_user.id
-    resp = make_response(render_template(
-        "orders/detail.html", order=order, action=ActionForm(), can_cancel=states.can_cancel(order.status),
-        just_paid=just_paid, just_placed=request.args.get("placed") == "1", hold=hold, declined=declined, can_pay=hold is not None and order.status == states.PENDING,
-        owner=owner, masked_email=_mask(order.email),
-        payment_processing=attempt is not None and attempt.status == PaymentStatus.PROCESSING,
-        shipping_note=next((e.note for e in reversed(order.events) if e.to_status == states.SHIPPED and e.note),
-                           None)))
+    resp = make_response(
+        render_template(
+            "orders/detail.html",
+            order=order,
+            action=ActionForm(),
+            can_cancel=states.can_cancel(order.status),
+            just_paid=just_paid,
+            just_placed=request.args.get("placed") == "1",
+            hold=hold,
+            declined=declined,
+            can_pay=hold is not None and order.status == states.PENDING,
+            owner=owner,
+            masked_email=_mask(order.email),
+            payment_processing=attempt is not None and attempt.status == PaymentStatus.PROCESSING,
+            shipping_note=next(
+                (e.note for e in reversed(order.events) if e.to_status == states.SHIPPED and e.note), None
+            ),
+        )
+    )
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 

@@ -1,4 +1,5 @@
 """Storefront pages: home, category listings, product pages. Thin: parse, query, render."""
+
 from __future__ import annotations
 
 import math
@@ -26,12 +27,17 @@ def money_filter(amount, currency=None):
 
 @bp.app_context_processor
 def shop_globals():
-    return {"shop_name": current_app.config["SHOP_NAME"], "image_url": image_url, "image_srcset": image_srcset,
-            "nav_categories": _nav, "free_shipping_over": _free_shipping_over()}
+    return {
+        "shop_name": current_app.config["SHOP_NAME"],
+        "image_url": image_url,
+        "image_srcset": image_srcset,
+        "nav_categories": _nav,
+        "free_shipping_over": _free_shipping_over(),
+    }
 
 
 def _free_shipping_over() -> str | None:
-    """"$75.00" when standard shipping is free above FREE_SHIPPING_THRESHOLD (minor units); None when it never is."""
+    """ "$75.00" when standard shipping is free above FREE_SHIPPING_THRESHOLD (minor units); None when it never is."""
     threshold = current_app.config.get("FREE_SHIPPING_THRESHOLD")
     if not threshold or threshold <= 0:
         return None
@@ -140,9 +146,21 @@ def _listing(title: str, category=None, category_ids=None):
         args["page"] = [str(n)]
         return f"{request.path}?{urlencode(args, doseq=True)}"
 
-    return _page("storefront/listing.html", title=title, category=category, items=items, total=total, filter=f,
-                 pages=pages, page_url=page_url, facets=facets, notes=notes, form=form, sort_labels=SORT_LABELS,
-                 subcategories=category.children if category else [])
+    return _page(
+        "storefront/listing.html",
+        title=title,
+        category=category,
+        items=items,
+        total=total,
+        filter=f,
+        pages=pages,
+        page_url=page_url,
+        facets=facets,
+        notes=notes,
+        form=form,
+        sort_labels=SORT_LABELS,
+        subcategories=category.children if category else [],
+    )
 
 
 @bp.get("/products")
@@ -180,20 +198,34 @@ def product(slug: str):
         selected = (in_stock or matching or p.variants)[0]
     # A live automatic sale is priced now, from the cached product data: never baked into the cache.
     sales = promotions.product_sales(data)
-    variants_json = [{"id": v.id, "sku": v.sku, "options": v.options, "price": format_money(v.price_amount, v.currency),
-                      "compare_at": format_money(v.compare_at_amount, v.currency) if v.compare_at_amount else None,
-                      "sale": format_money(sales[v.id]["price"], v.currency) if v.id in sales else None,
-                      "available": v.available} for v in p.variants]
+    variants_json = [
+        {
+            "id": v.id,
+            "sku": v.sku,
+            "options": v.options,
+            "price": format_money(v.price_amount, v.currency),
+            "compare_at": format_money(v.compare_at_amount, v.currency) if v.compare_at_amount else None,
+            "sale": format_money(sales[v.id]["price"], v.currency) if v.id in sales else None,
+            "available": v.available,
+        }
+        for v in p.variants
+    ]
     sale = sales.get(selected.id) if selected else None
-    resp = _page("storefront/product.html", product=p, selected=selected, variants_json=variants_json, sale=sale,
-                 trail=trail,
-                 sale_ends=next((s["ends_at"] for s in sales.values() if s["ends_at"]), None))
+    resp = _page(
+        "storefront/product.html",
+        product=p,
+        selected=selected,
+        variants_json=variants_json,
+        sale=sale,
+        trail=trail,
+        sale_ends=next((s["ends_at"] for s in sales.values() if s["ends_at"]), None),
+    )
     return _no_longer_than_the_next_sale_change(resp)
 
 
 @bp.get("/p/<slug>/related")
 def related_products(slug: str):
-    """"You may also like" for a product page, as an HTML fragment its script inserts: up to 4 other in-stock
+    """ "You may also like" for a product page, as an HTML fragment its script inserts: up to 4 other in-stock
     products of its category. Apart from the page, so a change to a neighbour leaves the page's cache alone."""
     data = reads.product(slug)
     if data is None:

@@ -4,6 +4,7 @@ Works without JavaScript: the header's search box is a plain GET form, facets ar
 checkboxes in a GET form, the sort menu is a GET form of its own. search.js only adds the suggestions
 list as you type.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,9 +82,20 @@ def search():
         return url_for("storefront.search") + "?" + urlencode(args, doseq=True)
 
     chosen = [f"{k}:{v}" for k, vs in sq.options.items() for v in vs]
-    return _page("storefront/search.html", sq=sq, result=result, notes=notes, form=form, pages=pages,
-                 page_url=page_url, search_url=_url, chosen_options=chosen, major=_major,
-                 category_name=services.category_name(sq.category), sort_labels=services.SORTS)
+    return _page(
+        "storefront/search.html",
+        sq=sq,
+        result=result,
+        notes=notes,
+        form=form,
+        pages=pages,
+        page_url=page_url,
+        search_url=_url,
+        chosen_options=chosen,
+        major=_major,
+        category_name=services.category_name(sq.category),
+        sort_labels=services.SORTS,
+    )
 
 
 @bp.get("/search/suggest")

@@ -10,6 +10,7 @@ order exists or not (no way to probe order ids).
 A paid return usually arrives before Stripe's webhook: the page asks Stripe once (payments.sync_checkout) and, while
 the answer is still "waiting", shows "confirming…", which confirming.js polls through /checkout/return/<id>/state.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,12 @@ def _returning(order_id: int, session_id: str | None, *, session_required: bool 
         return not session_required
     if len(session_id) > 255:
         return False
-    return db.session.scalar(select(Payment.id).where(Payment.order_id == order_id,
-                                                      Payment.checkout_session_id == session_id)) is not None
+    return (
+        db.session.scalar(
+            select(Payment.id).where(Payment.order_id == order_id, Payment.checkout_session_id == session_id)
+        )
+        is not None
+    )
 
 
 def _sync(order_id: int, session_id: str) -> str:
@@ -112,8 +117,12 @@ def stripe_return(order_id: int):
     here = url_for("storefront.stripe_return", order_id=order_id, result="paid", session_id=session_id)
     if state == "processing":
         return _page("processing", order=order, hold=orders.hold_expires_at(order_id), here=here)
-    return _page("confirming", order=order, here=here,
-                 state_url=url_for("storefront.stripe_return_state", order_id=order_id, session_id=session_id))
+    return _page(
+        "confirming",
+        order=order,
+        here=here,
+        state_url=url_for("storefront.stripe_return_state", order_id=order_id, session_id=session_id),
+    )
 
 
 @bp.get("/checkout/return/<int:order_id>/state")
@@ -126,4 +135,3 @@ def stripe_return_state(order_id: int):
 
     state = _sync(order_id, session_id) if _may_sync(order_id) else payments.checkout_state(order_id)
     return _private(make_response(jsonify({"state": state})))
-

@@ -1,4 +1,5 @@
 """Payment-provider callbacks: POST /webhooks/stripe."""
+
 from flask import Blueprint
 
 bp = Blueprint("webhooks", __name__)

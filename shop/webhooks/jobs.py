@@ -1,4 +1,5 @@
 """Webhook jobs: the periodic retry of provider events whose applying failed."""
+
 from __future__ import annotations
 
 

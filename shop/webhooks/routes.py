@@ -1,4 +1,5 @@
 """POST /webhooks/stripe: verify the signature (5-minute tolerance), then store and apply the event."""
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,16 @@ def stripe_webhook():
         if not isinstance(event, dict) or not event.get("id") or not isinstance(event.get("data"), dict):
             raise ValueError("not an event")
     except stripe.SignatureVerificationError:
-        raise ApiError(400, "invalid_signature", "The Stripe-Signature header is missing, wrong, too old or from the future.") from None
+        raise ApiError(
+            400, "invalid_signature", "The Stripe-Signature header is missing, wrong, too old or from the future."
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_body", "The body is not a Stripe event.") from None
     try:
         outcome = receive("stripe", event)
     except Exception:  # noqa: BLE001 - stored as failed; a non-2xx makes Stripe deliver it again
         current_app.logger.exception("applying webhook event %s failed", event.get("id"))
-        raise ApiError(503, "processing_failed", "The event was stored but could not be applied; it will be retried.")
+        raise ApiError(
+            503, "processing_failed", "The event was stored but could not be applied; it will be retried."
+        ) from None
     return jsonify(received=True, outcome=outcome)

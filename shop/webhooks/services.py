@@ -5,6 +5,7 @@ event that arrive together queue on the unique index; when the first commits, th
 processed and do nothing. If applying fails, the event is still stored, marked failed with the
 error, and retried: by the provider's own redelivery, by the scheduled retry job, or by staff.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,10 +13,10 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from shop import clock
 from shop.extensions import db
 from shop.payments import services as payments
 from shop.payments.models import WebhookEvent, WebhookEventStatus
-from shop import clock
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,20 @@ def receive(provider: str, event: dict) -> str:
     """Store and apply one verified event. Returns what happened; raises if applying failed."""
     event_id, kind = str(event["id"]), str(event.get("type", ""))
     inserted = db.session.execute(
-        insert(WebhookEvent).values(provider=provider, event_id=event_id, type=kind, payload=event)
-        .on_conflict_do_nothing(constraint="uq_webhook_event_provider_event").returning(WebhookEvent.id)).scalar()
+        insert(WebhookEvent)
+        .values(provider=provider, event_id=event_id, type=kind, payload=event)
+        .on_conflict_do_nothing(constraint="uq_webhook_event_provider_event")
+        .returning(WebhookEvent.id)
+    ).scalar()
     if inserted is None:  # seen before: apply only if an earlier attempt failed
         # Re-read under the lock (populate_existing): retry() and the back-office hold this row already, and
         # a stale "failed" would apply the event twice.
-        row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.provider == provider,
-                                                          WebhookEvent.event_id == event_id).with_for_update()
-                                .execution_options(populate_existing=True))
+        row = db.session.scalar(
+            select(WebhookEvent)
+            .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         if row.status != WebhookEventStatus.FAILED:
             db.session.commit()
             return "duplicate"
@@ -65,12 +72,22 @@ def _record_failure(provider: str, event: dict, exc: Exception) -> None:
     """Keep the event and its error even though applying it rolled back."""
     error = f"{type(exc).__name__}: {exc}"[:2000]
     db.session.execute(
-        insert(WebhookEvent).values(provider=provider, event_id=str(event["id"]), type=str(event.get("type", "")),
-                                    payload=event, status=WebhookEventStatus.FAILED, attempts=1, last_error=error)
-        .on_conflict_do_update(constraint="uq_webhook_event_provider_event",
-                               set_={"status": "failed", "last_error": error,
-                                     "attempts": WebhookEvent.attempts + 1},
-                               where=WebhookEvent.status != WebhookEventStatus.PROCESSED))
+        insert(WebhookEvent)
+        .values(
+            provider=provider,
+            event_id=str(event["id"]),
+            type=str(event.get("type", "")),
+            payload=event,
+            status=WebhookEventStatus.FAILED,
+            attempts=1,
+            last_error=error,
+        )
+        .on_conflict_do_update(
+            constraint="uq_webhook_event_provider_event",
+            set_={"status": "failed", "last_error": error, "attempts": WebhookEvent.attempts + 1},
+            where=WebhookEvent.status != WebhookEventStatus.PROCESSED,
+        )
+    )
     db.session.commit()
 
 
@@ -86,8 +103,12 @@ def retry(event_row_id: int) -> str:
 
 def retry_failed(limit: int = 100) -> int:
     """Scheduled: retry every failed event once."""
-    ids = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == WebhookEventStatus.FAILED)
-                             .order_by(WebhookEvent.received_at).limit(limit)).all()
+    ids = db.session.scalars(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status == WebhookEventStatus.FAILED)
+        .order_by(WebhookEvent.received_at)
+        .limit(limit)
+    ).all()
     db.session.commit()
     done = 0
     for event_row_id in ids:

@@ -3,6 +3,7 @@ generated requests (valid ones and broken ones) get no 5xx, no response that bre
 status code the document does not list. Admin operations run with a staff token.
 
 Bounded: SCHEMATHESIS_MAX_EXAMPLES (default 10) cases per operation and SCHEMATHESIS_MAX_TIME seconds in all."""
+
 from __future__ import annotations
 
 import os
@@ -43,11 +44,37 @@ def test_the_api_keeps_its_openapi_document(shop_with_staff, tmp_path: Path):
     assert st, "schemathesis is not installed (make install)"
     live = shop_with_staff
     run = subprocess.run(
-        [st, "run", f"{live.url}/api/v1/openapi.json", "--url", f"{live.url}/api",
-         "--checks", CHECKS, "--max-examples", MAX_EXAMPLES, "--max-time", MAX_TIME, "--seed", "20261203",
-         "--header", f"Authorization: Bearer {live.tokens['admin']}", "--workers", "1", "--no-color",
-         "--request-timeout", "30", "--suppress-health-check", "all", "--output-truncate", "false"],
-        capture_output=True, text=True, timeout=int(MAX_TIME) + 180, cwd=tmp_path)
+        [
+            st,
+            "run",
+            f"{live.url}/api/v1/openapi.json",
+            "--url",
+            f"{live.url}/api",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--max-time",
+            MAX_TIME,
+            "--seed",
+            "20261203",
+            "--header",
+            f"Authorization: Bearer {live.tokens['admin']}",
+            "--workers",
+            "1",
+            "--no-color",
+            "--request-timeout",
+            "30",
+            "--suppress-health-check",
+            "all",
+            "--output-truncate",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=int(MAX_TIME) + 180,
+        cwd=tmp_path,
+    )
     (Path(os.environ.get("SCHEMATHESIS_REPORT", tmp_path / "schemathesis.txt"))).write_text(run.stdout + run.stderr)
-    failures = run.stdout[run.stdout.find("FAILURES"):] if "FAILURES" in run.stdout else run.stdout
+    failures = run.stdout[run.stdout.find("FAILURES") :] if "FAILURES" in run.stdout else run.stdout
     assert run.returncode == 0, failures[-20000:] + run.stderr[-3000:]

@@ -3,6 +3,7 @@
 Skips, saying why, where Chromium is missing; fails instead when SHOP_REQUIRE_BROWSER is set
 (CI installs Chromium, so a skip there would hide a failure).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,15 @@ from tests.conftest import stream_topic_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "var" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 15_000
 
 
@@ -36,8 +44,10 @@ def browser():
     if path is None:
         if os.environ.get("SHOP_REQUIRE_BROWSER"):
             pytest.fail("SHOP_REQUIRE_BROWSER is set but Chromium is missing")
-        pytest.skip("Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
-                    "install Debian's chromium package to run the browser tests")
+        pytest.skip(
+            "Chromium not found (neither /usr/bin/chromium nor `chromium` on PATH); "
+            "install Debian's chromium package to run the browser tests"
+        )
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as pw:
@@ -56,15 +66,25 @@ def running_worker(database_url: str, mail_dir, public_url: str, log_path, env: 
     say). Their output goes to `log_path` (the relay's and the consumers' beside it, with -relay/-events in the
     name). Yields the RQ worker's process; all are stopped (terminated, then killed) on leaving."""
     log_path = Path(log_path)
-    environ = {**os.environ, "DATABASE_URL": database_url, "MAIL_DIR": str(mail_dir), "PUBLIC_BASE_URL": public_url,
-               "EVENT_STREAM_TOPIC": stream_topic_for(database_url), **(env or {})}
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MAIL_DIR": str(mail_dir),
+        "PUBLIC_BASE_URL": public_url,
+        "EVENT_STREAM_TOPIC": stream_topic_for(database_url),
+        **(env or {}),
+    }
     procs = []
     try:
-        for args, path in (([], log_path), (["relay"], log_path.with_name(f"{log_path.stem}-relay.log")),
-                           (["events"], log_path.with_name(f"{log_path.stem}-events.log"))):
+        for args, path in (
+            ([], log_path),
+            (["relay"], log_path.with_name(f"{log_path.stem}-relay.log")),
+            (["events"], log_path.with_name(f"{log_path.stem}-events.log")),
+        ):
             with open(path, "wb") as log:
-                proc = subprocess.Popen([sys.executable, "worker.py", *args], cwd=ROOT, stdout=log,
-                                        stderr=subprocess.STDOUT, env=environ)
+                proc = subprocess.Popen(
+                    [sys.executable, "worker.py", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environ
+                )
             proc.log_path = path
             procs.append(proc)
         yield procs[0]
@@ -118,6 +138,7 @@ def axe_source() -> str:
 def axe(axe_source):
     """axe(page) runs axe-core in the page and returns its serious and critical violations as
     readable strings ("rule: help (selector, ...)"), so `assert axe(page) == []` shows what is wrong."""
+
     def run(page, *, exclude: list[str] | None = None) -> list[str]:
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
             # Evaluated through the DevTools protocol, so the shop's Content-Security-Policy (which blocks
@@ -125,11 +146,13 @@ def axe(axe_source):
             page.evaluate(axe_source)
         context = {"exclude": [[sel] for sel in (exclude or [])]} if exclude else None
         result = page.evaluate(
-            "async (ctx) => await window.axe.run(ctx || document, {resultTypes: ['violations']})", context)
+            "async (ctx) => await window.axe.run(ctx || document, {resultTypes: ['violations']})", context
+        )
         found = []
         for v in result["violations"]:
             if v.get("impact") in SERIOUS:
                 targets = ", ".join(" ".join(n["target"]) for n in v["nodes"][:5])
                 found.append(f"{v['id']} ({v['impact']}): {v['help']} [{targets}]")
         return found
+
     return run

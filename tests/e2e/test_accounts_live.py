@@ -1,5 +1,6 @@
 """Accounts over real HTTP with real commits: races for one e-mail address or one refresh token,
 and a verification mail that travels through a real RQ worker."""
+
 import email
 import json
 import os
@@ -32,8 +33,9 @@ def live(committed_db, tmp_path):
 
 
 def call(url, body, method="POST"):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -59,12 +61,15 @@ def all_at_once(n, fn):
 
 
 def test_simultaneous_sign_ups_for_one_address_make_one_account(live):
-    results = all_at_once(12, lambda: call(f"{live.url}/api/v1/auth/register",
-                                           {"email": "race@example.com", "password": PASSWORD}))
+    results = all_at_once(
+        12, lambda: call(f"{live.url}/api/v1/auth/register", {"email": "race@example.com", "password": PASSWORD})
+    )
     statuses = sorted(status for status, _ in results)
     assert statuses == [201] + [409] * 11, results
     with psycopg.connect(live.database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM user_account WHERE lower(email) = 'race@example.com'").fetchone()[0] == 1
+        assert (
+            conn.execute("SELECT count(*) FROM user_account WHERE lower(email) = 'race@example.com'").fetchone()[0] == 1
+        )
 
 
 def test_a_refresh_token_spent_by_many_at_once_yields_exactly_one_new_pair(live):
@@ -82,8 +87,9 @@ def test_verification_mail_goes_through_the_worker_and_its_link_verifies(live, t
     status, user = call(f"{live.url}/api/v1/auth/register", {"email": "mail@example.com", "password": PASSWORD})
     assert status == 201
     env = {**os.environ, "DATABASE_URL": live.database_url, "MAIL_DIR": str(tmp_path / "mail")}
-    done = subprocess.run([sys.executable, "worker.py", "--burst", "mail"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "worker.py", "--burst", "mail"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [path] = list((tmp_path / "mail").glob("*.eml"))
     msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)

@@ -11,6 +11,7 @@
 Screenshots land in var/screenshots/ (admin-*.png, account-*.png), for people to look at.
 Skips when Chromium is not installed (fails instead when SHOP_REQUIRE_BROWSER is set).
 """
+
 from __future__ import annotations
 
 import re
@@ -36,6 +37,7 @@ WIDTHS = (1280, 390)
 
 
 # ---------------------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture
 def shop(browser, committed_db, tmp_path):
@@ -67,6 +69,7 @@ def page(browser):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _money(typed: str) -> str:
     return f"${Decimal(typed):,.2f}"
@@ -112,8 +115,9 @@ def choose(page, select_id: str, text: str) -> None:
 
     page.locator(f"#s2id_{select_id} a.select2-choice").click()
     page.locator(".select2-drop-active input.select2-input").fill(text)
-    page.locator(".select2-drop-active .select2-result-selectable",
-                 has_text=re.compile(rf"^\s*{re.escape(text)}\s*$", re.I)).first.click()
+    page.locator(
+        ".select2-drop-active .select2-result-selectable", has_text=re.compile(rf"^\s*{re.escape(text)}\s*$", re.I)
+    ).first.click()
     expect(page.locator(f"select#{select_id}")).not_to_have_value("")
     expect(page.locator(f"select#{select_id}")).not_to_have_value("__None")
 
@@ -145,6 +149,7 @@ def overflow(page) -> int:
 
 
 # -------------------------------------------------------------------------------------------- tests
+
 
 def test_manager_creates_product_with_variants_and_image_then_shopper_sees_it(browser, shop, page, tmp_path):
     from playwright.sync_api import expect
@@ -273,6 +278,7 @@ def test_warehouse_user_cannot_reach_products_but_can_reach_stock(shop, page):
 
 # -------------------------------------------------------- regressions of bugs the walk found
 
+
 def test_product_slug_may_be_left_empty(shop, page):
     from playwright.sync_api import expect
 
@@ -281,8 +287,9 @@ def test_product_slug_may_be_left_empty(shop, page):
     form = page.locator("form.admin-form")
     form.get_by_label("Name").first.fill("Slugless Tee E2E")
     choose(page, "category", "T-shirts")
-    assert not form.get_by_label("Slug").evaluate("el => el.validity.valueMissing"), \
+    assert not form.get_by_label("Slug").evaluate("el => el.validity.valueMissing"), (
         "the browser refuses to send the form with an empty slug"
+    )
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator(".alert")).to_contain_text("successfully created", timeout=3000)
 
@@ -297,6 +304,7 @@ def test_back_office_names_categories_and_products(shop, page):
 
 
 # ------------------------------------------------------------------------- review screenshots (task 2)
+
 
 def _check_page(page, name: str, width: int, problems: dict) -> None:
     """Screenshot, then note sideways scrolling, unlabelled fields and duplicate ids."""

@@ -9,6 +9,7 @@
 
 Screenshots land in var/screenshots/journey-*.png for people to look at.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,7 +79,8 @@ def test_manager_sees_the_true_low_stock_count_and_generates_variants(browser, s
         staff_login(page, shop.url, "manager@example.com")
         expect(page.get_by_test_id("low-stock-count")).to_have_text(f"{expected:,}")
         expect(page.get_by_role("heading", name=re.compile(r"Running low"))).to_contain_text(
-            f"the 10 emptiest of {expected:,}")
+            f"the 10 emptiest of {expected:,}"
+        )
         shot(page, "journey-01-dashboard-1280.png")
         page.get_by_role("link", name="See the low-stock list").click()
         expect(page.get_by_test_id("low-stock-total")).to_have_text(f"{expected:,} variants running low.")

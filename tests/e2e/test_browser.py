@@ -7,6 +7,7 @@ Also: a missing product answers with the friendly 404 page, and no page scrolls 
 Screenshots land in var/screenshots/ as a side effect (for people to look at, not compared).
 Skips when Chromium is not installed; never runs `playwright install`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ CATEGORY = ("men", "Men")  # slug, label in the header nav
 
 # ---------------------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -37,6 +39,7 @@ def page(browser):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _api(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own live server
@@ -117,7 +120,8 @@ def product_choice(seeded_shop):
 
 def _checked_options(page) -> dict:
     return page.eval_on_selector_all(
-        "#variant-picker input[type=radio]:checked", "els => Object.fromEntries(els.map(e => [e.name, e.value]))")
+        "#variant-picker input[type=radio]:checked", "els => Object.fromEntries(els.map(e => [e.name, e.value]))"
+    )
 
 
 def _option_label(page, name: str, value: str):
@@ -147,6 +151,7 @@ def _assert_shows(page, variant: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------------- tests
+
 
 def test_variant_picker_updates_price_and_stock_with_javascript(browser, seeded_shop, page, product_choice):
     from playwright.sync_api import expect

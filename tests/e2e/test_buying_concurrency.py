@@ -6,11 +6,12 @@
       - payment first: order confirmed, stock decremented once, nothing released;
       - expiry first: order cancelled, stock back on the shelf, the payment refunded in full.
 """
+
 import json
 import os
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -49,8 +50,9 @@ def stock(server):
 def new_cart_with(server, quantity=1):
     _, cart = call(f"{server.url}/api/v1/carts", {})
     req_headers = {"X-Cart-Token": cart["token"]}
-    status, body = post(server, f"/api/v1/carts/{cart['id']}/items", {"sku": server.sku, "quantity": quantity},
-                        req_headers)
+    status, body = post(
+        server, f"/api/v1/carts/{cart['id']}/items", {"sku": server.sku, "quantity": quantity}, req_headers
+    )
     assert status == 201, body
     return cart
 
@@ -59,8 +61,12 @@ def post(server, path, body, headers=None):
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        f"{server.url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -69,9 +75,12 @@ def post(server, path, body, headers=None):
 
 
 def checkout(server, cart, key=None):
-    return post(server, "/api/v1/checkout",
-                {"cart_id": cart["id"], "email": "buyer@example.com", "shipping_address": ADDRESS},
-                {"X-Cart-Token": cart["token"], "Idempotency-Key": key or str(uuid.uuid4())})
+    return post(
+        server,
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "buyer@example.com", "shipping_address": ADDRESS},
+        {"X-Cart-Token": cart["token"], "Idempotency-Key": key or str(uuid.uuid4())},
+    )
 
 
 def test_fifty_simultaneous_checkouts_of_seven_units_make_exactly_seven_orders(shop):
@@ -80,14 +89,19 @@ def test_fifty_simultaneous_checkouts_of_seven_units_make_exactly_seven_orders(s
     statuses = [status for status, _ in results]
     assert statuses.count(201) == 7, results[:2]
     assert statuses.count(409) == 43
-    assert all(body["error"]["code"] == "out_of_stock" and shop.sku in body["error"]["details"]["skus"]
-               for status, body in results if status == 409)
+    assert all(
+        body["error"]["code"] == "out_of_stock" and shop.sku in body["error"]["details"]["skus"]
+        for status, body in results
+        if status == 409
+    )
     on_hand, reserved = stock(shop)
     assert (on_hand, reserved) == (7, 7)
     with psycopg.connect(shop.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM \"order\" WHERE status = 'pending'").fetchone()[0] == 7
-        assert conn.execute("SELECT coalesce(sum(quantity), 0) FROM reservation WHERE status = 'active'"
-                            ).fetchone()[0] == 7
+        assert (
+            conn.execute("SELECT coalesce(sum(quantity), 0) FROM reservation WHERE status = 'active'").fetchone()[0]
+            == 7
+        )
 
 
 def _next(iterator, lock):
@@ -124,8 +138,12 @@ def deliver_success(server, order_id):
         db.session.remove()
     import urllib.request
 
-    req = urllib.request.Request(f"{server.url}/webhooks/stripe", data=body.encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Stripe-Signature": header})
+    req = urllib.request.Request(
+        f"{server.url}/webhooks/stripe",
+        data=body.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Stripe-Signature": header},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.status
 
@@ -134,7 +152,7 @@ def expire_now(server):
     from shop.orders.jobs import expire_reservations
 
     with server.app.app_context():
-        return expire_reservations(now=datetime.now(timezone.utc) + timedelta(hours=1))
+        return expire_reservations(now=datetime.now(UTC) + timedelta(hours=1))
 
 
 def order_state(server, order_id):
@@ -188,8 +206,10 @@ def test_expiry_and_payment_at_the_same_moment_end_consistent(shop, attempt):
         return expire_now(shop)
 
     results = {}
-    threads = [threading.Thread(target=lambda: results.__setitem__("pay", pay())),
-               threading.Thread(target=lambda: results.__setitem__("expire", expire()))]
+    threads = [
+        threading.Thread(target=lambda: results.__setitem__("pay", pay())),
+        threading.Thread(target=lambda: results.__setitem__("expire", expire())),
+    ]
     for t in threads:
         t.start()
     for t in threads:

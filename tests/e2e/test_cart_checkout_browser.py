@@ -6,6 +6,7 @@ discount-code input; checkout chooses the country by name from a <select> ("Unit
 select goes away, UK VAT follows on the review); axe finds nothing serious on the cart, details and review pages.
 Screenshots land in var/screenshots/cart-checkout-*.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import live_seeded_shop
-from tests.e2e.conftest import new_context, shot, fits
+from tests.e2e.conftest import fits, new_context, shot
 
 pytestmark = pytest.mark.browser
 
@@ -30,6 +31,7 @@ def _money(amount: int) -> str:
 @pytest.fixture(scope="module")
 def shop(browser):
     """A live shop over its own database: 6 demo products, the first in stock 20% off in an automatic flash sale."""
+
     def sale():
         from sqlalchemy import select
 
@@ -37,10 +39,22 @@ def shop(browser):
         from shop.extensions import db
         from shop.promotions.models import Promotion
 
-        first = db.session.scalar(select(Product).join(Variant).where(Product.status == "active", Variant.on_hand > 0)
-                                  .order_by(Product.id).limit(1))
-        db.session.add(Promotion(name="Flash sale", kind="percent", value=SALE_PERCENT, automatic=True,
-                                 applies_to={"products": [first.id]}))
+        first = db.session.scalar(
+            select(Product)
+            .join(Variant)
+            .where(Product.status == "active", Variant.on_hand > 0)
+            .order_by(Product.id)
+            .limit(1)
+        )
+        db.session.add(
+            Promotion(
+                name="Flash sale",
+                kind="percent",
+                value=SALE_PERCENT,
+                automatic=True,
+                applies_to={"products": [first.id]},
+            )
+        )
         db.session.commit()
         sale.slug = first.slug
 
@@ -75,7 +89,8 @@ def test_sale_price_thumbnail_coupon_and_country_select(browser, shop, axe, widt
         sale = regular - regular * SALE_PERCENT // 100
         expect(line.get_by_test_id("cart-unit-price")).to_contain_text(_money(sale))
         expect(line.get_by_test_id("cart-sale-note")).to_have_text(
-            f"was {_money(regular)}, save {_money(regular - sale)}")
+            f"was {_money(regular)}, save {_money(regular - sale)}"
+        )
         expect(page.get_by_test_id("cart-subtotal")).to_have_text(_money(sale))
         expect(page.get_by_test_id("cart-discount-line")).to_have_count(0)
         thumb = line.locator("img.cart-thumb")

@@ -5,6 +5,7 @@ production: a web process (a real `flask run` child) is SIGKILLed while it waits
 its order committed. Stripe is the local fake the official SDK talks to (tests/fakes/stripe.py); the
 "hung Stripe" is a port that accepts connections and never answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from datetime import UTC
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,8 +32,14 @@ from tests.e2e.test_buying_concurrency import post
 from tests.fakes.stripe import FakeStripe
 
 ROOT = Path(__file__).resolve().parents[2]
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "IL", "postal_code": "12345",
-           "country": "US"}  # a US address names its state (the storefront asks for it: tax depends on it)
+ADDRESS = {
+    "name": "Ann Buyer",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "region": "IL",
+    "postal_code": "12345",
+    "country": "US",
+}  # a US address names its state (the storefront asks for it: tax depends on it)
 STRIPE_KEY = "sk_test_recovery"
 
 
@@ -48,8 +56,9 @@ def seed(database_url: str, stock: int = 5) -> str:
 
     app = create_app(config_for(database_url))
     with app.app_context():
-        product = make_product(make_category("Sale", slug="sale"), "Hot Item", slug="hot-item", sizes=("M",),
-                               stock=stock)
+        product = make_product(
+            make_category("Sale", slug="sale"), "Hot Item", slug="hot-item", sizes=("M",), stock=stock
+        )
         db.session.commit()
         sku = product.variants[0].sku
         db.engine.dispose()
@@ -59,16 +68,20 @@ def seed(database_url: str, stock: int = 5) -> str:
 def cart_with(base_url: str, sku: str) -> dict:
     status, cart = call(base_url, "/api/v1/carts", {})
     assert status == 201, cart
-    status, body = call(base_url, f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1},
-                        {"X-Cart-Token": cart["token"]})
+    status, body = call(
+        base_url, f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1}, {"X-Cart-Token": cart["token"]}
+    )
     assert status == 201, body
     return cart
 
 
 def checkout(base_url: str, cart: dict, key: str):
-    return call(base_url, "/api/v1/checkout", {"cart_id": cart["id"], "email": "ann@example.com",
-                                                "shipping_address": ADDRESS},
-                {"X-Cart-Token": cart["token"], "Idempotency-Key": key})
+    return call(
+        base_url,
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS},
+        {"X-Cart-Token": cart["token"], "Idempotency-Key": key},
+    )
 
 
 def rows(database_url: str, sql: str, *args):
@@ -77,6 +90,7 @@ def rows(database_url: str, sql: str, *args):
 
 
 # ------------------------------------------------------------------ many copies of one checkout at once
+
 
 def test_copies_of_one_checkout_sent_together_make_one_order_and_all_get_it(committed_db):
     """20 copies with one key at once: one order, one hold; every copy ends with the same 201."""
@@ -104,11 +118,12 @@ def test_copies_of_one_checkout_sent_together_make_one_order_and_all_get_it(comm
     assert {status for status, _ in answers} == {201}, answers
     assert len({body["order"]["id"] for _, body in answers}) == 1
     assert len({body["payment"]["redirect_url"] for _, body in answers}) == 1
-    assert rows(committed_db, "SELECT count(*) FROM \"order\"") == [(1,)]
+    assert rows(committed_db, 'SELECT count(*) FROM "order"') == [(1,)]
     assert rows(committed_db, "SELECT on_hand, reserved FROM variant") == [(5, 1)]
 
 
 # ------------------------------------------------------------------ a web process killed mid-checkout
+
 
 class HungPort:
     """A port that accepts connections and never answers: a provider that hangs. `wait_for_caller()`
@@ -151,11 +166,24 @@ def web_process(database_url: str, stripe_base: str, log: Path) -> tuple[subproc
     """The shop served by a real `flask run` child process (Stripe mode), and its URL once it answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATABASE_URL": database_url, "SHOP_ENV": "test", "PAYMENT_PROVIDER": "stripe",
-           "STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_BASE": stripe_base,
-           "PUBLIC_BASE_URL": url, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port),
-                             "--no-reload"], cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SHOP_ENV": "test",
+        "PAYMENT_PROVIDER": "stripe",
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_WEBHOOK_SECRET": "whsec_x",
+        "STRIPE_API_BASE": stripe_base,
+        "PUBLIC_BASE_URL": url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port), "--no-reload"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -202,7 +230,7 @@ def test_a_retry_after_the_web_process_died_gets_the_order_it_created(committed_
     sku = seed(committed_db)
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     cart, key = killed_mid_checkout(committed_db, sku, tmp_path)
-    (order_id, status), = rows(committed_db, "SELECT id, status FROM \"order\"")
+    ((order_id, status),) = rows(committed_db, 'SELECT id, status FROM "order"')
     assert status == "pending"
     assert rows(committed_db, "SELECT status FROM payment") == [("creating",)]
 
@@ -215,8 +243,9 @@ def test_a_retry_after_the_web_process_died_gets_the_order_it_created(committed_
             assert status == 201, body
             assert body["order"]["id"] == order_id and body["order"]["status"] == "pending"
             assert body["payment"]["client_secret"], body  # the shopper can pay
-            order_page = urllib.request.Request(f"{url}/api/v1/orders/{order_id}",
-                                                headers={"X-Order-Token": body["order"]["access_token"]})
+            order_page = urllib.request.Request(
+                f"{url}/api/v1/orders/{order_id}", headers={"X-Order-Token": body["order"]["access_token"]}
+            )
             assert urllib.request.urlopen(order_page, timeout=10).status == 200  # the guest's token works
             assert checkout(url, cart, key) == (201, body)  # and it is the key's answer from now on
         finally:
@@ -225,7 +254,7 @@ def test_a_retry_after_the_web_process_died_gets_the_order_it_created(committed_
         creates = stripe_api.calls("POST", "/v1/payment_intents")
         intents = list(stripe_api.intents)
     assert len(creates) == 1 and creates[0].idempotency_key.startswith("shop-payment-")
-    assert rows(committed_db, "SELECT count(*) FROM \"order\"") == [(1,)]
+    assert rows(committed_db, 'SELECT count(*) FROM "order"') == [(1,)]
     assert rows(committed_db, "SELECT status, provider_id FROM payment") == [("requires_payment", intents[0])]
     assert rows(committed_db, "SELECT on_hand, reserved FROM variant") == [(5, 1)]
 
@@ -240,8 +269,9 @@ class Browser:
             def redirect_request(self, *args, **kwargs):
                 return None
 
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-                                                  NoRedirect())
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect()
+        )
 
     def get(self, url: str) -> str:
         with self.opener.open(url, timeout=30) as resp:
@@ -275,13 +305,18 @@ def test_pressing_place_order_again_after_the_web_process_died_shows_the_order_i
         token = json.loads(browser.get(f"{url}/csrf-token"))["csrf_token"]
         assert browser.post(f"{url}/cart/items", {"csrf_token": token, "sku": sku, "quantity": "1"})[0] == 303
         details = hidden(browser.get(f"{url}/checkout"), "csrf_token")
-        assert browser.post(f"{url}/checkout/review", {**details, "email": "ann@example.com", **ADDRESS,
-                                                       "shipping_method": "standard"})[0] == 303
+        assert (
+            browser.post(
+                f"{url}/checkout/review",
+                {**details, "email": "ann@example.com", **ADDRESS, "shipping_method": "standard"},
+            )[0]
+            == 303
+        )
         form.update(hidden(browser.get(f"{url}/checkout/review"), "csrf_token", "cart_id", "nonce"))
         return lambda: browser.post(f"{url}/checkout/place", form)
 
     killed_while(committed_db, tmp_path, prepare)
-    (order_id,), = rows(committed_db, "SELECT id FROM \"order\"")
+    ((order_id,),) = rows(committed_db, 'SELECT id FROM "order"')
     with FakeStripe(STRIPE_KEY) as stripe_api:
         proc, url = web_process(committed_db, stripe_api.url, tmp_path / "web.log")
         try:
@@ -293,11 +328,12 @@ def test_pressing_place_order_again_after_the_web_process_died_shows_the_order_i
             proc.kill()
             proc.wait(10)
         assert len(stripe_api.calls("POST", "/v1/checkout/sessions")) == 1
-    assert rows(committed_db, "SELECT count(*) FROM \"order\"") == [(1,)]
+    assert rows(committed_db, 'SELECT count(*) FROM "order"') == [(1,)]
     assert rows(committed_db, "SELECT status FROM payment") == [("requires_payment",)]
 
 
 # ------------------------------------------------------------------ the stuck-payment sweep
+
 
 @pytest.fixture
 def stuck(committed_db, tmp_path):
@@ -309,8 +345,15 @@ def stuck(committed_db, tmp_path):
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     killed_mid_checkout(committed_db, sku, tmp_path)
     with FakeStripe(STRIPE_KEY) as stripe_api:
-        app = create_app(config_for(committed_db, PAYMENT_PROVIDER="stripe", STRIPE_SECRET_KEY=STRIPE_KEY,
-                                    STRIPE_WEBHOOK_SECRET="whsec_x", STRIPE_API_BASE=stripe_api.url))
+        app = create_app(
+            config_for(
+                committed_db,
+                PAYMENT_PROVIDER="stripe",
+                STRIPE_SECRET_KEY=STRIPE_KEY,
+                STRIPE_WEBHOOK_SECRET="whsec_x",
+                STRIPE_API_BASE=stripe_api.url,
+            )
+        )
         yield committed_db, app, stripe_api
         with app.app_context():
             db.engine.dispose()
@@ -330,8 +373,9 @@ def test_the_sweep_starts_a_stuck_payment_once_even_when_two_run_at_once(stuck):
     assert sorted(r["started"] for r in results) == [0, 1]
     creates = stripe_api.calls("POST", "/v1/payment_intents")
     assert len(creates) == 1
-    assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id") \
-        == [("requires_payment", "pending")]
+    assert rows(database_url, 'SELECT p.status, o.status FROM payment p JOIN "order" o ON o.id = p.order_id') == [
+        ("requires_payment", "pending")
+    ]
     assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 1)]  # still held for the shopper
 
 
@@ -339,8 +383,9 @@ def test_the_sweep_cancels_the_order_and_releases_its_hold_when_the_payment_cann
     database_url, app, stripe_api = stuck
     stripe_api.stop()  # Stripe unreachable
     assert sweep(app, older_than_seconds=0) == {"started": 0, "failed": 1, "cancelled": 0}
-    assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id") \
-        == [("failed", "cancelled")]
+    assert rows(database_url, 'SELECT p.status, o.status FROM payment p JOIN "order" o ON o.id = p.order_id') == [
+        ("failed", "cancelled")
+    ]
     assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 0)]
 
 
@@ -351,11 +396,12 @@ def test_the_sweep_cancels_a_stuck_payment_whose_order_expired(stuck):
     from datetime import datetime, timedelta, timezone
 
     with app.app_context():  # the hold ran out while nobody was there to pay
-        assert expire_reservations(now=datetime.now(timezone.utc) + timedelta(days=1)) == 1
+        assert expire_reservations(now=datetime.now(UTC) + timedelta(days=1)) == 1
     assert sweep(app, older_than_seconds=0) == {"started": 0, "failed": 0, "cancelled": 1}
     assert stripe_api.calls("POST", "/v1/payment_intents") == []
-    assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id") \
-        == [("cancelled", "cancelled")]
+    assert rows(database_url, 'SELECT p.status, o.status FROM payment p JOIN "order" o ON o.id = p.order_id') == [
+        ("cancelled", "cancelled")
+    ]
     assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 0)]
 
 
@@ -365,11 +411,14 @@ def test_a_stuck_pay_again_attempt_that_cannot_start_keeps_the_order_and_its_hol
     database_url, app, stripe_api = stuck
     with psycopg.connect(database_url) as conn:  # the first attempt was declined; a second one got stuck
         conn.execute("UPDATE payment SET status = 'failed', failure_reason = 'Your card was declined.'")
-        conn.execute("INSERT INTO payment (order_id, provider, amount, currency, status, refunded_amount, "
-                     "created_at, updated_at) SELECT order_id, provider, amount, currency, 'creating', 0, "
-                     "now() - interval '10 minutes', now() - interval '10 minutes' FROM payment")
+        conn.execute(
+            "INSERT INTO payment (order_id, provider, amount, currency, status, refunded_amount, "
+            "created_at, updated_at) SELECT order_id, provider, amount, currency, 'creating', 0, "
+            "now() - interval '10 minutes', now() - interval '10 minutes' FROM payment"
+        )
     stripe_api.stop()  # Stripe unreachable
     assert sweep(app, older_than_seconds=0) == {"started": 0, "failed": 1, "cancelled": 0}
-    assert rows(database_url, "SELECT p.status, o.status FROM payment p JOIN \"order\" o ON o.id = p.order_id "
-                              "ORDER BY p.id") == [("failed", "pending"), ("failed", "pending")]
+    assert rows(
+        database_url, 'SELECT p.status, o.status FROM payment p JOIN "order" o ON o.id = p.order_id ORDER BY p.id'
+    ) == [("failed", "pending"), ("failed", "pending")]
     assert rows(database_url, "SELECT on_hand, reserved FROM variant") == [(5, 1)]  # still held for the shopper

@@ -7,6 +7,7 @@
     written differently, from 10 different guest carts): exactly 1 order with it, 9 refused with
     409 `coupon_customer_limit`.
 """
+
 import threading
 import uuid
 
@@ -33,8 +34,7 @@ def shop(committed_db):
     app = create_app(config_for(committed_db))
     with app.app_context():
         cat = make_category("Sale", slug="sale")
-        product = make_product(cat, "Hot Item", slug="hot-item", sizes=("M",), colours=("Red",), price=2500,
-                               stock=100)
+        product = make_product(cat, "Hot Item", slug="hot-item", sizes=("M",), colours=("Red",), price=2500, stock=100)
         three = Promotion(name="Three uses", kind="percent", value=20, usage_limit=3)
         three.codes = [PromotionCode(code="THREE")]
         once = Promotion(name="Once each", kind="fixed", value=500, per_customer_limit=1)
@@ -57,14 +57,19 @@ def cart_with_code(server, code):
 
 
 def checkout(server, cart, email):
-    return post(server, "/api/v1/checkout", {"cart_id": cart["id"], "email": email, "shipping_address": ADDRESS},
-                {"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    return post(
+        server,
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": email, "shipping_address": ADDRESS},
+        {"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
 
 
 def counts(server, promotion_id):
     with psycopg.connect(server.database_url) as conn:
-        active = conn.execute("SELECT count(*) FROM redemption WHERE promotion_id = %s AND status = 'active'",
-                              (promotion_id,)).fetchone()[0]
+        active = conn.execute(
+            "SELECT count(*) FROM redemption WHERE promotion_id = %s AND status = 'active'", (promotion_id,)
+        ).fetchone()[0]
         orders = conn.execute('SELECT count(*) FROM "order" WHERE discount > 0').fetchone()[0]
         all_orders = conn.execute('SELECT count(*) FROM "order"').fetchone()[0]
         reserved = conn.execute("SELECT reserved FROM variant WHERE sku = %s", (server.sku,)).fetchone()[0]
@@ -90,6 +95,5 @@ def test_a_per_customer_limit_holds_under_simultaneous_checkouts_by_one_customer
     results = all_at_once(10, lambda: checkout(shop, _next(it, lock), _next(emails, lock)))
     statuses = [status for status, _ in results]
     assert statuses.count(201) == 1, results
-    assert sorted(body["error"]["code"] for status, body in results if status != 201) == \
-        ["coupon_customer_limit"] * 9
+    assert sorted(body["error"]["code"] for status, body in results if status != 201) == ["coupon_customer_limit"] * 9
     assert counts(shop, shop.promotions["ONCE"]) == (1, 1, 1, 1)

@@ -1,4 +1,5 @@
 """`make run` as a newcomer meets it: one command brings up the whole shop; Ctrl-C leaves nothing running."""
+
 import os
 import signal
 import subprocess
@@ -53,10 +54,19 @@ def _shop_children(proc, *words) -> list[psutil.Process]:
 
 
 def _run_until_serving(var_dir, port):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY", "SHOP_ENV", "SECRET_KEY")}
-    proc = subprocess.Popen([sys.executable, "-m", "shop.devstack", "run", "--var", str(var_dir), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY", "SHOP_ENV", "SECRET_KEY")
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shop.devstack", "run", "--var", str(var_dir), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -72,8 +82,13 @@ def _run_until_serving(var_dir, port):
 
 def _stop(proc, output, var_dir, *, with_make_stop=False):
     if with_make_stop:  # what `make stop` runs, for a `make run` in the background
-        done = subprocess.run([sys.executable, "-m", "shop.devstack", "stop", "--var", str(var_dir)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            [sys.executable, "-m", "shop.devstack", "stop", "--var", str(var_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert done.returncode == 0 and f"stopped the shop (pid {proc.pid})" in done.stdout, done
     else:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -113,8 +128,10 @@ def test_make_run_serves_the_demo_shop_and_ctrl_c_stops_everything(tmp_path):
         _wait(lambda: _deep_ready(port), "/readyz?deep=1 to see every worker, the scheduler and the relay")
         [mail_worker] = _shop_children(proc, "worker.py", "mail")
         mail_worker.kill()
-        _wait(lambda: [p for p in _shop_children(proc, "worker.py", "mail") if p.pid != mail_worker.pid],
-              "the mail worker to be started again")
+        _wait(
+            lambda: [p for p in _shop_children(proc, "worker.py", "mail") if p.pid != mail_worker.pid],
+            "the mail worker to be started again",
+        )
         _wait(lambda: _deep_ready(port), "the restarted mail worker's heartbeat")
     finally:
         _stop(proc, output, var_dir)

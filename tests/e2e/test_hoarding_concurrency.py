@@ -5,6 +5,7 @@ queue) sends 12 checkouts at once with HOLD_MAX_ORDERS_PER_IP=3: exactly 3 order
 9 are refused with 409 hold_limit_reached. The client's advisory lock in checkout is what makes the count
 exact (shop.checkout.holds).
 """
+
 import threading
 import uuid
 
@@ -32,8 +33,7 @@ def shop(committed_db):
     app = create_app(config_for(committed_db, HOLD_MAX_ORDERS_PER_IP=3))
     with app.app_context():
         cat = make_category("Sale", slug="sale")
-        product = make_product(cat, "Many", slug="many", sizes=[str(n) for n in range(SKUS)], colours=("Red",),
-                               stock=5)
+        product = make_product(cat, "Many", slug="many", sizes=[str(n) for n in range(SKUS)], colours=("Red",), stock=5)
         db.session.commit()
         skus = [v.sku for v in product.variants]
     with LiveServer(app) as server:
@@ -43,15 +43,22 @@ def shop(committed_db):
 
 def cart_with(server, sku):
     _, cart = call(f"{server.url}/api/v1/carts", {})
-    assert post(server, f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1},
-                {"X-Cart-Token": cart["token"]})[0] == 201
+    assert (
+        post(server, f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": 1}, {"X-Cart-Token": cart["token"]})[
+            0
+        ]
+        == 201
+    )
     return cart
 
 
 def checkout(server, cart):
-    return post(server, "/api/v1/checkout", {"cart_id": cart["id"], "email": f"b{uuid.uuid4().hex[:8]}@example.com",
-                                             "shipping_address": ADDRESS},
-                {"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    return post(
+        server,
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": f"b{uuid.uuid4().hex[:8]}@example.com", "shipping_address": ADDRESS},
+        {"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
 
 
 @pytest.mark.parametrize("attempt", range(3))

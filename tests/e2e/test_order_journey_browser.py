@@ -5,6 +5,7 @@ account holder finds their order history from the account and order pages. axe-c
 
 Screenshots: var/screenshots/order-*.png.
 """
+
 from __future__ import annotations
 
 import email
@@ -60,19 +61,37 @@ def _owner_order(app, owner) -> None:
     auth = {"Authorization": f"Bearer {issue_pair(owner)['access_token']}"}
     client = app.test_client()
     cart = client.post("/api/v1/carts", headers=auth).get_json()
-    assert client.post(f"/api/v1/carts/{cart['id']}/items", json={"sku": sku, "quantity": 1},
-                       headers=auth).status_code == 201
-    placed = client.post("/api/v1/checkout", headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
-                         json={"cart_id": cart["id"], "email": owner.email, "shipping_address": {
-                             "name": "Olive Owner", "line1": "3 Rue de la Paix", "city": "Paris",
-                             "postal_code": "75002", "country": "FR"}})
+    assert (
+        client.post(f"/api/v1/carts/{cart['id']}/items", json={"sku": sku, "quantity": 1}, headers=auth).status_code
+        == 201
+    )
+    placed = client.post(
+        "/api/v1/checkout",
+        headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+        json={
+            "cart_id": cart["id"],
+            "email": owner.email,
+            "shipping_address": {
+                "name": "Olive Owner",
+                "line1": "3 Rue de la Paix",
+                "city": "Paris",
+                "postal_code": "75002",
+                "country": "FR",
+            },
+        },
+    )
     assert placed.status_code == 201, placed.get_json()
 
 
 def _fill_details(page) -> None:
     """The checkout form by field name (its labels and widgets belong to the checkout's own work)."""
-    values = {"email": "grace@example.com", "name": "Grace Hopper", "line1": "12 Compiler Street",
-              "city": "Arlington", "postal_code": "22201"}
+    values = {
+        "email": "grace@example.com",
+        "name": "Grace Hopper",
+        "line1": "12 Compiler Street",
+        "city": "Arlington",
+        "postal_code": "22201",
+    }
     for name, value in values.items():
         page.locator(f"form [name={name}]").fill(value)
     for name, value in (("country", "US"), ("state", "VA")):
@@ -114,7 +133,8 @@ def test_a_declined_guest_pays_again_and_opens_the_mailed_link_elsewhere(browser
         order_id = int(re.search(r"/orders/(\d+)", page.url).group(1))
         expect(page.get_by_role("heading", name="The payment was declined")).to_be_visible()
         expect(page.get_by_test_id("hold-until")).to_have_text(
-            re.compile(r"Your items are held until \d\d:\d\d UTC \(1[0-5] minutes\)"))
+            re.compile(r"Your items are held until \d\d:\d\d UTC \(1[0-5] minutes\)")
+        )
         expect(page.locator("address")).to_contain_text("Arlington, VA 22201")
         shot(page, "order-declined-1280.png")
         assert axe(page) == []

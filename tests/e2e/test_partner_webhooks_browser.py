@@ -3,6 +3,7 @@ copies the secret shown once, sends a test event that the partner's receiver ver
 reads the delivery log, retries a delivery, disables and deletes the endpoint; a manager finds no way in.
 
 Screenshots land in var/screenshots/ (admin-webhooks-*.png). Skips when Chromium is not installed."""
+
 from __future__ import annotations
 
 import pytest

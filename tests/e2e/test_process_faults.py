@@ -6,6 +6,7 @@ Each test talks to a Redis of its own (a private redis-server under tmp_path, ki
 there), and runs `worker.py` and `python -m shop.schedule` as the real processes they are in production.
 The slow ones (tens of seconds: they wait out real outages and RQ's timers) are marked `faults`.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,14 @@ def private_redis(tmp_path):
 
 def _start(argv, redis_url, log):
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _end(proc):
@@ -89,8 +96,11 @@ def _end(proc):
 
 
 def _worker_of(redis: Redis, proc) -> Worker:
-    return _wait(lambda: next((w for w in Worker.all(connection=redis) if w.pid == proc.pid), None),
-                 30, f"worker {proc.pid} to register")
+    return _wait(
+        lambda: next((w for w in Worker.all(connection=redis) if w.pid == proc.pid), None),
+        30,
+        f"worker {proc.pid} to register",
+    )
 
 
 def test_the_durable_redis_appends_every_write_and_keeps_it_through_a_sigkill(private_redis):
@@ -119,8 +129,11 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_red
         private_redis.restart()
 
         after = Queue("default", connection=private_redis.client()).enqueue("os.getpid")
-        pid = _wait(lambda: after.get_status(refresh=True) == "finished" and after.return_value(), 90,
-                    "a job enqueued after the outage to be done")
+        pid = _wait(
+            lambda: after.get_status(refresh=True) == "finished" and after.return_value(),
+            90,
+            "a job enqueued after the outage to be done",
+        )
         assert pid != worker.pid  # run by a work-horse of the same, still running, worker process
         assert worker.poll() is None
         log = (tmp_path / "worker.log").read_text()
@@ -139,8 +152,11 @@ def test_the_cron_scheduler_rides_out_a_redis_restart(private_redis, tmp_path):
         assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
         private_redis.restart()  # this one starts empty-handed but for what the append log kept
         private_redis.client().delete("shop:heartbeat:scheduler")
-        _wait(lambda: private_redis.client().exists("shop:heartbeat:scheduler"), 45,
-              "the scheduler to beat again after the restart")
+        _wait(
+            lambda: private_redis.client().exists("shop:heartbeat:scheduler"),
+            45,
+            "the scheduler to beat again after the restart",
+        )
         assert scheduler.poll() is None
         assert "scheduler lost Redis" in (tmp_path / "scheduler.log").read_text()
     finally:
@@ -162,8 +178,11 @@ def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis,
 
         second = _start(["worker.py", "default"], private_redis.url, tmp_path / "second.log")
         name = _worker_of(redis, second).name
-        _wait(lambda: Job.fetch(job.id, connection=redis).worker_name == name, 60,
-              "the second worker to take the abandoned job")
+        _wait(
+            lambda: Job.fetch(job.id, connection=redis).worker_name == name,
+            60,
+            "the second worker to take the abandoned job",
+        )
         assert time.monotonic() - killed_at < 60
         assert Job.fetch(job.id, connection=redis).retries_left == 1
     finally:
@@ -196,8 +215,14 @@ def test_deep_readiness_reports_the_scheduler_missing_then_present(client, redis
 
     scheduler = _start(["-m", "shop.schedule"], os.environ["REDIS_URL"], tmp_path / "scheduler.log")
     try:
-        seen = _wait(lambda: client.get("/readyz?deep=1").json["checks"]["scheduler"]["ok"]
-                     and client.get("/readyz?deep=1").json["checks"]["scheduler"], 30, "the scheduler's heartbeat")
+        seen = _wait(
+            lambda: (
+                client.get("/readyz?deep=1").json["checks"]["scheduler"]["ok"]
+                and client.get("/readyz?deep=1").json["checks"]["scheduler"]
+            ),
+            30,
+            "the scheduler's heartbeat",
+        )
         assert seen["alive"] == 1 and 0 <= seen["last_seen_s"] < heartbeat.TTL
         for role in ("worker:default", "worker:mail", "worker:search", "relay", "events"):  # the rest, as they beat
             heartbeat.beat(redis_client, role, instance="test:1")
@@ -217,8 +242,12 @@ def test_the_supervisor_restarts_a_child_that_dies_and_stops_for_a_dead_server(t
         assert stack.supervise()
         worker.kill()
         worker.wait(5)
-        restarted = _wait(lambda: stack.supervise() and [p for n, p in stack.procs if n == "worker" and p.poll() is None],
-                          10, "the worker to be started again", step=0.1)
+        restarted = _wait(
+            lambda: stack.supervise() and [p for n, p in stack.procs if n == "worker" and p.poll() is None],
+            10,
+            "the worker to be started again",
+            step=0.1,
+        )
         assert restarted[0].pid != worker.pid
         out = capsys.readouterr().out
         assert "worker exited with -9; restarting it in 1s" in out and "restarted worker" in out

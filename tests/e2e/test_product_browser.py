@@ -6,6 +6,7 @@ opens the large picture; the header's cart count appears after adding to the car
 and no request of a page load answers 404; home, listing and product pages pass axe.
 Screenshots: var/screenshots/product-*.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,15 @@ def shop(browser):
             # A product with three pictures the demo seed tagged with their colours, in stock, with an in-stock neighbour in its category.
             products = list(db.session.scalars(db.select(Product).order_by(Product.id)))
             in_stock = [p for p in products if any(v.on_hand > 0 for v in p.variants)]
-            product, other = next((p, o) for p in in_stock for o in in_stock
-                                  if len(p.images) >= 3 and all(i.option_value for i in p.images)
-                                  and o.id != p.id and o.category_id == p.category_id)
+            product, other = next(
+                (p, o)
+                for p in in_stock
+                for o in in_stock
+                if len(p.images) >= 3
+                and all(i.option_value for i in p.images)
+                and o.id != p.id
+                and o.category_id == p.category_id
+            )
             live.slug, live.other_slug, live.category = product.slug, other.slug, product.category.slug
             live.pictures = [(i.path, i.option_value) for i in product.images]
         yield live

@@ -10,6 +10,7 @@ Also: adding to the cart works without JavaScript, and the buying pages fit a ph
 Screenshots land in var/screenshots/purchase-*.png (for people to look at, not compared).
 Skips when Chromium is not installed; never runs `playwright install`.
 """
+
 from __future__ import annotations
 
 import email
@@ -24,18 +25,23 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.e2e.conftest import fits, new_context, running_worker, shot
 from tests.conftest import LiveServer, config_for
+from tests.e2e.conftest import fits, new_context, running_worker, shot
 
 pytestmark = pytest.mark.browser
 
 CONFIRM_WITHIN_S = 20
-ADDRESS = {"Full name": "Grace Hopper", "Address line 1": "12 Compiler Street", "City": "Arlington",
-           "Postal code": "22201"}
+ADDRESS = {
+    "Full name": "Grace Hopper",
+    "Address line 1": "12 Compiler Street",
+    "City": "Arlington",
+    "Postal code": "22201",
+}
 CHOICES = {"Country": "United States", "State (US addresses)": "Virginia"}  # <select>s, chosen by name
 
 
 # ---------------------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture
 def shop(browser, committed_db, tmp_path):
@@ -93,7 +99,8 @@ def _option_label(page, name: str, value: str):
 
 def _pick(page, options: dict) -> None:
     checked = page.eval_on_selector_all(
-        "#variant-picker input[type=radio]:checked", "els => Object.fromEntries(els.map(e => [e.name, e.value]))")
+        "#variant-picker input[type=radio]:checked", "els => Object.fromEntries(els.map(e => [e.name, e.value]))"
+    )
     for name, value in options.items():
         if checked.get(name) != value:
             _option_label(page, name, value).click()
@@ -104,6 +111,7 @@ def _mails(mail_dir: Path, event: str) -> list[Path]:
 
 
 # -------------------------------------------------------------------------------------------- tests
+
 
 def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker):
     from playwright.sync_api import expect
@@ -139,7 +147,9 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         expect(lines.first).to_have_attribute("data-sku", target["sku"])
         unit = target["price"]["amount"]
         expect(page.get_by_test_id("cart-subtotal")).to_have_text(f"${unit * 2 / 100:,.2f}")
-        expect(page.get_by_role("link", name=re.compile(r"^Cart(, \d+ items?)?$"))).to_have_attribute("aria-current", "page")
+        expect(page.get_by_role("link", name=re.compile(r"^Cart(, \d+ items?)?$"))).to_have_attribute(
+            "aria-current", "page"
+        )
         shot(page, "purchase-02-cart.png")
         page.get_by_role("link", name="Checkout", exact=True).click()
 
@@ -178,8 +188,10 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
             expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=CONFIRM_WITHIN_S * 1000)
         except AssertionError:
             shot(page, "purchase-06-not-confirmed.png")
-            raise AssertionError(f"the order did not become Confirmed within {CONFIRM_WITHIN_S}s; worker log:\n"
-                                 + worker.log_path.read_text(errors="replace")[-4000:]) from None
+            raise AssertionError(
+                f"the order did not become Confirmed within {CONFIRM_WITHIN_S}s; worker log:\n"
+                + worker.log_path.read_text(errors="replace")[-4000:]
+            ) from None
         expect(page.get_by_test_id("order-total")).to_have_text(f"${total / 100:,.2f}")
         shot(page, "purchase-06-confirmed.png")
         number = page.get_by_role("heading", level=1).inner_text().removeprefix("Order ").strip()
@@ -189,8 +201,10 @@ def test_a_guest_buys_a_product_and_the_order_is_confirmed(browser, shop, worker
         while not _mails(shop.mail_dir, "order.confirmed") and time.monotonic() < deadline:
             time.sleep(0.25)
         mails = _mails(shop.mail_dir, "order.confirmed")
-        assert mails, "no confirmation e-mail in the mail directory; worker log:\n" + \
-            worker.log_path.read_text(errors="replace")[-4000:]
+        assert mails, (
+            "no confirmation e-mail in the mail directory; worker log:\n"
+            + worker.log_path.read_text(errors="replace")[-4000:]
+        )
         message = email.message_from_bytes(mails[0].read_bytes(), policy=policy.default)
         assert message["To"] == "grace@example.com"
         assert number in message["Subject"] or number in message.get_body(("plain",)).get_content()

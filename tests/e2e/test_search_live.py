@@ -1,5 +1,6 @@
 """Search over HTTP on the demo catalogue, with a Typesense of the test's own that is then stopped:
 the same endpoint keeps answering, from PostgreSQL, and says so."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def test_search_survives_typesense_being_stopped(seeded_shop, own_typesense):
 
         status, body = _get(f"{seeded_shop.url}/api/v1/search?q=tshrt")
         assert status == 200 and body["engine"] == "typesense"
-        assert body["total"] > 0 and all("T-Shirt" in i["name"] for i in body["items"][:5]), [i["name"] for i in body["items"]]
+        assert body["total"] > 0 and all("T-Shirt" in i["name"] for i in body["items"][:5]), [
+            i["name"] for i in body["items"]
+        ]
         cats = {c["slug"]: c["count"] for c in body["facets"]["category"]}
         assert cats["men-t-shirts"] <= cats["men"] and sum(p["count"] for p in body["facets"]["price"]) == body["total"]
         status, page = _get(f"{seeded_shop.url}/search?q=tshrt")

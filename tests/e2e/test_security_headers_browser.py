@@ -1,6 +1,7 @@
 """The Content-Security-Policy in a real browser (issue #9 item 6): the main storefront pages, the
 back-office and the API docs load in Chromium with zero CSP violations, and their JavaScript still works
 (variant picker, search suggestions, Flask-Admin's filters and inline lists, Swagger UI)."""
+
 from __future__ import annotations
 
 import re
@@ -12,10 +13,22 @@ from tests.e2e.conftest import SHOTS, TIMEOUT_MS
 from tests.e2e.test_purchase_browser import _pick, _purchase_choice
 
 PASSWORD = "correct horse battery"
-ADMIN_PAGES = ["/admin/orders/", "/admin/products/?flt0_0=1", "/admin/categories/", "/admin/categories/new/",
-               "/admin/images/new/", "/admin/stock/", "/admin/low-stock/", "/admin/customers/", "/admin/promotions/",
-               "/admin/promotion-report/", "/admin/webhook-events/", "/admin/audit/", "/admin/jobs/",
-               "/admin/promotions/new/"]
+ADMIN_PAGES = [
+    "/admin/orders/",
+    "/admin/products/?flt0_0=1",
+    "/admin/categories/",
+    "/admin/categories/new/",
+    "/admin/images/new/",
+    "/admin/stock/",
+    "/admin/low-stock/",
+    "/admin/customers/",
+    "/admin/promotions/",
+    "/admin/promotion-report/",
+    "/admin/webhook-events/",
+    "/admin/audit/",
+    "/admin/jobs/",
+    "/admin/promotions/new/",
+]
 RECORD_VIOLATIONS = """
 window.__csp = [];
 document.addEventListener("securitypolicyviolation", function (e) {

@@ -7,6 +7,7 @@ must see the status the winner committed, not the copy of the order they read be
 Concurrent checkouts of one cart are covered in test_buying_concurrency (the same checkout sent
 many times at once makes one order), expiry racing payment there too.
 """
+
 import os
 import re
 import threading
@@ -19,8 +20,15 @@ from redis import Redis
 
 from tests.conftest import LiveServer, config_for
 from tests.e2e.test_accounts_live import all_at_once
-from tests.e2e.test_buying_concurrency import (checkout, deliver_success, expire_now, new_cart_with, post,
-                                               refund_jobs, stock)
+from tests.e2e.test_buying_concurrency import (
+    checkout,
+    deliver_success,
+    expire_now,
+    new_cart_with,
+    post,
+    refund_jobs,
+    stock,
+)
 
 STOCK, UNITS = 30, 3
 STAFF = ("warehouse", "support", "manager")
@@ -37,8 +45,15 @@ def shop(committed_db):
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     app = create_app(config_for(committed_db))
     with app.app_context():
-        product = make_product(make_category("Tees", slug="tees"), "Plain Tee", slug="plain-tee", sizes=("M",),
-                               colours=("Blue",), price=2000, stock=STOCK)
+        product = make_product(
+            make_category("Tees", slug="tees"),
+            "Plain Tee",
+            slug="plain-tee",
+            sizes=("M",),
+            colours=("Blue",),
+            price=2000,
+            stock=STOCK,
+        )
         staff = {role: make_user(f"{role}@example.com", role=role) for role in STAFF}
         db.session.commit()
         tokens = {role: issue_pair(user)["access_token"] for role, user in staff.items()}
@@ -81,16 +96,25 @@ def status_of(server, order_id) -> str:
 
 def events_to(server, order_id, status) -> int:
     """How many moves into `status` the order's history records (a note that keeps the status is no move)."""
-    return db_row(server, "SELECT count(*) FROM order_event WHERE order_id = %s AND to_status = %s "
-                          "AND from_status IS DISTINCT FROM to_status", order_id, status)[0]
+    return db_row(
+        server,
+        "SELECT count(*) FROM order_event WHERE order_id = %s AND to_status = %s "
+        "AND from_status IS DISTINCT FROM to_status",
+        order_id,
+        status,
+    )[0]
 
 
 def refunds(server, order_id):
     """(succeeded refund rows, their sum, payment.refunded_amount, payment.amount)."""
-    return db_row(server, "SELECT count(r.id) FILTER (WHERE r.status = 'succeeded'), "
-                          "coalesce(sum(r.amount) FILTER (WHERE r.status = 'succeeded'), 0), p.refunded_amount, "
-                          "p.amount FROM payment p LEFT JOIN refund r ON r.payment_id = p.id "
-                          "WHERE p.order_id = %s GROUP BY p.id", order_id)
+    return db_row(
+        server,
+        "SELECT count(r.id) FILTER (WHERE r.status = 'succeeded'), "
+        "coalesce(sum(r.amount) FILTER (WHERE r.status = 'succeeded'), 0), p.refunded_amount, "
+        "p.amount FROM payment p LEFT JOIN refund r ON r.payment_id = p.id "
+        "WHERE p.order_id = %s GROUP BY p.id",
+        order_id,
+    )
 
 
 def run_refund_jobs(server) -> list[str]:
@@ -112,14 +136,22 @@ def test_simultaneous_api_cancels_of_a_paid_order_put_the_units_back_once_and_re
     assert stock(shop) == (STOCK - UNITS, 0)
     results = all_at_once(8, lambda: cancel(shop, order))
     # answers, cancel events, (on hand, reserved), refund jobs: all at once, so a failure shows the whole damage
-    seen = sorted(status for status, _ in results), events_to(shop, order["id"], "cancelled"), stock(shop), \
-        len(refund_jobs())
+    seen = (
+        sorted(status for status, _ in results),
+        events_to(shop, order["id"], "cancelled"),
+        stock(shop),
+        len(refund_jobs()),
+    )
     assert seen == ([200] + [409] * 7, 1, (STOCK, 0), 1)  # stock not STOCK + 7 * UNITS
     one_winner(results)
     assert [body["status"] for status, body in results if status == 200] == ["cancelled"]
     assert run_refund_jobs(shop) == ["refunded"]
-    assert refunds(shop, order["id"]) == (1, order["total"]["amount"], order["total"]["amount"],
-                                          order["total"]["amount"])
+    assert refunds(shop, order["id"]) == (
+        1,
+        order["total"]["amount"],
+        order["total"]["amount"],
+        order["total"]["amount"],
+    )
 
 
 def csrf_of(html: str) -> str:
@@ -156,18 +188,23 @@ def test_simultaneous_cancels_of_an_unpaid_order_release_its_hold_once(shop):
     one_winner(all_at_once(6, lambda: cancel(shop, order)))
     assert events_to(shop, order["id"], "cancelled") == 1
     assert stock(shop) == (STOCK, 0)
-    assert db_row(shop, "SELECT count(*) FROM reservation WHERE order_id = %s AND status = 'released'",
-                  order["id"])[0] == 1
+    assert (
+        db_row(shop, "SELECT count(*) FROM reservation WHERE order_id = %s AND status = 'released'", order["id"])[0]
+        == 1
+    )
     assert refund_jobs() == []
 
 
 # -- staff moves ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("before,target,role,on_hand", [
-    ((), "processing", "warehouse", STOCK - UNITS),
-    (("processing",), "shipped", "warehouse", STOCK - UNITS),
-    (("processing", "shipped"), "delivered", "warehouse", STOCK - UNITS),
-    (("processing",), "cancelled", "support", STOCK),
-])
+@pytest.mark.parametrize(
+    "before,target,role,on_hand",
+    [
+        ((), "processing", "warehouse", STOCK - UNITS),
+        (("processing",), "shipped", "warehouse", STOCK - UNITS),
+        (("processing", "shipped"), "delivered", "warehouse", STOCK - UNITS),
+        (("processing",), "cancelled", "support", STOCK),
+    ],
+)
 def test_simultaneous_staff_moves_have_one_winner(shop, before, target, role, on_hand):
     order_id = place(shop)["id"]
     for step in before:
@@ -183,8 +220,12 @@ def test_simultaneous_staff_refunds_never_exceed_the_payment(shop):
     order = place(shop)
     total = order["total"]["amount"]
     path = f"/api/v1/admin/orders/{order['id']}/refunds"
-    results = all_at_once(6, lambda: staff_post(shop, "support", path, {"amount": total, "reason": "asked"},
-                                                **{"Idempotency-Key": str(uuid.uuid4())}))
+    results = all_at_once(
+        6,
+        lambda: staff_post(
+            shop, "support", path, {"amount": total, "reason": "asked"}, **{"Idempotency-Key": str(uuid.uuid4())}
+        ),
+    )
     one_winner(results, winner=201, codes=("refund_pending", "nothing_to_refund"))
     assert refunds(shop, order["id"]) == (1, total, total, total)
 

@@ -2,6 +2,7 @@
 Stripe's page ends in the stated state. Real HTTP all the way: the storefront's forms through a cookie-keeping
 client, the official SDK talking to the local Stripe (tests/fakes/stripe.py), which serves the hosted page and
 signs and sends its webhooks back to the live shop, in Stripe's order, duplicated or reversed when asked."""
+
 from __future__ import annotations
 
 import html
@@ -12,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,8 +29,14 @@ from tests.fakes.stripe import FakeStripe
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY, WEBHOOK_SECRET = "sk_test_checkout", "whsec_checkout"
 PRICE, STOCK, QTY = 2500, 10, 2
-ADDRESS = {"name": "Ada Buyer", "line1": "1 Main Street", "city": "Springfield", "postal_code": "12345",
-           "country": "US", "state": "NY"}  # New York: 4% tax in the default table
+ADDRESS = {
+    "name": "Ada Buyer",
+    "line1": "1 Main Street",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "US",
+    "state": "NY",
+}  # New York: 4% tax in the default table
 WAIT_S = 20
 
 
@@ -45,17 +52,27 @@ def shop(committed_db, tmp_path):
     redis.flushdb()
     settings = {"PAYMENT_PROVIDER": "stripe", "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
     with FakeStripe(secret_key=SECRET_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
-        app = create_app(config_for(committed_db, STRIPE_API_BASE=fake.url, MAIL_DIR=str(tmp_path / "mail"),
-                                    **settings))
+        app = create_app(
+            config_for(committed_db, STRIPE_API_BASE=fake.url, MAIL_DIR=str(tmp_path / "mail"), **settings)
+        )
         with app.app_context():
             product = make_product(make_category(), sizes=("M",), colours=("Black",), price=PRICE, stock=STOCK)
             sku, variant_id, slug = product.variants[0].sku, product.variants[0].id, product.slug
             db.session.commit()
         with LiveServer(app) as live:
             fake.webhook_url = f"{live.url}/webhooks/stripe"
-            yield SimpleNamespace(url=live.url, app=app, fake=fake, db=committed_db, redis=redis, sku=sku,
-                                  variant_id=variant_id, slug=slug, tmp=tmp_path,
-                                  env={**settings, "STRIPE_API_BASE": fake.url})
+            yield SimpleNamespace(
+                url=live.url,
+                app=app,
+                fake=fake,
+                db=committed_db,
+                redis=redis,
+                sku=sku,
+                variant_id=variant_id,
+                slug=slug,
+                tmp=tmp_path,
+                env={**settings, "STRIPE_API_BASE": fake.url},
+            )
             fake.wait_delivered(WAIT_S)
         with app.app_context():
             db.engine.dispose()
@@ -72,8 +89,9 @@ def stock(shop) -> tuple[int, int]:
 
 
 def hidden(page: str, name: str) -> str:
-    found = re.search(rf'name="{name}"[^>]*value="([^"]*)"', page) or \
-        re.search(rf'value="([^"]*)"[^>]*name="{name}"', page)
+    found = re.search(rf'name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'value="([^"]*)"[^>]*name="{name}"', page
+    )
     assert found, f"no hidden field {name} in the page"
     return html.unescape(found.group(1))
 
@@ -85,13 +103,18 @@ class Shopper:
         self.shop, self.http = shop, requests.Session()
 
     def get(self, path: str, **kw):
-        return self.http.get(path if path.startswith("http") else self.shop.url + path, allow_redirects=False,
-                             timeout=30, **kw)
+        return self.http.get(
+            path if path.startswith("http") else self.shop.url + path, allow_redirects=False, timeout=30, **kw
+        )
 
     def post(self, path: str, data: dict, page: str | None = None):
         token = hidden(page if page is not None else self.get(path).text, "csrf_token")
-        return self.http.post(path if path.startswith("http") else self.shop.url + path,
-                              data={"csrf_token": token, **data}, allow_redirects=False, timeout=60)
+        return self.http.post(
+            path if path.startswith("http") else self.shop.url + path,
+            data={"csrf_token": token, **data},
+            allow_redirects=False,
+            timeout=60,
+        )
 
     def place_order(self, quantity: int = QTY) -> requests.Response:
         """Cart -> details -> review -> "Place order and pay": the answer is the redirect to Stripe's page."""
@@ -102,12 +125,16 @@ class Shopper:
         resp = self.post("/cart/items", item, page=confirm.text)
         assert resp.status_code in (302, 303), resp.text[:500]
         details = self.get("/checkout").text
-        resp = self.post("/checkout/review", {"email": "ada@example.com", "saved_address": "new",
-                                              "shipping_method": "standard", **ADDRESS}, page=details)
+        resp = self.post(
+            "/checkout/review",
+            {"email": "ada@example.com", "saved_address": "new", "shipping_method": "standard", **ADDRESS},
+            page=details,
+        )
         assert resp.status_code == 303, resp.text[:2000]
         review = self.get("/checkout/review").text
-        resp = self.post("/checkout/place", {"cart_id": hidden(review, "cart_id"), "nonce": hidden(review, "nonce")},
-                         page=review)
+        resp = self.post(
+            "/checkout/place", {"cart_id": hidden(review, "cart_id"), "nonce": hidden(review, "nonce")}, page=review
+        )
         assert resp.status_code == 303, resp.text[:2000]
         return resp
 
@@ -120,13 +147,17 @@ def session_id_of(url: str) -> str:
 
 def on_page(shop, session_id: str, outcome: str) -> requests.Response:
     """The shopper presses a button on Stripe's hosted page."""
-    return requests.post(f"{shop.fake.url}/c/pay/{session_id}", data={"outcome": outcome}, allow_redirects=False,
-                         timeout=30)
+    return requests.post(
+        f"{shop.fake.url}/c/pay/{session_id}", data={"outcome": outcome}, allow_redirects=False, timeout=30
+    )
 
 
 def stripe_session(shop, session_id: str) -> dict:
-    resp = requests.get(f"{shop.fake.url}/v1/checkout/sessions/{session_id}", timeout=10,
-                        headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    resp = requests.get(
+        f"{shop.fake.url}/v1/checkout/sessions/{session_id}",
+        timeout=10,
+        headers={"Authorization": f"Bearer {SECRET_KEY}"},
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -154,12 +185,19 @@ def order_status(shop) -> str:
 def run_jobs(shop) -> str:
     """`worker.py events --burst`, then `worker.py --burst`: the real processes apply the events the commits
     published (order mails ...), run the jobs recorded (refunds, mails), then exit."""
-    env = {**os.environ, "DATABASE_URL": shop.db, "MAIL_DIR": str(shop.tmp / "mail"), "PUBLIC_BASE_URL": shop.url,
-           "EVENT_STREAM_TOPIC": stream_topic_for(shop.db), **shop.env}
+    env = {
+        **os.environ,
+        "DATABASE_URL": shop.db,
+        "MAIL_DIR": str(shop.tmp / "mail"),
+        "PUBLIC_BASE_URL": shop.url,
+        "EVENT_STREAM_TOPIC": stream_topic_for(shop.db),
+        **shop.env,
+    }
     out = ""
     for args in (["events", "--burst"], ["--burst", "default", "mail"]):
-        proc = subprocess.run([sys.executable, "worker.py", *args], cwd=ROOT, timeout=120, capture_output=True,
-                              text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "worker.py", *args], cwd=ROOT, timeout=120, capture_output=True, text=True, env=env
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out += proc.stdout + proc.stderr
     return out
@@ -170,7 +208,7 @@ def expire_holds(shop, minutes: int = 16) -> int:
     from shop.orders.jobs import expire_reservations
 
     with shop.app.app_context():
-        return expire_reservations(now=datetime.now(timezone.utc) + timedelta(minutes=minutes))
+        return expire_reservations(now=datetime.now(UTC) + timedelta(minutes=minutes))
 
 
 # -- placing the order ------------------------------------------------------------------------------
@@ -238,8 +276,9 @@ def test_declined_card_then_pay_now_reuses_the_same_page_and_order(shop):
     assert stock(shop) == (STOCK, QTY) and order_status(shop) == "pending"
     order = the_order(shop)
     again = shopper.post(f"/orders/{order['id']}/pay", {}, page=page)
-    assert again.status_code == 303 and session_id_of(again.headers["Location"]) == session_id, \
+    assert again.status_code == 303 and session_id_of(again.headers["Location"]) == session_id, (
         "Pay now opens the same Stripe page"
+    )
     assert on_page(shop, session_id, "approve").status_code == 303
     shop.fake.wait_delivered(WAIT_S)
     assert order_status(shop) == "confirmed"
@@ -263,8 +302,8 @@ def test_a_bank_payment_keeps_the_hold_until_the_bank_pays(shop):
     shop.fake.wait_delivered(WAIT_S)
     assert sql(shop, "SELECT status FROM payment") == [("processing",)]
     held_until = sql(shop, "SELECT min(expires_at) FROM reservation WHERE status = 'active'")[0][0]
-    held_until = held_until if held_until.tzinfo else held_until.replace(tzinfo=timezone.utc)
-    assert held_until > datetime.now(timezone.utc) + timedelta(days=4), "the hold waits for the bank"
+    held_until = held_until if held_until.tzinfo else held_until.replace(tzinfo=UTC)
+    assert held_until > datetime.now(UTC) + timedelta(days=4), "the hold waits for the bank"
     assert expire_holds(shop) == 0 and order_status(shop) == "pending"
     assert shop.fake.calls("POST", f"/v1/checkout/sessions/{session_id}/expire") == []
     shop.fake.settle_bank(session_id)
@@ -366,10 +405,12 @@ def staff_token(shop, role: str) -> str:
 
 def staff_refund(shop, order: dict, amount: int, key: str, token: str | None = None) -> requests.Response:
     """A refund through the admin API, as a manager unless another staff token is given."""
-    return requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                         json={"amount": amount, "reason": "late parcel"},
-                         headers={"Authorization": f"Bearer {token or staff_token(shop, 'manager')}",
-                                  "Idempotency-Key": key})
+    return requests.post(
+        f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds",
+        timeout=60,
+        json={"amount": amount, "reason": "late parcel"},
+        headers={"Authorization": f"Bearer {token or staff_token(shop, 'manager')}", "Idempotency-Key": key},
+    )
 
 
 def test_two_staff_refunding_at_once_never_exceed_what_was_captured(shop):
@@ -398,18 +439,21 @@ def test_staff_refunding_the_same_line_at_once_refund_its_units_once(shop):
     presses = itertools.count()
 
     def press():
-        return requests.post(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", timeout=60,
-                             json={"lines": [{"line_id": line_id, "quantity": QTY}], "reason": "never arrived"},
-                             headers={"Authorization": f"Bearer {token}",
-                                      "Idempotency-Key": f"line-refund-{next(presses)}"})
+        return requests.post(
+            f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds",
+            timeout=60,
+            json={"lines": [{"line_id": line_id, "quantity": QTY}], "reason": "never arrived"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"line-refund-{next(presses)}"},
+        )
 
     answers = all_at_once(6, press)
     codes = sorted(a.status_code for a in answers)
     assert codes.count(201) == 1 and set(codes) - {201} <= {409, 422}, [a.text for a in answers]
     won = next(a.json() for a in answers if a.status_code == 201)
     goods = order["total"] - order["shipping"]  # every unit of the only line: the goods with their tax
-    assert won["amount"]["amount"] == goods and won["lines"] == [{"line_id": line_id, "quantity": QTY,
-                                                                   "amount": {"amount": goods, "currency": "USD"}}]
+    assert won["amount"]["amount"] == goods and won["lines"] == [
+        {"line_id": line_id, "quantity": QTY, "amount": {"amount": goods, "currency": "USD"}}
+    ]
     assert sql(shop, "SELECT sum(quantity) FROM refund_line") == [(QTY,)]
     assert sql(shop, "SELECT refunded_amount FROM payment") == [(goods,)]
     assert sum(int(r.params["amount"]) for r in shop.fake.calls("POST", "/v1/refunds")) == goods
@@ -454,16 +498,24 @@ def test_a_dispute_flags_the_order_mails_managers_refuses_refunds_and_keeps_its_
 def test_forged_stale_or_replayed_checkout_events_change_nothing(shop):
     session_id = session_id_of(Shopper(shop).place_order().headers["Location"])
     order = the_order(shop)
-    completed = {**stripe_session(shop, session_id), "status": "complete", "payment_status": "paid",
-                 "payment_intent": "pi_forged"}
+    completed = {
+        **stripe_session(shop, session_id),
+        "status": "complete",
+        "payment_status": "paid",
+        "payment_intent": "pi_forged",
+    }
     url = f"{shop.url}/webhooks/stripe"
     forged_body, _ = shop.fake.event("checkout.session.completed", completed)
-    forged = requests.post(url, data=forged_body, timeout=10, headers={
-        "Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}", "Content-Type": "application/json"})
-    stale_body, stale_sig = shop.fake.event("checkout.session.completed", completed,
-                                            timestamp=int(time.time()) - 3600)
-    stale = requests.post(url, data=stale_body, timeout=10, headers={"Stripe-Signature": stale_sig,
-                                                                     "Content-Type": "application/json"})
+    forged = requests.post(
+        url,
+        data=forged_body,
+        timeout=10,
+        headers={"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}", "Content-Type": "application/json"},
+    )
+    stale_body, stale_sig = shop.fake.event("checkout.session.completed", completed, timestamp=int(time.time()) - 3600)
+    stale = requests.post(
+        url, data=stale_body, timeout=10, headers={"Stripe-Signature": stale_sig, "Content-Type": "application/json"}
+    )
     assert forged.status_code == 400 and stale.status_code == 400
     assert order_status(shop) == "pending" and stock(shop) == (STOCK, QTY)
     # A genuine event replayed: the second copy has no effect.
@@ -473,13 +525,21 @@ def test_forged_stale_or_replayed_checkout_events_change_nothing(shop):
     body = json.dumps(genuine)
     import stripe
 
-    replay = requests.post(url, data=body, timeout=10, headers={
-        "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET),
-        "Content-Type": "application/json"})
+    replay = requests.post(
+        url,
+        data=body,
+        timeout=10,
+        headers={
+            "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET),
+            "Content-Type": "application/json",
+        },
+    )
     assert replay.status_code == 200 and replay.json()["outcome"] == "duplicate"
     assert order_status(shop) == "confirmed" and stock(shop) == (STOCK - QTY, 0)
-    assert sql(shop, "SELECT count(*) FROM order_event WHERE to_status = 'confirmed' AND order_id = %s",
-               order["id"])[0][0] == 1
+    assert (
+        sql(shop, "SELECT count(*) FROM order_event WHERE to_status = 'confirmed' AND order_id = %s", order["id"])[0][0]
+        == 1
+    )
 
 
 def test_simultaneous_copies_of_checkout_session_completed_confirm_once(shop):
@@ -491,9 +551,15 @@ def test_simultaneous_copies_of_checkout_session_completed_confirm_once(shop):
     import stripe
 
     def deliver():
-        return requests.post(f"{shop.url}/webhooks/stripe", data=body, timeout=60, headers={
-            "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET),
-            "Content-Type": "application/json"})
+        return requests.post(
+            f"{shop.url}/webhooks/stripe",
+            data=body,
+            timeout=60,
+            headers={
+                "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET),
+                "Content-Type": "application/json",
+            },
+        )
 
     answers = all_at_once(8, deliver)
     assert [a.status_code for a in answers] == [200] * 8
@@ -505,8 +571,12 @@ def test_simultaneous_copies_of_checkout_session_completed_confirm_once(shop):
 
 def post_event(shop, type_: str, obj: dict) -> requests.Response:
     body, signature = shop.fake.event(type_, obj)
-    return requests.post(f"{shop.url}/webhooks/stripe", data=body, timeout=30,
-                         headers={"Stripe-Signature": signature, "Content-Type": "application/json"})
+    return requests.post(
+        f"{shop.url}/webhooks/stripe",
+        data=body,
+        timeout=30,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
 
 
 def test_an_event_of_another_shop_on_the_same_stripe_account_changes_nothing(shop):
@@ -515,11 +585,23 @@ def test_an_event_of_another_shop_on_the_same_stripe_account_changes_nothing(sho
     order = the_order(shop)
     payment_id = sql(shop, "SELECT id FROM payment")[0][0]
     theirs = {"payment_id": str(payment_id), "order_id": str(order["id"]), "order_number": "S-ANOTHERSHOP"}
-    intent = {"id": "pi_of_another_shop", "object": "payment_intent", "amount": order["total"], "currency": "usd",
-              "status": "succeeded", "metadata": theirs}
+    intent = {
+        "id": "pi_of_another_shop",
+        "object": "payment_intent",
+        "amount": order["total"],
+        "currency": "usd",
+        "status": "succeeded",
+        "metadata": theirs,
+    }
     assert post_event(shop, "payment_intent.succeeded", intent).json()["outcome"] == "processed"
-    session = {**stripe_session(shop, session_id), "id": "cs_of_another_shop", "status": "complete",
-               "payment_status": "paid", "payment_intent": "pi_of_another_shop", "metadata": theirs}
+    session = {
+        **stripe_session(shop, session_id),
+        "id": "cs_of_another_shop",
+        "status": "complete",
+        "payment_status": "paid",
+        "payment_intent": "pi_of_another_shop",
+        "metadata": theirs,
+    }
     assert post_event(shop, "checkout.session.completed", session).status_code == 200
     assert order_status(shop) == "pending" and stock(shop) == (STOCK, QTY)
     assert sql(shop, "SELECT provider_id, checkout_session_id FROM payment") == [(None, session_id)]

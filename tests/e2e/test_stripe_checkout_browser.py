@@ -9,6 +9,7 @@ as disputed in the back-office.
 
 Screenshots land in var/screenshots/stripe-*.png. Skips when Chromium is not installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def shop(browser, committed_db, tmp_path):
     with FakeStripe(secret_key=SECRET_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
         app = create_app(config_for(committed_db, STRIPE_API_BASE=fake.url, MAIL_DIR=str(mail_dir), **settings))
         with app.app_context():
-            product = make_product(make_category(), name="Merino Jumper", sizes=("M",), colours=("Navy",),
-                                   price=PRICE, stock=STOCK)
+            product = make_product(
+                make_category(), name="Merino Jumper", sizes=("M",), colours=("Navy",), price=PRICE, stock=STOCK
+            )
             slug, variant_id = product.slug, product.variants[0].id
             db.session.commit()
             create_staff("support@example.com", "support", PASSWORD, "Sam Support")
@@ -55,8 +57,16 @@ def shop(browser, committed_db, tmp_path):
             fake.webhook_url = f"{live.url}/webhooks/stripe"
             env = {**settings, "STRIPE_API_BASE": fake.url}
             with running_worker(committed_db, mail_dir, live.url, tmp_path / "worker.log", env=env) as worker:
-                yield SimpleNamespace(url=live.url, app=app, fake=fake, db=committed_db, slug=slug,
-                                      variant_id=variant_id, mail_dir=mail_dir, worker=worker)
+                yield SimpleNamespace(
+                    url=live.url,
+                    app=app,
+                    fake=fake,
+                    db=committed_db,
+                    slug=slug,
+                    variant_id=variant_id,
+                    mail_dir=mail_dir,
+                    worker=worker,
+                )
             fake.wait_delivered(10)
         with app.app_context():
             db.engine.dispose()
@@ -86,8 +96,12 @@ def buy_until_stripe(page, shop, name: str, width_note: str = "") -> str:
     expect(page).to_have_url(f"{shop.url}/cart")
     page.get_by_role("link", name="Checkout", exact=True).click()
     page.get_by_label("E-mail address").fill("grace@example.com")
-    for label, value in {"Full name": "Grace Hopper", "Address line 1": "12 Compiler Street",
-                         "City": "Arlington", "Postal code": "22201"}.items():
+    for label, value in {
+        "Full name": "Grace Hopper",
+        "Address line 1": "12 Compiler Street",
+        "City": "Arlington",
+        "Postal code": "22201",
+    }.items():
         page.get_by_label(label, exact=True).fill(value)
     page.get_by_label("Country", exact=True).select_option(label="United States")
     page.get_by_label("State (US addresses)", exact=True).select_option(label="Virginia")

@@ -1,5 +1,6 @@
 """PAYMENT_PROVIDER=stripe end to end: the real app over HTTP with real commits, the official SDK talking
 to a local Stripe (tests/fakes/stripe.py), and signed webhooks posted back the way Stripe sends them."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ from tests.fakes.stripe import FakeStripe
 SECRET_KEY = "sk_test_x"
 WEBHOOK_SECRET = "whsec_x"
 PRICE, STOCK, QTY = 2500, 10, 2
-ADDRESS = {"name": "Ada Buyer", "line1": "1 Main Street", "city": "Springfield", "postal_code": "12345",
-           "country": "US"}
+ADDRESS = {
+    "name": "Ada Buyer",
+    "line1": "1 Main Street",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "US",
+}
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -37,17 +43,25 @@ def shop(committed_db, tmp_path):
     redis = Redis.from_url(os.environ["REDIS_URL"])
     redis.flushdb()
     with FakeStripe(secret_key=SECRET_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
-        app = create_app(config_for(committed_db, PAYMENT_PROVIDER="stripe", STRIPE_SECRET_KEY=SECRET_KEY,
-                                    STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_API_BASE=fake.url,
-                                    MAIL_DIR=str(tmp_path / "mail")))
+        app = create_app(
+            config_for(
+                committed_db,
+                PAYMENT_PROVIDER="stripe",
+                STRIPE_SECRET_KEY=SECRET_KEY,
+                STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                STRIPE_API_BASE=fake.url,
+                MAIL_DIR=str(tmp_path / "mail"),
+            )
+        )
         with app.app_context():
             product = make_product(make_category(), sizes=("M",), colours=("Black",), price=PRICE, stock=STOCK)
             variant = product.variants[0]
             sku, variant_id = variant.sku, variant.id
             db.session.commit()
         with LiveServer(app) as live:
-            yield SimpleNamespace(url=live.url, app=app, fake=fake, db=committed_db, redis=redis, sku=sku,
-                                  variant_id=variant_id)
+            yield SimpleNamespace(
+                url=live.url, app=app, fake=fake, db=committed_db, redis=redis, sku=sku, variant_id=variant_id
+            )
         with app.app_context():
             db.engine.dispose()
     redis.flushdb()
@@ -55,8 +69,9 @@ def shop(committed_db, tmp_path):
 
 def call(url, body=None, method="POST", headers=None, raw: bytes | None = None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read() or b"null"), dict(resp.headers)
@@ -107,13 +122,15 @@ def checkout(shop, quantity=QTY, key=None):
     status, cart, _ = call(f"{shop.url}/api/v1/carts")
     assert status == 201, cart
     headers = {"X-Cart-Token": cart["token"]}
-    status, body, _ = call(f"{shop.url}/api/v1/carts/{cart['id']}/items", {"sku": shop.sku, "quantity": quantity},
-                           headers=headers)
+    status, body, _ = call(
+        f"{shop.url}/api/v1/carts/{cart['id']}/items", {"sku": shop.sku, "quantity": quantity}, headers=headers
+    )
     assert status == 201, body
-    status, body, resp_headers = call(f"{shop.url}/api/v1/checkout",
-                                      {"cart_id": cart["id"], "email": "ada@example.com",
-                                       "shipping_address": ADDRESS},
-                                      headers={**headers, "Idempotency-Key": key or str(uuid.uuid4())})
+    status, body, resp_headers = call(
+        f"{shop.url}/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
+        headers={**headers, "Idempotency-Key": key or str(uuid.uuid4())},
+    )
     return status, body, resp_headers, cart
 
 
@@ -130,8 +147,9 @@ def deliver(shop, body: bytes, signature: str | None):
 
 
 def get_order(shop, order):
-    status, body, _ = call(f"{shop.url}/api/v1/orders/{order['id']}", method="GET",
-                           headers={"X-Order-Token": order["access_token"]})
+    status, body, _ = call(
+        f"{shop.url}/api/v1/orders/{order['id']}", method="GET", headers={"X-Order-Token": order["access_token"]}
+    )
     assert status == 200, body
     return body
 
@@ -175,13 +193,15 @@ def test_checkout_creates_a_payment_intent_for_the_order_total(shop):
     assert sql(shop, "SELECT provider_id, status FROM payment") == [(intent["id"], "requires_payment")]
 
     # The same checkout again with the same key: the first answer, no second intent or order.
-    status, again, _ = call(f"{shop.url}/api/v1/checkout",
-                            {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
-                            headers={"X-Cart-Token": cart["token"], "Idempotency-Key": "checkout-key-0001"})
+    status, again, _ = call(
+        f"{shop.url}/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
+        headers={"X-Cart-Token": cart["token"], "Idempotency-Key": "checkout-key-0001"},
+    )
     assert status == 201
     assert again["order"]["id"] == order["id"] and again["payment"] == payment
     assert len(shop.fake.calls("POST", "/v1/payment_intents")) == 1
-    assert sql(shop, "SELECT count(*) FROM \"order\"") == [(1,)]
+    assert sql(shop, 'SELECT count(*) FROM "order"') == [(1,)]
 
 
 # -- webhooks --------------------------------------------------------------------------------------
@@ -254,9 +274,11 @@ def test_twenty_simultaneous_copies_of_one_event_apply_once(shop):
 def test_payment_failed_after_succeeded_changes_nothing(shop):
     order, intent_id = placed(shop)
     succeeded = shop.fake.succeed(intent_id)
-    failed = {**succeeded, "status": "requires_payment_method",
-              "last_payment_error": {"type": "card_error", "code": "card_declined",
-                                     "message": "Your card was declined."}}
+    failed = {
+        **succeeded,
+        "status": "requires_payment_method",
+        "last_payment_error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."},
+    }
     status, answer, _ = deliver(shop, *shop.fake.event("payment_intent.succeeded", succeeded))
     assert status == 200, answer
     before = get_order(shop, order)
@@ -270,7 +292,9 @@ def test_payment_failed_after_succeeded_changes_nothing(shop):
     assert sql(shop, "SELECT status, failure_reason FROM payment") == [("succeeded", None)]
     assert len(mail_jobs(shop)) == 1
     assert sql(shop, "SELECT type, status FROM webhook_event ORDER BY id") == [
-        ("payment_intent.succeeded", "processed"), ("payment_intent.payment_failed", "processed")]
+        ("payment_intent.succeeded", "processed"),
+        ("payment_intent.payment_failed", "processed"),
+    ]
 
 
 # -- refunds ---------------------------------------------------------------------------------------
@@ -307,8 +331,9 @@ def test_staff_refund_calls_stripe_once_per_idempotency_key(shop, role):
     assert len(shop.fake.calls("POST", "/v1/refunds")) == 1
 
     # The rest, with a new key, is a second refund at Stripe.
-    rest = call(url, {"amount": total - 1000, "reason": "All of it"},
-                headers={**auth, "Idempotency-Key": "refund-key-0003"})
+    rest = call(
+        url, {"amount": total - 1000, "reason": "All of it"}, headers={**auth, "Idempotency-Key": "refund-key-0003"}
+    )
     assert rest[0] == 201, rest[1]
     assert len(shop.fake.calls("POST", "/v1/refunds")) == 2
     assert shop.fake.charges[shop.fake.intents[intent_id]["latest_charge"]]["amount_refunded"] == total
@@ -317,9 +342,11 @@ def test_staff_refund_calls_stripe_once_per_idempotency_key(shop, role):
 def test_refund_is_forbidden_to_the_warehouse(shop):
     order, intent_id = placed(shop)
     deliver(shop, *shop.fake.event("payment_intent.succeeded", shop.fake.succeed(intent_id)))
-    status, body, _ = call(f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds", {"amount": 100, "reason": "x"},
-                           headers={"Authorization": f"Bearer {staff_token(shop, 'warehouse')}",
-                                    "Idempotency-Key": "refund-key-0009"})
+    status, body, _ = call(
+        f"{shop.url}/api/v1/admin/orders/{order['id']}/refunds",
+        {"amount": 100, "reason": "x"},
+        headers={"Authorization": f"Bearer {staff_token(shop, 'warehouse')}", "Idempotency-Key": "refund-key-0009"},
+    )
     assert status == 403, body
     assert shop.fake.calls("POST", "/v1/refunds") == []
 
@@ -337,7 +364,7 @@ def test_stripe_down_at_checkout_is_503_and_frees_the_stock(shop, outage):
     assert body["error"]["code"] == "payment_unavailable"
     assert headers.get("Retry-After") == "30"
     assert stock(shop) == (STOCK, 0)
-    assert sql(shop, "SELECT status FROM \"order\"") == [("cancelled",)]
+    assert sql(shop, 'SELECT status FROM "order"') == [("cancelled",)]
     assert sql(shop, "SELECT status FROM payment") == [("failed",)]
     assert sql(shop, "SELECT status FROM reservation") == [("released",)]
     assert mail_jobs(shop) == []
@@ -347,9 +374,11 @@ def test_stripe_down_at_checkout_is_503_and_frees_the_stock(shop, outage):
         assert len({t.idempotency_key for t in tries}) == 1  # the SDK's retries reuse the key
 
         # Stripe is back: the shopper's cart was kept and a new attempt goes through.
-        status, again, _ = call(f"{shop.url}/api/v1/checkout",
-                                {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
-                                headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+        status, again, _ = call(
+            f"{shop.url}/api/v1/checkout",
+            {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
+            headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+        )
         assert status == 201, again
         assert stock(shop) == (STOCK, QTY)
 
@@ -364,17 +393,22 @@ def test_simultaneous_checkouts_of_one_sku_sell_exactly_the_stock(shop):
     carts = []
     for _ in range(buyers):
         status, cart, _ = call(f"{shop.url}/api/v1/carts")
-        status, body, _ = call(f"{shop.url}/api/v1/carts/{cart['id']}/items", {"sku": shop.sku, "quantity": 1},
-                               headers={"X-Cart-Token": cart["token"]})
+        status, body, _ = call(
+            f"{shop.url}/api/v1/carts/{cart['id']}/items",
+            {"sku": shop.sku, "quantity": 1},
+            headers={"X-Cart-Token": cart["token"]},
+        )
         assert status == 201, body
         carts.append(cart)
     tickets = iter(range(buyers))
 
     def buy():
         cart = carts[next(tickets)]
-        return call(f"{shop.url}/api/v1/checkout",
-                    {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
-                    headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+        return call(
+            f"{shop.url}/api/v1/checkout",
+            {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
+            headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+        )
 
     results = all_at_once(buyers, buy)
     statuses = sorted(r[0] if isinstance(r, tuple) else repr(r) for r in results)
@@ -392,15 +426,22 @@ def test_out_of_stock_checkout_leaves_no_order_behind(shop):
     carts = []
     for _ in range(2):  # both fill their carts while 2 are still available
         status, cart, _ = call(f"{shop.url}/api/v1/carts")
-        status, body, _ = call(f"{shop.url}/api/v1/carts/{cart['id']}/items", {"sku": shop.sku, "quantity": 2},
-                               headers={"X-Cart-Token": cart["token"]})
+        status, body, _ = call(
+            f"{shop.url}/api/v1/carts/{cart['id']}/items",
+            {"sku": shop.sku, "quantity": 2},
+            headers={"X-Cart-Token": cart["token"]},
+        )
         assert status == 201, body
         carts.append(cart)
-    answers = [call(f"{shop.url}/api/v1/checkout",
-                    {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
-                    headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
-               for cart in carts]
+    answers = [
+        call(
+            f"{shop.url}/api/v1/checkout",
+            {"cart_id": cart["id"], "email": "ada@example.com", "shipping_address": ADDRESS},
+            headers={"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+        )
+        for cart in carts
+    ]
     assert [a[0] for a in answers] == [201, 409]
     assert answers[1][1]["error"]["code"] == "out_of_stock"
     assert stock(shop) == (2, 2)
-    assert sql(shop, "SELECT count(*) FROM \"order\"") == [(1,)]
+    assert sql(shop, 'SELECT count(*) FROM "order"') == [(1,)]

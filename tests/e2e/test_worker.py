@@ -1,4 +1,5 @@
 """worker.py is a real RQ worker on the shop's queues."""
+
 import os
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from shop.devstack import ROOT
 
 def test_worker_listens_on_default_mail_and_search():
     redis = Redis.from_url(os.environ["REDIS_URL"])
-    proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "worker.py"], cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         workers = []

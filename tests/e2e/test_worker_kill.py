@@ -1,5 +1,6 @@
 """A worker killed (SIGKILL) in the middle of sending a mail: the job runs again and exactly one mail
 arrives. The clock is moved (RQ's abandoned-job cut-off, the age of the dead worker's claim), never slept."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,14 @@ PAYLOAD = {"number": "K1", "lines": [], "link": "https://shop.example/orders/1",
 
 
 def _worker(env, *args):
-    return subprocess.Popen([sys.executable, "worker.py", "mail", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "worker.py", "mail", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _wait(predicate, seconds=30, what="condition"):
@@ -45,10 +52,16 @@ def test_a_worker_killed_mid_send_sends_the_mail_exactly_once(committed_db):
     mail = Queue("mail", connection=redis)
     with FakeSendGrid() as fake:
         fake.stall_next = 1
-        env = {**os.environ, "DATABASE_URL": committed_db, "MAIL_BACKEND": "sendgrid",
-               "SENDGRID_API_KEY": fake.api_key, "SENDGRID_API_HOST": fake.url}
-        app = create_app(config_for(committed_db, MAIL_BACKEND="sendgrid", SENDGRID_API_KEY=fake.api_key,
-                                    SENDGRID_API_HOST=fake.url))
+        env = {
+            **os.environ,
+            "DATABASE_URL": committed_db,
+            "MAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": fake.api_key,
+            "SENDGRID_API_HOST": fake.url,
+        }
+        app = create_app(
+            config_for(committed_db, MAIL_BACKEND="sendgrid", SENDGRID_API_KEY=fake.api_key, SENDGRID_API_HOST=fake.url)
+        )
         with app.app_context():
             notify("order.confirmed", "kill@example.com", PAYLOAD)
             db.session.commit()

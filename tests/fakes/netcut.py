@@ -4,6 +4,7 @@ Cutting closes the listening socket and every open connection (as a crashed serv
 network would); restoring listens again on the same port. The shop talks to the real PostgreSQL or
 Redis behind it the whole time: nothing of ours is replaced, only the wire is pulled.
 """
+
 from __future__ import annotations
 
 import socket

@@ -2,6 +2,7 @@
 
 The shop's SendGrid backend uses the official SDK pointed at this server (SENDGRID_API_HOST).
 """
+
 from __future__ import annotations
 
 import json

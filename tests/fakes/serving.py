@@ -8,6 +8,7 @@ served in a daemon thread for the length of a `with` block: the one start/stop t
     with MyFake() as fake:        # fake.port; serving until the block ends, then the port is closed
         ...
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,8 +1,9 @@
 """A local SMTP server that accepts mail and records it, for the SMTP mail backend (smtplib talks to it).
 
-    with FakeSmtp() as smtp:              # smtp.port; smtp.messages: the raw messages it accepted
-        smtp.quit_reply = "421 4.3.2 Shutting down"   # answer QUIT like a server going away
+with FakeSmtp() as smtp:              # smtp.port; smtp.messages: the raw messages it accepted
+    smtp.quit_reply = "421 4.3.2 Shutting down"   # answer QUIT like a server going away
 """
+
 from __future__ import annotations
 
 import socketserver

@@ -73,6 +73,7 @@ own timer running out; `dispute(intent_id)` / `close_dispute(id, "won"|"lost")` 
 pending until `settle_refund(id, "succeeded"|"failed")` sends charge.refund.updated (and charge.refunded when it
 succeeded; a failed refund gives its amount back to the charge). Succeeded refunds send charge.refunded when made.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -97,8 +98,24 @@ import stripe
 API_VERSION = "2025-08-27.basil"
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 30 * 60, 24 * 60 * 60
-ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
-                "xof", "xpf"}
+ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
 OPEN_DISPUTE = {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
 OUTCOMES = {"approve", "decline", "3ds", "3ds_complete", "3ds_fail", "bank_ok", "bank_fail"}
 
@@ -123,12 +140,24 @@ class Delivery(NamedTuple):
 
 
 class StripeError(Exception):
-    def __init__(self, status: int, type_: str, message: str, code: str | None = None, param: str | None = None,
-                 saved: bool = True):
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        saved: bool = True,
+    ):
         super().__init__(message)
         self.status, self.saved = status, saved
-        self.body = {"error": {k: v for k, v in {"type": type_, "code": code, "message": message,
-                                                 "param": param}.items() if v is not None}}
+        self.body = {
+            "error": {
+                k: v
+                for k, v in {"type": type_, "code": code, "message": message, "param": param}.items()
+                if v is not None
+            }
+        }
         if code:
             self.body["error"]["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
 
@@ -166,18 +195,26 @@ def _int(params: dict, name: str, required: bool, param: str | None = None) -> i
     param = param or name
     if raw is None or raw == "":
         if required:
-            raise StripeError(400, "invalid_request_error", f"Missing required param: {param}.", "parameter_missing",
-                              param, saved=False)
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"Missing required param: {param}.",
+                "parameter_missing",
+                param,
+                saved=False,
+            )
         return None
     if not re.fullmatch(r"\d+", str(raw)):
-        raise StripeError(400, "invalid_request_error", f"Invalid integer: {raw}", "parameter_invalid_integer", param,
-                          saved=False)
+        raise StripeError(
+            400, "invalid_request_error", f"Invalid integer: {raw}", "parameter_invalid_integer", param, saved=False
+        )
     return int(raw)
 
 
 def _missing(param: str) -> StripeError:
-    return StripeError(400, "invalid_request_error", f"Missing required param: {param}.", "parameter_missing", param,
-                       saved=False)
+    return StripeError(
+        400, "invalid_request_error", f"Missing required param: {param}.", "parameter_missing", param, saved=False
+    )
 
 
 def _invalid(param: str, message: str, code: str | None = None) -> StripeError:
@@ -227,12 +264,21 @@ class FakeStripe:
         self.events: list[dict] = []
         self.deliveries: list[Delivery] = []
         self.webhook_endpoints: list[dict] = []
-        self.account = {"id": "acct_" + secrets.token_hex(8), "object": "account", "business_type": "company",
-                        "capabilities": {"card_payments": "active", "transfers": "active"},
-                        "charges_enabled": True, "payouts_enabled": True, "details_submitted": True, "country": "US",
-                        "created": int(time.time()), "default_currency": "usd", "email": "owner@example.com",
-                        "settings": {"dashboard": {"display_name": "Test shop", "timezone": "Etc/UTC"}},
-                        "type": "standard"}
+        self.account = {
+            "id": "acct_" + secrets.token_hex(8),
+            "object": "account",
+            "business_type": "company",
+            "capabilities": {"card_payments": "active", "transfers": "active"},
+            "charges_enabled": True,
+            "payouts_enabled": True,
+            "details_submitted": True,
+            "country": "US",
+            "created": int(time.time()),
+            "default_currency": "usd",
+            "email": "owner@example.com",
+            "settings": {"dashboard": {"display_name": "Test shop", "timezone": "Etc/UTC"}},
+            "type": "standard",
+        }
         self.fail_next = 0
         self.refund_status = "succeeded"  # or "pending": refunds wait for settle_refund()
         self.duplicate_deliveries = False
@@ -327,8 +373,12 @@ class FakeStripe:
         every path under it)."""
         with self._lock:
             found = list(self.requests)
-        return [r for r in found if (method is None or r.method == method)
-                and (path is None or r.path == path or (path.endswith("/") and r.path.startswith(path)))]
+        return [
+            r
+            for r in found
+            if (method is None or r.method == method)
+            and (path is None or r.path == path or (path.endswith("/") and r.path.startswith(path)))
+        ]
 
     def event_types(self) -> list[str]:
         """The types of the events made so far, in order."""
@@ -357,15 +407,31 @@ class FakeStripe:
                 self._emit("payment_intent.payment_failed", intent)
             return _copy(intent)
 
-    def event(self, type_: str, obj: dict, *, event_id: str | None = None, timestamp: int | None = None,
-              secret: str | None = None) -> tuple[bytes, str]:
+    def event(
+        self,
+        type_: str,
+        obj: dict,
+        *,
+        event_id: str | None = None,
+        timestamp: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[bytes, str]:
         """The webhook Stripe would POST: (body bytes, Stripe-Signature header value). Not recorded or sent."""
-        payload = {"id": event_id or self._new_id("evt"), "object": "event", "api_version": API_VERSION,
-                   "created": int(time.time()), "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
-                   "request": {"id": None, "idempotency_key": None}, "type": type_}
+        payload = {
+            "id": event_id or self._new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": int(time.time()),
+            "data": {"object": obj},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": type_,
+        }
         body = json.dumps(payload, separators=(",", ":"))
-        header = stripe.WebhookSignature.generate_signature_header(body, secret or self.webhook_secret,
-                                                                   timestamp=timestamp)
+        header = stripe.WebhookSignature.generate_signature_header(
+            body, secret or self.webhook_secret, timestamp=timestamp
+        )
         return body.encode(), header
 
     def expire_session(self, session_id: str) -> dict:
@@ -393,11 +459,19 @@ class FakeStripe:
                 self._emit("payment_intent.succeeded", intent)
                 self._emit("checkout.session.async_payment_succeeded", session)
             else:
-                intent.update(status="requires_payment_method", last_payment_error={
-                    "type": "invalid_request_error", "code": "payment_method_provider_decline",
-                    "message": "The customer's bank declined the payment.",
-                    "payment_method": {"id": intent["payment_method"], "object": "payment_method",
-                                       "type": "us_bank_account"}})
+                intent.update(
+                    status="requires_payment_method",
+                    last_payment_error={
+                        "type": "invalid_request_error",
+                        "code": "payment_method_provider_decline",
+                        "message": "The customer's bank declined the payment.",
+                        "payment_method": {
+                            "id": intent["payment_method"],
+                            "object": "payment_method",
+                            "type": "us_bank_account",
+                        },
+                    },
+                )
                 self._emit("payment_intent.payment_failed", intent)
                 self._emit("checkout.session.async_payment_failed", session)
             return _copy(session)
@@ -412,14 +486,28 @@ class FakeStripe:
                 raise ValueError(f"{payment_intent_id} has no charge to dispute")
             charge = self.charges[charge_id]
             now = int(time.time())
-            dispute = {"id": self._new_id("dp"), "object": "dispute",
-                       "amount": charge["amount"] - charge["amount_refunded"] if amount is None else amount,
-                       "balance_transactions": [], "charge": charge_id, "created": now,
-                       "currency": intent["currency"], "enhanced_eligibility_types": [],
-                       "evidence_details": {"due_by": now + 7 * 24 * 3600, "has_evidence": False, "past_due": False,
-                                            "submission_count": 0},
-                       "is_charge_refundable": False, "livemode": False, "metadata": {},
-                       "payment_intent": payment_intent_id, "reason": reason, "status": "needs_response"}
+            dispute = {
+                "id": self._new_id("dp"),
+                "object": "dispute",
+                "amount": charge["amount"] - charge["amount_refunded"] if amount is None else amount,
+                "balance_transactions": [],
+                "charge": charge_id,
+                "created": now,
+                "currency": intent["currency"],
+                "enhanced_eligibility_types": [],
+                "evidence_details": {
+                    "due_by": now + 7 * 24 * 3600,
+                    "has_evidence": False,
+                    "past_due": False,
+                    "submission_count": 0,
+                },
+                "is_charge_refundable": False,
+                "livemode": False,
+                "metadata": {},
+                "payment_intent": payment_intent_id,
+                "reason": reason,
+                "status": "needs_response",
+            }
             self.disputes[dispute["id"]] = dispute
             charge["disputed"] = True
             self._emit("charge.dispute.created", dispute)
@@ -461,9 +549,19 @@ class FakeStripe:
 
     def add_webhook_endpoint(self, url: str, events=("*",), status: str = "enabled") -> dict:
         """A webhook endpoint as GET /v1/webhook_endpoints lists it (the account's configuration)."""
-        endpoint = {"id": self._new_id("we"), "object": "webhook_endpoint", "api_version": API_VERSION,
-                    "application": None, "created": int(time.time()), "description": None,
-                    "enabled_events": list(events), "livemode": False, "metadata": {}, "status": status, "url": url}
+        endpoint = {
+            "id": self._new_id("we"),
+            "object": "webhook_endpoint",
+            "api_version": API_VERSION,
+            "application": None,
+            "created": int(time.time()),
+            "description": None,
+            "enabled_events": list(events),
+            "livemode": False,
+            "metadata": {},
+            "status": status,
+            "url": url,
+        }
         with self._lock:
             self.webhook_endpoints.append(endpoint)
         return endpoint
@@ -502,10 +600,17 @@ class FakeStripe:
         """Record a full Event (a snapshot of `obj`) and queue it for the webhook_url, if one is set."""
         request_id, key = getattr(self._local, "request", (None, None))
         url = self.webhook_url
-        event = {"id": self._new_id("evt"), "object": "event", "api_version": API_VERSION,
-                 "created": int(time.time()), "data": {"object": _copy(obj)}, "livemode": False,
-                 "pending_webhooks": 1 if url else 0, "request": {"id": request_id, "idempotency_key": key},
-                 "type": type_}
+        event = {
+            "id": self._new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": int(time.time()),
+            "data": {"object": _copy(obj)},
+            "livemode": False,
+            "pending_webhooks": 1 if url else 0,
+            "request": {"id": request_id, "idempotency_key": key},
+            "type": type_,
+        }
         with self._lock:
             self.events.append(event)
         if url:
@@ -552,17 +657,26 @@ class FakeStripe:
             with self._outbox_cv:
                 self._in_flight -= 1
                 if url and not 200 <= status < 300 and attempt <= len(self.retry_backoff):
-                    heapq.heappush(self._outbox, (time.monotonic() + self.retry_backoff[attempt - 1],
-                                                  next(self._seq), event, attempt + 1))
+                    heapq.heappush(
+                        self._outbox,
+                        (time.monotonic() + self.retry_backoff[attempt - 1], next(self._seq), event, attempt + 1),
+                    )
                 self._outbox_cv.notify_all()
 
     def _post_event(self, url: str, event: dict) -> int:
         """One delivery attempt, signed now (Stripe signs every attempt afresh). Returns the HTTP status."""
         body = json.dumps(event, separators=(",", ":"))
         header = stripe.WebhookSignature.generate_signature_header(body, self.webhook_secret)
-        request = urllib.request.Request(url, data=body.encode(), method="POST", headers={
-            "Content-Type": "application/json; charset=utf-8", "Stripe-Signature": header,
-            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"})
+        request = urllib.request.Request(
+            url,
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Stripe-Signature": header,
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.delivery_timeout) as resp:
                 resp.read()
@@ -591,7 +705,7 @@ class FakeStripe:
         with self._lock:
             self.requests.append(record)
         if url.path.startswith("/c/pay/"):
-            record.status = self._page(handler, method, url.path[len("/c/pay/"):], params)
+            record.status = self._page(handler, method, url.path[len("/c/pay/") :], params)
             return
         request_id = "req_" + secrets.token_hex(7)
         self._local.request = (request_id, key)
@@ -628,8 +742,13 @@ class FakeStripe:
         token = authorization[7:] if authorization.startswith("Bearer ") else ""
         if not token.startswith("sk_test_") or (self.secret_key and token != self.secret_key):
             shown = (token[:8] + "*" * 8 + token[-4:]) if len(token) > 12 else token
-            raise StripeError(401, "invalid_request_error", f"Invalid API Key provided: {shown}",
-                              "api_key_invalid" if token else None, saved=False)
+            raise StripeError(
+                401,
+                "invalid_request_error",
+                f"Invalid API Key provided: {shown}",
+                "api_key_invalid" if token else None,
+                saved=False,
+            )
 
     def _idempotent(self, key: str, method: str, path: str, params: dict) -> tuple[int, dict, bool]:
         with self._lock:
@@ -639,10 +758,14 @@ class FakeStripe:
             if saved is not None:
                 s_method, s_path, s_params, s_status, s_body = saved
                 if (s_method, s_path) != (method, path) or s_params != params:
-                    raise StripeError(400, "idempotency_error",
-                                      "Keys for idempotent requests can only be used with the same parameters they "
-                                      f"were first used with. Try using a key other than '{key}' if you meant to "
-                                      "execute a different request.", saved=False)
+                    raise StripeError(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they "
+                        f"were first used with. Try using a key other than '{key}' if you meant to "
+                        "execute a different request.",
+                        saved=False,
+                    )
                 return s_status, s_body, True
             try:
                 status, body = self._route(method, path, params)
@@ -677,9 +800,13 @@ class FakeStripe:
             found = re.fullmatch(pattern, path)
             if method == r_method and found:
                 return 200, getattr(self, name)(params, *found.groups())
-        raise StripeError(404, "invalid_request_error",
-                          f"Unrecognized request URL ({method} {path}). Please see https://stripe.com/docs or we can "
-                          "help at https://support.stripe.com/.", saved=False)
+        raise StripeError(
+            404,
+            "invalid_request_error",
+            f"Unrecognized request URL ({method} {path}). Please see https://stripe.com/docs or we can "
+            "help at https://support.stripe.com/.",
+            saved=False,
+        )
 
     def _stored(self, store: dict, kind: str, object_id: str) -> dict:
         with self._lock:
@@ -725,23 +852,44 @@ class FakeStripe:
         amount = _int(params, "amount", required=True)
         currency = params.get("currency")
         if not currency:
-            raise StripeError(400, "invalid_request_error", "Missing required param: currency.", "parameter_missing",
-                              "currency", saved=False)
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                "Missing required param: currency.",
+                "parameter_missing",
+                "currency",
+                saved=False,
+            )
         if amount < 50:
-            raise StripeError(400, "invalid_request_error", "Amount must be at least $0.50 usd", "amount_too_small",
-                              "amount")
+            raise StripeError(
+                400, "invalid_request_error", "Amount must be at least $0.50 usd", "amount_too_small", "amount"
+            )
         apm = params.get("automatic_payment_methods") or {}
         with self._lock:
             intent_id = self._new_id("pi")
             intent = {
-                "id": intent_id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
-                "amount_received": 0, "automatic_payment_methods":
-                    {"enabled": apm.get("enabled") == "true", "allow_redirects": "always"} if apm else None,
-                "capture_method": "automatic", "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}",
-                "confirmation_method": "automatic", "created": int(time.time()), "currency": currency.lower(),
-                "customer": None, "description": params.get("description"), "last_payment_error": None,
-                "latest_charge": None, "livemode": False, "metadata": params.get("metadata") or {},
-                "payment_method": None, "payment_method_types": ["card"], "status": "requires_payment_method",
+                "id": intent_id,
+                "object": "payment_intent",
+                "amount": amount,
+                "amount_capturable": 0,
+                "amount_received": 0,
+                "automatic_payment_methods": {"enabled": apm.get("enabled") == "true", "allow_redirects": "always"}
+                if apm
+                else None,
+                "capture_method": "automatic",
+                "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}",
+                "confirmation_method": "automatic",
+                "created": int(time.time()),
+                "currency": currency.lower(),
+                "customer": None,
+                "description": params.get("description"),
+                "last_payment_error": None,
+                "latest_charge": None,
+                "livemode": False,
+                "metadata": params.get("metadata") or {},
+                "payment_method": None,
+                "payment_method_types": ["card"],
+                "status": "requires_payment_method",
             }
             self.intents[intent_id] = intent
             return json.loads(json.dumps(intent))
@@ -750,16 +898,32 @@ class FakeStripe:
         """The intent succeeds with one charge (once). Returns the charge id."""
         if intent["status"] != "succeeded":
             charge_id = self._new_id("ch")
-            self.charges[charge_id] = {"payment_intent": intent["id"], "amount": intent["amount"],
-                                       "amount_refunded": 0, "created": int(time.time()), "disputed": False}
-            intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=charge_id,
-                          payment_method=intent.get("payment_method") or self._new_id("pm"), last_payment_error=None)
+            self.charges[charge_id] = {
+                "payment_intent": intent["id"],
+                "amount": intent["amount"],
+                "amount_refunded": 0,
+                "created": int(time.time()),
+                "disputed": False,
+            }
+            intent.update(
+                status="succeeded",
+                amount_received=intent["amount"],
+                latest_charge=charge_id,
+                payment_method=intent.get("payment_method") or self._new_id("pm"),
+                last_payment_error=None,
+            )
         return intent["latest_charge"]
 
     def _decline_locked(self, intent: dict, message: str = "Your card was declined.") -> None:
-        intent.update(status="requires_payment_method",
-                      last_payment_error={"type": "card_error", "code": "card_declined",
-                                          "decline_code": "generic_decline", "message": message})
+        intent.update(
+            status="requires_payment_method",
+            last_payment_error={
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": "generic_decline",
+                "message": message,
+            },
+        )
 
     def _create_refund(self, params: dict) -> dict:
         amount = _int(params, "amount", required=False)
@@ -767,46 +931,79 @@ class FakeStripe:
             if params.get("payment_intent"):
                 intent = self.intents.get(params["payment_intent"])
                 if intent is None:
-                    raise StripeError(404, "invalid_request_error",
-                                      f"No such payment_intent: '{params['payment_intent']}'", "resource_missing",
-                                      "payment_intent")
+                    raise StripeError(
+                        404,
+                        "invalid_request_error",
+                        f"No such payment_intent: '{params['payment_intent']}'",
+                        "resource_missing",
+                        "payment_intent",
+                    )
                 if intent["status"] != "succeeded" or not intent.get("latest_charge"):
-                    raise StripeError(400, "invalid_request_error",
-                                      f"This PaymentIntent ({intent['id']}) does not have a successful charge to "
-                                      "refund.")
+                    raise StripeError(
+                        400,
+                        "invalid_request_error",
+                        f"This PaymentIntent ({intent['id']}) does not have a successful charge to refund.",
+                    )
                 charge_id = intent["latest_charge"]
             elif params.get("charge"):
                 charge_id = params["charge"]
                 if charge_id not in self.charges:
-                    raise StripeError(404, "invalid_request_error", f"No such charge: '{charge_id}'",
-                                      "resource_missing", "charge")
+                    raise StripeError(
+                        404, "invalid_request_error", f"No such charge: '{charge_id}'", "resource_missing", "charge"
+                    )
             else:
-                raise StripeError(400, "invalid_request_error",
-                                  "One of the following params should be provided for this request: payment_intent "
-                                  "or charge.", "parameter_missing", saved=False)
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    "One of the following params should be provided for this request: payment_intent or charge.",
+                    "parameter_missing",
+                    saved=False,
+                )
             charge = self.charges[charge_id]
             if any(d["charge"] == charge_id and d["status"] in OPEN_DISPUTE for d in self.disputes.values()):
-                raise StripeError(400, "invalid_request_error",
-                                  f"Charge {charge_id} has been charged back; cannot issue a refund.",
-                                  "charge_disputed")
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"Charge {charge_id} has been charged back; cannot issue a refund.",
+                    "charge_disputed",
+                )
             left = charge["amount"] - charge["amount_refunded"] - charge.get("amount_lost", 0)
             amount = left if amount is None else amount
             if left <= 0:
-                raise StripeError(400, "invalid_request_error", f"Charge {charge_id} has already been refunded.",
-                                  "charge_already_refunded")
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"Charge {charge_id} has already been refunded.",
+                    "charge_already_refunded",
+                )
             if amount <= 0 or amount > left:
                 currency = self.intents[charge["payment_intent"]]["currency"]
-                raise StripeError(400, "invalid_request_error",
-                                  f"Refund amount ({amount / 100:.2f} {currency}) is greater than unrefunded amount "
-                                  f"on charge ({left / 100:.2f} {currency})", "amount_too_large", "amount")
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"Refund amount ({amount / 100:.2f} {currency}) is greater than unrefunded amount "
+                    f"on charge ({left / 100:.2f} {currency})",
+                    "amount_too_large",
+                    "amount",
+                )
             charge["amount_refunded"] += amount
             refund_id = self._new_id("re")
-            refund = {"id": refund_id, "object": "refund", "amount": amount, "balance_transaction": None,
-                      "charge": charge_id, "created": int(time.time()),
-                      "currency": self.intents[charge["payment_intent"]]["currency"],
-                      "metadata": params.get("metadata") or {}, "payment_intent": charge["payment_intent"],
-                      "reason": params.get("reason"), "receipt_number": None, "source_transfer_reversal": None,
-                      "status": self.refund_status, "transfer_reversal": None}
+            refund = {
+                "id": refund_id,
+                "object": "refund",
+                "amount": amount,
+                "balance_transaction": None,
+                "charge": charge_id,
+                "created": int(time.time()),
+                "currency": self.intents[charge["payment_intent"]]["currency"],
+                "metadata": params.get("metadata") or {},
+                "payment_intent": charge["payment_intent"],
+                "reason": params.get("reason"),
+                "receipt_number": None,
+                "source_transfer_reversal": None,
+                "status": self.refund_status,
+                "transfer_reversal": None,
+            }
             self.refunds[refund_id] = refund
             if refund["status"] == "succeeded":
                 self._emit("charge.refunded", self._charge_object(charge_id))
@@ -821,14 +1018,27 @@ class FakeStripe:
         with self._lock:
             charge = self.charges[charge_id]
             intent = self.intents[charge["payment_intent"]]
-            return {"id": charge_id, "object": "charge", "amount": charge["amount"],
-                    "amount_captured": charge["amount"], "amount_refunded": charge["amount_refunded"],
-                    "balance_transaction": None, "captured": True, "created": charge.get("created"),
-                    "currency": intent["currency"], "disputed": charge.get("disputed", False),
-                    "failure_code": None, "failure_message": None, "livemode": False,
-                    "metadata": _copy(intent["metadata"]), "paid": True, "payment_intent": intent["id"],
-                    "payment_method": intent.get("payment_method"),
-                    "refunded": charge["amount_refunded"] >= charge["amount"], "status": "succeeded"}
+            return {
+                "id": charge_id,
+                "object": "charge",
+                "amount": charge["amount"],
+                "amount_captured": charge["amount"],
+                "amount_refunded": charge["amount_refunded"],
+                "balance_transaction": None,
+                "captured": True,
+                "created": charge.get("created"),
+                "currency": intent["currency"],
+                "disputed": charge.get("disputed", False),
+                "failure_code": None,
+                "failure_message": None,
+                "livemode": False,
+                "metadata": _copy(intent["metadata"]),
+                "paid": True,
+                "payment_intent": intent["id"],
+                "payment_method": intent.get("payment_method"),
+                "refunded": charge["amount_refunded"] >= charge["amount"],
+                "status": "succeeded",
+            }
 
     # -- coupons -------------------------------------------------------------------------------------
     def _create_coupon(self, params: dict) -> dict:
@@ -854,17 +1064,30 @@ class FakeStripe:
         if max_redemptions is not None and max_redemptions < 1:
             raise _invalid("max_redemptions", "This value must be greater than or equal to 1.")
         with self._lock:
-            coupon_id = params.get("id") or "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789")
-                                                     for _ in range(8))
+            coupon_id = params.get("id") or "".join(
+                secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8)
+            )
             if coupon_id in self.coupons:
-                raise StripeError(400, "invalid_request_error", "Coupon already exists.", "resource_already_exists",
-                                  "id")
-            coupon = {"id": coupon_id, "object": "coupon", "amount_off": amount_off, "created": int(time.time()),
-                      "currency": currency, "duration": duration,
-                      "duration_in_months": _int(params, "duration_in_months", required=False), "livemode": False,
-                      "max_redemptions": max_redemptions, "metadata": params.get("metadata") or {},
-                      "name": params.get("name"), "percent_off": percent_off, "redeem_by": None,
-                      "times_redeemed": 0, "valid": True}
+                raise StripeError(
+                    400, "invalid_request_error", "Coupon already exists.", "resource_already_exists", "id"
+                )
+            coupon = {
+                "id": coupon_id,
+                "object": "coupon",
+                "amount_off": amount_off,
+                "created": int(time.time()),
+                "currency": currency,
+                "duration": duration,
+                "duration_in_months": _int(params, "duration_in_months", required=False),
+                "livemode": False,
+                "max_redemptions": max_redemptions,
+                "metadata": params.get("metadata") or {},
+                "name": params.get("name"),
+                "percent_off": percent_off,
+                "redeem_by": None,
+                "times_redeemed": 0,
+                "valid": True,
+            }
             self.coupons[coupon_id] = coupon
             return _copy(coupon)
 
@@ -892,39 +1115,71 @@ class FakeStripe:
         if expires_at is None:
             expires_at = now + MAX_SESSION_SECONDS
         elif expires_at - now < MIN_SESSION_SECONDS:
-            raise _invalid("expires_at", "The `expires_at` timestamp must be at least 30 minutes from Checkout "
-                                         "Session creation.")
+            raise _invalid(
+                "expires_at", "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation."
+            )
         elif expires_at - now > MAX_SESSION_SECONDS:
-            raise _invalid("expires_at", "The `expires_at` timestamp must be less than 24 hours from Checkout "
-                                         "Session creation.")
+            raise _invalid(
+                "expires_at", "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation."
+            )
         self._spread_discount(items, discount)
         with self._lock:
             session_id = self._new_id("cs_test")
             session = {
-                "id": session_id, "object": "checkout.session", "adaptive_pricing": {"enabled": False},
-                "after_expiration": None, "allow_promotion_codes": None, "amount_subtotal": subtotal,
-                "amount_total": total, "automatic_tax": {"enabled": False, "liability": None, "provider": None,
-                                                         "status": None},
-                "billing_address_collection": None, "cancel_url": params.get("cancel_url"),
-                "client_reference_id": params.get("client_reference_id"), "client_secret": None,
-                "collected_information": None, "consent": None, "consent_collection": None, "created": now,
-                "currency": currency, "customer": None, "customer_creation": "if_required",
-                "customer_details": None, "customer_email": params.get("customer_email"),
+                "id": session_id,
+                "object": "checkout.session",
+                "adaptive_pricing": {"enabled": False},
+                "after_expiration": None,
+                "allow_promotion_codes": None,
+                "amount_subtotal": subtotal,
+                "amount_total": total,
+                "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+                "billing_address_collection": None,
+                "cancel_url": params.get("cancel_url"),
+                "client_reference_id": params.get("client_reference_id"),
+                "client_secret": None,
+                "collected_information": None,
+                "consent": None,
+                "consent_collection": None,
+                "created": now,
+                "currency": currency,
+                "customer": None,
+                "customer_creation": "if_required",
+                "customer_details": None,
+                "customer_email": params.get("customer_email"),
                 "discounts": [{"coupon": coupon["id"], "promotion_code": None}] if coupon else [],
-                "expires_at": expires_at, "invoice": None, "livemode": False, "locale": params.get("locale"),
-                "metadata": params.get("metadata") or {}, "mode": mode, "payment_intent": None,
-                "payment_link": None, "payment_method_collection": "if_required",
+                "expires_at": expires_at,
+                "invoice": None,
+                "livemode": False,
+                "locale": params.get("locale"),
+                "metadata": params.get("metadata") or {},
+                "mode": mode,
+                "payment_intent": None,
+                "payment_link": None,
+                "payment_method_collection": "if_required",
                 "payment_method_types": params.get("payment_method_types") or ["card"],
-                "payment_status": "unpaid", "recovered_from": None, "setup_intent": None,
+                "payment_status": "unpaid",
+                "recovered_from": None,
+                "setup_intent": None,
                 "shipping_address_collection": params.get("shipping_address_collection"),
-                "shipping_cost": {"amount_subtotal": shipping, "amount_tax": 0, "amount_total": shipping,
-                                  "shipping_rate": rates[0]["id"]} if rates else None,
-                "shipping_options": [{"shipping_amount": r["fixed_amount"]["amount"], "shipping_rate": r["id"]}
-                                     for r in rates],
-                "status": "open", "submit_type": params.get("submit_type"), "subscription": None,
+                "shipping_cost": {
+                    "amount_subtotal": shipping,
+                    "amount_tax": 0,
+                    "amount_total": shipping,
+                    "shipping_rate": rates[0]["id"],
+                }
+                if rates
+                else None,
+                "shipping_options": [
+                    {"shipping_amount": r["fixed_amount"]["amount"], "shipping_rate": r["id"]} for r in rates
+                ],
+                "status": "open",
+                "submit_type": params.get("submit_type"),
+                "subscription": None,
                 "success_url": params.get("success_url"),
                 "total_details": {"amount_discount": discount, "amount_shipping": shipping, "amount_tax": 0},
-                "ui_mode": ui_mode, "url": f"{self.url}/c/pay/{session_id}",
+                "ui_mode": ui_mode,
+                "url": f"{self.url}/c/pay/{session_id}",
             }
             self.sessions[session_id] = session
             self._line_items[session_id] = items
@@ -943,8 +1198,14 @@ class FakeStripe:
             if not isinstance(raw, dict):
                 raise _invalid(p, f"Invalid object: {p}")
             if raw.get("price"):
-                raise StripeError(400, "invalid_request_error", f"No such price: '{raw['price']}'",
-                                  "resource_missing", f"{p}[price]", saved=False)
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    f"No such price: '{raw['price']}'",
+                    "resource_missing",
+                    f"{p}[price]",
+                    saved=False,
+                )
             data = raw.get("price_data")
             if not isinstance(data, dict):
                 raise _invalid(p, f"You must specify either `price` or `price_data` in {p}.", "parameter_missing")
@@ -961,13 +1222,36 @@ class FakeStripe:
             quantity = _int(raw, "quantity", required=True, param=f"{p}[quantity]")
             if quantity < 1:
                 raise _invalid(f"{p}[quantity]", "This value must be greater than or equal to 1.")
-            price = {"id": self._new_id("price"), "object": "price", "active": False, "billing_scheme": "per_unit",
-                     "created": int(time.time()), "currency": item_currency, "livemode": False, "metadata": {},
-                     "product": self._new_id("prod"), "recurring": None, "tax_behavior": "unspecified",
-                     "type": "one_time", "unit_amount": unit, "unit_amount_decimal": str(unit)}
-            items.append({"id": self._new_id("li"), "object": "item", "amount_discount": 0,
-                          "amount_subtotal": unit * quantity, "amount_tax": 0, "amount_total": unit * quantity,
-                          "currency": item_currency, "description": name, "price": price, "quantity": quantity})
+            price = {
+                "id": self._new_id("price"),
+                "object": "price",
+                "active": False,
+                "billing_scheme": "per_unit",
+                "created": int(time.time()),
+                "currency": item_currency,
+                "livemode": False,
+                "metadata": {},
+                "product": self._new_id("prod"),
+                "recurring": None,
+                "tax_behavior": "unspecified",
+                "type": "one_time",
+                "unit_amount": unit,
+                "unit_amount_decimal": str(unit),
+            }
+            items.append(
+                {
+                    "id": self._new_id("li"),
+                    "object": "item",
+                    "amount_discount": 0,
+                    "amount_subtotal": unit * quantity,
+                    "amount_tax": 0,
+                    "amount_total": unit * quantity,
+                    "currency": item_currency,
+                    "description": name,
+                    "price": price,
+                    "quantity": quantity,
+                }
+            )
         return currency, items
 
     def _session_discount(self, params: dict, currency: str, subtotal: int) -> tuple[dict | None, int]:
@@ -982,15 +1266,24 @@ class FakeStripe:
             raise _missing("discounts[0][coupon]")
         coupon = self.coupons.get(coupon_id)
         if coupon is None:
-            raise StripeError(400, "invalid_request_error", f"No such coupon: '{coupon_id}'", "resource_missing",
-                              "discounts[0][coupon]", saved=False)
+            raise StripeError(
+                400,
+                "invalid_request_error",
+                f"No such coupon: '{coupon_id}'",
+                "resource_missing",
+                "discounts[0][coupon]",
+                saved=False,
+            )
         if not coupon["valid"]:
-            raise _invalid("discounts[0][coupon]", f"Coupon {coupon_id} is used up and cannot be applied.",
-                           "coupon_expired")
+            raise _invalid(
+                "discounts[0][coupon]", f"Coupon {coupon_id} is used up and cannot be applied.", "coupon_expired"
+            )
         if coupon["amount_off"] is not None:
             if coupon["currency"] != currency:
-                raise _invalid("discounts[0][coupon]", f"The coupon's currency ({coupon['currency']}) does not "
-                                                       f"match the Checkout Session's ({currency}).")
+                raise _invalid(
+                    "discounts[0][coupon]",
+                    f"The coupon's currency ({coupon['currency']}) does not match the Checkout Session's ({currency}).",
+                )
             return coupon, min(coupon["amount_off"], subtotal)
         off = (Decimal(subtotal) * Decimal(str(coupon["percent_off"])) / 100).quantize(Decimal(1), ROUND_HALF_UP)
         return coupon, min(int(off), subtotal)
@@ -1005,9 +1298,14 @@ class FakeStripe:
             if option.get("shipping_rate"):
                 rate = self.shipping_rates.get(option["shipping_rate"])
                 if rate is None:
-                    raise StripeError(400, "invalid_request_error",
-                                      f"No such shipping rate: '{option['shipping_rate']}'", "resource_missing",
-                                      f"{p}[shipping_rate]", saved=False)
+                    raise StripeError(
+                        400,
+                        "invalid_request_error",
+                        f"No such shipping rate: '{option['shipping_rate']}'",
+                        "resource_missing",
+                        f"{p}[shipping_rate]",
+                        saved=False,
+                    )
                 rates.append(rate)
                 continue
             data = option.get("shipping_rate_data")
@@ -1023,13 +1321,24 @@ class FakeStripe:
             if not rate_currency:
                 raise _missing(f"{p}[shipping_rate_data][fixed_amount][currency]")
             if rate_currency != currency:
-                raise _invalid(f"{p}[shipping_rate_data][fixed_amount][currency]",
-                               "The shipping rate's currency must match the line items' currency.")
-            rate = {"id": self._new_id("shr"), "object": "shipping_rate", "active": True,
-                    "created": int(time.time()), "delivery_estimate": None, "display_name": data["display_name"],
-                    "fixed_amount": {"amount": amount, "currency": rate_currency}, "livemode": False,
-                    "metadata": data.get("metadata") or {}, "tax_behavior": "unspecified", "tax_code": None,
-                    "type": "fixed_amount"}
+                raise _invalid(
+                    f"{p}[shipping_rate_data][fixed_amount][currency]",
+                    "The shipping rate's currency must match the line items' currency.",
+                )
+            rate = {
+                "id": self._new_id("shr"),
+                "object": "shipping_rate",
+                "active": True,
+                "created": int(time.time()),
+                "delivery_estimate": None,
+                "display_name": data["display_name"],
+                "fixed_amount": {"amount": amount, "currency": rate_currency},
+                "livemode": False,
+                "metadata": data.get("metadata") or {},
+                "tax_behavior": "unspecified",
+                "tax_code": None,
+                "type": "fixed_amount",
+            }
             self.shipping_rates[rate["id"]] = rate
             rates.append(rate)
         return rates
@@ -1048,8 +1357,9 @@ class FakeStripe:
     def _session_answer(self, session: dict, params: dict) -> dict:
         answer = _copy(session)
         if "line_items" in (params.get("expand") or []):
-            answer["line_items"] = _list(_copy(self._line_items[session["id"]]),
-                                         f"/v1/checkout/sessions/{session['id']}/line_items")
+            answer["line_items"] = _list(
+                _copy(self._line_items[session["id"]]), f"/v1/checkout/sessions/{session['id']}/line_items"
+            )
         return answer
 
     def _session(self, session_id: str) -> dict:
@@ -1088,8 +1398,9 @@ class FakeStripe:
         with self._lock:
             session = self._session(session_id)
             if session["status"] != "open":
-                raise StripeError(400, "invalid_request_error",
-                                  "Only Checkout Sessions with a status of `open` can be expired.")
+                raise StripeError(
+                    400, "invalid_request_error", "Only Checkout Sessions with a status of `open` can be expired."
+                )
             self._expire_locked(session)
             return _copy(session)
 
@@ -1099,8 +1410,14 @@ class FakeStripe:
         with self._lock:
             session = self.sessions.get(session_id)
             if session is None:
-                return self._send_page(handler, 404, self._html("Payment page not found", "<h1>Payment page not "
-                                                                "found</h1><p>This link is not a payment page.</p>"))
+                return self._send_page(
+                    handler,
+                    404,
+                    self._html(
+                        "Payment page not found",
+                        "<h1>Payment page not found</h1><p>This link is not a payment page.</p>",
+                    ),
+                )
             self._lazy_expire(session)
             if session["status"] != "open":
                 return self._send_page(handler, 200, self._closed_page(session))
@@ -1113,8 +1430,9 @@ class FakeStripe:
                 return self._send_page(handler, 200, self._auth_page(session))
             redirect = self._pay(session, outcome)
             if redirect is None:
-                return self._send_page(handler, 200,
-                                       self._pay_page(session, "Your card was declined. Try another card."))
+                return self._send_page(
+                    handler, 200, self._pay_page(session, "Your card was declined. Try another card.")
+                )
         handler.send_response(303)
         handler.send_header("Location", redirect)
         handler.send_header("Content-Length", "0")
@@ -1132,9 +1450,18 @@ class FakeStripe:
             self._decline_locked(intent)
             self._emit("payment_intent.payment_failed", intent)
             return None
-        completed = {"status": "complete", "url": None,
-                     "customer_details": {"address": None, "email": session["customer_email"], "name": None,
-                                          "phone": None, "tax_exempt": "none", "tax_ids": []}}
+        completed = {
+            "status": "complete",
+            "url": None,
+            "customer_details": {
+                "address": None,
+                "email": session["customer_email"],
+                "name": None,
+                "phone": None,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            },
+        }
         if intent is None:  # nothing to pay (a 100% coupon): Stripe makes no PaymentIntent
             session.update(completed, payment_status="no_payment_required")
             self._redeem(session)
@@ -1148,8 +1475,12 @@ class FakeStripe:
             self._emit("charge.succeeded", self._charge_object(charge_id))
             self._emit("checkout.session.completed", session)
         else:  # bank_ok / bank_fail: submitted now, the bank answers at settle_bank()
-            intent.update(status="processing", payment_method=self._new_id("pm"), last_payment_error=None,
-                          payment_method_types=["us_bank_account"])
+            intent.update(
+                status="processing",
+                payment_method=self._new_id("pm"),
+                last_payment_error=None,
+                payment_method_types=["us_bank_account"],
+            )
             session.update(completed, payment_status="unpaid")
             self._bank_outcome[session_id] = outcome
             self._redeem(session)
@@ -1161,9 +1492,14 @@ class FakeStripe:
         2022-08-01) with payment_intent_data's metadata, and reused by the next attempts."""
         if session["payment_intent"] is None:
             data = self._intent_data.get(session["id"]) or {}
-            created = self._create_intent({"amount": str(session["amount_total"]), "currency": session["currency"],
-                                           "description": data.get("description"),
-                                           "metadata": data.get("metadata") or {}})
+            created = self._create_intent(
+                {
+                    "amount": str(session["amount_total"]),
+                    "currency": session["currency"],
+                    "description": data.get("description"),
+                    "metadata": data.get("metadata") or {},
+                }
+            )
             session["payment_intent"] = created["id"]
         return self.intents[session["payment_intent"]]
 
@@ -1238,51 +1574,65 @@ a {{ color: #3a33b8; }}
         rows = "".join(
             f'<tr><td>{html.escape(item["description"])}</td><td class="num">{item["quantity"]}</td>'
             f'<td class="num">{money(item["amount_subtotal"], cur)}</td></tr>'
-            for item in self._line_items.get(session["id"], []))
+            for item in self._line_items.get(session["id"], [])
+        )
         totals = [("Subtotal", money(session["amount_subtotal"], cur))]
         if session["total_details"]["amount_discount"]:
             totals.append(("Discount", "−" + money(session["total_details"]["amount_discount"], cur)))
         if session["shipping_cost"]:
             rate = self.shipping_rates.get(session["shipping_cost"]["shipping_rate"]) or {}
-            label = f'Shipping ({rate["display_name"]})' if rate.get("display_name") else "Shipping"
+            label = f"Shipping ({rate['display_name']})" if rate.get("display_name") else "Shipping"
             totals.append((label, money(session["shipping_cost"]["amount_total"], cur)))
         totals.append(("Total", money(session["amount_total"], cur)))
-        foot = "".join(f'<tr><th scope="row" colspan="2">{html.escape(label)}</th><td class="num">{value}</td></tr>'
-                       for label, value in totals)
-        email = (f'<p>Receipt to <strong>{html.escape(session["customer_email"])}</strong></p>'
-                 if session.get("customer_email") else "")
-        return (f'<table><caption>Your order</caption><thead><tr><th scope="col">Item</th>'
-                f'<th scope="col" class="num">Qty</th><th scope="col" class="num">Amount</th></tr></thead>'
-                f'<tbody>{rows}</tbody><tfoot>{foot}</tfoot></table>{email}')
+        foot = "".join(
+            f'<tr><th scope="row" colspan="2">{html.escape(label)}</th><td class="num">{value}</td></tr>'
+            for label, value in totals
+        )
+        email = (
+            f"<p>Receipt to <strong>{html.escape(session['customer_email'])}</strong></p>"
+            if session.get("customer_email")
+            else ""
+        )
+        return (
+            f'<table><caption>Your order</caption><thead><tr><th scope="col">Item</th>'
+            f'<th scope="col" class="num">Qty</th><th scope="col" class="num">Amount</th></tr></thead>'
+            f"<tbody>{rows}</tbody><tfoot>{foot}</tfoot></table>{email}"
+        )
 
     def _button(self, session: dict, outcome: str, label: str, other: bool = False) -> str:
         css = ' class="other"' if other else ""
-        return (f'<form method="post" action="/c/pay/{html.escape(session["id"])}">'
-                f'<input type="hidden" name="outcome" value="{outcome}">'
-                f'<button type="submit"{css}>{html.escape(label)}</button></form>')
+        return (
+            f'<form method="post" action="/c/pay/{html.escape(session["id"])}">'
+            f'<input type="hidden" name="outcome" value="{outcome}">'
+            f'<button type="submit"{css}>{html.escape(label)}</button></form>'
+        )
 
     def _pay_page(self, session: dict, error: str | None = None) -> str:
         heading = f"Pay {self._shop_name()}"
         alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-        body = (f'{self._back(session)}<h1>{html.escape(heading)}</h1>{alert}'
-                f'<p class="due">{money(session["amount_total"], session["currency"])}</p>{self._summary(session)}'
-                f'<h2>Card</h2>'
-                f'{self._button(session, "approve", "Pay")}'
-                f'{self._button(session, "decline", "Pay (card declined)", other=True)}'
-                f'{self._button(session, "3ds", "Pay with 3-D Secure", other=True)}'
-                f'<h2>Bank transfer</h2>'
-                f'{self._button(session, "bank_ok", "Pay by bank (succeeds later)", other=True)}'
-                f'{self._button(session, "bank_fail", "Pay by bank (fails later)", other=True)}'
-                f'<p class="note">A local test payment page: nothing is charged.</p>')
+        body = (
+            f"{self._back(session)}<h1>{html.escape(heading)}</h1>{alert}"
+            f'<p class="due">{money(session["amount_total"], session["currency"])}</p>{self._summary(session)}'
+            f"<h2>Card</h2>"
+            f"{self._button(session, 'approve', 'Pay')}"
+            f"{self._button(session, 'decline', 'Pay (card declined)', other=True)}"
+            f"{self._button(session, '3ds', 'Pay with 3-D Secure', other=True)}"
+            f"<h2>Bank transfer</h2>"
+            f"{self._button(session, 'bank_ok', 'Pay by bank (succeeds later)', other=True)}"
+            f"{self._button(session, 'bank_fail', 'Pay by bank (fails later)', other=True)}"
+            f'<p class="note">A local test payment page: nothing is charged.</p>'
+        )
         return self._html(heading, body)
 
     def _auth_page(self, session: dict) -> str:
         amount = money(session["amount_total"], session["currency"])
-        body = (f'<h1>Complete authentication</h1>'
-                f'<p>Your bank asks you to confirm the payment of <strong>{amount}</strong> to '
-                f'{html.escape(self._shop_name())}.</p>'
-                f'{self._button(session, "3ds_complete", "Complete")}'
-                f'{self._button(session, "3ds_fail", "Fail", other=True)}')
+        body = (
+            f"<h1>Complete authentication</h1>"
+            f"<p>Your bank asks you to confirm the payment of <strong>{amount}</strong> to "
+            f"{html.escape(self._shop_name())}.</p>"
+            f"{self._button(session, '3ds_complete', 'Complete')}"
+            f"{self._button(session, '3ds_fail', 'Fail', other=True)}"
+        )
         return self._html("Complete authentication", body)
 
     def _closed_page(self, session: dict) -> str:

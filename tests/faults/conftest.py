@@ -1,4 +1,5 @@
 """The servers the drills of a module share."""
+
 from __future__ import annotations
 
 import os

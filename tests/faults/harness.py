@@ -5,6 +5,7 @@ Nothing of the shop is imported into this process except `shop.devstack` (to sta
 servers): the shop runs as it does in production (gunicorn, `worker.py`, `python -m shop.schedule`)
 and is observed from outside, over HTTP, SQL, Redis and its mail directory, as an operator would.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ import requests
 from shop.devstack import ROOT, Stack, _pick_port
 
 TAKEN = ("confirmed", "processing", "shipped", "delivered", "returned", "refunded")  # stock left the shelf
-ADDRESS = {"name": "Fault Shopper", "line1": "1 Crash Street", "city": "Springfield", "postal_code": "12345",
-           "country": "US"}
+ADDRESS = {
+    "name": "Fault Shopper",
+    "line1": "1 Crash Street",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "US",
+}
 POOL_SKUS = 10  # variants the shoppers buy, each stocked with POOL_STOCK units
 POOL_STOCK = 400
 SEARCH_WORDS = ["shirt", "jacket", "shoe", "bag", "hat", "blue", "cotton", "sale"]
@@ -90,8 +96,9 @@ class Servers:
 
     def __init__(self, var: Path):
         self.var = Path(var)
-        self.stack = Stack(self.var / "stack", ports={"postgres": 0, "redis": 0, "typesense": 0},
-                           durable=True, quiet=True)
+        self.stack = Stack(
+            self.var / "stack", ports={"postgres": 0, "redis": 0, "typesense": 0}, durable=True, quiet=True
+        )
         self.urls: dict[str, str] = {}
         self.ports: dict[str, int] = {}
         self.skus: list[str] = []
@@ -101,19 +108,27 @@ class Servers:
     def start(self) -> None:
         self.var.mkdir(parents=True, exist_ok=True)
         self.urls = _hidden_suite_servers(self.stack.start)
-        self.ports = {"postgres": _port(self.urls["DATABASE_URL"]), "redis": _port(self.urls["REDIS_URL"]),
-                      "typesense": _port(self.urls["TYPESENSE_URL"])}
+        self.ports = {
+            "postgres": _port(self.urls["DATABASE_URL"]),
+            "redis": _port(self.urls["REDIS_URL"]),
+            "typesense": _port(self.urls["TYPESENSE_URL"]),
+        }
         self.stack.ports.update(self.ports)  # a restarted server comes back where its clients look
         self.admin_sql(f'CREATE DATABASE "{self.TEMPLATE}"')
-        env = shop_env({**self.urls, "DATABASE_URL": _with_database(self.urls["DATABASE_URL"], self.TEMPLATE)},
-                       self.var, "http://127.0.0.1:1")
+        env = shop_env(
+            {**self.urls, "DATABASE_URL": _with_database(self.urls["DATABASE_URL"], self.TEMPLATE)},
+            self.var,
+            "http://127.0.0.1:1",
+        )
         run_flask(env, "db", "upgrade")
         run_flask(env, "seed", "demo", "--products", "20")
         self.skus, self.initial_stock = _stock_pool(env["DATABASE_URL"])
         # The seed's search jobs: each drill's `flask search reindex` does their work.
         with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
-            conn.execute("UPDATE outbox_job SET dispatched_at = now(), done_at = now() WHERE done_at IS NULL "
-                         "AND queue = 'search'")
+            conn.execute(
+                "UPDATE outbox_job SET dispatched_at = now(), done_at = now() WHERE done_at IS NULL "
+                "AND queue = 'search'"
+            )
 
     def ensure_up(self) -> None:
         """Start again a server a previous drill left down (its drill failed before restarting it)."""
@@ -144,13 +159,27 @@ class Servers:
 def shop_env(urls: dict, var: Path, base: str, **extra: str) -> dict[str, str]:
     """The environment the shop's processes run in: this one without the suite's own settings, plus the
     stack's URLs and production-like settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STRIPE_", "SENDGRID_", "SMTP_", "TEST_", "RATE_", "HOLD_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE_", "SENDGRID_", "SMTP_", "TEST_", "RATE_", "HOLD_"))
+    }
     env.update(urls)
-    env.update({"SHOP_ENV": "development", "SECRET_KEY": secrets.token_hex(32), "PAYMENT_PROVIDER": "test",
-                "ABUSE_LIMITS": "off", "PUBLIC_BASE_URL": base, "MAIL_BACKEND": "file",
-                "MAIL_DIR": str(var / "mail"), "SHOP_VAR_DIR": str(var / "var"), "PYTHONUNBUFFERED": "1",
-                "FLASK_APP": "wsgi", **extra})
+    env.update(
+        {
+            "SHOP_ENV": "development",
+            "SECRET_KEY": secrets.token_hex(32),
+            "PAYMENT_PROVIDER": "test",
+            "ABUSE_LIMITS": "off",
+            "PUBLIC_BASE_URL": base,
+            "MAIL_BACKEND": "file",
+            "MAIL_DIR": str(var / "mail"),
+            "SHOP_VAR_DIR": str(var / "var"),
+            "PYTHONUNBUFFERED": "1",
+            "FLASK_APP": "wsgi",
+            **extra,
+        }
+    )
     return env
 
 
@@ -168,10 +197,14 @@ def run_flask(env: dict, *argv: str, wait: bool = True):
 def _stock_pool(database_url: str) -> tuple[list[str], dict[int, int]]:
     """Give a few variants plenty of stock, so checkouts are mostly accepted (the seed's counts are small)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT v.id, v.sku FROM variant v JOIN product p ON p.id = v.product_id "
-                            "WHERE p.status = 'active' ORDER BY v.id LIMIT %s", (POOL_SKUS,)).fetchall()
-        conn.execute("UPDATE variant SET on_hand = %s, reserved = 0 WHERE id = ANY(%s)",
-                     (POOL_STOCK, [r[0] for r in rows]))
+        rows = conn.execute(
+            "SELECT v.id, v.sku FROM variant v JOIN product p ON p.id = v.product_id "
+            "WHERE p.status = 'active' ORDER BY v.id LIMIT %s",
+            (POOL_SKUS,),
+        ).fetchall()
+        conn.execute(
+            "UPDATE variant SET on_hand = %s, reserved = 0 WHERE id = ANY(%s)", (POOL_STOCK, [r[0] for r in rows])
+        )
     return [sku for _, sku in rows], {vid: POOL_STOCK for vid, _ in rows}
 
 
@@ -179,8 +212,15 @@ class ShopUnderTest:
     """A shop's processes on a stack's servers, with ways to kill and restart each of them. The servers
     are `servers` (shared with other drills) or, without them, a private stack started and stopped here."""
 
-    def __init__(self, var: Path, hold_seconds: int, servers: Servers | None = None, *, consumers: int = 1,
-                 env: dict | None = None):
+    def __init__(
+        self,
+        var: Path,
+        hold_seconds: int,
+        servers: Servers | None = None,
+        *,
+        consumers: int = 1,
+        env: dict | None = None,
+    ):
         self.var = Path(var)
         self.consumers = consumers  # `worker.py events` processes (each runs every consumer group)
         self.extra_env = dict(env or {})
@@ -210,8 +250,7 @@ class ShopUnderTest:
         self.web_port = _pick_port(0)
         self.base = f"http://127.0.0.1:{self.web_port}"
         urls = {**self.servers.urls, "DATABASE_URL": self.servers.new_database()}
-        self.env = shop_env(urls, self.var, self.base, RESERVATION_TTL_SECONDS=str(self.hold_seconds),
-                            **self.extra_env)
+        self.env = shop_env(urls, self.var, self.base, RESERVATION_TTL_SECONDS=str(self.hold_seconds), **self.extra_env)
         self.redis().flushall()  # the last drill's jobs, heartbeats and locks
         reindex = run_flask(self.env, "search", "reindex", wait=False)  # while the processes start
         self.start_web()
@@ -243,9 +282,29 @@ class ShopUnderTest:
         return proc
 
     def start_web(self) -> None:
-        self.spawn("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.web_port}",
-                           "--workers", "2", "--worker-class", "gthread", "--threads", "4",
-                           "--graceful-timeout", "5", "--timeout", "60", "--log-level", "warning"])
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "wsgi:app",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--graceful-timeout",
+                "5",
+                "--timeout",
+                "60",
+                "--log-level",
+                "warning",
+            ],
+        )
 
     def start_worker(self) -> None:
         """A worker per queue, as `make run` starts them (mail never waits behind search work)."""
@@ -382,8 +441,9 @@ class Shoppers:
         resp = None
         for attempt in range(self.attempts):
             try:
-                resp = session.request(method, url if url.startswith("http") else self.base + url, timeout=30,
-                                       allow_redirects=False, **kw)
+                resp = session.request(
+                    method, url if url.startswith("http") else self.base + url, timeout=30, allow_redirects=False, **kw
+                )
             except requests.RequestException as exc:
                 self._note(what, type(exc).__name__)
                 resp = None
@@ -416,29 +476,58 @@ class Shoppers:
         cart = resp.json()
         headers = {"X-Cart-Token": cart["token"]}
         for sku in rnd.sample(self.skus, rnd.choice((1, 2))):
-            resp = self.call(s, "add", "POST", f"/api/v1/carts/{cart['id']}/items", headers=headers,
-                             json={"sku": sku, "quantity": rnd.choice((1, 1, 2))})
+            resp = self.call(
+                s,
+                "add",
+                "POST",
+                f"/api/v1/carts/{cart['id']}/items",
+                headers=headers,
+                json={"sku": sku, "quantity": rnd.choice((1, 1, 2))},
+            )
             if resp is None or resp.status_code != 201:
                 return
-        body = {"cart_id": cart["id"], "email": f"shopper{rnd.randrange(10**6)}@example.com",
-                "shipping_address": ADDRESS}
-        record = {"key": str(uuid.uuid4()), "cart_id": cart["id"], "cart_token": cart["token"], "body": body,
-                  "status": None, "code": None, "order_id": None, "decision": None, "paid": False,
-                  "cancelled": False}
+        body = {
+            "cart_id": cart["id"],
+            "email": f"shopper{rnd.randrange(10**6)}@example.com",
+            "shipping_address": ADDRESS,
+        }
+        record = {
+            "key": str(uuid.uuid4()),
+            "cart_id": cart["id"],
+            "cart_token": cart["token"],
+            "body": body,
+            "status": None,
+            "code": None,
+            "order_id": None,
+            "decision": None,
+            "paid": False,
+            "cancelled": False,
+        }
         with self.lock:
             self.checkouts.append(record)
         if self.armed.is_set():
             self.checkout_sent.set()
-        resp = self.call(s, "checkout", "POST", "/api/v1/checkout", json=body,
-                         headers={**headers, "Idempotency-Key": record["key"]}, retry_on=(409,))
+        resp = self.call(
+            s,
+            "checkout",
+            "POST",
+            "/api/v1/checkout",
+            json=body,
+            headers={**headers, "Idempotency-Key": record["key"]},
+            retry_on=(409,),
+        )
         if resp is None:
             return
         record["status"], record["code"] = resp.status_code, _code(resp)
         if resp.status_code != 201:
             return
         placed = resp.json()
-        record.update(order_id=placed["order"]["id"], number=placed["order"]["number"],
-                      access_token=placed["order"].get("access_token"), payment_id=placed["payment"]["id"])
+        record.update(
+            order_id=placed["order"]["id"],
+            number=placed["order"]["number"],
+            access_token=placed["order"].get("access_token"),
+            payment_id=placed["payment"]["id"],
+        )
         record["decision"] = "approve" if rnd.random() < 0.9 else "decline"
         record["paid"] = self.pay(s, placed["payment"]["redirect_url"], record["decision"])
         if record["paid"] and record["decision"] == "approve" and rnd.random() < 0.15:
@@ -465,8 +554,9 @@ class Shoppers:
         while time.monotonic() < deadline:
             resp = self.call(s, "order", "GET", f"/api/v1/orders/{record['order_id']}", headers=headers)
             if resp is not None and resp.status_code == 200 and resp.json()["status"] == "confirmed":
-                done = self.call(s, "cancel", "POST", f"/api/v1/orders/{record['order_id']}/cancel",
-                                 headers=headers, json={})
+                done = self.call(
+                    s, "cancel", "POST", f"/api/v1/orders/{record['order_id']}/cancel", headers=headers, json={}
+                )
                 return done is not None and done.status_code == 200
             time.sleep(0.5)
         return False
@@ -477,14 +567,20 @@ class Shoppers:
 
     def server_errors(self, allowed=(503,)) -> Counter:
         """(what, status, code) of every 5xx other than `allowed`, counted."""
-        return Counter((what, status, code) for _, what, status, code, _ in self.answers
-                       if isinstance(status, int) and status >= 500 and status not in allowed)
+        return Counter(
+            (what, status, code)
+            for _, what, status, code, _ in self.answers
+            if isinstance(status, int) and status >= 500 and status not in allowed
+        )
 
     def unhelpful_503s(self) -> Counter:
         """(what, code, Retry-After) of 503s without Retry-After, or from the API without an error code."""
         pages = ("pay-page", "pay")  # HTML: no JSON error body expected
-        return Counter((what, code, retry_after) for _, what, status, code, retry_after in self.answers
-                       if status == 503 and (not retry_after or (code is None and what not in pages)))
+        return Counter(
+            (what, code, retry_after)
+            for _, what, status, code, retry_after in self.answers
+            if status == 503 and (not retry_after or (code is None and what not in pages))
+        )
 
 
 def _code(resp) -> str | None:
@@ -543,16 +639,21 @@ def backlog(shop: ShopUnderTest) -> dict:
     try:
         conn = shop.redis()
         for q in Queue.all(connection=conn):
-            for what, n in (("queued", q.count), ("started", StartedJobRegistry(queue=q).count),
-                            ("scheduled", ScheduledJobRegistry(queue=q).count),
-                            ("deferred", DeferredJobRegistry(queue=q).count)):
+            for what, n in (
+                ("queued", q.count),
+                ("started", StartedJobRegistry(queue=q).count),
+                ("scheduled", ScheduledJobRegistry(queue=q).count),
+                ("deferred", DeferredJobRegistry(queue=q).count),
+            ):
                 if n:
                     left[f"{q.name}.{what}"] = n
     except Exception as exc:  # noqa: BLE001
         left["redis"] = repr(exc)
     try:
-        [(live,)] = shop.sql("SELECT count(DISTINCT o.id) FROM \"order\" o JOIN reservation r ON r.order_id = o.id "
-                             "WHERE o.status = 'pending' AND r.status = 'active' AND r.expires_at > now()")
+        [(live,)] = shop.sql(
+            'SELECT count(DISTINCT o.id) FROM "order" o JOIN reservation r ON r.order_id = o.id '
+            "WHERE o.status = 'pending' AND r.status = 'active' AND r.expires_at > now()"
+        )
         if live:
             left["pending orders with a live hold"] = live
         left.update(outbox_backlog(shop))
@@ -588,8 +689,10 @@ def outbox_backlog(shop: ShopUnderTest) -> dict:
     if not shop.has_outbox:
         return {}
     left = {}
-    [(waiting, unfinished)] = shop.sql("SELECT count(*) FILTER (WHERE dispatched_at IS NULL), count(*) FILTER "
-                                       "(WHERE dispatched_at IS NOT NULL AND done_at IS NULL) FROM outbox_job")
+    [(waiting, unfinished)] = shop.sql(
+        "SELECT count(*) FILTER (WHERE dispatched_at IS NULL), count(*) FILTER "
+        "(WHERE dispatched_at IS NOT NULL AND done_at IS NULL) FROM outbox_job"
+    )
     if waiting:
         left["outbox not dispatched"] = waiting
     if unfinished:
@@ -639,24 +742,32 @@ def check_stock(shop: ShopUnderTest) -> list[str]:
         "SELECT v.id, v.sku, v.on_hand, v.reserved, "
         " (SELECT coalesce(sum(r.quantity), 0)::bigint FROM reservation r "
         "   WHERE r.variant_id = v.id AND r.status = 'active'),"
-        " (SELECT coalesce(sum(l.quantity), 0)::bigint FROM order_line l JOIN \"order\" o ON o.id = l.order_id "
+        ' (SELECT coalesce(sum(l.quantity), 0)::bigint FROM order_line l JOIN "order" o ON o.id = l.order_id '
         "   WHERE l.variant_id = v.id AND o.status = ANY(%s)) "
-        "FROM variant v WHERE v.id = ANY(%s) ORDER BY v.id", (list(TAKEN), list(shop.initial_stock)))
+        "FROM variant v WHERE v.id = ANY(%s) ORDER BY v.id",
+        (list(TAKEN), list(shop.initial_stock)),
+    )
     for vid, sku, on_hand, reserved, held, sold in rows:
         expected = shop.initial_stock[vid] - sold
         if on_hand != expected:
-            problems.append(f"stock: {sku} has on_hand {on_hand}, expected {expected} "
-                            f"({shop.initial_stock[vid]} initial - {sold} sold)")
+            problems.append(
+                f"stock: {sku} has on_hand {on_hand}, expected {expected} "
+                f"({shop.initial_stock[vid]} initial - {sold} sold)"
+            )
         if reserved != held:
             problems.append(f"stock: {sku} has reserved {reserved} but active holds total {held}")
-    stray = shop.sql("SELECT DISTINCT o.id, o.status FROM reservation r JOIN \"order\" o ON o.id = r.order_id "
-                     "WHERE r.status = 'active' AND o.status <> 'pending' ORDER BY o.id")
+    stray = shop.sql(
+        'SELECT DISTINCT o.id, o.status FROM reservation r JOIN "order" o ON o.id = r.order_id '
+        "WHERE r.status = 'active' AND o.status <> 'pending' ORDER BY o.id"
+    )
     _report(problems, stray, "stock: {n} orders hold stock though not pending (order, status)")
     unconsumed = shop.sql(
-        "SELECT o.id, o.status FROM \"order\" o WHERE o.status = ANY(%s) AND "
+        'SELECT o.id, o.status FROM "order" o WHERE o.status = ANY(%s) AND '
         " (SELECT coalesce(sum(quantity), 0)::bigint FROM reservation "
         "   WHERE order_id = o.id AND status = 'consumed') <> "
-        " (SELECT coalesce(sum(quantity), 0)::bigint FROM order_line WHERE order_id = o.id)", (list(TAKEN),))
+        " (SELECT coalesce(sum(quantity), 0)::bigint FROM order_line WHERE order_id = o.id)",
+        (list(TAKEN),),
+    )
     _report(problems, unconsumed, "stock: {n} paid orders whose holds were not consumed (order, status)")
     return problems
 
@@ -674,7 +785,8 @@ def check_payments(shop: ShopUnderTest, load: Shoppers) -> list[str]:
         "   WHERE r.payment_id = p.id AND r.status = 'succeeded'), "
         " (SELECT count(*) FROM refund r WHERE r.payment_id = p.id AND r.status = 'succeeded'), "
         " (SELECT count(*) FROM refund r WHERE r.payment_id = p.id AND r.status = 'pending') "
-        "FROM payment p JOIN \"order\" o ON o.id = p.order_id WHERE p.status = 'succeeded' ORDER BY p.id")
+        "FROM payment p JOIN \"order\" o ON o.id = p.order_id WHERE p.status = 'succeeded' ORDER BY p.id"
+    )
     unrefunded, doubled, pending_refunds, unconfirmed, twice = [], [], [], [], []
     for pid, oid, status, amount, refunded, confirmations, refunded_ok, refunds_ok, refunds_pending in rows:
         if refunded_ok > amount or refunds_ok > 1 or refunded > amount:
@@ -689,20 +801,34 @@ def check_payments(shop: ShopUnderTest, load: Shoppers) -> list[str]:
                 twice.append((oid, confirmations))
         else:
             unconfirmed.append((pid, oid, status))
-    _report(problems, unrefunded, "payments: {n} paid orders cancelled but not fully refunded "
-                                  "(payment, order, amount, refunded)")
-    _report(problems, doubled, "payments: {n} payments refunded more than once or beyond their amount "
-                               "(payment, amount, refunded, refunds)")
+    _report(
+        problems,
+        unrefunded,
+        "payments: {n} paid orders cancelled but not fully refunded (payment, order, amount, refunded)",
+    )
+    _report(
+        problems,
+        doubled,
+        "payments: {n} payments refunded more than once or beyond their amount (payment, amount, refunded, refunds)",
+    )
     _report(problems, pending_refunds, "payments: {n} refunds still pending (payment)")
-    _report(problems, unconfirmed, "payments: {n} succeeded payments whose order is neither confirmed nor "
-                                   "cancelled (payment, order, status)")
-    _report(problems, twice, "payments: {n} orders confirmed a number of times other than once "
-                             "(order, confirmations)")
+    _report(
+        problems,
+        unconfirmed,
+        "payments: {n} succeeded payments whose order is neither confirmed nor cancelled (payment, order, status)",
+    )
+    _report(problems, twice, "payments: {n} orders confirmed a number of times other than once (order, confirmations)")
     approved = [c["payment_id"] for c in load.checkouts if c["paid"] and c["decision"] == "approve"]
-    _report(problems, _not_in_status(shop, "payment", approved, "succeeded"),
-            f"payments: {{n}} of {len(approved)} approved payments never succeeded (payment, status)")
-    _report(problems, _not_in_status(shop, "order", [c["order_id"] for c in load.checkouts if c["cancelled"]],
-                                     "cancelled"), "orders: {n} orders cancelled with 200 are not cancelled")
+    _report(
+        problems,
+        _not_in_status(shop, "payment", approved, "succeeded"),
+        f"payments: {{n}} of {len(approved)} approved payments never succeeded (payment, status)",
+    )
+    _report(
+        problems,
+        _not_in_status(shop, "order", [c["order_id"] for c in load.checkouts if c["cancelled"]], "cancelled"),
+        "orders: {n} orders cancelled with 200 are not cancelled",
+    )
     return problems
 
 
@@ -726,8 +852,12 @@ def check_recoverable(shop: ShopUnderTest, load: Shoppers) -> list[str]:
 
     def retry(c):
         try:
-            resp = s.post(shop.base + "/api/v1/checkout", json=c["body"], timeout=30,
-                          headers={"X-Cart-Token": c["cart_token"], "Idempotency-Key": c["key"]})
+            resp = s.post(
+                shop.base + "/api/v1/checkout",
+                json=c["body"],
+                timeout=30,
+                headers={"X-Cart-Token": c["cart_token"], "Idempotency-Key": c["key"]},
+            )
         except requests.RequestException as exc:
             return type(exc).__name__, None, None
         order = resp.json().get("order", {}) if resp.status_code == 201 else {}
@@ -740,20 +870,25 @@ def check_recoverable(shop: ShopUnderTest, load: Shoppers) -> list[str]:
         if (status, order_id) != (201, c["order_id"]):
             wrong.append((c["order_id"], status, code, order_id))
     if wrong:
-        problems.append(f"recovery: {len(wrong)} of {len(answered)} orders answered 201 did not come back with "
-                        f"their key (order, status, code, order returned): {wrong[:10]}")
+        problems.append(
+            f"recovery: {len(wrong)} of {len(answered)} orders answered 201 did not come back with "
+            f"their key (order, status, code, order returned): {wrong[:10]}"
+        )
     unanswered = {c["cart_id"]: c for c in load.checkouts if c["status"] != 201}
     if unanswered:
-        placed = shop.sql("SELECT id, cart_id, status FROM \"order\" WHERE cart_id = ANY(%s) ORDER BY id",
-                          (list(unanswered),))
+        placed = shop.sql(
+            'SELECT id, cart_id, status FROM "order" WHERE cart_id = ANY(%s) ORDER BY id', (list(unanswered),)
+        )
         lost = []
         for order_id, cart_id, status in placed:
             got = retry(unanswered[cart_id])
             if got[0] != 201 or got[2] != order_id:
                 lost.append((order_id, status, unanswered[cart_id]["status"], got[:2]))
         if lost:
-            problems.append(f"recovery: {len(lost)} orders placed whose answer was lost cannot be recovered with "
-                            f"their key (order, order status, client's last answer, retry's answer): {lost[:10]}")
+            problems.append(
+                f"recovery: {len(lost)} orders placed whose answer was lost cannot be recovered with "
+                f"their key (order, order status, client's last answer, retry's answer): {lost[:10]}"
+            )
     return problems
 
 
@@ -770,10 +905,12 @@ def check_mail(shop: ShopUnderTest) -> list[str]:
     """One confirmation per order ever confirmed, none for others; one refund mail per refund."""
     problems = []
     subjects = mail_subjects(shop)
-    orders = shop.sql("SELECT o.number, "
-                      " EXISTS (SELECT 1 FROM order_event e WHERE e.order_id = o.id AND e.to_status = 'confirmed'), "
-                      " (SELECT count(*) FROM refund r JOIN payment p ON p.id = r.payment_id "
-                      "   WHERE p.order_id = o.id AND r.status = 'succeeded') FROM \"order\" o")
+    orders = shop.sql(
+        "SELECT o.number, "
+        " EXISTS (SELECT 1 FROM order_event e WHERE e.order_id = o.id AND e.to_status = 'confirmed'), "
+        " (SELECT count(*) FROM refund r JOIN payment p ON p.id = r.payment_id "
+        "   WHERE p.order_id = o.id AND r.status = 'succeeded') FROM \"order\" o"
+    )
     missing, doubled, stray, refund_off = [], [], [], []
     for number, confirmed, refunds in orders:
         n = subjects.get(f"Order {number} is confirmed", 0)
@@ -791,19 +928,30 @@ def check_mail(shop: ShopUnderTest) -> list[str]:
     _report(problems, doubled, "mail: {n} orders got their confirmation more than once (order, mails)")
     _report(problems, stray, "mail: {n} orders never confirmed got a confirmation mail")
     _report(problems, refund_off, "mail: {n} orders' refund mails do not match their refunds (order, refunds, mails)")
-    _report(problems, shop.sql("SELECT event, object_key FROM sent_notification WHERE status <> 'sent'"),
-            "mail: {n} notifications claimed and never marked sent (event, key)")
+    _report(
+        problems,
+        shop.sql("SELECT event, object_key FROM sent_notification WHERE status <> 'sent'"),
+        "mail: {n} notifications claimed and never marked sent (event, key)",
+    )
     return problems
 
 
 def check_search(shop: ShopUnderTest) -> list[str]:
     """Every product's document in Typesense says what PostgreSQL says now (stock, popularity, ...)."""
-    done = subprocess.run([sys.executable, "-m", "tests.faults.probe", "search"], env=shop.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.faults.probe", "search"],
+        env=shop.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode:
         return [f"search: the probe failed ({done.returncode}): {done.stderr[-1500:]}"]
     stale = json.loads(done.stdout.strip().splitlines()[-1])
     if stale:
-        return [f"search: {len(stale)} products differ between PostgreSQL and Typesense "
-                f"(product: field database/typesense): {dict(list(stale.items())[:8])}"]
+        return [
+            f"search: {len(stale)} products differ between PostgreSQL and Typesense "
+            f"(product: field database/typesense): {dict(list(stale.items())[:8])}"
+        ]
     return []

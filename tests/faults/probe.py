@@ -5,6 +5,7 @@
 prints, as its last line, a JSON object of the products whose Typesense document differs from the
 one the shop would build from PostgreSQL now ({product id: "field db/typesense; ..."}; {} when in step).
 """
+
 from __future__ import annotations
 
 import json

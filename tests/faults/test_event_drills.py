@@ -19,6 +19,7 @@ Knobs: EVENT_DRILL_EVENTS (2000 under `make test`, which must stay well under 20
 10,000 take about six minutes here: `EVENT_DRILL_EVENTS=10000 .venv/bin/python -m pytest tests/faults/test_event_drills.py`),
 EVENT_DRILL_PRODUCERS (6), EVENT_DRILL_REDIS_DOWN (30), EVENT_DRILL_DRAIN (240 s).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,7 @@ import pytest
 import requests
 
 from tests.fakes.serving import ServedInThread
-from tests.faults.harness import (STREAM, Shoppers, ShopUnderTest, check_mail, check_search, drain, knob,
-                                 wait_until)
+from tests.faults.harness import STREAM, Shoppers, ShopUnderTest, check_mail, check_search, drain, knob, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -50,13 +50,32 @@ CLAIM_IDLE_MS = 3000
 PRODUCERS = int(knob("EVENT_DRILL_PRODUCERS", 6))  # threads editing stock and adding products over the admin API
 # What the drill's partner subscribes to: every type but stock.changed (most of the events; a partner that wants
 # stock levels would poll), so its deliveries are counted without doubling the drill's length.
-PARTNER_TYPES = ["customer.created", "order.cancelled", "order.confirmed", "order.delivered", "order.placed",
-                 "order.refunded", "order.shipped", "payment.failed", "payment.succeeded", "product.created",
-                 "product.deleted", "product.updated", "refund.succeeded", "stock.low"]
+PARTNER_TYPES = [
+    "customer.created",
+    "order.cancelled",
+    "order.confirmed",
+    "order.delivered",
+    "order.placed",
+    "order.refunded",
+    "order.shipped",
+    "payment.failed",
+    "payment.succeeded",
+    "product.created",
+    "product.deleted",
+    "product.updated",
+    "refund.succeeded",
+    "stock.low",
+]
 CATALOGUE = ("product.created", "product.updated", "product.deleted", "stock.changed")
 GROUP_TYPES = {  # what each consumer group applies (docs/events.md, "The shop's consumer groups")
-    "sales": ("order.placed", "order.confirmed", "order.cancelled", "order.shipped", "order.delivered",
-              "order.refunded"),
+    "sales": (
+        "order.placed",
+        "order.confirmed",
+        "order.cancelled",
+        "order.shipped",
+        "order.delivered",
+        "order.refunded",
+    ),
     "alerts": ("stock.low",),
     "order-mails": ("order.confirmed", "order.shipped", "order.delivered", "order.refunded"),
     "search": CATALOGUE,
@@ -111,14 +130,15 @@ class Staff:
         self.login()
 
     def login(self) -> None:
-        resp = requests.post(f"{self.base}/api/v1/auth/token", timeout=10,
-                             json={"email": "admin@demo.shop", "password": "demo-password"})
+        resp = requests.post(
+            f"{self.base}/api/v1/auth/token", timeout=10, json={"email": "admin@demo.shop", "password": "demo-password"}
+        )
         resp.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
 
     def call(self, method: str, path: str, **kw):
         """One request, retried through outages (503 and refused connections) as an integration would."""
-        for attempt in range(30):
+        for _attempt in range(30):
             try:
                 resp = self.session.request(method, self.base + path, timeout=15, **kw)
             except requests.RequestException:
@@ -137,21 +157,32 @@ def _events(shop: ShopUnderTest) -> int:
     return shop.sql("SELECT count(*) FROM outbox_job WHERE kind = 'event'")[0][0]
 
 
-def _produce(shop: ShopUnderTest, staff: Staff, variant_ids: list[int], category: str, stop: threading.Event,
-             edits: Counter) -> None:
+def _produce(
+    shop: ShopUnderTest, staff: Staff, variant_ids: list[int], category: str, stop: threading.Event, edits: Counter
+) -> None:
     """Stock edits (stock.changed, stock.low when one falls under its threshold) and now and then a new product."""
     rnd = random.Random()
     while not stop.is_set():
         if rnd.random() < 0.03:
             sku = f"DRILL-{uuid.uuid4().hex[:10]}"
-            resp = staff.call("POST", "/api/v1/admin/products", json={
-                "category": category, "name": f"Drill product {sku}", "status": "active",
-                "variants": [{"sku": sku, "price": 1200, "on_hand": 20}]})
+            resp = staff.call(
+                "POST",
+                "/api/v1/admin/products",
+                json={
+                    "category": category,
+                    "name": f"Drill product {sku}",
+                    "status": "active",
+                    "variants": [{"sku": sku, "price": 1200, "on_hand": 20}],
+                },
+            )
             edits[f"product {resp.status_code if resp is not None else 'none'}"] += 1
         else:
-            resp = staff.call("PUT", f"/api/v1/admin/variants/{rnd.choice(variant_ids)}/stock",
-                              # now and then under the low-stock threshold: stock.low, and a mail to the managers
-                              json={"on_hand": rnd.choice((2,) + (30, 40, 50, 60, 70, 80, 90, 100) * 2)})
+            resp = staff.call(
+                "PUT",
+                f"/api/v1/admin/variants/{rnd.choice(variant_ids)}/stock",
+                # now and then under the low-stock threshold: stock.low, and a mail to the managers
+                json={"on_hand": rnd.choice((2,) + (30, 40, 50, 60, 70, 80, 90, 100) * 2)},
+            )
             edits[f"stock {resp.status_code if resp is not None else 'none'}"] += 1
 
 
@@ -167,8 +198,7 @@ def _relay_killed_between_publish_and_mark(shop: ShopUnderTest) -> dict:
     paused = shop.spawn("relay", [sys.executable, "worker.py", "relay"], env={"SHOP_DRILL_PAUSE_AFTER_PUBLISH": "20"})
     wait_until(lambda: conn.xlen(STREAM) > before, 30, "the paused relay to publish a batch", every=0.05)
     published = conn.xlen(STREAM) - before
-    still_marked = shop.sql("SELECT count(*) FROM outbox_job WHERE kind = 'event' "
-                            "AND dispatched_at IS NOT NULL")[0][0]
+    still_marked = shop.sql("SELECT count(*) FROM outbox_job WHERE kind = 'event' AND dispatched_at IS NOT NULL")[0][0]
     paused.send_signal(signal.SIGKILL)
     paused.wait(30)
     shop.spawn("relay", [sys.executable, "worker.py", "relay"])
@@ -205,14 +235,21 @@ def _check_alert_mails(shop: ShopUnderTest) -> list[str]:
 
     from shop.notifications.jobs import message_id
 
-    events = [r[0] for r in shop.sql(
-        "SELECT o.kwargs->>'id' FROM outbox_job o JOIN variant v ON v.id = (o.kwargs->'data'->>'variant_id')::int "
-        "JOIN product p ON p.id = v.product_id WHERE o.kind = 'event' AND o.function = 'stock.low' "
-        "AND p.status = 'active'")]
+    events = [
+        r[0]
+        for r in shop.sql(
+            "SELECT o.kwargs->>'id' FROM outbox_job o JOIN variant v ON v.id = (o.kwargs->'data'->>'variant_id')::int "
+            "JOIN product p ON p.id = v.product_id WHERE o.kind = 'event' AND o.function = 'stock.low' "
+            "AND p.status = 'active'"
+        )
+    ]
     managers = [r[0] for r in shop.sql("SELECT id FROM user_account WHERE role = 'manager' AND is_active_account")]
     local = lambda mid: mid.strip("<>").partition("@")[0]  # noqa: E731 - the sender's domain does not matter
-    expected = {local(message_id("inventory.low_stock", f"low-stock-event:{e}:user:{m}", "x@shop"))
-                for e in events for m in managers}
+    expected = {
+        local(message_id("inventory.low_stock", f"low-stock-event:{e}:user:{m}", "x@shop"))
+        for e in events
+        for m in managers
+    }
     found: Counter = Counter()
     for path in shop.mail_dir.glob("*.eml"):
         with open(path, "rb") as fh:
@@ -220,18 +257,22 @@ def _check_alert_mails(shop: ShopUnderTest) -> list[str]:
     missing = expected - set(found)
     twice = [k for k in expected if found[k] > 1]
     if not events or missing or twice:
-        return [f"alerts: {len(events)} stock.low events x {len(managers)} managers: {len(missing)} mails missing, "
-                f"{len(twice)} sent twice"]
+        return [
+            f"alerts: {len(events)} stock.low events x {len(managers)} managers: {len(missing)} mails missing, "
+            f"{len(twice)} sent twice"
+        ]
     return []
 
 
 def _sales_from_orders(shop: ShopUnderTest) -> dict:
     """The report's totals computed from the order tables, as the report did before the read model."""
     sold = ("confirmed", "processing", "shipped", "delivered", "returned", "refunded")
-    rows = shop.sql("SELECT currency, count(*), sum(total) FROM \"order\" WHERE status = ANY(%s) GROUP BY currency",
-                    (list(sold),))
-    refunded = dict(shop.sql("SELECT p.currency, coalesce(sum(p.refunded_amount), 0) FROM payment p "
-                             "GROUP BY p.currency"))
+    rows = shop.sql(
+        'SELECT currency, count(*), sum(total) FROM "order" WHERE status = ANY(%s) GROUP BY currency', (list(sold),)
+    )
+    refunded = dict(
+        shop.sql("SELECT p.currency, coalesce(sum(p.refunded_amount), 0) FROM payment p GROUP BY p.currency")
+    )
     return {c: {"orders": n, "revenue": int(total), "refunded": int(refunded.get(c, 0))} for c, n, total in rows}
 
 
@@ -239,15 +280,18 @@ def _sales_from_api(staff: Staff) -> dict:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     resp = staff.call("GET", "/api/v1/admin/reports/sales", params={"from": today, "to": today})
     assert resp is not None and resp.status_code == 200, resp.text if resp is not None else "no answer"
-    return {t["currency"]: {"orders": t["orders"], "revenue": t["revenue"]["amount"],
-                            "refunded": t["refunded"]["amount"]} for t in resp.json()["totals"]}
+    return {
+        t["currency"]: {"orders": t["orders"], "revenue": t["revenue"]["amount"], "refunded": t["refunded"]["amount"]}
+        for t in resp.json()["totals"]
+    }
 
 
 def test_events_reach_every_group_once_through_a_relay_kill_a_consumer_death_and_a_redis_stop(servers):
     began = time.monotonic()
     var = Path(tempfile.mkdtemp(prefix="events-drill-"))
-    shop = ShopUnderTest(var, 30, servers, consumers=2,
-                         env={"EVENT_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS), "WEBHOOK_ALLOW_PRIVATE": "1"})
+    shop = ShopUnderTest(
+        var, 30, servers, consumers=2, env={"EVENT_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS), "WEBHOOK_ALLOW_PRIVATE": "1"}
+    )
     problems: list[str] = []
     stop, edits, faults = threading.Event(), Counter(), {}
     with Receiver() as receiver:
@@ -255,8 +299,11 @@ def test_events_reach_every_group_once_through_a_relay_kill_a_consumer_death_and
             shop.start()
             shop.flask("seed", "demo-staff")
             staff = Staff(shop)
-            created = staff.call("POST", "/api/v1/admin/webhooks", json={
-                "url": receiver.url, "events": PARTNER_TYPES, "description": "drill partner"})
+            created = staff.call(
+                "POST",
+                "/api/v1/admin/webhooks",
+                json={"url": receiver.url, "events": PARTNER_TYPES, "description": "drill partner"},
+            )
             assert created is not None and created.status_code == 201, created.text if created is not None else ""
             receiver.secret = created.json()["secret"]
             pool = set(shop.skus)
@@ -264,8 +311,10 @@ def test_events_reach_every_group_once_through_a_relay_kill_a_consumer_death_and
             category = shop.sql("SELECT slug FROM category ORDER BY id LIMIT 1")[0][0]
             load = Shoppers(shop.base, shop.skus, 3)
             load.start()
-            producers = [threading.Thread(target=_produce, args=(shop, staff, variant_ids, category, stop, edits),
-                                          daemon=True) for _ in range(PRODUCERS)]
+            producers = [
+                threading.Thread(target=_produce, args=(shop, staff, variant_ids, category, stop, edits), daemon=True)
+                for _ in range(PRODUCERS)
+            ]
             for t in producers:
                 t.start()
 
@@ -289,49 +338,65 @@ def test_events_reach_every_group_once_through_a_relay_kill_a_consumer_death_and
             left, waited = drain(shop, DRAIN, trace)
             if left:
                 problems.append(f"drain: after {waited:.0f}s still waiting for {left} ({trace})")
-            wait_until(lambda: shop.sql("SELECT count(*) FROM webhook_delivery WHERE state = 'pending'")[0][0] == 0,
-                       120, "every webhook delivery to finish")
+            wait_until(
+                lambda: shop.sql("SELECT count(*) FROM webhook_delivery WHERE state = 'pending'")[0][0] == 0,
+                120,
+                "every webhook delivery to finish",
+            )
 
             ids = dict(shop.sql("SELECT kwargs->>'id', function FROM outbox_job WHERE kind = 'event'"))
             total = len(ids)
             stream_entries = shop.redis().xlen(STREAM)
             if faults["relay"]["published_unmarked"] <= 0 or stream_entries <= total:
-                problems.append(f"relay kill: the stream holds {stream_entries} entries for {total} events, "
-                                "so no batch was published twice")
+                problems.append(
+                    f"relay kill: the stream holds {stream_entries} entries for {total} events, "
+                    "so no batch was published twice"
+                )
             if faults["redis"]["waiting_in_outbox"] <= 0:
                 problems.append(f"redis stop: no event waited in the outbox ({faults['redis']})")
             for group, types in GROUP_TYPES.items():
                 wanted = {i for i, t in ids.items() if types is None or t in types}
                 claimed = {r[0] for r in shop.sql('SELECT event_id FROM consumed_event WHERE "group" = %s', (group,))}
                 if claimed != wanted:
-                    problems.append(f"group {group}: applied {len(claimed)} of {len(wanted)} events "
-                                    f"({len(wanted - claimed)} missing, {len(claimed - wanted)} unknown)")
+                    problems.append(
+                        f"group {group}: applied {len(claimed)} of {len(wanted)} events "
+                        f"({len(wanted - claimed)} missing, {len(claimed - wanted)} unknown)"
+                    )
             # A delivery is sent again only when the shop's own log says its first attempt did not finish (the
             # consumer sending it was the one killed): partners deduplicate by webhook-id, as the standard asks.
             retried = {r[0] for r in shop.sql("SELECT event_id FROM webhook_delivery WHERE attempts > 1")}
             twice = {i: n for i, n in receiver.received.items() if n > 1 and i not in retried}
             # The endpoint hears what happened once it existed (not the seed's product.created from before it).
             [(registered,)] = shop.sql("SELECT created_at FROM webhook_endpoint")
-            after = {r[0] for r in shop.sql("SELECT kwargs->>'id' FROM outbox_job WHERE kind = 'event' "
-                                            "AND (kwargs->>'occurred_at')::timestamptz >= %s AND function = ANY(%s)",
-                                            (registered, PARTNER_TYPES))}
+            after = {
+                r[0]
+                for r in shop.sql(
+                    "SELECT kwargs->>'id' FROM outbox_job WHERE kind = 'event' "
+                    "AND (kwargs->>'occurred_at')::timestamptz >= %s AND function = ANY(%s)",
+                    (registered, PARTNER_TYPES),
+                )
+            }
             missing = after - set(receiver.received)
             if missing or twice or receiver.bad:
-                problems.append(f"webhooks: {len(missing)} events never received, {len(twice)} received twice, "
-                                f"{len(receiver.bad)} refused signatures {receiver.bad[:3]}")
+                problems.append(
+                    f"webhooks: {len(missing)} events never received, {len(twice)} received twice, "
+                    f"{len(receiver.bad)} refused signatures {receiver.bad[:3]}"
+                )
             problems += _check_alert_mails(shop)
             problems += check_mail(shop)  # one confirmation per confirmed order: the order-mails group's
             problems += check_search(shop)  # Typesense agrees with PostgreSQL: the search group's
             if (expected := _sales_from_orders(shop)) != (read := _sales_from_api(staff)):
                 problems.append(f"sales: the read model says {read}, the order tables {expected}")
-            print(f"\n[events] {time.monotonic() - began:.0f}s; {total} events "
-                  f"{dict(Counter(ids.values()).most_common())}; stream entries {stream_entries}; faults {faults}; "
-                  f"admin calls {dict(edits)}; checkouts {Counter(c['status'] for c in load.checkouts)}; "
-                  f"drained in {waited:.0f}s; webhooks sent again after an unfinished attempt "
-                  f"{sum(1 for i, n in receiver.received.items() if n > 1)}; logs in {shop.logs}", flush=True)
+            print(
+                f"\n[events] {time.monotonic() - began:.0f}s; {total} events "
+                f"{dict(Counter(ids.values()).most_common())}; stream entries {stream_entries}; faults {faults}; "
+                f"admin calls {dict(edits)}; checkouts {Counter(c['status'] for c in load.checkouts)}; "
+                f"drained in {waited:.0f}s; webhooks sent again after an unfinished attempt "
+                f"{sum(1 for i, n in receiver.received.items() if n > 1)}; logs in {shop.logs}",
+                flush=True,
+            )
         finally:
             stop.set()
             shop.stop()
     assert not problems, f"{len(problems)} invariants broken:\n" + "\n".join(problems)
     shutil.rmtree(var, ignore_errors=True)
-

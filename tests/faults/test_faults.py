@@ -14,6 +14,7 @@ FAULT_AFTER s more; stop the shoppers; wait (at most FAULT_DRAIN s) until no job
 or waiting for a retry, no outbox row is undispatched and no order is pending with a live hold;
 then every invariant is checked and all that failed are reported together, with their numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (ReadyWatcher, Shoppers, ShopUnderTest, backlog, check_mail,
-                                  check_payments, check_recoverable, check_search, check_stock, drain, failed_jobs,
-                                  knob, wait_until)
+from tests.faults.harness import (
+    ReadyWatcher,
+    Shoppers,
+    ShopUnderTest,
+    backlog,
+    check_mail,
+    check_payments,
+    check_recoverable,
+    check_search,
+    check_stock,
+    drain,
+    failed_jobs,
+    knob,
+    wait_until,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -67,6 +80,7 @@ def _server_down(name: str, sig, seconds: float, mid_checkout: bool = False):
         shop.kill_server(name, sig)
         time.sleep(seconds)
         return time.time(), "during a checkout" if caught else ""  # the outage ends: the server starts again
+
     return inject
 
 
@@ -116,8 +130,10 @@ def check_readiness(watcher: ReadyWatcher, expect: str | None, start: float, end
     if expect == "search" and not any(b.get("checks", {}).get("search", {}).get("ok") is False for _, b in plain):
         problems.append(f"readyz: never reported search down {during} ({len(plain)} readings)")
     if expect in ("503", "deep-503") and not any(s == 503 for s, _ in deep):
-        problems.append(f"readyz: /readyz?deep=1 never 503 {during}: {Counter(s for s, _ in deep)}; "
-                        f"checks it reports: {sorted((deep[-1][1].get('checks') or {}) if deep else [])}")
+        problems.append(
+            f"readyz: /readyz?deep=1 never 503 {during}: {Counter(s for s, _ in deep)}; "
+            f"checks it reports: {sorted((deep[-1][1].get('checks') or {}) if deep else [])}"
+        )
     for path in ("/readyz", "/readyz?deep=1"):
         status, body = watcher.read(path)
         if status != 200:
@@ -159,26 +175,34 @@ def test_a_fault_under_load_loses_nothing(fault, servers):
         problems += check_readiness(watcher, expect, fault_start, fault_end)
         errors = load.server_errors()
         if errors:
-            problems.append(f"clients saw {sum(errors.values())} answers 5xx other than 503 "
-                            f"((request, status, code): count): {dict(errors)}")
+            problems.append(
+                f"clients saw {sum(errors.values())} answers 5xx other than 503 "
+                f"((request, status, code): count): {dict(errors)}"
+            )
         unhelpful = load.unhelpful_503s()
         if unhelpful:
-            problems.append(f"clients saw {sum(unhelpful.values())} answers 503 without Retry-After or the error "
-                            f"shape ((request, code, Retry-After): count): {dict(unhelpful)}")
+            problems.append(
+                f"clients saw {sum(unhelpful.values())} answers 503 without Retry-After or the error "
+                f"shape ((request, code, Retry-After): count): {dict(unhelpful)}"
+            )
         for check in (check_stock, check_mail, check_search):
             problems += check(shop)
         problems += check_payments(shop, load)
         problems += check_recoverable(shop, load)
-        outcomes = Counter(c["status"] if c["status"] == 201 else f"{c['status']} {c['code'] or ''}".strip()
-                           for c in load.checkouts)
-        print(f"\n[{fault}] {time.monotonic() - began:.0f}s in all (shop up in {ready_at - began:.0f}s, "
-              f"outage {fault_end - fault_start:.0f}s {caught}, ready again {recovered:.0f}s after it, "
-              f"shoppers stopped in {stopped:.0f}s, drained in "
-              f"{waited:.0f}s: {trace}); answers {dict(load.statuses())}; checkouts {dict(outcomes)}; paid "
-              f"{sum(c['paid'] for c in load.checkouts)} (declined "
-              f"{sum(c['paid'] and c['decision'] == 'decline' for c in load.checkouts)}), cancelled "
-              f"{sum(c['cancelled'] for c in load.checkouts)}; failed jobs {failed_jobs(shop)[:10]}; "
-              f"backlog now {backlog(shop)}; logs in {shop.logs}", flush=True)
+        outcomes = Counter(
+            c["status"] if c["status"] == 201 else f"{c['status']} {c['code'] or ''}".strip() for c in load.checkouts
+        )
+        print(
+            f"\n[{fault}] {time.monotonic() - began:.0f}s in all (shop up in {ready_at - began:.0f}s, "
+            f"outage {fault_end - fault_start:.0f}s {caught}, ready again {recovered:.0f}s after it, "
+            f"shoppers stopped in {stopped:.0f}s, drained in "
+            f"{waited:.0f}s: {trace}); answers {dict(load.statuses())}; checkouts {dict(outcomes)}; paid "
+            f"{sum(c['paid'] for c in load.checkouts)} (declined "
+            f"{sum(c['paid'] and c['decision'] == 'decline' for c in load.checkouts)}), cancelled "
+            f"{sum(c['cancelled'] for c in load.checkouts)}; failed jobs {failed_jobs(shop)[:10]}; "
+            f"backlog now {backlog(shop)}; logs in {shop.logs}",
+            flush=True,
+        )
     finally:
         shop.stop()
     assert not problems, f"{fault}: {len(problems)} invariants broken:\n" + "\n".join(problems)

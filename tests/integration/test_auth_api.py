@@ -1,5 +1,6 @@
 """API authentication as API.md says: registration, tokens, rotation, reuse detection, revocation,
 throttling, and every way a token can be tampered with."""
+
 import base64
 import json
 import time
@@ -48,14 +49,17 @@ def test_register_creates_an_account_and_mails_a_verification_link(api, db_sessi
     assert user.email_verified_at is None
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"email": "ann@example.com", "password": "too short"}, "password"),
-    ({"email": "not-an-email", "password": PASSWORD}, "email"),
-    ({"email": "", "password": PASSWORD}, "email"),
-    ({"email": 42, "password": PASSWORD}, "email"),
-    ({"email": "ann@example.com", "password": None}, "password"),
-    ({"email": "ann@example.com", "password": PASSWORD, "name": ["x"]}, "name"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"email": "ann@example.com", "password": "too short"}, "password"),
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": "", "password": PASSWORD}, "email"),
+        ({"email": 42, "password": PASSWORD}, "email"),
+        ({"email": "ann@example.com", "password": None}, "password"),
+        ({"email": "ann@example.com", "password": PASSWORD, "name": ["x"]}, "name"),
+    ],
+)
 def test_register_refuses_bad_fields_with_422_and_writes_nothing(api, db_session, body, field):
     from sqlalchemy import func, select
 
@@ -73,8 +77,14 @@ def test_register_with_a_taken_email_is_409_whatever_the_case(api, db_session):
     assert resp.status_code == 409 and error_code(resp) == "email_taken"
 
 
-@pytest.mark.parametrize("raw,ctype", [("not json", "application/json"), ("[1, 2]", "application/json"),
-                                       ("email=a", "application/x-www-form-urlencoded")])
+@pytest.mark.parametrize(
+    "raw,ctype",
+    [
+        ("not json", "application/json"),
+        ("[1, 2]", "application/json"),
+        ("email=a", "application/x-www-form-urlencoded"),
+    ],
+)
 def test_malformed_bodies_are_400(api, raw, ctype):
     resp = api.post("/api/v1/auth/register", data=raw, content_type=ctype)
     assert resp.status_code == 400 and error_code(resp) == "malformed_body"
@@ -149,8 +159,20 @@ def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("case", ["bad_signature", "alg_none", "other_key", "refresh_as_access", "expired",
-                                  "garbage", "missing_claims", "wrong_scheme", "hs512_same_key"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad_signature",
+        "alg_none",
+        "other_key",
+        "refresh_as_access",
+        "expired",
+        "garbage",
+        "missing_claims",
+        "wrong_scheme",
+        "hs512_same_key",
+    ],
+)
 def test_tampered_tokens_get_401(api, app, db_session, case):
     user = make_user("fi@example.com")
     pair = login(api, "fi@example.com")
@@ -171,13 +193,15 @@ def test_tampered_tokens_get_401(api, app, db_session, case):
     elif case == "refresh_as_access":
         header = bearer(pair["refresh_token"])
     elif case == "expired":
-        header = bearer(jwt.encode({**claims, "iat": int(time.time()) - 3600, "exp": int(time.time()) - 60},
-                                   key, algorithm="HS256"))
+        header = bearer(
+            jwt.encode({**claims, "iat": int(time.time()) - 3600, "exp": int(time.time()) - 60}, key, algorithm="HS256")
+        )
     elif case == "garbage":
         header = bearer("definitely.not.a-token")
     elif case == "missing_claims":
-        header = bearer(jwt.encode({"sub": str(user.id), "typ": "access", "exp": int(time.time()) + 60},
-                                   key, algorithm="HS256"))
+        header = bearer(
+            jwt.encode({"sub": str(user.id), "typ": "access", "exp": int(time.time()) + 60}, key, algorithm="HS256")
+        )
     elif case == "wrong_scheme":
         header = {"Authorization": f"Token {access}"}
     elif case == "hs512_same_key":
@@ -200,14 +224,19 @@ def test_login_is_throttled_per_account(api, app, db_session):
     make_user("ha@example.com")
     limit = app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
     for _ in range(limit):
-        assert post(api, "/api/v1/auth/token", {"email": "ha@example.com", "password": "wrong-guess-1"}).status_code == 401
+        assert (
+            post(api, "/api/v1/auth/token", {"email": "ha@example.com", "password": "wrong-guess-1"}).status_code == 401
+        )
     blocked = post(api, "/api/v1/auth/token", {"email": "ha@example.com", "password": PASSWORD})
     assert blocked.status_code == 429 and error_code(blocked) == "rate_limited"
     assert 0 < int(blocked.headers["Retry-After"]) <= app.config["LOGIN_THROTTLE_WINDOW_SECONDS"]
     # Other accounts from elsewhere are not locked out by it.
     make_user("other@example.com")
-    assert post(api, "/api/v1/auth/token", {"email": "other@example.com", "password": PASSWORD},
-                ).status_code in (200, 429)
+    assert post(
+        api,
+        "/api/v1/auth/token",
+        {"email": "other@example.com", "password": PASSWORD},
+    ).status_code in (200, 429)
 
 
 def test_login_is_throttled_per_ip(api, app, db_session, monkeypatch):
@@ -217,8 +246,12 @@ def test_login_is_throttled_per_ip(api, app, db_session, monkeypatch):
         post(api, "/api/v1/auth/token", {"email": f"guess{i}@example.com", "password": "wrong-guess-1"})
     blocked = post(api, "/api/v1/auth/token", {"email": "iv@example.com", "password": PASSWORD})
     assert blocked.status_code == 429
-    from_elsewhere = api.post("/api/v1/auth/token", data=json.dumps({"email": "iv@example.com", "password": PASSWORD}),
-                              content_type="application/json", environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    from_elsewhere = api.post(
+        "/api/v1/auth/token",
+        data=json.dumps({"email": "iv@example.com", "password": PASSWORD}),
+        content_type="application/json",
+        environ_base={"REMOTE_ADDR": "10.9.8.7"},
+    )
     assert from_elsewhere.status_code == 200
 
 
@@ -227,8 +260,12 @@ def test_address_book(api, db_session):
     make_user("jo@example.com")
     pair = login(api, "jo@example.com")
     h = bearer(pair["access_token"])
-    created = post(api, "/api/v1/me/addresses", {"name": "Jo", "line1": "1 Main St", "city": "Town",
-                                                 "postal_code": "12345", "country": "gb", "phone": "+44 1"}, **h)
+    created = post(
+        api,
+        "/api/v1/me/addresses",
+        {"name": "Jo", "line1": "1 Main St", "city": "Town", "postal_code": "12345", "country": "gb", "phone": "+44 1"},
+        **h,
+    )
     assert created.status_code == 201 and created.get_json()["country"] == "GB"
     bad = post(api, "/api/v1/me/addresses", {"name": "Jo", "line1": "", "country": "Britain"}, **h)
     assert bad.status_code == 422

@@ -3,10 +3,11 @@
 Each role sees the orders; personal data and payment details only where its row allows; each
 button (a POST with CSRF) works for the roles in its row and is 403 with nothing changed for the rest.
 """
+
 import itertools
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -35,27 +36,69 @@ def make_order(db_session, world, status="confirmed", *, paid=True, created_at=N
     """An order as checkout leaves it (lines, events) and, when paid, its succeeded test payment."""
     n = next(_n)
     variant = world["variant"]
-    order = Order(number=f"T-{n:05d}-{uuid.uuid4().hex[:4].upper()}", user_id=world["customer"].id, email=BUYER,
-                  status=status, currency=currency, subtotal=total - 500, discount=0, shipping=500, tax=0,
-                  total=total, shipping_method="standard",
-                  shipping_address={"name": "Pat Buyer", "line1": STREET, "city": "Springfield", "region": "IL",
-                                    "postal_code": "12345", "country": "US", "phone": PHONE},
-                  billing_address={"name": "Pat Buyer", "line1": "1 Billing Road", "city": "Springfield",
-                                   "postal_code": "12345", "country": "US"})
+    order = Order(
+        number=f"T-{n:05d}-{uuid.uuid4().hex[:4].upper()}",
+        user_id=world["customer"].id,
+        email=BUYER,
+        status=status,
+        currency=currency,
+        subtotal=total - 500,
+        discount=0,
+        shipping=500,
+        tax=0,
+        total=total,
+        shipping_method="standard",
+        shipping_address={
+            "name": "Pat Buyer",
+            "line1": STREET,
+            "city": "Springfield",
+            "region": "IL",
+            "postal_code": "12345",
+            "country": "US",
+            "phone": PHONE,
+        },
+        billing_address={
+            "name": "Pat Buyer",
+            "line1": "1 Billing Road",
+            "city": "Springfield",
+            "postal_code": "12345",
+            "country": "US",
+        },
+    )
     if created_at is not None:
         order.created_at = created_at
-    order.lines = [OrderLine(variant_id=variant.id, sku=variant.sku, name="Tee", options=variant.options,
-                             quantity=2, unit_price=(total - 500) // 2, line_total=total - 500)]
+    order.lines = [
+        OrderLine(
+            variant_id=variant.id,
+            sku=variant.sku,
+            name="Tee",
+            options=variant.options,
+            quantity=2,
+            unit_price=(total - 500) // 2,
+            line_total=total - 500,
+        )
+    ]
     provider_id = f"pi_test_x{n}"
     order.events = [OrderEvent(from_status=None, to_status="pending", actor="customer", note="Order placed")]
     if status != "pending":
-        order.events.append(OrderEvent(from_status="pending", to_status="confirmed", actor="test",
-                                       note=f"Payment {provider_id} succeeded"))
+        order.events.append(
+            OrderEvent(
+                from_status="pending", to_status="confirmed", actor="test", note=f"Payment {provider_id} succeeded"
+            )
+        )
     db_session.add(order)
     db_session.flush()
     if paid:
-        db_session.add(Payment(order_id=order.id, provider="test", provider_id=provider_id, status="succeeded",
-                               amount=total, currency=currency))
+        db_session.add(
+            Payment(
+                order_id=order.id,
+                provider="test",
+                provider_id=provider_id,
+                status="succeeded",
+                amount=total,
+                currency=currency,
+            )
+        )
         db_session.flush()
     return order
 
@@ -138,7 +181,7 @@ def test_the_order_page_offers_the_buttons_of_the_role(app, world, db_session, r
     assert ("Start processing" in html) == (role in TABLE[P.ORDERS_FULFIL])
     assert "Mark shipped" not in html  # not a move from confirmed
     assert ("Cancel order" in html) == (role in TABLE[P.ORDERS_CANCEL])
-    assert ('action="/admin/orders/%d/refund"' % confirmed.id in html) == (role in TABLE[P.PAYMENTS])
+    assert (f'action="/admin/orders/{confirmed.id}/refund"' in html) == (role in TABLE[P.PAYMENTS])
     html = client.get(f"/admin/orders/{delivered.id}").get_data(as_text=True)
     assert ("Record return" in html) == (role in TABLE[P.ORDERS_CANCEL])
     assert "Cancel order" not in html
@@ -152,8 +195,10 @@ def test_status_buttons_follow_the_table(app, world, db_session, redis_client, r
     before = event_count(db_session, order)
     user = world["staff"][role]
     client = as_user(app, user)
-    resp = client.post(f"/admin/orders/{order.id}/transition",
-                       data={"csrf_token": csrf_token(client), "status": target, "note": "by the book"})
+    resp = client.post(
+        f"/admin/orders/{order.id}/transition",
+        data={"csrf_token": csrf_token(client), "status": target, "note": "by the book"},
+    )
     order = fresh(db_session, order)
     if role in TABLE[permission]:
         assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/admin/orders/{order.id}")
@@ -161,8 +206,9 @@ def test_status_buttons_follow_the_table(app, world, db_session, redis_client, r
         last = order.events[-1]
         assert (last.from_status, last.to_status, last.actor, last.note) == (start, target, user.email, "by the book")
         assert event_count(db_session, order) == before + 1
-        audited = db_session.scalars(select(AuditEntry).where(AuditEntry.entity_type == "Order",
-                                                              AuditEntry.entity_id == str(order.id))).all()
+        audited = db_session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "Order", AuditEntry.entity_id == str(order.id))
+        ).all()
         assert any(a.actor_email == user.email and a.channel == "back-office" for a in audited)
     else:
         assert resp.status_code == 403
@@ -173,8 +219,9 @@ def test_status_buttons_follow_the_table(app, world, db_session, redis_client, r
 def test_moves_only_the_system_makes_are_refused_to_every_role(app, world, db_session, target):
     order = make_order(db_session, world, "pending" if target == "confirmed" else "returned")
     client = as_user(app, world["staff"]["admin"])
-    resp = client.post(f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client),
-                                                                       "status": target})
+    resp = client.post(
+        f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client), "status": target}
+    )
     assert resp.status_code == 403
     assert fresh(db_session, order).status == ("pending" if target == "confirmed" else "returned")
 
@@ -182,8 +229,9 @@ def test_moves_only_the_system_makes_are_refused_to_every_role(app, world, db_se
 def test_an_unknown_status_is_a_bad_request(app, world, db_session):
     order = make_order(db_session, world)
     client = as_user(app, world["staff"]["admin"])
-    resp = client.post(f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client),
-                                                                       "status": "teleported"})
+    resp = client.post(
+        f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client), "status": "teleported"}
+    )
     assert resp.status_code == 400 and fresh(db_session, order).status == "confirmed"
 
 
@@ -191,8 +239,9 @@ def test_a_move_the_state_machine_refuses_becomes_a_message(app, world, db_sessi
     order = make_order(db_session, world, "confirmed")
     before = event_count(db_session, order)
     client = as_user(app, world["staff"]["manager"])
-    resp = client.post(f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client),
-                                                                       "status": "delivered"})
+    resp = client.post(
+        f"/admin/orders/{order.id}/transition", data={"csrf_token": csrf_token(client), "status": "delivered"}
+    )
     assert resp.status_code == 302
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "An order that is confirmed cannot become delivered." in page and 'role="alert"' in page
@@ -208,15 +257,20 @@ def test_status_buttons_without_a_csrf_token_are_refused(app, world, db_session)
 
 def test_a_move_on_a_missing_order_is_404(app, world, db_session):
     client = as_user(app, world["staff"]["admin"])
-    resp = client.post("/admin/orders/999999999/transition", data={"csrf_token": csrf_token(client),
-                                                                   "status": "processing"})
+    resp = client.post(
+        "/admin/orders/999999999/transition", data={"csrf_token": csrf_token(client), "status": "processing"}
+    )
     assert resp.status_code == 404
 
 
 # -- refunds --------------------------------------------------------------------------------------
 def refund_form(client, amount="12.50", reason="Scuffed box", key=None):
-    return {"csrf_token": csrf_token(client), "amount": amount, "reason": reason,
-            "idempotency_key": key or uuid.uuid4().hex}
+    return {
+        "csrf_token": csrf_token(client),
+        "amount": amount,
+        "reason": reason,
+        "idempotency_key": key or uuid.uuid4().hex,
+    }
 
 
 def refunds_of(db_session, order):
@@ -234,8 +288,9 @@ def test_refund_button_follows_the_table(app, world, db_session, redis_client, r
     refunds = refunds_of(db_session, order)
     if role in TABLE[P.PAYMENTS]:
         assert resp.status_code == 302
-        assert [(r.amount, r.reason, r.actor, r.status) for r in refunds] == [(1250, "Scuffed box", user.email,
-                                                                              "succeeded")]
+        assert [(r.amount, r.reason, r.actor, r.status) for r in refunds] == [
+            (1250, "Scuffed box", user.email, "succeeded")
+        ]
         assert payment.refunded_amount == 1250
         assert fresh(db_session, order).status == "delivered"  # a part refund is no status move
         page = client.get(f"/admin/orders/{order.id}").get_data(as_text=True)
@@ -249,19 +304,23 @@ def test_a_full_refund_of_a_returned_order_marks_it_refunded(app, world, db_sess
     order = make_order(db_session, world, "returned")
     user = world["staff"]["support"]
     client = as_user(app, user)
-    resp = client.post(f"/admin/orders/{order.id}/refund", data=refund_form(client, amount="55.00",
-                                                                             reason="Returned"))
+    resp = client.post(f"/admin/orders/{order.id}/refund", data=refund_form(client, amount="55.00", reason="Returned"))
     assert resp.status_code == 302
     order = fresh(db_session, order)
     assert order.status == "refunded"
     assert (order.events[-1].to_status, order.events[-1].actor) == ("refunded", user.email)
 
 
-@pytest.mark.parametrize("amount,message", [("60.00", "The refund must be between 1 and 5500."),
-                                            ("0", "The refund must be between 1 and 5500."),
-                                            ("12.505", "Enter the amount like 12.50"),
-                                            ("twelve", "Enter the amount like 12.50"),
-                                            ("", "Enter an amount, e.g. 12.50.")])
+@pytest.mark.parametrize(
+    "amount,message",
+    [
+        ("60.00", "The refund must be between 1 and 5500."),
+        ("0", "The refund must be between 1 and 5500."),
+        ("12.505", "Enter the amount like 12.50"),
+        ("twelve", "Enter the amount like 12.50"),
+        ("", "Enter an amount, e.g. 12.50."),
+    ],
+)
 def test_a_refund_the_service_refuses_becomes_a_message(app, world, db_session, redis_client, amount, message):
     order = make_order(db_session, world, "delivered")
     client = as_user(app, world["staff"]["manager"])
@@ -311,14 +370,30 @@ def test_refund_without_a_csrf_token_is_refused(app, world, db_session):
 # -- webhook events -------------------------------------------------------------------------------
 def failed_event(db_session, world, *, payload=None):
     order = make_order(db_session, world, "pending", paid=False)
-    payment = Payment(order_id=order.id, provider="test", provider_id=f"pi_test_w{order.id}",
-                      status="requires_payment", amount=order.total, currency=order.currency)
+    payment = Payment(
+        order_id=order.id,
+        provider="test",
+        provider_id=f"pi_test_w{order.id}",
+        status="requires_payment",
+        amount=order.total,
+        currency=order.currency,
+    )
     db_session.add(payment)
     event_id = (payload or {}).get("id") or f"evt_{uuid.uuid4().hex[:12]}"
-    payload = payload or {"id": event_id, "type": "payment_intent.succeeded",
-                          "data": {"object": {"id": payment.provider_id, "amount": order.total}}}
-    row = WebhookEvent(provider="stripe", event_id=event_id, type=payload.get("type", "x"), payload=payload,
-                       status="failed", attempts=1, last_error="OperationalError: database was down")
+    payload = payload or {
+        "id": event_id,
+        "type": "payment_intent.succeeded",
+        "data": {"object": {"id": payment.provider_id, "amount": order.total}},
+    }
+    row = WebhookEvent(
+        provider="stripe",
+        event_id=event_id,
+        type=payload.get("type", "x"),
+        payload=payload,
+        status="failed",
+        attempts=1,
+        last_error="OperationalError: database was down",
+    )
     db_session.add(row)
     db_session.flush()
     return order, row
@@ -352,8 +427,9 @@ def test_an_event_shows_its_payload_to_admins(app, world, db_session):
         assert as_user(app, world["staff"][role]).get(f"/admin/webhook-events/details/?id={row.id}").status_code == 403
 
 
-def test_a_refund_the_provider_cannot_make_stays_pending_and_is_retried_once(app, world, db_session,
-                                                                              redis_client, monkeypatch):
+def test_a_refund_the_provider_cannot_make_stays_pending_and_is_retried_once(
+    app, world, db_session, redis_client, monkeypatch
+):
     """A timeout may hide a refund the provider did make: the row stays pending with its amount held,
     a second form cannot start another refund, and the scheduled retry (same row, same idempotency
     key) settles it."""
@@ -394,8 +470,9 @@ def test_a_refund_the_provider_cannot_make_stays_pending_and_is_retried_once(app
 
 
 def test_a_retry_that_fails_again_is_reported_and_counted(app, world, db_session, redis_client):
-    _, row = failed_event(db_session, world, payload={"id": "evt_broken_1", "type": "payment_intent.succeeded",
-                                                      "data": {}})
+    _, row = failed_event(
+        db_session, world, payload={"id": "evt_broken_1", "type": "payment_intent.succeeded", "data": {}}
+    )
     client = as_user(app, world["staff"]["admin"])
     resp = client.post("/admin/webhook-events/retry", data={"csrf_token": csrf_token(client), "id": row.id})
     assert resp.status_code == 302
@@ -409,8 +486,10 @@ def test_a_retry_that_fails_again_is_reported_and_counted(app, world, db_session
 def test_the_bulk_retry_action_applies_failed_events(app, world, db_session, redis_client):
     order, row = failed_event(db_session, world)
     client = as_user(app, world["staff"]["admin"])
-    resp = client.post("/admin/webhook-events/action/", data={"csrf_token": csrf_token(client), "action": "retry",
-                                                              "rowid": [str(row.id)]})
+    resp = client.post(
+        "/admin/webhook-events/action/",
+        data={"csrf_token": csrf_token(client), "action": "retry", "rowid": [str(row.id)]},
+    )
     assert resp.status_code == 302
     db_session.expire_all()
     assert db_session.get(WebhookEvent, row.id).status == "processed"
@@ -426,10 +505,10 @@ def test_todays_orders_card(app, world, db_session, role):
         make_order(db_session, world, "confirmed", total=5500),
         make_order(db_session, world, "shipped", total=2000),
         make_order(db_session, world, "refunded", total=1000),
-        make_order(db_session, world, "pending", paid=False, total=9900),       # not paid
-        make_order(db_session, world, "cancelled", total=7700),                 # not counted
-        make_order(db_session, world, "delivered", total=3300,
-                   created_at=datetime.now(timezone.utc) - timedelta(days=2)))  # not today
+        make_order(db_session, world, "pending", paid=False, total=9900),  # not paid
+        make_order(db_session, world, "cancelled", total=7700),  # not counted
+        make_order(db_session, world, "delivered", total=3300, created_at=datetime.now(UTC) - timedelta(days=2)),
+    )  # not today
     html = as_user(app, world["staff"][role]).get("/admin/").get_data(as_text=True)
     card = re.search(r"Today's orders.*?</div></div></div>", html, re.S).group(0)
     assert "3 orders" in card

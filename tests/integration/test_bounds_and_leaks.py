@@ -1,6 +1,7 @@
 """Issue 9, items 7 and 9: numbers beyond their columns are field errors (never 500s), money in another
 currency is refused, staff accounts stay out of the customer pages, webhooks from the future are refused,
 /readyz keeps its details for operators, and uploaded images are stored re-encoded."""
+
 import ipaddress
 import json
 import time
@@ -22,9 +23,12 @@ INT4_MAX = 2**31 - 1
 
 
 def api(client, method, path, user, body=None, **headers):
-    return getattr(client, method)(path, data=json.dumps(body) if body is not None else None,
-                                   content_type="application/json",
-                                   headers={"Authorization": f"Bearer {token_for(user)}", **headers})
+    return getattr(client, method)(
+        path,
+        data=json.dumps(body) if body is not None else None,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token_for(user)}", **headers},
+    )
 
 
 def fields_of(resp) -> dict:
@@ -37,20 +41,34 @@ def count(db_session, model) -> int:
 
 
 # -- item 7: numbers beyond their columns ---------------------------------------------------------------
-PRODUCT = {"category": "tops", "name": "Huge", "options": [],
-           "variants": [{"sku": "HUGE-1", "options": {}, "price": 1000}]}
+PRODUCT = {
+    "category": "tops",
+    "name": "Huge",
+    "options": [],
+    "variants": [{"sku": "HUGE-1", "options": {}, "price": 1000}],
+}
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"category": 2**40}, "category"),
-    ({"category_id": INT4_MAX + 1}, "category"),
-    ({"variants": [{"sku": "HUGE-1", "options": {}, "price": INT4_MAX + 1}]}, "variants[0].price"),
-    ({"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "compare_at_price": {"amount": 2**32}}]},
-     "variants[0].compare_at_price"),
-    ({"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "on_hand": INT4_MAX + 1}]}, "variants[0].on_hand"),
-    ({"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "weight_grams": 2**35}]},
-     "variants[0].weight_grams"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"category": 2**40}, "category"),
+        ({"category_id": INT4_MAX + 1}, "category"),
+        ({"variants": [{"sku": "HUGE-1", "options": {}, "price": INT4_MAX + 1}]}, "variants[0].price"),
+        (
+            {"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "compare_at_price": {"amount": 2**32}}]},
+            "variants[0].compare_at_price",
+        ),
+        (
+            {"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "on_hand": INT4_MAX + 1}]},
+            "variants[0].on_hand",
+        ),
+        (
+            {"variants": [{"sku": "HUGE-1", "options": {}, "price": 1000, "weight_grams": 2**35}]},
+            "variants[0].weight_grams",
+        ),
+    ],
+)
 def test_admin_product_numbers_beyond_their_columns_are_422(client, db_session, world, change, field):
     before = count(db_session, Product)
     resp = api(client, "post", "/api/v1/admin/products", world["staff"]["manager"], {**PRODUCT, **change})
@@ -65,36 +83,55 @@ def test_a_product_at_the_columns_limits_is_created(client, db_session, world):
     assert resp.get_json()["variants"][0]["price"]["amount"] == INT4_MAX
 
 
-@pytest.mark.parametrize("query,field", [
-    ("from=9999-12-31&to=9999-12-31", "from"),
-    ("from=9999-12-30&to=9999-12-31", "to"),
-    ("from=0001-01-01&to=0001-01-02", "from"),
-])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("from=9999-12-31&to=9999-12-31", "from"),
+        ("from=9999-12-30&to=9999-12-31", "to"),
+        ("from=0001-01-01&to=0001-01-02", "from"),
+    ],
+)
 def test_sales_report_dates_out_of_range_are_422(client, world, query, field):
     resp = api(client, "get", f"/api/v1/admin/reports/sales?{query}", world["staff"]["analyst"])
     assert field in fields_of(resp)
 
 
 def product_form(token, category_id, **variant) -> dict:
-    data = {"csrf_token": token, "name": "Form Giant", "slug": "", "category": str(category_id), "brand": "",
-            "description": "", "status": "draft", "options_text": "", "variants-0-sku": "GIANT-1",
-            "variants-0-options_text": "", "variants-0-price_amount": "10.00", "variants-0-on_hand": "1",
-            "variants-0-weight_grams": "100"}
+    data = {
+        "csrf_token": token,
+        "name": "Form Giant",
+        "slug": "",
+        "category": str(category_id),
+        "brand": "",
+        "description": "",
+        "status": "draft",
+        "options_text": "",
+        "variants-0-sku": "GIANT-1",
+        "variants-0-options_text": "",
+        "variants-0-price_amount": "10.00",
+        "variants-0-on_hand": "1",
+        "variants-0-weight_grams": "100",
+    }
     data.update({f"variants-0-{k}": v for k, v in variant.items()})
     return data
 
 
-@pytest.mark.parametrize("variant,message", [
-    ({"price_amount": "99999999999.00"}, "at most $21,474,836.47"),
-    ({"compare_at_amount": "30000000.00"}, "at most $21,474,836.47"),
-    ({"on_hand": str(2**40)}, "Enter a whole number from -2147483648 to 2147483647"),
-    ({"weight_grams": str(INT4_MAX + 1)}, "Enter a whole number from -2147483648 to 2147483647"),
-])
-def test_back_office_product_form_shows_a_field_error_for_numbers_beyond_columns(app, db_session, world, variant,
-                                                                              message):
+@pytest.mark.parametrize(
+    "variant,message",
+    [
+        ({"price_amount": "99999999999.00"}, "at most $21,474,836.47"),
+        ({"compare_at_amount": "30000000.00"}, "at most $21,474,836.47"),
+        ({"on_hand": str(2**40)}, "Enter a whole number from -2147483648 to 2147483647"),
+        ({"weight_grams": str(INT4_MAX + 1)}, "Enter a whole number from -2147483648 to 2147483647"),
+    ],
+)
+def test_back_office_product_form_shows_a_field_error_for_numbers_beyond_columns(
+    app, db_session, world, variant, message
+):
     client = as_user(app, world["staff"]["manager"])
-    resp = client.post("/admin/products/new/",
-                       data=product_form(csrf_token(client), world["product"].category_id, **variant))
+    resp = client.post(
+        "/admin/products/new/", data=product_form(csrf_token(client), world["product"].category_id, **variant)
+    )
     page = resp.get_data(as_text=True)
     assert resp.status_code == 200 and message in page
     assert "psycopg" not in page and "[SQL:" not in page
@@ -104,16 +141,24 @@ def test_back_office_product_form_shows_a_field_error_for_numbers_beyond_columns
 def test_back_office_stock_form_refuses_stock_beyond_the_column(app, db_session, world):
     client = as_user(app, world["staff"]["warehouse"])
     variant = world["variant"]
-    resp = client.post(f"/admin/stock/edit/?id={variant.id}",
-                       data={"csrf_token": csrf_token(client), "on_hand": str(2**40)})
+    resp = client.post(
+        f"/admin/stock/edit/?id={variant.id}", data={"csrf_token": csrf_token(client), "on_hand": str(2**40)}
+    )
     page = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "Enter a whole number from" in page and "psycopg" not in page
     db_session.refresh(variant)
     assert variant.on_hand == 10
 
 
-@pytest.mark.parametrize("path", ["/admin/products/edit/?id={big}", "/admin/stock/edit/?id={big}",
-                                  "/admin/promotions/details/?id={big}", "/admin/customers/details/?id={big}"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/products/edit/?id={big}",
+        "/admin/stock/edit/?id={big}",
+        "/admin/promotions/details/?id={big}",
+        "/admin/customers/details/?id={big}",
+    ],
+)
 def test_back_office_pages_for_ids_beyond_the_key_are_not_500(app, world, path):
     client = as_user(app, world["staff"]["manager"])
     resp = client.get(path.format(big=2**40))
@@ -122,9 +167,19 @@ def test_back_office_pages_for_ids_beyond_the_key_are_not_500(app, world, path):
 
 def test_back_office_promotion_form_and_report_refuse_out_of_range_input(app, db_session, world):
     client = as_user(app, world["staff"]["manager"])
-    resp = client.post("/admin/promotions/new/", data={
-        "csrf_token": csrf_token(client), "name": "Enormous", "description": "", "kind": "percent",
-        "value_text": "15", "active": "y", "priority": "0", "min_subtotal": "9" * 30})
+    resp = client.post(
+        "/admin/promotions/new/",
+        data={
+            "csrf_token": csrf_token(client),
+            "name": "Enormous",
+            "description": "",
+            "kind": "percent",
+            "value_text": "15",
+            "active": "y",
+            "priority": "0",
+            "min_subtotal": "9" * 30,
+        },
+    )
     assert resp.status_code == 200 and "Enter a price like 19.99 (at most" in resp.get_data(as_text=True)
     assert db_session.scalar(select(Promotion).where(Promotion.name == "Enormous")) is None
     report = client.get("/admin/promotion-report/?from=9999-12-31&to=9999-12-31", follow_redirects=True)
@@ -152,10 +207,12 @@ def stripe_events(app, monkeypatch):
 
 
 def post_event(client, fake, seconds_ahead: int):
-    body, header = fake.event("customer.created", {"id": "cus_1", "object": "customer"},
-                              timestamp=int(time.time()) + seconds_ahead)
-    return client.post("/webhooks/stripe", data=body, content_type="application/json",
-                       headers={"Stripe-Signature": header})
+    body, header = fake.event(
+        "customer.created", {"id": "cus_1", "object": "customer"}, timestamp=int(time.time()) + seconds_ahead
+    )
+    return client.post(
+        "/webhooks/stripe", data=body, content_type="application/json", headers={"Stripe-Signature": header}
+    )
 
 
 def test_webhooks_signed_more_than_five_minutes_ahead_are_refused(client, db_session, stripe_events):
@@ -167,25 +224,50 @@ def test_webhooks_signed_more_than_five_minutes_ahead_are_refused(client, db_ses
 
 
 # -- item 9c: money in another currency ----------------------------------------------------------------
-@pytest.mark.parametrize("body,field", [
-    ({"amount": {"amount": 500, "currency": "EUR"}}, "amount"),
-    ({"amount": 500, "currency": "EUR"}, "currency"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"amount": {"amount": 500, "currency": "EUR"}}, "amount"),
+        ({"amount": 500, "currency": "EUR"}, "currency"),
+    ],
+)
 def test_a_refund_in_another_currency_is_422_and_refunds_nothing(client, db_session, world, body, field):
     order = make_order(db_session, world)
-    resp = api(client, "post", f"/api/v1/admin/orders/{order.id}/refunds", world["staff"]["support"],
-               {**body, "reason": "wrong size"}, **{"Idempotency-Key": str(uuid.uuid4())})
+    resp = api(
+        client,
+        "post",
+        f"/api/v1/admin/orders/{order.id}/refunds",
+        world["staff"]["support"],
+        {**body, "reason": "wrong size"},
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert "EUR" not in fields_of(resp)[field] and "USD" in fields_of(resp)[field]
     assert count(db_session, Refund) == 0
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"variants": [{"sku": "EUR-1", "options": {}, "price": {"amount": 1000, "currency": "EUR"}}]},
-     "variants[0].price"),
-    ({"variants": [{"sku": "EUR-1", "options": {}, "price": 1000,
-                    "compare_at_price": {"amount": 2000, "currency": "GBP"}}]}, "variants[0].compare_at_price"),
-    ({"currency": "EUR"}, "currency"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (
+            {"variants": [{"sku": "EUR-1", "options": {}, "price": {"amount": 1000, "currency": "EUR"}}]},
+            "variants[0].price",
+        ),
+        (
+            {
+                "variants": [
+                    {
+                        "sku": "EUR-1",
+                        "options": {},
+                        "price": 1000,
+                        "compare_at_price": {"amount": 2000, "currency": "GBP"},
+                    }
+                ]
+            },
+            "variants[0].compare_at_price",
+        ),
+        ({"currency": "EUR"}, "currency"),
+    ],
+)
 def test_a_product_priced_in_another_currency_is_422(client, db_session, world, change, field):
     before = count(db_session, Product)
     resp = api(client, "post", "/api/v1/admin/products", world["staff"]["manager"], {**PRODUCT, **change})
@@ -197,12 +279,22 @@ def test_a_coupon_in_another_currency_is_422(client, db_session, world):
     body = {"code": "EUROFF", "kind": "fixed", "value": 500, "currency": "EUR"}
     resp = api(client, "post", "/api/v1/admin/coupons", world["staff"]["manager"], body)
     assert "currency" in fields_of(resp)
-    resp = api(client, "post", "/api/v1/admin/coupons", world["staff"]["manager"],
-               {**body, "currency": "USD", "min_subtotal": {"amount": 5000, "currency": "EUR"}})
+    resp = api(
+        client,
+        "post",
+        "/api/v1/admin/coupons",
+        world["staff"]["manager"],
+        {**body, "currency": "USD", "min_subtotal": {"amount": 5000, "currency": "EUR"}},
+    )
     assert "min_subtotal" in fields_of(resp)
     assert count(db_session, Promotion) == 0
-    created = api(client, "post", "/api/v1/admin/coupons", world["staff"]["manager"],
-                  {**body, "currency": "USD", "value": {"amount": 500, "currency": "USD"}})
+    created = api(
+        client,
+        "post",
+        "/api/v1/admin/coupons",
+        world["staff"]["manager"],
+        {**body, "currency": "USD", "value": {"amount": 500, "currency": "USD"}},
+    )
     assert created.status_code == 201 and created.get_json()["currency"] == "USD"
 
 
@@ -246,9 +338,15 @@ def uploads(app, client, world, tmp_path, monkeypatch):
     monkeypatch.setitem(app.config, "UPLOAD_DIR", str(tmp_path / "uploads"))
 
     def put(data: bytes, content_type: str = "image/png"):
-        signed = api(client, "post", "/api/v1/admin/uploads", world["staff"]["manager"],
-                     {"filename": "shirt.png", "content_type": content_type}).get_json()
+        signed = api(
+            client,
+            "post",
+            "/api/v1/admin/uploads",
+            world["staff"]["manager"],
+            {"filename": "shirt.png", "content_type": content_type},
+        ).get_json()
         return signed, client.put(urlsplit(signed["upload_url"]).path, data=data, headers=signed["headers"])
+
     put.dir = tmp_path / "uploads"
     return put
 
@@ -268,12 +366,15 @@ def test_a_png_with_html_appended_is_stored_without_it(client, uploads):
     assert stored and all(b"<script" not in f.read_bytes() for f in stored)
 
 
-@pytest.mark.parametrize("data,content_type", [
-    (b"\x89PNG\r\n\x1a\n" + POLYGLOT_TAIL, "image/png"),
-    (b"\xff\xd8\xff\xe0" + POLYGLOT_TAIL, "image/jpeg"),
-    (b"GIF89a" + POLYGLOT_TAIL, "image/gif"),
-    (b"RIFF\x00\x00\x00\x00WEBP" + POLYGLOT_TAIL, "image/webp"),
-])
+@pytest.mark.parametrize(
+    "data,content_type",
+    [
+        (b"\x89PNG\r\n\x1a\n" + POLYGLOT_TAIL, "image/png"),
+        (b"\xff\xd8\xff\xe0" + POLYGLOT_TAIL, "image/jpeg"),
+        (b"GIF89a" + POLYGLOT_TAIL, "image/gif"),
+        (b"RIFF\x00\x00\x00\x00WEBP" + POLYGLOT_TAIL, "image/webp"),
+    ],
+)
 def test_html_behind_an_image_signature_is_refused_and_nothing_stored(uploads, data, content_type):
     _, resp = uploads(data, content_type)
     assert resp.status_code == 415 and resp.get_json()["error"]["code"] == "unsupported_media_type"

@@ -1,4 +1,5 @@
 """Carts, checkout and orders through the API: ownership, tampering, merging, replays, cancellation."""
+
 import json
 import uuid
 
@@ -6,24 +7,31 @@ import pytest
 from rq import Queue
 
 from shop import consumers
-
 from tests.factories import make_category, make_product, make_user
 
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "CA",
-           "postal_code": "12345", "country": "US"}
+ADDRESS = {
+    "name": "Ann Buyer",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "region": "CA",
+    "postal_code": "12345",
+    "country": "US",
+}
 
 
 @pytest.fixture
 def shelf(db_session, redis_client):
     cat = make_category("Tees", slug="tees")
-    tee = make_product(cat, "Tee", slug="tee", sizes=("M", "L"), colours=("Red",), price=2000,
-                       stock={("M", "Red"): 5, ("L", "Red"): 1})
+    tee = make_product(
+        cat, "Tee", slug="tee", sizes=("M", "L"), colours=("Red",), price=2000, stock={("M", "Red"): 5, ("L", "Red"): 1}
+    )
     return {v.options["size"]: v for v in tee.variants}
 
 
 def send(client, method, path, body=None, **headers):
-    return getattr(client, method)(path, data=json.dumps(body) if body is not None else None,
-                                   content_type="application/json", headers=headers)
+    return getattr(client, method)(
+        path, data=json.dumps(body) if body is not None else None, content_type="application/json", headers=headers
+    )
 
 
 def bearer(user):
@@ -34,16 +42,26 @@ def bearer(user):
 
 def guest_cart(client, sku, quantity=1):
     cart = send(client, "post", "/api/v1/carts").get_json()
-    resp = send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": quantity},
-                **{"X-Cart-Token": cart["token"]})
+    resp = send(
+        client,
+        "post",
+        f"/api/v1/carts/{cart['id']}/items",
+        {"sku": sku, "quantity": quantity},
+        **{"X-Cart-Token": cart["token"]},
+    )
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
 
 
 def checkout(client, cart, key=None, **extra):
     body = {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS, **extra}
-    return send(client, "post", "/api/v1/checkout", body,
-                **{"X-Cart-Token": cart.get("token") or "", "Idempotency-Key": key or str(uuid.uuid4())})
+    return send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        body,
+        **{"X-Cart-Token": cart.get("token") or "", "Idempotency-Key": key or str(uuid.uuid4())},
+    )
 
 
 def test_cart_prices_come_from_the_catalogue_and_quantities_are_checked(client, shelf):
@@ -51,18 +69,26 @@ def test_cart_prices_come_from_the_catalogue_and_quantities_are_checked(client, 
     [line] = cart["items"]
     assert line["unit_price"] == {"amount": 2000, "currency": "USD"} and cart["subtotal"]["amount"] == 4000
     token = {"X-Cart-Token": cart["token"]}
-    too_many = send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf["M"].sku, "quantity": 4},
-                    **token)
+    too_many = send(
+        client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf["M"].sku, "quantity": 4}, **token
+    )
     assert too_many.status_code == 409 and too_many.get_json()["error"]["code"] == "out_of_stock"
     for bad in (0, 101, -1, "2", None):
-        resp = send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf["M"].sku, "quantity": bad},
-                    **token)
+        resp = send(
+            client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf["M"].sku, "quantity": bad}, **token
+        )
         assert resp.status_code == 422, bad
-    assert send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": "NOPE", "quantity": 1},
-                **token).status_code == 404
+    assert (
+        send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": "NOPE", "quantity": 1}, **token).status_code
+        == 404
+    )
     item = line["id"]
-    assert send(client, "patch", f"/api/v1/carts/{cart['id']}/items/{item}", {"quantity": 5},
-                **token).get_json()["items"][0]["quantity"] == 5
+    assert (
+        send(client, "patch", f"/api/v1/carts/{cart['id']}/items/{item}", {"quantity": 5}, **token).get_json()["items"][
+            0
+        ]["quantity"]
+        == 5
+    )
     assert send(client, "delete", f"/api/v1/carts/{cart['id']}/items/{item}", **token).get_json()["items"] == []
 
 
@@ -84,8 +110,13 @@ def test_guest_cart_merges_into_the_users_cart_capped_by_stock(client, shelf, db
     mine = send(client, "post", "/api/v1/carts", **h).get_json()
     send(client, "post", f"/api/v1/carts/{mine['id']}/items", {"sku": shelf["M"].sku, "quantity": 4}, **h)
     guest = guest_cart(client, shelf["M"].sku, 3)
-    send(client, "post", f"/api/v1/carts/{guest['id']}/items", {"sku": shelf["L"].sku, "quantity": 1},
-         **{"X-Cart-Token": guest["token"]})
+    send(
+        client,
+        "post",
+        f"/api/v1/carts/{guest['id']}/items",
+        {"sku": shelf["L"].sku, "quantity": 1},
+        **{"X-Cart-Token": guest["token"]},
+    )
     merged = send(client, "post", "/api/v1/carts/merge", {"guest_cart_token": guest["token"]}, **h)
     assert merged.status_code == 200
     quantities = {i["sku"]: i["quantity"] for i in merged.get_json()["items"]}
@@ -98,8 +129,13 @@ def test_guest_cart_merges_into_the_users_cart_capped_by_stock(client, shelf, db
 
 def test_checkout_recomputes_every_price_whatever_the_client_sends(client, shelf):
     cart = guest_cart(client, shelf["M"].sku, 2)
-    resp = checkout(client, cart, total={"amount": 1, "currency": "USD"}, unit_price=1,
-                    items=[{"sku": shelf["M"].sku, "quantity": 2, "unit_price": {"amount": 1}}])
+    resp = checkout(
+        client,
+        cart,
+        total={"amount": 1, "currency": "USD"},
+        unit_price=1,
+        items=[{"sku": shelf["M"].sku, "quantity": 2, "unit_price": {"amount": 1}}],
+    )
     assert resp.status_code == 201, resp.get_json()
     order = resp.get_json()["order"]
     assert order["items"][0]["unit_price"]["amount"] == 2000
@@ -109,19 +145,28 @@ def test_checkout_recomputes_every_price_whatever_the_client_sends(client, shelf
     assert resp.get_json()["payment"]["provider"] == "test" and "redirect_url" in resp.get_json()["payment"]
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"email": "nope"}, "email"), ({"shipping_address": {"name": "x"}}, "shipping_address.line1"),
-    ({"shipping_method": "teleport"}, "shipping_method"), ({"shipping_address": "a string"}, "shipping_address.body"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"email": "nope"}, "email"),
+        ({"shipping_address": {"name": "x"}}, "shipping_address.line1"),
+        ({"shipping_method": "teleport"}, "shipping_method"),
+        ({"shipping_address": "a string"}, "shipping_address.body"),
+    ],
+)
 def test_checkout_validation_is_422_and_writes_nothing(client, shelf, db_session, body, field):
     from sqlalchemy import func, select
 
     from shop.orders.models import Order
 
     cart = guest_cart(client, shelf["M"].sku)
-    resp = send(client, "post", "/api/v1/checkout",
-                {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS, **body},
-                **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS, **body},
+        **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 422 and field in resp.get_json()["error"]["details"]["fields"]
     assert db_session.scalar(select(func.count()).select_from(Order)) == 0
     assert checkout(client, cart).status_code == 201  # the cart is still usable
@@ -129,8 +174,13 @@ def test_checkout_validation_is_422_and_writes_nothing(client, shelf, db_session
 
 def test_checkout_needs_an_idempotency_key_and_replays_with_it(client, shelf):
     cart = guest_cart(client, shelf["M"].sku)
-    no_key = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "a@example.com",
-                                                      "shipping_address": ADDRESS}, **{"X-Cart-Token": cart["token"]})
+    no_key = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "a@example.com", "shipping_address": ADDRESS},
+        **{"X-Cart-Token": cart["token"]},
+    )
     assert no_key.status_code == 400 and no_key.get_json()["error"]["code"] == "idempotency_key_required"
     key = str(uuid.uuid4())
     first, second = checkout(client, cart, key), checkout(client, cart, key)
@@ -153,9 +203,13 @@ def test_orders_belong_to_their_owner_or_the_guest_token(client, shelf, db_sessi
     h = bearer(owner)
     my_cart = send(client, "post", "/api/v1/carts", **h).get_json()
     send(client, "post", f"/api/v1/carts/{my_cart['id']}/items", {"sku": shelf["L"].sku, "quantity": 1}, **h)
-    mine = send(client, "post", "/api/v1/checkout", {"cart_id": my_cart["id"], "email": "o@example.com",
-                                                    "shipping_address": ADDRESS},
-                **{**h, "Idempotency-Key": str(uuid.uuid4())}).get_json()["order"]
+    mine = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": my_cart["id"], "email": "o@example.com", "shipping_address": ADDRESS},
+        **{**h, "Idempotency-Key": str(uuid.uuid4())},
+    ).get_json()["order"]
     assert "access_token" not in mine
     assert client.get(f"/api/v1/orders/{mine['id']}", headers=bearer(stranger)).status_code == 404
     listing = client.get("/api/v1/orders", headers=h).get_json()
@@ -190,7 +244,8 @@ def test_cancellation_frees_stock_and_is_409_once_shipped(client, app, shelf, db
     assert mail.count("order.confirmed") == 1 and mail.count("order.shipped") == 1
     late = client.post(f"/api/v1/orders/{placed['id']}/cancel", headers={"X-Order-Token": placed["access_token"]})
     assert late.status_code == 409 and late.get_json()["error"]["code"] == "invalid_transition"
-    events = client.get(f"/api/v1/orders/{placed['id']}", headers={"X-Order-Token": placed["access_token"]}
-                        ).get_json()["events"]
+    events = client.get(f"/api/v1/orders/{placed['id']}", headers={"X-Order-Token": placed["access_token"]}).get_json()[
+        "events"
+    ]
     assert [e["status"] for e in events] == ["pending", "confirmed", "processing", "shipped"]
     assert events[-1]["actor"] == "picker@example.com"

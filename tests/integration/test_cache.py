@@ -1,5 +1,6 @@
 """The Redis cache of catalogue reads (shop/cache.py): a second read costs no SQL, a change is visible at once,
 Redis down means PostgreSQL answers, and the cache can be switched off."""
+
 from __future__ import annotations
 
 import json
@@ -34,18 +35,34 @@ def shop(db_session, cache_on):
     """A committed little catalogue: Clothing > Shirts with one shirt, and a second product beside it."""
     clothing = make_category("Clothing", slug="clothing-c")
     shirts = make_category("Shirts", parent=clothing, slug="shirts-c")
-    shirt = make_product(shirts, "Linen shirt", slug="linen-shirt-c", sizes=("M",), colours=("White",),
-                         price=2500, stock=10)
-    other = make_product(shirts, "Wool shirt", slug="wool-shirt-c", sizes=("M",), colours=("Grey",),
-                         price=4000, stock=3)
-    ids = SimpleNamespace(shirt=shirt.id, other=other.id, variant=shirt.variants[0].id, sku=shirt.variants[0].sku,
-                          other_variant=other.variants[0].id, clothing=clothing.id)
+    shirt = make_product(
+        shirts, "Linen shirt", slug="linen-shirt-c", sizes=("M",), colours=("White",), price=2500, stock=10
+    )
+    other = make_product(
+        shirts, "Wool shirt", slug="wool-shirt-c", sizes=("M",), colours=("Grey",), price=4000, stock=3
+    )
+    ids = SimpleNamespace(
+        shirt=shirt.id,
+        other=other.id,
+        variant=shirt.variants[0].id,
+        sku=shirt.variants[0].sku,
+        other_variant=other.variants[0].id,
+        clothing=clothing.id,
+    )
     db_session.commit()
     return ids
 
 
-PAGES = ["/p/linen-shirt-c", "/api/v1/products/linen-shirt-c", "/c/shirts-c", "/c/clothing-c?size=M&in_stock=1",
-         "/api/v1/products?category=clothing-c", "/api/v1/categories", "/", "/products"]
+PAGES = [
+    "/p/linen-shirt-c",
+    "/api/v1/products/linen-shirt-c",
+    "/c/shirts-c",
+    "/c/clothing-c?size=M&in_stock=1",
+    "/api/v1/products?category=clothing-c",
+    "/api/v1/categories",
+    "/",
+    "/products",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -65,7 +82,9 @@ def test_entries_are_plain_json_under_generation_keys(client, shop, cache_on):
     client.get("/c/shirts-c")
     keys = {k.decode() for k in cache_on.keys("catalog:*")}
     assert any(k.startswith("catalog:v1:product:") for k in keys)
-    assert any(k.startswith("catalog:v1:listing:") for k in keys) and any(k.startswith("catalog:v1:facets:") for k in keys)
+    assert any(k.startswith("catalog:v1:listing:") for k in keys) and any(
+        k.startswith("catalog:v1:facets:") for k in keys
+    )
     assert all(0 < cache_on.ttl(k) <= 60 for k in keys if k.startswith("catalog:v1:"))  # the safety net
     gen = int(cache_on.get("catalog:gen"))
     assert gen >= 1  # the fixture's commit bumped it
@@ -183,8 +202,7 @@ def test_an_invalidation_lost_while_redis_was_away_is_made_when_it_returns(app, 
     assert "$17.99" in client.get("/p/linen-shirt-c").text  # not the entry cached before the change
 
 
-def test_an_invalidation_lost_with_its_process_is_made_by_the_cache_group(app, client, db_session, shop,
-                                                                          monkeypatch):
+def test_an_invalidation_lost_with_its_process_is_made_by_the_cache_group(app, client, db_session, shop, monkeypatch):
     """The process that changed the price could not bump (Redis away) and died before Redis came back: the pages
     stay stale until the "cache" consumer group applies the change's product.updated event."""
     from shop import consumers
@@ -208,8 +226,9 @@ def test_an_invalidation_lost_with_its_process_is_made_by_the_cache_group(app, c
 
 
 def send(client, method, path, body=None, **headers):
-    return getattr(client, method)(path, data=json.dumps(body) if body is not None else None,
-                                   content_type="application/json", headers=headers)
+    return getattr(client, method)(
+        path, data=json.dumps(body) if body is not None else None, content_type="application/json", headers=headers
+    )
 
 
 def test_the_cart_and_checkout_never_read_cached_prices_or_availability(client, db_session, shop):
@@ -226,11 +245,22 @@ def test_the_cart_and_checkout_never_read_cached_prices_or_availability(client, 
     assert too_many.status_code == 409 and too_many.get_json()["error"]["code"] == "out_of_stock"
     added = send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shop.sku, "quantity": 1}, **token)
     assert added.get_json()["items"][0]["unit_price"]["amount"] == 3100
-    address = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "CA",
-               "postal_code": "12345", "country": "US"}
-    placed = send(client, "post", "/api/v1/checkout",
-                  {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": address},
-                  **token, **{"Idempotency-Key": str(uuid.uuid4())})
+    address = {
+        "name": "Ann Buyer",
+        "line1": "1 Main St",
+        "city": "Springfield",
+        "region": "CA",
+        "postal_code": "12345",
+        "country": "US",
+    }
+    placed = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": address},
+        **token,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert placed.status_code == 201, placed.get_json()
     assert placed.get_json()["order"]["items"][0]["unit_price"]["amount"] == 3100
 
@@ -243,8 +273,16 @@ def test_with_redis_down_pages_render_from_postgresql(committed_db, caplog):
         db.session.commit()  # the change listener cannot reach Redis: logged, the commit stands
     client = app.test_client()
     with caplog.at_level(logging.WARNING, logger="shop.cache"):
-        for path in ("/", "/products", "/c/boots", "/p/trail-boot", "/api/v1/categories", "/api/v1/products",
-                     "/api/v1/products?category=boots", "/api/v1/products/trail-boot"):
+        for path in (
+            "/",
+            "/products",
+            "/c/boots",
+            "/p/trail-boot",
+            "/api/v1/categories",
+            "/api/v1/products",
+            "/api/v1/products?category=boots",
+            "/api/v1/products/trail-boot",
+        ):
             resp = client.get(path)
             assert resp.status_code == 200, path
             assert resp.headers.get("ETag")

@@ -1,4 +1,5 @@
 """The catalogue API as API.md describes it, on real PostgreSQL, bad input included."""
+
 import re
 
 import pytest
@@ -13,8 +14,15 @@ def shelf(db_session):
     tees = make_category("Tees", parent=apparel, slug="tees")
     other = make_category("Other", slug="other")
     cheap = make_product(tees, "Basic Tee", price=1000, slug="basic-tee")
-    dear = make_product(tees, "Fancy Tee", price=5000, slug="fancy-tee", colours=("Red", "Blue"),
-                        prices={("L", "Blue"): 6000}, stock={("M", "Red"): 3})
+    dear = make_product(
+        tees,
+        "Fancy Tee",
+        price=5000,
+        slug="fancy-tee",
+        colours=("Red", "Blue"),
+        prices={("L", "Blue"): 6000},
+        stock={("M", "Red"): 3},
+    )
     gone = make_product(apparel, "Sold Out Hoodie", price=3000, stock=0, slug="sold-out-hoodie")
     draft = make_product(tees, "Secret Tee", price=100, status="draft", slug="secret-tee")
     elsewhere = make_product(other, "Mug", sizes=(), colours=(), price=800, slug="mug")
@@ -59,11 +67,14 @@ def test_product_summary_has_the_contract_fields(client, shelf):
     assert {"id", "slug", "name", "price_from", "image_url", "in_stock"} <= set(item)
 
 
-@pytest.mark.parametrize("sort,expected", [
-    ("price", ["basic-tee", "sold-out-hoodie", "fancy-tee"]),
-    ("-price", ["fancy-tee", "sold-out-hoodie", "basic-tee"]),
-    ("name", ["basic-tee", "fancy-tee", "sold-out-hoodie"]),
-])
+@pytest.mark.parametrize(
+    "sort,expected",
+    [
+        ("price", ["basic-tee", "sold-out-hoodie", "fancy-tee"]),
+        ("-price", ["fancy-tee", "sold-out-hoodie", "basic-tee"]),
+        ("name", ["basic-tee", "fancy-tee", "sold-out-hoodie"]),
+    ],
+)
 def test_sorting(client, shelf, sort, expected):
     assert slugs(client.get(f"/api/v1/products?category=apparel&sort={sort}")) == expected
 
@@ -87,13 +98,23 @@ def test_pagination(client, shelf):
     assert beyond["items"] == [] and beyond["total"] == 3
 
 
-@pytest.mark.parametrize("query,field", [
-    ("per_page=101", "per_page"), ("per_page=0", "per_page"), ("page=0", "page"), ("page=abc", "page"),
-    ("sort=cheapest", "sort"), ("in_stock=maybe", "in_stock"), ("min_price=-5", "min_price"),
-    ("max_price=1.5", "max_price"), ("min_price=500&max_price=100", "min_price"),
-    ("category=no-such-thing", "category"), ("category=" + "x" * 500, "category"),
-    ("page=99999999999999999999999", "page"),
-])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("per_page=101", "per_page"),
+        ("per_page=0", "per_page"),
+        ("page=0", "page"),
+        ("page=abc", "page"),
+        ("sort=cheapest", "sort"),
+        ("in_stock=maybe", "in_stock"),
+        ("min_price=-5", "min_price"),
+        ("max_price=1.5", "max_price"),
+        ("min_price=500&max_price=100", "min_price"),
+        ("category=no-such-thing", "category"),
+        ("category=" + "x" * 500, "category"),
+        ("page=99999999999999999999999", "page"),
+    ],
+)
 def test_bad_query_parameters_are_422_naming_the_field(client, shelf, query, field):
     error = assert_error(client.get(f"/api/v1/products?{query}"), 422, "validation_failed")
     assert field in error["details"]["fields"]
@@ -156,8 +177,14 @@ def test_listing_costs_the_same_queries_whatever_the_page_size(client, db_sessio
 def test_product_detail_queries_do_not_grow_with_variants(client, db_session, count_queries):
     cat = make_category(slug="matrix")
     make_product(cat, "Small", slug="small-matrix", sizes=("S",), colours=("Red",))
-    make_product(cat, "Large", slug="large-matrix", sizes=("XS", "S", "M", "L", "XL"),
-                 colours=("Red", "Blue", "Green", "Black"), images=4)
+    make_product(
+        cat,
+        "Large",
+        slug="large-matrix",
+        sizes=("XS", "S", "M", "L", "XL"),
+        colours=("Red", "Blue", "Green", "Black"),
+        images=4,
+    )
     with count_queries() as small:
         client.get("/api/v1/products/small-matrix")
     with count_queries() as large:
@@ -169,8 +196,11 @@ def test_openapi_describes_every_api_route(app, client):
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = set(spec["paths"])
-    served = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(r.rule).removeprefix("/api"))
-              for r in app.url_map.iter_rules() if str(r.rule).startswith("/api/v1/")}
+    served = {
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(r.rule).removeprefix("/api"))
+        for r in app.url_map.iter_rules()
+        if str(r.rule).startswith("/api/v1/")
+    }
     assert served == documented
     docs = client.get("/api/docs")
     assert docs.status_code == 200 and b"swagger-ui" in docs.data

@@ -1,16 +1,16 @@
 """Coupons through the API: applying and removing, every error code, throttling, the discount in the
 cart and the order, and uses given back on cancellation and on expiry."""
+
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from shop import clock
-
 from tests.factories import make_category, make_product, make_user
 from tests.integration.test_buying_api import ADDRESS, bearer, checkout, guest_cart, send
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -46,8 +46,14 @@ def error(resp):
 def user_checkout(client, cart, headers, email):
     import uuid
 
-    return send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": email, "shipping_address": ADDRESS},
-                **headers, **{"Idempotency-Key": str(uuid.uuid4())})
+    return send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": email, "shipping_address": ADDRESS},
+        **headers,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
 
 
 def redemptions(db_session, promotion_id):
@@ -169,16 +175,26 @@ def test_the_discount_reaches_the_order_and_a_redemption_is_recorded(client, she
     assert (order["subtotal"]["amount"], order["discount"]["amount"], order["shipping"]["amount"]) == (4000, 500, 595)
     assert order["tax"]["amount"] == 254 and order["total"]["amount"] == 3500 + 595 + 254
     [r] = redemptions(db_session, p.id)
-    assert (r.order_id, r.discount, r.status, r.email, r.code_id) == (order["id"], 500, "active", "ann@example.com",
-                                                                      p.codes[0].id)
+    assert (r.order_id, r.discount, r.status, r.email, r.code_id) == (
+        order["id"],
+        500,
+        "active",
+        "ann@example.com",
+        p.codes[0].id,
+    )
 
 
 def test_free_shipping_and_an_automatic_category_sale(client, shelf, db_session):
     promo("SHIPFREE", kind="free_shipping", value=0, stackable=True)
     promo(None, value=20, automatic=True, stackable=True, applies_to={"categories": [shelf["tees"].id]})
     cart = guest_cart(client, shelf["tee"].sku)
-    send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf["mug"].sku, "quantity": 1},
-         **{"X-Cart-Token": cart["token"]})
+    send(
+        client,
+        "post",
+        f"/api/v1/carts/{cart['id']}/items",
+        {"sku": shelf["mug"].sku, "quantity": 1},
+        **{"X-Cart-Token": cart["token"]},
+    )
     body = apply(client, cart, "SHIPFREE").get_json()
     # the sale is the tee's price (20% off the tee only, as on its product page), not a discount
     tee = next(i for i in body["items"] if i["sku"] == shelf["tee"].sku)
@@ -213,8 +229,12 @@ def test_cancellation_gives_the_use_back(client, shelf, db_session):
     order = checkout(client, cart).get_json()["order"]
     other = guest_cart(client, shelf["tee"].sku)
     assert error(apply(client, other, "ONE")) == (422, "coupon_exhausted")
-    assert client.post(f"/api/v1/orders/{order['id']}/cancel",
-                       headers={"X-Order-Token": order["access_token"]}).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/orders/{order['id']}/cancel", headers={"X-Order-Token": order["access_token"]}
+        ).status_code
+        == 200
+    )
     [r] = redemptions(db_session, p.id)
     assert r.status == "released" and r.released_at is not None
     assert apply(client, other, "ONE").status_code == 200
@@ -228,7 +248,7 @@ def test_an_expired_reservation_gives_the_use_back(client, shelf, db_session):
     cart = guest_cart(client, shelf["tee"].sku)
     apply(client, cart, "ONE")
     order = checkout(client, cart).get_json()["order"]
-    assert expire_reservations(now=datetime.now(timezone.utc) + timedelta(hours=2)) == 1
+    assert expire_reservations(now=datetime.now(UTC) + timedelta(hours=2)) == 1
     [r] = redemptions(db_session, p.id)
     assert (r.order_id, r.status) == (order["id"], "released")
     other = guest_cart(client, shelf["tee"].sku)
@@ -252,12 +272,12 @@ def test_single_use_codes_of_a_batch(client, shelf, db_session):
 
 # -- the storefront -------------------------------------------------------------------------------
 
+
 def test_the_cart_page_applies_and_removes_a_code_and_says_why_one_fails(client, db_session, redis_client):
     from tests.integration.test_storefront_cart import add, form_post, text
 
     cat = make_category("Tops", slug="tops")
-    product = make_product(cat, "Field Tee", slug="field-tee", sizes=("M",), colours=("Black",), price=2500,
-                           stock=10)
+    product = make_product(cat, "Field Tee", slug="field-tee", sizes=("M",), colours=("Black",), price=2500, stock=10)
     promo("TENOFF", value=10)
     promo("BIGONLY", min_subtotal=100_000)
     add(client, product.variants[0].sku, 2)
@@ -280,16 +300,23 @@ def test_the_cart_page_applies_and_removes_a_code_and_says_why_one_fails(client,
     assert client.post("/cart/coupon", data={"code": "TENOFF"}).status_code == 400
 
 
-def test_a_flash_sale_shows_on_the_product_page_from_its_start_to_its_end(client, db_session, redis_client,
-                                                                          monkeypatch):
+def test_a_flash_sale_shows_on_the_product_page_from_its_start_to_its_end(
+    client, db_session, redis_client, monkeypatch
+):
     from tests.integration.test_storefront_cart import text
 
     cat = make_category("Tops", slug="tops")
-    product = make_product(cat, "Field Tee", slug="field-tee", sizes=("M",), colours=("Black",), price=2500,
-                           stock=10)
+    product = make_product(cat, "Field Tee", slug="field-tee", sizes=("M",), colours=("Black",), price=2500, stock=10)
     start, end = NOW + timedelta(hours=1), NOW + timedelta(hours=3)
-    promo(None, value=20, automatic=True, name="Flash sale", starts_at=start, ends_at=end,
-          applies_to={"products": [product.id]})
+    promo(
+        None,
+        value=20,
+        automatic=True,
+        name="Flash sale",
+        starts_at=start,
+        ends_at=end,
+        applies_to={"products": [product.id]},
+    )
     before = client.get("/p/field-tee")
     assert "$25.00" in text(before) and "sale-countdown" not in text(before)
     # the page is in the catalogue cache now; the sale must still appear when it starts

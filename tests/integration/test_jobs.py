@@ -1,9 +1,10 @@
 """Background jobs: mail that never doubles, the low-stock scan, the cart clean-up, failed jobs in the
 back-office, and the periodic jobs running when their time comes (the clock moved, never slept)."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import rq.cron
@@ -13,8 +14,8 @@ from sqlalchemy import select, update
 
 from shop import clock as shop_clock
 from shop.extensions import QUEUE_NAMES
-from shop.notifications import notify
 from shop.notifications import jobs as mail_jobs
+from shop.notifications import notify
 from shop.notifications.jobs import MailInProgress, send_notification
 from shop.notifications.models import SentNotification
 from tests.factories import make_category, make_product, make_user
@@ -38,8 +39,11 @@ def mails(directory) -> list:
 @pytest.fixture
 def sendgrid(app, monkeypatch):
     with FakeSendGrid() as fake:
-        for key, value in {"MAIL_BACKEND": "sendgrid", "SENDGRID_API_KEY": fake.api_key,
-                           "SENDGRID_API_HOST": fake.url}.items():
+        for key, value in {
+            "MAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": fake.api_key,
+            "SENDGRID_API_HOST": fake.url,
+        }.items():
             monkeypatch.setitem(app.config, key, value)
         yield fake
 
@@ -85,12 +89,14 @@ def test_duplicate_jobs_reach_a_sendgrid_like_server_once(app, db_session, redis
 def test_a_failed_send_releases_its_claim_so_the_retry_sends_once(app, db_session, sendgrid):
     sendgrid.fail_next = 1
     with pytest.raises(Exception):
-        send_notification("account.password_reset", "re@example.com", {"name": "R", "link": "x", "minutes": 60},
-                          key="user:9:reset:t1")
+        send_notification(
+            "account.password_reset", "re@example.com", {"name": "R", "link": "x", "minutes": 60}, key="user:9:reset:t1"
+        )
     assert db_session.scalar(select(SentNotification).where(SentNotification.object_key == "user:9:reset:t1")) is None
     for _ in range(2):  # the retry, and a late duplicate
-        send_notification("account.password_reset", "re@example.com", {"name": "R", "link": "x", "minutes": 60},
-                          key="user:9:reset:t1")
+        send_notification(
+            "account.password_reset", "re@example.com", {"name": "R", "link": "x", "minutes": 60}, key="user:9:reset:t1"
+        )
     assert len(sendgrid.messages) == 1
 
 
@@ -102,7 +108,7 @@ def test_a_claim_in_flight_defers_the_duplicate_and_a_stale_one_is_taken_over(ap
         send_notification(*args)
     assert mails(mail_dir) == []
     # ...that worker was killed: ten minutes later its claim is stale and the mail goes out, once.
-    later = datetime.now(timezone.utc) + timedelta(minutes=10)
+    later = datetime.now(UTC) + timedelta(minutes=10)
     monkeypatch.setattr(shop_clock, "now", lambda: later)  # the shop's one clock
     assert send_notification(*args)
     assert send_notification(*args) is None
@@ -140,8 +146,15 @@ def test_each_new_reset_link_is_a_new_mail_and_order_mails_key_on_the_order(app,
 @pytest.fixture
 def stock(db_session, redis_client):
     cat = make_category("Socks", slug="socks")
-    sock = make_product(cat, "Sock", slug="sock", sizes=("S", "M", "L"), colours=("Grey",), price=500,
-                        stock={("S", "Grey"): 8, ("M", "Grey"): 8, ("L", "Grey"): 50})
+    sock = make_product(
+        cat,
+        "Sock",
+        slug="sock",
+        sizes=("S", "M", "L"),
+        colours=("Grey",),
+        price=500,
+        stock={("S", "Grey"): 8, ("M", "Grey"): 8, ("L", "Grey"): 50},
+    )
     v = {x.options["size"]: x for x in sock.variants}
     v["S"].low_stock_threshold = 10  # its own threshold: 8 <= 10 is low
     db_session.flush()  # M has none: the default (5) keeps 8 off the list
@@ -164,15 +177,16 @@ def test_low_stock_uses_each_variants_threshold_and_counts_reservations(app, db_
     staff = make_user(role="warehouse")
     body = client.get("/api/v1/admin/stock/low", headers=bearer(staff)).get_json()
     assert {i["sku"]: (i["available"], i["threshold"]) for i in body["items"]} == {
-        stock["S"].sku: (8, 10), stock["M"].sku: (5, 5)}
+        stock["S"].sku: (8, 10),
+        stock["M"].sku: (5, 5),
+    }
 
 
 def test_staff_with_stock_edit_set_a_variants_threshold_in_the_back_office(app, db_session, stock, client):
     staff = make_user(role="warehouse", password="correct horse battery")
     login = client.get("/admin/login")
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login.get_data(as_text=True)).group(1)
-    client.post("/admin/login", data={"email": staff.email, "password": "correct horse battery",
-                                      "csrf_token": token})
+    client.post("/admin/login", data={"email": staff.email, "password": "correct horse battery", "csrf_token": token})
     url = f"/admin/stock/edit/?id={stock['L'].id}"
     page = client.get(url)
     html = page.get_data(as_text=True)
@@ -185,8 +199,7 @@ def test_staff_with_stock_edit_set_a_variants_threshold_in_the_back_office(app, 
     assert "Sock" in client.get("/admin/low-stock/").get_data(as_text=True)
 
 
-def test_the_scan_mails_each_manager_once_per_scan_with_what_went_low(app, db_session, redis_client, stock,
-                                                                      mail_dir):
+def test_the_scan_mails_each_manager_once_per_scan_with_what_went_low(app, db_session, redis_client, stock, mail_dir):
     from shop.inventory.jobs import scan_low_stock
 
     managers = [make_user(role="manager", name="Mo"), make_user(role="manager", name="Max")]
@@ -194,7 +207,7 @@ def test_the_scan_mails_each_manager_once_per_scan_with_what_went_low(app, db_se
     retired.is_active_account = False
     make_user(role="warehouse")
     db_session.flush()
-    at = datetime(2030, 5, 1, 10, 7, tzinfo=timezone.utc)
+    at = datetime(2030, 5, 1, 10, 7, tzinfo=UTC)
     assert scan_low_stock(now=at) == [stock["S"].sku]
     assert scan_low_stock(now=at) == []  # a duplicate scan: nothing new
     with app.app_context():
@@ -228,19 +241,22 @@ def test_abandoned_carts_are_purged(app, db_session, stock):
     from shop.cart.models import Cart, CartItem
 
     user = make_user()
-    old = datetime.now(timezone.utc) - timedelta(days=31)
+    old = datetime.now(UTC) - timedelta(days=31)
     carts = {
-        "old guest": Cart(status="open", updated_at=old), "new guest": Cart(status="open"),
+        "old guest": Cart(status="open", updated_at=old),
+        "new guest": Cart(status="open"),
         "old user": Cart(status="open", user_id=user.id, updated_at=old),
-        "old merged": Cart(status="merged", updated_at=old), "old converted": Cart(status="converted", updated_at=old),
+        "old merged": Cart(status="merged", updated_at=old),
+        "old converted": Cart(status="converted", updated_at=old),
         "new converted": Cart(status="converted"),
     }
     db_session.add_all(carts.values())
     db_session.flush()
     db_session.add(CartItem(cart_id=carts["old guest"].id, variant_id=stock["S"].id, quantity=1))
     db_session.flush()
-    db_session.execute(update(Cart).where(Cart.id.in_([c.id for n, c in carts.items() if n.startswith("old")]))
-                       .values(updated_at=old))
+    db_session.execute(
+        update(Cart).where(Cart.id.in_([c.id for n, c in carts.items() if n.startswith("old")])).values(updated_at=old)
+    )
     ids = {n: c.id for n, c in carts.items()}
     assert purge_abandoned_carts() == 3
     db_session.expire_all()
@@ -254,8 +270,9 @@ def explode(what):
 
 
 def _login(client, user, password="correct horse battery"):
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
-                      client.get("/admin/login").get_data(as_text=True)).group(1)
+    token = re.search(
+        r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/admin/login").get_data(as_text=True)
+    ).group(1)
     client.post("/admin/login", data={"email": user.email, "password": password, "csrf_token": token})
 
 
@@ -310,7 +327,7 @@ LOCAL = datetime.now().astimezone().tzinfo
 
 def local(*args) -> datetime:
     """A wall-clock time where the scheduler runs (cron fields are local time), in UTC."""
-    return datetime(*args).replace(tzinfo=LOCAL).astimezone(timezone.utc)
+    return datetime(*args).replace(tzinfo=LOCAL).astimezone(UTC)
 
 
 def due(expression: str, since: datetime, until: datetime) -> bool:
@@ -337,15 +354,22 @@ def test_periodic_jobs_are_enqueued_exactly_when_due(app, redis_client, clock):
     cron = build_scheduler(redis_client)
     by_path = {path: (queue, expr) for path, queue, expr, _ in PERIODIC}
     assert {j.func_name for j in cron.get_jobs()} == set(by_path)
-    for path, queue, expr in [("shop.orders.jobs.expire_reservations", "default", "* * * * *"),
-                              ("shop.inventory.jobs.scan_low_stock", "default", "7 * * * *")]:
+    for path, queue, expr in [
+        ("shop.orders.jobs.expire_reservations", "default", "* * * * *"),
+        ("shop.inventory.jobs.scan_low_stock", "default", "7 * * * *"),
+    ]:
         assert by_path[path] == (queue, expr)
     assert by_path["shop.cart.jobs.purge_abandoned_carts"][1].endswith("* * *")  # daily
     assert cron.enqueue_jobs() == []  # nothing is due at the moment it starts
 
     last = clock.at
-    for when in (local(2030, 1, 1, 10, 30, 59), local(2030, 1, 1, 10, 31), local(2030, 1, 1, 10, 35, 1),
-                 local(2030, 1, 1, 11, 7), local(2030, 1, 2, 3, 30)):
+    for when in (
+        local(2030, 1, 1, 10, 30, 59),
+        local(2030, 1, 1, 10, 31),
+        local(2030, 1, 1, 10, 35, 1),
+        local(2030, 1, 1, 11, 7),
+        local(2030, 1, 2, 3, 30),
+    ):
         clock.move_to(when)
         enqueued = sorted(j.func_name for j in cron.enqueue_jobs())
         expected = sorted(p for p, (q, e) in by_path.items() if due(e, last, when))
@@ -360,8 +384,7 @@ def test_periodic_jobs_are_enqueued_exactly_when_due(app, redis_client, clock):
     cron.save()  # what the scheduler stores in Redis (the Retry stays out of it) serialises
 
 
-def test_scheduled_jobs_run_by_a_worker_do_their_work(app, db_session, client, redis_client, clock, mail_dir,
-                                                      stock):
+def test_scheduled_jobs_run_by_a_worker_do_their_work(app, db_session, client, redis_client, clock, mail_dir, stock):
     """The clock reaches the next day: the due jobs are queued, a real worker runs them, and their
     effects show: an expired hold's order is cancelled, managers get the low-stock mail, old carts go."""
     from shop.cart.models import Cart
@@ -376,19 +399,26 @@ def test_scheduled_jobs_run_by_a_worker_do_their_work(app, db_session, client, r
     placed = checkout(client, cart)
     assert placed.status_code == 201, placed.get_json()
     order_id = placed.get_json()["order"]["id"]
-    db_session.execute(update(Reservation).where(Reservation.order_id == order_id)
-                       .values(expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+    db_session.execute(
+        update(Reservation)
+        .where(Reservation.order_id == order_id)
+        .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    )
     old_cart = Cart(status="open")
     db_session.add(old_cart)
     db_session.flush()
-    db_session.execute(update(Cart).where(Cart.id == old_cart.id)
-                       .values(updated_at=datetime.now(timezone.utc) - timedelta(days=40)))
+    db_session.execute(
+        update(Cart).where(Cart.id == old_cart.id).values(updated_at=datetime.now(UTC) - timedelta(days=40))
+    )
     old_cart_id = old_cart.id
     db_session.commit()
     redis_client.delete(*[k for k in redis_client.keys("rq:*")] or ["-"])
 
-    mine = {"shop.orders.jobs.expire_reservations", "shop.inventory.jobs.scan_low_stock",
-            "shop.cart.jobs.purge_abandoned_carts"}
+    mine = {
+        "shop.orders.jobs.expire_reservations",
+        "shop.inventory.jobs.scan_low_stock",
+        "shop.cart.jobs.purge_abandoned_carts",
+    }
     cron = build_scheduler(redis_client, [p for p in PERIODIC if p[0] in mine])
     clock.move_to(local(2030, 1, 2, 3, 0))
     assert sorted(j.func_name for j in cron.enqueue_jobs()) == sorted(mine)

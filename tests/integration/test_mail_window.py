@@ -1,9 +1,10 @@
 """Mail sent once (issue 10, item 7): once the provider accepted a mail, nothing may make the shop send
 it again; where a second copy cannot be ruled out (a worker killed right after the acceptance), it
 carries the same Message-ID, so receiving systems can drop it. SMTP is a local server smtplib talks to."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, update
@@ -18,15 +19,24 @@ SHIPPED = ("order.shipped", "ann@example.com", {"number": "W1", "lines": [], "li
 @pytest.fixture
 def smtp(app, monkeypatch):
     with FakeSmtp() as fake:
-        for key, value in {"MAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": fake.port,
-                           "SMTP_USERNAME": "", "SMTP_STARTTLS": False, "MAIL_FROM": "Shop <shop@example.com>"}.items():
+        for key, value in {
+            "MAIL_BACKEND": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": fake.port,
+            "SMTP_USERNAME": "",
+            "SMTP_STARTTLS": False,
+            "MAIL_FROM": "Shop <shop@example.com>",
+        }.items():
             monkeypatch.setitem(app.config, key, value)
         yield fake
 
 
 def row(db_session) -> SentNotification:
-    return db_session.scalar(select(SentNotification).where(SentNotification.object_key == "order:W1")
-                             .execution_options(populate_existing=True))
+    return db_session.scalar(
+        select(SentNotification)
+        .where(SentNotification.object_key == "order:W1")
+        .execution_options(populate_existing=True)
+    )
 
 
 def test_a_mail_the_server_accepted_counts_as_sent_whatever_happens_after(app, db_session, smtp):
@@ -41,9 +51,12 @@ def test_a_mail_sent_again_after_a_crash_carries_the_same_message_id(app, db_ses
     assert send_notification(*SHIPPED)
     # What a worker killed between the server's acceptance and the `sent` mark leaves behind: a claim
     # still "sending", stale once a mail job can no longer be running. It is taken over and sent again.
-    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
-    db_session.execute(update(SentNotification).where(SentNotification.object_key == "order:W1")
-                       .values(status="sending", sent_at=None, claimed_at=an_hour_ago))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    db_session.execute(
+        update(SentNotification)
+        .where(SentNotification.object_key == "order:W1")
+        .values(status="sending", sent_at=None, claimed_at=an_hour_ago)
+    )
     db_session.commit()
     assert send_notification(*SHIPPED)
     first, second = smtp.messages

@@ -1,4 +1,5 @@
 """The notification layer: templates, backends (file, SendGrid through its SDK), and after-commit queueing."""
+
 import email
 from email import policy
 
@@ -27,12 +28,18 @@ def test_file_backend_writes_a_readable_multipart_mail(app, tmp_path, monkeypatc
 
 def test_sendgrid_backend_speaks_the_v3_api_through_the_official_sdk(app, monkeypatch):
     with FakeSendGrid() as fake:
-        for key, value in {"MAIL_BACKEND": "sendgrid", "SENDGRID_API_KEY": fake.api_key,
-                           "SENDGRID_API_HOST": fake.url}.items():
+        for key, value in {
+            "MAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": fake.api_key,
+            "SENDGRID_API_HOST": fake.url,
+        }.items():
             monkeypatch.setitem(app.config, key, value)
         with app.app_context():
-            send_notification("account.password_reset", "bo@example.com",
-                              {"name": "Bo", "link": "https://shop.example/r/1", "minutes": 60})
+            send_notification(
+                "account.password_reset",
+                "bo@example.com",
+                {"name": "Bo", "link": "https://shop.example/r/1", "minutes": 60},
+            )
     [sent] = fake.messages
     assert sent["personalizations"][0]["to"] == [{"email": "bo@example.com"}]
     assert sent["subject"] == "Reset your password" and sent["from"]["email"] == app.config["MAIL_FROM"]
@@ -44,8 +51,11 @@ def test_sendgrid_backend_speaks_the_v3_api_through_the_official_sdk(app, monkey
 def test_sendgrid_failure_raises_so_the_job_is_retried(app, monkeypatch):
     with FakeSendGrid() as fake:
         fake.fail_next = 1
-        for key, value in {"MAIL_BACKEND": "sendgrid", "SENDGRID_API_KEY": fake.api_key,
-                           "SENDGRID_API_HOST": fake.url}.items():
+        for key, value in {
+            "MAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": fake.api_key,
+            "SENDGRID_API_HOST": fake.url,
+        }.items():
             monkeypatch.setitem(app.config, key, value)
         with app.app_context(), pytest.raises(Exception):
             send_notification("account.verify_email", "cy@example.com", PAYLOAD)

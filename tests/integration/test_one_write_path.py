@@ -1,5 +1,6 @@
 """One write path per rule: the back-office writes through the services the API uses, so a form can never skip a
 lock or a bound the API enforces (stock through inventory.set_on_hand)."""
+
 from __future__ import annotations
 
 import threading
@@ -15,16 +16,23 @@ from tests.integration.test_permissions import as_user, csrf_token, world  # noq
 
 
 def stock_form(client, variant_id, **fields):
-    return client.post(f"/admin/stock/edit/?id={variant_id}",
-                       data={"csrf_token": csrf_token(client), "low_stock_threshold": "", **fields})
+    return client.post(
+        f"/admin/stock/edit/?id={variant_id}",
+        data={"csrf_token": csrf_token(client), "low_stock_threshold": "", **fields},
+    )
 
 
-@pytest.mark.parametrize("fields,problem", [
-    ({"on_hand": "10000001"}, "Stock on hand must be a whole number from 0 to 10,000,000."),
-    ({"on_hand": "-1"}, "Stock on hand must be a whole number from 0 to 10,000,000."),
-    ({"on_hand": "5", "low_stock_threshold": "1000001"},
-     "The low-stock threshold must be a whole number from 0 to 1,000,000, or empty."),
-])
+@pytest.mark.parametrize(
+    "fields,problem",
+    [
+        ({"on_hand": "10000001"}, "Stock on hand must be a whole number from 0 to 10,000,000."),
+        ({"on_hand": "-1"}, "Stock on hand must be a whole number from 0 to 10,000,000."),
+        (
+            {"on_hand": "5", "low_stock_threshold": "1000001"},
+            "The low-stock threshold must be a whole number from 0 to 1,000,000, or empty.",
+        ),
+    ],
+)
 def test_the_back_office_stock_form_keeps_the_apis_bounds(app, db_session, world, fields, problem):
     variant = world["variant"]
     before = (variant.on_hand, variant.low_stock_threshold)
@@ -35,8 +43,13 @@ def test_the_back_office_stock_form_keeps_the_apis_bounds(app, db_session, world
     assert (variant.on_hand, variant.low_stock_threshold) == before
     # the API says the same of the same number
     if "on_hand" in fields and fields.get("low_stock_threshold", "") == "":
-        api = send(app.test_client(), "put", f"/api/v1/admin/variants/{variant.id}/stock",
-                   {"on_hand": int(fields["on_hand"])}, **bearer(world["staff"]["warehouse"]))
+        api = send(
+            app.test_client(),
+            "put",
+            f"/api/v1/admin/variants/{variant.id}/stock",
+            {"on_hand": int(fields["on_hand"])},
+            **bearer(world["staff"]["warehouse"]),
+        )
         assert api.status_code == 422
         assert "Stock on hand " + api.get_json()["error"]["details"]["fields"]["on_hand"] + "." == problem
 
@@ -57,8 +70,9 @@ def waiting_query(database_url: str, timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND wait_event_type = 'Lock'").fetchone()
+            row = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
             if row:
                 return row[0]
             time.sleep(0.05)
@@ -74,8 +88,9 @@ def test_the_back_office_stock_count_waits_for_the_variant_lock_and_keeps_what_t
 
     app = create_app(config_for(committed_db))
     with app.app_context():
-        product = make_product(make_category("Tees", slug="tees"), "Plain Tee", slug="plain-tee", sizes=("M",),
-                               colours=("Blue",), stock=10)
+        product = make_product(
+            make_category("Tees", slug="tees"), "Plain Tee", slug="plain-tee", sizes=("M",), colours=("Blue",), stock=10
+        )
         warehouse = make_user("wh@example.com", role="warehouse")
         db.session.commit()
         variant_id = product.variants[0].id
@@ -84,8 +99,9 @@ def test_the_back_office_stock_count_waits_for_the_variant_lock_and_keeps_what_t
     answer = {}
 
     def count():
-        answer["resp"] = client.post(f"/admin/stock/edit/?id={variant_id}",
-                                     data={"csrf_token": token, "on_hand": "4", "low_stock_threshold": ""})
+        answer["resp"] = client.post(
+            f"/admin/stock/edit/?id={variant_id}", data={"csrf_token": token, "on_hand": "4", "low_stock_threshold": ""}
+        )
 
     with psycopg.connect(committed_db) as checkout:
         checkout.execute("SELECT id FROM variant WHERE id = %s FOR NO KEY UPDATE", (variant_id,))
@@ -98,19 +114,23 @@ def test_the_back_office_stock_count_waits_for_the_variant_lock_and_keeps_what_t
     form.join(30)
     assert answer["resp"].status_code == 302
     with psycopg.connect(committed_db) as conn:
-        assert conn.execute("SELECT on_hand, reserved FROM variant WHERE id = %s",
-                            (variant_id,)).fetchone() == (4, 3)
+        assert conn.execute("SELECT on_hand, reserved FROM variant WHERE id = %s", (variant_id,)).fetchone() == (4, 3)
     with app.app_context():
         db.engine.dispose()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"variants-0-on_hand": "-5"}, "Prices and stock cannot be negative."),
-    ({"options_text": "size: S, M\nSize: L", "variants-0-options_text": "size=S"}, "Option names must be unique."),
-    ({"options_text": "size: S, M", "variants-0-options_text": "size=XL"},
-     "Variant GIANT-1 must pick one value of each option (size: S, M)."),
-    ({"status": "active", "variants-0-sku": "", "variants-0-price_amount": ""}, None),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"variants-0-on_hand": "-5"}, "Prices and stock cannot be negative."),
+        ({"options_text": "size: S, M\nSize: L", "variants-0-options_text": "size=S"}, "Option names must be unique."),
+        (
+            {"options_text": "size: S, M", "variants-0-options_text": "size=XL"},
+            "Variant GIANT-1 must pick one value of each option (size: S, M).",
+        ),
+        ({"status": "active", "variants-0-sku": "", "variants-0-price_amount": ""}, None),
+    ],
+)
 def test_the_back_office_product_form_follows_the_catalogues_rules(app, db_session, world, change, message):
     """The form checks a product with catalog.services (revise_product), the rules the API's products follow:
     a negative stock or price, or two options of one name, are refused with the catalogue's sentence."""

@@ -1,6 +1,7 @@
 """Order links and order mails (issue 11): signed "See your order" links that open one order in any browser,
 "Pay again" after a declined card while the stock is held, the history links, the cancel confirmation, and
 order mails with the whole money breakdown, the address, thumbnails and links at PUBLIC_BASE_URL."""
+
 from __future__ import annotations
 
 import email
@@ -18,8 +19,14 @@ from sqlalchemy import func, select
 from tests.conftest import config_for, local_path
 from tests.factories import make_category, make_product, make_user
 
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "IL",
-           "postal_code": "62704", "country": "US"}
+ADDRESS = {
+    "name": "Ann Buyer",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "region": "IL",
+    "postal_code": "62704",
+    "country": "US",
+}
 
 
 @pytest.fixture
@@ -31,8 +38,9 @@ def shelf(db_session, redis_client):
 
 
 def send(client, method, path, body=None, **headers):
-    return getattr(client, method)(path, data=json.dumps(body) if body is not None else None,
-                                   content_type="application/json", headers=headers)
+    return getattr(client, method)(
+        path, data=json.dumps(body) if body is not None else None, content_type="application/json", headers=headers
+    )
 
 
 def buy(client, sku, quantity=2, email_="ann@example.com", user=None):
@@ -44,11 +52,21 @@ def buy(client, sku, quantity=2, email_="ann@example.com", user=None):
         headers["Authorization"] = f"Bearer {issue_pair(user)['access_token']}"
     cart = send(client, "post", "/api/v1/carts", **headers).get_json()
     token = {"X-Cart-Token": cart["token"]} if cart.get("token") else {}
-    assert send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": quantity},
-                **token, **headers).status_code == 201
-    resp = send(client, "post", "/api/v1/checkout",
-                {"cart_id": cart["id"], "email": email_, "shipping_address": ADDRESS},
-                **token, **headers, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert (
+        send(
+            client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": sku, "quantity": quantity}, **token, **headers
+        ).status_code
+        == 201
+    )
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": email_, "shipping_address": ADDRESS},
+        **token,
+        **headers,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 201, resp.get_json()
     placed = resp.get_json()
     if placed["order"].get("access_token"):  # the guest's browser keeps its key, as after the checkout page
@@ -174,8 +192,9 @@ def test_a_declined_payment_can_be_paid_again_while_the_items_are_held(app, clie
     assert again.headers["Location"].split("?")[0] == resp.headers["Location"].split("?")[0]
     assert db_session.scalar(select(func.count()).select_from(Payment).where(Payment.order_id == order_id)) == 2
     # The declined attempt's page cannot be approved any more: only the new attempt takes money.
-    closed = client.post(local_path(placed["payment"]["redirect_url"]),
-                         data={"csrf_token": csrf(client), "decision": "approve"})
+    closed = client.post(
+        local_path(placed["payment"]["redirect_url"]), data={"csrf_token": csrf(client), "decision": "approve"}
+    )
     assert closed.status_code == 303
     closed = client.get(local_path(closed.headers["Location"]), follow_redirects=True)
     assert "This payment attempt is closed." in text(closed) and placed["order"]["number"] in text(closed)
@@ -187,8 +206,10 @@ def test_an_api_client_pays_again_after_a_decline(client, shelf, db_session):
 
     placed = buy(client, shelf.sku)
     order_id, key = placed["order"]["id"], {"X-Order-Token": placed["order"]["access_token"]}
-    assert send(client, "post", f"/api/v1/orders/{order_id}/pay", **key).get_json()["payment"]["id"] \
-        == placed["payment"]["id"]  # the first attempt is still open: answered again, not doubled
+    assert (
+        send(client, "post", f"/api/v1/orders/{order_id}/pay", **key).get_json()["payment"]["id"]
+        == placed["payment"]["id"]
+    )  # the first attempt is still open: answered again, not doubled
     decline(db_session, order_id)
     assert send(client, "post", f"/api/v1/orders/{order_id}/pay").status_code == 404  # no key: not yours
     resp = send(client, "post", f"/api/v1/orders/{order_id}/pay", **key)
@@ -228,8 +249,10 @@ def test_a_declined_attempt_paid_after_all_beside_pay_again_is_given_back(app, c
     from shop.payments.models import Payment, Refund
 
     order_id, first, second = paid_twice(client, shelf, db_session)
-    assert payments.refund_remaining_job(order_id, "The order was already paid", "system",
-                                         payment_id=first.id) == "refunded"
+    assert (
+        payments.refund_remaining_job(order_id, "The order was already paid", "system", payment_id=first.id)
+        == "refunded"
+    )
     [refund] = db_session.scalars(select(Refund).join(Payment).where(Payment.order_id == order_id)).all()
     assert (refund.payment_id, refund.amount, refund.status) == (first.id, first.amount, "succeeded")
     assert order_row(db_session, order_id).status == "confirmed"
@@ -250,8 +273,10 @@ def test_cancelling_an_order_paid_twice_refunds_both_payments_whatever_runs_firs
     db_session.commit()
     # The cancellation's refund job (no payment named) runs before the duplicate's.
     assert payments.refund_remaining_job(order_id, "Order cancelled", "support@example.com") == "refunded"
-    assert payments.refund_remaining_job(order_id, "The order was already paid", "system",
-                                         payment_id=first.id) == "refunded"
+    assert (
+        payments.refund_remaining_job(order_id, "The order was already paid", "system", payment_id=first.id)
+        == "refunded"
+    )
     for p in (first, second):
         db_session.refresh(p)
     assert (first.refunded_amount, second.refunded_amount) == (first.amount, second.amount)
@@ -266,8 +291,11 @@ def test_pay_again_is_refused_once_the_hold_has_run_out(app, client, shelf, db_s
     placed = buy(client, shelf.sku)
     order_id = placed["order"]["id"]
     decline(db_session, order_id)
-    db_session.execute(update(Reservation).where(Reservation.order_id == order_id)
-                       .values(expires_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
+    db_session.execute(
+        update(Reservation)
+        .where(Reservation.order_id == order_id)
+        .values(expires_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 1))
+    )
     db_session.commit()
     page = text(client.get(f"/orders/{order_id}"))
     assert "Pay again" not in page and "no longer held" in page
@@ -344,8 +372,9 @@ def test_cancelling_asks_to_confirm_without_javascript(app, client, shelf, db_se
     order_id = placed["order"]["id"]
     html = client.get(f"/orders/{order_id}").get_data(as_text=True)
     # The button only opens the question (a closed <details>); the form that cancels sits inside it.
-    ask = re.search(r'<details class="order-cancel"[^>]*>\s*<summary[^>]*>Cancel this order</summary>(.*?)</details>',
-                    html, re.S)
+    ask = re.search(
+        r'<details class="order-cancel"[^>]*>\s*<summary[^>]*>Cancel this order</summary>(.*?)</details>', html, re.S
+    )
     assert ask and f'action="/orders/{order_id}/cancel"' in ask.group(1)
     assert f"Cancel order {placed['order']['number']}?" in ask.group(1) and "Yes, cancel the order" in ask.group(1)
     assert html.count(f'action="/orders/{order_id}/cancel"') == 1  # no one-press form outside the question
@@ -375,8 +404,17 @@ def test_order_mails_show_the_whole_breakdown_the_address_and_thumbnails(app, cl
     payload = orders.mail_payload(order)
     plain, html = rendered(app, "order.confirmed", order.email, payload)
     # 2 x $20.00 = $40.00; standard shipping $5.95; Illinois has no tax in the default table.
-    for needed in ("2 x Tee", "at $20.00", "(sale; was $25.00)", "Subtotal: $40.00", "Shipping (standard): $5.95",
-                   "Tax: $0.00", "Total: $45.95", "Springfield, IL 62704", "1 Main St"):
+    for needed in (
+        "2 x Tee",
+        "at $20.00",
+        "(sale; was $25.00)",
+        "Subtotal: $40.00",
+        "Shipping (standard): $5.95",
+        "Tax: $0.00",
+        "Total: $45.95",
+        "Springfield, IL 62704",
+        "1 Main St",
+    ):
         assert needed in plain, needed
     assert order.subtotal - order.discount + order.shipping + order.tax == order.total
     for needed in ("$20.00", "<s>$25.00</s>", "Subtotal", "$40.00", "$5.95", "$45.95", "Springfield, IL 62704"):
@@ -422,7 +460,9 @@ def test_links_in_job_sent_mails_start_with_the_public_base_url(app, shelf, db_s
     msg = email.message_from_bytes((tmp_path / name).read_bytes(), policy=policy.default)
     html = msg.get_body(("html",)).get_content()
     assert re.search(r'<img src="http://127\.0\.0\.1:5401/media/', html)  # product thumbnails, absolute
-    urls = re.findall(r'(?:href|src)="([^"]+)"', html) + re.findall(r"https?://\S+", msg.get_body(("plain",)).get_content())
+    urls = re.findall(r'(?:href|src)="([^"]+)"', html) + re.findall(
+        r"https?://\S+", msg.get_body(("plain",)).get_content()
+    )
     assert urls and all(u.startswith("http://127.0.0.1:5401/") for u in urls), urls
 
 

@@ -3,6 +3,7 @@
 The shop talks to the real PostgreSQL and Redis of the suite through a pass-through (tests/fakes/netcut.py)
 that a test cuts, as a crashed server or a lost network would, and restores.
 """
+
 import os
 import uuid
 
@@ -29,11 +30,11 @@ def shop(committed_db):
     pg_url, redis_url = urlsplit(committed_db), urlsplit(os.environ["REDIS_URL"])
     pg, rd = NetCut(pg_url.hostname, pg_url.port), NetCut(redis_url.hostname, redis_url.port)
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()
-    app = create_app(config_for(pg.url_for(committed_db), REDIS_URL=rd.url_for(os.environ["REDIS_URL"]),
-                                CACHE_ENABLED=True))
+    app = create_app(
+        config_for(pg.url_for(committed_db), REDIS_URL=rd.url_for(os.environ["REDIS_URL"]), CACHE_ENABLED=True)
+    )
     with app.app_context():
-        product = make_product(make_category("Tops", slug="tops"), "Plain Tee", slug="plain-tee", sizes=("M",),
-                               stock=5)
+        product = make_product(make_category("Tops", slug="tops"), "Plain Tee", slug="plain-tee", sizes=("M",), stock=5)
         user = make_user("ann@example.com", password=PASSWORD)
         db.session.commit()
         facts = {"sku": product.variants[0].sku, "email": user.email}
@@ -67,8 +68,14 @@ def api_calls(client, facts, cart):
     return [
         ("catalogue", client.get("/api/v1/products")),
         ("cart create", client.post("/api/v1/carts", json={})),
-        ("checkout", client.post("/api/v1/checkout", headers=headers, json={
-            "cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS})),
+        (
+            "checkout",
+            client.post(
+                "/api/v1/checkout",
+                headers=headers,
+                json={"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS},
+            ),
+        ),
         ("login", client.post("/api/v1/auth/token", json={"email": facts["email"], "password": PASSWORD})),
     ]
 
@@ -76,10 +83,15 @@ def api_calls(client, facts, cart):
 def test_postgresql_outage_answers_503_on_api_and_pages_then_recovers(shop):
     app, client, pg, _, facts = shop
     cart = client.post("/api/v1/carts", json={}).get_json()
-    assert client.post(f"/api/v1/carts/{cart['id']}/items", headers={"X-Cart-Token": cart["token"]},
-                       json={"sku": facts["sku"]}).status_code == 201
-    assert client.post("/cart/items", data={"csrf_token": csrf_token(client), "sku": facts["sku"], "quantity": "1"}) \
-        .status_code in (302, 303)  # a storefront cart, so the cart page needs the database
+    assert (
+        client.post(
+            f"/api/v1/carts/{cart['id']}/items", headers={"X-Cart-Token": cart["token"]}, json={"sku": facts["sku"]}
+        ).status_code
+        == 201
+    )
+    assert client.post(
+        "/cart/items", data={"csrf_token": csrf_token(client), "sku": facts["sku"], "quantity": "1"}
+    ).status_code in (302, 303)  # a storefront cart, so the cart page needs the database
     token = csrf_token(client)
 
     pg.cut()
@@ -87,16 +99,21 @@ def test_postgresql_outage_answers_503_on_api_and_pages_then_recovers(shop):
         assert_unavailable(resp), name
     assert_unavailable(client.get("/"), html=True)
     assert_unavailable(client.get("/cart"), html=True)
-    assert_unavailable(client.post("/account/login", data={"csrf_token": token, "email": facts["email"],
-                                                           "password": PASSWORD}), html=True)
+    assert_unavailable(
+        client.post("/account/login", data={"csrf_token": token, "email": facts["email"], "password": PASSWORD}),
+        html=True,
+    )
 
     pg.restore()
     assert client.get("/api/v1/products").status_code == 200
     assert client.get("/").status_code == 200
     assert client.get("/cart").status_code == 200
     assert client.post("/api/v1/auth/token", json={"email": facts["email"], "password": PASSWORD}).status_code == 200
-    placed = client.post("/api/v1/checkout", headers={"X-Cart-Token": cart["token"], "Idempotency-Key": "k" * 12},
-                         json={"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS})
+    placed = client.post(
+        "/api/v1/checkout",
+        headers={"X-Cart-Token": cart["token"], "Idempotency-Key": "k" * 12},
+        json={"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS},
+    )
     assert placed.status_code == 201, placed.get_json()
 
 

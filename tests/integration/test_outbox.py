@@ -1,6 +1,7 @@
 """The job outbox: what must happen after a commit is recorded in PostgreSQL with the commit, so Redis
 being away at that moment loses nothing (issue 10). Real PostgreSQL, Redis and RQ workers; Redis
 "away" is a port nothing listens on, and "back" is a redis-server started on that port."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from redis import Redis
@@ -77,7 +78,8 @@ def wait_until(check, seconds: float = 20.0):
 
 # -- the issue's case: a refund is not lost ------------------------------------------------------
 def test_a_paid_order_cancelled_while_redis_is_away_is_refunded_once_it_is_back(
-        app, client, shelf, db_session, redis_later, caplog):  # noqa: F811
+    app, client, shelf, db_session, redis_later, caplog
+):  # noqa: F811
     from shop.payments import services as payments
     from shop.payments.models import Payment, Refund
 
@@ -88,8 +90,9 @@ def test_a_paid_order_cancelled_while_redis_is_away_is_refunded_once_it_is_back(
 
     away = create_app(config_for(REDIS_URL=redis_later.url))
     with caplog.at_level(logging.WARNING, logger="shop.outbox"):
-        resp = away.test_client().post(f"/api/v1/orders/{placed['id']}/cancel",
-                                       headers={"X-Order-Token": placed["access_token"]})
+        resp = away.test_client().post(
+            f"/api/v1/orders/{placed['id']}/cancel", headers={"X-Order-Token": placed["access_token"]}
+        )
     assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled"
     [job] = rows(function="shop.payments.services.refund_remaining_job")
     assert job.args[0] == placed["id"] and job.dispatched_at is None
@@ -108,7 +111,8 @@ def test_a_paid_order_cancelled_while_redis_is_away_is_refunded_once_it_is_back(
 
 
 def test_a_test_gateway_decision_made_while_redis_is_away_reaches_the_queue_once_it_is_back(
-        app, client, shelf, db_session, redis_later):  # noqa: F811
+    app, client, shelf, db_session, redis_later
+):  # noqa: F811
     placed = checkout(client, guest_cart(client, shelf["M"].sku, 1)).get_json()
     pay_url = local_path(placed["payment"]["redirect_url"])
     away = create_app(config_for(REDIS_URL=redis_later.url))
@@ -252,8 +256,10 @@ def test_the_relay_rides_out_a_redis_outage_and_catches_up(committed_db, redis_l
         after_commit("default", echo, "waited")
         db.session.commit()  # Redis is away: the commit stands, the row waits
         [row] = rows()
-    with caplog.at_level(logging.WARNING, logger="shop.outbox"), \
-            relay_running(shop, interval=0.05, max_backoff=0.5) as thread:
+    with (
+        caplog.at_level(logging.WARNING, logger="shop.outbox"),
+        relay_running(shop, interval=0.05, max_backoff=0.5) as thread,
+    ):
         time.sleep(1.5)
         assert thread.is_alive()
         redis_later.start()
@@ -270,8 +276,10 @@ def test_the_relay_rides_out_a_redis_outage_and_catches_up(committed_db, redis_l
 
 def test_the_relay_keeps_running_while_postgresql_is_away(app, redis_client, caplog):
     shop = create_app(config_for(f"postgresql://shop@127.0.0.1:{free_port()}/nowhere"))
-    with caplog.at_level(logging.WARNING, logger="shop.outbox"), \
-            relay_running(shop, interval=0.05, max_backoff=0.2) as thread:
+    with (
+        caplog.at_level(logging.WARNING, logger="shop.outbox"),
+        relay_running(shop, interval=0.05, max_backoff=0.2) as thread,
+    ):
         time.sleep(1.5)
         assert thread.is_alive() and redis_client.exists("shop:heartbeat:relay")  # alive, and says so
     [line] = relay_log(caplog)
@@ -286,8 +294,9 @@ def test_old_dispatched_rows_are_purged_and_waiting_ones_kept(app, db_session, r
     db_session.commit()
     waiting = record(db_session, "default", echo, ["waiting"])
     old, new = rows()[:2]
-    db_session.execute(update(OutboxJob).where(OutboxJob.id == old.id)
-                       .values(dispatched_at=datetime.now(timezone.utc) - timedelta(days=8)))
+    db_session.execute(
+        update(OutboxJob).where(OutboxJob.id == old.id).values(dispatched_at=datetime.now(UTC) - timedelta(days=8))
+    )
     db_session.commit()
     assert purge_dispatched() == 1
     assert [r.id for r in rows()] == [new.id, waiting]

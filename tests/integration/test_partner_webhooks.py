@@ -4,6 +4,7 @@ refused at registration and at sending (after redirects and DNS changes too).
 
 `Receiver` is the partner: a threaded local HTTP server that verifies every request's signature with the
 `standardwebhooks` package and can answer 500, stall past the shop's timeout, redirect, or be closed."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,14 @@ class Receiver:
                     answer = 400
                 else:
                     with receiver.lock:
-                        receiver.received.append({"envelope": envelope, "headers": dict(self.headers),
-                                                  "body": body.decode(), "status": answer})
+                        receiver.received.append(
+                            {
+                                "envelope": envelope,
+                                "headers": dict(self.headers),
+                                "body": body.decode(),
+                                "status": answer,
+                            }
+                        )
                 reply = json.dumps({"answer": answer, "padding": "x" * 5000}).encode()
                 self.send_response(answer)
                 self.send_header("Content-Type", "application/json")
@@ -83,7 +90,7 @@ class Receiver:
 
         return Handler
 
-    def open(self) -> "Receiver":
+    def open(self) -> Receiver:
         """Listen (again, on the same port once it had one): refused connections end."""
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         server.daemon_threads = True
@@ -104,8 +111,11 @@ class Receiver:
         self.close()
 
     def delivered(self, event_type: str | None = None) -> list[dict]:
-        return [r for r in self.received if 200 <= r["status"] < 300
-                and (event_type is None or r["envelope"]["type"] == event_type)]
+        return [
+            r
+            for r in self.received
+            if 200 <= r["status"] < 300 and (event_type is None or r["envelope"]["type"] == event_type)
+        ]
 
 
 def call(client, method, path, user, body=None):
@@ -132,8 +142,16 @@ def resolving(monkeypatch, names: dict):
     def fake(host, port, *args, **kwargs):
         if host in names:
             ips = names[host]() if callable(names[host]) else names[host]
-            return [(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                     (ip, port or 0) if ":" not in ip else (ip, port or 0, 0, 0)) for ip in ips]
+            return [
+                (
+                    socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    6,
+                    "",
+                    (ip, port or 0) if ":" not in ip else (ip, port or 0, 0, 0),
+                )
+                for ip in ips
+            ]
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
@@ -142,8 +160,9 @@ def resolving(monkeypatch, names: dict):
 # -- the API: shapes, roles, input ---------------------------------------------------------------
 def test_an_admin_registers_an_endpoint_and_sees_its_secret_only_once(client, world, private_ok):
     admin = world["staff"]["admin"]
-    made = call(client, "post", A, admin, {"url": "http://127.0.0.1:9/hooks", "events": ["order.placed"],
-                                           "description": "ERP"})
+    made = call(
+        client, "post", A, admin, {"url": "http://127.0.0.1:9/hooks", "events": ["order.placed"], "description": "ERP"}
+    )
     assert made.status_code == 201 and made.headers["Cache-Control"] == "no-store"
     body = made.get_json()
     assert list(body)[:4] == ["id", "url", "events", "secret"]
@@ -155,8 +174,9 @@ def test_an_admin_registers_an_endpoint_and_sees_its_secret_only_once(client, wo
     assert listed["items"][0]["description"] == "ERP" and listed["items"][0]["enabled"] is True
     one = call(client, "get", f"{A}/{body['id']}", admin).get_json()
     assert body["secret"] not in json.dumps(listed) + json.dumps(one)
-    from shop.partners.models import WebhookEndpoint
     from shop.extensions import db
+    from shop.partners.models import WebhookEndpoint
+
     assert body["secret"] not in db.session.get(WebhookEndpoint, body["id"]).secret_encrypted  # kept encrypted
 
 
@@ -164,12 +184,15 @@ def test_an_admin_registers_an_endpoint_and_sees_its_secret_only_once(client, wo
 def test_only_admins_reach_the_webhook_api(client, world, role, private_ok):
     admin, other = world["staff"]["admin"], world["staff"][role]
     endpoint = call(client, "post", A, admin, {"url": "http://127.0.0.1:9/h", "events": ["order.placed"]}).get_json()
-    for method, path, body in [("post", A, {"url": "http://127.0.0.1:9/x", "events": ["order.placed"]}),
-                               ("get", A, None), ("patch", f"{A}/{endpoint['id']}", {"description": "mine"}),
-                               ("delete", f"{A}/{endpoint['id']}", None),
-                               ("get", f"{A}/{endpoint['id']}/deliveries", None),
-                               ("post", f"{A}/{endpoint['id']}/test", None),
-                               ("post", f"{A}/{endpoint['id']}/deliveries/1/retry", None)]:
+    for method, path, body in [
+        ("post", A, {"url": "http://127.0.0.1:9/x", "events": ["order.placed"]}),
+        ("get", A, None),
+        ("patch", f"{A}/{endpoint['id']}", {"description": "mine"}),
+        ("delete", f"{A}/{endpoint['id']}", None),
+        ("get", f"{A}/{endpoint['id']}/deliveries", None),
+        ("post", f"{A}/{endpoint['id']}/test", None),
+        ("post", f"{A}/{endpoint['id']}/deliveries/1/retry", None),
+    ]:
         resp = call(client, method, path, other, body)
         assert resp.status_code == 403, (method, path)
         assert resp.get_json()["error"]["code"] == "forbidden"
@@ -177,16 +200,19 @@ def test_only_admins_reach_the_webhook_api(client, world, role, private_ok):
     assert call(client, "get", A, admin).get_json()["items"][0]["description"] == ""
 
 
-@pytest.mark.parametrize("body,fields", [
-    ({"events": ["order.placed"]}, {"url"}),
-    ({"url": "http://127.0.0.1:9/h" + "x" * 2000, "events": ["order.placed"]}, {"url"}),
-    ({"url": "http://127.0.0.1:9/h", "events": []}, {"events"}),
-    ({"url": "http://127.0.0.1:9/h", "events": ["order.placed", "order.eaten"]}, {"events"}),
-    ({"url": "http://127.0.0.1:9/h", "events": "order.placed"}, {"events"}),
-    ({"url": "http://127.0.0.1:9/h", "events": ["order.placed"], "description": "d" * 201}, {"description"}),
-    ({"url": 5, "events": [1], "description": 7}, {"url", "events", "description"}),
-    ({"url": "http://127.0.0.1:9/h", "events": ["order.placed"], "secret": "whsec_mine"}, {"secret"}),
-])
+@pytest.mark.parametrize(
+    "body,fields",
+    [
+        ({"events": ["order.placed"]}, {"url"}),
+        ({"url": "http://127.0.0.1:9/h" + "x" * 2000, "events": ["order.placed"]}, {"url"}),
+        ({"url": "http://127.0.0.1:9/h", "events": []}, {"events"}),
+        ({"url": "http://127.0.0.1:9/h", "events": ["order.placed", "order.eaten"]}, {"events"}),
+        ({"url": "http://127.0.0.1:9/h", "events": "order.placed"}, {"events"}),
+        ({"url": "http://127.0.0.1:9/h", "events": ["order.placed"], "description": "d" * 201}, {"description"}),
+        ({"url": 5, "events": [1], "description": 7}, {"url", "events", "description"}),
+        ({"url": "http://127.0.0.1:9/h", "events": ["order.placed"], "secret": "whsec_mine"}, {"secret"}),
+    ],
+)
 def test_bad_input_is_422_naming_each_field_and_nothing_is_written(client, world, private_ok, body, fields):
     admin = world["staff"]["admin"]
     resp = call(client, "post", A, admin, body)
@@ -222,28 +248,31 @@ def test_every_event_type_can_be_subscribed(client, world, private_ok):
 
 
 # -- the SSRF guard at registration ---------------------------------------------------------------
-@pytest.mark.parametrize("url,why", [
-    ("http://127.0.0.1/hooks", "loopback"),
-    ("http://localhost:8080/hooks", "loopback"),
-    ("http://[::1]/hooks", "loopback"),
-    ("http://2130706433/hooks", "loopback"),  # 127.0.0.1 written as a number
-    ("http://169.254.169.254/latest/meta-data/", "metadata"),
-    ("http://10.0.0.7/hooks", "private"),
-    ("http://192.168.1.20/hooks", "private"),
-    ("http://172.16.5.4/hooks", "private"),
-    ("http://100.64.0.9/hooks", "carrier-grade NAT"),
-    ("http://[fe80::1]/hooks", "link-local"),
-    ("http://[fc00::1]/hooks", "private"),
-    ("http://[::ffff:10.0.0.1]/hooks", "private"),
-    ("http://[2002:a00:1::]/hooks", "private"),  # 6to4 around 10.0.0.1
-    ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/hooks", "private"),  # Teredo around 10.0.0.1
-    ("http://192.0.0.8/hooks", "reserved"),  # IETF protocol assignments (Python 3.11.7 calls it global)
-    ("http://0.0.0.0/hooks", "unspecified"),
-    ("http://224.0.0.1/hooks", "multicast"),
-    ("ftp://example.com/hooks", "Only http:// and https://"),
-    ("https://user:pw@example.com/hooks", "user name or password"),
-    ("https://no-such-host.invalid/hooks", "cannot be resolved"),
-])
+@pytest.mark.parametrize(
+    "url,why",
+    [
+        ("http://127.0.0.1/hooks", "loopback"),
+        ("http://localhost:8080/hooks", "loopback"),
+        ("http://[::1]/hooks", "loopback"),
+        ("http://2130706433/hooks", "loopback"),  # 127.0.0.1 written as a number
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://10.0.0.7/hooks", "private"),
+        ("http://192.168.1.20/hooks", "private"),
+        ("http://172.16.5.4/hooks", "private"),
+        ("http://100.64.0.9/hooks", "carrier-grade NAT"),
+        ("http://[fe80::1]/hooks", "link-local"),
+        ("http://[fc00::1]/hooks", "private"),
+        ("http://[::ffff:10.0.0.1]/hooks", "private"),
+        ("http://[2002:a00:1::]/hooks", "private"),  # 6to4 around 10.0.0.1
+        ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/hooks", "private"),  # Teredo around 10.0.0.1
+        ("http://192.0.0.8/hooks", "reserved"),  # IETF protocol assignments (Python 3.11.7 calls it global)
+        ("http://0.0.0.0/hooks", "unspecified"),
+        ("http://224.0.0.1/hooks", "multicast"),
+        ("ftp://example.com/hooks", "Only http:// and https://"),
+        ("https://user:pw@example.com/hooks", "user name or password"),
+        ("https://no-such-host.invalid/hooks", "cannot be resolved"),
+    ],
+)
 def test_registration_refuses_urls_that_reach_inside(client, world, private_refused, url, why):
     resp = call(client, "post", A, world["staff"]["admin"], {"url": url, "events": ["order.placed"]})
     assert resp.status_code == 422
@@ -252,10 +281,17 @@ def test_registration_refuses_urls_that_reach_inside(client, world, private_refu
     assert error["details"]["fields"]["url"] == error["message"]
 
 
-def test_a_name_resolving_to_a_private_address_is_refused_and_a_public_one_taken(client, world, private_refused,
-                                                                                 monkeypatch):
-    resolving(monkeypatch, {"erp.partner.example": ["10.20.30.40"], "shop.partner.example": ["93.184.215.14"],
-                            "mixed.partner.example": ["93.184.215.14", "192.168.0.4"]})
+def test_a_name_resolving_to_a_private_address_is_refused_and_a_public_one_taken(
+    client, world, private_refused, monkeypatch
+):
+    resolving(
+        monkeypatch,
+        {
+            "erp.partner.example": ["10.20.30.40"],
+            "shop.partner.example": ["93.184.215.14"],
+            "mixed.partner.example": ["93.184.215.14", "192.168.0.4"],
+        },
+    )
     admin = world["staff"]["admin"]
     refused = call(client, "post", A, admin, {"url": "https://erp.partner.example/h", "events": ["order.placed"]})
     assert refused.status_code == 422
@@ -270,7 +306,8 @@ def test_a_name_resolving_to_a_private_address_is_refused_and_a_public_one_taken
 
 def test_allow_private_lets_loopback_through_but_never_the_metadata_service(client, world, private_ok):
     admin = world["staff"]["admin"]
-    assert call(client, "post", A, admin, {"url": "http://127.0.0.1:9/h", "events": ["order.placed"]}).status_code \
-        == 201
+    assert (
+        call(client, "post", A, admin, {"url": "http://127.0.0.1:9/h", "events": ["order.placed"]}).status_code == 201
+    )
     metadata = call(client, "post", A, admin, {"url": "http://169.254.169.254/", "events": ["order.placed"]})
     assert metadata.status_code == 422 and "metadata" in metadata.get_json()["error"]["message"]

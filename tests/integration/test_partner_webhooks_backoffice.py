@@ -1,5 +1,6 @@
 """Partner webhooks in the back-office: admins only, every change a POST with the CSRF token, the secret shown once,
 the guard's refusals shown on the URL field, and the delivery log with Retry and "Send test event"."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,13 @@ PAGES = "/admin/partner-webhooks"
 
 
 def register(client, **fields):
-    data = {"csrf_token": csrf_token(client), "url": "http://127.0.0.1:9/hooks", "events": ["order.placed"],
-            "description": "ERP", **fields}
+    data = {
+        "csrf_token": csrf_token(client),
+        "url": "http://127.0.0.1:9/hooks",
+        "events": ["order.placed"],
+        "description": "ERP",
+        **fields,
+    }
     return client.post(f"{PAGES}/new", data=data)
 
 
@@ -30,10 +36,15 @@ def test_only_admins_see_and_change_partner_webhooks(app, db_session, world, rol
     endpoint, _ = services.create_endpoint({"url": "http://127.0.0.1:9/h", "events": ["order.placed"]})
     client = as_user(app, world["staff"][role])
     token = csrf_token(client)
-    pages = [client.get(f"{PAGES}/"), client.get(f"{PAGES}/new"), client.get(f"{PAGES}/{endpoint.id}/edit"),
-             client.get(f"{PAGES}/{endpoint.id}/deliveries")]
-    posts = [client.post(f"{PAGES}/{endpoint.id}/{action}", data={"csrf_token": token})
-             for action in ("test", "delete")]
+    pages = [
+        client.get(f"{PAGES}/"),
+        client.get(f"{PAGES}/new"),
+        client.get(f"{PAGES}/{endpoint.id}/edit"),
+        client.get(f"{PAGES}/{endpoint.id}/deliveries"),
+    ]
+    posts = [
+        client.post(f"{PAGES}/{endpoint.id}/{action}", data={"csrf_token": token}) for action in ("test", "delete")
+    ]
     expected = 200 if role == "admin" else 403
     assert [p.status_code for p in pages] == [expected] * 4
     assert all(p.status_code == (302 if role == "admin" else 403) for p in posts)
@@ -70,8 +81,9 @@ def test_forms_without_the_csrf_token_are_refused(app, db_session, world, privat
     endpoint, _ = services.create_endpoint({"url": "http://127.0.0.1:9/h", "events": ["order.placed"]})
     client = as_user(app, world["staff"]["admin"])
     assert client.post(f"{PAGES}/{endpoint.id}/delete").status_code == 400
-    assert client.post(f"{PAGES}/new", data={"url": "http://127.0.0.1:9/x", "events": ["order.placed"]}) \
-        .status_code == 400
+    assert (
+        client.post(f"{PAGES}/new", data={"url": "http://127.0.0.1:9/x", "events": ["order.placed"]}).status_code == 400
+    )
     assert db_session.scalars(select(WebhookEndpoint.id)).all() == [endpoint.id]
 
 
@@ -80,9 +92,15 @@ def test_edit_disable_and_delete(app, db_session, world, private_ok):
     client = as_user(app, world["staff"]["admin"])
     form = client.get(f"{PAGES}/{endpoint.id}/edit").get_data(as_text=True)
     assert 'value="order.placed" checked' in form or re.search(r'checked[^>]*value="order.placed"', form)
-    saved = client.post(f"{PAGES}/{endpoint.id}/edit", data={
-        "csrf_token": csrf_token(client), "url": "http://127.0.0.1:9/new", "events": ["order.shipped", "stock.low"],
-        "description": "Warehouse"})  # "enabled" unticked
+    saved = client.post(
+        f"{PAGES}/{endpoint.id}/edit",
+        data={
+            "csrf_token": csrf_token(client),
+            "url": "http://127.0.0.1:9/new",
+            "events": ["order.shipped", "stock.low"],
+            "description": "Warehouse",
+        },
+    )  # "enabled" unticked
     assert saved.status_code == 302
     db_session.expire_all()
     changed = db_session.get(WebhookEndpoint, endpoint.id)
@@ -102,7 +120,7 @@ def test_the_delivery_log_retry_and_test_event(app, db_session, redis_client, wo
     client = as_user(app, world["staff"]["admin"])
     page = client.get(f"{PAGES}/{endpoint.id}/deliveries").get_data(as_text=True)
     assert f'data-delivery="{d}"' in page and "order.placed" in page and "refused" in page
-    assert "Send test event" in page and f"Retry<span class=\"sr-only\"> delivery {d}" in page
+    assert "Send test event" in page and f'Retry<span class="sr-only"> delivery {d}' in page
     default = Queue("default", connection=redis_client)
     before = len(default.jobs)
     resp = client.post(f"{PAGES}/{endpoint.id}/deliveries/{d}/retry", data={"csrf_token": csrf_token(client)})

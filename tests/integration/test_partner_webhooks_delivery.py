@@ -3,11 +3,12 @@ an event reaches the endpoints subscribed to it, signed; 500s, timeouts and refu
 schedule (the clock moved, not waited for) and then delivered; a delivery that never succeeds gives up after more
 than 24 hours; three days of failures disable the endpoint and mail the admins, and a disabled endpoint gets
 nothing; redirects and DNS answers are checked at every hop; two workers never send one attempt twice."""
+
 from __future__ import annotations
 
 import email
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 
 import pytest
@@ -20,10 +21,9 @@ from shop.extensions import db
 from shop.partners import attempts, jobs, services
 from shop.partners.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.integration.test_buying_api import shelf  # noqa: F401 - fixture
-from tests.integration.test_partner_webhooks import (A, Receiver, call, private_ok, private_refused,  # noqa: F401
-                                                     resolving, world)
+from tests.integration.test_partner_webhooks import A, Receiver, call, private_ok, private_refused, resolving, world  # noqa: F401
 
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -44,8 +44,9 @@ def endpoint_for(receiver: Receiver, events=("order.placed",), url: str | None =
 
 
 def placed(order_id: int = 7) -> dict:
-    return envelope("order.placed", "order", order_id, {"number": f"A{order_id}", "total": {"amount": 4200,
-                                                                                          "currency": "USD"}})
+    return envelope(
+        "order.placed", "order", order_id, {"number": f"A{order_id}", "total": {"amount": 4200, "currency": "USD"}}
+    )
 
 
 def delivery(delivery_id: int) -> WebhookDelivery:
@@ -54,8 +55,11 @@ def delivery(delivery_id: int) -> WebhookDelivery:
 
 
 def log(delivery_id: int) -> list[WebhookAttempt]:
-    return list(db.session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery_id)
-                                   .order_by(WebhookAttempt.id)))
+    return list(
+        db.session.scalars(
+            select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery_id).order_by(WebhookAttempt.id)
+        )
+    )
 
 
 def test_an_event_reaches_each_subscribed_endpoint_once_signed(db_session, redis_client, private_ok):
@@ -91,8 +95,9 @@ def test_an_endpoint_hears_only_what_happens_after_it_was_registered(db_session,
     assert db_session.scalars(select(WebhookDelivery.event_id)).all() == [new["id"]]
 
 
-def test_500s_timeouts_and_refusals_are_retried_on_schedule_then_delivered(db_session, redis_client, private_ok,
-                                                                          short_timeout, receiver):
+def test_500s_timeouts_and_refusals_are_retried_on_schedule_then_delivered(
+    db_session, redis_client, private_ok, short_timeout, receiver
+):
     endpoint = endpoint_for(receiver)
     [d] = services.record_deliveries(placed(), now=T0)
     receiver.answers = [500, ("sleep", 2.5)]
@@ -129,8 +134,7 @@ def test_500s_timeouts_and_refusals_are_retried_on_schedule_then_delivered(db_se
     assert tries[0].request_excerpt == done.body[:2048]
 
 
-def test_a_delivery_that_never_succeeds_is_tried_over_a_day_then_failed(db_session, redis_client, private_ok,
-                                                                         receiver):
+def test_a_delivery_that_never_succeeds_is_tried_over_a_day_then_failed(db_session, redis_client, private_ok, receiver):
     receiver.default = 503
     endpoint_for(receiver)
     [d] = services.record_deliveries(placed(), now=T0)
@@ -147,8 +151,9 @@ def test_a_delivery_that_never_succeeds_is_tried_over_a_day_then_failed(db_sessi
     assert attempts.deliver_due(now=now + timedelta(days=1)) == 0 and receiver.hits == len(times)
 
 
-def test_three_days_of_failures_disable_the_endpoint_and_mail_the_admins(app, db_session, redis_client, private_ok,
-                                                                          receiver, world, tmp_path, monkeypatch):
+def test_three_days_of_failures_disable_the_endpoint_and_mail_the_admins(
+    app, db_session, redis_client, private_ok, receiver, world, tmp_path, monkeypatch
+):
     receiver.default = 500
     endpoint = endpoint_for(receiver)
     [first] = services.record_deliveries(placed(1), now=T0)
@@ -193,8 +198,10 @@ def test_a_redirect_to_the_metadata_service_is_refused(db_session, redis_client,
     [d] = services.record_deliveries(placed(), now=T0)
     attempts.deliver_due(now=T0)
     attempt = log(d)[0]
-    assert attempt.error == ("redirect refused: 169.254.169.254 is a cloud metadata address: webhooks may only "
-                             "reach public internet addresses.")
+    assert attempt.error == (
+        "redirect refused: 169.254.169.254 is a cloud metadata address: webhooks may only "
+        "reach public internet addresses."
+    )
     assert attempt.status_code == 307 and delivery(d).state == "pending"
 
 
@@ -210,19 +217,23 @@ def test_redirects_are_followed_three_times_at_most(db_session, redis_client, pr
     assert log(e)[0].error == "more than 3 redirects" and delivery(e).state == "pending"
 
 
-def test_a_name_that_resolves_elsewhere_since_registration_is_refused_at_sending(db_session, redis_client,
-                                                                                private_refused, monkeypatch):
+def test_a_name_that_resolves_elsewhere_since_registration_is_refused_at_sending(
+    db_session, redis_client, private_refused, monkeypatch
+):
     answers = iter([["93.184.215.14"], ["10.0.0.8"]])
     resolving(monkeypatch, {"hooks.partner.example": lambda: next(answers)})
     endpoint, _ = services.create_endpoint({"url": "https://hooks.partner.example/in", "events": ["order.placed"]})
     [d] = services.record_deliveries(placed(), now=T0)
     attempts.deliver_due(now=T0)
-    assert log(d)[0].error == ("URL refused: hooks.partner.example (10.0.0.8) is a private address: webhooks may "
-                               "only reach public internet addresses.")
+    assert log(d)[0].error == (
+        "URL refused: hooks.partner.example (10.0.0.8) is a private address: webhooks may "
+        "only reach public internet addresses."
+    )
 
 
-def test_the_connection_goes_to_the_address_that_was_checked(db_session, redis_client, private_ok, receiver,
-                                                             monkeypatch):
+def test_the_connection_goes_to_the_address_that_was_checked(
+    db_session, redis_client, private_ok, receiver, monkeypatch
+):
     """DNS rebinding: the name answers a harmless address to the check and another right after. The request is
     pinned to the checked one, so it reaches the receiver (a second lookup would go to 10.255.255.1)."""
     lookups = []
@@ -232,8 +243,9 @@ def test_the_connection_goes_to_the_address_that_was_checked(db_session, redis_c
         return ["127.0.0.1"] if len(lookups) % 2 else ["10.255.255.1"]
 
     resolving(monkeypatch, {"partner.test": answer})
-    endpoint, secret = services.create_endpoint({"url": f"http://partner.test:{receiver.port}/hooks",
-                                                 "events": ["order.placed"]})
+    endpoint, secret = services.create_endpoint(
+        {"url": f"http://partner.test:{receiver.port}/hooks", "events": ["order.placed"]}
+    )
     receiver.secret = secret
     lookups.clear()
     [d] = services.record_deliveries(placed(), now=T0)
@@ -243,8 +255,9 @@ def test_the_connection_goes_to_the_address_that_was_checked(db_session, redis_c
 
 
 # -- the API's delivery log, retry and test event --------------------------------------------------
-def test_test_event_retry_and_the_delivery_log_through_the_api(client, db_session, redis_client, private_ok,
-                                                               receiver, world):
+def test_test_event_retry_and_the_delivery_log_through_the_api(
+    client, db_session, redis_client, private_ok, receiver, world
+):
     admin = world["staff"]["admin"]
     made = call(client, "post", A, admin, {"url": receiver.url, "events": ["order.shipped"]}).get_json()
     receiver.secret = made["secret"]
@@ -260,8 +273,11 @@ def test_test_event_retry_and_the_delivery_log_through_the_api(client, db_sessio
     receiver.default = 200
     retried = call(client, "post", f"{A}/{made['id']}/deliveries/{d}/retry", admin)
     assert retried.status_code == 202 and retried.get_json()["state"] == "pending"
-    queued = [(j.func_name.rpartition(".")[2], j.args) for j in Queue("default", connection=redis_client).jobs
-              if j.func_name.startswith("shop.partners.jobs.")]
+    queued = [
+        (j.func_name.rpartition(".")[2], j.args)
+        for j in Queue("default", connection=redis_client).jobs
+        if j.func_name.startswith("shop.partners.jobs.")
+    ]
     # The test event and the retry are jobs of their own (a consumer's deliveries are sent by its group's `then`).
     assert queued == [("attempt_delivery", (test.get_json()["id"],)), ("attempt_delivery", (d,))]
     assert jobs.attempt_delivery(d) == "succeeded" and jobs.attempt_delivery(d) is None  # the second: nothing due
@@ -336,8 +352,9 @@ def consume_pending() -> int:
     return consumers.drain(["webhooks"])
 
 
-def test_an_order_placed_through_checkout_reaches_the_partner_signed(client, db_session, redis_client, private_ok,
-                                                                     receiver, shelf):
+def test_an_order_placed_through_checkout_reaches_the_partner_signed(
+    client, db_session, redis_client, private_ok, receiver, shelf
+):
     from tests.integration.test_buying_api import checkout, guest_cart
 
     endpoint_for(receiver, ("order.placed",))
@@ -355,17 +372,18 @@ def test_an_order_placed_through_checkout_reaches_the_partner_signed(client, db_
     assert len(receiver.delivered("order.placed")) == 1
 
 
-def test_retry_of_a_delivery_being_sent_right_now_is_refused(client, db_session, redis_client, private_ok, receiver,
-                                                             world):
+def test_retry_of_a_delivery_being_sent_right_now_is_refused(
+    client, db_session, redis_client, private_ok, receiver, world
+):
     """An admin pressing Retry while a worker is sending that delivery would have it sent twice at once."""
     admin = world["staff"]["admin"]
     made = call(client, "post", A, admin, {"url": receiver.url, "events": ["order.shipped"]}).get_json()
     receiver.secret = made["secret"]
     [d] = services.record_deliveries(envelope("order.shipped", "order", 3, {"number": "A3"}))
-    [held] = attempts.claim(datetime.now(timezone.utc), delivery_id=d)  # a worker took it and is sending
+    [held] = attempts.claim(datetime.now(UTC), delivery_id=d)  # a worker took it and is sending
     busy = call(client, "post", f"{A}/{made['id']}/deliveries/{d}/retry", admin)
     assert busy.status_code == 409 and busy.get_json()["error"]["code"] == "delivery_in_progress"
-    attempts.record(held, attempts.send(held, allow_private=True, timeout=5), datetime.now(timezone.utc))
+    attempts.record(held, attempts.send(held, allow_private=True, timeout=5), datetime.now(UTC))
     assert delivery(d).state == "succeeded" and len(receiver.delivered("order.shipped")) == 1
     again = call(client, "post", f"{A}/{made['id']}/deliveries/{d}/retry", admin)  # done: may be sent again
     assert again.status_code == 202 and again.get_json()["state"] == "pending"

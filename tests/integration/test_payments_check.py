@@ -1,5 +1,6 @@
 """`flask --app wsgi payments check` against the local Stripe (tests/fakes/stripe.py): what an operator going live
 reads, line by line, and the exit code a deploy script acts on."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,13 @@ ENDPOINT_URL = SHOP_URL + "/webhooks/stripe"
 def stripe_api(app, db_session, monkeypatch):
     """The suite's app in Stripe mode, talking to a local Stripe that accepts KEY only."""
     with FakeStripe(secret_key=KEY, webhook_secret=WEBHOOK_SECRET) as fake:
-        for name, value in {"PAYMENT_PROVIDER": "stripe", "STRIPE_SECRET_KEY": KEY,
-                            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": fake.url,
-                            "PUBLIC_BASE_URL": SHOP_URL}.items():
+        for name, value in {
+            "PAYMENT_PROVIDER": "stripe",
+            "STRIPE_SECRET_KEY": KEY,
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_API_BASE": fake.url,
+            "PUBLIC_BASE_URL": SHOP_URL,
+        }.items():
             monkeypatch.setitem(app.config, name, value)
         yield fake
 
@@ -45,8 +50,9 @@ def lines(output: str, label: str) -> list[str]:
 def accept_signed_event(client, fake, kind="customer.created"):
     """Stripe's dashboard "Send test event": signed with the endpoint's secret, posted to the shop's webhook."""
     body, header = fake.event(kind, {"id": "cus_1", "object": "customer"})
-    resp = client.post("/webhooks/stripe", data=body, content_type="application/json",
-                       headers={"Stripe-Signature": header})
+    resp = client.post(
+        "/webhooks/stripe", data=body, content_type="application/json", headers={"Stripe-Signature": header}
+    )
     assert resp.status_code == 200
 
 
@@ -153,11 +159,21 @@ def test_the_test_gateways_own_events_are_not_taken_for_stripes(app, client, str
 
     import stripe
 
-    body = json.dumps({"id": "evt_test_gateway1", "object": "event", "type": "payment_intent.succeeded",
-                       "data": {"object": {"id": "pi_test_unknown", "object": "payment_intent"}}})
+    body = json.dumps(
+        {
+            "id": "evt_test_gateway1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {"object": {"id": "pi_test_unknown", "object": "payment_intent"}},
+        }
+    )
     header = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET)
-    assert client.post("/webhooks/stripe", data=body, content_type="application/json",
-                       headers={"Stripe-Signature": header}).status_code == 200
+    assert (
+        client.post(
+            "/webhooks/stripe", data=body, content_type="application/json", headers={"Stripe-Signature": header}
+        ).status_code
+        == 200
+    )
     stripe_api.add_webhook_endpoint(ENDPOINT_URL, ["*"])
     code, output = run_check(app)
     assert code == 0, output

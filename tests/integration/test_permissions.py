@@ -1,4 +1,5 @@
 """Every cell of API.md's role table, in the registry, the back-office and the admin API alike."""
+
 import json
 import re
 
@@ -79,12 +80,18 @@ def csrf_token(client) -> str:
 
 UI_PAGES = [  # (path, permission needed) -- {variant}/{customer} filled in per test
     ("/admin/", None),
-    ("/admin/products/", P.CATALOG_EDIT), ("/admin/products/new/", P.CATALOG_EDIT),
-    ("/admin/categories/", P.CATALOG_EDIT), ("/admin/images/", P.CATALOG_EDIT), ("/admin/images/new/", P.CATALOG_EDIT),
-    ("/admin/stock/", P.STOCK_VIEW), ("/admin/stock/edit/?id={variant}", P.STOCK_EDIT),
+    ("/admin/products/", P.CATALOG_EDIT),
+    ("/admin/products/new/", P.CATALOG_EDIT),
+    ("/admin/categories/", P.CATALOG_EDIT),
+    ("/admin/images/", P.CATALOG_EDIT),
+    ("/admin/images/new/", P.CATALOG_EDIT),
+    ("/admin/stock/", P.STOCK_VIEW),
+    ("/admin/stock/edit/?id={variant}", P.STOCK_EDIT),
     ("/admin/low-stock/", P.STOCK_VIEW),
-    ("/admin/customers/", P.CUSTOMERS_PII), ("/admin/customers/details/?id={customer}", P.CUSTOMERS_PII),
-    ("/admin/staff/", P.STAFF_MANAGE), ("/admin/staff/new/", P.STAFF_MANAGE),
+    ("/admin/customers/", P.CUSTOMERS_PII),
+    ("/admin/customers/details/?id={customer}", P.CUSTOMERS_PII),
+    ("/admin/staff/", P.STAFF_MANAGE),
+    ("/admin/staff/new/", P.STAFF_MANAGE),
     ("/admin/audit/", P.STAFF_MANAGE),
 ]
 
@@ -121,8 +128,11 @@ def test_stock_edit_in_the_back_office_follows_the_table(app, world, db_session,
 @pytest.mark.parametrize("role", ROLES)
 def test_upload_signing_in_the_back_office_follows_the_table(app, world, role):
     client = as_user(app, world["staff"][role])
-    resp = client.post("/admin/uploads/sign", json={"filename": "a.png", "content_type": "image/png"},
-                       headers={"X-CSRFToken": csrf_token(client)})
+    resp = client.post(
+        "/admin/uploads/sign",
+        json={"filename": "a.png", "content_type": "image/png"},
+        headers={"X-CSRFToken": csrf_token(client)},
+    )
     assert resp.status_code == (201 if role in TABLE[P.CATALOG_EDIT] else 403)
 
 
@@ -136,10 +146,16 @@ def test_back_office_forms_without_a_csrf_token_are_refused(app, world, db_sessi
 
 # -- the admin API --------------------------------------------------------------------------------
 def api_calls(world):
-    product_body = {"category": "tops", "name": "New Thing", "status": "active",
-                    "options": [{"name": "size", "values": ["S", "M"]}],
-                    "variants": [{"sku": "NEW-S", "options": {"size": "S"}, "price": {"amount": 1000, "currency": "USD"}},
-                                 {"sku": "NEW-M", "options": {"size": "M"}, "price": 1200, "on_hand": 2}]}
+    product_body = {
+        "category": "tops",
+        "name": "New Thing",
+        "status": "active",
+        "options": [{"name": "size", "values": ["S", "M"]}],
+        "variants": [
+            {"sku": "NEW-S", "options": {"size": "S"}, "price": {"amount": 1000, "currency": "USD"}},
+            {"sku": "NEW-M", "options": {"size": "M"}, "price": 1200, "on_hand": 2},
+        ],
+    }
     return [
         ("post", "/api/v1/admin/products", product_body, P.CATALOG_EDIT, 201),
         ("put", f"/api/v1/admin/variants/{world['variant'].id}/stock", {"on_hand": 7}, P.STOCK_EDIT, 200),
@@ -160,14 +176,18 @@ def token_for(user) -> str:
 def test_admin_api_follows_the_table(app, client, world, role, call):
     method, path, body, permission, ok_status = api_calls(world)[call]
     headers = {"Authorization": f"Bearer {token_for(world['staff'][role])}"}
-    resp = getattr(client, method)(path, data=json.dumps(body) if body else None,
-                                   content_type="application/json", headers=headers)
+    resp = getattr(client, method)(
+        path, data=json.dumps(body) if body else None, content_type="application/json", headers=headers
+    )
     if role in TABLE[permission]:
         assert resp.status_code == ok_status, resp.get_json()
     else:
         assert resp.status_code == 403
-        assert resp.get_json()["error"] == {"code": "forbidden", "message": "Your role does not allow this.",
-                                            "details": {"permission": permission.value}}
+        assert resp.get_json()["error"] == {
+            "code": "forbidden",
+            "message": "Your role does not allow this.",
+            "details": {"permission": permission.value},
+        }
 
 
 @pytest.mark.parametrize("call", range(5))
@@ -175,6 +195,10 @@ def test_admin_api_refuses_shoppers_and_anonymous(client, world, call):
     method, path, body, _, _ = api_calls(world)[call]
     anonymous = getattr(client, method)(path, data=json.dumps(body) if body else None, content_type="application/json")
     assert anonymous.status_code == 401
-    shopper = getattr(client, method)(path, data=json.dumps(body) if body else None, content_type="application/json",
-                                      headers={"Authorization": f"Bearer {token_for(world['customer'])}"})
+    shopper = getattr(client, method)(
+        path,
+        data=json.dumps(body) if body else None,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token_for(world['customer'])}"},
+    )
     assert shopper.status_code == 403

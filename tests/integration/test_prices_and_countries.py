@@ -5,8 +5,10 @@ API (the sale price as the line's unit price, "was … save …" beside it, the 
 coupons stay in the order's discount. Countries are ISO 3166-1 codes chosen by name; where tax depends on the region
 (US states) the region is a known one; the API refuses anything else with 422 naming the field.
 """
+
 import re
 import uuid
+from datetime import UTC
 
 import pytest
 from sqlalchemy import select
@@ -25,8 +27,9 @@ def hoodie(db_session, redis_client):
     """An $86.99 hoodie under a 20% flash sale ($69.60: 8699 - 8699 * 20 // 100), and a $12.00 mug not on sale."""
     clothing = make_category("Clothing", slug="clothing")
     kitchen = make_category("Kitchen", slug="kitchen")
-    hoodie = make_product(clothing, "Trail Hoodie", slug="field-tee", sizes=("M",), colours=("Grey",), price=8699,
-                          stock=20)
+    hoodie = make_product(
+        clothing, "Trail Hoodie", slug="field-tee", sizes=("M",), colours=("Grey",), price=8699, stock=20
+    )
     mug = make_product(kitchen, "Camp Mug", slug="camp-mug", sizes=(), colours=("White",), price=1200, stock=20)
     sale = promo(None, value=20, automatic=True, name="Flash sale", applies_to={"categories": [clothing.id]})
     db_session.commit()
@@ -48,8 +51,11 @@ def test_a_sale_item_costs_the_same_on_the_product_page_cart_review_and_order(cl
     assert price.startswith("$69.60") and "was $86.99, save $17.39" in price
     assert 'data-testid="cart-discount-line"' not in cart  # the sale is the price, not a discount line
     assert cell(cart, "cart-subtotal") == "$69.60"
-    assert re.search(r'<img class="cart-thumb" src="/media/placeholder/\d+/item\.svg" alt="Trail Hoodie photo 1" '
-                     r'width="64" height="64"', cart)
+    assert re.search(
+        r'<img class="cart-thumb" src="/media/placeholder/\d+/item\.svg" alt="Trail Hoodie photo 1" '
+        r'width="64" height="64"',
+        cart,
+    )
 
     assert details(client).status_code == 303  # Los Angeles, CA, US
     review = text(client.get("/checkout/review"))
@@ -77,8 +83,11 @@ def test_the_api_prices_sale_lines_at_the_sale_price_and_keeps_coupons_in_the_di
     cart = guest_cart(client, hoodie["sku"], 3)
     [item] = cart["items"]
     # three at the product page's price (3 x 69.60), not 20% of the line total (208.78)
-    assert (item["unit_price"]["amount"], item["list_price"]["amount"], item["line_total"]["amount"]) == \
-        (6960, 8699, 20880)
+    assert (item["unit_price"]["amount"], item["list_price"]["amount"], item["line_total"]["amount"]) == (
+        6960,
+        8699,
+        20880,
+    )
     assert cart["discount"]["amount"] == 0 and cart["discounts"] == [] and cart["subtotal"]["amount"] == 20880
 
     # an exclusive code takes nothing off an item at an exclusive sale price...
@@ -92,9 +101,14 @@ def test_the_api_prices_sale_lines_at_the_sale_price_and_keeps_coupons_in_the_di
     assert mug["list_price"] is None and mug["unit_price"]["amount"] == 1200
     assert body["subtotal"]["amount"] == 22080 and body["discount"]["amount"] == 120
 
-    resp = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "sale@example.com",
-                                                     "shipping_address": {**ADDRESS, "region": "New York"}},
-                **tok, **{"Idempotency-Key": str(uuid.uuid4())})
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "sale@example.com", "shipping_address": {**ADDRESS, "region": "New York"}},
+        **tok,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 201, resp.get_json()
     order = resp.get_json()["order"]
     lines = {i["sku"]: i for i in order["items"]}
@@ -108,8 +122,9 @@ def test_the_api_prices_sale_lines_at_the_sale_price_and_keeps_coupons_in_the_di
     assert paid.amount == money["total"]
 
 
-def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_table(client, hoodie, db_session,
-                                                                                   app, monkeypatch):
+def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_table(
+    client, hoodie, db_session, app, monkeypatch
+):
     """One quote function prices the API's cart, the storefront's cart and review pages and the order: with the
     shop's TAX_RATES (California at 8.25% here, not the built-in 7.25%), a sale line, a coupon and a taxed
     address, every one shows the same subtotal, discount, shipping, tax and total."""
@@ -128,15 +143,29 @@ def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_ta
     assert resp.status_code == 200, resp.get_json()
     quoted = {k: resp.get_json()[k]["amount"] for k in fields}
     goods = 6960 + 2 * 1200 - 240  # the sale price, two mugs, 10% off the mugs (the sale is exclusive)
-    assert quoted == {"subtotal": 9360, "discount": 240, "shipping": 0, "tax": (goods * 825 + 5000) // 10000,
-                      "total": goods + (goods * 825 + 5000) // 10000}
+    assert quoted == {
+        "subtotal": 9360,
+        "discount": 240,
+        "shipping": 0,
+        "tax": (goods * 825 + 5000) // 10000,
+        "total": goods + (goods * 825 + 5000) // 10000,
+    }
     # without a destination the cart shows no shipping and no tax (known at checkout)
     bare = client.get(f"/api/v1/carts/{cart['id']}", headers=tok).get_json()
     assert (bare["shipping"]["amount"], bare["tax"]["amount"], bare["total"]["amount"]) == (0, 0, goods)
-    placed = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "tax@example.com",
-                                                       "shipping_address": {**ADDRESS, "region": "CA"},
-                                                       "shipping_method": "standard"},
-                  **tok, **{"Idempotency-Key": str(uuid.uuid4())})
+    placed = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {
+            "cart_id": cart["id"],
+            "email": "tax@example.com",
+            "shipping_address": {**ADDRESS, "region": "CA"},
+            "shipping_method": "standard",
+        },
+        **tok,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert placed.status_code == 201, placed.get_json()
     assert {k: placed.get_json()["order"][k]["amount"] for k in fields} == quoted
 
@@ -149,7 +178,11 @@ def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_ta
     assert details(client).status_code == 303
     review = text(client.get("/checkout/review"))
     shown = {k: cell(review, f"review-{k}") for k in ("subtotal", "tax", "total")}
-    assert shown == {"subtotal": "$93.60", "tax": f"${quoted['tax'] / 100:.2f}", "total": f"${quoted['total'] / 100:.2f}"}
+    assert shown == {
+        "subtotal": "$93.60",
+        "tax": f"${quoted['tax'] / 100:.2f}",
+        "total": f"${quoted['total'] / 100:.2f}",
+    }
     _, resp = place(client)
     assert resp.status_code == 303
     order = db_session.scalar(select(Order).order_by(Order.id.desc()))
@@ -157,10 +190,16 @@ def test_cart_review_page_and_order_agree_to_the_cent_under_the_shops_own_tax_ta
     assert {k: getattr(order, k) for k in fields} == quoted
 
 
-@pytest.mark.parametrize("query,field", [
-    ("country=XX", "country"), ("country=US&region=Calif", "region"), ("shipping_method=teleport", "shipping_method"),
-    ("region=CA", "region"), ("country=USA", "country"),
-])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("country=XX", "country"),
+        ("country=US&region=Calif", "region"),
+        ("shipping_method=teleport", "shipping_method"),
+        ("region=CA", "region"),
+        ("country=USA", "country"),
+    ],
+)
 def test_a_cart_priced_for_an_unknown_destination_is_422_naming_the_field(client, hoodie, query, field):
     cart = guest_cart(client, hoodie["mug"], 1)
     resp = client.get(f"/api/v1/carts/{cart['id']}?{query}", headers={"X-Cart-Token": cart["token"]})
@@ -188,18 +227,25 @@ def test_a_minimum_subtotal_code_names_the_minimum(client, hoodie):
     assert "/static/cart.css" in page
 
 
-@pytest.mark.parametrize("address,field", [
-    ({"country": "XX"}, "shipping_address.country"),
-    ({"country": "UN"}, "shipping_address.country"),
-    ({"country": "US", "region": "ZZ"}, "shipping_address.region"),
-    ({"country": "US", "region": "Calif"}, "shipping_address.region"),
-])
+@pytest.mark.parametrize(
+    "address,field",
+    [
+        ({"country": "XX"}, "shipping_address.country"),
+        ({"country": "UN"}, "shipping_address.country"),
+        ({"country": "US", "region": "ZZ"}, "shipping_address.region"),
+        ({"country": "US", "region": "Calif"}, "shipping_address.region"),
+    ],
+)
 def test_the_api_refuses_unknown_countries_and_regions(client, hoodie, db_session, address, field):
     cart = guest_cart(client, hoodie["mug"], 1)
     before = db_session.query(Order).count()
-    resp = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "x@example.com",
-                                                     "shipping_address": {**ADDRESS, **address}},
-                **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "x@example.com", "shipping_address": {**ADDRESS, **address}},
+        **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 422
     err = resp.get_json()["error"]
     assert err["code"] == "validation_failed" and list(err["details"]["fields"]) == [field]
@@ -208,10 +254,18 @@ def test_the_api_refuses_unknown_countries_and_regions(client, hoodie, db_sessio
 
 def test_the_api_refuses_an_unknown_billing_country(client, hoodie):
     cart = guest_cart(client, hoodie["mug"], 1)
-    resp = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "x@example.com",
-                                                     "shipping_address": ADDRESS,
-                                                     "billing_address": {**ADDRESS, "country": "XX"}},
-                **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())})
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {
+            "cart_id": cart["id"],
+            "email": "x@example.com",
+            "shipping_address": ADDRESS,
+            "billing_address": {**ADDRESS, "country": "XX"},
+        },
+        **{"X-Cart-Token": cart["token"], "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 422 and "billing_address.country" in resp.get_json()["error"]["details"]["fields"]
 
 
@@ -259,11 +313,12 @@ def test_offers_on_top_of_sale_prices_follow_the_sale_being_stackable_or_not():
 
     from shop.promotions import rules
 
-    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 2, tzinfo=UTC)
 
     def cart(sale_stackable):
-        return rules.CartSnapshot((rules.Line(1, 10, frozenset({1}), 1, 8000, sale_stackable),
-                                   rules.Line(2, 20, frozenset({2}), 1, 2000)))
+        return rules.CartSnapshot(
+            (rules.Line(1, 10, frozenset({1}), 1, 8000, sale_stackable), rules.Line(2, 20, frozenset({2}), 1, 2000))
+        )
 
     stacking = rules.Rule(7, "percent", 10, stackable=True, code="TEN", code_id=1)
     alone = rules.Rule(8, "percent", 10, code="SOLO", code_id=2)
@@ -291,6 +346,10 @@ def test_a_saved_us_address_without_a_state_is_not_used_with_no_tax(client, hood
     saved = accounts.add_address(user, {**ADDRESS, "region": ""})
     log_in(client, "nostate@example.com")
     add(client, hoodie["mug"], 1)
-    resp = form_post(client, "/checkout/review", {"email": "nostate@example.com", "saved_address": str(saved.id),
-                                                  "shipping_method": "standard"}, page="/checkout")
+    resp = form_post(
+        client,
+        "/checkout/review",
+        {"email": "nostate@example.com", "saved_address": str(saved.id), "shipping_method": "standard"},
+        page="/checkout",
+    )
     assert resp.status_code == 422 and "That saved address has no state" in text(resp)

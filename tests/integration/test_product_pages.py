@@ -1,5 +1,6 @@
 """Product pages and the site's frame: favicon, 404 wording, the free-shipping claim, breadcrumbs, the
 header's orders link and cart count, upload renditions with srcset, the gallery markup and related products."""
+
 import io
 import json
 import re
@@ -39,11 +40,19 @@ def wardrobe(db_session, redis_client):
     one sold-out neighbour and a product elsewhere."""
     men = make_category("Men", slug="men")
     hoodies = make_category("Hoodies", parent=men, slug="men-hoodies")
-    hoodie = make_product(hoodies, "Loop Hoodie", slug="loop-hoodie", sizes=("M",), colours=("Grey", "Red"),
-                          images=0, price=6500)
+    hoodie = make_product(
+        hoodies, "Loop Hoodie", slug="loop-hoodie", sizes=("M",), colours=("Grey", "Red"), images=0, price=6500
+    )
     for i, (colour, hue) in enumerate((("Grey", 210), ("Red", 0))):
-        db.session.add(ProductImage(product_id=hoodie.id, path=f"placeholder/{hue}/{colour.lower()}-hoodie.svg",
-                                    alt=f"Loop Hoodie in {colour.lower()}", position=i, option_value=colour))
+        db.session.add(
+            ProductImage(
+                product_id=hoodie.id,
+                path=f"placeholder/{hue}/{colour.lower()}-hoodie.svg",
+                alt=f"Loop Hoodie in {colour.lower()}",
+                position=i,
+                option_value=colour,
+            )
+        )
     for i in range(5):
         make_product(hoodies, f"Neighbour {i}", slug=f"neighbour-{i}", stock=10)
     make_product(hoodies, "Gone Hoodie", slug="gone-hoodie", stock=0)
@@ -53,6 +62,7 @@ def wardrobe(db_session, redis_client):
 
 
 # -- the frame ---------------------------------------------------------------------------------------
+
 
 def test_every_page_names_a_favicon_that_exists(client, wardrobe):
     page = text(client.get("/"))
@@ -110,17 +120,23 @@ def test_the_header_links_to_orders_and_counts_the_cart_without_caching_it(clien
 
 # -- the product page ----------------------------------------------------------------------------------
 
+
 def test_the_gallery_has_a_zoomable_main_picture_and_thumbnails_tagged_by_colour(client, wardrobe):
     page = text(client.get("/p/loop-hoodie"))
     assert re.search(r'<a class="gallery-main" id="gallery-zoom" href="/media/placeholder/210/grey-hoodie.svg">', page)
     thumbs = re.findall(r'<a class="thumb" href="([^"]+)".*?data-option-value="([^"]+)"', page, re.S)
-    assert thumbs == [("/media/placeholder/210/grey-hoodie.svg", "Grey"), ("/media/placeholder/0/red-hoodie.svg", "Red")]
+    assert thumbs == [
+        ("/media/placeholder/210/grey-hoodie.svg", "Grey"),
+        ("/media/placeholder/0/red-hoodie.svg", "Red"),
+    ]
     assert "Picture 2 of 2: Loop Hoodie in red" in page
     assert '<dialog class="zoom-dialog"' in page
     # Without JavaScript the picker reloads the page: the chosen colour's picture comes first.
     red = text(client.get("/p/loop-hoodie?colour=Red"))
     assert re.search(r'<a class="gallery-main" id="gallery-zoom" href="/media/placeholder/0/red-hoodie.svg">', red)
-    assert re.search(r'href="/media/placeholder/0/red-hoodie.svg"[^>]*data-option-value="Red"\s*aria-current="true"', red)
+    assert re.search(
+        r'href="/media/placeholder/0/red-hoodie.svg"[^>]*data-option-value="Red"\s*aria-current="true"', red
+    )
 
 
 def test_related_products_are_in_stock_neighbours_and_never_the_product_itself(client, wardrobe):
@@ -142,10 +158,12 @@ def test_related_products_are_in_stock_neighbours_and_never_the_product_itself(c
 
 # -- uploads -------------------------------------------------------------------------------------------
 
+
 def _upload(client, headers, data, content_type="image/png"):
     body = {"filename": "hoodie.png", "content_type": content_type}
-    signed = client.post("/api/v1/admin/uploads", data=json.dumps(body), content_type="application/json",
-                         headers=headers).get_json()
+    signed = client.post(
+        "/api/v1/admin/uploads", data=json.dumps(body), content_type="application/json", headers=headers
+    ).get_json()
     return signed, client.put(local_path(signed["upload_url"]), data=data, headers=signed["headers"])
 
 
@@ -172,8 +190,11 @@ def test_uploads_get_smaller_copies_and_cards_offer_them_by_srcset(client, manag
     db.session.add(ProductImage(product_id=plain.id, path=key, alt="Plain Hoodie, front", position=0))
     db.session.commit()
     main = text(client.get("/p/plain-hoodie"))
-    assert re.search(rf'<img id="gallery-image" src="/media/{key}" srcset="[^"]*{stem}-w640\.webp 640w[^"]*"'
-                     r' sizes="\(max-width: 760px\) 100vw, 640px"', main)
+    assert re.search(
+        rf'<img id="gallery-image" src="/media/{key}" srcset="[^"]*{stem}-w640\.webp 640w[^"]*"'
+        r' sizes="\(max-width: 760px\) 100vw, 640px"',
+        main,
+    )
     listing = text(client.get("/c/men-hoodies"))
     card = re.search(r'<a href="/p/loop-hoodie" class="card-link">.*?</a>', listing, re.S).group(0)
     srcset = re.search(r'srcset="([^"]+)"', card).group(1)

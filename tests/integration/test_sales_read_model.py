@@ -5,13 +5,14 @@ after a replay too, whatever order and however often the events arrive.
 Orders are placed through the real checkout, paid through the test gateway's success, moved by orders.services,
 refunded by payments.services; their events go outbox -> relay -> Redis stream -> consumer group (consumers.drain).
 """
+
 from __future__ import annotations
 
 import queue
 import random
 import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, update
@@ -26,7 +27,7 @@ from tests.factories import make_category, make_product, make_user
 from tests.integration.test_jobs import work
 from tests.integration.test_order_links import buy
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.fixture
@@ -57,9 +58,11 @@ def project(*orders_) -> None:
 
 def order_events(order_id: int | None = None) -> list[dict]:
     """The envelopes of the order.* events recorded in the outbox (all, or one order's), in the order written."""
-    envelopes = db.session.scalars(select(OutboxJob.kwargs).where(OutboxJob.kind == "event",
-                                                                   OutboxJob.function.like("order.%"))
-                                   .order_by(OutboxJob.id)).all()
+    envelopes = db.session.scalars(
+        select(OutboxJob.kwargs)
+        .where(OutboxJob.kind == "event", OutboxJob.function.like("order.%"))
+        .order_by(OutboxJob.id)
+    ).all()
     return [e for e in envelopes if order_id is None or e["data"]["order_id"] == order_id]
 
 
@@ -67,8 +70,10 @@ def pay(order_id: int) -> None:
     from shop.payments import services as payments
 
     payment = db.session.scalar(select(Payment).where(Payment.order_id == order_id))
-    assert payments.on_succeeded({"id": payment.provider_id, "amount": payment.amount}).startswith("confirmed") or \
-        db.session.get(Order, order_id).status == "confirmed"
+    assert (
+        payments.on_succeeded({"id": payment.provider_id, "amount": payment.amount}).startswith("confirmed")
+        or db.session.get(Order, order_id).status == "confirmed"
+    )
     db.session.commit()
 
 
@@ -90,8 +95,9 @@ def placed_days_ago(client, shelf, days: int, quantity: int = 1) -> int:
     happens to it, so its later events carry that date)."""
     order_id = buy(client, shelf["variant"].sku, quantity)["order"]["id"]
     if days:
-        db.session.execute(update(Order).where(Order.id == order_id)
-                           .values(created_at=Order.created_at - timedelta(days=days)))
+        db.session.execute(
+            update(Order).where(Order.id == order_id).values(created_at=Order.created_at - timedelta(days=days))
+        )
         db.session.commit()
     return order_id
 
@@ -130,8 +136,9 @@ def report(start, end) -> tuple[dict, dict]:
 def api_report(app, analyst, query: str = "") -> dict:
     from tests.integration.test_permissions import token_for
 
-    resp = app.test_client().get(f"/api/v1/admin/reports/sales{query}",
-                                 headers={"Authorization": f"Bearer {token_for(analyst)}"})
+    resp = app.test_client().get(
+        f"/api/v1/admin/reports/sales{query}", headers={"Authorization": f"Bearer {token_for(analyst)}"}
+    )
     assert resp.status_code == 200, resp.get_json()
     return resp.get_json()
 
@@ -145,9 +152,13 @@ def test_the_report_from_the_read_model_equals_the_one_from_the_order_tables(app
 
     assert consume() == len(order_events())
     totals = {name: db.session.get(Order, oid).total for name, oid in o.items()}
-    for start, end in [(today - timedelta(days=29), today), (today - timedelta(days=60), today),
-                       (today - timedelta(days=1), today - timedelta(days=1)), (today, today),
-                       (today - timedelta(days=2), today - timedelta(days=2))]:
+    for start, end in [
+        (today - timedelta(days=29), today),
+        (today - timedelta(days=60), today),
+        (today - timedelta(days=1), today - timedelta(days=1)),
+        (today, today),
+        (today - timedelta(days=2), today - timedelta(days=2)),
+    ]:
         mine, theirs = report(start, end)
         assert mine == theirs, (start, end)
 
@@ -160,7 +171,9 @@ def test_the_report_from_the_read_model_equals_the_one_from_the_order_tables(app
     assert usd["refunded"] == {"amount": refunded, "currency": "USD"}
     assert usd["net"]["amount"] == usd["revenue"]["amount"] - refunded
     assert [(d["date"], d["orders"]) for d in body["days"]] == [
-        ((today - timedelta(days=1)).isoformat(), 1), (today.isoformat(), 2)]
+        ((today - timedelta(days=1)).isoformat(), 1),
+        (today.isoformat(), 2),
+    ]
     wide = api_report(app, shelf["analyst"], f"?from={today - timedelta(days=60)}&to={today}")
     assert wide["totals"][0]["orders"] == 4  # the order of 40 days ago
     rows = {r.order_id: r for r in db.session.scalars(select(SalesOrder))}
@@ -173,7 +186,7 @@ def test_the_dashboard_counts_todays_sold_orders_from_the_read_model(app, client
     o = shop_history(client, shelf, redis_client)
     consume()
     html = as_user(app, shelf["analyst"]).get("/admin/").get_data(as_text=True)
-    today = (db.session.get(Order, o["delivered"]).total + db.session.get(Order, o["partly_refunded"]).total)
+    today = db.session.get(Order, o["delivered"]).total + db.session.get(Order, o["partly_refunded"]).total
     assert "2 orders" in html and f"${today / 100:,.2f}" in html
 
 
@@ -319,8 +332,11 @@ def test_consumers_applying_one_orders_events_at_once_keep_the_latest_exactly_on
         rows = {r.order_id: r for r in db.session.scalars(select(SalesOrder))}
         assert set(rows) == set(ids)
         for order_id, e in expected.items():
-            assert (rows[order_id].event_id, rows[order_id].status, rows[order_id].refunded) == \
-                (e["id"], e["data"]["status"], e["data"]["refunded"])
+            assert (rows[order_id].event_id, rows[order_id].status, rows[order_id].refunded) == (
+                e["id"],
+                e["data"]["status"],
+                e["data"]["refunded"],
+            )
         today = datetime.now(UTC).date()
         assert reports.sales_from_read_model(today, today) == reports.sales_from_orders(today, today)
         db.session.remove()
@@ -341,8 +357,9 @@ def test_events_status_shows_the_outbox_backlog_and_the_groups(app, client, shel
     order_id = placed_days_ago(client, shelf, 0)
     pay(order_id)
     runner = app.test_cli_runner()
-    waiting = db.session.scalar(select(func.count()).select_from(OutboxJob).where(
-        OutboxJob.kind == "event", OutboxJob.dispatched_at.is_(None)))
+    waiting = db.session.scalar(
+        select(func.count()).select_from(OutboxJob).where(OutboxJob.kind == "event", OutboxJob.dispatched_at.is_(None))
+    )
     before = runner.invoke(args=["events", "status"])
     assert before.exit_code == 0, before.output
     assert re.search(rf"^  event +{waiting} ", before.output, re.M), before.output
@@ -389,10 +406,12 @@ def test_the_migration_fills_the_read_model_with_the_orders_from_before_it():
         product = make_product(make_category("Tops", slug="tops"), "Tee", slug="tee", stock=10)
         world = {"variant": product.variants[0], "customer": make_user("shopper@example.com")}
         days_ago = datetime.now(UTC) - timedelta(days=12)
-        kept = [make_order(db.session, world, "delivered", total=5500, created_at=days_ago),
-                make_order(db.session, world, "confirmed", total=2000),
-                make_order(db.session, world, "cancelled", total=7700),
-                make_order(db.session, world, "pending", paid=False, total=900)]
+        kept = [
+            make_order(db.session, world, "delivered", total=5500, created_at=days_ago),
+            make_order(db.session, world, "confirmed", total=2000),
+            make_order(db.session, world, "cancelled", total=7700),
+            make_order(db.session, world, "pending", paid=False, total=900),
+        ]
         db.session.execute(update(Payment).where(Payment.order_id == kept[0].id).values(refunded_amount=1500))
         db.session.commit()
         upgrade()

@@ -1,5 +1,6 @@
 """Search on the real Typesense of the test stack, and its PostgreSQL fallback, through the API,
 the storefront and the jobs. Each test indexes under an alias of its own, dropped afterwards."""
+
 from __future__ import annotations
 
 import socket
@@ -39,17 +40,33 @@ def catalogue(db_session, search_alias):
     tees = make_category("T-shirts", parent=clothing, slug="s-tees")
     shoes = make_category("Shoes", parent=clothing, slug="s-shoes")
     p = {
-        "organic": make_product(tees, "Organic Cotton T-Shirt", price=1900, colours=("Black", "White"),
-                                brand="Kestrel", slug="s-organic-tee"),
-        "pocket": make_product(tees, "Pocket T-Shirt", price=2900, colours=("Navy",), sizes=("M", "L"),
-                               slug="s-pocket-tee"),
-        "graphic": make_product(tees, "Graphic T-Shirt", price=5500, colours=("Black",), sizes=("S",), stock=0,
-                                slug="s-graphic-tee"),
+        "organic": make_product(
+            tees,
+            "Organic Cotton T-Shirt",
+            price=1900,
+            colours=("Black", "White"),
+            brand="Kestrel",
+            slug="s-organic-tee",
+        ),
+        "pocket": make_product(
+            tees, "Pocket T-Shirt", price=2900, colours=("Navy",), sizes=("M", "L"), slug="s-pocket-tee"
+        ),
+        "graphic": make_product(
+            tees, "Graphic T-Shirt", price=5500, colours=("Black",), sizes=("S",), stock=0, slug="s-graphic-tee"
+        ),
         "draft": make_product(tees, "Draft T-Shirt", price=1000, status="draft", slug="s-draft-tee"),
-        "boot": make_product(shoes, "Leather Chelsea Boot", price=12900, sizes=("42", "43"), colours=("Brown",),
-                             description="Hand-stitched leather boot with elastic sides.", slug="s-chelsea"),
-        "sneaker": make_product(shoes, "Canvas Sneaker", price=6900, sizes=("42",), colours=("White",),
-                                slug="s-sneaker"),
+        "boot": make_product(
+            shoes,
+            "Leather Chelsea Boot",
+            price=12900,
+            sizes=("42", "43"),
+            colours=("Brown",),
+            description="Hand-stitched leather boot with elastic sides.",
+            slug="s-chelsea",
+        ),
+        "sneaker": make_product(
+            shoes, "Canvas Sneaker", price=6900, sizes=("42",), colours=("White",), slug="s-sneaker"
+        ),
     }
     db_session.commit()
     jobs.reindex()
@@ -103,17 +120,21 @@ def test_results_carry_summaries_and_escaped_highlights(client, catalogue):
 
 
 def _facet_map(facets) -> dict:
-    return {"category": {c["slug"]: c["count"] for c in facets["category"]},
-            "price": {p["key"]: p["count"] for p in facets["price"]},
-            "options": {k: {v["value"]: v["count"] for v in vals} for k, vals in facets["options"].items()}}
+    return {
+        "category": {c["slug"]: c["count"] for c in facets["category"]},
+        "price": {p["key"]: p["count"] for p in facets["price"]},
+        "options": {k: {v["value"]: v["count"] for v in vals} for k, vals in facets["options"].items()},
+    }
 
 
 EXPECTED_ALL = {
     "category": {"s-clothing": 5, "s-tees": 3, "s-shoes": 2},
     # from-prices: 1900 | 2900 | 5500, 6900 | 12900
     "price": {"0-2500": 1, "2500-5000": 1, "5000-10000": 2, "10000-20000": 1},
-    "options": {"size": {"S": 2, "M": 2, "L": 2, "42": 2, "43": 1},
-                "colour": {"Black": 2, "White": 2, "Navy": 1, "Brown": 1}},
+    "options": {
+        "size": {"S": 2, "M": 2, "L": 2, "42": 2, "43": 1},
+        "colour": {"Black": 2, "White": 2, "Navy": 1, "Brown": 1},
+    },
 }
 
 
@@ -130,8 +151,14 @@ def test_facet_counts_are_the_numbers_of_matching_products(client, catalogue):
 
 
 def test_filters_narrow_on_both_engines_alike(app, client, catalogue):
-    queries = ["category=s-shoes", "min_price=5000&max_price=7000", "in_stock=true&q=shirt",
-               "option=size:42&option=size:S", "option=size:M&option=colour:Navy", "q=boot&category=s-tees"]
+    queries = [
+        "category=s-shoes",
+        "min_price=5000&max_price=7000",
+        "in_stock=true&q=shirt",
+        "option=size:42&option=size:S",
+        "option=size:M&option=colour:Navy",
+        "q=boot&category=s-tees",
+    ]
     on_typesense = {q: client.get(f"/api/v1/search?{q}").get_json() for q in queries}
     saved = app.config["TYPESENSE_URL"]
     app.config["TYPESENSE_URL"] = f"http://127.0.0.1:{_closed_port()}"
@@ -139,13 +166,19 @@ def test_filters_narrow_on_both_engines_alike(app, client, catalogue):
         on_database = {q: client.get(f"/api/v1/search?{q}").get_json() for q in queries}
     finally:
         app.config["TYPESENSE_URL"] = saved
-    expected = {"category=s-shoes": {"Leather Chelsea Boot", "Canvas Sneaker"},
-                "min_price=5000&max_price=7000": {"Graphic T-Shirt", "Canvas Sneaker"},
-                "in_stock=true&q=shirt": {"Organic Cotton T-Shirt", "Pocket T-Shirt"},
-                "option=size:42&option=size:S": {"Leather Chelsea Boot", "Canvas Sneaker", "Organic Cotton T-Shirt",
-                                                 "Graphic T-Shirt"},
-                "option=size:M&option=colour:Navy": {"Pocket T-Shirt"},
-                "q=boot&category=s-tees": set()}
+    expected = {
+        "category=s-shoes": {"Leather Chelsea Boot", "Canvas Sneaker"},
+        "min_price=5000&max_price=7000": {"Graphic T-Shirt", "Canvas Sneaker"},
+        "in_stock=true&q=shirt": {"Organic Cotton T-Shirt", "Pocket T-Shirt"},
+        "option=size:42&option=size:S": {
+            "Leather Chelsea Boot",
+            "Canvas Sneaker",
+            "Organic Cotton T-Shirt",
+            "Graphic T-Shirt",
+        },
+        "option=size:M&option=colour:Navy": {"Pocket T-Shirt"},
+        "q=boot&category=s-tees": set(),
+    }
     for q, want in expected.items():
         for engine, body in (("typesense", on_typesense[q]), ("database", on_database[q])):
             assert body["engine"] == engine
@@ -232,11 +265,20 @@ def test_no_index_yet_the_database_answers(client, db_session, search_alias):
     assert body["engine"] == "database" and [i["name"] for i in body["items"]] == ["Pocket T-Shirt"]
 
 
-@pytest.mark.parametrize("query, field", [
-    ("min_price=-1", "min_price"), ("max_price=abc", "max_price"), ("page=0", "page"), ("per_page=101", "per_page"),
-    ("category=no-such-category", "category"), ("option=size", "option"), ("q=" + "x" * 201, "q"),
-    ("min_price=500&max_price=100", "min_price"), ("in_stock=maybe", "in_stock"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("min_price=-1", "min_price"),
+        ("max_price=abc", "max_price"),
+        ("page=0", "page"),
+        ("per_page=101", "per_page"),
+        ("category=no-such-category", "category"),
+        ("option=size", "option"),
+        ("q=" + "x" * 201, "q"),
+        ("min_price=500&max_price=100", "min_price"),
+        ("in_stock=maybe", "in_stock"),
+    ],
+)
 def test_bad_parameters_are_422(client, db_session, query, field):
     resp = client.get(f"/api/v1/search?{query}")
     assert resp.status_code == 422, resp.get_data(as_text=True)
@@ -285,8 +327,12 @@ def test_instant_suggestions(client, catalogue):
     resp = client.get("/search/suggest?q=chel")
     body = resp.get_json()
     assert resp.status_code == 200 and body["engine"] == "typesense"
-    assert body["suggestions"][0] == {"name": "Leather Chelsea Boot", "slug": "s-chelsea",
-                                      "highlight": "Leather <mark>Chel</mark>sea Boot", "url": "/p/s-chelsea"}
+    assert body["suggestions"][0] == {
+        "name": "Leather Chelsea Boot",
+        "slug": "s-chelsea",
+        "highlight": "Leather <mark>Chel</mark>sea Boot",
+        "url": "/p/s-chelsea",
+    }
     assert client.get("/search/suggest?q=").get_json()["suggestions"] == []
 
 

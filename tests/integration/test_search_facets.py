@@ -1,10 +1,11 @@
 """The search page's facets and sort orders, on Typesense and on its PostgreSQL fallback:
 the category facet as a tree (each sub-category under its own parent), sizes in size order, and
 results sorted by relevance, price (both ways) or newest, keeping the query and the filters."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 
 import pytest
@@ -27,7 +28,7 @@ def shelves(db_session, search_alias):  # noqa: F811
     tops = make_category("Tops", parent=women, slug="f-tops", position=1)
     shirts = make_category("Shirts", parent=men, slug="f-shirts", position=0)
     boots = make_category("Boots", parent=shoes, slug="f-boots", position=0)
-    epoch = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    epoch = datetime(2026, 6, 1, tzinfo=UTC)
     made = [  # name, category, sizes, price, days after epoch (newer is later)
         ("Linen Wrap Dress", dresses, ("XL", "S", "M"), 8900, 3),
         ("Cotton Wrap Top", tops, ("XS", "L", "M", "XXL"), 2900, 1),
@@ -96,13 +97,26 @@ def test_each_sub_category_sits_under_its_own_parent(client, shelves, engine_nam
     tree = _Tree()
     tree.feed(html)
     # Before: every sub-category was listed after the last department, so looked like Footwear's.
-    assert tree.parent_of == {"f-women": None, "f-dresses": "f-women", "f-tops": "f-women",
-                              "f-men": None, "f-shirts": "f-men", "f-footwear": None, "f-boots": "f-footwear"}
+    assert tree.parent_of == {
+        "f-women": None,
+        "f-dresses": "f-women",
+        "f-tops": "f-women",
+        "f-men": None,
+        "f-shirts": "f-men",
+        "f-footwear": None,
+        "f-boots": "f-footwear",
+    }
     assert tree.order == ["f-women", "f-dresses", "f-tops", "f-men", "f-shirts", "f-footwear", "f-boots"]
     body = client.get("/api/v1/search?q=wrap").get_json()
     assert [(c["slug"], c["depth"], c["count"]) for c in body["facets"]["category"]] == [
-        ("f-women", 0, 2), ("f-dresses", 1, 1), ("f-tops", 1, 1), ("f-men", 0, 1), ("f-shirts", 1, 1),
-        ("f-footwear", 0, 2), ("f-boots", 1, 2)]
+        ("f-women", 0, 2),
+        ("f-dresses", 1, 1),
+        ("f-tops", 1, 1),
+        ("f-men", 0, 1),
+        ("f-shirts", 1, 1),
+        ("f-footwear", 0, 2),
+        ("f-boots", 1, 2),
+    ]
 
 
 def test_sizes_are_listed_in_size_order(client, shelves, engine_name):
@@ -116,11 +130,20 @@ def test_sizes_are_listed_in_size_order(client, shelves, engine_name):
     assert shown == sizes
 
 
-@pytest.mark.parametrize("sort,expected", [
-    ("price", ["Cotton Wrap Top", "Oxford Wrap Shirt", "Linen Wrap Dress", "Chelsea Wrap Boot", "Suede Wrap Boot"]),
-    ("-price", ["Suede Wrap Boot", "Chelsea Wrap Boot", "Linen Wrap Dress", "Oxford Wrap Shirt", "Cotton Wrap Top"]),
-    ("newest", ["Oxford Wrap Shirt", "Suede Wrap Boot", "Linen Wrap Dress", "Chelsea Wrap Boot", "Cotton Wrap Top"]),
-])
+@pytest.mark.parametrize(
+    "sort,expected",
+    [
+        ("price", ["Cotton Wrap Top", "Oxford Wrap Shirt", "Linen Wrap Dress", "Chelsea Wrap Boot", "Suede Wrap Boot"]),
+        (
+            "-price",
+            ["Suede Wrap Boot", "Chelsea Wrap Boot", "Linen Wrap Dress", "Oxford Wrap Shirt", "Cotton Wrap Top"],
+        ),
+        (
+            "newest",
+            ["Oxford Wrap Shirt", "Suede Wrap Boot", "Linen Wrap Dress", "Chelsea Wrap Boot", "Cotton Wrap Top"],
+        ),
+    ],
+)
 def test_results_sort_by_price_and_newest(client, shelves, engine_name, sort, expected):
     html = _page(client, f"q=wrap&sort={sort}")
     assert _engine(html) == engine_name

@@ -1,6 +1,7 @@
 """Search syncs are coalesced: the events of many catalogue commits while a sync job waits become that one job, which
 indexes every product they changed and marks their outbox rows done; a sync whose job was lost is
 taken over by the next commit. Real PostgreSQL, Redis, Typesense and an RQ worker."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
@@ -13,8 +14,14 @@ def sync_rows(db_session):
     from shop.outbox import OutboxJob
     from shop.search.hooks import SYNC_KIND
 
-    return list(db_session.scalars(select(OutboxJob).where(OutboxJob.kind == SYNC_KIND).order_by(OutboxJob.id)
-                                   .execution_options(populate_existing=True)))
+    return list(
+        db_session.scalars(
+            select(OutboxJob)
+            .where(OutboxJob.kind == SYNC_KIND)
+            .order_by(OutboxJob.id)
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
 def rename(db_session, product, name):
@@ -27,7 +34,8 @@ def rename(db_session, product, name):
 
 
 def test_a_burst_of_catalogue_commits_is_one_sync_job_that_indexes_them_all(
-        client, db_session, redis_client, catalogue):  # noqa: F811
+    client, db_session, redis_client, catalogue
+):  # noqa: F811
     from shop.extensions import redis_ext
 
     queue = redis_ext.queue("search")
@@ -62,7 +70,11 @@ def test_syncs_waiting_for_the_one_job_are_not_taken_for_lost(client, db_session
     queue.empty()
     db_session.execute(update(outbox.OutboxJob).values(done_at=func.now()))  # the fixture's own jobs: not ours
     db_session.commit()
-    for product, name in (("pocket", "Pocket Henley"), ("boot", "Leather Jodhpur Boot"), ("sneaker", "Canvas Plimsoll")):
+    for product, name in (
+        ("pocket", "Pocket Henley"),
+        ("boot", "Leather Jodhpur Boot"),
+        ("sneaker", "Canvas Plimsoll"),
+    ):
         rename(db_session, catalogue[product], name)
     assert len(queue.get_jobs()) == 1
     assert outbox.recover_lost(older_than=timedelta(0)) == 0
@@ -77,8 +89,7 @@ def test_syncs_waiting_for_the_one_job_are_not_taken_for_lost(client, db_session
     assert all(row.done_at is not None for row in sync_rows(db_session))
 
 
-def test_a_sync_whose_job_was_lost_is_taken_over_by_the_next_commit(
-        client, db_session, redis_client, catalogue):  # noqa: F811
+def test_a_sync_whose_job_was_lost_is_taken_over_by_the_next_commit(client, db_session, redis_client, catalogue):  # noqa: F811
     from shop.extensions import redis_ext
 
     queue = redis_ext.queue("search")
@@ -95,7 +106,8 @@ def test_a_sync_whose_job_was_lost_is_taken_over_by_the_next_commit(
 
 
 def test_a_sync_that_failed_while_typesense_was_away_is_done_by_the_next_job_and_its_retry_dropped(
-        app, client, db_session, redis_client, catalogue):  # noqa: F811
+    app, client, db_session, redis_client, catalogue
+):  # noqa: F811
     from rq.registry import ScheduledJobRegistry
 
     from shop.extensions import redis_ext
@@ -124,8 +136,7 @@ def test_a_sync_that_failed_while_typesense_was_away_is_done_by_the_next_job_and
     assert retries.count == 0  # nothing left for that retry to do: dropped
 
 
-def test_a_sell_out_and_a_deletion_reach_the_index_through_their_events(client, db_session, redis_client,
-                                                                        catalogue):  # noqa: F811
+def test_a_sell_out_and_a_deletion_reach_the_index_through_their_events(client, db_session, redis_client, catalogue):  # noqa: F811
     from shop import consumers
     from shop.inventory.services import set_on_hand
 

@@ -1,5 +1,6 @@
 """Issue 9, items 2 and 8: nothing is signed with a known key, refresh-token families belong to their
 user, and a browser session ends for good at log-out, at deactivation and at the staff time limits."""
+
 import hashlib
 import hmac
 import json
@@ -27,8 +28,19 @@ def forged_access_token(user, family: str) -> str:
     """An access token for `user`, signed the way the shop signs them, with the published key."""
     key = hmac.new(PUBLISHED_KEY.encode(), b"shop.api-tokens.v1", hashlib.sha256).digest()
     now = int(time.time())
-    return jwt.encode({"sub": str(user.id), "fam": family, "ver": user.credentials_version, "iat": now,
-                       "typ": "access", "jti": uuid.uuid4().hex, "exp": now + 600}, key, algorithm="HS256")
+    return jwt.encode(
+        {
+            "sub": str(user.id),
+            "fam": family,
+            "ver": user.credentials_version,
+            "iat": now,
+            "typ": "access",
+            "jti": uuid.uuid4().hex,
+            "exp": now + 600,
+        },
+        key,
+        algorithm="HS256",
+    )
 
 
 def forged_session_cookie(user) -> str:
@@ -36,8 +48,11 @@ def forged_session_cookie(user) -> str:
     forger = Flask("forger")
     forger.secret_key = PUBLISHED_KEY
     now = int(time.time())
-    return SecureCookieSessionInterface().get_signing_serializer(forger).dumps(
-        {"_user_id": user.get_id(), "_fresh": True, "login_at": now, "seen_at": now})
+    return (
+        SecureCookieSessionInterface()
+        .get_signing_serializer(forger)
+        .dumps({"_user_id": user.get_id(), "_fresh": True, "login_at": now, "seen_at": now})
+    )
 
 
 @pytest.fixture
@@ -98,12 +113,21 @@ def test_a_session_cookie_forged_with_the_published_key_does_not_open_the_back_o
 
 def test_a_payment_event_signed_with_the_published_key_is_refused(dev_app, db_session):
     secret = "whsec_test_" + hmac.new(PUBLISHED_KEY.encode(), b"shop.test-gateway.webhook", hashlib.sha256).hexdigest()
-    payload = json.dumps({"id": "evt_forged", "type": "payment_intent.succeeded",
-                          "data": {"object": {"id": "pi_forged", "metadata": {"order_id": "1"}}}})
+    payload = json.dumps(
+        {
+            "id": "evt_forged",
+            "type": "payment_intent.succeeded",
+            "data": {"object": {"id": "pi_forged", "metadata": {"order_id": "1"}}},
+        }
+    )
     stamp = int(time.time())
     signature = hmac.new(secret.encode(), f"{stamp}.{payload}".encode(), hashlib.sha256).hexdigest()
-    resp = dev_app.test_client().post("/webhooks/stripe", data=payload, content_type="application/json",
-                                      headers={"Stripe-Signature": f"t={stamp},v1={signature}"})
+    resp = dev_app.test_client().post(
+        "/webhooks/stripe",
+        data=payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": f"t={stamp},v1={signature}"},
+    )
     assert resp.status_code == 400 and resp_code(resp) == "invalid_signature"
 
 
@@ -121,12 +145,31 @@ def resp_code(resp) -> str:
 def test_make_run_on_a_public_address_without_a_secret_refuses_to_start(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SHOP_ENV", "TYPESENSE_API_KEY")}
     # Services "provided" at closed ports: whatever happens, no server is started by this test.
-    env.update(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none", REDIS_URL="redis://127.0.0.1:1/0",
-               TYPESENSE_URL="http://127.0.0.1:1")
+    env.update(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/none",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        TYPESENSE_URL="http://127.0.0.1:1",
+    )
     var_dir = tmp_path / "var"
-    done = subprocess.run([sys.executable, "-m", "shop.devstack", "run", "--var", str(var_dir), "--host", "0.0.0.0",
-                           "--port", str(_pick_port(0))], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shop.devstack",
+            "run",
+            "--var",
+            str(var_dir),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(_pick_port(0)),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "without SECRET_KEY" in done.stderr and "Traceback" not in done.stderr
     assert not (var_dir / "secret_key").exists()
@@ -203,8 +246,9 @@ def test_deactivating_staff_ends_their_sessions_even_after_reactivation(app, cli
     resp = boss.post(f"/admin/staff/edit/?id={clerk.id}", data={"csrf_token": csrf_token(boss), **form})  # unticked
     assert resp.status_code == 302
     assert sent_to_admin_login(client.get("/admin/"))
-    resp = boss.post(f"/admin/staff/edit/?id={clerk.id}",
-                     data={"csrf_token": csrf_token(boss), **form, "is_active_account": "y"})
+    resp = boss.post(
+        f"/admin/staff/edit/?id={clerk.id}", data={"csrf_token": csrf_token(boss), **form, "is_active_account": "y"}
+    )
     assert resp.status_code == 302
     assert sent_to_admin_login(client.get("/admin/"))  # the old cookie stays dead
     assert admin_log_in(client, clerk.email).status_code == 302 and client.get("/admin/").status_code == 200

@@ -1,4 +1,5 @@
 """The demo seed and the migrations, on real PostgreSQL."""
+
 import os
 
 import psycopg
@@ -70,8 +71,9 @@ def test_variant_sku_is_unique_in_the_database(db_session):
 
     cat = make_category()
     p = make_product(cat)
-    db_session.add(Variant(product_id=p.id, sku=p.variants[0].sku, options={"size": "XL", "colour": "Black"},
-                           price_amount=100))
+    db_session.add(
+        Variant(product_id=p.id, sku=p.variants[0].sku, options={"size": "XL", "colour": "Black"}, price_amount=100)
+    )
     with pytest.raises(IntegrityError):
         db_session.flush()
 
@@ -82,12 +84,23 @@ def test_catalogue_rules_refuse_bad_products(db_session):
 
     cat = make_category()
     with pytest.raises(CatalogError, match="one value of each option"):
-        build_product(category_id=cat.id, name="X", options=[("size", ["S"])],
-                      variants=[{"sku": "X-1", "options": {"size": "XXL"}, "price_amount": 100}])
+        build_product(
+            category_id=cat.id,
+            name="X",
+            options=[("size", ["S"])],
+            variants=[{"sku": "X-1", "options": {"size": "XXL"}, "price_amount": 100}],
+        )
     with pytest.raises(CatalogError, match="share the options"):
-        build_product(category_id=cat.id, name="Y", options=[("size", ["S"])],
-                      variants=[{"sku": "Y-1", "options": {"size": "S"}, "price_amount": 100},
-                                {"sku": "Y-2", "options": {"size": "S"}, "price_amount": 100}])
+        build_product(
+            category_id=cat.id,
+            name="Y",
+            options=[("size", ["S"])],
+            variants=[
+                {"sku": "Y-1", "options": {"size": "S"}, "price_amount": 100},
+                {"sku": "Y-2", "options": {"size": "S"}, "price_amount": 100},
+            ],
+        )
     with pytest.raises(CatalogError, match="negative"):
-        build_product(category_id=cat.id, name="Z", options=[],
-                      variants=[{"sku": "Z-1", "options": {}, "price_amount": -1}])
+        build_product(
+            category_id=cat.id, name="Z", options=[], variants=[{"sku": "Z-1", "options": {}, "price_amount": -1}]
+        )

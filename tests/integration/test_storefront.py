@@ -1,4 +1,5 @@
 """Storefront pages rendered from the real database: what a shopper sees."""
+
 import re
 
 import pytest
@@ -10,9 +11,17 @@ from tests.factories import make_category, make_product
 def shelf(db_session):
     shoes = make_category("Shoes", slug="shoes")
     runners = make_category("Runners", parent=shoes, slug="runners")
-    make_product(runners, "Swift Runner", slug="swift-runner", sizes=("40", "41"), colours=("Black", "White"),
-                 prices={("41", "White"): 9900}, price=8900, stock={("40", "Black"): 2, ("41", "White"): 30},
-                 featured=True)
+    make_product(
+        runners,
+        "Swift Runner",
+        slug="swift-runner",
+        sizes=("40", "41"),
+        colours=("Black", "White"),
+        prices={("41", "White"): 9900},
+        price=8900,
+        stock={("40", "Black"): 2, ("41", "White"): 30},
+        featured=True,
+    )
     make_product(runners, "Plain Runner", slug="plain-runner", sizes=("40",), colours=("Grey",), price=4900, stock=0)
     for i in range(30):
         make_product(shoes, f"Filler {i:02d}", slug=f"filler-{i:02d}", sizes=("42",), colours=("Navy",), price=1000 + i)

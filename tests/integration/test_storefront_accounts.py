@@ -1,4 +1,5 @@
 """Shopper accounts in the storefront: forms with CSRF, sessions, verification, resets, addresses."""
+
 import re
 import time
 
@@ -38,8 +39,9 @@ def log_in(client, email, password=PASSWORD):
 
 
 def test_sign_up_logs_in_and_queues_a_verification_mail(web, redis_client, db_session):
-    resp = form_post(web, "/account/signup", {"name": "Kim", "email": "kim@example.com", "password": PASSWORD,
-                                              "confirm": PASSWORD})
+    resp = form_post(
+        web, "/account/signup", {"name": "Kim", "email": "kim@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    )
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/account")
     page = web.get("/account")
     assert page.status_code == 200 and "kim@example.com" in page.get_data(as_text=True)
@@ -81,8 +83,10 @@ def test_log_in_and_out(web, db_session):
 def test_log_in_never_redirects_off_site(web, db_session):
     make_user("ned@example.com")
     html = web.get("/account/login").get_data(as_text=True)
-    resp = web.post("/account/login?next=//evil.example/steal",
-                    data={"csrf_token": token_of(html), "email": "ned@example.com", "password": PASSWORD})
+    resp = web.post(
+        "/account/login?next=//evil.example/steal",
+        data={"csrf_token": token_of(html), "email": "ned@example.com", "password": PASSWORD},
+    )
     assert resp.headers["Location"] == "/account"
 
 
@@ -102,10 +106,17 @@ def test_password_change_ends_every_other_session(app, web, db_session):
     log_in(other_device, "pat@example.com")
     assert other_device.get("/account").status_code == 200
     html = web.get("/account").get_data(as_text=True)
-    resp = web.post("/account/password", data={"csrf_token": token_of(html), "pw-current_password": PASSWORD,
-                                               "pw-password": "a whole new password", "pw-confirm": "a whole new password"})
+    resp = web.post(
+        "/account/password",
+        data={
+            "csrf_token": token_of(html),
+            "pw-current_password": PASSWORD,
+            "pw-password": "a whole new password",
+            "pw-confirm": "a whole new password",
+        },
+    )
     assert resp.status_code == 302
-    assert web.get("/account").status_code == 200          # this session carries on
+    assert web.get("/account").status_code == 200  # this session carries on
     assert other_device.get("/account").status_code == 302  # the other one is logged out
 
 
@@ -138,7 +149,9 @@ def test_password_reset_works_once(web, redis_client, db_session):
     path = _reset_link(web, redis_client, "rae@example.com")
     assert web.get(path).status_code == 200
     html = web.get(path).get_data(as_text=True)
-    resp = web.post(path, data={"csrf_token": token_of(html), "password": "my new password!", "confirm": "my new password!"})
+    resp = web.post(
+        path, data={"csrf_token": token_of(html), "password": "my new password!", "confirm": "my new password!"}
+    )
     assert resp.status_code == 302
     assert log_in(web, "rae@example.com", "my new password!").status_code == 302
     used = web.get(path)
@@ -147,8 +160,9 @@ def test_password_reset_works_once(web, redis_client, db_session):
 
 def test_password_reset_link_expires(web, app, redis_client, db_session, monkeypatch):
     make_user("sam@example.com")
-    path = _reset_link(web, redis_client, "sam@example.com", age_seconds=app.config["RESET_TOKEN_MAX_AGE"] + 5,
-                       monkeypatch=monkeypatch)
+    path = _reset_link(
+        web, redis_client, "sam@example.com", age_seconds=app.config["RESET_TOKEN_MAX_AGE"] + 5, monkeypatch=monkeypatch
+    )
     resp = web.get(path)
     assert resp.status_code == 400 and "expired" in resp.get_data(as_text=True)
 
@@ -165,9 +179,17 @@ def test_address_book_pages(web, db_session):
     html = web.get("/account").get_data(as_text=True)
     bad = web.post("/account/addresses", data={"csrf_token": token_of(html), "addr-name": "Tia", "addr-country": "X"})
     assert bad.status_code == 422 and 'aria-invalid="true"' in bad.get_data(as_text=True)
-    ok = web.post("/account/addresses", data={"csrf_token": token_of(html), "addr-name": "Tia Ray",
-                                              "addr-line1": "9 Elm Road", "addr-city": "Leeds",
-                                              "addr-postal_code": "LS1 1AA", "addr-country": "gb"})
+    ok = web.post(
+        "/account/addresses",
+        data={
+            "csrf_token": token_of(html),
+            "addr-name": "Tia Ray",
+            "addr-line1": "9 Elm Road",
+            "addr-city": "Leeds",
+            "addr-postal_code": "LS1 1AA",
+            "addr-country": "gb",
+        },
+    )
     assert ok.status_code == 302
     page = web.get("/account").get_data(as_text=True)
     assert "9 Elm Road" in page and "GB" in page

@@ -1,5 +1,6 @@
 """The cart and checkout pages of the storefront: forms with CSRF, messages instead of errors, the
 guest cart in the session, its merge on log-in, and checkout to a pending order and the pay page."""
+
 import re
 from html import unescape
 from urllib.parse import urlsplit
@@ -12,8 +13,16 @@ from shop.orders.models import Order
 from tests.factories import make_category, make_product, make_user
 
 PASSWORD = "correct horse battery"
-ADDRESS = {"name": "Ada Lovelace", "line1": "1 Analytical Way", "line2": "", "city": "Los Angeles",
-           "region": "CA", "postal_code": "90001", "country": "US", "phone": ""}
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "1 Analytical Way",
+    "line2": "",
+    "city": "Los Angeles",
+    "region": "CA",
+    "postal_code": "90001",
+    "country": "US",
+    "phone": "",
+}
 
 
 @pytest.fixture
@@ -25,8 +34,15 @@ def web(client, redis_client):
 def tee(db_session):
     """A T-shirt: S has 3, M has 10, L is sold out; $25.00 each."""
     cat = make_category("Tops", slug="tops")
-    product = make_product(cat, "Field Tee", slug="field-tee", sizes=("S", "M", "L"), colours=("Black",),
-                           price=2500, stock={("S", "Black"): 3, ("M", "Black"): 10, ("L", "Black"): 0})
+    product = make_product(
+        cat,
+        "Field Tee",
+        slug="field-tee",
+        sizes=("S", "M", "L"),
+        colours=("Black",),
+        price=2500,
+        stock={("S", "Black"): 3, ("M", "Black"): 10, ("L", "Black"): 0},
+    )
     db_session.commit()
     return product
 
@@ -80,8 +96,10 @@ def details(client, **over):
 
 def place(client):
     html = client.get("/checkout/review").get_data(as_text=True)
-    data = {name: re.search(rf'name="{name}" type="hidden" value="([^"]+)"', html).group(1)
-            for name in ("csrf_token", "cart_id", "nonce")}
+    data = {
+        name: re.search(rf'name="{name}" type="hidden" value="([^"]+)"', html).group(1)
+        for name in ("csrf_token", "cart_id", "nonce")
+    }
     return data, client.post("/checkout/place", data=data)
 
 
@@ -90,6 +108,7 @@ def orders_count(db_session) -> int:
 
 
 # ------------------------------------------------------------------------------ the product page
+
 
 def test_product_page_offers_the_selected_variant_and_stays_publicly_cacheable(web, tee):
     first = web.get("/p/field-tee")
@@ -120,6 +139,7 @@ def test_header_links_to_the_cart_without_a_count(web, tee):
 
 
 # ----------------------------------------------------------------------------------- the cart
+
 
 def test_add_update_and_remove(web, tee):
     assert "Your cart is empty." in text(web.get("/cart"))
@@ -213,6 +233,7 @@ def test_someone_elses_cart_line_cannot_be_touched(web, app, tee):
 
 # ----------------------------------------------------------------------------- merge on log-in
 
+
 def test_log_in_merges_the_guest_cart_capped_by_stock(web, tee, db_session):
     from shop.cart import services as carts
 
@@ -241,14 +262,19 @@ def test_log_in_merges_the_guest_cart_capped_by_stock(web, tee, db_session):
 
 def test_sign_up_keeps_the_guest_cart(web, tee):
     add(web, sku(tee, "M"), 2)
-    form_post(web, "/account/signup", {"name": "New", "email": "new@example.com", "password": PASSWORD,
-                                       "confirm": PASSWORD}, page="/account/signup")
+    form_post(
+        web,
+        "/account/signup",
+        {"name": "New", "email": "new@example.com", "password": PASSWORD, "confirm": PASSWORD},
+        page="/account/signup",
+    )
     html = text(web.get("/cart"))
     assert "The items you added before logging in are in your cart." in html
     assert re.search(r'name="quantity" value="2"', html)
 
 
 # ---------------------------------------------------------------------------------- checkout
+
 
 def test_guest_checkout_creates_a_pending_order_and_goes_to_the_pay_page(web, tee, db_session):
     add(web, sku(tee, "M"), 2)
@@ -296,8 +322,10 @@ def test_a_double_click_places_one_order(web, tee, db_session):
     add(web, sku(tee, "M"), 1)
     details(web)
     html = web.get("/checkout/review").get_data(as_text=True)
-    form = {name: re.search(rf'name="{name}" type="hidden" value="([^"]+)"', html).group(1)
-            for name in ("csrf_token", "cart_id", "nonce")}
+    form = {
+        name: re.search(rf'name="{name}" type="hidden" value="([^"]+)"', html).group(1)
+        for name in ("csrf_token", "cart_id", "nonce")
+    }
     with web.session_transaction() as sess:
         cookie_before = dict(sess)
     first = web.post("/checkout/place", data=form)
@@ -341,9 +369,15 @@ def test_logged_in_checkout_uses_a_saved_address(web, tee, db_session):
     add(web, sku(tee, "M"), 1)
     html = text(web.get("/checkout"))
     assert 'value="kim@example.com"' in html
-    assert re.search(rf'<input checked id="saved_address-0" name="saved_address" type="radio" value="{address.id}">', html)
-    resp = form_post(web, "/checkout/review", {"email": "kim@example.com", "saved_address": str(address.id),
-                                               "shipping_method": "express"}, page="/checkout")
+    assert re.search(
+        rf'<input checked id="saved_address-0" name="saved_address" type="radio" value="{address.id}">', html
+    )
+    resp = form_post(
+        web,
+        "/checkout/review",
+        {"email": "kim@example.com", "saved_address": str(address.id), "shipping_method": "express"},
+        page="/checkout",
+    )
     assert resp.status_code == 303
     review = text(web.get("/checkout/review"))
     assert "Kim Saved" in review and re.search(r'data-testid="review-tax">\$5\.00<', review)  # GB: 20% of $25
@@ -354,8 +388,12 @@ def test_logged_in_checkout_uses_a_saved_address(web, tee, db_session):
 
     # Someone else's address id is refused.
     add(web, sku(tee, "M"), 1)
-    resp = form_post(web, "/checkout/review", {"email": "kim@example.com", "saved_address": "999999",
-                                               "shipping_method": "standard"}, page="/checkout")
+    resp = form_post(
+        web,
+        "/checkout/review",
+        {"email": "kim@example.com", "saved_address": "999999", "shipping_method": "standard"},
+        page="/checkout",
+    )
     assert resp.status_code == 422 and "Choose one of your saved addresses" in text(resp)
 
 

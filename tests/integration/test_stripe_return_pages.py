@@ -4,6 +4,7 @@ URL (a forwarded link, a screenshot, a shared computer's history) learns nothing
 
 In test mode (PAYMENT_PROVIDER=test) sync_checkout asks no provider: it answers from the database, which the tests
 move with the shop's own webhook handlers (payments.on_checkout_completed)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ import pytest
 from tests.conftest import local_path
 from tests.factories import make_category, make_product
 
-ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "region": "IL",
-           "postal_code": "62704", "country": "US"}
+ADDRESS = {
+    "name": "Ann Buyer",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "region": "IL",
+    "postal_code": "62704",
+    "country": "US",
+}
 SESSION = "cs_test_abc"
 NEUTRAL = "If you just paid, your confirmation is on its way to your e-mail; open your order from that mail."
 
@@ -32,8 +39,9 @@ def shelf(db_session, redis_client):
 
 
 def send(client, method, path, body=None, **headers):
-    return getattr(client, method)(path, data=json.dumps(body) if body is not None else None,
-                                   content_type="application/json", headers=headers)
+    return getattr(client, method)(
+        path, data=json.dumps(body) if body is not None else None, content_type="application/json", headers=headers
+    )
 
 
 @pytest.fixture
@@ -45,17 +53,35 @@ def order(client, shelf, db_session):
 
     cart = send(client, "post", "/api/v1/carts").get_json()
     token = {"X-Cart-Token": cart["token"]}
-    assert send(client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf.sku, "quantity": 2},
-                **token).status_code == 201
-    resp = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "email": "ann@example.com",
-                                                     "shipping_address": ADDRESS},
-                **token, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert (
+        send(
+            client, "post", f"/api/v1/carts/{cart['id']}/items", {"sku": shelf.sku, "quantity": 2}, **token
+        ).status_code
+        == 201
+    )
+    resp = send(
+        client,
+        "post",
+        "/api/v1/checkout",
+        {"cart_id": cart["id"], "email": "ann@example.com", "shipping_address": ADDRESS},
+        **token,
+        **{"Idempotency-Key": str(uuid.uuid4())},
+    )
     assert resp.status_code == 201, resp.get_json()
     placed = resp.get_json()["order"]
     assert client.get(f"/orders/{placed['id']}?token={placed['access_token']}").status_code == 200
     row = db_session.get(Order, placed["id"])
-    db_session.add(Payment(order_id=row.id, flow="checkout", checkout_session_id=SESSION, provider="stripe",
-                           status="requires_payment", amount=row.total, currency=row.currency))
+    db_session.add(
+        Payment(
+            order_id=row.id,
+            flow="checkout",
+            checkout_session_id=SESSION,
+            provider="stripe",
+            status="requires_payment",
+            amount=row.total,
+            currency=row.currency,
+        )
+    )
     db_session.commit()
     return row
 
@@ -72,9 +98,16 @@ def stripe_reports(db_session, order, payment_status: str) -> None:
     """checkout.session.completed for the order's session, applied as the webhook does."""
     from shop.payments import services as payments
 
-    payments.on_checkout_completed({"id": SESSION, "status": "complete", "payment_status": payment_status,
-                                    "payment_intent": "pi_from_checkout", "amount_total": order.total,
-                                    "metadata": {"order_id": str(order.id)}})
+    payments.on_checkout_completed(
+        {
+            "id": SESSION,
+            "status": "complete",
+            "payment_status": payment_status,
+            "payment_intent": "pi_from_checkout",
+            "amount_total": order.total,
+            "metadata": {"order_id": str(order.id)},
+        }
+    )
     db_session.commit()
 
 
@@ -88,8 +121,16 @@ def assert_neutral(resp, order) -> None:
 
     page = text(resp)
     assert resp.status_code == 200 and NEUTRAL in page
-    for secret in (order.number, "ann@example.com", "a***@", "example.com", "Harbour", "Ann Buyer", "Springfield",
-                   format_money(order.total, order.currency)):
+    for secret in (
+        order.number,
+        "ann@example.com",
+        "a***@",
+        "example.com",
+        "Harbour",
+        "Ann Buyer",
+        "Springfield",
+        format_money(order.total, order.currency),
+    ):
         assert secret not in page
     assert "confirming.js" not in page and "Check again" not in page
     assert_private(resp)

@@ -1,4 +1,5 @@
 """Direct uploads through signed URLs, and the audit log of admin writes."""
+
 import json
 import time
 
@@ -55,8 +56,9 @@ def test_public_urls_go_through_the_cdn_when_configured(app, client, manager, mo
 
 
 def test_an_expired_upload_url_is_refused(client, manager, app, monkeypatch, upload_dir):
-    monkeypatch.setattr(TimestampSigner, "get_timestamp",
-                        lambda self: int(time.time()) - app.config["UPLOAD_URL_SECONDS"] - 5)
+    monkeypatch.setattr(
+        TimestampSigner, "get_timestamp", lambda self: int(time.time()) - app.config["UPLOAD_URL_SECONDS"] - 5
+    )
     signed = sign(client, manager[1]).get_json()
     monkeypatch.undo()
     resp = client.put(upload_path(signed), data=tiny_png(), headers=signed["headers"])
@@ -73,9 +75,15 @@ def test_an_altered_upload_url_is_refused(client, manager, upload_dir):
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "upload_url_invalid"
 
 
-@pytest.mark.parametrize("body,field", [({"content_type": {}}, "content_type"), ({"content_type": ["image/png"]},
-                                                                                "content_type"),
-                                        ({"filename": 7}, "filename"), ({"size": "big"}, "size")])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"content_type": {}}, "content_type"),
+        ({"content_type": ["image/png"]}, "content_type"),
+        ({"filename": 7}, "filename"),
+        ({"size": "big"}, "size"),
+    ],
+)
 def test_an_upload_request_of_the_wrong_shape_is_422_naming_the_field(client, manager, body, field):
     """Found by the schemathesis run: a content type that is an object was a 500 (unhashable)."""
     resp = sign(client, manager[1], **body)
@@ -85,8 +93,12 @@ def test_an_upload_request_of_the_wrong_shape_is_422_naming_the_field(client, ma
 def test_uploads_are_checked_for_type_and_size(app, client, manager, monkeypatch):
     signed = sign(client, manager[1]).get_json()
     assert client.put(upload_path(signed), data=tiny_png(), headers={"Content-Type": "image/jpeg"}).status_code == 415
-    assert client.put(upload_path(signed), data=b"<svg onload=alert(1)>",
-                      headers={"Content-Type": "image/png"}).status_code == 415
+    assert (
+        client.put(
+            upload_path(signed), data=b"<svg onload=alert(1)>", headers={"Content-Type": "image/png"}
+        ).status_code
+        == 415
+    )
     monkeypatch.setitem(app.config, "UPLOAD_MAX_BYTES", 50)
     small = sign(client, manager[1]).get_json()
     assert client.put(upload_path(small), data=tiny_png(20, 20), headers=small["headers"]).status_code == 413
@@ -116,33 +128,52 @@ def test_admin_api_writes_are_audited_with_before_and_after(client, db_session, 
     cat = make_category(slug="audited")
     product = make_product(cat, stock=10)
     variant = product.variants[0]
-    resp = client.put(f"/api/v1/admin/variants/{variant.id}/stock", data=json.dumps({"on_hand": 3}),
-                      content_type="application/json", headers=manager[1], environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    resp = client.put(
+        f"/api/v1/admin/variants/{variant.id}/stock",
+        data=json.dumps({"on_hand": 3}),
+        content_type="application/json",
+        headers=manager[1],
+        environ_base={"REMOTE_ADDR": "10.1.2.3"},
+    )
     assert resp.status_code == 200
     [entry] = entries(db_session, entity_type="Variant", entity_id=str(variant.id))
-    assert (entry.actor_email, entry.channel, entry.action, entry.ip) == ("manager@example.com", "api", "update",
-                                                                        "10.1.2.3")
+    assert (entry.actor_email, entry.channel, entry.action, entry.ip) == (
+        "manager@example.com",
+        "api",
+        "update",
+        "10.1.2.3",
+    )
     assert entry.before["on_hand"] == 10 and entry.after["on_hand"] == 3
     assert entry.at is not None
 
 
 def test_created_products_are_audited_and_refused_writes_leave_nothing(client, db_session, manager):
     make_category(slug="cat-a")
-    body = {"category": "cat-a", "name": "Audit Tee", "options": [],
-            "variants": [{"sku": "AUD-1", "options": {}, "price": 500}]}
-    created = client.post("/api/v1/admin/products", data=json.dumps(body), content_type="application/json",
-                          headers=manager[1])
+    body = {
+        "category": "cat-a",
+        "name": "Audit Tee",
+        "options": [],
+        "variants": [{"sku": "AUD-1", "options": {}, "price": 500}],
+    }
+    created = client.post(
+        "/api/v1/admin/products", data=json.dumps(body), content_type="application/json", headers=manager[1]
+    )
     assert created.status_code == 201
     kinds = {(e.entity_type, e.action) for e in entries(db_session, actor_email="manager@example.com")}
     assert {("Product", "create"), ("Variant", "create")} <= kinds
     product_entry = [e for e in entries(db_session, entity_type="Product")][0]
     assert product_entry.entity_id == str(created.get_json()["id"]) and product_entry.after["name"] == "Audit Tee"
     before = len(entries(db_session))
-    dup = client.post("/api/v1/admin/products", data=json.dumps(body), content_type="application/json",
-                      headers=manager[1])
+    dup = client.post(
+        "/api/v1/admin/products", data=json.dumps(body), content_type="application/json", headers=manager[1]
+    )
     assert dup.status_code == 409 and len(entries(db_session)) == before
-    bad = client.post("/api/v1/admin/products", data=json.dumps({**body, "variants": [{"sku": "X", "price": -1}]}),
-                      content_type="application/json", headers=manager[1])
+    bad = client.post(
+        "/api/v1/admin/products",
+        data=json.dumps({**body, "variants": [{"sku": "X", "price": -1}]}),
+        content_type="application/json",
+        headers=manager[1],
+    )
     assert bad.status_code == 422 and len(entries(db_session)) == before
 
 
@@ -152,9 +183,17 @@ def test_staff_password_changes_are_audited_without_the_hash(app, db_session, re
     admin = make_user("root@example.com", role="admin")
     clerk = make_user("clerk@example.com", role="support")
     client = as_user(app, admin)
-    resp = client.post(f"/admin/staff/edit/?id={clerk.id}",
-                       data={"csrf_token": csrf_token(client), "email": "clerk@example.com", "name": "Clerk",
-                             "role": "warehouse", "is_active_account": "y", "new_password": "another long password"})
+    resp = client.post(
+        f"/admin/staff/edit/?id={clerk.id}",
+        data={
+            "csrf_token": csrf_token(client),
+            "email": "clerk@example.com",
+            "name": "Clerk",
+            "role": "warehouse",
+            "is_active_account": "y",
+            "new_password": "another long password",
+        },
+    )
     assert resp.status_code == 302
     [entry] = entries(db_session, entity_type="User", entity_id=str(clerk.id))
     assert entry.before["role"] == "support" and entry.after["role"] == "warehouse"

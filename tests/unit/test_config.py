@@ -29,8 +29,12 @@ def test_production_refuses_to_start_without_a_secret(monkeypatch):
 
 
 def test_production_refuses_partner_webhooks_into_private_networks(monkeypatch):
-    for name, value in (("SECRET_KEY", "k" * 64), ("DATABASE_URL", "postgres://x@y/z"), ("ALLOW_TEST_PAYMENTS", "1"),
-                        ("PUBLIC_BASE_URL", "https://shop.example.com")):
+    for name, value in (
+        ("SECRET_KEY", "k" * 64),
+        ("DATABASE_URL", "postgres://x@y/z"),
+        ("ALLOW_TEST_PAYMENTS", "1"),
+        ("PUBLIC_BASE_URL", "https://shop.example.com"),
+    ):
         monkeypatch.setenv(name, value)
     get_config("production").validate()  # the rest is in order
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "1")

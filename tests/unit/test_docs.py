@@ -1,5 +1,6 @@
 """The repository's own documents stay in step with the code: docs/API.md names exactly the operations of the OpenAPI
 document the app serves, the README links the documents that exist, and nothing points outside the repository."""
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,12 @@ def served_operations() -> set[tuple[str, str]]:
 
     document = spec()
     base = document["servers"][0]["url"].rstrip("/")
-    return {(method.upper(), base + path) for path, item in document["paths"].items()
-            for method in item if method.upper() in METHODS}
+    return {
+        (method.upper(), base + path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method.upper() in METHODS
+    }
 
 
 def markdown_files() -> list[Path]:
@@ -40,10 +45,16 @@ def markdown_files() -> list[Path]:
 
 
 def test_the_parser_reads_the_forms_the_docs_use():
-    text = ("| `GET /api/v1/carts/{cart_id}?shipping_method=&country=` | x |\n"
-            "`GET, POST /api/v1/me/addresses`; see GET /api/v1/orders. And POST /webhooks/stripe, GET /healthz.")
-    assert operations_in(text) == {("GET", "/api/v1/carts/{cart_id}"), ("GET", "/api/v1/me/addresses"),
-                                   ("POST", "/api/v1/me/addresses"), ("GET", "/api/v1/orders")}
+    text = (
+        "| `GET /api/v1/carts/{cart_id}?shipping_method=&country=` | x |\n"
+        "`GET, POST /api/v1/me/addresses`; see GET /api/v1/orders. And POST /webhooks/stripe, GET /healthz."
+    )
+    assert operations_in(text) == {
+        ("GET", "/api/v1/carts/{cart_id}"),
+        ("GET", "/api/v1/me/addresses"),
+        ("POST", "/api/v1/me/addresses"),
+        ("GET", "/api/v1/orders"),
+    }
 
 
 def test_api_md_names_exactly_the_operations_of_the_openapi_document():
@@ -55,7 +66,8 @@ def test_api_md_names_exactly_the_operations_of_the_openapi_document():
     assert not missing and not unknown, (
         "docs/API.md and the OpenAPI document (shop/api/openapi.py) disagree.\n"
         f"In the OpenAPI document, not in docs/API.md: {missing}\n"
-        f"In docs/API.md, not in the OpenAPI document: {unknown}")
+        f"In docs/API.md, not in the OpenAPI document: {unknown}"
+    )
 
 
 def test_no_document_points_outside_the_repository():

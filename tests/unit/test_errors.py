@@ -1,5 +1,6 @@
 """Domain errors carry no HTTP: each domain raises its own kinds of refusal, with a StrEnum code, and one table at the
 edge (shop.errors.HTTP_STATUS) gives their statuses and headers."""
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,9 @@ def domain_modules() -> list[Path]:
 @pytest.mark.parametrize("path", domain_modules(), ids=lambda p: str(p.relative_to(SHOP)))
 def test_domain_code_raises_no_http_errors(path):
     tree = ast.parse(path.read_text())
-    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | \
-        {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
     assert "ApiError" not in used, f"{path.relative_to(SHOP)} uses ApiError: raise a kind from shop.errors instead"
 
 
@@ -60,7 +62,11 @@ def test_the_table_gives_statuses_and_headers_from_the_refusals_data():
     unavailable = PaymentUnavailable()
     assert (errors.http_status(unavailable), errors.http_headers(unavailable)) == (503, {"Retry-After": "30"})
     assert errors.http_headers(RateLimited(20, 7, "Slow down.")) == {
-        "Retry-After": "7", "RateLimit-Limit": "20", "RateLimit-Remaining": "0", "RateLimit-Reset": "7"}
+        "Retry-After": "7",
+        "RateLimit-Limit": "20",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "7",
+    }
     token = TokenError()
     assert errors.http_status(token) == 401
     assert errors.http_headers(token) == {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -84,6 +90,9 @@ def test_statuses_and_roles_are_defined_once():
 
     assert set(ROLE_PERMISSIONS) == set(ROLES) == set(Role)
     for enum, table in ((OrderStatus, Order), (PaymentStatus, Payment), (CartStatus, Cart)):
-        [check] = [str(c.sqltext) for c in table.__table__.constraints
-                   if str(getattr(c, "sqltext", "")).startswith("status IN")]
+        [check] = [
+            str(c.sqltext)
+            for c in table.__table__.constraints
+            if str(getattr(c, "sqltext", "")).startswith("status IN")
+        ]
         assert check == f"status IN ({', '.join(repr(str(m)) for m in enum)})"

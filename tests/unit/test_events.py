@@ -1,4 +1,5 @@
 """shop.events: receivers run in the shop's lock order, a False answer is a veto, and every envelope is versioned."""
+
 import pytest
 from blinker import Namespace
 

@@ -1,4 +1,5 @@
 """The unpaid-hold rule of checkout (shop.checkout.holds.problem), without a database."""
+
 from dataclasses import replace
 
 from shop.checkout.holds import Client, Held, Limits, problem
@@ -31,11 +32,27 @@ def test_each_identity_is_counted_on_its_own_with_its_own_limit():
     other_ip_same_email = Client("203.0.113.9", "a@example.com", None)
     assert problem(other_ip_same_email, [held(1, 1, 1)], {1: 1}, STOCK, limits, 15).details["limit"] == "orders"
     same_ip_new_email = Client("198.51.100.7", "b@example.com", None)
-    assert problem(same_ip_new_email, [held(1, 1, 1, email="x@example.com"), held(2, 1, 1, email="y@example.com")],
-                   {1: 1}, STOCK, limits, 15) is None
+    assert (
+        problem(
+            same_ip_new_email,
+            [held(1, 1, 1, email="x@example.com"), held(2, 1, 1, email="y@example.com")],
+            {1: 1},
+            STOCK,
+            limits,
+            15,
+        )
+        is None
+    )
     three = [held(n, 1, 1, email=f"{n}@example.com") for n in range(3)]
-    assert problem(same_ip_new_email, three, {1: 1}, STOCK, limits, 15).details == \
-        {"limit": "orders", "held": 3, "allowed": 3}
+    assert problem(same_ip_new_email, three, {1: 1}, STOCK, limits, 15).details == {
+        "limit": "orders",
+        "held": 3,
+        "allowed": 3,
+    }
     account = Client(None, "c@example.com", 7)
-    assert problem(account, [held(1, 2, 1, ip=None, email="old@example.com", user_id=7)], {1: 1}, STOCK, limits,
-                   15).details["limit"] == "orders"
+    assert (
+        problem(
+            account, [held(1, 2, 1, ip=None, email="old@example.com", user_id=7)], {1: 1}, STOCK, limits, 15
+        ).details["limit"]
+        == "orders"
+    )

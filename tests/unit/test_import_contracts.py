@@ -1,5 +1,6 @@
 """The import contracts in .importlinter hold: layers with no cycle between the shop's packages, models that import
 no services, domains that never import the web layers. A new import that breaks one fails here, naming the chain."""
+
 import subprocess
 import sys
 from pathlib import Path

@@ -8,10 +8,16 @@ def test_money_is_integer_minor_units_with_currency():
     assert money(None, "USD") is None
 
 
-@pytest.mark.parametrize("amount,currency,text", [
-    (1999, "USD", "$19.99"), (0, "USD", "$0.00"), (123456789, "EUR", "€1,234,567.89"),
-    (500, "JPY", "¥500"), (1234, "CHF", "12.34 CHF"),
-])
+@pytest.mark.parametrize(
+    "amount,currency,text",
+    [
+        (1999, "USD", "$19.99"),
+        (0, "USD", "$0.00"),
+        (123456789, "EUR", "€1,234,567.89"),
+        (500, "JPY", "¥500"),
+        (1234, "CHF", "12.34 CHF"),
+    ],
+)
 def test_format_money_for_people(amount, currency, text):
     assert format_money(amount, currency) == text
 

@@ -1,13 +1,22 @@
 """Pure rules: the order state machine and the money of an order."""
+
 import pytest
 
-from shop.pricing import PricedLine, TaxTable, shipping_cost, totals
 from shop.orders import states
+from shop.pricing import PricedLine, TaxTable, shipping_cost, totals
 
 ALL_MOVES = [(a, b) for a in states.STATUSES for b in states.STATUSES]
-ALLOWED = {("pending", "confirmed"), ("confirmed", "processing"), ("processing", "shipped"),
-           ("shipped", "delivered"), ("pending", "cancelled"), ("confirmed", "cancelled"),
-           ("processing", "cancelled"), ("delivered", "returned"), ("returned", "refunded")}
+ALLOWED = {
+    ("pending", "confirmed"),
+    ("confirmed", "processing"),
+    ("processing", "shipped"),
+    ("shipped", "delivered"),
+    ("pending", "cancelled"),
+    ("confirmed", "cancelled"),
+    ("processing", "cancelled"),
+    ("delivered", "returned"),
+    ("returned", "refunded"),
+}
 
 
 @pytest.mark.parametrize("current,target", ALL_MOVES)
@@ -30,8 +39,9 @@ def line(price, qty=1, vid=1):
 
 
 def test_totals_add_up_in_minor_units():
-    t = totals([line(1999, 2), line(500, 1, 2)], shipping_method="standard", country="US", region="CA",
-               free_standard_over=7500)
+    t = totals(
+        [line(1999, 2), line(500, 1, 2)], shipping_method="standard", country="US", region="CA", free_standard_over=7500
+    )
     assert t.subtotal == 4498 and t.shipping == 595
     assert t.tax == (4498 * 725 + 5000) // 10000 == 326
     assert t.total == 4498 + 595 + 326

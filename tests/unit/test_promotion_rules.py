@@ -1,5 +1,6 @@
 """The pure promotion evaluator: every rule, the error codes, selection, and its properties."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from shop.promotions import rules
 from shop.promotions.rules import CartSnapshot, History, Line, Rule, evaluate, evaluate_code
 
-NOW = datetime(2025, 6, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
@@ -49,8 +50,9 @@ def test_applies_to_categories_products_variants_with_exclusions():
     assert total(only(Rule(1, "percent", 10, applies_to={"products": [99]}), c)) == 400
     assert total(only(Rule(1, "percent", 10, applies_to={"variants": [2]}), c)) == 200
     assert total(only(Rule(1, "percent", 10, excludes={"variants": [3]}), c)) == 300
-    assert total(only(Rule(1, "percent", 10, applies_to={"categories": [1, 6]}, excludes={"products": [20]}),
-                      c)) == 500  # line 2 (product 20) excluded
+    assert (
+        total(only(Rule(1, "percent", 10, applies_to={"categories": [1, 6]}, excludes={"products": [20]}), c)) == 500
+    )  # line 2 (product 20) excluded
 
 
 def test_the_date_window():
@@ -109,14 +111,12 @@ def test_ties_go_to_priority_then_lowest_id():
     c = cart(line(1, 1000))
     low, high = Rule(1, "fixed", 100, priority=0), Rule(2, "fixed", 100, priority=5)
     assert [d.promotion_id for d in evaluate(c, [low, high], History(), NOW)] == [2]
-    assert [d.promotion_id for d in evaluate(c, [Rule(9, "fixed", 100), Rule(3, "fixed", 100)],
-                                             History(), NOW)] == [3]
+    assert [d.promotion_id for d in evaluate(c, [Rule(9, "fixed", 100), Rule(3, "fixed", 100)], History(), NOW)] == [3]
 
 
 def test_stacked_discounts_never_exceed_the_goods():
     c = cart(line(1, 1000))
-    found = evaluate(c, [Rule(1, "percent", 80, stackable=True), Rule(2, "fixed", 900, stackable=True)],
-                     History(), NOW)
+    found = evaluate(c, [Rule(1, "percent", 80, stackable=True), Rule(2, "fixed", 900, stackable=True)], History(), NOW)
     assert rules.goods_discount(found) == 1000
 
 
@@ -129,16 +129,29 @@ def test_a_code_error_names_the_rule_and_a_losing_code_is_not_combinable():
     with pytest.raises(rules.CodeRejected) as exc:
         evaluate_code(c, Rule(1, "percent", 10, code="X"), [sale], History(), NOW)
     assert exc.value.code == "coupon_not_combinable"
-    found = evaluate_code(c, Rule(1, "percent", 10, code="X", stackable=True),
-                          [Rule(2, "percent", 30, automatic=True, stackable=True)], History(), NOW)
+    found = evaluate_code(
+        c,
+        Rule(1, "percent", 10, code="X", stackable=True),
+        [Rule(2, "percent", 30, automatic=True, stackable=True)],
+        History(),
+        NOW,
+    )
     assert {d.promotion_id for d in found} == {1, 2} and total(found) == 400
     assert {d.code for d in found} == {"X", None}
 
 
 def test_each_error_code_is_stable():
-    assert set(rules.MESSAGES) == {"coupon_not_found", "coupon_expired", "coupon_not_started", "coupon_min_subtotal",
-                                   "coupon_exhausted", "coupon_customer_limit", "coupon_first_order_only",
-                                   "coupon_not_applicable", "coupon_not_combinable"}
+    assert set(rules.MESSAGES) == {
+        "coupon_not_found",
+        "coupon_expired",
+        "coupon_not_started",
+        "coupon_min_subtotal",
+        "coupon_exhausted",
+        "coupon_customer_limit",
+        "coupon_first_order_only",
+        "coupon_not_applicable",
+        "coupon_not_combinable",
+    }
 
 
 def test_the_sale_price_of_a_product_page():
@@ -151,21 +164,34 @@ def test_the_sale_price_of_a_product_page():
 
 # -- properties -----------------------------------------------------------------------------------
 
-lines_st = st.lists(st.tuples(st.integers(1, 100_000), st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
-                    min_size=0, max_size=5).map(
-    lambda raw: tuple(Line(i + 1, p, frozenset({c}), q, price) for i, (price, q, p, c) in enumerate(raw)))
-spec_st = st.fixed_dictionaries({}, optional={"categories": st.lists(st.integers(1, 4), max_size=2),
-                                              "products": st.lists(st.integers(1, 4), max_size=2),
-                                              "variants": st.lists(st.integers(1, 5), max_size=2)})
+lines_st = st.lists(
+    st.tuples(st.integers(1, 100_000), st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)), min_size=0, max_size=5
+).map(lambda raw: tuple(Line(i + 1, p, frozenset({c}), q, price) for i, (price, q, p, c) in enumerate(raw)))
+spec_st = st.fixed_dictionaries(
+    {},
+    optional={
+        "categories": st.lists(st.integers(1, 4), max_size=2),
+        "products": st.lists(st.integers(1, 4), max_size=2),
+        "variants": st.lists(st.integers(1, 5), max_size=2),
+    },
+)
 
 
 @st.composite
 def rule_st(draw, rid):
     kind = draw(st.sampled_from(("percent", "fixed", "free_shipping")))
     value = {"percent": draw(st.integers(1, 100)), "fixed": draw(st.integers(0, 200_000)), "free_shipping": 0}[kind]
-    return Rule(rid, kind, value, stackable=draw(st.booleans()), priority=draw(st.integers(-2, 2)),
-                min_subtotal=draw(st.none() | st.integers(0, 50_000)), applies_to=draw(spec_st),
-                excludes=draw(spec_st), usage_limit=draw(st.none() | st.integers(0, 3)))
+    return Rule(
+        rid,
+        kind,
+        value,
+        stackable=draw(st.booleans()),
+        priority=draw(st.integers(-2, 2)),
+        min_subtotal=draw(st.none() | st.integers(0, 50_000)),
+        applies_to=draw(spec_st),
+        excludes=draw(spec_st),
+        usage_limit=draw(st.none() | st.integers(0, 3)),
+    )
 
 
 rules_st = st.integers(0, 6).flatmap(lambda n: st.tuples(*[rule_st(i + 1) for i in range(n)]))
@@ -174,8 +200,7 @@ history_st = st.builds(History, uses=st.dictionaries(st.integers(1, 6), st.integ
 
 @settings(max_examples=300, deadline=None)
 @given(lines_st, st.integers(0, 2000), rules_st, history_st)
-def test_a_discount_never_exceeds_what_it_applies_to_and_totals_stay_non_negative(lines, shipping, rule_list,
-                                                                                   history):
+def test_a_discount_never_exceeds_what_it_applies_to_and_totals_stay_non_negative(lines, shipping, rule_list, history):
     c = CartSnapshot(lines, shipping)
     found = evaluate(c, list(rule_list), history, NOW)
     per_line: dict[int, int] = {}
@@ -198,5 +223,8 @@ def test_the_outcome_does_not_depend_on_the_order_the_rules_are_listed(lines, sh
     c = CartSnapshot(lines, shipping)
     shuffled = list(rule_list)
     rnd.shuffle(shuffled)
-    key = lambda found: sorted((d.promotion_id, d.amount, d.applies_to_lines, d.applies_to_shipping) for d in found)
+
+    def key(found):
+        return sorted((d.promotion_id, d.amount, d.applies_to_lines, d.applies_to_shipping) for d in found)
+
     assert key(evaluate(c, list(rule_list), history, NOW)) == key(evaluate(c, shuffled, history, NOW))
