@@ -31,10 +31,12 @@ stop:
 # The suite in two parts: everything but the fault drills on two pytest-xdist workers (each starts servers of its
 # own), then the drills alone (they load both cores on purpose). `make test FAST=1` skips the drills. (Exit code 5
 # is pytest's "nothing selected": a PYTEST_ARGS -k may pick tests of one part only.)
-# ruff: lint and format check (pyproject.toml); `$(VENV)/bin/ruff format .` fixes the format.
+# ruff: lint and format check; mypy: strict types on the modules pyproject.toml lists.
+# `$(VENV)/bin/ruff format .` fixes the format.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: install lint
 	$(PY) -m pytest -m "not faults" -n 2 $(PYTEST_ARGS) || test $$? -eq 5

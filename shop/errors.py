@@ -9,8 +9,10 @@ with Retry-After (see outage()): the client should try again, and nothing about 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, g, jsonify, make_response, render_template, request
+from flask import Flask, Response, g, jsonify, make_response, render_template, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class DomainError(Exception):
         self,
         code: str,
         message: str,
-        details: dict | None = None,
+        details: dict[str, Any] | None = None,
         *,
         retry_after: int | None = None,
         limit: int | None = None,
@@ -151,12 +153,19 @@ class ApiError(DomainError):
     """A refusal made at the HTTP edge itself (a view's missing header, an unsupported body): its own status.
     Domain code raises the kinds above instead."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None, headers=None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(code, message, details)
         self.status, self.headers = status, headers
 
 
-def error_body(code: str, message: str, details: dict | None = None) -> dict:
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
@@ -164,7 +173,7 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/webhooks/")
 
 
-def outage(exc: BaseException) -> str | None:
+def outage(exc: BaseException | None) -> str | None:
     """'database' or 'redis' when `exc` (or what it was raised from) means that server is unreachable, else None.
 
     Only connection failures count: a deadlock, a lock timeout or a constraint violation is an
@@ -199,7 +208,7 @@ def outage(exc: BaseException) -> str | None:
 
 def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
-    def api_error(exc: DomainError):
+    def api_error(exc: DomainError) -> ResponseReturnValue:
         resp = jsonify(error_body(exc.code, exc.message, exc.details))
         resp.status_code = http_status(exc)
         for key, value in http_headers(exc).items():
@@ -209,7 +218,7 @@ def register(app: Flask) -> None:
     from flask_wtf.csrf import CSRFError
 
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):
+    def csrf_error(exc: CSRFError) -> ResponseReturnValue:
         message = "This form has expired or was sent from elsewhere. Go back, reload the page and try again."
         if wants_json() or request.path.startswith("/admin/uploads"):
             resp = jsonify(error_body("csrf_failed", message, {"reason": exc.description}))
@@ -218,7 +227,7 @@ def register(app: Flask) -> None:
         return render_template("errors/error.html", status=400, title="Please try that again", message=message), 400
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
         status = exc.code or 500
         if wants_json():
             message = exc.description or exc.name
@@ -226,14 +235,15 @@ def register(app: Flask) -> None:
                 message = "Nothing exists at this address."
             resp = jsonify(error_body(HTTP_CODES.get(status, "http_error"), message))
             resp.status_code = status
-            if status == 405 and getattr(exc, "valid_methods", None):
-                resp.headers["Allow"] = ", ".join(exc.valid_methods)
+            methods = getattr(exc, "valid_methods", None)
+            if status == 405 and methods:
+                resp.headers["Allow"] = ", ".join(methods)
             return resp
         template = "errors/404.html" if status == 404 else "errors/error.html"
         return render_template(template, status=status, title=exc.name, message=exc.description), status
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
+    def unexpected(exc: Exception) -> ResponseReturnValue:
         down = outage(exc)
         if down:
             return unavailable(down, exc)
@@ -265,7 +275,7 @@ def register(app: Flask) -> None:
         ), 500
 
 
-def unavailable(down: str, exc: BaseException):
+def unavailable(down: str, exc: BaseException) -> Response:
     """503 for a request that needed a server that is down: one log line (the outage is the news, not a
     traceback per request), the session rolled back, and Retry-After so clients come back, not hammer."""
     log.warning(

@@ -25,6 +25,8 @@ carries an e-mail address, a name or a postal address.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from blinker import Namespace
 from sqlalchemy import text
@@ -107,11 +109,14 @@ order_refunded_total = _signals.signal("order.refunded-total")
 LOCK_ORDER = {"promotions": 10, "inventory": 20}  # receivers' rank; the others run after these
 
 
-def ranked(rank: str | int):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ranked(rank: str | int) -> Callable[[F], F]:
     """Mark a receiver with its place in the lock order (a LOCK_ORDER name or a number)."""
 
-    def mark(fn):
-        fn.lock_rank = LOCK_ORDER.get(rank, rank) if isinstance(rank, str) else rank
+    def mark(fn: F) -> F:
+        fn.lock_rank = LOCK_ORDER.get(rank, rank) if isinstance(rank, str) else rank  # type: ignore[attr-defined]
         return fn
 
     return mark

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from flask import has_request_context, request
 from sqlalchemy import event, insert, inspect
@@ -21,7 +22,7 @@ from shop.extensions import db
 _ACTOR = "audit_actor"
 
 
-def _not_audited() -> tuple:
+def _not_audited() -> tuple[type, ...]:
     """Bookkeeping rows that are not business data: the log itself and request-replay records."""
     from shop.idempotency import IdempotencyKey
 
@@ -31,13 +32,13 @@ def _not_audited() -> tuple:
 SECRET_FIELDS = {"password_hash"}
 
 
-def track(actor, channel: str) -> None:
+def track(actor: Any, channel: str) -> None:
     """Audit every write of the current session on behalf of `actor` (a User)."""
     ip = request.remote_addr if has_request_context() else None
     db.session.info[_ACTOR] = {"id": actor.id, "email": actor.email, "channel": channel, "ip": ip}
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -49,8 +50,8 @@ def _jsonable(value):
     return value
 
 
-def _state(obj, *, old: bool) -> dict:
-    out = {}
+def _state(obj: Any, *, old: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     state = inspect(obj)
     for attr in state.mapper.column_attrs:
         key = attr.key
@@ -71,13 +72,13 @@ def _state(obj, *, old: bool) -> dict:
     return out
 
 
-def _pk(obj) -> str:
+def _pk(obj: Any) -> str:
     # Read from the columns: in after_flush a new object has its id but no identity key yet.
     return ",".join(str(v) for v in inspect(obj).mapper.primary_key_from_instance(obj))
 
 
 @event.listens_for(Session, "after_flush")
-def _record(session: Session, flush_context) -> None:
+def _record(session: Session, flush_context: Any) -> None:
     actor = session.info.get(_ACTOR)
     if not actor:
         return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -36,12 +38,12 @@ def option_matrix(options: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
 
 def refresh_product_summary(product_ids: list[int] | None = None) -> None:
     """Recompute the listing columns (price range) from the variants. Flushes; the caller commits."""
-    prices = select(
+    query = select(
         Variant.product_id, func.min(Variant.price_amount).label("lo"), func.max(Variant.price_amount).label("hi")
     ).group_by(Variant.product_id)
     if product_ids is not None:
-        prices = prices.where(Variant.product_id.in_(product_ids))
-    prices = prices.subquery()
+        query = query.where(Variant.product_id.in_(product_ids))
+    prices = query.subquery()
     db.session.execute(
         update(Product)
         .where(Product.id == prices.c.product_id)
@@ -59,7 +61,7 @@ _VARIANT_NUMBERS = {
 }
 
 
-def _check_numbers(variant: dict) -> None:
+def _check_numbers(variant: dict[str, Any]) -> None:
     """Prices, stock and weight are whole numbers from 0 to what their columns hold."""
     for key, column in _VARIANT_NUMBERS.items():
         value = variant.get(key)
@@ -74,7 +76,7 @@ def _check_numbers(variant: dict) -> None:
             )
 
 
-def _check_definition(status: str, options: list[tuple[str, list[str]]]) -> None:
+def _check_definition(status: str, options: Sequence[tuple[str, list[str]]]) -> None:
     if status not in ("active", "draft"):
         raise CatalogError("status must be active or draft", "status")
     names = [n for n, _ in options]
@@ -82,7 +84,7 @@ def _check_definition(status: str, options: list[tuple[str, list[str]]]) -> None
         raise CatalogError("option names must be unique", "options")
 
 
-def _check_variants(options: list[tuple[str, list[str]]], variants: list[dict]) -> None:
+def _check_variants(options: Sequence[tuple[str, list[str]]], variants: Sequence[dict[str, Any]]) -> None:
     """Each variant picks one value of each option, no two pick the same values, and its numbers fit."""
     allowed = dict(options)
     declared = "; ".join(f"{k}: {', '.join(vals)}" for k, vals in options) or "none"
@@ -132,13 +134,13 @@ def build_product(
     slug: str | None = None,
     brand: str = "",
     description: str = "",
-    attributes: dict | None = None,
+    attributes: dict[str, Any] | None = None,
     status: str = "draft",
     featured: bool = False,
     currency: str = "USD",
-    options: list[tuple[str, list[str]]] = (),
-    variants: list[dict] = (),
-    images: list[dict] = (),
+    options: Sequence[tuple[str, list[str]]] = (),
+    variants: Sequence[dict[str, Any]] = (),
+    images: Sequence[dict[str, Any]] = (),
 ) -> Product:
     """A new product with its options, variants and images, checked against the catalogue rules.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -38,11 +39,13 @@ class CheckoutErrorCode(StrEnum):
 class Placed:
     order: Order
     access_token: str | None
-    payment: dict
+    payment: dict[str, Any]
 
 
-def validate(email, shipping_address, billing_address, shipping_method) -> tuple[str, dict, dict | None, str]:
-    fields = {}
+def validate(
+    email: Any, shipping_address: Any, billing_address: Any, shipping_method: Any
+) -> tuple[str, dict[str, Any], dict[str, Any] | None, str]:
+    fields: dict[str, str] = {}
     try:
         email = normalise_email(email)
     except ValidationError as exc:
@@ -73,13 +76,13 @@ def validate(email, shipping_address, billing_address, shipping_method) -> tuple
 
 def place_order(
     *,
-    cart_id,
+    cart_id: Any,
     cart_token: str | None,
-    user,
-    email,
-    shipping_address,
-    billing_address=None,
-    shipping_method=None,
+    user: Any,
+    email: Any,
+    shipping_address: Any,
+    billing_address: Any = None,
+    shipping_method: Any = None,
     claim: tuple[str, str] | None = None,
     hosted: bool = False,
 ) -> Placed:
@@ -178,7 +181,7 @@ def place_order(
         _reopen(cart.id, order.id)  # the shopper keeps their cart and may try again
         db.session.commit()
         raise
-    return Placed(order=db.session.get(Order, order.id), access_token=token, payment=started)
+    return Placed(order=db.session.get_one(Order, order.id), access_token=token, payment=started)
 
 
 def resume(claim: tuple[str, str]) -> Placed | None:
@@ -186,11 +189,9 @@ def resume(claim: tuple[str, str]) -> Placed | None:
     finished starting if it was left `creating`; None when there is none (or it failed: start over)."""
     made = idempotency.made(*claim)
     order = db.session.get(Order, made["order_id"]) if made.get("order_id") else None
-    payment = (
-        db.session.scalar(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc()))
-        if order is not None
-        else None
-    )
+    if order is None:
+        return None
+    payment = db.session.scalar(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc()))
     if payment is None:
         return None
     if payment.status == PaymentStatus.FAILED:
@@ -211,10 +212,10 @@ def resume(claim: tuple[str, str]) -> Placed | None:
             raise
     else:
         started = payments.payment_answer(payment)
-    return Placed(order=db.session.get(Order, order_id), access_token=token, payment=started)
+    return Placed(order=db.session.get_one(Order, order_id), access_token=token, payment=started)
 
 
-def _reopen(cart_id, order_id: int) -> None:
+def _reopen(cart_id: Any, order_id: int) -> None:
     """Give the shopper back the cart that order `order_id` converted, unless a later order has taken it since.
     Locked and re-read (populate_existing): this session may still hold the cart as it converted it."""
     if not cart_id:

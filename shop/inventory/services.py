@@ -3,8 +3,10 @@ from here (a commit hook sees every writer: reservations, payments, stock counts
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import and_, inspect, select
@@ -23,7 +25,7 @@ class LowStockLine:
     sku: str
     product_id: int
     product_name: str
-    options: dict
+    options: dict[str, str]
     on_hand: int
     threshold: int
     available: int = 0  # on hand minus live reservations
@@ -34,11 +36,11 @@ MAX_THRESHOLD = 1_000_000
 KEEP = object()  # set_on_hand(low_stock_threshold=KEEP): leave the variant's threshold as it is
 
 
-def _whole(value, hi: int) -> bool:
+def _whole(value: object, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= hi
 
 
-def set_on_hand(variant_id: int, on_hand, *, low_stock_threshold=KEEP) -> Variant:
+def set_on_hand(variant_id: int, on_hand: Any, *, low_stock_threshold: Any = KEEP) -> Variant:
     """A stock count from the warehouse replaces the number on hand; the back-office may set the variant's own
     low-stock threshold with it (None: the shop's default). The one write path for stock counts (the API and the
     back-office alike): bounds checked first, then the variant row locked, so counts don't interleave with
@@ -64,7 +66,7 @@ def set_on_hand(variant_id: int, on_hand, *, low_stock_threshold=KEEP) -> Varian
     return variant
 
 
-def _low_stock_terms(threshold: int | None):
+def _low_stock_terms(threshold: int | None) -> tuple[Any, Any, Any]:
     """(each variant's limit, its available stock, the condition "at or below its limit")."""
     from sqlalchemy import func, literal
 
@@ -133,14 +135,14 @@ class OutOfStock(Conflict):
         self,
         shortages: dict[str, int],
         message: str = "Some items are no longer available in the quantity asked.",
-        **details,
+        **details: Any,
     ):
         super().__init__(
             InventoryErrorCode.OUT_OF_STOCK, message, {"skus": sorted(shortages), "available": shortages, **details}
         )
 
 
-def lock_variants(variant_ids) -> dict[int, Variant]:
+def lock_variants(variant_ids: Iterable[int]) -> dict[int, Variant]:
     """Lock these variant rows, in id order, for the rest of the transaction."""
     ids = sorted(set(variant_ids))
     # FOR NO KEY UPDATE: exclusive for stock changes, yet compatible with the KEY SHARE locks that
@@ -264,7 +266,7 @@ def restock(returned: dict[int, int]) -> None:
 
 @events.order_cancelled.connect
 @events.ranked("inventory")
-def _stock_back_when_cancelled(order, *, was_paid: bool, **_) -> None:
+def _stock_back_when_cancelled(order: Any, *, was_paid: bool, **_: Any) -> None:
     """A cancelled order's units: held ones are released; paid, not shipped ones go back on the shelf."""
     if was_paid:
         restock({line.variant_id: line.quantity for line in order.lines if line.variant_id})
@@ -282,12 +284,12 @@ _STOCK_MOVES = "stock_moves"  # session.info: {variant id: (variant, on_hand, re
 
 @sa_event.listens_for(Variant.on_hand, "set", active_history=True)
 @sa_event.listens_for(Variant.reserved, "set", active_history=True)
-def _load_previous_stock(target, value, oldvalue, initiator) -> None:
+def _load_previous_stock(target: Any, value: Any, oldvalue: Any, initiator: Any) -> None:
     """Registered for active_history: a count set on an expired variant (after a commit) loads the one it replaces
     first, so the transaction's starting point is known (stock.low needs it)."""
 
 
-def _first(history):
+def _first(history: Any) -> Any:
     """The value an attribute had before this flush's change (None when it was never loaded)."""
     if history.deleted:
         return history.deleted[0]
@@ -295,11 +297,11 @@ def _first(history):
 
 
 @sa_event.listens_for(Session, "after_flush")
-def _note_stock_moves(session: Session, flush_context) -> None:
+def _note_stock_moves(session: Session, flush_context: Any) -> None:
     for obj in session.dirty:
         if not isinstance(obj, Variant):
             continue
-        attrs = inspect(obj).attrs
+        attrs: Any = inspect(obj).attrs
         on_hand, reserved = attrs.on_hand.history, attrs.reserved.history
         if not (on_hand.has_changes() or reserved.has_changes()):
             continue
@@ -315,10 +317,10 @@ def threshold_of(variant: Variant) -> int:
     return int(current_app.config.get("LOW_STOCK_THRESHOLD", 5)) if has_app_context() else 5
 
 
-def _stock_events(moves: dict) -> list[tuple]:
+def _stock_events(moves: dict[int, tuple[Variant, Any, Any]]) -> list[tuple[Any, ...]]:
     items = []
     for vid, (variant, on_hand_before, reserved_before) in sorted(moves.items()):
-        state = inspect(variant)
+        state: Any = inspect(variant)
         if state.deleted or state.was_deleted or state.detached:
             continue
         on_hand, reserved = variant.on_hand, variant.reserved or 0
@@ -356,7 +358,7 @@ def _publish_stock_events(session: Session) -> None:
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
-def _forget_stock_moves(session: Session, previous_transaction) -> None:
+def _forget_stock_moves(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_STOCK_MOVES, None)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from shop.afterwards import after_commit
 
@@ -37,7 +38,7 @@ def digest(value: str, length: int = 32) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:length]
 
 
-def object_key_for(event_name: str, to: str, payload: dict, key: str | None = None) -> str:
+def object_key_for(event_name: str, to: str, payload: dict[str, Any], key: str | None = None) -> str:
     """The object a notification is about; (event, key) is sent at most once."""
     if key:
         key = str(key)
@@ -47,7 +48,7 @@ def object_key_for(event_name: str, to: str, payload: dict, key: str | None = No
     return f"mail:{digest(json.dumps([to, payload], sort_keys=True, default=str), 48)}"
 
 
-def notify(event_name: str, to: str, payload: dict, key: str | None = None) -> None:
+def notify(event_name: str, to: str, payload: dict[str, Any], key: str | None = None) -> None:
     """Queue `event_name` for `to` after the current transaction commits. Payload must be JSON-able.
 
     `key` names the object the mail is about; the same (event, key) is mailed once however many

@@ -266,7 +266,7 @@ class TestGateway:
         return Refunded(provider_refund_id=f"re_test_{uuid.uuid4().hex[:24]}", status="succeeded")
 
 
-def gateway():
+def gateway() -> StripeGateway | TestGateway:
     provider = current_app.config["PAYMENT_PROVIDER"]
     if provider == "stripe":
         return StripeGateway(current_app.config)

@@ -9,6 +9,7 @@ error, and retried: by the provider's own redelivery, by the scheduled retry job
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -27,15 +28,15 @@ def _apply(row: WebhookEvent) -> None:
     handler = HANDLERS.get(row.type)
     row.attempts += 1
     if handler is None:
-        row.status, row.last_error = "ignored", None
+        row.status, row.last_error = WebhookEventStatus.IGNORED, None
     else:
         outcome = handler(row.payload["data"]["object"])
-        row.status, row.last_error = "processed", None
+        row.status, row.last_error = WebhookEventStatus.PROCESSED, None
         log.info("webhook %s %s: %s", row.event_id, row.type, outcome)
     row.processed_at = clock.now()
 
 
-def receive(provider: str, event: dict) -> str:
+def receive(provider: str, event: dict[str, Any]) -> str:
     """Store and apply one verified event. Returns what happened; raises if applying failed."""
     event_id, kind = str(event["id"]), str(event.get("type", ""))
     inserted = db.session.execute(
@@ -53,11 +54,13 @@ def receive(provider: str, event: dict) -> str:
             .with_for_update()
             .execution_options(populate_existing=True)
         )
+        assert row is not None  # the insert's conflict says it is there
         if row.status != WebhookEventStatus.FAILED:
             db.session.commit()
             return "duplicate"
     else:
         row = db.session.get(WebhookEvent, inserted)
+        assert row is not None  # inserted by this transaction
     try:
         _apply(row)
         db.session.commit()
@@ -65,10 +68,10 @@ def receive(provider: str, event: dict) -> str:
         db.session.rollback()
         _record_failure(provider, event, exc)
         raise
-    return row.status
+    return str(row.status)
 
 
-def _record_failure(provider: str, event: dict, exc: Exception) -> None:
+def _record_failure(provider: str, event: dict[str, Any], exc: Exception) -> None:
     """Keep the event and its error even though applying it rolled back."""
     error = f"{type(exc).__name__}: {exc}"[:2000]
     db.session.execute(
