@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,22 +35,22 @@ class CartErrorCode(StrEnum):
 
 
 class CartNotFound(NotFound):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(CartErrorCode.NOT_FOUND, "No such cart.")
 
 
 class CartClosed(Conflict):
-    def __init__(self, message: str = "This cart was already checked out or merged; start a new one."):
+    def __init__(self, message: str = "This cart was already checked out or merged; start a new one.") -> None:
         super().__init__(CartErrorCode.CLOSED, message)
 
 
-def _quantity(value) -> int:
+def _quantity(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_QUANTITY:
         raise ValidationError({"quantity": f"must be a whole number from 1 to {MAX_QUANTITY}"})
     return value
 
 
-def create(user=None) -> Cart:
+def create(user: Any = None) -> Cart:
     """A new cart; a user's open cart is reused (one per user). New guest carts count against
     RATE_CART_CREATES_PER_IP (429 rate_limited beyond); a user has one open cart, a new one only after a
     checkout (itself rate-limited)."""
@@ -66,9 +67,10 @@ def create(user=None) -> Cart:
     db.session.add(cart)
     try:
         db.session.commit()
-    except IntegrityError:  # the same user created one at the same moment
+    except IntegrityError:  # the same user created one at the same moment: use that one
         db.session.rollback()
-        return open_cart_of(user.id)
+        theirs = open_cart_of(user.id)
+        return theirs if theirs is not None else create(user)  # (already checked out: a new one after all)
     return cart
 
 
@@ -76,7 +78,7 @@ def open_cart_of(user_id: int) -> Cart | None:
     return db.session.scalar(select(Cart).where(Cart.user_id == user_id, Cart.status == CartStatus.OPEN))
 
 
-def for_reader(cart_id, *, user=None, token: str | None = None, for_update: bool = False) -> Cart:
+def for_reader(cart_id: Any, *, user: Any = None, token: str | None = None, for_update: bool = False) -> Cart:
     """The cart if the bearer owns it or the guest token matches; 404 otherwise."""
     try:
         cart_uuid = uuid.UUID(str(cart_id))
@@ -101,12 +103,14 @@ def _lock(cart: Cart) -> Cart:
     locked = db.session.scalar(
         select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
     )
+    if locked is None:  # deleted meanwhile (a purge of abandoned carts)
+        raise CartNotFound()
     db.session.expire(locked, ["items"])
     locked.updated_at = utcnow()  # a cart in use is not abandoned (shop.cart.jobs)
     return locked
 
 
-def _variant_by_sku(sku) -> Variant:
+def _variant_by_sku(sku: Any) -> Variant:
     if not isinstance(sku, str) or not sku or len(sku) > 64:
         raise ValidationError({"sku": "is required"})
     variant = db.session.scalar(select(Variant).join(Product).where(Variant.sku == sku, Product.status == "active"))
@@ -131,7 +135,7 @@ def _out_of_stock(variant: Variant, asked: int) -> OutOfStock:
     )
 
 
-def add_item(cart: Cart, sku, quantity) -> Cart:
+def add_item(cart: Cart, sku: Any, quantity: Any) -> Cart:
     """Add units of a SKU (on top of what the cart holds); 409 beyond what is available."""
     quantity = _quantity(quantity)
     variant = _variant_by_sku(sku)
@@ -154,7 +158,7 @@ def add_item(cart: Cart, sku, quantity) -> Cart:
     return cart
 
 
-def set_quantity(cart: Cart, item_id: int, quantity) -> Cart:
+def set_quantity(cart: Cart, item_id: int, quantity: Any) -> Cart:
     quantity = _quantity(quantity)
     cart = _lock(cart)
     _require_open(cart)
@@ -179,7 +183,7 @@ def remove_item(cart: Cart, item_id: int) -> Cart:
     return cart
 
 
-def merge(guest_token: str, user) -> Cart:
+def merge(guest_token: str, user: Any) -> Cart:
     """Move a guest cart's lines into the user's open cart: quantities added, capped by availability."""
     if not isinstance(guest_token, str) or not guest_token:
         raise ValidationError({"guest_cart_token": "is required"})
@@ -222,7 +226,7 @@ def _require_open(cart: Cart) -> None:
         raise CartClosed()
 
 
-def apply_coupon(cart: Cart, code, ip: str, user=None) -> Cart:
+def apply_coupon(cart: Cart, code: Any, ip: str, user: Any = None) -> Cart:
     """Put a discount code on the cart (locked: one change to a cart at a time) once promotions has checked it
     against every rule; 422 naming the failed rule."""
     from shop.promotions import services as promotions
@@ -281,7 +285,7 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
     return promotions.with_sale_prices(lines)
 
 
-def thumbnails(variant_ids) -> dict[int, dict]:
+def thumbnails(variant_ids: Iterable[int]) -> dict[int, dict[str, str]]:
     """{variant id: {"path", "alt"}}: the picture of each variant's product to show beside its line (the first
     image of the variant's option value, e.g. its colour, else the product's first image)."""
     from shop.catalog.models import ProductImage
@@ -291,7 +295,7 @@ def thumbnails(variant_ids) -> dict[int, dict]:
         return {}
     variants = {v.id: v for v in db.session.scalars(select(Variant).where(Variant.id.in_(ids)))}
     product_ids = {v.product_id for v in variants.values()}
-    images: dict[int, list] = {}
+    images: dict[int, list[Any]] = {}
     for img in db.session.scalars(
         select(ProductImage)
         .where(ProductImage.product_id.in_(product_ids))
@@ -327,10 +331,10 @@ def quote(
     shipping_method: str | None = None,
     country: str | None = None,
     region: str | None = None,
-    user=None,
+    user: Any = None,
     email: str | None = None,
     lines: list[pricing.PricedLine] | None = None,
-    applied=None,
+    applied: Any = None,
 ) -> Quote:
     """The one way a cart is priced: the cart page, the API's cart, the checkout review and the order all call it,
     so they agree to the cent. Without a shipping method the cart shows no shipping; without a country, no tax
@@ -354,7 +358,7 @@ def quote(
     return Quote(lines=list(totals.lines), applied=applied, totals=totals)
 
 
-def serialize(cart: Cart, priced: Quote | None = None) -> dict:
+def serialize(cart: Cart, priced: Quote | None = None) -> dict[str, Any]:
     """The contract's cart object, priced by quote() (now, with its promotions, unless `priced` is given)."""
     priced = priced or quote(cart)
     lines, applied, t = priced.lines, priced.applied, priced.totals

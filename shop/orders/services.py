@@ -8,8 +8,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
@@ -20,6 +21,9 @@ from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
 from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
+
+if TYPE_CHECKING:
+    from itsdangerous import URLSafeTimedSerializer
 
 # The moves that leave the process as domain events (processing and returned stay inside the shop).
 STATUS_EVENT = {
@@ -37,12 +41,12 @@ class OrderErrorCode(StrEnum):
 
 
 class OrderNotFound(NotFound):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(OrderErrorCode.NOT_FOUND, "No such order.")
 
 
 class InvalidTransition(Conflict):
-    def __init__(self, exc: states.InvalidTransition):
+    def __init__(self, exc: states.InvalidTransition) -> None:
         super().__init__(OrderErrorCode.INVALID_TRANSITION, str(exc), {"from": exc.current, "to": exc.target})
 
 
@@ -51,7 +55,15 @@ def hash_token(token: str) -> str:
 
 
 def new_order(
-    *, user_id, email, currency, totals, shipping_method, shipping_address, billing_address, cart_id=None
+    *,
+    user_id: int | None,
+    email: str,
+    currency: str,
+    totals: Any,
+    shipping_method: str,
+    shipping_address: dict[str, Any],
+    billing_address: dict[str, Any] | None,
+    cart_id: Any = None,
 ) -> tuple[Order, str | None]:
     """A pending order with line snapshots; returns it and, for a guest, its one-time access token."""
     token = None if user_id else secrets.token_urlsafe(24)
@@ -92,7 +104,7 @@ def new_order(
     return order, token
 
 
-def _utc_iso(at) -> str | None:
+def _utc_iso(at: datetime | None) -> str | None:
     """ISO 8601 in UTC; the columns hold naive UTC times."""
 
     if at is None:
@@ -105,7 +117,7 @@ def refunded_total(order_id: int) -> int:
     return sum(answer or 0 for _, answer in events.order_refunded_total.send(order_id))
 
 
-def snapshot(order: Order, refunded: int | None = None) -> dict:
+def snapshot(order: Order, refunded: int | None = None) -> dict[str, Any]:
     """The `data` of every order.* event: the order as it stands after the change, without personal data (no
     e-mail, name or address). `refunded` is looked up unless the caller knows it."""
     return {
@@ -125,7 +137,7 @@ def snapshot(order: Order, refunded: int | None = None) -> dict:
     }
 
 
-def publish_event(order: Order, type_: str, refunded: int | None = None, **extra) -> dict:
+def publish_event(order: Order, type_: str, refunded: int | None = None, **extra: Any) -> dict[str, Any]:
     """Publish order event `type_` with the order's snapshot (and `extra` fields) in the open transaction."""
     return events.publish(type_, "order", order.id, {**snapshot(order, refunded), **extra})
 
@@ -143,7 +155,7 @@ def lock(order_id: int) -> Order:
     return order
 
 
-def move(order: Order, target: str, actor: str, note: str = "", tracking: dict | None = None) -> None:
+def move(order: Order, target: str, actor: str, note: str = "", tracking: dict[str, Any] | None = None) -> None:
     """Apply one state-machine move to a locked order, with its event and side effects. Flushes.
 
     `tracking` ({carrier, number, url} as clean_tracking gives it) goes only with a move to shipped."""
@@ -172,11 +184,13 @@ def move(order: Order, target: str, actor: str, note: str = "", tracking: dict |
     if target in STATUS_EVENT:  # the shopper's mail for it is sent from the event (shop.orders.mails)
         # A pending order has no payment that could have been refunded: no need to ask payments.
         extra = {"was_paid": previous != states.PENDING} if target == states.CANCELLED else {}
-        publish_event(order, STATUS_EVENT[target], refunded=0 if previous == states.PENDING else None, **extra)
+        publish_event(
+            order, STATUS_EVENT[states.OrderStatus(target)], refunded=0 if previous == states.PENDING else None, **extra
+        )
     db.session.flush()
 
 
-def transition(order_id: int, target: str, actor: str, note: str = "", tracking: dict | None = None) -> Order:
+def transition(order_id: int, target: str, actor: str, note: str = "", tracking: dict[str, Any] | None = None) -> Order:
     """Move an order (staff or system); one transaction. `tracking` ({carrier, number, url}), only for shipped,
     is checked first (422 validation_failed, nothing written) and kept on the order for its page and mail."""
     tracking = clean_tracking(tracking)
@@ -214,7 +228,7 @@ def carrier_link(carrier: str | None, number: str | None) -> str | None:
     return pattern.format(quote(number.replace(" ", ""), safe="")) if pattern else None
 
 
-def clean_tracking(raw) -> dict | None:
+def clean_tracking(raw: Any) -> dict[str, Any] | None:
     """{carrier, number, url} from what staff sent (the API's `tracking` object, the back-office's fields):
     trimmed, checked, the link made for a well-known carrier when none is given. None when nothing is given.
     ValidationError (422, details.fields["tracking.<name>"]) for anything else."""
@@ -288,7 +302,7 @@ def _close_payment_pages(order_id: int) -> None:
     events.emit(events.order_cancelling, order_id)  # a veto is not heeded: the person's cancel stands
 
 
-def for_reader(order_id: int, *, user=None, token: str | None = None) -> Order:
+def for_reader(order_id: int, *, user: Any = None, token: str | None = None) -> Order:
     """The order if this user owns it or the guest token matches; 404 otherwise (never 403)."""
     order = db.session.scalar(
         select(Order).where(Order.id == order_id).options(selectinload(Order.lines), selectinload(Order.events))
@@ -315,7 +329,7 @@ def of_user(user_id: int, page: int = 1, per_page: int = 20) -> tuple[list[Order
         .limit(per_page)
         .offset((page - 1) * per_page)
     ).all()
-    return list(rows), total
+    return list(rows), total or 0
 
 
 # -- links that open one order (mails, the test gateway's way back) ----------------------------------------------
@@ -325,12 +339,12 @@ ORDER_LINK_SALT = "shop.order-link"
 class OrderLinkProblem(Exception):
     """A signed order link that cannot be used: `expired` (too old) or `invalid` (altered, or for another order)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-def _link_signer():
+def _link_signer() -> URLSafeTimedSerializer:
     from flask import current_app
     from itsdangerous import URLSafeTimedSerializer
 
@@ -364,14 +378,14 @@ def order_from_link(order_id: int, token: str) -> Order:
     return order
 
 
-def order_link(order: Order, **params) -> str:
+def order_link(order: Order, **params: Any) -> str:
     """The absolute link (at PUBLIC_BASE_URL) that opens this order in any browser, logged out too."""
     from shop.security import external_url
 
     return external_url("storefront.order_detail", order_id=order.id, k=order_link_token(order), **params)
 
 
-def hold_expires_at(order_id: int):
+def hold_expires_at(order_id: int) -> datetime | None:
     """When the stock held for a pending order is released (its earliest live reservation), or None."""
     from sqlalchemy import func
 
@@ -416,7 +430,7 @@ def _thumbnails(order: Order) -> dict[int, str]:
     return found
 
 
-def mail_payload(order: Order, status: str | None = None) -> dict:
+def mail_payload(order: Order, status: str | None = None) -> dict[str, Any]:
     """What every order mail shows: the lines with unit prices (and the price before a sale), the money
     breakdown, the shipping address, whether it went to an account, and a signed link to the order. `status`: the
     one the mail announces, when the order may have moved on since (the order-mails group applies events later)."""
@@ -438,7 +452,7 @@ def mail_payload(order: Order, status: str | None = None) -> dict:
                 "unit_price": format_money(line.unit_price, cur),
                 "was": format_money(list_price, cur) if list_price and list_price > line.unit_price else None,
                 "line_total": format_money(line.line_total, cur),
-                "image": thumbs.get(line.variant_id),
+                "image": thumbs.get(line.variant_id) if line.variant_id else None,
             }
         )
     status = status or order.status
