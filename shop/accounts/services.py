@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC
 from enum import StrEnum
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
@@ -30,34 +31,35 @@ class AccountErrorCode(StrEnum):
 
 
 class EmailTaken(Conflict):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(AccountErrorCode.EMAIL_TAKEN, "An account with this e-mail address already exists.")
 
 
 class BadCredentials(NotAuthenticated):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(AccountErrorCode.INVALID_CREDENTIALS, "The e-mail address or password is not right.")
 
 
 class Throttled(TooMany):
-    def __init__(self, retry_after: int):
+    def __init__(self, retry_after: int, limit: int | None = None) -> None:
         super().__init__(
             AccountErrorCode.RATE_LIMITED,
             "Too many failed log-in attempts. Try again later.",
             {"retry_after": retry_after},
             retry_after=retry_after,
+            limit=limit,
         )
 
 
 class BadToken(Malformed):
     """A link's token (verification, password reset) that is not valid: the link, not the asker, is wrong."""
 
-    def __init__(self, message: str = "This link is not valid. Ask for a new one."):
+    def __init__(self, message: str = "This link is not valid. Ask for a new one.") -> None:
         super().__init__(AccountErrorCode.INVALID_TOKEN, message)
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def normalise_email(email) -> str:
+def normalise_email(email: Any) -> str:
     """A syntactically valid address, lower-cased; raises ValidationError otherwise."""
     if not isinstance(email, str) or len(email) > 254:
         raise ValidationError({"email": "is not a valid e-mail address"})
@@ -75,7 +77,7 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=f"shop.accounts.{purpose}")
 
 
-def _read_link(purpose: str, token: str, max_age_setting: str, expired_message: str) -> dict:
+def _read_link(purpose: str, token: str, max_age_setting: str, expired_message: str) -> dict[str, Any]:
     """The payload of a signed link we mailed; BadToken when expired or altered."""
     try:
         data = _serializer(purpose).loads(token, max_age=current_app.config[max_age_setting])
@@ -93,7 +95,7 @@ def _fingerprint(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:20]
 
 
-def external_url(endpoint: str, **values) -> str:
+def external_url(endpoint: str, **values: Any) -> str:
     """A link for mails: always at PUBLIC_BASE_URL, never at the Host a request came with."""
     from shop.security import external_url as public_url
 
@@ -105,7 +107,7 @@ def _client_ip() -> str:
 
 
 # -- sign-up and verification --------------------------------------------------------------------
-def register(email, password, name="") -> User:
+def register(email: Any, password: Any, name: Any = "") -> User:
     """Create a shopper account and mail a verification link. 409 when the address is taken."""
     fields = {}
     try:
@@ -179,7 +181,7 @@ def verify_email(token: str) -> User:
 
 
 # -- log-in --------------------------------------------------------------------------------------
-def authenticate(email, password, *, staff_only: bool = False) -> User:
+def authenticate(email: Any, password: Any, *, staff_only: bool = False) -> User:
     """The user for these credentials, counting failures per account and per IP (429 beyond)."""
     cfg = current_app.config
     account = (email or "").strip().lower()[:254] if isinstance(email, str) else ""
@@ -190,7 +192,7 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
     per_account = ratelimit.hit("login-account", account, window)
     per_ip = ratelimit.hit("login-ip", ip, window)
     over = [
-        w.retry_after
+        (w.retry_after, limit)
         for w, limit in (
             (per_account, cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),
             (per_ip, cfg["LOGIN_MAX_FAILURES_PER_IP"]),
@@ -198,10 +200,10 @@ def authenticate(email, password, *, staff_only: bool = False) -> User:
         if w.count > limit
     ]
     if over:
-        raise Throttled(max(over))
+        raise Throttled(*max(over))  # the limit that keeps the client out longest
     user = user_by_email(account) if account else None
     ok = verify_password(user.password_hash if user else None, password if isinstance(password, str) else "")
-    if not ok or not user.is_active or (staff_only and not user.is_staff):
+    if user is None or not ok or not user.is_active or (staff_only and not user.is_staff):
         raise BadCredentials()
     ratelimit.clear("login-account", account)
     ratelimit.take_back("login-ip", ip)
@@ -260,7 +262,7 @@ def change_password(user: User, current_password: str, new_password: str) -> Non
     db.session.commit()
 
 
-def request_password_reset(email) -> None:
+def request_password_reset(email: Any) -> None:
     """Mail a reset link when the account exists; say nothing either way (no account probing).
 
     Rate-limited per IP and per address asked for, whether or not it has an account (429 the same)."""
@@ -319,7 +321,7 @@ ADDRESS_FIELDS = {
 }
 
 
-def clean_address(data) -> dict:
+def clean_address(data: Any) -> dict[str, Any]:
     """Validated address fields, or ValidationError naming each bad one."""
     if not isinstance(data, dict):
         raise ValidationError({"body": "must be an object"})
@@ -353,7 +355,7 @@ def clean_address(data) -> dict:
     return clean
 
 
-def add_address(user: User, data) -> Address:
+def add_address(user: User, data: Any) -> Address:
     address = Address(user_id=user.id, **clean_address(data))
     db.session.add(address)
     db.session.commit()

@@ -346,14 +346,15 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
     for scope, subject, limit in counted:
         w = ratelimit.hit(scope, subject, window)
         if w.count > limit:
-            over.append(w.retry_after)
+            over.append((w.retry_after, limit))
     if over:
-        retry = max(over)
+        retry, limit = max(over)  # the limit that keeps the client out longest
         raise TooMany(
             "rate_limited",
             "Too many attempts to apply a code; try again later.",
             {"retry_after": retry},
             retry_after=retry,
+            limit=limit,
         )
     return [(scope, subject) for scope, subject, _ in counted]
 

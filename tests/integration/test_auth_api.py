@@ -230,6 +230,9 @@ def test_login_is_throttled_per_account(api, app, db_session):
     blocked = post(api, "/api/v1/auth/token", {"email": "ha@example.com", "password": PASSWORD})
     assert blocked.status_code == 429 and error_code(blocked) == "rate_limited"
     assert 0 < int(blocked.headers["Retry-After"]) <= app.config["LOGIN_THROTTLE_WINDOW_SECONDS"]
+    # like every rate-limited answer (API.md), with the RateLimit-* headers
+    assert blocked.headers["RateLimit-Limit"] == str(limit) and blocked.headers["RateLimit-Remaining"] == "0"
+    assert blocked.headers["RateLimit-Reset"] == blocked.headers["Retry-After"]
     # Other accounts from elsewhere are not locked out by it.
     make_user("other@example.com")
     assert post(

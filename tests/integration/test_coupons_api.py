@@ -143,6 +143,7 @@ def test_repeated_bad_codes_are_429_per_cart(client, shelf):
     resp = apply(client, cart, "GUESS-MORE")
     assert resp.status_code == 429 and resp.get_json()["error"]["code"] == "rate_limited"
     assert int(resp.headers["Retry-After"]) > 0
+    assert resp.headers["RateLimit-Limit"] == "10" and resp.headers["RateLimit-Remaining"] == "0"
     promo("REAL")
     assert apply(client, cart, "REAL").status_code == 429  # even a good code, until the window ends
     other = guest_cart(client, shelf["tee"].sku)
