@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from markupsafe import Markup, escape
@@ -71,7 +72,7 @@ class SearchResult:
     query: SearchQuery
     items: list[SearchItem]
     total: int
-    facets: dict
+    facets: dict[str, Any]
     engine: str  # "typesense" or "database"
 
 
@@ -145,7 +146,7 @@ def _is_outage(exc: Exception) -> bool:
     )
 
 
-def suggest(prefix: str, limit: int = 8) -> tuple[list[dict], str]:
+def suggest(prefix: str, limit: int = 8) -> tuple[list[dict[str, Any]], str]:
     """Up to `limit` distinct product names for what has been typed so far, and the engine used."""
     prefix = _clean_query(prefix)
     if not prefix:
@@ -247,7 +248,7 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
     return SearchResult(sq, items, int(res.get("found", 0)), facets, "typesense")
 
 
-def _hit_highlight(hit: dict, field_name: str) -> str | None:
+def _hit_highlight(hit: dict[str, Any], field_name: str) -> str | None:
     for h in hit.get("highlights") or []:
         if h.get("field") == field_name:
             return h.get("value") or h.get("snippet")
@@ -257,7 +258,7 @@ def _hit_highlight(hit: dict, field_name: str) -> str | None:
     return None
 
 
-def _hit_tokens(hit: dict, field_name: str) -> list[str]:
+def _hit_tokens(hit: dict[str, Any], field_name: str) -> list[str]:
     for h in hit.get("highlights") or []:
         if h.get("field") == field_name:
             return [t for t in h.get("matched_tokens") or [] if isinstance(t, str)]
@@ -273,7 +274,7 @@ def _words_highlight(name: str, tokens: list[str]) -> str | None:
     return marked if MARK_START in marked else None
 
 
-def _typesense_suggest(prefix: str, limit: int) -> list[dict]:
+def _typesense_suggest(prefix: str, limit: int) -> list[dict[str, Any]]:
     res = (
         engine.client()
         .collections[engine.alias_name()]
@@ -326,7 +327,7 @@ def _price_label(lo: int, hi: int | None) -> str:
 
 def _facets(
     category_counts: dict[str, int], bucket_counts: dict[str, int], option_counts: dict[str, list[tuple[str, int]]]
-) -> dict:
+) -> dict[str, Any]:
     category = _category_facet(queries.list_categories(), category_counts)
     price = []
     for lo, hi in PRICE_BUCKETS:
@@ -351,17 +352,17 @@ def _facets(
     return {"category": category, "price": price, "options": options}
 
 
-def _category_facet(cats, counts: dict[str, int]) -> list[dict]:
+def _category_facet(cats: Any, counts: dict[str, int]) -> list[dict[str, Any]]:
     """The categories with results, in tree order: each one straight after its parent, its own
     sub-categories under it (depth 1, 2, ...), siblings in display order."""
-    children: dict[int | None, list] = {}
+    children: dict[int | None, list[Any]] = {}
     ids = {c.id for c in cats}
     for c in cats:  # parents before children, in display order
         children.setdefault(c.parent_id if c.parent_id in ids else None, []).append(c)
     parents = {c.id: c for c in cats}
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
 
-    def walk(parent_id, depth, seen):
+    def walk(parent_id: int | None, depth: int, seen: set[int]) -> None:
         for c in children.get(parent_id, []):
             if c.id in seen:
                 continue
@@ -392,7 +393,7 @@ _LETTER_RANK.update({"2XS": _LETTER_RANK["XXS"], "2XL": _LETTER_RANK["XXL"], "3X
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
 
 
-def size_key(value: str) -> tuple:
+def size_key(value: str) -> tuple[Any, ...]:
     """Sort key for size values: XS < S < M < L < XL < XXL, then 38 < 39 < 40.5 < 41, then the rest."""
     v = value.strip().upper()
     if v in _LETTER_RANK:
@@ -402,7 +403,7 @@ def size_key(value: str) -> tuple:
     return (2, 0, 0.0, _natural(value))
 
 
-def _natural(value: str):
+def _natural(value: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", value)]
 
 
@@ -410,7 +411,7 @@ def _natural(value: str):
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _text_condition(q: str):
+def _text_condition(q: str) -> tuple[Any, Any]:
     """(condition, prefix tsquery) for `q`: websearch syntax, or every word as a prefix."""
     words = _WORD.findall(q.lower())[:12]
     web = func.websearch_to_tsquery("english", q)
@@ -421,7 +422,7 @@ def _text_condition(q: str):
     return or_(Product.search_vector.op("@@")(web), Product.search_vector.op("@@")(prefix)), prefix
 
 
-def _database_where(sq: SearchQuery):
+def _database_where(sq: SearchQuery) -> Any:
     category_ids = None
     if sq.category:
         cat = queries.category_by_slug(sq.category)
@@ -451,7 +452,7 @@ def _database_search(sq: SearchQuery) -> SearchResult:
         "-price": Product.price_min.desc().nulls_last(),
         "newest": Product.created_at.desc(),
     }.get(sq.sort)
-    order = ((first,) if first is not None else ()) + (rank.desc(), Product.id.desc())
+    order: tuple[Any, ...] = ((first,) if first is not None else ()) + (rank.desc(), Product.id.desc())
     page = (
         select(Product.id, rank.label("rank"), func.row_number().over(order_by=order).label("n"))
         .where(where)
@@ -470,6 +471,7 @@ def _database_search(sq: SearchQuery) -> SearchResult:
     in_stock = (
         exists().where(Variant.product_id == Product.id, Variant.on_hand - Variant.reserved > 0).correlate(Product)
     )
+    headline: Any
     if tsq is not None:
         headline = func.ts_headline(
             "english", Product.name, tsq, f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true"
@@ -514,14 +516,14 @@ def _database_search(sq: SearchQuery) -> SearchResult:
     return SearchResult(sq, items, total, facets, "database")
 
 
-def _database_facets(where) -> dict:
+def _database_facets(where: Any) -> dict[str, Any]:
     matching = (
         select(Product.id.label("id"), Product.category_id.label("category_id"), Product.price_min.label("price_min"))
         .where(where)
         .cte("matching")
     )
     # Categories: counts per leaf, rolled up to every ancestor (as Typesense's category_slugs do).
-    per_category = dict(
+    per_category: dict[int, int] = dict(
         db.session.execute(select(matching.c.category_id, func.count()).group_by(matching.c.category_id)).all()
     )
     cats = {c.id: c for c in queries.list_categories()}
@@ -563,7 +565,7 @@ def _database_facets(where) -> dict:
     return _facets(category_counts, bucket_counts, options)
 
 
-def _database_suggest(prefix: str, limit: int) -> list[dict]:
+def _database_suggest(prefix: str, limit: int) -> list[dict[str, Any]]:
     cond, tsq = _text_condition(prefix)
     rows = db.session.execute(
         select(
