@@ -1,17 +1,20 @@
-"""The OpenAPI document (/api/v1/openapi.json) and Swagger UI (/api/docs), served from the installed bundle."""
+"""The OpenAPI document (/api/v1/openapi.json) and Swagger UI (/api/docs), served from the installed bundle
+(swagger-ui-py's copy of Swagger UI 5, which renders OpenAPI 3.1; nothing is fetched from a CDN)."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
-import swagger_ui_bundle
 from flask import jsonify, send_from_directory
 
 from shop.api import bp
 from shop.api.openapi import spec
 from shop.security import csp_nonce
 
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+_PACKAGE = find_spec("swagger_ui")
+assert _PACKAGE is not None and _PACKAGE.submodule_search_locations, "swagger-ui-py is not installed (make install)"
+SWAGGER_DIR = Path(next(iter(_PACKAGE.submodule_search_locations))) / "static"
 
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
