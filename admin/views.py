@@ -437,10 +437,15 @@ class StockView(StaffModelView):
     form_columns = ("on_hand", "low_stock_threshold")
     edit_template = "admin/shop_stock_edit.html"  # names the product, the SKU and the stock now
     form_args = {
-        "on_hand": {"label": "Stock on hand (units counted)"},
+        # The browser's own bounds are the service's (inventory.set_on_hand checks them again).
+        "on_hand": {
+            "label": "Stock on hand (units counted)",
+            "render_kw": {"min": 0, "max": inventory.MAX_ON_HAND},
+        },
         "low_stock_threshold": {
             "label": "Low-stock threshold",
             "validators": [Optional()],
+            "render_kw": {"min": 0, "max": inventory.MAX_THRESHOLD},
             "description": "Listed as low at or below this many available units. Leave empty for the shop's default.",
         },
     }

@@ -3,6 +3,7 @@ lock or a bound the API enforces (stock through inventory.set_on_hand)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -56,6 +57,10 @@ def test_the_back_office_stock_form_keeps_the_apis_bounds(app, db_session, world
 
 def test_a_stock_count_in_the_back_office_saves_the_count_and_the_threshold(app, db_session, world):
     variant = world["variant"]
+    form = as_user(app, world["staff"]["warehouse"]).get(f"/admin/stock/edit/?id={variant.id}").get_data(as_text=True)
+    # the browser is told the service's bounds, not the column's
+    [tag] = re.findall(r'<input[^>]*\bid="on_hand"[^>]*>', form)
+    assert 'min="0"' in tag and 'max="10000000"' in tag
     resp = stock_form(as_user(app, world["staff"]["warehouse"]), variant.id, on_hand="42", low_stock_threshold="7")
     assert resp.status_code == 302
     db_session.expire_all()
