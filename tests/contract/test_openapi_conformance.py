@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import live_seeded_shop
 
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
-MAX_TIME = os.environ.get("SCHEMATHESIS_MAX_TIME", "100")
+MAX_TIME = os.environ.get("SCHEMATHESIS_MAX_TIME", "45")
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance"
 
 
