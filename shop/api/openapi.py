@@ -761,7 +761,8 @@ BUYING_PATHS = {
                     "out_of_stock (details.skus), cart_closed, request_in_progress, or the cart's coupon "
                     "now failing a rule (coupon_exhausted, coupon_customer_limit, ...), or "
                     "hold_limit_reached (details.limit: orders, units or sku_share): this client's unpaid "
-                    "orders already hold its share of stock; no order is made"
+                    "orders already hold its share of stock; or no_longer_sold (details.skus: taken off sale "
+                    "since they were added); no order is made"
                 ),
                 "422": _error("field errors, cart_empty, or idempotency_key_reused"),
                 "429": _error("rate_limited: too many checkouts from this IP (Retry-After)"),
@@ -810,8 +811,8 @@ BUYING_PATHS = {
                 ),
                 "404": _error("no such order, or not yours"),
                 "409": _error(
-                    "not_payable (the order is no longer pending) or hold_expired (its items are no longer "
-                    "held: check out again)"
+                    "not_payable (the order is no longer pending), hold_expired (its items are no longer "
+                    "held: check out again) or payment_processing (a bank payment is on its way)"
                 ),
                 "503": _error(
                     "payment_unavailable: the payment provider cannot be reached; the order and its hold stay"
@@ -986,7 +987,7 @@ ADMIN_PATHS = {
             "requestBody": _body(_ref("NewProduct")),
             "responses": {
                 "201": _ok(_ref("Product")),
-                "409": _error("slug or SKU taken"),
+                "409": _error("duplicate: the slug or one of the SKUs is taken"),
                 "422": _error("field errors"),
                 **STAFF_ERRORS,
             },
