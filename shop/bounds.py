@@ -3,6 +3,7 @@ error in the back-office) instead of failing inside PostgreSQL with a 500."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 from sqlalchemy import BigInteger, SmallInteger
@@ -40,3 +41,8 @@ def parse_day(raw: str, years: tuple[int, int] = YEARS) -> date | None:
     except ValueError:
         return None
     return day if years[0] <= day.year <= years[1] else None
+
+
+def one_of(column: str, values: Iterable[str]) -> str:
+    """The SQL of a CHECK that `column` holds one of `values` (an enum's members): "status IN ('a', 'b')"."""
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"

@@ -9,6 +9,7 @@ from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from shop.bounds import one_of
 from shop.catalog.models import utcnow
 from shop.extensions import db
 
@@ -25,7 +26,6 @@ class Role(StrEnum):
 
 
 ROLES = tuple(Role)
-_ROLE_CHECK = ", ".join(f"'{role}'" for role in Role)
 
 
 class User(UserMixin, db.Model):
@@ -33,7 +33,7 @@ class User(UserMixin, db.Model):
     __table_args__ = (
         # E-mail addresses are unique whatever their case.
         Index("uq_user_account_email_lower", text("lower(email)"), unique=True),
-        CheckConstraint(f"role IS NULL OR role IN ({_ROLE_CHECK})", name="role"),
+        CheckConstraint(f"role IS NULL OR {one_of('role', Role)}", name="role"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

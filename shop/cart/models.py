@@ -11,6 +11,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from shop.bounds import one_of
 from shop.catalog.models import Variant, utcnow
 from shop.extensions import db
 
@@ -28,7 +29,7 @@ def new_token() -> str:
 class Cart(db.Model):
     __tablename__ = "cart"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in CartStatus)})", name="status"),
+        CheckConstraint(one_of("status", CartStatus), name="status"),
         # One open cart per user; guests' carts have no user.
         Index("uq_cart_open_user", "user_id", unique=True, postgresql_where="status = 'open' AND user_id IS NOT NULL"),
         Index("ix_cart_updated_at", "updated_at"),

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, T
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from shop.bounds import one_of
 from shop.catalog.models import utcnow
 from shop.extensions import db
 from shop.orders.states import STATUSES
@@ -16,7 +17,7 @@ from shop.orders.states import STATUSES
 class Order(db.Model):
     __tablename__ = "order"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STATUSES)})", name="status"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
         CheckConstraint(
             "total >= 0 AND subtotal >= 0 AND discount >= 0 AND shipping >= 0 AND tax >= 0", name="money_nonnegative"
         ),

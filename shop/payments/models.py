@@ -9,12 +9,9 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, T
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from shop.bounds import one_of
 from shop.catalog.models import utcnow
 from shop.extensions import db
-
-
-def _check(column: str, enum) -> str:
-    return f"{column} IN ({', '.join(repr(str(member)) for member in enum)})"
 
 
 class PaymentStatus(StrEnum):
@@ -43,7 +40,7 @@ class WebhookEventStatus(StrEnum):
 class Payment(db.Model):
     __tablename__ = "payment"
     __table_args__ = (
-        CheckConstraint(_check("status", PaymentStatus), name="status"),
+        CheckConstraint(one_of("status", PaymentStatus), name="status"),
         CheckConstraint("flow IN ('intent', 'checkout')", name="flow"),
         UniqueConstraint("provider", "provider_id", name="uq_payment_provider_id"),
         UniqueConstraint("checkout_session_id", name="uq_payment_checkout_session_id"),
@@ -142,7 +139,7 @@ class WebhookEvent(db.Model):
     __tablename__ = "webhook_event"
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_event_provider_event"),
-        CheckConstraint(_check("status", WebhookEventStatus), name="status"),
+        CheckConstraint(one_of("status", WebhookEventStatus), name="status"),
         Index("ix_webhook_event_status", "status", "received_at"),
     )
 
