@@ -48,6 +48,7 @@ from shop.payments.models import Dispute, Payment, Refund, RefundStatus, Webhook
 from shop.payments.services import PaymentDisputed
 from shop.reports import services as reports
 from shop.storage import backends as storage
+from shop.uow import unit_of_work
 from shop.webhooks import services as webhook_services
 
 
@@ -453,9 +454,9 @@ class StockView(StaffModelView):
     def update_model(self, form, model):
         """Through inventory.set_on_hand, the API's write path: the same bounds, the variant row locked."""
         try:
-            inventory.set_on_hand(model.id, form.on_hand.data, low_stock_threshold=form.low_stock_threshold.data)
+            with unit_of_work():
+                inventory.set_on_hand(model.id, form.on_hand.data, low_stock_threshold=form.low_stock_threshold.data)
         except ShopValidationError as exc:
-            db.session.rollback()
             labels = {"on_hand": "Stock on hand", "low_stock_threshold": "The low-stock threshold"}
             for name, problem in exc.details["fields"].items():
                 form[name].errors = [*form[name].errors, f"{labels[name]} {problem}."]
@@ -906,11 +907,11 @@ class OrderView(StaffModelView):
                 errors = {k.removeprefix("tracking."): v for k, v in exc.details.get("fields", {}).items()}
                 return self._order_page(order_id, ship_form=form, ship_errors=errors), 422
         try:
-            order = order_services.transition(
-                order_id, target, current_user.email, (form.note.data or "").strip(), tracking
-            )
+            with unit_of_work():
+                order = order_services.transition(
+                    order_id, target, current_user.email, (form.note.data or "").strip(), tracking
+                )
         except DomainError as exc:
-            db.session.rollback()
             if isinstance(exc, NotFound):
                 abort(404)
             flash(exc.message, "error")
@@ -946,23 +947,24 @@ class OrderView(StaffModelView):
             return back
         reason = form.reason.data.strip()
         try:  # the form's key: a double click refunds once; a refusal is not kept, so the form may be corrected
-            with idempotency.once(
-                f"bo-refund:{order_id}",
-                form.idempotency_key.data,
-                {"amount": amount, "reason": reason, "lines": lines},
-                keep=(),
-            ) as claim:
+            with (
+                unit_of_work(),
+                idempotency.once(
+                    f"bo-refund:{order_id}",
+                    form.idempotency_key.data,
+                    {"amount": amount, "reason": reason, "lines": lines},
+                    keep=(),
+                ) as claim,
+            ):
                 if claim.repeat:
                     flash("This refund was already sent; it was not made twice.", "info")
                     return back
                 record = payment_services.refund(order_id, amount, reason, current_user.email, lines=lines or None)
                 claim.answer(201, {"refund_id": record.id})
         except RequestInProgress:  # the first click of a double click is still at the provider
-            db.session.rollback()
             flash("This refund is being made already; reload the page in a moment to see it.", "error")
             return back
         except DomainError as exc:  # e.g. pending at an unreachable provider (retried later), or a wrong amount
-            db.session.rollback()
             flash(refund_problem(exc, order), "error")
             return back
         flash(refund_done(record, order), "success")
@@ -1029,9 +1031,9 @@ class WebhookEventView(StaffModelView):
 
     def _retry(self, event_row_id: int) -> tuple[str, str]:
         try:
-            outcome = webhook_services.retry(event_row_id)
+            with unit_of_work():
+                outcome = webhook_services.retry(event_row_id)
         except Exception as exc:  # noqa: BLE001 - the service stored the error on the row
-            db.session.rollback()
             return "error", f"Event {event_row_id} failed again: {type(exc).__name__}: {exc}"[:500]
         if outcome == "nothing to retry":
             return "info", f"Event {event_row_id} is not failed; nothing to retry."

@@ -251,12 +251,9 @@ def register(app: Flask) -> None:
             log.error("recursion too deep on %s %s (request %s)", request.method, request.path, g.get("request_id"))
         else:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
-        try:
-            from shop.extensions import db
+        from shop.uow import discard
 
-            db.session.rollback()
-        except Exception:  # noqa: BLE001 - the original failure is what matters
-            pass
+        discard()  # a failed rollback must not hide the original failure
         if wants_json():
             resp = jsonify(
                 error_body(
@@ -286,12 +283,9 @@ def unavailable(down: str, exc: BaseException) -> Response:
         g.get("request_id"),
         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
     )
-    try:
-        from shop.extensions import db
+    from shop.uow import discard
 
-        db.session.rollback()
-    except Exception:  # noqa: BLE001 - a dead connection may fail to roll back; the pool discards it
-        pass
+    discard()  # a dead connection may fail to roll back; the pool discards it
     message = "The shop is having trouble reaching one of its services. Please try again in a moment."
     if wants_json():
         resp = jsonify(error_body("service_unavailable", message, {"request_id": g.get("request_id")}))

@@ -28,6 +28,7 @@ from shop.promotions import rules
 from shop.security import is_own_url
 from shop.storefront import bp
 from shop.storefront.forms import AddToCartForm, QuantityForm
+from shop.uow import unit_of_work
 
 CART_TOKEN = "cart_token"  # a guest cart's secret token
 CART_ID = "cart_id"  # and its id
@@ -104,9 +105,9 @@ def adopt_guest_cart(user) -> None:
     db.session.commit()
     forget_guest_cart()
     try:
-        target = carts.merge(token, user)
+        with unit_of_work():
+            target = carts.merge(token, user)
     except DomainError:  # the guest cart is gone: nothing to merge
-        db.session.rollback()
         return
     if not wanted:
         return
@@ -261,13 +262,12 @@ def add_to_cart():
         flash(slow_down_text(exc), "error")
         return redirect(url_for("storefront.cart_page"), 303)
     try:
-        carts.add_item(cart, sku, quantity)
+        with unit_of_work():
+            carts.add_item(cart, sku, quantity)
     except OutOfStock as exc:
-        db.session.rollback()
         _add_what_is_left(cart, sku, form.product.data, exc)
         return redirect(url_for("storefront.cart_page"), 303)
     except DomainError as exc:
-        db.session.rollback()
         flash(
             "That item is no longer for sale." if exc.code == carts.CartErrorCode.SKU_NOT_FOUND else problem_text(exc),
             "error",
@@ -292,9 +292,9 @@ def _add_what_is_left(cart: Cart, sku: str, product_slug: str | None, exc: Domai
     room = min(available, carts.MAX_QUANTITY) - in_cart
     if room > 0:
         try:
-            carts.add_item(cart, sku, room)
+            with unit_of_work():
+                carts.add_item(cart, sku, room)
         except DomainError as again:  # the last units went in the meantime
-            db.session.rollback()
             flash(problem_text(again), "error")
             return
         flash(
@@ -344,13 +344,14 @@ def update_cart_item(item_id: int):
     if quantity == 0 and item is not None:  # 0 means "none of these"
         return _remove(cart, item_id, name)
     try:
-        carts.set_quantity(cart, item_id, quantity)
+        with unit_of_work():
+            carts.set_quantity(cart, item_id, quantity)
     except DomainError as exc:
-        db.session.rollback()
         if isinstance(exc, OutOfStock) and item is not None:
             available = min(int((exc.details.get("available") or {}).get(line.sku, 0)), carts.MAX_QUANTITY)
             if available > 0:
-                carts.set_quantity(cart, item_id, available)
+                with unit_of_work():
+                    carts.set_quantity(cart, item_id, available)
                 flash(
                     f"Only {available} of {name} {'is' if available == 1 else 'are'} available, so the "
                     f"quantity is now {available}.",
@@ -378,9 +379,9 @@ def remove_cart_item(item_id: int):
 
 def _remove(cart: Cart, item_id: int, name: str):
     try:
-        carts.remove_item(cart, item_id)
+        with unit_of_work():
+            carts.remove_item(cart, item_id)
     except DomainError as exc:
-        db.session.rollback()
         flash(problem_text(exc), "error")
     else:
         flash(f"Removed {name} from your cart.", "success")
@@ -402,11 +403,11 @@ def apply_coupon():
         flash("Enter a code to apply.", "error")
         return redirect(url_for("storefront.cart_page"), 303)
     try:
-        cart = carts.apply_coupon(
-            cart, code, request.remote_addr or "unknown", current_user if current_user.is_authenticated else None
-        )
+        with unit_of_work():
+            cart = carts.apply_coupon(
+                cart, code, request.remote_addr or "unknown", current_user if current_user.is_authenticated else None
+            )
     except DomainError as exc:
-        db.session.rollback()
         if isinstance(exc, TooMany):
             minutes = max(1, round(int(exc.details.get("retry_after", 60)) / 60))
             flash(
@@ -426,9 +427,9 @@ def remove_coupon():
     if cart is not None and cart.coupon_code:
         code = cart.coupon_code
         try:
-            carts.remove_coupon(cart)
+            with unit_of_work():
+                carts.remove_coupon(cart)
         except DomainError as exc:
-            db.session.rollback()
             flash(problem_text(exc), "error")
             return redirect(url_for("storefront.cart_page"), 303)
         flash(f"The code {code} was removed.", "info")

@@ -17,7 +17,6 @@ from shop import geo, idempotency, pricing
 from shop.cart import services as carts
 from shop.checkout import services as checkout
 from shop.errors import Conflict, DomainError, Invalid, TooMany, ValidationError, error_body
-from shop.extensions import db
 from shop.money import format_money
 from shop.storefront import bp
 from shop.storefront.cart import (
@@ -31,6 +30,7 @@ from shop.storefront.cart import (
 )
 from shop.storefront.forms import ADDRESS_FIELDS, NEW_ADDRESS, CheckoutForm, PlaceOrderForm
 from shop.storefront.orders import remember_guest_order
+from shop.uow import unit_of_work
 
 CHECKOUT = "checkout"  # the session's {email, address, address_id, shipping_method} between the steps
 PLACED = "checkout_placed"  # {nonce, order_id, redirect_url} of the last order placed from this session
@@ -218,7 +218,11 @@ def checkout_place():
     try:
         # The nonce is this page's Idempotency-Key: a second press waits for the first, then answers as it did; a
         # business refusal (409) is the nonce's answer too, anything else may be tried again with the same page.
-        with idempotency.once(scope, nonce, {"cart_id": cart_id, **details}, wait=WAIT_FOR_FIRST_PRESS) as claim:
+        # What a refusal left half-made is rolled back (unit_of_work): none of it may ride along with a later commit.
+        with (
+            unit_of_work(),
+            idempotency.once(scope, nonce, {"cart_id": cart_id, **details}, wait=WAIT_FOR_FIRST_PRESS) as claim,
+        ):
             if claim.repeat:
                 status, body = claim.repeat
                 return _placed(body, nonce) if status == 201 else _refused(body, cart)
@@ -239,7 +243,6 @@ def checkout_place():
             }
             claim.answer(201, body)
     except idempotency.RequestInProgress:
-        db.session.rollback()
         flash(
             "Your order is still being placed. Please wait a moment, then look at your orders or "
             "your e-mail before trying again.",
@@ -247,7 +250,6 @@ def checkout_place():
         )
         return redirect(url_for("storefront.checkout_review"), 303)
     except DomainError as exc:
-        db.session.rollback()  # nothing half-made of this attempt may ride along with the next commit
         if exc.code == idempotency.IdempotencyErrorCode.KEY_REUSED:  # the details changed in another tab
             flash("Your details changed since that page was shown. Please check the order again.", "info")
             return redirect(url_for("storefront.checkout_review"), 303)
