@@ -297,6 +297,9 @@ class TestConfig(Config):
     ENV_NAME = "test"
     TESTING = True
     WTF_CSRF_ENABLED = True  # tests prove that forms without the token are refused
+    # Every JSON answer of /api/v1 is checked against its operation's declared statuses and models (a test that
+    # gets an answer the OpenAPI document does not describe fails with BrokenContract).
+    CHECK_API_RESPONSES = True
 
     @classmethod
     def generated_secret(cls, settings: dict) -> dict:

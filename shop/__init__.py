@@ -68,6 +68,10 @@ def create_app(config=None) -> Flask:
 
     app.register_blueprint(storefront_bp)
     app.register_blueprint(api_bp, url_prefix="/api")
+    if app.config.get("CHECK_API_RESPONSES"):
+        from shop.api.openapi import check_response
+
+        app.after_request(check_response)
     app.register_blueprint(health.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(payments_bp)

@@ -6,9 +6,9 @@ from flask import g
 
 from shop.accounts import services, tokens
 from shop.accounts.models import User
-from shop.api import bp
-from shop.api.auth import json_body, login_required
-from shop.errors import ValidationError
+from shop.api import bp, schemas
+from shop.api.auth import login_required
+from shop.api.contract import operation, parse_body
 from shop.extensions import db
 
 
@@ -16,41 +16,75 @@ def _user_json(user: User) -> dict:
     return {"id": user.id, "email": user.email, "name": user.name}
 
 
-def _string(data: dict, key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValidationError({key: "is required"})
-    return value
-
-
 @bp.post("/v1/auth/register")
+@operation(
+    "Create a shopper account (a verification link is mailed)",
+    tags=["accounts"],
+    body=schemas.Registration,
+    responses={
+        201: schemas.User,
+        409: "email_taken",
+        422: "validation_failed: a weak password or a bad e-mail address",
+        429: "rate_limited: too many sign-ups from this IP (Retry-After)",
+    },
+)
 def register():
-    data = json_body()
-    user = services.register(data.get("email"), data.get("password"), data.get("name") or "")
+    body = parse_body(schemas.Registration)
+    user = services.register(body.email, body.password, body.name or "")
     return _user_json(user), 201
 
 
 @bp.post("/v1/auth/token")
+@operation(
+    "Log in: an access token (15 min) and a refresh token (30 days)",
+    tags=["accounts"],
+    body=schemas.Credentials,
+    responses={
+        200: schemas.TokenPair,
+        401: "invalid_credentials",
+        422: "validation_failed: email or password missing or not text",
+        429: "rate_limited after repeated failures (Retry-After, RateLimit-* headers)",
+    },
+)
 def token():
-    data = json_body()
-    user = services.authenticate(_string(data, "email"), _string(data, "password"))
-    return tokens.issue_pair(user)
+    body = parse_body(schemas.Credentials)
+    return tokens.issue_pair(services.authenticate(body.email, body.password))
 
 
 @bp.post("/v1/auth/refresh")
+@operation(
+    "Spend a refresh token for a new pair; a spent token presented again revokes the log-in",
+    tags=["accounts"],
+    body=schemas.RefreshToken,
+    responses={
+        200: schemas.TokenPair,
+        401: "invalid_token: invalid, spent or revoked",
+        422: "validation_failed: refresh_token missing or not text",
+    },
+)
 def refresh():
-    data = json_body()
-    return tokens.rotate(_string(data, "refresh_token"), lambda uid: db.session.get(User, uid))
+    body = parse_body(schemas.RefreshToken)
+    return tokens.rotate(body.refresh_token, lambda uid: db.session.get(User, uid))
 
 
 @bp.post("/v1/auth/logout")
+@operation(
+    "End the log-in this refresh token belongs to",
+    tags=["accounts"],
+    body=schemas.RefreshToken,
+    responses={
+        204: None,
+        401: "invalid_token",
+        422: "validation_failed: refresh_token missing or not text",
+    },
+)
 def logout():
-    data = json_body()
-    tokens.logout(_string(data, "refresh_token"))
+    tokens.logout(parse_body(schemas.RefreshToken).refresh_token)
     return "", 204
 
 
 @bp.get("/v1/me")
+@operation("The authenticated user", tags=["accounts"], responses={200: schemas.Me})
 @login_required
 def me():
     return {
@@ -61,6 +95,7 @@ def me():
 
 
 @bp.get("/v1/me/addresses")
+@operation("The user's address book", tags=["accounts"], responses={200: schemas.AddressPage})
 @login_required
 def addresses():
     items = [a.as_dict() for a in g.api_user.addresses]
@@ -68,7 +103,13 @@ def addresses():
 
 
 @bp.post("/v1/me/addresses")
+@operation(
+    "Add an address",
+    tags=["accounts"],
+    body=schemas.AddressIn,
+    responses={201: schemas.Address, 422: "validation_failed: field errors (details.fields)"},
+)
 @login_required
 def add_address():
-    address = services.add_address(g.api_user, json_body())
+    address = services.add_address(g.api_user, parse_body(schemas.AddressIn).model_dump(exclude_unset=True))
     return address.as_dict(), 201

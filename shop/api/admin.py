@@ -7,40 +7,20 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.accounts.models import User
 from shop.accounts.permissions import Permission as P
-from shop.api import bp
-from shop.api.auth import json_body, permission_required
+from shop.api import bp, schemas
+from shop.api.auth import permission_required
+from shop.api.contract import operation, parse_body
 from shop.api.routes import _product
-from shop.bounds import column_max, fits
+from shop.bounds import fits
 from shop.catalog import queries
-from shop.catalog.models import Category, Variant
+from shop.catalog.models import Category
 from shop.catalog.services import CatalogError, build_product, slugify
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
 from shop.inventory import services as inventory
-from shop.money import foreign_currency, minor_units
 from shop.storage import backends as storage
 
 A = "/v1/admin"
-
-
-def _count(value, field: str, column, *, required: bool = True, money: bool = False):
-    """A whole number from 0 to what `column` holds; for money also a Money object in the shop's currency."""
-    if value is None and not required:
-        return None
-    if money:
-        if problem := foreign_currency(value, current_app.config["SHOP_CURRENCY"]):
-            raise ValidationError({field: problem})
-        value = minor_units(value)
-    if not fits(value, column):
-        hi = column_max(column)
-        raise ValidationError(
-            {
-                field: f"must be an amount in minor units from 0 to {hi}"
-                if money
-                else f"must be a whole number from 0 to {hi}"
-            }
-        )
-    return value
 
 
 def _category(ref) -> Category | None:
@@ -53,76 +33,60 @@ def _category(ref) -> Category | None:
 
 
 @bp.post(f"{A}/products")
+@operation(
+    "Create a product with its options, variants and images (catalog.edit)",
+    tags=["admin"],
+    body=schemas.NewProduct,
+    responses={
+        201: schemas.Product,
+        409: "duplicate: the slug or one of the SKUs is taken",
+        422: "validation_failed: field errors (details.fields, e.g. variants[0].price)",
+    },
+)
 @permission_required(P.CATALOG_EDIT)
 def create_product():
-    data = json_body()
+    body = parse_body(schemas.NewProduct)
+    currency = current_app.config["SHOP_CURRENCY"]
     fields = {}
-    if problem := foreign_currency(data, current_app.config["SHOP_CURRENCY"]):
-        fields["currency"] = problem
-    category = _category(data.get("category_id", data.get("category")))
+    if body.currency is not None and body.currency != currency:
+        fields["currency"] = f"must be in {currency}, the shop's currency"
+    category = _category(body.category_id if body.category_id is not None else body.category)
     if category is None:
         fields["category"] = "must name an existing category (id or slug)"
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+    if not body.name.strip():
         fields["name"] = "is required (at most 200 characters)"
-    options = data.get("options") or []
-    if not isinstance(options, list) or not all(
-        isinstance(o, dict)
-        and isinstance(o.get("name"), str)
-        and isinstance(o.get("values"), list)
-        and o["values"]
-        and all(isinstance(v, str) and v for v in o["values"])
-        for o in options
-    ):
-        fields["options"] = "must be a list of {name, values: [text]}"
-    variants = data.get("variants")
-    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
-        fields["variants"] = "must be a non-empty list of variants"
+    for i, v in enumerate(body.variants):
+        if not v.sku.strip():
+            fields[f"variants[{i}].sku"] = "is required (at most 64 characters)"
+    for i, image in enumerate(body.images):
+        if not (image.url or image.path):
+            fields[f"images[{i}].url"] = "is required: an upload's key or public_url, or a URL"
     if fields:
         raise ValidationError(fields)
-    parsed = []
-    for i, v in enumerate(variants):
-        sku = v.get("sku")
-        if not isinstance(sku, str) or not sku.strip() or len(sku) > 64:
-            raise ValidationError({f"variants[{i}].sku": "is required (at most 64 characters)"})
-        if not isinstance(v.get("options", {}), dict):
-            raise ValidationError({f"variants[{i}].options": "must be an object"})
-        parsed.append(
-            {
-                "sku": sku.strip(),
-                "options": v.get("options", {}),
-                "price_amount": _count(v.get("price"), f"variants[{i}].price", Variant.price_amount, money=True),
-                "compare_at_amount": _count(
-                    v.get("compare_at_price"),
-                    f"variants[{i}].compare_at_price",
-                    Variant.compare_at_amount,
-                    required=False,
-                    money=True,
-                ),
-                "on_hand": _count(v.get("on_hand", 0), f"variants[{i}].on_hand", Variant.on_hand),
-                "weight_grams": _count(v.get("weight_grams", 0), f"variants[{i}].weight_grams", Variant.weight_grams),
-            }
-        )
-    images = data.get("images") or []
-    if not isinstance(images, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("url") or i.get("path"), str) for i in images
-    ):
-        raise ValidationError({"images": "must be a list of {url, alt}"})
+    assert category is not None
     try:
         product = build_product(
             category_id=category.id,
-            name=name.strip(),
-            slug=slugify(data["slug"]) if isinstance(data.get("slug"), str) and data["slug"].strip() else None,
-            brand=str(data.get("brand") or ""),
-            description=str(data.get("description") or ""),
-            attributes=data.get("attributes") if isinstance(data.get("attributes"), dict) else {},
-            status=data.get("status", "draft"),
-            currency=current_app.config["SHOP_CURRENCY"],
-            options=[(o["name"], o["values"]) for o in options],
-            variants=parsed,
-            images=[
-                {"path": _image_path(i.get("url") or i.get("path")), "alt": str(i.get("alt") or "")} for i in images
+            name=body.name.strip(),
+            slug=slugify(body.slug) if body.slug and body.slug.strip() else None,
+            brand=body.brand,
+            description=body.description,
+            attributes=body.attributes,
+            status=body.status,
+            currency=currency,
+            options=[(o.name, o.values) for o in body.options],
+            variants=[
+                {
+                    "sku": v.sku.strip(),
+                    "options": v.options,
+                    "price_amount": v.price,
+                    "compare_at_amount": v.compare_at_price,
+                    "on_hand": v.on_hand,
+                    "weight_grams": v.weight_grams,
+                }
+                for v in body.variants
             ],
+            images=[{"path": _image_path(i.url or i.path or ""), "alt": i.alt} for i in body.images],
         )
         db.session.commit()
     except CatalogError as exc:
@@ -145,13 +109,28 @@ def _image_path(url: str) -> str:
 
 
 @bp.put(f"{A}/variants/<int:variant_id>/stock")
+@operation(
+    "Record a stock count: the units on hand (stock.edit)",
+    tags=["admin"],
+    body=schemas.StockCount,
+    responses={
+        200: schemas.StockLevel,
+        404: "variant_not_found: no such variant",
+        422: "validation_failed: a count below 0 or above 10,000,000",
+    },
+)
 @permission_required(P.STOCK_EDIT)
 def set_stock(variant_id: int):
-    variant = inventory.set_on_hand(variant_id, json_body().get("on_hand"))
+    variant = inventory.set_on_hand(variant_id, parse_body(schemas.StockCount).on_hand)
     return {"id": variant.id, "sku": variant.sku, "on_hand": variant.on_hand, "available": variant.available}
 
 
 @bp.get(f"{A}/stock/low")
+@operation(
+    "Variants whose available stock is at or below their low-stock threshold (stock.view)",
+    tags=["admin"],
+    responses={200: schemas.LowStockPage},
+)
 @permission_required(P.STOCK_VIEW)
 def low_stock():
     lines = inventory.low_stock()
@@ -159,14 +138,25 @@ def low_stock():
 
 
 @bp.post(f"{A}/uploads")
+@operation(
+    "A pre-signed URL to upload one product image straight to storage (catalog.edit)",
+    tags=["admin"],
+    body=schemas.NewUpload,
+    responses={201: schemas.Upload, 422: "validation_failed: a type that is not an image, or too large"},
+)
 @permission_required(P.CATALOG_EDIT)
 def create_upload():
-    data = json_body()
-    signed = storage.presign(data.get("filename"), data.get("content_type"), data.get("size"))
+    body = parse_body(schemas.NewUpload)
+    signed = storage.presign(body.filename, body.content_type, body.size)
     return signed, 201
 
 
 @bp.get(f"{A}/customers/<int:customer_id>")
+@operation(
+    "A customer's personal data (customers.pii)",
+    tags=["admin"],
+    responses={200: schemas.Customer, 404: "customer_not_found: no such customer"},
+)
 @permission_required(P.CUSTOMERS_PII)
 def customer(customer_id: int):
     user = db.session.get(User, customer_id)

@@ -12,14 +12,14 @@ from sqlalchemy.orm import selectinload
 from shop import clock, idempotency
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
-from shop.api import bp
+from shop.api import bp, schemas
 from shop.api.auth import json_body, permission_required
-from shop.api.buying import order_json
+from shop.api.buying import IDEMPOTENCY_KEY, order_json
+from shop.api.contract import PAGE, PER_PAGE, operation, parse, parse_body, query
 from shop.api.params import Params
-from shop.bounds import fits
 from shop.errors import ApiError, Conflict, Invalid, NotFound, ValidationError
 from shop.extensions import db
-from shop.money import foreign_currency, minor_units, money
+from shop.money import money
 from shop.orders import services as orders
 from shop.orders import states
 from shop.orders.models import Order
@@ -97,36 +97,17 @@ def dispute_json(dispute: Dispute) -> dict:
     }
 
 
-def refund_lines_in(data: dict) -> dict[int, int] | None:
-    """The body's `lines` ([{line_id, quantity}]) as {order line id: quantity}, or None when absent. Only the
-    shape is checked here (422 lines[i].<field>); the service checks them against the order (422 lines.<id>)."""
-    raw = data.get("lines")
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not raw:
-        raise ValidationError({"lines": "must be a non-empty list of {line_id, quantity}"})
-    problems, lines = {}, {}
-    for i, entry in enumerate(raw[:1000]):
-        if not isinstance(entry, dict):
-            problems[f"lines[{i}]"] = "must be an object {line_id, quantity}"
-            continue
-        line_id, quantity = entry.get("line_id"), entry.get("quantity")
-        if isinstance(line_id, bool) or not isinstance(line_id, int) or line_id < 1:
-            problems[f"lines[{i}].line_id"] = "must be the id of a line of this order"
-        elif line_id in lines:
-            problems[f"lines[{i}].line_id"] = "is named twice"
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-            problems[f"lines[{i}].quantity"] = "must be a whole number of units, at least 1"
-        if f"lines[{i}].line_id" not in problems and f"lines[{i}].quantity" not in problems:
-            lines[line_id] = quantity
-    if len(raw) > 1000:
-        problems["lines"] = "at most 1000 lines"
-    if problems:
-        raise ValidationError(problems)
-    return lines
-
-
 @bp.get(f"{A}/orders")
+@operation(
+    "Orders (orders.view); e-mail, addresses and payments only where the role allows",
+    tags=["admin"],
+    params=[
+        query("status", {"type": "string", "enum": list(states.STATUSES)}, "only orders in this status"),
+        PAGE,
+        PER_PAGE,
+    ],
+    responses={200: schemas.StaffOrderPage, 422: "validation_failed: a query parameter"},
+)
 @permission_required(P.ORDERS_VIEW)
 def admin_orders():
     p = Params(request.args)
@@ -152,16 +133,26 @@ def admin_orders():
 
 
 @bp.post(f"{A}/orders/<int:order_id>/transition")
+@operation(
+    "Move an order: processing/shipped/delivered (orders.fulfil), cancelled/returned (orders.cancel)",
+    tags=["admin"],
+    body=schemas.Transition,
+    responses={
+        200: schemas.StaffOrder,
+        403: "forbidden: your role may not make this move (details.permission)",
+        404: "order_not_found: no such order",
+        409: "invalid_transition",
+        422: 'validation_failed: an unknown status, or bad tracking (details.fields["tracking.<name>"])',
+    },
+)
 @permission_required(P.ORDERS_VIEW)
 def admin_transition(order_id: int):
-    data = json_body()
-    target, note = data.get("status"), data.get("note") or ""
-    needed = states.staff_permission(target) if isinstance(target, str) else None
+    body = parse_body(schemas.Transition)
+    target, note = body.status, body.note or ""
+    needed = states.staff_permission(target)
     if needed is None:
         raise ValidationError({"status": f"must be one of {', '.join(STAFF_TARGETS)}"})
-    if not isinstance(note, str) or len(note) > 1000:
-        raise ValidationError({"note": "must be text of at most 1000 characters"})
-    tracking = orders.clean_tracking(data.get("tracking"))  # {carrier, number, url}: 422 tracking.<field>
+    tracking = orders.clean_tracking(body.tracking)  # {carrier, number, url}: 422 tracking.<field>
     if tracking and target != states.SHIPPED:
         raise ValidationError({"tracking": "is given only with status shipped"})
     if not has_permission(g.api_user, needed):
@@ -171,23 +162,42 @@ def admin_transition(order_id: int):
 
 
 @bp.post(f"{A}/orders/<int:order_id>/refunds")
+@operation(
+    "Refund part or all of the payment, by amount or by line (payments)",
+    tags=["admin"],
+    params=[IDEMPOTENCY_KEY],
+    body=schemas.RefundIn,
+    responses={
+        201: schemas.Refund,
+        400: "idempotency_key_required: no Idempotency-Key; malformed_request",
+        404: "order_not_found: no such order",
+        409: "nothing_to_refund, refund_pending, payment_disputed (an open dispute: Stripe refuses refunds until it "
+        "closes), refund_refused, request_in_progress",
+        422: "validation_failed: details.fields.amount (missing, or above what is left), lines[i].<field> (shape), "
+        "lines.<line_id> (not a line of this order, or more units than are left unrefunded); idempotency_key_reused",
+        503: "payment_unavailable: the payment provider cannot be reached",
+    },
+)
 @permission_required(P.PAYMENTS)
 def admin_refund(order_id: int):
     data = json_body()
     key = request.headers.get("Idempotency-Key")
     if not key:
         raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (a UUID) with refunds.")
-    amount, reason = data.get("amount"), data.get("reason") or ""
     currency = _order_currency(order_id)
-    for field, value in (("currency", data), ("amount", amount)):
-        if problem := foreign_currency(value, currency):
-            raise ValidationError({field: problem})
-    amount = minor_units(amount)
-    lines = refund_lines_in(data)
-    if not (amount is None and lines) and not fits(amount, Payment.refunded_amount, lo=1):
+    body = parse(schemas.RefundIn, data, currency=currency)  # Money in the order's currency
+    if body.currency is not None and body.currency != currency:
+        raise ValidationError({"currency": f"must be in {currency}"})
+    amount, reason = body.amount, body.reason
+    lines: dict[int, int] | None = None
+    if body.lines is not None:
+        lines = {}
+        for i, entry in enumerate(body.lines):
+            if entry.line_id in lines:
+                raise ValidationError({f"lines[{i}].line_id": "is named twice"})
+            lines[entry.line_id] = entry.quantity
+    if amount is None and not lines:
         raise ValidationError({"amount": "must be a positive amount in minor units"})
-    if not isinstance(reason, str) or len(reason) > 1000:
-        raise ValidationError({"reason": "must be text of at most 1000 characters"})
     # A refusal (404, 409, 422) is the key's answer too; an outage releases it for a retry.
     with idempotency.once(f"refund:{order_id}", key, data, keep=(NotFound, Conflict, Invalid)) as claim:
         if claim.repeat:
@@ -219,6 +229,15 @@ def _order_currency(order_id: int) -> str:
 
 
 @bp.get(f"{A}/reports/sales")
+@operation(
+    "Sales by day and currency, and totals with refunds and net (reports.view)",
+    tags=["admin"],
+    params=[
+        query("from", {"type": "string", "format": "date"}, "first day (default: 30 days ago)"),
+        query("to", {"type": "string", "format": "date"}, "last day (default: today); at most 366 days after from"),
+    ],
+    responses={200: schemas.SalesReport, 422: "validation_failed: bad dates (details.fields)"},
+)
 @permission_required(P.REPORTS_VIEW)
 def sales_report():
     p = Params(request.args)

@@ -13,16 +13,17 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.accounts.permissions import Permission as P
 from shop.accounts.permissions import has_permission
-from shop.api import bp
-from shop.api.auth import json_body, login_required, permission_required
+from shop.api import bp, schemas
+from shop.api.auth import login_required, permission_required
+from shop.api.contract import PAGE, PER_PAGE, operation, parse_body, query
 from shop.api.params import Params
 from shop.audit.services import track
 from shop.bounds import column_max
 from shop.errors import ApiError, ValidationError
 from shop.extensions import db
-from shop.money import foreign_currency, money
+from shop.money import money
 from shop.promotions import backoffice as bo
-from shop.promotions.models import KINDS, Promotion, PromotionCode
+from shop.promotions.models import Promotion, PromotionCode
 
 A = "/v1/admin"
 
@@ -44,6 +45,7 @@ def any_permission_required(*permissions: P):
             track(g.api_user, "api")
             return view(*args, **kwargs)
 
+        wrapper.__permissions__ = permissions  # type: ignore[attr-defined]  # the document's 403
         return wrapper
 
     return decorator
@@ -68,91 +70,59 @@ def _instant(value, field: str, errors: dict) -> datetime | None:
     return parsed
 
 
-def _whole(value, field: str, errors: dict, *, lo: int, hi: int, currency: str | None = None) -> int | None:
-    """An optional whole number in [lo, hi]; with `currency` also a Money object in that currency."""
-    if value is None:
-        return None
-    if currency is not None and isinstance(value, dict):
-        if value.get("currency", currency) != currency:
-            errors[field] = f"must be in {currency}"
-            return None
-        value = value.get("amount")
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        errors[field] = f"must be a whole number from {lo} to {hi}" + (" (minor units)" if currency else "")
-        return None
-    return value
-
-
-def _flag(data: dict, field: str, default: bool, errors: dict) -> bool:
-    value = data.get(field, default)
-    if not isinstance(value, bool):
-        errors[field] = "must be true or false"
-        return default
-    return value
-
-
-def parse_coupon(data: dict) -> tuple[dict, str]:
-    """The promotion's columns and its code from a request body; ValidationError naming every bad field."""
+def parse_coupon(body: schemas.NewCoupon) -> tuple[dict, str]:
+    """The promotion's columns and its code from a request body whose shape the model checked; ValidationError
+    naming every rule it breaks (the code's characters, the value for its kind, the window, the targets)."""
     errors: dict[str, str] = {}
     currency = current_app.config["SHOP_CURRENCY"]
-    if problem := foreign_currency(data, currency):
-        errors["currency"] = problem  # amounts are never taken in another currency than the shop's
-    code = data.get("code")
-    if problem := bo.code_problem(code):
+    if body.currency is not None and body.currency != currency:
+        errors["currency"] = f"must be in {currency}, the shop's currency"  # never amounts in another currency
+    if problem := bo.code_problem(body.code):
         errors["code"] = problem
-    kind = data.get("kind")
-    if kind not in KINDS:
-        errors["kind"] = f"must be one of {', '.join(KINDS)}"
-    value = data.get("value")
-    if isinstance(value, dict) and kind == "fixed":
+    value = body.value
+    if isinstance(value, dict) and body.kind == "fixed":
         if value.get("currency", currency) != currency:
             errors["value"] = f"must be in {currency}"
         value = value.get("amount")
     if "value" not in errors:
-        if value is None and kind in ("percent", "fixed"):
+        if value is None and body.kind in ("percent", "fixed"):
             errors["value"] = "is required"
-        elif problem := bo.value_problem(kind, value):
+        elif problem := bo.value_problem(body.kind, value):
             errors["value"] = problem
-    name = data.get("name", code.strip() if isinstance(code, str) else None)
-    if not isinstance(name, str) or not name.strip() or len(name) > 120:
+    name = body.name if body.name is not None else body.code.strip()
+    if not name.strip():
         errors["name"] = "must be text of 1 to 120 characters"
-    description = data.get("description", "")
-    if not isinstance(description, str) or len(description) > 5000:
-        errors["description"] = "must be text of at most 5000 characters"
-    starts_at = _instant(data.get("starts_at"), "starts_at", errors)
-    ends_at = _instant(data.get("ends_at"), "ends_at", errors)
+    starts_at = _instant(body.starts_at, "starts_at", errors)
+    ends_at = _instant(body.ends_at, "ends_at", errors)
     if "ends_at" not in errors and (problem := bo.window_problem(starts_at, ends_at)):
         errors["ends_at"] = problem
-    min_subtotal = _whole(data.get("min_subtotal"), "min_subtotal", errors, lo=0, hi=bo.MAX_AMOUNT, currency=currency)
-    usage_limit = _whole(data.get("usage_limit"), "usage_limit", errors, lo=1, hi=bo.MAX_LIMIT)
-    per_customer = _whole(data.get("per_customer_limit"), "per_customer_limit", errors, lo=1, hi=bo.MAX_LIMIT)
-    priority = _whole(data.get("priority", 0), "priority", errors, lo=-1000, hi=1000)
+    targets = {}
     for key in ("applies_to", "excludes"):
-        if problem := bo.targets_problem(data.get(key)):
+        targets[key] = getattr(body, key)
+        if problem := bo.targets_problem(targets[key]):
             errors[key] = problem
-    flags = {
-        f: _flag(data, f, d, errors) for f, d in (("first_order_only", False), ("stackable", False), ("active", True))
-    }
     if errors:
         raise ValidationError(errors)
     columns = dict(
         name=name.strip(),
-        description=description,
-        kind=kind,
-        value=0 if kind == "free_shipping" else value,
+        description=body.description,
+        kind=body.kind,
+        value=0 if body.kind == "free_shipping" else value,
         currency=currency,
         automatic=False,
         starts_at=starts_at,
         ends_at=ends_at,
-        min_subtotal=min_subtotal,
-        usage_limit=usage_limit,
-        per_customer_limit=per_customer,
-        priority=priority or 0,
-        applies_to=bo.clean_targets(data.get("applies_to")),
-        excludes=bo.clean_targets(data.get("excludes")),
-        **flags,
+        min_subtotal=body.min_subtotal,
+        usage_limit=body.usage_limit,
+        per_customer_limit=body.per_customer_limit,
+        priority=body.priority,
+        applies_to=bo.clean_targets(targets["applies_to"]),
+        excludes=bo.clean_targets(targets["excludes"]),
+        first_order_only=body.first_order_only,
+        stackable=body.stackable,
+        active=body.active,
     )
-    return columns, code.strip()
+    return columns, body.code.strip()
 
 
 def _code_taken(code: str) -> ApiError:
@@ -160,9 +130,19 @@ def _code_taken(code: str) -> ApiError:
 
 
 @bp.post(f"{A}/coupons")
+@operation(
+    "Create a coupon: a promotion with one shared code (promotions.edit)",
+    tags=["admin"],
+    body=schemas.NewCoupon,
+    responses={
+        201: schemas.Promotion,
+        409: "code_taken: the code exists (ignoring case)",
+        422: "validation_failed: field errors: kind, value range, dates, applies_to shape",
+    },
+)
 @permission_required(P.PROMOTIONS_EDIT)
 def create_coupon():
-    columns, code = parse_coupon(json_body())
+    columns, code = parse_coupon(parse_body(schemas.NewCoupon))
     if bo.codes_taken([code]):
         raise _code_taken(code)
     promotion = Promotion(**columns)
@@ -179,6 +159,17 @@ def create_coupon():
 
 
 @bp.get(f"{A}/coupons")
+@operation(
+    "Promotions and their shared codes, newest first (promotions.view)",
+    tags=["admin"],
+    params=[
+        query("code", {"type": "string", "maxLength": 64}, "only the promotion with this code (any case)"),
+        query("automatic", {"type": "boolean"}, "automatic sales or coupons only"),
+        PAGE,
+        PER_PAGE,
+    ],
+    responses={200: schemas.PromotionPage, 422: "validation_failed: a query parameter"},
+)
 @permission_required(P.PROMOTIONS_VIEW)
 def list_coupons():
     p = Params(request.args)
@@ -210,6 +201,21 @@ def list_coupons():
 
 
 @bp.get(f"{A}/reports/promotions")
+@operation(
+    "Usage per promotion: active redemptions, discount given, revenue of the orders using it (orders not "
+    "cancelled) (promotions.view or reports.view)",
+    tags=["admin"],
+    params=[
+        query("from", {"type": "string", "format": "date"}, "redemptions made on or after this day"),
+        query("to", {"type": "string", "format": "date"}, "redemptions made on or before this day"),
+        query("promotion_id", {"type": "integer", "minimum": 1}, "one promotion"),
+    ],
+    responses={
+        200: schemas.PromotionsReport,
+        404: "promotion_not_found: no such promotion",
+        422: "validation_failed: bad dates",
+    },
+)
 @any_permission_required(P.PROMOTIONS_VIEW, P.REPORTS_VIEW)
 def promotions_report():
     """Usage per promotion: active redemptions, discount given, revenue of the orders using it."""

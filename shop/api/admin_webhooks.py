@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import request
 
 from shop.accounts.permissions import Permission as P
-from shop.api import bp
-from shop.api.auth import json_body, permission_required
+from shop.api import bp, schemas
+from shop.api.auth import permission_required
+from shop.api.contract import PAGE, PER_PAGE, operation, parse_body, query
 from shop.api.params import Params
 from shop.errors import ApiError, ValidationError
 from shop.partners import services
@@ -16,6 +17,8 @@ from shop.partners.models import STATES, WebhookAttempt, WebhookDelivery, Webhoo
 A = "/v1/admin/webhooks"
 # Webhooks are the admins' (API.md: "webhooks and API keys (admin)"); staff.manage is the admins' own permission.
 MANAGE = P.STAFF_MANAGE
+NO_ENDPOINT = "not_found: no such endpoint"
+ADMINS = " (admins only)"
 
 
 def _iso(value):
@@ -91,17 +94,20 @@ def _call(fn, *args, **kwargs):
         ) from None
 
 
-def _known(data: dict, allowed: set[str]) -> dict:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValidationError({k: "is not a field of a webhook endpoint" for k in unknown})
-    return data
-
-
 @bp.post(A)
+@operation(
+    "Register a partner webhook endpoint; the answer holds its secret, once" + ADMINS,
+    tags=["webhooks"],
+    body=schemas.NewWebhookEndpoint,
+    responses={
+        201: schemas.WebhookEndpointCreated,
+        422: "validation_failed (details.fields), or url_not_allowed: the URL is not http(s), carries credentials, "
+        "or resolves to a loopback, private, link-local or metadata address",
+    },
+)
 @permission_required(MANAGE)
 def create_webhook():
-    data = _known(json_body(), {"url", "events", "description"})
+    data = parse_body(schemas.NewWebhookEndpoint).model_dump(exclude_unset=True)
     endpoint, secret = _call(services.create_endpoint, data)
     body = endpoint_json(endpoint)
     return (
@@ -112,6 +118,12 @@ def create_webhook():
 
 
 @bp.get(A)
+@operation(
+    "Partner webhook endpoints, newest first" + ADMINS,
+    tags=["webhooks"],
+    params=[PAGE, PER_PAGE],
+    responses={200: schemas.WebhookEndpointPage, 422: "validation_failed: a query parameter"},
+)
 @permission_required(MANAGE)
 def list_webhooks():
     p = Params(request.args)
@@ -122,19 +134,35 @@ def list_webhooks():
 
 
 @bp.get(f"{A}/<int:endpoint_id>")
+@operation(
+    "One endpoint (never its secret)" + ADMINS,
+    tags=["webhooks"],
+    responses={200: schemas.WebhookEndpoint, 404: NO_ENDPOINT},
+)
 @permission_required(MANAGE)
 def get_webhook(endpoint_id: int):
     return endpoint_json(_call(services.get_endpoint, endpoint_id))
 
 
 @bp.patch(f"{A}/<int:endpoint_id>")
+@operation(
+    "Change url, events, description or enabled" + ADMINS,
+    tags=["webhooks"],
+    body=schemas.WebhookEndpointChange,
+    responses={200: schemas.WebhookEndpoint, 404: NO_ENDPOINT, 422: "validation_failed or url_not_allowed"},
+)
 @permission_required(MANAGE)
 def update_webhook(endpoint_id: int):
-    data = _known(json_body(), {"url", "events", "description", "enabled"})
+    data = parse_body(schemas.WebhookEndpointChange).model_dump(exclude_unset=True)
     return endpoint_json(_call(services.update_endpoint, endpoint_id, data))
 
 
 @bp.delete(f"{A}/<int:endpoint_id>")
+@operation(
+    "Delete an endpoint with its delivery log" + ADMINS,
+    tags=["webhooks"],
+    responses={204: None, 404: NO_ENDPOINT},
+)
 @permission_required(MANAGE)
 def delete_webhook(endpoint_id: int):
     _call(services.delete_endpoint, endpoint_id)
@@ -142,6 +170,12 @@ def delete_webhook(endpoint_id: int):
 
 
 @bp.get(f"{A}/<int:endpoint_id>/deliveries")
+@operation(
+    "The endpoint's deliveries, newest first, each with its attempts" + ADMINS,
+    tags=["webhooks"],
+    params=[query("state", {"type": "string", "enum": list(STATES)}, "only deliveries in this state"), PAGE, PER_PAGE],
+    responses={200: schemas.WebhookDeliveryPage, 404: NO_ENDPOINT, 422: "validation_failed: a query parameter"},
+)
 @permission_required(MANAGE)
 def list_webhook_deliveries(endpoint_id: int):
     p = Params(request.args)
@@ -153,12 +187,26 @@ def list_webhook_deliveries(endpoint_id: int):
 
 
 @bp.post(f"{A}/<int:endpoint_id>/deliveries/<int:delivery_id>/retry")
+@operation(
+    "Attempt a delivery again now, whatever its state" + ADMINS,
+    tags=["webhooks"],
+    responses={
+        202: schemas.WebhookDelivery,
+        404: "not_found: no such endpoint or delivery",
+        409: "endpoint_disabled: enable it first; delivery_in_progress: an attempt is being made right now",
+    },
+)
 @permission_required(MANAGE)
 def retry_webhook_delivery(endpoint_id: int, delivery_id: int):
     return delivery_json(_call(services.retry_delivery, endpoint_id, delivery_id)), 202
 
 
 @bp.post(f"{A}/<int:endpoint_id>/test")
+@operation(
+    "Send a `webhook.test` event to the endpoint (whatever types it subscribes to)" + ADMINS,
+    tags=["webhooks"],
+    responses={202: schemas.WebhookDelivery, 404: NO_ENDPOINT, 409: "endpoint_disabled: enable it first"},
+)
 @permission_required(MANAGE)
 def test_webhook(endpoint_id: int):
     return delivery_json(_call(services.send_test, endpoint_id)), 202

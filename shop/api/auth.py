@@ -43,6 +43,7 @@ def login_required(view):
         g.api_user = user
         return view(*args, **kwargs)
 
+    wrapper.__auth__ = "bearer"  # type: ignore[attr-defined]  # read by the OpenAPI document (security, 401)
     return wrapper
 
 
@@ -58,6 +59,7 @@ def permission_required(permission: Permission):
             track(g.api_user, "api")
             return view(*args, **kwargs)
 
+        wrapper.__permissions__ = (permission,)  # type: ignore[attr-defined]  # the document's 403
         return wrapper
 
     return decorator

@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import jsonify, send_from_directory
 
 from shop.api import bp
+from shop.api.contract import operation
 from shop.api.openapi import spec
 from shop.security import csp_nonce
 
@@ -26,6 +27,7 @@ DOCS_PAGE = """<!doctype html>
 
 
 @bp.get("/v1/openapi.json")
+@operation("This document (OpenAPI 3.1)", tags=["meta"], responses={200: None})
 def openapi_json():
     return jsonify(spec())
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from shop.api import bp
+from shop.api import bp, schemas
+from shop.api.contract import operation, query
 from shop.api.params import Params
 from shop.catalog import queries, reads
 from shop.catalog.models import Product
@@ -58,11 +59,35 @@ def _product(p: Product | dict) -> dict:
 
 
 @bp.get(f"{V1}/categories")
+@operation(
+    "All categories (a tree through parent_id)",
+    tags=["catalog"],
+    responses={200: schemas.CategoryList},
+)
 def categories():
     return cacheable(jsonify(reads.category_rows()))
 
 
+PRICE = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+
+
 @bp.get(f"{V1}/products")
+@operation(
+    "A page of active products",
+    tags=["catalog"],
+    params=[
+        query("category", {"type": "string", "maxLength": 120}, "category slug; includes its sub-categories"),
+        query("min_price", PRICE, "minor units"),
+        query("max_price", PRICE, "minor units; not below min_price"),
+        query("in_stock", {"type": "boolean"}, "only products with a variant available"),
+        query("sort", {"type": "string", "enum": list(queries.SORTS), "default": "newest"}, "order"),
+        query("page", {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 1}, "page number"),
+        query(
+            "per_page", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PER_PAGE, "default": 20}, "page size"
+        ),
+    ],
+    responses={200: schemas.ProductPage, 422: "validation_failed: a query parameter (details.fields names it)"},
+)
 def products():
     p = Params(request.args)
     slug = p.str("category", max_len=120)
@@ -94,6 +119,11 @@ def products():
 
 
 @bp.get(f"{V1}/products/<slug>")
+@operation(
+    "One active product with its options and variants",
+    tags=["catalog"],
+    responses={200: schemas.Product, 404: "product_not_found: no such active product"},
+)
 def product(slug: str):
     data = reads.product(slug)
     if data is None:

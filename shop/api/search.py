@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from shop.api import bp
+from shop.api import bp, schemas
+from shop.api.contract import operation, query
 from shop.api.params import Params
-from shop.api.routes import V1, _summary
+from shop.api.routes import PRICE, V1, _summary
 from shop.catalog import queries
 from shop.errors import ApiError
 from shop.http import cacheable
@@ -26,6 +27,39 @@ def parse_options(values: list[str], errors: dict) -> dict[str, list[str]]:
 
 
 @bp.get(f"{V1}/search")
+@operation(
+    "Search active products (typo-tolerant), with facet counts",
+    tags=["catalog"],
+    description="Answered by Typesense; when it cannot be reached, by PostgreSQL full-text search (`engine` says "
+    "which). Facet counts are over all the products matching the query and filters. `highlight.name` is the name "
+    "HTML-escaped with `<mark>` around the matches.",
+    params=[
+        query("q", {"type": "string", "maxLength": 200}, "what to look for; typos are forgiven"),
+        query("category", {"type": "string", "maxLength": 120}, "category slug; includes its sub-categories"),
+        query("min_price", PRICE, "minor units"),
+        query("max_price", PRICE, "minor units; not below min_price"),
+        query("in_stock", {"type": "boolean"}, "only products with a variant available"),
+        query(
+            "sort",
+            {"type": "string", "enum": list(services.SORTS), "default": "relevance"},
+            "order of the results (price: the lowest variant price)",
+        ),
+        query(
+            "option",
+            {"type": "array", "items": {"type": "string", "maxLength": 130}, "maxItems": 20},
+            "option value as name:value, e.g. size:M (repeatable; any of the values of one option, all of the options)",
+            style="form",
+            explode=True,
+        ),
+        query("page", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}, "page number"),
+        query(
+            "per_page",
+            {"type": "integer", "minimum": 1, "maximum": services.MAX_PER_PAGE, "default": 20},
+            "page size",
+        ),
+    ],
+    responses={200: schemas.SearchResults, 422: "validation_failed: a query parameter (details.fields names it)"},
+)
 def search():
     p = Params(request.args)
     q = p.str("q", max_len=200) or ""
