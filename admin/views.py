@@ -43,8 +43,9 @@ from shop.money import format_money, parse_major
 from shop.orders import services as order_services
 from shop.orders import states as order_states
 from shop.orders.models import Order
+from shop.payments import queries as payment_queries
 from shop.payments import services as payment_services
-from shop.payments.models import Dispute, Payment, Refund, RefundStatus, WebhookEvent
+from shop.payments.models import Dispute, Refund, RefundStatus, WebhookEvent
 from shop.payments.services import PaymentDisputed
 from shop.reports import services as reports
 from shop.storage import backends as storage
@@ -830,19 +831,12 @@ class OrderView(StaffModelView):
         buttons = [(s, TARGET_LABELS[s]) for s in moves if _may(STAFF_TARGETS[s])]
         payments, refundable, disputes, open_disputes, lines = None, 0, [], [], []
         if _may(P.PAYMENTS):
-            payments = db.session.scalars(
-                select(Payment)
-                .where(Payment.order_id == order.id)
-                .options(selectinload(Payment.refunds).selectinload(Refund.lines))
-                .order_by(Payment.id)
-            ).all()
+            payments = payment_queries.payments_of(order.id, with_refunds=True)
             # What one refund can take: the standing payment's remainder (refunds come out of one payment).
             refundable = max(
                 (payment_services.refundable(p) for p in payments if payment_services.standing(p)), default=0
             )
-            disputes = db.session.scalars(
-                select(Dispute).where(Dispute.order_id == order.id).order_by(Dispute.opened_at, Dispute.id)
-            ).all()
+            disputes = payment_queries.disputes_of(order.id)
             open_disputes = [d for d in disputes if d.is_open]
             lines = refund_lines(order) if refundable else []
         # While a dispute is open Stripe refuses refunds of the charge: the form gives way to the reason.

@@ -23,8 +23,9 @@ from shop.money import money
 from shop.orders import services as orders
 from shop.orders import states
 from shop.orders.models import Order
+from shop.payments import queries as payment_queries
 from shop.payments import services as payments
-from shop.payments.models import Dispute, Payment
+from shop.payments.models import Dispute
 from shop.reports import services as reports
 
 A = "/v1/admin"
@@ -49,7 +50,7 @@ def staff_order_json(order: Order, user) -> dict:
     for item, line in zip(body["items"], order.lines):
         item["id"] = line.id  # what a refund by line names (lines[].line_id)
     if has_permission(user, P.PAYMENTS):
-        paid = db.session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)).all()
+        paid = payment_queries.payments_of(order.id)
         body["payments"] = [
             {
                 "id": p.id,
@@ -65,9 +66,7 @@ def staff_order_json(order: Order, user) -> dict:
         done = payments.refunded_units(order.id)
         for item in body["items"]:
             item["refunded_quantity"] = done.get(item["id"], 0)
-        disputes = db.session.scalars(
-            select(Dispute).where(Dispute.order_id == order.id).order_by(Dispute.opened_at, Dispute.id)
-        ).all()
+        disputes = payment_queries.disputes_of(order.id)
         # Disputes are payment details (the permission table): roles without them get neither key.
         body["disputed"] = any(d.is_open for d in disputes)
         body["disputes"] = [dispute_json(d) for d in disputes]
