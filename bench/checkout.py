@@ -18,12 +18,12 @@ What is measured
     (a quarter of the buyers) runs first so every gunicorn thread has its connections and code warm.
 
 How
-    1. PostgreSQL, Redis and Typesense as bench/catalog.py starts them (shop.devstack.Stack under
+    1. PostgreSQL, Redis and Typesense as bench/catalog.py starts them (bench/harness.py, under
        var/bench, fsync off; BENCH_DATABASE_URL etc. to use running ones), but in a database of its own
        (shop_bench_checkout), so the catalogue bench's database keeps its catalogue.
     2. `flask db upgrade`; then, per round, a new active product with one variant (SKU FLASH-<run>-<n>,
        on_hand M), created with the catalogue's own build_product.
-    3. gunicorn `wsgi:app`, 2 workers, gthread x 4 threads (bench/catalog.py's set-up and helpers).
+    3. gunicorn `wsgi:app`, 2 workers, gthread x 4 threads (the set-up of bench/harness.py, as bench/catalog.py's).
     4. The rounds, then the SQL loop; a table on stdout, JSON in bench/results/, everything stopped.
 The buyers, gunicorn and PostgreSQL share the machine's cores; absolute figures are this box's.
 """
@@ -34,9 +34,7 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -45,14 +43,11 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.catalog import VAR, flask_cli, say, start_gunicorn, start_services, workers_cpu  # noqa: E402
-from bench.load import percentile  # noqa: E402
-from shop.devstack import Stack  # noqa: E402
+from bench import harness  # noqa: E402 - needs the repository root on sys.path
+from bench.harness import say  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 DATABASE = "shop_bench_checkout"
 PRICE = 4900
 ADDRESS = {
@@ -74,9 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="measured flash sales, each on a new SKU")
     p.add_argument("--sql-seconds", type=float, default=5.0, help="measured window of the guarded UPDATE loop")
     p.add_argument("--sql-warmup", type=float, default=1.0, help="unrecorded warm-up of the UPDATE loop")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
-    p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    harness.add_server_args(p)
     args = p.parse_args(argv)
     if args.buyers < 1 or args.units < 0 or args.rounds < 1:
         p.error("--buyers and --rounds must be at least 1, --units at least 0")
@@ -142,7 +135,7 @@ def stampede(port: int, buyers: list[dict]) -> dict:
         t.join(120)
     done = [r for r in results if r is not None]
     wall = max(r[3] for r in done) - released if done else 0.0
-    ms = sorted(round(r[2] * 1000, 3) for r in done)
+    ms = harness.milliseconds(r[2] for r in done)
     kinds = Counter(r[0] if r[0] in (201,) else f"{r[0]} {r[1] or ''}".strip() for r in done)
     ok, refused = kinds.pop(201, 0), kinds.pop("409 out_of_stock", 0)
     return {
@@ -155,9 +148,7 @@ def stampede(port: int, buyers: list[dict]) -> dict:
         "seconds": round(wall, 4),
         "checkouts_per_s": round(len(done) / wall, 1) if wall > 0 else None,
         "ok_per_s": round(ok / wall, 1) if wall > 0 else None,
-        "p50_ms": percentile(ms, 50),
-        "p95_ms": percentile(ms, 95),
-        "p99_ms": percentile(ms, 99),
+        **harness.percentiles(ms),
         "max_ms": ms[-1] if ms else None,
         "latencies_ms": ms,
     }
@@ -253,7 +244,7 @@ def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: flo
         t.join(warmup + seconds + 60)
     for c in conns:
         c.close()
-    ms = sorted(round(x * 1000, 3) for lat, _, _ in out for x in lat)
+    ms = harness.milliseconds(x for lat, _, _ in out for x in lat)
     window = max(end for *_, end in out) - clock["record_from"]
     return {
         "connections": connections,
@@ -261,54 +252,50 @@ def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: flo
         "seconds": round(window, 3),
         "updates_per_s": round(len(ms) / window, 1) if window > 0 else None,
         "guard_refused": sum(m for _, m, _ in out),
-        "p50_ms": percentile(ms, 50),
-        "p95_ms": percentile(ms, 95),
-        "p99_ms": percentile(ms, 99),
+        **harness.percentiles(ms),
     }
 
 
 # -- the run ----------------------------------------------------------------------------------------
 def table(rounds: list[dict], sql: dict, units: int) -> str:
-    fmt = "{:<10} {:>11} {:>7} {:>7} {:>7} {:>5} {:>5} {:>6} {:>9} {:>8} {:>7}"
-    lines = [
-        fmt.format(
-            "round", "checkouts/s", "p50 ms", "p95 ms", "p99 ms", "ok", "409", "errors", "oversold", "cpu ms/c", "x sql"
-        ),
-        "-" * 94,
+    columns = [
+        ("round", "<10"),
+        ("checkouts/s", ">11"),
+        ("p50 ms", ">7"),
+        ("p95 ms", ">7"),
+        ("p99 ms", ">7"),
+        ("ok", ">5"),
+        ("409", ">5"),
+        ("errors", ">6"),
+        ("oversold", ">9"),
+        ("cpu ms/c", ">8"),
+        ("x sql", ">7"),
     ]
+    rows = []
     for r in rounds:
         ratio = f"{r['ok_per_s'] / sql['updates_per_s']:.4f}" if r["ok_per_s"] and sql["updates_per_s"] else "-"
-        cpu = f"{r['server_cpu_ms_per_checkout']:.1f}" if r.get("server_cpu_ms_per_checkout") is not None else "-"
-        lines.append(
-            fmt.format(
+        rows.append(
+            [
                 r["name"],
-                f"{r['checkouts_per_s']:.1f}",
-                f"{r['p50_ms']:.1f}",
-                f"{r['p95_ms']:.1f}",
-                f"{r['p99_ms']:.1f}",
+                harness.fig(r["checkouts_per_s"]),
+                *(harness.fig(r[k]) for k in ("p50_ms", "p95_ms", "p99_ms")),
                 r["ok"],
                 r["out_of_stock"],
                 r["errors"],
                 r["stock"]["oversold"],
-                cpu,
+                harness.fig(r.get("server_cpu_ms_per_checkout")),
                 ratio,
-            )
+            ]
         )
-    lines.append(
-        fmt.format(
+    rows.append(
+        [
             "sql loop",
-            f"{sql['updates_per_s']:.1f}",
-            f"{sql['p50_ms']:.2f}",
-            f"{sql['p95_ms']:.2f}",
-            f"{sql['p99_ms']:.2f}",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        )
+            harness.fig(sql["updates_per_s"]),
+            *(harness.fig(sql[k], ".2f") for k in ("p50_ms", "p95_ms", "p99_ms")),
+            *[""] * 6,
+        ]
     )
+    lines = harness.table(columns, rows)
     lines.append(
         f"(sql loop: updates/s of the guarded UPDATE from {sql['connections']} connections on the same "
         f"variant row; x sql = successful checkouts/s over it)"
@@ -323,39 +310,29 @@ def table(rounds: list[dict], sql: dict, units: int) -> str:
     return "\n".join(lines)
 
 
-def bench(stack: Stack, args) -> bool:
-    env = {
-        **os.environ,
-        **start_services(stack),
-        "SHOP_ENV": "development",
-        "SECRET_KEY": secrets.token_hex(32),
-        "PAYMENT_PROVIDER": "test",
-        "PYTHONUNBUFFERED": "1",
-        "ABUSE_LIMITS": "off",
-    }  # one client machine plays 50 buyers: per-IP hold and rate limits would refuse it
+def bench(stack, args) -> bool:
+    # one client machine plays 50 buyers: per-IP hold and rate limits would refuse it
+    env = harness.shop_env(stack, PAYMENT_PROVIDER="test", ABUSE_LIMITS="off")
     for key in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE"):
         env.pop(key, None)
     dsn = env["DATABASE_URL"]
     say(f"services: DATABASE_URL={dsn}, REDIS_URL={env['REDIS_URL']}")
-    flask_cli(env, "db", "upgrade")
+    harness.flask_cli(env, "db", "upgrade")
     os.environ.update(env)  # create_app() in this process reads the same settings as gunicorn's
     from shop import create_app
 
     app = create_app()
-    port, master = start_gunicorn(stack, "checkout", "wsgi:app", "/healthz", env, args)
-    threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+    port, master = harness.start_gunicorn(stack, "checkout", "wsgi:app", "/healthz", env, args)
     setup = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+        **harness.machine(),
+        "gunicorn": harness.gunicorn_setup(args),
         "buyers": args.buyers,
         "units": args.units,
         "rounds": args.rounds,
         "payment_provider": "test",
         "shop_port": port,
     }
-    say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+    harness.say_setup(setup)
     run = datetime.now().strftime("%H%M%S") + secrets.token_hex(2).upper()
     warm = max(2, args.buyers // 4)
     plan = [("warm-up", warm, max(1, warm // 2))] + [
@@ -366,13 +343,10 @@ def bench(stack: Stack, args) -> bool:
         sku = f"FLASH-{run}-{n}"
         last_variant = flash_product(app, sku, units)
         carts = prepare_buyers(port, sku, buyers)
-        cpu_before = workers_cpu(master)
+        cpu_before = harness.workers_cpu(master)
         result = stampede(port, carts)
-        cpu_after = workers_cpu(master)
-        result["server_cpu_ms_per_checkout"] = (
-            round((cpu_after - cpu_before) * 1000 / result["answered"], 2)
-            if cpu_before is not None and cpu_after is not None and result["answered"]
-            else None
+        result["server_cpu_ms_per_checkout"] = harness.cpu_ms_per(
+            cpu_before, harness.workers_cpu(master), result["answered"]
         )
         result.update(name=name, sku=sku, units=units, stock=stock_check(dsn, last_variant, units))
         say(
@@ -388,10 +362,7 @@ def bench(stack: Stack, args) -> bool:
     )
     sql = guarded_update_loop(dsn, last_variant, args.buyers, args.sql_warmup, args.sql_seconds)
     print(f"\n{table(rounds, sql, args.units)}\n", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"checkout-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"setup": setup, "rounds": rounds, "sql_loop": sql}, indent=2) + "\n")
-    say(f"wrote {out.relative_to(ROOT)}")
+    harness.write_results("checkout", {"setup": setup, "rounds": rounds, "sql_loop": sql})
     with app.app_context():
         from shop.extensions import db
 
@@ -401,22 +372,8 @@ def bench(stack: Stack, args) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True, durable=False)
-    try:
-        return 0 if bench(stack, args) else 1
-    except KeyboardInterrupt:
-        say("interrupted; stopping")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        stack.stop()
-        say(f"stopped everything; {time.monotonic() - started:.0f}s in all")
+    stack = harness.make_stack(DATABASE)
+    return harness.run(stack, lambda: bench(stack, args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ What is measured, for Redis Streams and for Kafka (Tansu), each in a fresh topic
 The relay, the consumer and the writer are separate processes, as in production (`python worker.py relay`,
 `python worker.py events`). Goal on this 2-core machine: >= 5,000 events/s, p95 lag < 250 ms at 1,000/s.
 
-How: an embedded PostgreSQL (fsync off) and Redis under var/bench/events (shop.devstack.Stack), unless
+How: an embedded PostgreSQL (fsync off) and Redis under var/bench/events (bench/harness.py), unless
 BENCH_DATABASE_URL / BENCH_REDIS_URL point at running ones; Tansu (shop.devstack.Tansu, in-memory) for Kafka. A
 table on stdout, the figures as JSON in bench/results/.
 """
@@ -23,32 +23,20 @@ import json
 import multiprocessing
 import os
 import platform
-import secrets
 import sys
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shop.devstack import Stack, Tansu  # noqa: E402 - needs ROOT on sys.path
+from bench import harness  # noqa: E402 - needs the repository root on sys.path
+from bench.harness import ROOT, say  # noqa: E402
+from shop.devstack import Tansu  # noqa: E402
 
-VAR = ROOT / "var" / "bench" / "events"
-RESULTS = ROOT / "bench" / "results"
+VAR = harness.VAR / "events"
 GROUP = "bench_events"
-
-
-def say(msg: str) -> None:
-    print(f"[bench] {msg}", flush=True)
-
-
-class ServerStack(Stack):
-    """PostgreSQL and Redis only: the event path needs no search."""
-
-    def _start_typesense(self) -> str:
-        return "http://127.0.0.1:9"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -138,11 +126,6 @@ def writer_process(rate: float, seconds: float, done, offset: int = 0, per_tx: i
             done.value = max(done.value, time.monotonic() - start)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 # -- one measurement ----------------------------------------------------------------------------------------------
 def run_case(ctx, mode: str, args) -> dict:
     os.environ["EVENT_STREAM_TOPIC"] = f"bench.events.{uuid.uuid4().hex[:8]}"
@@ -155,9 +138,9 @@ def run_case(ctx, mode: str, args) -> dict:
     procs = [consumer]
     try:
         if mode == "throughput":
-            t0 = time.monotonic()
+            watch = harness.Stopwatch()
             write_backlog(args.events)
-            write_s = time.monotonic() - t0
+            write_s = watch.seconds
             relay = ctx.Process(target=relay_process, args=(stop, started))
             relay.start()
             procs.append(relay)
@@ -182,14 +165,8 @@ def run_case(ctx, mode: str, args) -> dict:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
-    lags_ms = [lag * 1000 for lag in got["lags"]]
-    out = {
-        "events": expected,
-        "p50_ms": percentile(lags_ms, 50),
-        "p95_ms": percentile(lags_ms, 95),
-        "p99_ms": percentile(lags_ms, 99),
-        "max_ms": max(lags_ms),
-    }
+    lags_ms = harness.milliseconds(got["lags"])
+    out = {"events": expected, **harness.percentiles(lags_ms), "max_ms": lags_ms[-1]}
     if mode == "throughput":
         out["events_per_s"] = expected / max(1e-9, got["last"] - started.value)
         out["outbox_write_per_s"] = expected / write_s
@@ -212,75 +189,66 @@ def prepare_database(url: str) -> None:
         upgrade(directory=str(ROOT / "migrations"))
 
 
+def bench(stack, tansu: Tansu, args) -> None:
+    os.environ.update(harness.shop_env(stack, SHOP_VAR_DIR=str(VAR), ABUSE_LIMITS="off"))
+    prepare_database(os.environ["DATABASE_URL"])
+    say(f"PostgreSQL and Redis up ({os.environ['DATABASE_URL']})")
+    ctx = multiprocessing.get_context("fork")
+    rows = []
+    for backend in args.backends.split(","):
+        if backend == "kafka":
+            os.environ["EVENT_STREAM_URL"] = tansu.start()
+        else:
+            os.environ["EVENT_STREAM_URL"] = ""  # REDIS_URL
+        for mode in ("throughput", "latency"):
+            say(f"{backend}: {mode} ...")
+            result = run_case(ctx, mode, args)
+            rows.append({"stream": backend, "mode": mode, **result})
+            say(json.dumps(rows[-1]))
+        if backend == "kafka":
+            tansu.stop()
+    print_table(rows, args)
+    harness.write_results(
+        "events",
+        {
+            "args": vars(args),
+            "rows": rows,
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg": os.getloadavg(),
+        },
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     VAR.mkdir(parents=True, exist_ok=True)
-    stack = ServerStack(VAR, ports={"postgres": 0, "redis": 0}, database="shop_bench_events", quiet=True, durable=False)
+    stack = harness.make_stack("shop_bench_events", var=VAR, search=False)
     tansu = Tansu(VAR / "tansu")
-    for key in ("DATABASE_URL", "REDIS_URL"):
-        if os.environ.get(f"BENCH_{key}"):
-            os.environ[key] = os.environ[f"BENCH_{key}"]
-        else:
-            os.environ.pop(key, None)
-    rows = []
-    try:
-        os.environ.update(stack.start())
-        os.environ.update(
-            {
-                "SHOP_ENV": "development",
-                "SECRET_KEY": secrets.token_hex(16),
-                "SHOP_VAR_DIR": str(VAR),
-                "ABUSE_LIMITS": "off",
-            }
-        )
-        prepare_database(os.environ["DATABASE_URL"])
-        say(f"PostgreSQL and Redis up ({os.environ['DATABASE_URL']})")
-        ctx = multiprocessing.get_context("fork")
-        for backend in args.backends.split(","):
-            if backend == "kafka":
-                os.environ["EVENT_STREAM_URL"] = tansu.start()
-            else:
-                os.environ["EVENT_STREAM_URL"] = ""  # REDIS_URL
-            for mode in ("throughput", "latency"):
-                say(f"{backend}: {mode} ...")
-                result = run_case(ctx, mode, args)
-                rows.append({"stream": backend, "mode": mode, **result})
-                say(json.dumps(rows[-1]))
-            if backend == "kafka":
-                tansu.stop()
-    finally:
-        tansu.stop()
-        stack.stop()
-    print_table(rows, args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"events-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "rows": rows,
-                "machine": platform.platform(),
-                "cpus": os.cpu_count(),
-                "loadavg": os.getloadavg(),
-            },
-            indent=2,
-        )
-    )
-    say(f"figures in {path.relative_to(ROOT)}")
-    return 0
+    return harness.run(stack, lambda: bench(stack, tansu, args), also_stop=[tansu.stop])
 
 
 def print_table(rows: list[dict], args) -> None:
     print(f"\nEvents end to end (outbox -> relay -> stream -> consumer group), {os.cpu_count()} cores")
     print("(a backlog's lag is its wait in the queue: only the offered-rate rows measure lag)")
-    print(f"{'stream':<8} {'run':<30} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    columns = [
+        ("stream", "<8"),
+        ("run", "<30"),
+        ("events", ">7"),
+        ("events/s", ">9"),
+        ("p50 ms", ">8"),
+        ("p95 ms", ">8"),
+        ("p99 ms", ">8"),
+    ]
+    lines = []
     for r in rows:
         if r["mode"] == "throughput":
-            run, lag = f"backlog of {r['events']}", f"{'-':>8} {'-':>8} {'-':>8}"
+            run, lags = f"backlog of {r['events']}", ["-"] * 3
         else:
             run = f"{r['offered_per_s']}/s offered ({r['achieved_write_per_s']:.0f} written)"
-            lag = f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f}"
-        print(f"{r['stream']:<8} {run:<30} {r['events']:>7} {r['events_per_s']:>9.0f} {lag}")
+            lags = [harness.fig(r[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
+        lines.append([r["stream"], run, r["events"], f"{r['events_per_s']:.0f}", *lags])
+    print("\n".join(harness.table(columns, lines)))
     latency = [r for r in rows if r["mode"] == "latency"]
     if latency:
         worst = max(r["p95_ms"] for r in latency)

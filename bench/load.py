@@ -1,4 +1,5 @@
-"""The load generator of bench/catalog.py, run in a process of its own (never inside gunicorn).
+"""The load generator of bench/catalog.py and bench/search.py, run in a process of its own (never inside gunicorn;
+bench/harness.py's run_target() starts it).
 
 `measure()` opens `concurrency` keep-alive HTTP/1.1 connections (one `http.client.HTTPConnection`
 per client thread), each sending its next GET as soon as the previous answer is read: a closed
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import math
 import signal
 import threading
 import time
 from collections import Counter
+
+from bench.harness import milliseconds, percentiles
 
 HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "shop-bench"}
 
@@ -33,14 +35,6 @@ class _CountingConnection(http.client.HTTPConnection):
     def connect(self):
         self.connects += 1
         super().connect()
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of an ascending list."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _client(host, port, paths, tickets, record_from, stop_at, out):
@@ -88,17 +82,14 @@ def measure(host: str, port: int, paths: list[str], *, concurrency: int, warmup:
         t.start()
     for t in threads:
         t.join()
-    latencies = sorted(x for lat, *_ in out for x in lat)
+    ms = milliseconds(x for lat, *_ in out for x in lat)
     errors = sum((e for _, e, *_ in out), Counter())
     window = max(end for *_, end in out) - record_from  # includes the last in-flight requests
-    ms = [round(x * 1000, 3) for x in latencies]
     return {
         "requests": len(ms),
         "seconds": round(window, 3),
         "rps": round(len(ms) / window, 1) if window > 0 else 0.0,
-        "p50_ms": percentile(ms, 50),
-        "p95_ms": percentile(ms, 95),
-        "p99_ms": percentile(ms, 99),
+        **percentiles(ms),
         "mean_ms": round(sum(ms) / len(ms), 3) if ms else None,
         "max_ms": ms[-1] if ms else None,
         "errors": sum(errors.values()),

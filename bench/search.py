@@ -2,8 +2,8 @@
 
 What is measured
     On a 100,000-product demo catalogue (`flask seed demo --products 100000`), GET /api/v1/search
-    through gunicorn (bench/catalog.py's set-up: 2 workers, gthread x 4 threads, keep-alive clients
-    in a closed loop at a fixed concurrency), for a mix of queries: plain words, typos ("tshrt",
+    through gunicorn (bench/harness.py's set-up, as bench/catalog.py's: 2 workers, gthread x 4 threads,
+    keep-alive clients in a closed loop at a fixed concurrency), for a mix of queries: plain words, typos ("tshrt",
     "hoodei", "chelsae boot"), prefixes as typed ("merin"), an empty query with facets only, and
     filters (category, price range, option values). Two targets in the same run, same set-up:
       typesense   the shop as deployed: Typesense answers (engine "typesense")
@@ -28,23 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import secrets
-import signal
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.catalog import VAR, flask_cli, free_port, get, run_target, say, start_gunicorn, start_services  # noqa: E402
-from shop.devstack import Stack  # noqa: E402
+from bench import harness  # noqa: E402 - needs the repository root on sys.path
+from bench.harness import say  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 DATABASE = "shop_bench_search"
 ALIAS = "bench_products"
 
@@ -82,12 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--products", type=int, default=100_000, help="size of the demo catalogue")
     p.add_argument("--reseed", action="store_true", help="replace an existing catalogue instead of keeping it")
     p.add_argument("--reindex", action="store_true", help="rebuild the index even when it is current")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured window per target")
-    p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
-    p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
-    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
-    p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    harness.add_load_args(p, seconds=10.0)
+    harness.add_server_args(p)
     return p.parse_args(argv)
 
 
@@ -100,10 +88,12 @@ def prepare(env: dict, args) -> tuple[int, dict]:
     import psycopg
     import typesense
 
-    flask_cli(env, "db", "upgrade")
-    started = time.monotonic()
-    out = flask_cli(env, "seed", "demo", "--reset" if args.reseed else "--if-empty", "--products", str(args.products))
-    say(f"seed: {out.strip().splitlines()[-1]} ({time.monotonic() - started:.0f}s)")
+    harness.flask_cli(env, "db", "upgrade")
+    watch = harness.Stopwatch()
+    out = harness.flask_cli(
+        env, "seed", "demo", "--reset" if args.reseed else "--if-empty", "--products", str(args.products)
+    )
+    say(f"seed: {out.strip().splitlines()[-1]} ({watch.seconds:.0f}s)")
     with psycopg.connect(env["DATABASE_URL"]) as conn:
         active = conn.execute("SELECT count(*) FROM product WHERE status = 'active'").fetchone()[0]
     url = env["TYPESENSE_URL"].rstrip("/")
@@ -123,9 +113,9 @@ def prepare(env: dict, args) -> tuple[int, dict]:
     if current == active and not args.reindex:
         say(f"index: {ALIAS} already holds the {active} active products; not rebuilt (--reindex forces it)")
         return active, {"reindexed": False, "documents": current}
-    started = time.monotonic()
-    out = flask_cli(env, "search", "reindex")
-    took = time.monotonic() - started
+    watch = harness.Stopwatch()
+    out = harness.flask_cli(env, "search", "reindex")
+    took = watch.seconds
     say(f"index: {out.strip().splitlines()[-1]} (the command took {took:.0f}s)")
     return active, {
         "reindexed": True,
@@ -138,117 +128,88 @@ def prepare(env: dict, args) -> tuple[int, dict]:
 def hits(port: int) -> list[dict]:
     out = []
     for params, _kind in QUERIES:
-        body = json.loads(get(port, path(params), timeout=30))
+        body = json.loads(harness.get(port, path(params), timeout=30))
         out.append({"total": body["total"], "engine": body["engine"]})
     return out
 
 
 def table(results: dict, paths_shown: str) -> str:
-    fmt = "{:<10} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>9}"
-    lines = [
-        f"GET {paths_shown}",
-        fmt.format("engine", "q/s", "p50 ms", "p95 ms", "p99 ms", "errors", "conns", "cpu ms/q"),
-        "-" * 68,
+    columns = [
+        ("engine", "<10"),
+        ("q/s", ">8"),
+        ("p50 ms", ">7"),
+        ("p95 ms", ">7"),
+        ("p99 ms", ">7"),
+        ("errors", ">6"),
+        ("conns", ">6"),
+        ("cpu ms/q", ">9"),
     ]
-    for name, r in results.items():
-        figs = [
-            f"{r[k]:.1f}" if r[k] is not None else "-"
-            for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_req")
+    rows = [
+        [
+            name,
+            *(harness.fig(r[k]) for k in ("rps", "p50_ms", "p95_ms", "p99_ms")),
+            r["errors"],
+            r["connections"],
+            harness.fig(r["server_cpu_ms_per_req"]),
         ]
-        lines.append(fmt.format(name, *figs[:4], r["errors"], r["connections"], figs[4]))
+        for name, r in results.items()
+    ]
+    lines = [f"GET {paths_shown}", *harness.table(columns, rows)]
     lines += [f"errors in {name}: {r['errors_by_kind']}" for name, r in results.items() if r["errors_by_kind"]]
     return "\n".join(lines)
 
 
 def hits_table(ts_hits: list[dict], db_hits: list[dict]) -> str:
-    fmt = "{:<44} {:<11} {:>9} {:>9}"
-    lines = [fmt.format("query", "kind", "typesense", "database"), "-" * 76]
-    for (params, kind), t, d in zip(QUERIES, ts_hits, db_hits):
-        shown = "&".join(f"{k}={v}" for k, v in params.items())
-        lines.append(fmt.format(shown[:44], kind, t["total"], d["total"]))
-    return "\n".join(lines)
+    rows = [
+        ["&".join(f"{k}={v}" for k, v in params.items())[:44], kind, t["total"], d["total"]]
+        for (params, kind), t, d in zip(QUERIES, ts_hits, db_hits)
+    ]
+    return "\n".join(harness.table([("query", "<44"), ("kind", "<11"), ("typesense", ">9"), ("database", ">9")], rows))
 
 
-def bench(stack: Stack, args) -> None:
-    env = {
-        **os.environ,
-        **start_services(stack),
-        "SHOP_ENV": "development",
-        "SECRET_KEY": secrets.token_hex(32),
-        "PYTHONUNBUFFERED": "1",
-        "TYPESENSE_COLLECTION": ALIAS,
-    }
+def bench(stack, args) -> None:
+    env = harness.shop_env(stack, TYPESENSE_COLLECTION=ALIAS)
     say(f"services: DATABASE_URL={env['DATABASE_URL']}, TYPESENSE_URL={env['TYPESENSE_URL']}")
     active, indexing = prepare(env, args)
-    down = {**env, "TYPESENSE_URL": f"http://127.0.0.1:{free_port()}", "TYPESENSE_TIMEOUT": "0.5"}
+    down = {**env, "TYPESENSE_URL": f"http://127.0.0.1:{harness.free_port()}", "TYPESENSE_TIMEOUT": "0.5"}
     targets = {
-        "typesense": start_gunicorn(stack, "search-ts", "wsgi:app", "/healthz", env, args),
-        "database": start_gunicorn(stack, "search-db", "wsgi:app", "/healthz", down, args),
+        "typesense": harness.start_gunicorn(stack, "search-ts", "wsgi:app", "/healthz", env, args),
+        "database": harness.start_gunicorn(stack, "search-db", "wsgi:app", "/healthz", down, args),
     }
     paths = [path(params) for params, _ in QUERIES]
     ts_hits, db_hits = hits(targets["typesense"][0]), hits(targets["database"][0])
     engines = {name: {h["engine"] for h in found} for name, found in (("typesense", ts_hits), ("database", db_hits))}
     if engines != {"typesense": {"typesense"}, "database": {"database"}}:
         raise RuntimeError(f"the targets were not answered by the engines they stand for: {engines}")
-    threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
     setup = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        **harness.machine(),
         "active_products": active,
         "queries": len(QUERIES),
         "typo_queries": sum(1 for _, k in QUERIES if k == "typo"),
-        "gunicorn": f"{args.workers} workers, {args.worker_class}{threads}",
+        "gunicorn": harness.gunicorn_setup(args),
         "concurrency": args.concurrency,
         "warmup_s": args.warmup,
         "seconds": args.seconds,
         "indexing": indexing,
     }
-    say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+    harness.say_setup(setup)
     results = {}
     for name, (port, pid) in targets.items():
         say(f"{name}: {len(paths)} queries in turn, {args.warmup:g}s warm-up + {args.seconds:g}s")
-        results[name] = run_target(port, pid, paths, args)
+        results[name] = harness.run_target(port, pid, paths, args)
     shown = f"/api/v1/search?q=<{len(QUERIES)} queries in turn, {setup['typo_queries']} with typos>&per_page=20"
     print(f"\n{table(results, shown)}\n\nHits per query (total matches):\n{hits_table(ts_hits, db_hits)}\n", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"search-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "setup": setup,
-                "results": results,
-                "hits": [
-                    {"query": q, "kind": k, "typesense": t["total"], "database": d["total"]}
-                    for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)
-                ],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    say(f"wrote {out.relative_to(ROOT)}")
+    hits_json = [
+        {"query": q, "kind": k, "typesense": t["total"], "database": d["total"]}
+        for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)
+    ]
+    harness.write_results("search", {"setup": setup, "results": results, "hits": hits_json})
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    stack = Stack(VAR, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=DATABASE, quiet=True, durable=False)
-    try:
-        bench(stack, args)
-        return 0
-    except KeyboardInterrupt:
-        say("interrupted; stopping")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.stop()
-        say(f"stopped everything; {time.monotonic() - started:.0f}s in all")
+    stack = harness.make_stack(DATABASE)
+    return harness.run(stack, lambda: bench(stack, args))
 
 
 if __name__ == "__main__":

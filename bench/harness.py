@@ -1,0 +1,306 @@
+"""What the bench scripts share (bench/catalog.py, checkout.py, search.py, events.py).
+
+    the stack     make_stack(): the embedded PostgreSQL, Redis (and Typesense) under var/bench, fsync off;
+                  start_services() / shop_env(): BENCH_DATABASE_URL etc. when set, never a developer's own
+                  DATABASE_URL; start_gunicorn(): the shop (or bench/bare_app.py) under the bench's gunicorn set-up
+    the run       run(): the script's work, then everything it started is stopped (also on Ctrl-C or SIGTERM)
+    measuring     Stopwatch; run_target() (bench/load.py's closed loop in a process of its own, plus the gunicorn
+                  workers' CPU per request); percentile() (nearest rank), milliseconds(), percentiles()
+    reporting     say(), say_setup(), machine(), table() and fig() for the tables on stdout, write_results() for
+                  the JSON in bench/results/
+
+The scripts put the repository root on sys.path before importing this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shop.devstack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var" / "bench"
+RESULTS = ROOT / "bench" / "results"
+SERVICES = ("DATABASE_URL", "REDIS_URL", "TYPESENSE_URL", "TYPESENSE_API_KEY")
+
+
+# -- reporting --------------------------------------------------------------------------------------------------
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """The set-up figures every bench records: a busy box (the load average) skews absolute figures."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def say_setup(setup: dict[str, Any]) -> None:
+    say("setup: " + ", ".join(f"{k}={v}" for k, v in setup.items()))
+
+
+def fig(value: float | None, spec: str = ".1f") -> str:
+    """A figure for a table, or "-" when there is none."""
+    return format(value, spec) if value is not None else "-"
+
+
+def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The lines of a text table: the header, a rule as wide as it, one line per row. A column is (title, format
+    spec), e.g. ("req/s", ">7"); a row gives its cells in column order."""
+    fmt = " ".join(f"{{:{spec}}}" for _, spec in columns)
+    header = fmt.format(*(title for title, _ in columns))
+    return [header, "-" * len(header), *(fmt.format(*row) for row in rows)]
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """The figures as JSON in bench/results/<name>-<date>-<time>.json; says where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    say(f"wrote {out.relative_to(ROOT)}")
+    return out
+
+
+# -- measuring --------------------------------------------------------------------------------------------------
+class Stopwatch:
+    """Started when made; `seconds` is the time since (time.monotonic)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an ascending list; None for an empty one."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def milliseconds(seconds: Iterable[float]) -> list[float]:
+    """Durations in seconds as ascending milliseconds, to the microsecond."""
+    return sorted(round(s * 1000, 3) for s in seconds)
+
+
+def percentiles(sorted_ms: Sequence[float]) -> dict[str, float | None]:
+    """p50_ms, p95_ms and p99_ms of ascending milliseconds."""
+    return {f"p{q}_ms": percentile(sorted_ms, q) for q in (50, 95, 99)}
+
+
+# -- the stack and the servers ----------------------------------------------------------------------------------
+class _StackWithoutSearch(Stack):
+    """PostgreSQL and Redis only (the event path needs no search)."""
+
+    def _start_typesense(self) -> str:
+        return "http://127.0.0.1:9"
+
+
+def make_stack(database: str, *, var: Path = VAR, search: bool = True) -> Stack:
+    """The bench's servers on free ports under `var`, fsync off (started by start_services(), stopped by run())."""
+    if search:
+        return Stack(
+            var, ports={"postgres": 0, "redis": 0, "typesense": 0}, database=database, quiet=True, durable=False
+        )
+    return _StackWithoutSearch(var, ports={"postgres": 0, "redis": 0}, database=database, quiet=True, durable=False)
+
+
+def start_services(stack: Stack, keys: Sequence[str] = SERVICES) -> dict[str, str]:
+    """URLs of the services: BENCH_* ones as given, the rest started by the stack."""
+    for key in keys:
+        if os.environ.get(f"BENCH_{key}"):
+            os.environ[key] = os.environ[f"BENCH_{key}"]
+        else:
+            os.environ.pop(key, None)  # never a developer's DATABASE_URL by accident
+    return stack.start()
+
+
+def shop_env(stack: Stack, **settings: str) -> dict[str, str]:
+    """The environment of the bench's shop processes: the services' URLs, development settings, a fresh secret
+    key, then `settings`."""
+    return {
+        **os.environ,
+        **start_services(stack),
+        "SHOP_ENV": "development",
+        "SECRET_KEY": secrets.token_hex(32),
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
+
+
+def flask_cli(env: dict[str, str], *argv: str) -> str:
+    """Run `flask --app wsgi ARGV...`; its output, or an error carrying what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *argv], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"flask {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        return bytes(resp.read())
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """The gunicorn set-up options (see start_gunicorn)."""
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+    p.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
+    p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+
+
+def add_load_args(p: argparse.ArgumentParser, *, seconds: float) -> None:
+    """The closed-loop load options (see run_target)."""
+    p.add_argument("--seconds", type=float, default=seconds, help="measured window per target")
+    p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
+    p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
+
+
+def gunicorn_setup(args: argparse.Namespace) -> str:
+    """The set-up in words, for the JSON: "2 workers, gthread x 4 threads"."""
+    threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+    return f"{args.workers} workers, {args.worker_class}{threads}"
+
+
+def start_gunicorn(
+    stack: Stack, name: str, app: str, ready_path: str, env: dict[str, str], args: argparse.Namespace
+) -> tuple[int, int]:
+    """Serve `app` on a free port with the bench's gunicorn set-up; (port, master pid) once it answers.
+
+    gthread by default because gunicorn's sync worker closes every connection after one response
+    (gunicorn/workers/sync.py, force_close), so keep-alive clients would reconnect per request."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        args.worker_class,
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
+    if args.worker_class == "gthread":
+        argv += ["--threads", str(args.threads)]
+    log = VAR / f"gunicorn-{name}.log"
+    env = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}  # absolute links point at this gunicorn
+    proc = stack.spawn(f"gunicorn-{name}", argv, env=env, log=log, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn {name} exited with {proc.returncode}; see {log}")
+        try:
+            get(port, ready_path, timeout=2)
+            return port, proc.pid
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn {name} did not answer {ready_path} in 60s; see {log}")
+
+
+def workers_cpu(master_pid: int) -> float | None:
+    """CPU seconds (user + system) the gunicorn master's workers have used so far; None off Linux."""
+    try:
+        total = 0.0
+        for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_ms_per(before: float | None, after: float | None, count: int) -> float | None:
+    """Milliseconds of the workers' CPU per request between two workers_cpu() readings."""
+    if before is None or after is None or not count:
+        return None
+    return round((after - before) * 1000 / count, 2)
+
+
+def run_target(port: int, master_pid: int, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in a fresh load process (bench/load.py; terminated if we are interrupted), plus the
+    gunicorn workers' CPU per request, warm-up included: the app's cost, whatever the client's."""
+    from bench import load  # (load imports this module)
+
+    cpu_before = workers_cpu(master_pid)
+    ctx = multiprocessing.get_context("spawn")
+    answers = ctx.Queue()
+    proc = ctx.Process(
+        target=load.run_in_child,
+        daemon=True,
+        args=(answers, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds),
+    )
+    proc.start()
+    try:
+        result: dict[str, Any] = answers.get(timeout=args.warmup + args.seconds + 60)
+        proc.join(timeout=10)
+    except queue.Empty:
+        raise RuntimeError(f"the load process gave no answer (exit code {proc.exitcode})") from None
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    if "failed" in result:
+        raise RuntimeError(f"load process failed: {result['failed']}")
+    result["server_cpu_ms_per_req"] = cpu_ms_per(cpu_before, workers_cpu(master_pid), result["sent_with_warmup"])
+    return result
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+def run(stack: Stack, work: Callable[[], bool | None], *, also_stop: Sequence[Callable[[], None]] = ()) -> int:
+    """The exit status of `work()` (1 when it returns False, else 0; 130 when interrupted), after stopping what
+    `also_stop` names and everything the stack started: also on Ctrl-C or SIGTERM."""
+    watch = Stopwatch()
+    main_pid = os.getpid()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked child (bench/events.py's processes) just ends, as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return 1 if work() is False else 0
+    except KeyboardInterrupt:
+        say("interrupted; stopping")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        for stop in also_stop:
+            stop()
+        stack.stop()
+        say(f"stopped everything; {watch.seconds:.0f}s in all")
