@@ -6,8 +6,8 @@ from flask import g, request
 
 from shop import geo, idempotency, pricing, ratelimit
 from shop.api import bp, schemas
-from shop.api.auth import bearer_user, login_required
-from shop.api.contract import PAGE, PER_PAGE, header, operation, parse_body, path, query
+from shop.api.auth import bearer_user, json_body, login_required
+from shop.api.contract import PAGE, PER_PAGE, header, operation, parse, parse_body, path, query
 from shop.api.params import Params
 from shop.cart import services as carts
 from shop.checkout import services as checkout
@@ -67,8 +67,10 @@ CART_TOKEN = header("X-Cart-Token", "a guest cart's token")
 ORDER_TOKEN = header("X-Order-Token", "a guest order's access token")
 IDEMPOTENCY_KEY = header(
     "Idempotency-Key",
-    "a repeat with the same key and body returns the first answer, with no second effect",
+    "a repeat with the same key and body returns the first answer, with no second effect; missing: 400 "
+    "idempotency_key_required; not 8 to 255 characters: 422 (a UUID is ideal)",
     required=True,
+    schema={"type": "string", "minLength": 8, "maxLength": 255},
 )
 NO_CART = "cart_not_found: no such cart, or not yours"
 NO_ORDER = "order_not_found: no such order, or not yours"
@@ -284,11 +286,12 @@ def merge_carts():
     },
 )
 def place_order():
-    data = parse_body(schemas.CheckoutIn).model_dump(exclude_unset=True)
-    user = bearer_user()
+    raw = json_body()  # 400 for a body that is not a JSON object, then 400 for a missing key, then 422 for fields
     key = request.headers.get("Idempotency-Key")
     if not key:
         raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (a UUID) with checkout.")
+    data = parse(schemas.CheckoutIn, raw).model_dump(exclude_unset=True)
+    user = bearer_user()
     scope = f"checkout:{user.id if user else request.headers.get('X-Cart-Token', '')[:40]}"
     with idempotency.once(scope, key, data) as claim:  # a business refusal (409) is the key's answer too
         if claim.repeat:

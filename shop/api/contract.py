@@ -89,8 +89,8 @@ def query(name: str, schema: Mapping[str, Any], description: str = "", **style: 
     return Param(name, schema, description, "query", style=style)
 
 
-def header(name: str, description: str, *, required: bool = False) -> Param:
-    return Param(name, {"type": "string"}, description, "header", required)
+def header(name: str, description: str, *, required: bool = False, schema: Mapping[str, Any] | None = None) -> Param:
+    return Param(name, schema or {"type": "string"}, description, "header", required)
 
 
 def path(name: str, schema: Mapping[str, Any], description: str = "") -> Param:

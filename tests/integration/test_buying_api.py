@@ -182,6 +182,9 @@ def test_checkout_needs_an_idempotency_key_and_replays_with_it(client, shelf):
         **{"X-Cart-Token": cart["token"]},
     )
     assert no_key.status_code == 400 and no_key.get_json()["error"]["code"] == "idempotency_key_required"
+    # The missing key is the first thing said, whatever else is wrong with the body.
+    bad_body = send(client, "post", "/api/v1/checkout", {"cart_id": cart["id"], "shipping_method": "teleport"})
+    assert bad_body.status_code == 400 and bad_body.get_json()["error"]["code"] == "idempotency_key_required"
     key = str(uuid.uuid4())
     first, second = checkout(client, cart, key), checkout(client, cart, key)
     assert first.status_code == second.status_code == 201
