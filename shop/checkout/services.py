@@ -39,7 +39,7 @@ class CheckoutErrorCode(StrEnum):
 class Placed:
     order: Order
     access_token: str | None
-    payment: dict[str, Any]
+    payment: payments.PaymentAnswer
 
 
 def validate(

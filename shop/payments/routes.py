@@ -11,7 +11,7 @@ from shop.accounts.forms import ActionForm
 from shop.afterwards import after_commit
 from shop.extensions import db
 from shop.orders.models import Order
-from shop.payments.gateways import webhook_secret
+from shop.payments.gateways import PaymentRef, webhook_secret
 from shop.payments.jobs import deliver_signed_event, test_event
 from shop.payments.models import Payment, PaymentStatus
 from shop.security import external_url
@@ -23,7 +23,7 @@ def _signer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="shop.test-gateway.pay")
 
 
-def pay_url(payment: Payment) -> str:
+def pay_url(payment: PaymentRef) -> str:
     return external_url("payments.test_pay", payment_id=payment.id, t=_signer().dumps(payment.id))
 
 

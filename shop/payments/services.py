@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -22,9 +23,12 @@ from shop.money import format_money
 from shop.notifications import notify
 from shop.orders import services as orders
 from shop.orders import states
-from shop.orders.models import Order, OrderEvent
+from shop.orders.models import Order, OrderEvent, OrderLine
 from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
 from shop.payments.models import Dispute, Payment, PaymentStatus, Refund, RefundLine, RefundStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Row, Select
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +47,12 @@ class PaymentErrorCode(StrEnum):
 class PaymentUnavailable(Unavailable):
     def __init__(
         self, message: str = "The payment provider cannot be reached right now. Your cart is kept; please try again."
-    ):
+    ) -> None:
         super().__init__(PaymentErrorCode.UNAVAILABLE, message, retry_after=30)
 
 
 class PaymentDisputed(Conflict):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(
             PaymentErrorCode.DISPUTED,
             "This payment is disputed: Stripe does not allow refunds until the dispute closes.",
@@ -56,16 +60,26 @@ class PaymentDisputed(Conflict):
 
 
 class RefundRefused(Conflict):
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__(PaymentErrorCode.REFUND_REFUSED, message)
 
 
-def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
+class PaymentAnswer(TypedDict):
+    """What the client needs to pay an attempt: `client_secret` for Stripe.js (a PaymentIntent) or `redirect_url`
+    (Stripe's hosted page, the test gateway's page); neither when the provider was not asked (nothing to pay on)."""
+
+    id: int
+    provider: str
+    client_secret: NotRequired[str | None]
+    redirect_url: NotRequired[str | None]
+
+
+def start(payment_id: int, cancel_on_failure: bool = True) -> PaymentAnswer:
     """Open the payment with the provider (outside any transaction) and record its id.
 
     If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised;
     a second attempt (pay_again) keeps the order and its hold instead (`cancel_on_failure=False`)."""
-    payment = db.session.get(Payment, payment_id)
+    payment = db.session.get_one(Payment, payment_id)
     gw = gateway()
     hosted = _checkout_request(payment) if payment.flow == "checkout" else None  # may fix the session's expiry
     ref = PaymentRef.of(payment)  # plain values: reading the row later would reopen a transaction
@@ -90,21 +104,23 @@ def start(payment_id: int, cancel_on_failure: bool = True) -> dict:
     if payment.status == PaymentStatus.CREATING:  # another copy may have started it first: keep the id it recorded
         payment.provider_id, payment.status = started.provider_id, PaymentStatus.REQUIRES_PAYMENT
         payment.checkout_session_id = started.checkout_session_id
-    orphan = started.checkout_session_id is not None and (
-        order.status != states.PENDING or payment.checkout_session_id != started.checkout_session_id
-    )
-    answer = {
+    # A page made while the order was cancelled (its hold ended meanwhile): nobody may pay on it. None when there is no
+    # page, or it is the one this pending order's attempt records.
+    orphan = started.checkout_session_id
+    if order.status == states.PENDING and payment.checkout_session_id == orphan:
+        orphan = None
+    answer: PaymentAnswer = {
         "id": payment.id,
         "provider": payment.provider,
         "client_secret": started.client_secret,
-        "redirect_url": None if orphan else started.redirect_url,
+        "redirect_url": None if orphan is not None else started.redirect_url,
     }
     db.session.commit()
-    if orphan:  # the order was cancelled (its hold ended) while the page was being made: nobody may pay on it
+    if orphan is not None:
         try:
-            gw.expire_session(started.checkout_session_id)
+            gw.expire_session(orphan)
         except Exception as exc:  # noqa: BLE001 - its own expiry closes it; a payment on it would be refunded
-            log.warning("closing checkout session %s of a closed order failed: %r", started.checkout_session_id, exc)
+            log.warning("closing checkout session %s of a closed order failed: %r", orphan, exc)
     return answer
 
 
@@ -113,7 +129,7 @@ LIVE = (PaymentStatus.CREATING, PaymentStatus.REQUIRES_PAYMENT)  # attempts that
 
 def _publish_payment(type_: str, payment: Payment) -> None:
     """payment.succeeded / payment.failed, in the transaction that records it (no personal or card data)."""
-    data = {
+    data: dict[str, Any] = {
         "payment_id": payment.id,
         "order_id": payment.order_id,
         "amount": payment.amount,
@@ -144,7 +160,7 @@ def _publish_refund(payment: Payment, record: Refund) -> None:
 
 
 @events.order_refunded_total.connect
-def _refunded_total(order_id: int, **_) -> int:
+def _refunded_total(order_id: int, **_: Any) -> int:
     """The refunded amount in an order event's snapshot: what its payments gave back or are giving back."""
     return int(
         db.session.scalar(
@@ -156,7 +172,7 @@ def _refunded_total(order_id: int, **_) -> int:
     )
 
 
-def _line_name(line) -> str:
+def _line_name(line: OrderLine) -> str:
     options = ", ".join(str(v) for v in (line.options or {}).values())
     return f"{line.name} ({options})" if options else line.name
 
@@ -167,7 +183,7 @@ def _checkout_request(payment: Payment) -> CheckoutRequest:
     from shop import pricing
     from shop.security import external_url
 
-    order = db.session.get(Order, payment.order_id)
+    order = db.session.get_one(Order, payment.order_id)
     now = clock.now()
     expires = payment.checkout_expires_at
     expires = expires.replace(tzinfo=UTC) if expires is not None and expires.tzinfo is None else expires
@@ -197,7 +213,7 @@ def latest(order_id: int) -> Payment | None:
     return db.session.scalar(select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1))
 
 
-def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
+def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> PaymentAnswer:
     """A new payment attempt for the same pending order and the same stock hold: after a declined card, say.
 
     Under the order's row lock: an order that is no longer pending, or whose hold has run out, is refused
@@ -268,13 +284,14 @@ def pay_again(order_id: int, hosted: bool = False, _round: int = 0) -> dict:
     return start(payment_id, cancel_on_failure=False)
 
 
-def payment_answer(payment: Payment) -> dict:
+def payment_answer(payment: Payment) -> PaymentAnswer:
     """What the client needs to pay a payment already started: the provider is asked again with the
     payment's own idempotency key (Stripe returns the same PaymentIntent; the test gateway the same page)."""
     if payment.flow == "checkout" and payment.status == PaymentStatus.REQUIRES_PAYMENT:
-        answer = open_session_answer(payment.id)  # that same page while it is open
-        return answer if answer is not None else {"id": payment.id, "provider": payment.provider}
-    ref, answer = PaymentRef.of(payment), {"id": payment.id, "provider": payment.provider}
+        page = open_session_answer(payment.id)  # that same page while it is open
+        return page if page is not None else {"id": payment.id, "provider": payment.provider}
+    ref = PaymentRef.of(payment)
+    answer: PaymentAnswer = {"id": payment.id, "provider": payment.provider}
     started = payment.status == PaymentStatus.REQUIRES_PAYMENT
     db.session.commit()  # no transaction stays open during the provider call
     if started:
@@ -284,14 +301,15 @@ def payment_answer(payment: Payment) -> dict:
             raise PaymentUnavailable(
                 "The payment provider cannot be reached right now. Your order is placed; please try again in a moment."
             ) from None
-        answer.update(client_secret=again.client_secret, redirect_url=again.redirect_url)
+        answer.update({"client_secret": again.client_secret, "redirect_url": again.redirect_url})
     return answer
 
 
-def lock_payment(payment_id: int) -> Payment | None:
+def lock_payment(payment_id: int) -> Payment:
     """The payment row, locked (FOR UPDATE, after its order's lock) and re-read under the lock:
-    populate_existing replaces a copy this session may already hold, so a waiter never acts on stale amounts."""
-    return db.session.get(Payment, payment_id, with_for_update=True, populate_existing=True)
+    populate_existing replaces a copy this session may already hold, so a waiter never acts on stale amounts.
+    Callers name a payment they have read: it exists (it goes only with its order, whose lock they hold)."""
+    return db.session.get_one(Payment, payment_id, with_for_update=True, populate_existing=True)
 
 
 def _is_refusal(exc: Exception) -> bool:
@@ -308,7 +326,7 @@ def _is_our_mistake(exc: Exception) -> bool:
     return isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError, stripe.InvalidRequestError))
 
 
-def _payment_for_intent(intent_id: str, metadata: dict | None = None) -> tuple[Order, Payment] | None:
+def _payment_for_intent(intent_id: str, metadata: dict[str, Any] | None = None) -> tuple[Order, Payment] | None:
     """The payment of a PaymentIntent, its order locked first. A hosted Checkout payment learns its intent's id from
     the first event that names it: found then by the payment id the shop put in the intent's metadata (events are
     signed, so the metadata is the shop's own)."""
@@ -326,7 +344,7 @@ def _payment_for_intent(intent_id: str, metadata: dict | None = None) -> tuple[O
     return order, payment
 
 
-def _by_metadata(metadata: dict | None, unrecorded):
+def _by_metadata(metadata: dict[str, Any] | None, unrecorded: ColumnElement[bool]) -> Row[int, int] | None:
     """(payment id, order id) of a Checkout payment named by an event's metadata whose id it has not recorded yet.
     The payment id, order id and order number must all match: one Stripe account may serve several shops (staging
     beside production), whose events all reach every endpoint, and their row ids repeat; the number is random."""
@@ -347,7 +365,7 @@ def _by_metadata(metadata: dict | None, unrecorded):
     ).first()
 
 
-def _session_payment(obj: dict) -> tuple[Session, Order, Payment] | None:
+def _session_payment(obj: dict[str, Any]) -> tuple[Session, Order, Payment] | None:
     """The session an event (or a read from Stripe) carries, with its payment and order (locked), or None."""
     session = Session.of(obj)
     found = _payment_for_session(session)
@@ -372,7 +390,7 @@ def _payment_for_session(session: Session) -> tuple[Order, Payment] | None:
     return order, payment
 
 
-def on_succeeded(intent: dict) -> str:
+def on_succeeded(intent: dict[str, Any]) -> str:
     """payment_intent.succeeded: confirm the order and turn its reservation into a hard decrement, once.
 
     A payment that succeeds after its order was cancelled (the reservation expired first) is
@@ -384,7 +402,7 @@ def on_succeeded(intent: dict) -> str:
     return _succeeded(order, payment, intent.get("amount"))
 
 
-def _succeeded(order: Order, payment: Payment, amount) -> str:
+def _succeeded(order: Order, payment: Payment, amount: int | None) -> str:
     """The money of `payment` arrived (`amount`, as the provider reports it): confirm its order, once."""
     if payment.status == PaymentStatus.SUCCEEDED:
         return "no effect: already succeeded"
@@ -443,7 +461,7 @@ def _succeeded(order: Order, payment: Payment, amount) -> str:
     return f"no effect: order is {order.status}"
 
 
-def on_failed(intent: dict) -> str:
+def on_failed(intent: dict[str, Any]) -> str:
     """payment_intent.payment_failed: record it unless the payment already succeeded (events can be late)."""
     found = _payment_for_intent(intent["id"], intent.get("metadata"))
     if found is None:
@@ -465,7 +483,7 @@ def on_failed(intent: dict) -> str:
 
 
 # -- hosted Checkout Sessions ------------------------------------------------------------------------------------
-def on_checkout_completed(obj: dict) -> str:
+def on_checkout_completed(obj: dict[str, Any]) -> str:
     """checkout.session.completed: paid -> as payment_intent.succeeded; unpaid -> a bank payment the shopper
     submitted in time, whose result comes days later: the order keeps its hold (ASYNC_PAYMENT_HOLD_SECONDS)."""
     from flask import current_app
@@ -494,7 +512,7 @@ def on_checkout_completed(obj: dict) -> str:
     return f"processing: order is {order.status}"  # should it arrive, _succeeded refunds it
 
 
-def on_async_succeeded(obj: dict) -> str:
+def on_async_succeeded(obj: dict[str, Any]) -> str:
     """checkout.session.async_payment_succeeded: the bank paid."""
     found = _session_payment(obj)
     if found is None:
@@ -503,7 +521,7 @@ def on_async_succeeded(obj: dict) -> str:
     return _succeeded(order, payment, session.amount_total)
 
 
-def on_async_failed(obj: dict) -> str:
+def on_async_failed(obj: dict[str, Any]) -> str:
     """checkout.session.async_payment_failed: the bank refused; the order is cancelled and its stock freed."""
     found = _session_payment(obj)
     if found is None:
@@ -519,7 +537,7 @@ def on_async_failed(obj: dict) -> str:
     return "recorded failure"
 
 
-def on_session_expired(obj: dict) -> str:
+def on_session_expired(obj: dict[str, Any]) -> str:
     """checkout.session.expired: nobody can pay on that page any more. Its attempt is closed; the order is
     cancelled only if its hold has run out and no other attempt can still pay it (the shop expires sessions itself
     when a hold ends; this finishes that if the cancelling copy died in between)."""
@@ -558,13 +576,16 @@ def apply_session(session: Session) -> str:
     return outcome
 
 
-def open_session_answer(payment_id: int) -> dict | None:
+def open_session_answer(payment_id: int) -> PaymentAnswer | None:
     """ "Pay now" on an attempt with a hosted page: that same page while it can still be paid on (no second order,
     no second hold, no second page to pay twice on); None once it cannot (expired, or completed meanwhile: applied)."""
-    payment = db.session.get(Payment, payment_id)
-    session_id, answer = payment.checkout_session_id, {"id": payment.id, "provider": payment.provider}
+    payment = db.session.get_one(Payment, payment_id)
+    session_id = payment.checkout_session_id
+    answer: PaymentAnswer = {"id": payment.id, "provider": payment.provider}
     db.session.commit()  # no transaction open during the provider call
     try:
+        if session_id is None:  # started by the test gateway (PAYMENT_PROVIDER changed meanwhile): no page to read
+            raise LookupError(f"payment {payment_id} has no checkout session")
         session = gateway().session(session_id)
     except Exception as exc:  # noqa: BLE001
         log.warning("reading checkout session %s failed: %r", session_id, exc)
@@ -632,6 +653,7 @@ def close_sessions(order_id: int) -> bool:
     gw = gateway()
     now = clock.now()
     for payment_id, session_id, expires_at in rows:
+        assert session_id is not None  # the query asks for payments with a session
         try:
             try:
                 session = gw.expire_session(session_id)
@@ -661,7 +683,7 @@ def close_sessions(order_id: int) -> bool:
     return True
 
 
-def on_refunded(charge: dict) -> str:
+def on_refunded(charge: dict[str, Any]) -> str:
     """charge.refunded: keep the refunded total in step with the provider's (never lower it)."""
     found = _payment_for_intent(charge.get("payment_intent") or "")
     if found is None:
@@ -718,13 +740,14 @@ def refunded_units(order_id: int) -> dict[int, int]:
     return {line_id: int(units) for line_id, units in rows}
 
 
-def _check_lines(order: Order, lines, done: dict[int, int]) -> dict[int, int]:
+def _check_lines(order: Order, lines: Any, done: dict[int, int]) -> dict[int, int]:
     """{order line id: quantity} checked against the order and what was refunded by line before (422 otherwise)."""
 
     if not isinstance(lines, dict) or not lines:
         raise ValidationError({"lines": "name at least one line of this order and a quantity"})
     by_id = {line.id: line for line in order.lines}
-    problems, clean = {}, {}
+    problems: dict[str, str] = {}
+    clean: dict[int, int] = {}
     for raw_id, raw_qty in lines.items():
         line_id = int(raw_id) if str(raw_id).isdigit() else None
         if line_id not in by_id:
@@ -771,7 +794,7 @@ def line_refund_amount(order: Order, lines: dict[int, int], done: dict[int, int]
             .join(Payment, Payment.id == Refund.payment_id)
             .where(Payment.order_id == order.id, Refund.status != RefundStatus.FAILED)
         )
-        return max(paid - int(before), 0)
+        return max(paid - int(before or 0), 0)  # (coalesce: never None)
     gross = sum(by_id[i].unit_price * qty for i, qty in lines.items())
     return gross * paid // order.subtotal
 
@@ -780,7 +803,8 @@ def _line_amounts(order: Order, lines: dict[int, int], amount: int) -> dict[int,
     """`amount` split over the lines refunded, in proportion to their price (the last takes the remainder)."""
     by_id = {line.id: line for line in order.lines}
     gross = {i: by_id[i].unit_price * qty for i, qty in lines.items()}
-    total, out, given = sum(gross.values()) or 1, {}, 0
+    out: dict[int, int] = {}
+    total, given = sum(gross.values()) or 1, 0
     ids = sorted(lines)
     for i in ids[:-1]:
         out[i] = amount * gross[i] // total
@@ -795,7 +819,7 @@ def standing(payment: Payment) -> bool:
     return payment.failure_reason is None
 
 
-def _refund_source(order_id: int, payment_id: int | None):
+def _refund_source(order_id: int, payment_id: int | None) -> Select[Payment]:
     """The succeeded payment a refund comes out of: `payment_id`, or the order's standing payment with the most
     left to refund (a payment being given back whole is never picked for a cancellation or a staff refund)."""
     which = select(Payment).where(Payment.order_id == order_id, Payment.status == PaymentStatus.SUCCEEDED)
@@ -869,8 +893,8 @@ def send_refund(refund_id: int) -> Refund:
     The same refund row always carries the same idempotency key, so asking again after a timeout
     (the provider may have refunded already) never pays twice. Only a clear refusal gives the
     held amount back; any other failure leaves the refund pending for retry_pending_refunds()."""
-    record = db.session.get(Refund, refund_id)
-    payment = db.session.get(Payment, record.payment_id)
+    record = db.session.get_one(Refund, refund_id)
+    payment = db.session.get_one(Payment, record.payment_id)
     payment_ref, refund_ref = PaymentRef.of(payment), RefundRef.of(record)
     order_id, amount = payment.order_id, record.amount
     db.session.commit()  # no transaction stays open during the provider call
@@ -885,7 +909,7 @@ def send_refund(refund_id: int) -> Refund:
             ) from None
         orders.lock(order_id)
         payment = lock_payment(payment_ref.id)
-        record = db.session.get(Refund, refund_id, populate_existing=True)
+        record = db.session.get_one(Refund, refund_id, populate_existing=True)
         record.status = RefundStatus.FAILED
         payment.refunded_amount -= amount
         db.session.commit()
@@ -893,12 +917,12 @@ def send_refund(refund_id: int) -> Refund:
             f"The payment provider refused the refund: {getattr(exc, 'user_message', None) or exc}"[:300]
         ) from None
     order = orders.lock(order_id)
-    record = db.session.get(Refund, refund_id, populate_existing=True)
+    record = db.session.get_one(Refund, refund_id, populate_existing=True)
     if record.status != RefundStatus.PENDING:  # settled meanwhile by a concurrent retry
         db.session.commit()
         return record
     record.provider_refund_id = result.provider_refund_id
-    payment = db.session.get(Payment, payment_ref.id, populate_existing=True)
+    payment = db.session.get_one(Payment, payment_ref.id, populate_existing=True)
     if result.status in ("failed", "canceled"):  # refused after all: the amount is refundable again
         record.status = RefundStatus.FAILED
         payment.refunded_amount -= amount
@@ -983,7 +1007,7 @@ def refund_remaining_job(order_id: int, reason: str, actor: str, payment_id: int
 
 
 # -- refund statuses and disputes reported by the provider -------------------------------------------------------
-def on_refund_updated(obj: dict) -> str:
+def on_refund_updated(obj: dict[str, Any]) -> str:
     """charge.refund.updated (refund.updated, refund.failed): a refund in progress settled. Found by its id, or by
     the refund id the shop put in its metadata (the event can beat the shop's own record of the answer)."""
     found = db.session.execute(
@@ -1001,7 +1025,7 @@ def on_refund_updated(obj: dict) -> str:
     if found is None:
         return "ignored: not a refund the shop made"  # one made in the Stripe dashboard: charge.refunded counts it
     order = orders.lock(found.order_id)
-    record = db.session.get(Refund, found.id, with_for_update=True, populate_existing=True)
+    record = db.session.get_one(Refund, found.id, with_for_update=True, populate_existing=True)
     payment = lock_payment(record.payment_id)
     record.provider_refund_id = record.provider_refund_id or str(obj.get("id"))
     status, before = obj.get("status"), record.status
@@ -1043,7 +1067,15 @@ def on_refund_updated(obj: dict) -> str:
 DISPUTE_OUTCOMES = ("won", "lost", "warning_closed")
 
 
-def _dispute_fields(obj: dict) -> dict:
+class DisputeFields(TypedDict):
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    evidence_due_by: datetime | None
+
+
+def _dispute_fields(obj: dict[str, Any]) -> DisputeFields:
     due = (obj.get("evidence_details") or {}).get("due_by")
     return {
         "amount": int(obj.get("amount") or 0),
@@ -1054,7 +1086,7 @@ def _dispute_fields(obj: dict) -> dict:
     }
 
 
-def on_dispute_created(obj: dict) -> str:
+def on_dispute_created(obj: dict[str, Any]) -> str:
     """charge.dispute.created: the order is flagged disputed (support, managers and admins see it) and every active
     manager is mailed, once per dispute."""
     from shop.accounts.models import User
@@ -1097,7 +1129,7 @@ def on_dispute_created(obj: dict) -> str:
     return "recorded dispute"
 
 
-def on_dispute_closed(obj: dict) -> str:
+def on_dispute_closed(obj: dict[str, Any]) -> str:
     """charge.dispute.closed: the outcome is kept; a lost dispute's amount is no longer refundable (the bank took it
     back). Also when the closing event arrives before the opening one."""
     found = _payment_for_intent(str(obj.get("payment_intent") or ""))
@@ -1116,6 +1148,7 @@ def on_dispute_closed(obj: dict) -> str:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    assert dispute is not None  # inserted above, or there already
     if dispute.closed_at is not None:
         return "no effect: dispute already closed"
     dispute.status = fields["status"]
@@ -1146,13 +1179,13 @@ HANDLERS = {
 
 
 @events.order_cancelled.connect
-def _refund_when_cancelled(order, *, was_paid: bool, actor: str, note: str, **_) -> None:
+def _refund_when_cancelled(order: Order, *, was_paid: bool, actor: str, note: str, **_: Any) -> None:
     """A cancelled order that was paid: its money goes back, in a job after the commit."""
     if was_paid:
         refund_after_commit(order.id, reason=note, actor=actor)
 
 
 @events.order_cancelling.connect
-def _close_pages_before_cancel(order_id: int, **_) -> bool:
+def _close_pages_before_cancel(order_id: int, **_: Any) -> bool:
     """An unpaid order about to be cancelled: its Stripe pages are closed first (close_sessions)."""
     return close_sessions(order_id)
