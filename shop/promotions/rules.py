@@ -22,9 +22,11 @@ NOT_COMBINABLE.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class CouponErrorCode(StrEnum):
@@ -71,7 +73,7 @@ MESSAGES = {
 class Line:
     variant_id: int
     product_id: int
-    category_ids: frozenset  # the product's category and its ancestors
+    category_ids: frozenset[int]  # the product's category and its ancestors
     quantity: int
     unit_price: int
     # On sale (unit_price is the sale price): whether the sale is stackable; None when not on sale.
@@ -84,7 +86,7 @@ class Line:
 
 @dataclass(frozen=True)
 class CartSnapshot:
-    lines: tuple  # of Line
+    lines: tuple[Line, ...]
     shipping: int = 0  # what shipping would cost without a discount
 
     @property
@@ -109,8 +111,8 @@ class Rule:
     first_order_only: bool = False
     stackable: bool = False
     priority: int = 0
-    applies_to: dict = field(default_factory=dict)
-    excludes: dict = field(default_factory=dict)
+    applies_to: dict[str, Any] = field(default_factory=dict)  # {"categories": [ids], "products": ..., "variants": ...}
+    excludes: dict[str, Any] = field(default_factory=dict)
     code: str | None = None
     code_id: int | None = None
     code_usage_limit: int | None = None
@@ -133,9 +135,9 @@ class History:
     many earlier orders (not cancelled) the customer has. `known_customer` False (a guest whose e-mail
     is not known yet): the per-customer rules are left to checkout."""
 
-    uses: dict = field(default_factory=dict)  # promotion id -> count
-    code_uses: dict = field(default_factory=dict)  # code id -> count
-    customer_uses: dict = field(default_factory=dict)  # promotion id -> count
+    uses: dict[int, int] = field(default_factory=dict)  # promotion id -> count
+    code_uses: dict[int, int] = field(default_factory=dict)  # code id -> count
+    customer_uses: dict[int, int] = field(default_factory=dict)  # promotion id -> count
     orders_before: int = 0
     known_customer: bool = True
 
@@ -147,12 +149,12 @@ class DiscountLine:
     code_id: int | None
     amount: int
     reason: str
-    applies_to_lines: tuple = ()  # ((variant_id, amount), ...)
+    applies_to_lines: tuple[tuple[int, int], ...] = ()  # ((variant_id, amount), ...)
     applies_to_shipping: int = 0
 
 
 class CodeRejected(Exception):
-    def __init__(self, code: str):
+    def __init__(self, code: CouponErrorCode) -> None:
         super().__init__(MESSAGES[code])
         self.code = code
         self.message = MESSAGES[code]
@@ -161,11 +163,11 @@ class CodeRejected(Exception):
 # -- eligibility ----------------------------------------------------------------------------------
 
 
-def _ids(spec: dict | None, key: str) -> set:
+def _ids(spec: dict[str, Any] | None, key: str) -> set[int]:
     return {int(x) for x in (spec or {}).get(key) or ()}
 
 
-def _matches(spec: dict | None, line: Line) -> bool:
+def _matches(spec: dict[str, Any] | None, line: Line) -> bool:
     return bool(
         _ids(spec, "variants") & {line.variant_id}
         or _ids(spec, "products") & {line.product_id}
@@ -189,7 +191,7 @@ def eligible(rule: Rule, line: Line) -> bool:
     return in_scope(rule, line)
 
 
-def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> str | None:
+def check(rule: Rule, cart: CartSnapshot, history: History, now: datetime) -> CouponErrorCode | None:
     """Why this rule cannot apply to this cart now (an error code), or None."""
     if not rule.active:
         return EXPIRED
@@ -264,7 +266,7 @@ def _reason(rule: Rule) -> str:
 
 
 def _apply(rules: list[Rule], cart: CartSnapshot) -> list[DiscountLine]:
-    room = {}
+    room: dict[int, int] = {}
     for line in cart.lines:
         room[line.variant_id] = room.get(line.variant_id, 0) + line.total
     shipping_room = cart.shipping
@@ -284,7 +286,7 @@ def _apply(rules: list[Rule], cart: CartSnapshot) -> list[DiscountLine]:
 # -- the evaluator --------------------------------------------------------------------------------
 
 
-def _dedupe(rules) -> list[Rule]:
+def _dedupe(rules: Iterable[Rule]) -> list[Rule]:
     """One rule per promotion id (the same promotion listed twice, or by code and automatically)."""
     by_id: dict[int, Rule] = {}
     for r in rules:
@@ -294,10 +296,10 @@ def _dedupe(rules) -> list[Rule]:
     return [by_id[k] for k in sorted(by_id)]
 
 
-def evaluate(cart: CartSnapshot, rules, history: History, now: datetime) -> list[DiscountLine]:
+def evaluate(cart: CartSnapshot, rules: Iterable[Rule], history: History, now: datetime) -> list[DiscountLine]:
     """The discount lines for this cart: the best candidate (see the module's docstring)."""
     live = [r for r in _dedupe(rules) if check(r, cart, history, now) is None]
-    candidates = []
+    candidates: list[tuple[list[Rule], list[DiscountLine]]] = []
     stackable = [r for r in live if r.stackable]
     if stackable:
         candidates.append((stackable, _apply(stackable, cart)))
@@ -307,7 +309,7 @@ def evaluate(cart: CartSnapshot, rules, history: History, now: datetime) -> list
     if not candidates:
         return []
 
-    def score(c):
+    def score(c: tuple[list[Rule], list[DiscountLine]]) -> tuple[int, int, int]:
         chosen, lines = c
         return (-sum(d.amount for d in lines), -max(r.priority for r in chosen), min(r.id for r in chosen))
 
@@ -316,7 +318,7 @@ def evaluate(cart: CartSnapshot, rules, history: History, now: datetime) -> list
 
 
 def evaluate_code(
-    cart: CartSnapshot, code_rule: Rule, automatic, history: History, now: datetime
+    cart: CartSnapshot, code_rule: Rule, automatic: Iterable[Rule], history: History, now: datetime
 ) -> list[DiscountLine]:
     """The discount lines with a code applied: CodeRejected naming the rule it fails, including when
     it is valid but loses to an exclusive offer (or is exclusive and loses to others)."""
@@ -351,10 +353,10 @@ def is_sale_rule(r: Rule) -> bool:
     )
 
 
-def sale_price(unit_price: int, line: Line, rules, now: datetime) -> tuple[int, Rule] | None:
+def sale_price(unit_price: int, line: Line, rules: Iterable[Rule], now: datetime) -> tuple[int, Rule] | None:
     """The sale price of one unit (product page, cart line, order line alike): the best live sale rule
     (is_sale_rule) that covers it, rounded down to the minor unit per unit; None when there is none."""
-    best = None
+    best: tuple[int, Rule] | None = None
     snapshot = CartSnapshot((Line(line.variant_id, line.product_id, line.category_ids, 1, unit_price),))
     for r in sorted(rules, key=lambda r: (-r.priority, r.id)):
         if not is_sale_rule(r):

@@ -14,12 +14,14 @@ cart -> promotions -> variants everywhere, so checkouts cannot deadlock one anot
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 from flask import current_app
-from sqlalchemy import event, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, event, func, or_, select, update
+from sqlalchemy.orm import Session, UOWTransaction
 
 from shop import clock, events, pricing, ratelimit
 from shop.catalog.changes import on_catalog_change
@@ -30,13 +32,33 @@ from shop.money import format_money, money
 from shop.promotions import rules
 from shop.promotions.models import Promotion, PromotionCode, Redemption
 
+if TYPE_CHECKING:
+    from shop.orders.models import Order
+
+
+class Cart(Protocol):
+    """What promotions reads of a cart (shop.cart's Cart: that package is above this one, so it is not imported)."""
+
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def coupon_code(self) -> str | None: ...
+
+
 WINDOW_SECONDS = 15 * 60
 PER_CART = 10  # failed attempts per cart per window
 PER_IP = 30  # failed attempts per IP per window
 
 
-def _coupon_details(code: str, rule: rules.Rule | None, currency: str) -> dict:
-    details = {"code": code}
+def _coupon_details(code: rules.CouponErrorCode, rule: rules.Rule | None, currency: str) -> dict[str, Any]:
+    details: dict[str, Any] = {"code": code}
     if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
         details["min_subtotal"] = money(rule.min_subtotal, currency)
     return details
@@ -45,18 +67,18 @@ def _coupon_details(code: str, rule: rules.Rule | None, currency: str) -> dict:
 class CouponRejected(Invalid):
     """The code the shopper typed fails a rule (`code` names it)."""
 
-    def __init__(self, code: str, rule: rules.Rule | None = None, currency: str = "USD"):
+    def __init__(self, code: rules.CouponErrorCode, rule: rules.Rule | None = None, currency: str = "USD") -> None:
         super().__init__(code, message(code, rule, currency), _coupon_details(code, rule, currency))
 
 
 class CouponNoLongerApplies(Conflict):
     """At checkout, under the promotion's lock: the cart's code fails a rule it passed before (used up meanwhile)."""
 
-    def __init__(self, code: str, rule: rules.Rule | None = None, currency: str = "USD"):
+    def __init__(self, code: rules.CouponErrorCode, rule: rules.Rule | None = None, currency: str = "USD") -> None:
         super().__init__(code, message(code, rule, currency), _coupon_details(code, rule, currency))
 
 
-def message(code: str, rule: rules.Rule | None = None, currency: str = "USD") -> str:
+def message(code: rules.CouponErrorCode, rule: rules.Rule | None = None, currency: str = "USD") -> str:
     """The shopper's sentence for a code's refusal; the minimum subtotal is named when there is one."""
     if code == rules.MIN_SUBTOTAL and rule is not None and rule.min_subtotal is not None:
         return f"This code needs a subtotal of at least {format_money(rule.min_subtotal, currency)}."
@@ -67,12 +89,12 @@ def message(code: str, rule: rules.Rule | None = None, currency: str = "USD") ->
 class Applied:
     """A cart's discount as priced now."""
 
-    lines: list = field(default_factory=list)  # of rules.DiscountLine
-    error: str | None = None  # why the cart's code does not apply (it stays on the cart)
-    names: dict = field(default_factory=dict)  # promotion id -> name
+    lines: list[rules.DiscountLine] = field(default_factory=list)
+    error: rules.CouponErrorCode | None = None  # why the cart's code does not apply (it stays on the cart)
+    names: dict[int, str] = field(default_factory=dict)  # promotion id -> name
     error_message: str | None = None  # the shopper's sentence for `error` (naming a minimum subtotal)
     # Sale prices on the lines (not part of the discount): promotion id -> what it took off the lines in all.
-    sales: dict = field(default_factory=dict)
+    sales: dict[int, int] = field(default_factory=dict)
 
     @property
     def goods(self) -> int:
@@ -130,12 +152,13 @@ def live_automatic(at: datetime | None = None) -> list[Promotion]:
     )
 
 
-def category_ancestors() -> dict[int, frozenset]:
+def category_ancestors() -> dict[int, frozenset[int]]:
     """Each category id -> itself and its ancestors (a rule on "Clothing" covers "Clothing > Tees")."""
-    parents = dict(db.session.execute(select(Category.id, Category.parent_id)).all())
-    out = {}
+    parents: dict[int, int | None] = dict(db.session.execute(select(Category.id, Category.parent_id)).all())
+    out: dict[int, frozenset[int]] = {}
     for cid in parents:
-        seen, cur = set(), cid
+        seen: set[int] = set()
+        cur: int | None = cid
         while cur is not None and cur not in seen:
             seen.add(cur)
             cur = parents.get(cur)
@@ -158,6 +181,13 @@ def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None
         else {}
     )
     ancestors = category_ancestors() if cats else {}
+
+    def categories(variant_id: int) -> frozenset[int]:
+        """The variant's product's category and its ancestors (none for a product without one, or gone)."""
+        product_id = where.get(variant_id)
+        category_id = cats.get(product_id) if product_id is not None else None
+        return ancestors.get(category_id, frozenset()) if category_id is not None else frozenset()
+
     subtotal = sum(line.line_total for line in lines)
     shipping = (
         pricing.shipping_cost(shipping_method or "standard", subtotal, current_app.config["FREE_SHIPPING_THRESHOLD"])
@@ -169,7 +199,7 @@ def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None
             rules.Line(
                 line.variant_id,
                 where.get(line.variant_id, 0),
-                ancestors.get(cats.get(where.get(line.variant_id)), frozenset()),
+                categories(line.variant_id),
                 line.quantity,
                 line.unit_price,
                 getattr(line, "sale_stackable", False) if getattr(line, "sale_promotion_id", None) else None,
@@ -204,11 +234,12 @@ def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None
     return out
 
 
-def _sales(lines) -> dict[int, int]:
+def _sales(lines: Iterable[pricing.PricedLine]) -> dict[int, int]:
     out: dict[int, int] = {}
     for line in lines:
-        if getattr(line, "sale_promotion_id", None):
-            out[line.sale_promotion_id] = out.get(line.sale_promotion_id, 0) + line.saving * line.quantity
+        promotion_id = getattr(line, "sale_promotion_id", None)
+        if promotion_id:
+            out[promotion_id] = out.get(promotion_id, 0) + line.saving * line.quantity
     return out
 
 
@@ -231,13 +262,15 @@ def history(rule_list: list[rules.Rule], user_id: int | None, email: str | None)
         else {}
     )
     code_uses = (
-        dict(
-            db.session.execute(
+        {
+            code_id: n
+            for code_id, n in db.session.execute(
                 select(Redemption.code_id, func.count())
                 .where(Redemption.code_id.in_(code_ids), active)
                 .group_by(Redemption.code_id)
             ).all()
-        )
+            if code_id is not None  # (never: the IN leaves NULL out)
+        }
         if code_ids
         else {}
     )
@@ -274,7 +307,7 @@ def history(rule_list: list[rules.Rule], user_id: int | None, email: str | None)
     return rules.History(uses, code_uses, customer, orders_before, known_customer=True)
 
 
-def _customer(cart, user=None, email: str | None = None) -> tuple[int | None, str | None]:
+def _customer(cart: Cart, user: Any = None, email: str | None = None) -> tuple[int | None, str | None]:
     if user is not None:
         return user.id, (email or user.email)
     if cart.user_id is not None:
@@ -286,11 +319,19 @@ def _customer(cart, user=None, email: str | None = None) -> tuple[int | None, st
 
 
 def _price(
-    cart, lines, *, user=None, email=None, shipping_method=None, promotions=None, at: datetime | None = None
-) -> tuple[Applied, rules.Rule | None, str | None]:
+    cart: Cart,
+    lines: list[pricing.PricedLine],
+    *,
+    user: Any = None,
+    email: str | None = None,
+    shipping_method: str | None = None,
+    promotions: dict[int, Promotion] | None = None,
+    at: datetime | None = None,
+) -> tuple[Applied, rules.Rule | None, rules.CouponErrorCode | None]:
     """The cart's discount now; also the code's rule and, if the code fails, why."""
     at = at or clock.now()
-    code_rule, error = None, None
+    code_rule: rules.Rule | None = None
+    error: rules.CouponErrorCode | None = None
     if cart.coupon_code:
         pc = find_code(cart.coupon_code)
         if pc is None:
@@ -304,7 +345,7 @@ def _price(
     user_id, email = _customer(cart, user, email)
     hist = history([*auto, *([code_rule] if code_rule else [])], user_id, email)
     snap = snapshot(lines, shipping_method)
-    found = []
+    found: list[rules.DiscountLine] = []
     if code_rule is not None:
         try:
             found = rules.evaluate_code(snap, code_rule, auto, hist, at)
@@ -325,7 +366,14 @@ def _price(
     )
 
 
-def cart_discount(cart, lines, *, user=None, email=None, shipping_method=None) -> Applied:
+def cart_discount(
+    cart: Cart,
+    lines: list[pricing.PricedLine],
+    *,
+    user: Any = None,
+    email: str | None = None,
+    shipping_method: str | None = None,
+) -> Applied:
     """For showing a cart or a quote (no locks): the best discount now; a failing code is reported."""
     applied, _, _ = _price(cart, lines, user=user, email=email, shipping_method=shipping_method)
     return applied
@@ -334,7 +382,7 @@ def cart_discount(cart, lines, *, user=None, email=None, shipping_method=None) -
 # -- applying a code (throttled) ------------------------------------------------------------------
 
 
-def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
+def _throttle(cart_id: Any, ip: str) -> list[tuple[str, str]]:
     """Count this attempt per cart and per IP; 429 with Retry-After past either limit."""
     cfg = current_app.config
     window = int(cfg.get("COUPON_ATTEMPT_WINDOW_SECONDS", WINDOW_SECONDS))
@@ -342,7 +390,7 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
         ("coupon:cart", str(cart_id), int(cfg.get("COUPON_ATTEMPTS_PER_CART", PER_CART))),
         ("coupon:ip", ip or "unknown", int(cfg.get("COUPON_ATTEMPTS_PER_IP", PER_IP))),
     ]
-    over = []
+    over: list[tuple[int, int]] = []
     for scope, subject, limit in counted:
         w = ratelimit.hit(scope, subject, window)
         if w.count > limit:
@@ -359,7 +407,7 @@ def _throttle(cart_id, ip: str) -> list[tuple[str, str]]:
     return [(scope, subject) for scope, subject, _ in counted]
 
 
-def check_code(cart, lines, code, ip: str, user=None) -> str:
+def check_code(cart: Cart, lines: list[pricing.PricedLine], code: Any, ip: str, user: Any = None) -> str:
     """Check a code against every rule for a locked, open cart priced as `lines` (at sale prices: the code is priced
     on what the shopper pays); the code as stored, or 422 naming the failed rule. Wrong guesses are throttled per
     cart and network; a code that works is not a guess."""
@@ -385,7 +433,7 @@ def check_code(cart, lines, code, ip: str, user=None) -> str:
 # -- redemption inside checkout's transaction -----------------------------------------------------
 
 
-def lock_promotions(ids) -> dict[int, Promotion]:
+def lock_promotions(ids: Collection[int]) -> dict[int, Promotion]:
     """Lock these promotion rows (FOR UPDATE, id order, re-read): their uses are counted one checkout
     at a time. Id order, so two checkouts locking the same promotions cannot deadlock."""
     if not ids:
@@ -402,7 +450,9 @@ def lock_promotions(ids) -> dict[int, Promotion]:
     }
 
 
-def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -> Applied:
+def price_for_checkout(
+    cart: Cart, lines: list[pricing.PricedLine], *, user: Any, email: str, shipping_method: str
+) -> Applied:
     """Under the locks of the limited promotions in play: the discount, or 409 naming the rule the
     cart's code now fails (nothing is written). An automatic promotion that no longer applies
     (used up meanwhile) simply drops out; the order shows what was given."""
@@ -422,7 +472,7 @@ def price_for_checkout(cart, lines, *, user, email: str, shipping_method: str) -
     return applied
 
 
-def record(order, applied: Applied, *, user_id: int | None, email: str, shipping_waived: int = 0) -> None:
+def record(order: Order, applied: Applied, *, user_id: int | None, email: str, shipping_waived: int = 0) -> None:
     """Insert the order's redemptions (flushes; the checkout commits): its discounts', and its sale prices' (what
     each sale took off the lines), so a promotion's report counts a sale like any other promotion."""
     for d in applied.lines:
@@ -461,12 +511,13 @@ def release(order_id: int) -> int:
         .where(Redemption.order_id == order_id, Redemption.status == "active")
         .values(status="released", released_at=clock.now())
     )
-    return result.rowcount
+    # An UPDATE answers a CursorResult, which has the rowcount; Session.execute() is typed to answer a Result.
+    return cast(CursorResult[Any], result).rowcount
 
 
 @events.order_cancelled.connect
 @events.ranked("promotions")
-def _release_when_cancelled(order, **_) -> None:
+def _release_when_cancelled(order: Order, **_: Any) -> None:
     """A cancelled order's coupon uses count no more (also when its reservation expired)."""
     release(order.id)
 
@@ -476,7 +527,22 @@ def _release_when_cancelled(order, **_) -> None:
 SCHEDULE_SECONDS = 10  # how long another process may take to see a new or edited automatic sale
 
 
-def _schedule() -> dict:
+class Schedule(TypedDict, total=False):
+    """What _schedule() keeps in app.extensions (empty until it is first filled)."""
+
+    rules: list[rules.Rule]
+    cats: dict[int, frozenset[int]] | None  # category_ancestors(), when a rule names categories
+    until: float  # time.monotonic() after which it is read again
+
+
+class ProductSale(TypedDict):
+    price: int  # the sale price of one unit
+    regular: int
+    ends_at: datetime | None
+    name: str  # the promotion's
+
+
+def _schedule() -> Schedule:
     """Every active automatic promotion (any window) as rules, plus the category ancestry they need.
 
     Kept per process for SCHEDULE_SECONDS, and dropped at once in this process when a promotion or a
@@ -486,7 +552,7 @@ def _schedule() -> dict:
 
     from flask import current_app
 
-    memo = current_app.extensions.setdefault("promotion_schedule", {})
+    memo: Schedule = current_app.extensions.setdefault("promotion_schedule", {})
     if memo.get("until", 0) > _time.monotonic():
         return memo
     rows = db.session.scalars(
@@ -495,7 +561,11 @@ def _schedule() -> dict:
     auto = [to_rule(p) for p in rows]
     needs_cats = any((r.applies_to or {}).get("categories") or (r.excludes or {}).get("categories") for r in auto)
     memo.update(
-        rules=auto, cats=category_ancestors() if needs_cats else None, until=_time.monotonic() + SCHEDULE_SECONDS
+        {
+            "rules": auto,
+            "cats": category_ancestors() if needs_cats else None,
+            "until": _time.monotonic() + SCHEDULE_SECONDS,
+        }
     )
     return memo
 
@@ -507,11 +577,11 @@ def forget_schedule() -> None:
         current_app.extensions.pop("promotion_schedule", None)
 
 
-def _live(auto: list, at: datetime) -> list:
+def _live(auto: list[rules.Rule], at: datetime) -> list[rules.Rule]:
     return [r for r in auto if (r.starts_at is None or r.starts_at <= at) and (r.ends_at is None or r.ends_at > at)]
 
 
-def product_sales(data: dict, at: datetime | None = None) -> dict[int, dict]:
+def product_sales(data: dict[str, Any], at: datetime | None = None) -> dict[int, ProductSale]:
     """Variant id -> {price, regular, ends_at, name} for a product's variants under a live automatic
     percentage sale. Computed at render time from the (cached) product data and the promotions live
     now, so a sale shows from its first second to its last whatever the catalogue cache holds."""
@@ -522,7 +592,7 @@ def product_sales(data: dict, at: datetime | None = None) -> dict[int, dict]:
         return {}
     cat = data["category"]["id"]
     cats = (schedule["cats"] or {}).get(cat, frozenset({cat})) if schedule["cats"] else frozenset({cat})
-    out = {}
+    out: dict[int, ProductSale] = {}
     for v in data["variants"]:
         unit = v["price_amount"]
         found = rules.sale_price(unit, rules.Line(v["id"], data["id"], cats, 1, unit), auto, at)
@@ -542,18 +612,18 @@ def seconds_to_next_change(at: datetime | None = None) -> int | None:
 
 # A promotion or category change is seen at once by this process (others within SCHEDULE_SECONDS).
 @event.listens_for(Session, "after_flush")
-def _note_promotion_change(session, flush_context) -> None:
+def _note_promotion_change(session: Session, flush_context: UOWTransaction) -> None:
     if any(isinstance(o, (Promotion, PromotionCode)) for o in (*session.new, *session.dirty, *session.deleted)):
         session.info["promotions_changed"] = True
 
 
 @event.listens_for(Session, "after_commit")
-def _drop_schedule(session) -> None:
+def _drop_schedule(session: Session) -> None:
     if session.info.pop("promotions_changed", False):
         forget_schedule()
 
 
 @on_catalog_change
-def _categories_moved(product_ids, categories_changed) -> None:
+def _categories_moved(product_ids: set[int], categories_changed: bool) -> None:
     if categories_changed:
         forget_schedule()
