@@ -16,9 +16,10 @@ consumes everything pending synchronously (the CLI and the tests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import DateTime, String, delete, func
 from sqlalchemy.dialects.postgresql import insert
@@ -65,20 +66,21 @@ class Group:
 
 
 GROUPS: dict[str, Group] = {}
+Handler = Callable[[dict[str, Any]], None]  # fn(envelope)
 
 
 def consumer(
     name: str,
-    types=None,
+    types: Iterable[str] | None = None,
     description: str = "",
     then: Callable[[], object] | None = None,
     max_age: float | Callable[[], float] | None = None,
-):
+) -> Callable[[Handler], Handler]:
     """Register `fn(envelope)` as consumer group `name`, for the event `types` given (all when None); `then()` runs
     after each batch the group applied and committed (Group.then); events older than `max_age` seconds are skipped
     (Group.max_age)."""
 
-    def register(fn):
+    def register(fn: Handler) -> Handler:
         if name in GROUPS and GROUPS[name].handler is not fn:
             raise ValueError(f"consumer group {name!r} is registered twice")
         summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")

@@ -12,10 +12,13 @@ from the stream at any time, beside the live consumers.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from sqlalchemy import Date, cast, delete, func, select, tuple_
+from sqlalchemy import CursorResult, Date, cast, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from shop.consumers import consumer
@@ -25,6 +28,9 @@ from shop.orders import states
 from shop.orders.models import Order
 from shop.payments.models import Payment
 from shop.reports.models import SalesOrder
+
+if TYPE_CHECKING:
+    from shop.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +55,57 @@ RANK = {
 REPLAY_BATCH = 500
 
 
+class SalesRow(TypedDict):
+    """A sales_order row as an order.* event describes it (models.SalesOrder's columns)."""
+
+    order_id: int
+    number: str
+    created_at: datetime
+    day: date
+    currency: str
+    status: str
+    sold: bool
+    total: int
+    discount: int
+    refunded: int
+    event_at: datetime
+    rank: int
+    event_id: str
+
+
+class SalesDay(TypedDict):
+    date: str
+    orders: int
+    revenue: dict[str, Any] | None  # Money
+    discounts: dict[str, Any] | None
+
+
+class SalesTotal(TypedDict):
+    currency: str
+    orders: int
+    revenue: dict[str, Any] | None
+    refunded: dict[str, Any] | None
+    net: dict[str, Any] | None
+
+
+# The API's body ("from" is a keyword: the functional form).
+SalesReport = TypedDict("SalesReport", {"from": str, "to": str, "days": list[SalesDay], "totals": list[SalesTotal]})
+
+
+class ReplayCounts(TypedDict):
+    deleted: int  # projection rows deleted to be rebuilt
+    read: int  # events read from the stream
+    applied: int  # order.* events applied
+    orders: int  # orders whose rows were rebuilt
+
+
 # -- the projection ------------------------------------------------------------------------------------------------
 def _utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def snapshot_row(envelope: dict) -> dict | None:
+def snapshot_row(envelope: dict[str, Any]) -> SalesRow | None:
     """The projection row an order.* event describes, or None for one this projection cannot read (logged: a
     handler that raised would have the event delivered again for ever)."""
     data = envelope.get("data") or {}
@@ -95,16 +145,16 @@ def snapshot_row(envelope: dict) -> dict | None:
         return None
 
 
-def _newer(row: dict) -> tuple:
+def _newer(row: SalesRow) -> tuple[datetime, int, int]:
     return row["event_at"], row["rank"], row["refunded"]
 
 
-def upsert(rows: Iterable[dict]) -> int:
+def upsert(rows: Iterable[SalesRow]) -> int:
     """Store each order's snapshot unless the stored one is as new or newer; one statement. Returns rows written.
 
     INSERT ... ON CONFLICT DO UPDATE ... WHERE locks the stored row and compares against its committed version, so
     consumers applying two events of one order at once keep the newer whichever commits first."""
-    latest: dict[int, dict] = {}
+    latest: dict[int, SalesRow] = {}
     for row in rows:  # one statement may not touch a row twice: the newest of this batch per order
         if row["order_id"] not in latest or _newer(row) > _newer(latest[row["order_id"]]):
             latest[row["order_id"]] = row
@@ -134,11 +184,12 @@ def upsert(rows: Iterable[dict]) -> int:
         where=tuple_(SalesOrder.event_at, SalesOrder.rank, SalesOrder.refunded)
         < tuple_(new.event_at, new.rank, new.refunded),
     )
-    return db.session.execute(stmt).rowcount
+    # An INSERT answers a CursorResult, which has the rowcount; Session.execute() is typed to answer a Result.
+    return typing.cast(CursorResult[Any], db.session.execute(stmt)).rowcount
 
 
 @consumer(GROUP, types=ORDER_EVENTS, description="The sales read model (sales_order) behind the sales report")
-def apply(envelope: dict) -> None:
+def apply(envelope: dict[str, Any]) -> None:
     """Consumer group "sales": keep the order's latest snapshot (shop.consumers.handle commits)."""
     row = snapshot_row(envelope)
     if row is not None:
@@ -150,11 +201,17 @@ def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return datetime.combine(start, time.min, UTC), datetime.combine(end + timedelta(days=1), time.min, UTC)
 
 
-def _report(start: date, end: date, days, refunded) -> dict:
-    """The API's body from (day, currency, orders, revenue, discounts) rows and (currency, refunded) rows.
+def _report(
+    start: date,
+    end: date,
+    days: Iterable[tuple[date, str, int, Decimal | int, Decimal | int | None]],
+    refunded: Iterable[tuple[str, Decimal | int]],
+) -> SalesReport:
+    """The API's body from (day, currency, orders, revenue, discounts) rows and (currency, refunded) rows (PostgreSQL's
+    SUM of a bigint is a numeric: a Decimal).
 
     A currency is in the totals when it has sold orders or refunds in the range."""
-    totals: dict[str, dict] = {}
+    totals: dict[str, dict[str, int]] = {}
     for _, currency, orders, revenue, _ in days:
         t = totals.setdefault(currency, {"orders": 0, "revenue": 0, "refunded": 0})
         t["orders"] += int(orders)
@@ -187,7 +244,7 @@ def _report(start: date, end: date, days, refunded) -> dict:
     }
 
 
-def sales_from_read_model(start: date, end: date) -> dict:
+def sales_from_read_model(start: date, end: date) -> SalesReport:
     """Sold orders, revenue and discounts per UTC day and currency of the orders created from `start` to `end`
     (inclusive), and per currency the refunds of those orders (any status) and the net: from the projection."""
     s = SalesOrder
@@ -202,7 +259,7 @@ def sales_from_read_model(start: date, end: date) -> dict:
     return _report(start, end, days, refunded)
 
 
-def sales_from_orders(start: date, end: date) -> dict:
+def sales_from_orders(start: date, end: date) -> SalesReport:
     """The same report computed from the order and payment tables (what the read model must agree with)."""
     lo, hi = _bounds(start, end)
     day = cast(func.timezone("UTC", Order.created_at), Date).label("day")
@@ -236,21 +293,21 @@ def sold_on(day: date) -> list[tuple[str, int, int]]:
 
 
 # -- replay --------------------------------------------------------------------------------------------------------
-def _peeked(iterator: Iterator[dict]) -> Iterator[dict]:
+def _peeked(iterator: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Read the first item now (so an unreachable stream fails before anything is deleted), then the rest lazily."""
     try:
         first = next(iterator)
     except StopIteration:
         return iter(())
 
-    def chain():
+    def chain() -> Iterator[dict[str, Any]]:
         yield first
         yield from iterator
 
     return chain()
 
 
-def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> dict:
+def replay(since: datetime | None, stream: Stream | None = None, batch: int = REPLAY_BATCH) -> ReplayCounts:
     """Rebuild, from the stream, the projection rows of the orders created from `since` (all when None) whose events
     the stream still holds, in one transaction: each such order's row is deleted when its first event is read, and
     every order.* event of the stream since then is applied again. Orders the stream no longer holds (trimmed away,
@@ -267,10 +324,10 @@ def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> di
 
         stream = streams.current()
     events = _peeked(iter(stream.read_from(since)))
-    counts = {"deleted": 0, "read": 0, "applied": 0, "orders": 0}
+    counts: ReplayCounts = {"deleted": 0, "read": 0, "applied": 0, "orders": 0}
     seen: set[int] = set()
     try:
-        rows: list[dict] = []
+        rows: list[SalesRow] = []
 
         def flush() -> None:
             fresh = {row["order_id"] for row in rows} - seen
@@ -278,7 +335,7 @@ def replay(since: datetime | None, stream=None, batch: int = REPLAY_BATCH) -> di
                 gone = delete(SalesOrder).where(SalesOrder.order_id.in_(fresh))
                 if since is not None:  # a row that says its order is older than `since` stays as it is
                     gone = gone.where(SalesOrder.created_at >= since)
-                counts["deleted"] += db.session.execute(gone).rowcount
+                counts["deleted"] += typing.cast(CursorResult[Any], db.session.execute(gone)).rowcount
                 seen.update(fresh)
             upsert(rows)
             rows.clear()
