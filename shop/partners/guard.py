@@ -81,7 +81,7 @@ def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: b
     return kind
 
 
-def parse(url) -> tuple[str, str, int, str]:
+def parse(url: object) -> tuple[str, str, int, str]:
     """(scheme, host, port, path) of an http(s) URL without credentials; UrlNotAllowed otherwise."""
     if not isinstance(url, str) or not url.strip():
         raise UrlNotAllowed("The URL is empty.")
@@ -108,7 +108,7 @@ def parse(url) -> tuple[str, str, int, str]:
     return scheme, host, port or (443 if scheme == "https" else 80), path
 
 
-def check(url, *, allow_private: bool = False) -> Target:
+def check(url: str, *, allow_private: bool = False) -> Target:
     """The URL as a Target pinned to its first address, after checking every address its host resolves to.
     UrlNotAllowed names the reason (bad URL, a host that does not resolve, a refused address)."""
     scheme, host, port, path = parse(url)
@@ -120,7 +120,8 @@ def check(url, *, allow_private: bool = False) -> Target:
     for family, _type, _proto, _name, sockaddr in answers:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])  # an IPv6 zone index is not part of the address
+        # An AF_INET or AF_INET6 answer's address is text; an IPv6 zone index is not part of the address.
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if (why := _refusal(ip, allow_private)) is not None:
             shown = host if host == str(ip) else f"{host} ({ip})"
             raise UrlNotAllowed(f"{shown} is {why}: webhooks may only reach public internet addresses.")

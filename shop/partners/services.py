@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, func, select
@@ -31,7 +32,7 @@ MAX_DESCRIPTION = 200
 class Invalid(ValueError):
     """Fields that are not valid: {field: problem}."""
 
-    def __init__(self, fields: dict[str, str]):
+    def __init__(self, fields: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k} {v}" for k, v in fields.items()))
         self.fields = fields
 
@@ -61,10 +62,11 @@ def _allow_private() -> bool:
 
 
 # -- endpoints ------------------------------------------------------------------------------------
-def clean(data: dict, *, partial: bool = False) -> dict:
+def clean(data: dict[str, Any], *, partial: bool = False) -> dict[str, Any]:
     """The endpoint fields in `data` (all required ones unless `partial`), checked: Invalid names every bad field,
     UrlRefused a URL the guard refuses (checked last, once the rest is right)."""
-    fields, out = {}, {}
+    fields: dict[str, str] = {}
+    out: dict[str, Any] = {}
     if "url" in data or not partial:
         url = data.get("url")
         if not isinstance(url, str) or not url.strip():
@@ -104,7 +106,7 @@ def clean(data: dict, *, partial: bool = False) -> dict:
     return out
 
 
-def create_endpoint(data: dict) -> tuple[WebhookEndpoint, str]:
+def create_endpoint(data: dict[str, Any]) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; returns it and its secret (the only time the secret is readable)."""
     values = clean(data)
     secret = signing.new_secret()
@@ -130,7 +132,7 @@ def get_endpoint(endpoint_id: int, *, lock: bool = False) -> WebhookEndpoint:
     return endpoint
 
 
-def update_endpoint(endpoint_id: int, data: dict, now: datetime | None = None) -> WebhookEndpoint:
+def update_endpoint(endpoint_id: int, data: dict[str, Any], now: datetime | None = None) -> WebhookEndpoint:
     """Change url, events, description or enabled. Enabling again forgets why it was disabled and how long it had
     been failing; its pending deliveries go out again at their due times."""
     values = clean(data, partial=True)
@@ -162,7 +164,7 @@ def list_endpoints(page: int, per_page: int) -> tuple[int, list[WebhookEndpoint]
     rows = db.session.scalars(
         select(WebhookEndpoint).order_by(WebhookEndpoint.id.desc()).limit(per_page).offset((page - 1) * per_page)
     ).all()
-    return total, list(rows)
+    return total or 0, list(rows)
 
 
 def list_deliveries(
@@ -182,17 +184,17 @@ def list_deliveries(
         .limit(per_page)
         .offset((page - 1) * per_page)
     ).all()
-    return total, list(rows)
+    return total or 0, list(rows)
 
 
 # -- deliveries -----------------------------------------------------------------------------------
-def body_of(envelope: dict) -> str:
+def body_of(envelope: dict[str, Any]) -> str:
     """The JSON body partners receive: the envelope's fields in the contract's order."""
     keys = ("id", "type", "version", "occurred_at", "aggregate", "data")
     return json.dumps({k: envelope[k] for k in keys if k in envelope}, separators=(",", ":"))
 
 
-def _new_delivery(endpoint_id: int, envelope: dict, now: datetime, *, alone: bool = False) -> int | None:
+def _new_delivery(endpoint_id: int, envelope: dict[str, Any], now: datetime, *, alone: bool = False) -> int | None:
     """INSERT a delivery due now (with `alone`, as for an admin's test event, also a job after the commit that
     sends it; a consumer's deliveries are sent by its group's `then`, shop.partners.consumer.send_due); None when
     it existed already."""
@@ -217,7 +219,7 @@ def _new_delivery(endpoint_id: int, envelope: dict, now: datetime, *, alone: boo
     return delivery_id
 
 
-def record_deliveries(envelope: dict, now: datetime | None = None) -> list[int]:
+def record_deliveries(envelope: dict[str, Any], now: datetime | None = None) -> list[int]:
     """A delivery for each enabled endpoint subscribed to the event's type, in the caller's transaction (the
     consumer group's: the event is claimed and its deliveries written together). Returns their ids."""
     occurred = datetime.fromisoformat(envelope["occurred_at"])
@@ -235,7 +237,7 @@ def record_deliveries(envelope: dict, now: datetime | None = None) -> list[int]:
     return [i for i in made if i is not None]
 
 
-def sample_envelope(endpoint: WebhookEndpoint, now: datetime) -> dict:
+def sample_envelope(endpoint: WebhookEndpoint, now: datetime) -> dict[str, Any]:
     """The "Send test event" message: a `webhook.test` event about the endpoint itself."""
     return {
         "id": str(uuid.uuid4()),
@@ -258,8 +260,9 @@ def send_test(endpoint_id: int, now: datetime | None = None) -> WebhookDelivery:
     if not endpoint.enabled:
         raise EndpointDisabled(endpoint_id)
     delivery_id = _new_delivery(endpoint.id, sample_envelope(endpoint, now), now, alone=True)
+    assert delivery_id is not None  # a new event id: no delivery had it
     db.session.commit()
-    return db.session.get(WebhookDelivery, delivery_id)
+    return db.session.get_one(WebhookDelivery, delivery_id)
 
 
 def retry_delivery(endpoint_id: int, delivery_id: int, now: datetime | None = None) -> WebhookDelivery:
@@ -279,7 +282,8 @@ def retry_delivery(endpoint_id: int, delivery_id: int, now: datetime | None = No
     logged = db.session.scalar(
         select(func.count()).select_from(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id)
     )
-    if delivery.state == PENDING and delivery.attempts > logged and delivery.next_attempt_at > now:
+    due = delivery.next_attempt_at  # set on every pending delivery (the end of its claim while one is in flight)
+    if delivery.state == PENDING and delivery.attempts > (logged or 0) and due is not None and due > now:
         raise DeliveryInProgress(delivery_id)  # claimed (attempts counted) and not logged yet: in flight
     delivery.state, delivery.next_attempt_at, delivery.finished_at = PENDING, now, None
     after_commit(QUEUE, ATTEMPT_JOB, delivery.id)
