@@ -29,8 +29,12 @@ How
        worker closes every connection after one response (gunicorn/workers/sync.py, force_close),
        so keep-alive clients would reconnect per request; 2 x 4 threads also give one slot per
        client at the default concurrency of 8. `--worker-class sync` measures the other set-up.
-    4. Per target, a separate load process (bench/load.py, spawned with multiprocessing) runs a
-       closed loop over keep-alive connections: a warm-up, then the measured window.
+    4. The load: wrk (bench/wrk.py; `sudo apt-get install wrk`) with --concurrency keep-alive connections, or
+       with `--client python` (the fallback when wrk is missing) bench/load.py's closed loop of Python threads.
+       The targets are measured in turn, --rounds times each (a warm-up before the first round), so noise on
+       the machine hits them alike; `client cpu` is the load generator's share of all the cores during its
+       runs: a client near one core's share (50% here) per thread is saturated, and its row says more about
+       the client than about the server.
     5. A table on stdout, the same figures as JSON in bench/results/, and everything it started
        is stopped (also on Ctrl-C or SIGTERM).
 The load generator, the gunicorns and PostgreSQL share the machine's cores, so absolute figures are
@@ -88,6 +92,7 @@ def table(results: dict[str, dict], paths: dict[str, str]) -> str:
         ("errors", ">6"),
         ("conns", ">6"),
         ("cpu ms/r", ">8"),
+        ("client cpu", ">10"),
         ("x bare", ">7"),
         ("x no-cache", ">10"),
     ]
@@ -103,6 +108,7 @@ def table(results: dict[str, dict], paths: dict[str, str]) -> str:
                 r["errors"],
                 r["connections"],
                 harness.fig(r["server_cpu_ms_per_req"]),
+                f"{r['client_cpu_share']:.0%}" if r.get("client_cpu_share") is not None else "",
                 harness.fig(r["ratio_to_bare"], ".3f"),
                 f"{r['ratio_to_no_cache']:.2f}" if r.get("ratio_to_no_cache") else "",
             ]
@@ -150,6 +156,8 @@ def bench(stack, args) -> None:
         "concurrency": args.concurrency,
         "warmup_s": args.warmup,
         "seconds": args.seconds,
+        "client": args.client,
+        "rounds": args.rounds,
         "shop_env": env["SHOP_ENV"],
         "shop_port": shop[0],
         "shop_nocache_port": nocache[0],
@@ -157,12 +165,9 @@ def bench(stack, args) -> None:
         "cache_ttl_s": env.get("CACHE_TTL_SECONDS", "60 (default)"),
     }
     harness.say_setup(setup)
-    results = {}
-    for key, ((port, pid), paths) in targets.items():
-        name, _, mode = key.partition(":")
-        cache = f" (cache {mode})" if mode else ""
-        say(f"{name}{cache}: {shown[name]}, {args.warmup:g}s warm-up + {args.seconds:g}s")
-        results[key] = harness.run_target(port, pid, paths, args)
+    harness.client_note(args)
+    say(f"{len(targets)} targets in turn, {args.rounds} rounds of {args.seconds / args.rounds:g}s each")
+    results = harness.run_interleaved(targets, args)
     floor = results["bare"]["rps"]
     for key, r in results.items():
         r["ratio_to_bare"] = round(r["rps"] / floor, 4) if floor else None

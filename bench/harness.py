@@ -4,8 +4,9 @@
                   start_services() / shop_env(): BENCH_DATABASE_URL etc. when set, never a developer's own
                   DATABASE_URL; start_gunicorn(): the shop (or bench/bare_app.py) under the bench's gunicorn set-up
     the run       run(): the script's work, then everything it started is stopped (also on Ctrl-C or SIGTERM)
-    measuring     Stopwatch; run_target() (bench/load.py's closed loop in a process of its own, plus the gunicorn
-                  workers' CPU per request); percentile() (nearest rank), milliseconds(), percentiles()
+    measuring     Stopwatch; run_target(): wrk (bench/wrk.py) or bench/load.py's closed loop, plus the gunicorn
+                  workers' CPU per request and the client's CPU share; run_interleaved(): targets in turn, in
+                  rounds; percentile() (nearest rank), milliseconds(), percentiles()
     reporting     say(), say_setup(), machine(), table() and fig() for the tables on stdout, write_results() for
                   the JSON in bench/results/
 
@@ -21,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import resource
 import secrets
 import signal
 import socket
@@ -178,9 +180,37 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
 
 def add_load_args(p: argparse.ArgumentParser, *, seconds: float) -> None:
     """The closed-loop load options (see run_target)."""
-    p.add_argument("--seconds", type=float, default=seconds, help="measured window per target")
+    from bench import wrk
+
+    p.add_argument("--seconds", type=float, default=seconds, help="measured window per target (all rounds)")
     p.add_argument("--warmup", type=float, default=2.0, help="unrecorded warm-up per target")
     p.add_argument("--concurrency", type=int, default=8, help="client connections per target")
+    p.add_argument(
+        "--client",
+        choices=["wrk", "python"],
+        default="wrk" if wrk.available() else "python",
+        help="load generator: wrk (compiled; the default when installed) or bench/load.py's Python threads",
+    )
+    p.add_argument("--client-threads", type=int, default=1, help="wrk threads (one core is plenty for wrk)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the targets are measured in turn, this many times each (noise then hits all of them alike)",
+    )
+
+
+def client_note(args: argparse.Namespace) -> None:
+    """Say which load generator runs, and how to get wrk when it is missing."""
+    from bench import wrk
+
+    if args.client == "python":
+        say(
+            "client: bench/load.py (Python threads); it shares the cores with the servers and can be the limit. "
+            + ("" if wrk.available() else wrk.INSTALL_HINT)
+        )
+    else:
+        say(f"client: wrk ({wrk.available()}), {args.concurrency} connections, {args.client_threads} thread(s)")
 
 
 def gunicorn_setup(args: argparse.Namespace) -> str:
@@ -249,22 +279,56 @@ def cpu_ms_per(before: float | None, after: float | None, count: int) -> float |
     return round((after - before) * 1000 / count, 2)
 
 
-def run_target(port: int, master_pid: int, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """One measurement in a fresh load process (bench/load.py; terminated if we are interrupted), plus the
-    gunicorn workers' CPU per request, warm-up included: the app's cost, whatever the client's."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_target(
+    port: int,
+    master_pid: int,
+    paths: list[str],
+    args: argparse.Namespace,
+    *,
+    seconds: float | None = None,
+    warmup: float | None = None,
+) -> dict[str, Any]:
+    """One measurement (`seconds`, default args.seconds, after `warmup`) with args.client, plus the gunicorn
+    workers' CPU per request, warm-up included (the app's cost, whatever the client's), and the client's share of
+    the machine's CPU during the run (`client_cpu_share`: near 1/cores per client thread, the client is the limit)."""
+    seconds = args.seconds if seconds is None else seconds
+    warmup = args.warmup if warmup is None else warmup
+    cpu_before, client_before, wall_before = workers_cpu(master_pid), _children_cpu(), time.perf_counter()
+    if args.client == "wrk":
+        from bench import wrk
+
+        warm = {"sent_with_warmup": 0}
+        if warmup > 0:
+            warm = wrk.measure(port, paths, connections=args.concurrency, threads=args.client_threads, seconds=warmup)
+        result = wrk.measure(port, paths, connections=args.concurrency, threads=args.client_threads, seconds=seconds)
+        result["sent_with_warmup"] += warm["sent_with_warmup"]
+    else:
+        result = _python_load(port, paths, args, seconds, warmup)
+    wall, client = time.perf_counter() - wall_before, _children_cpu() - client_before
+    result["client_cpu_share"] = round(client / (wall * (os.cpu_count() or 1)), 3) if wall > 0 else None
+    result["server_cpu_ms_per_req"] = cpu_ms_per(cpu_before, workers_cpu(master_pid), result["sent_with_warmup"])
+    return result
+
+
+def _python_load(port: int, paths: list[str], args: argparse.Namespace, seconds: float, warmup: float) -> dict:
+    """bench/load.py in a fresh process (terminated if we are interrupted)."""
     from bench import load  # (load imports this module)
 
-    cpu_before = workers_cpu(master_pid)
     ctx = multiprocessing.get_context("spawn")
     answers = ctx.Queue()
     proc = ctx.Process(
         target=load.run_in_child,
         daemon=True,
-        args=(answers, "127.0.0.1", port, paths, args.concurrency, args.warmup, args.seconds),
+        args=(answers, "127.0.0.1", port, paths, args.concurrency, warmup, seconds),
     )
     proc.start()
     try:
-        result: dict[str, Any] = answers.get(timeout=args.warmup + args.seconds + 60)
+        result: dict[str, Any] = answers.get(timeout=warmup + seconds + 60)
         proc.join(timeout=10)
     except queue.Empty:
         raise RuntimeError(f"the load process gave no answer (exit code {proc.exitcode})") from None
@@ -274,8 +338,34 @@ def run_target(port: int, master_pid: int, paths: list[str], args: argparse.Name
             proc.join()
     if "failed" in result:
         raise RuntimeError(f"load process failed: {result['failed']}")
-    result["server_cpu_ms_per_req"] = cpu_ms_per(cpu_before, workers_cpu(master_pid), result["sent_with_warmup"])
+    result["client"] = "python"
     return result
+
+
+def run_interleaved(
+    targets: dict[str, tuple[tuple[int, int], list[str]]], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Every target measured in turn, args.rounds times (the order rotating each round), each time for
+    args.seconds / args.rounds after its warm-up (the first round only): a burst of noise on the machine then
+    hits every target alike, and the ratios between them hold. One combined row per target."""
+    from bench import wrk
+
+    keys = list(targets)
+    rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    share = args.seconds / max(1, args.rounds)
+    for n in range(max(1, args.rounds)):
+        order = keys[n % len(keys) :] + keys[: n % len(keys)]
+        for key in order:
+            (port, pid), paths = targets[key]
+            rounds[key].append(run_target(port, pid, paths, args, seconds=share, warmup=args.warmup if n == 0 else 0))
+        say(f"round {n + 1}/{args.rounds}: " + ", ".join(f"{k} {rounds[k][-1]['rps']:.0f}/s" for k in keys))
+    out = {}
+    for key, measured in rounds.items():
+        combined = wrk.combine(measured)
+        cpu = [r["server_cpu_ms_per_req"] for r in measured if r["server_cpu_ms_per_req"] is not None]
+        combined["server_cpu_ms_per_req"] = round(sum(cpu) / len(cpu), 2) if cpu else None
+        out[key] = combined
+    return out
 
 
 # -- the run ----------------------------------------------------------------------------------------------------

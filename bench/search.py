@@ -143,6 +143,7 @@ def table(results: dict, paths_shown: str) -> str:
         ("errors", ">6"),
         ("conns", ">6"),
         ("cpu ms/q", ">9"),
+        ("client cpu", ">10"),
     ]
     rows = [
         [
@@ -151,6 +152,7 @@ def table(results: dict, paths_shown: str) -> str:
             r["errors"],
             r["connections"],
             harness.fig(r["server_cpu_ms_per_req"]),
+            f"{r['client_cpu_share']:.0%}" if r.get("client_cpu_share") is not None else "",
         ]
         for name, r in results.items()
     ]
@@ -190,13 +192,14 @@ def bench(stack, args) -> None:
         "concurrency": args.concurrency,
         "warmup_s": args.warmup,
         "seconds": args.seconds,
+        "client": args.client,
+        "rounds": args.rounds,
         "indexing": indexing,
     }
     harness.say_setup(setup)
-    results = {}
-    for name, (port, pid) in targets.items():
-        say(f"{name}: {len(paths)} queries in turn, {args.warmup:g}s warm-up + {args.seconds:g}s")
-        results[name] = harness.run_target(port, pid, paths, args)
+    harness.client_note(args)
+    say(f"both engines in turn, {args.rounds} rounds of {args.seconds / args.rounds:g}s, {len(paths)} queries in turn")
+    results = harness.run_interleaved({name: (server, paths) for name, server in targets.items()}, args)
     shown = f"/api/v1/search?q=<{len(QUERIES)} queries in turn, {setup['typo_queries']} with typos>&per_page=20"
     print(f"\n{table(results, shown)}\n\nHits per query (total matches):\n{hits_table(ts_hits, db_hits)}\n", flush=True)
     hits_json = [

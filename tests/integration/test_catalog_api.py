@@ -174,6 +174,28 @@ def test_listing_costs_the_same_queries_whatever_the_page_size(client, db_sessio
     assert 2 <= large.count <= 4, large.statements
 
 
+def test_a_category_page_costs_the_same_queries_for_a_few_products_as_for_a_full_page(
+    client, db_session, count_queries
+):
+    """The storefront listing, uncached (each category is read for the first time): its SQL does not grow with the
+    number of cards (images, variants and prices of every card come in the same few queries)."""
+    from shop.storefront.routes import PER_PAGE
+
+    few, full = make_category(slug="few"), make_category(slug="full")
+    for i in range(3):
+        make_product(few, f"Few {i}", images=2, colours=("Red", "Blue"))
+    for i in range(PER_PAGE + 5):
+        make_product(full, f"Full {i}", images=2, colours=("Red", "Blue", "Green"))
+    db_session.flush()
+    with count_queries() as small:
+        page = client.get("/c/few")
+    assert page.status_code == 200 and page.data.count(b'<li class="card">') == 3
+    with count_queries() as large:
+        page = client.get("/c/full")
+    assert page.status_code == 200 and page.data.count(b'<li class="card">') == PER_PAGE
+    assert small.count == large.count, (small.statements, large.statements)
+
+
 def test_product_detail_queries_do_not_grow_with_variants(client, db_session, count_queries):
     cat = make_category(slug="matrix")
     make_product(cat, "Small", slug="small-matrix", sizes=("S",), colours=("Red",))
