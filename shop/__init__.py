@@ -33,6 +33,9 @@ def create_app(config=None) -> Flask:
     from shop import cache as catalog_cache
 
     catalog_cache.init_app(app)  # the catalogue's Redis cache, and its invalidation on every change
+    from shop import response_cache
+
+    response_cache.init_app(app)  # whole anonymous catalogue answers, served before Flask runs
     _login(app)
     if app.config["PROXY_COUNT"]:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -95,6 +95,11 @@ class CatalogCache:
             self._failed(exc)
             return _MISSING
 
+    def attempt(self, fn: Callable[[Redis], Any]) -> Any:
+        """fn(client), or None when Redis is stepping aside or fails now (for shop.response_cache)."""
+        got = self._redis(fn)
+        return None if got is _MISSING else got
+
     def _failed(self, exc: Exception) -> None:
         retry = max(0, int(self.app.config.get("CACHE_RETRY_SECONDS", 5)))
         now = time.monotonic()
