@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request, url_for
 
@@ -31,9 +31,18 @@ def shop_globals():
         "shop_name": current_app.config["SHOP_NAME"],
         "image_url": image_url,
         "image_srcset": image_srcset,
+        "product_url": product_url,
         "nav_categories": _nav,
         "free_shipping_over": _free_shipping_over(),
     }
+
+
+def product_url(slug: str) -> str:
+    """url_for("storefront.product", slug=slug), with the URL map walked once per request, not once per card."""
+    prefix = g.get("_product_url_prefix")
+    if prefix is None:
+        prefix = g._product_url_prefix = url_for("storefront.product", slug="-").removesuffix("-")
+    return prefix + quote(slug, safe="")
 
 
 def _free_shipping_over() -> str | None:
