@@ -130,6 +130,10 @@ def from_environment(env=None) -> dict:
         # After a Redis error the cache steps aside (PostgreSQL answers) for this long before trying again.
         "CACHE_RETRY_SECONDS": number("CACHE_RETRY_SECONDS", 5),
         "RESERVATION_TTL_SECONDS": number("RESERVATION_TTL_SECONDS", 900),
+        # The stock gate (shop/inventory/gate.py): sold-out variants refused at checkout without their row lock;
+        # a flag lapses after this many seconds whatever happens (a removal lost to a Redis error).
+        "STOCK_GATE_ENABLED": flag("STOCK_GATE_ENABLED", "1"),
+        "STOCK_GATE_SECONDS": number("STOCK_GATE_SECONDS", 5),
         # A bank payment submitted on Stripe's page before the hold ended keeps its stock this long for the bank.
         "ASYNC_PAYMENT_HOLD_SECONDS": number("ASYNC_PAYMENT_HOLD_SECONDS", 5 * 24 * 3600),
         # How long the signed "See your order" link in an order mail opens that order, in any browser (days).

@@ -21,6 +21,7 @@ from shop.cart.models import Cart, CartStatus
 from shop.checkout import holds
 from shop.errors import Conflict, Invalid, ValidationError
 from shop.extensions import db
+from shop.inventory import gate as stock_gate
 from shop.inventory import services as inventory
 from shop.orders import services as orders
 from shop.orders.models import Order
@@ -110,6 +111,11 @@ def place_order(
     if cart.status != CartStatus.OPEN:
         raise carts.CartClosed("This cart was already checked out; start a new one.")
     lines = carts.priced_lines(cart)
+    # The stock gate (shop.inventory.gate): a variant known to be sold out is refused here, before the promotions'
+    # and the variants' row locks that the buyers who can still win are queueing for. It only ever refuses.
+    gated = stock_gate.sold_out(line.variant_id for line in lines)
+    if gated:
+        raise inventory.OutOfStock({line.sku: 0 for line in lines if line.variant_id in gated})
     # Lock order everywhere in checkout: cart -> promotions -> variants (shop.promotions.services).
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
     applied = (

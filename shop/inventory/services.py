@@ -17,6 +17,7 @@ from shop import clock, events
 from shop.catalog.models import Product, Variant
 from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
+from shop.inventory import gate
 
 
 @dataclass
@@ -166,6 +167,8 @@ def check_available(wanted: dict[int, int]) -> dict[int, Variant]:
         if vid not in variants or variants[vid].available < qty
     }
     if short:
+        # Under the row locks: the committed truth. Sold-out variants close the gate for the buyers behind.
+        gate.mark({vid: 0 for vid in wanted if vid in variants and variants[vid].available <= 0})
         raise OutOfStock(short)
     return variants
 
@@ -280,6 +283,7 @@ def _stock_back_when_cancelled(order: Any, *, was_paid: bool, **_: Any) -> None:
 # stock.low when its availability went from above its threshold to at or below it (once per crossing). A variant's
 # opening stock (a new variant) is not a change; a deleted variant publishes nothing (product.updated says it).
 _STOCK_MOVES = "stock_moves"  # session.info: {variant id: (variant, on_hand, reserved) when first touched}
+_GATE = "stock_gate"  # session.info: {variant id: units available} as this transaction commits them
 
 
 @sa_event.listens_for(Variant.on_hand, "set", active_history=True)
@@ -355,15 +359,22 @@ def _publish_stock_events(session: Session) -> None:
     moves = session.info.pop(_STOCK_MOVES, None)
     if moves:
         events.publish_many(_stock_events(moves), session=session)
+        session.info[_GATE] = {
+            vid: max((variant.on_hand or 0) - (variant.reserved or 0), 0)
+            for vid, (variant, *_) in moves.items()
+            if not (inspect(variant).deleted or inspect(variant).was_deleted or inspect(variant).detached)
+        }
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
 def _forget_stock_moves(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_STOCK_MOVES, None)
+        session.info.pop(_GATE, None)
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _clear_stock_moves(session: Session) -> None:
     if not session.in_nested_transaction():  # nothing may leak into the next transaction
         session.info.pop(_STOCK_MOVES, None)
+        gate.mark(session.info.pop(_GATE, None) or {})  # the committed availability, to the stock gate
