@@ -1,19 +1,24 @@
 """Flash-sale checkout: `.venv/bin/python bench/checkout.py` (run by `make bench` after bench/catalog.py).
 
 What is measured
-    N buyers (default 50) each hold their own guest cart with one unit of the same SKU, of which only
-    M units (default 20) exist. Released together, each sends one POST /api/v1/checkout (its own
+    N buyers (default 1,000) each hold their own guest cart with one unit of the same SKU, of which only
+    M units (default 100) exist. Released together, each sends one POST /api/v1/checkout (its own
     Idempotency-Key, a fresh connection) through gunicorn with PAYMENT_PROVIDER=test. Per round:
       checkouts/s   checkout answers (201 and 409) per second, from the release to the last answer
-      p50/p95/p99   latency of one checkout, from opening the connection to the last byte of the answer
+      ok/s          successful checkouts per second: M over the time from the release to the last 201
+      p50/p95/p99   latency of one checkout, from opening the connection to the last byte of the answer;
+                    `ok p50` and `409 p50` the same for the 201s and the 409s alone (queueing included)
       ok            201s: orders placed with stock held; must equal M
       409           out_of_stock refusals; must be N - M (anything else is listed as an error)
       oversold      units promised beyond M, from the database afterwards: max(reserved - on_hand,
                     held by active reservations - M, orders' units - M, 0); must be 0
-    Beside it, the floor of the same contention without the app: N psycopg connections (autocommit)
-    looping `UPDATE variant SET reserved = reserved + 1 WHERE id = $1 AND on_hand - reserved >= 1` on
-    that very variant row (its on_hand raised first so the guard keeps passing), in the same database
-    in the same run: updates/s and latency. `x sql` is successful checkouts/s over that figure.
+    Beside it, in the same database and run, the floors without the app, from as many threads as the
+    gunicorns have (--sql-connections): the minimal checkout transaction (lock the variant row, take a
+    unit, insert an order and a line, commit; through SQLAlchemy's pool and psycopg, as the app) in
+    transactions/s, `x minimal` being ok/s over it (goal: 0.25); and the guarded
+    `UPDATE variant SET reserved = reserved + 1 WHERE id = $1 AND on_hand - reserved >= 1` alone.
+    A probe then times --probe checkouts one after another that succeed, and as many of a sold-out SKU
+    (refused by the stock gate, shop/inventory/gate.py): the 409's cost against the 201's (goal: 5x less).
     Carts are created and filled through the API before the clock starts; an unrecorded warm-up round
     (a quarter of the buyers) runs first so every gunicorn thread has its connections and code warm.
 
@@ -64,8 +69,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--buyers", type=int, default=50, help="concurrent buyers (and SQL connections)")
-    p.add_argument("--units", type=int, default=20, help="units of the SKU on sale per round")
+    p.add_argument("--buyers", type=int, default=1000, help="concurrent buyers")
+    p.add_argument("--units", type=int, default=100, help="units of the SKU on sale per round")
+    p.add_argument(
+        "--sql-connections",
+        type=int,
+        default=0,
+        help="connections of the SQL floors (default: the gunicorn threads in all, the app's own concurrency)",
+    )
+    p.add_argument("--probe", type=int, default=30, help="sequential checkouts per kind for the 201-vs-409 cost")
     p.add_argument("--rounds", type=int, default=3, help="measured flash sales, each on a new SKU")
     p.add_argument("--sql-seconds", type=float, default=5.0, help="measured window of the guarded UPDATE loop")
     p.add_argument("--sql-warmup", type=float, default=1.0, help="unrecorded warm-up of the UPDATE loop")
@@ -136,8 +148,13 @@ def stampede(port: int, buyers: list[dict]) -> dict:
     done = [r for r in results if r is not None]
     wall = max(r[3] for r in done) - released if done else 0.0
     ms = harness.milliseconds(r[2] for r in done)
+    ok_ms = harness.milliseconds(r[2] for r in done if r[0] == 201)
+    refused_ms = harness.milliseconds(r[2] for r in done if r[0] == 409)
     kinds = Counter(r[0] if r[0] in (201,) else f"{r[0]} {r[1] or ''}".strip() for r in done)
     ok, refused = kinds.pop(201, 0), kinds.pop("409 out_of_stock", 0)
+    # Successful checkouts/s: the units sold over the time it took to sell them (the last 201 after the release);
+    # the refusals that go on answering after the sell-out do not dilute it.
+    sold_in = max((r[3] for r in done if r[0] == 201), default=released) - released
     return {
         "buyers": len(buyers),
         "answered": len(done),
@@ -147,11 +164,48 @@ def stampede(port: int, buyers: list[dict]) -> dict:
         "errors_by_kind": dict(kinds),
         "seconds": round(wall, 4),
         "checkouts_per_s": round(len(done) / wall, 1) if wall > 0 else None,
-        "ok_per_s": round(ok / wall, 1) if wall > 0 else None,
+        "sold_out_s": round(sold_in, 4),
+        "ok_per_s": round(ok / sold_in, 1) if sold_in > 0 else None,
         **harness.percentiles(ms),
         "max_ms": ms[-1] if ms else None,
+        "ok_p50_ms": harness.percentile(ok_ms, 50),
+        "out_of_stock_p50_ms": harness.percentile(refused_ms, 50),
         "latencies_ms": ms,
     }
+
+
+def probe(port: int, app, run: str, n: int) -> dict:
+    """Per-request cost without queueing: `n` checkouts one after another that succeed (a SKU with plenty of
+    stock), then `n` of a sold-out SKU (refused, by the stock gate once the first refusal closed it)."""
+    plenty, gone = f"PROBE-{run}-OK", f"PROBE-{run}-GONE"
+    flash_product(app, plenty, n * 2)
+    gone_variant = flash_product(app, gone, 1)
+    ok_buyers, late_buyers = prepare_buyers(port, plenty, n), prepare_buyers(port, gone, n + 1)
+    take_last = late_buyers.pop()
+    one(port, take_last)  # the single unit is taken: the rest are refused
+    times: dict[str, list[float]] = {"201": [], "409": []}
+    for buyers in (ok_buyers, late_buyers):
+        for buyer in buyers:
+            started = time.perf_counter()
+            status = one(port, buyer)
+            times.setdefault(str(status), []).append(time.perf_counter() - started)
+    ok, refused = harness.milliseconds(times["201"]), harness.milliseconds(times["409"])
+    ok_p50, refused_p50 = harness.percentile(ok, 50), harness.percentile(refused, 50)
+    return {
+        "n": n,
+        "ok": len(ok),
+        "out_of_stock": len(refused),
+        "ok_p50_ms": ok_p50,
+        "out_of_stock_p50_ms": refused_p50,
+        "refusal_speedup": round(ok_p50 / refused_p50, 2) if ok_p50 and refused_p50 else None,
+        "gone_variant": gone_variant,
+    }
+
+
+def one(port: int, buyer: dict) -> int:
+    body = {"cart_id": buyer["cart_id"], "email": buyer["email"], "shipping_address": ADDRESS}
+    headers = {**buyer["headers"], "Idempotency-Key": str(uuid.uuid4())}
+    return int(request(port, "POST", "/api/v1/checkout", body, headers)[0])
 
 
 # -- the database -----------------------------------------------------------------------------------
@@ -256,29 +310,99 @@ def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: flo
     }
 
 
+MINIMAL_TABLES = """
+CREATE TABLE IF NOT EXISTS bench_order (id bigserial PRIMARY KEY, total integer NOT NULL, created_at timestamptz
+    NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS bench_order_line (id bigserial PRIMARY KEY, order_id bigint NOT NULL REFERENCES bench_order,
+    variant_id integer NOT NULL, quantity integer NOT NULL, unit_price integer NOT NULL)
+"""
+
+
+def minimal_checkout_loop(dsn: str, variant_id: int, connections: int, warmup: float, seconds: float) -> dict:
+    """The least a checkout can do, from Python through the app's driver and pool (SQLAlchemy's QueuePool over
+    psycopg 3): lock the variant row, take a unit, insert an order and its line, commit. Transactions/s from
+    `connections` threads on the one hot row: the ceiling this design can reach."""
+    from sqlalchemy import create_engine, text
+
+    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url, pool_size=connections, max_overflow=0)
+    with engine.begin() as conn:
+        for statement in MINIMAL_TABLES.split(";"):
+            conn.execute(text(statement))
+        conn.execute(text("UPDATE variant SET on_hand = reserved + 1000000000 WHERE id = :v"), {"v": variant_id})
+    lock_row = text("SELECT on_hand - reserved FROM variant WHERE id = :v FOR NO KEY UPDATE")
+    take = text("UPDATE variant SET reserved = reserved + 1 WHERE id = :v")
+    new_order = text("INSERT INTO bench_order (total) VALUES (:t) RETURNING id")
+    new_line = text("INSERT INTO bench_order_line (order_id, variant_id, quantity, unit_price) VALUES (:o, :v, 1, :p)")
+    barrier = threading.Barrier(connections + 1)
+    out: list = []
+    lock = threading.Lock()
+    clock: dict = {}
+
+    def loop() -> None:
+        latencies: list[float] = []
+        barrier.wait()
+        record_from, stop_at = clock["record_from"], clock["stop_at"]
+        while (started := time.perf_counter()) < stop_at:
+            with engine.begin() as conn:
+                if conn.execute(lock_row, {"v": variant_id}).scalar_one() < 1:
+                    continue
+                conn.execute(take, {"v": variant_id})
+                order_id = conn.execute(new_order, {"t": PRICE}).scalar_one()
+                conn.execute(new_line, {"o": order_id, "v": variant_id, "p": PRICE})
+            if started >= record_from:
+                latencies.append(time.perf_counter() - started)
+        with lock:
+            out.append((latencies, time.perf_counter()))
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    now = time.perf_counter()
+    clock.update(record_from=now + warmup, stop_at=now + warmup + seconds)
+    barrier.wait()
+    for t in threads:
+        t.join(warmup + seconds + 60)
+    engine.dispose()
+    ms = harness.milliseconds(x for lat, _ in out for x in lat)
+    window = max(end for _, end in out) - clock["record_from"]
+    return {
+        "connections": connections,
+        "transactions": len(ms),
+        "seconds": round(window, 3),
+        "transactions_per_s": round(len(ms) / window, 1) if window > 0 else None,
+        **harness.percentiles(ms),
+    }
+
+
 # -- the run ----------------------------------------------------------------------------------------
-def table(rounds: list[dict], sql: dict, units: int) -> str:
+def table(rounds: list[dict], sql: dict, minimal: dict, units: int) -> str:
     columns = [
-        ("round", "<10"),
+        ("round", "<12"),
         ("checkouts/s", ">11"),
+        ("ok/s", ">7"),
         ("p50 ms", ">7"),
         ("p95 ms", ">7"),
         ("p99 ms", ">7"),
+        ("ok p50", ">7"),
+        ("409 p50", ">7"),
         ("ok", ">5"),
         ("409", ">5"),
         ("errors", ">6"),
         ("oversold", ">9"),
         ("cpu ms/c", ">8"),
-        ("x sql", ">7"),
+        ("x minimal", ">9"),
     ]
     rows = []
     for r in rounds:
-        ratio = f"{r['ok_per_s'] / sql['updates_per_s']:.4f}" if r["ok_per_s"] and sql["updates_per_s"] else "-"
+        floor = minimal["transactions_per_s"]
+        ratio = f"{r['ok_per_s'] / floor:.3f}" if r["ok_per_s"] and floor else "-"
         rows.append(
             [
                 r["name"],
                 harness.fig(r["checkouts_per_s"]),
-                *(harness.fig(r[k]) for k in ("p50_ms", "p95_ms", "p99_ms")),
+                harness.fig(r["ok_per_s"]),
+                *(harness.fig(r[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "ok_p50_ms", "out_of_stock_p50_ms")),
                 r["ok"],
                 r["out_of_stock"],
                 r["errors"],
@@ -287,18 +411,22 @@ def table(rounds: list[dict], sql: dict, units: int) -> str:
                 ratio,
             ]
         )
-    rows.append(
-        [
-            "sql loop",
-            harness.fig(sql["updates_per_s"]),
-            *(harness.fig(sql[k], ".2f") for k in ("p50_ms", "p95_ms", "p99_ms")),
-            *[""] * 6,
-        ]
-    )
+    for name, figures, per_s in (("minimal tx", minimal, "transactions_per_s"), ("sql loop", sql, "updates_per_s")):
+        rows.append(
+            [
+                name,
+                harness.fig(figures[per_s]),
+                "",
+                *(harness.fig(figures[k], ".2f") for k in ("p50_ms", "p95_ms", "p99_ms")),
+                *[""] * 8,
+            ]
+        )
     lines = harness.table(columns, rows)
     lines.append(
-        f"(sql loop: updates/s of the guarded UPDATE from {sql['connections']} connections on the same "
-        f"variant row; x sql = successful checkouts/s over it)"
+        f"(minimal tx: lock the variant, take a unit, insert an order and a line, commit, from {minimal['connections']} "
+        f"threads through SQLAlchemy's pool and psycopg; x minimal = successful checkouts/s over it. sql loop: the "
+        f"guarded UPDATE alone, autocommit. ok p50 / 409 p50: latency of the 201s and of the 409s in the stampede, "
+        f"queueing included)"
     )
     lines += [f"errors in {r['name']}: {r['errors_by_kind']}" for r in rounds if r["errors_by_kind"]]
     bad = [r["name"] for r in rounds if r["ok"] != units or r["stock"]["oversold"]]
@@ -308,6 +436,29 @@ def table(rounds: list[dict], sql: dict, units: int) -> str:
         else f"check: every round sold exactly {units} units, none oversold"
     )
     return "\n".join(lines)
+
+
+def goals(rounds: list[dict], minimal: dict, probe_result: dict) -> str:
+    """The issue's goals beside what this run measured."""
+    oversold = sum(r["stock"]["oversold"] for r in rounds)
+    ok_per_s = sorted(r["ok_per_s"] or 0 for r in rounds)[len(rounds) // 2]
+    floor = minimal["transactions_per_s"] or 0
+    ratio = ok_per_s / floor if floor else 0.0
+    speedup = probe_result["refusal_speedup"] or 0.0
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return "\n".join(
+        [
+            f"goal: 0 oversold: {oversold} ({verdict(oversold == 0)})",
+            f"goal: successful checkouts/s >= 0.25 x the minimal checkout transaction: median round {ok_per_s:.1f}/s "
+            f"over {floor:.1f}/s = {ratio:.3f} ({verdict(ratio >= 0.25)})",
+            f"goal: a 409 at least 5x faster than a 201 ({probe_result['n']} of each, one after another): "
+            f"p50 {probe_result['ok_p50_ms']} ms vs {probe_result['out_of_stock_p50_ms']} ms = {speedup:.1f}x "
+            f"({verdict(speedup >= 5)})",
+        ]
+    )
 
 
 def bench(stack, args) -> bool:
@@ -328,6 +479,7 @@ def bench(stack, args) -> bool:
         "gunicorn": harness.gunicorn_setup(args),
         "buyers": args.buyers,
         "units": args.units,
+        "stock_gate": env.get("STOCK_GATE_ENABLED", "1"),
         "rounds": args.rounds,
         "payment_provider": "test",
         "shop_port": port,
@@ -356,13 +508,20 @@ def bench(stack, args) -> bool:
         )
         if name != "warm-up":
             rounds.append(result)
+    connections = args.sql_connections or args.workers * (args.threads if args.worker_class == "gthread" else 1)
     say(
-        f"sql loop: {args.buyers} connections, guarded UPDATE on variant {last_variant}, "
+        f"sql loop: {connections} connections, guarded UPDATE on variant {last_variant}, "
         f"{args.sql_warmup:g}s warm-up + {args.sql_seconds:g}s"
     )
-    sql = guarded_update_loop(dsn, last_variant, args.buyers, args.sql_warmup, args.sql_seconds)
-    print(f"\n{table(rounds, sql, args.units)}\n", flush=True)
-    harness.write_results("checkout", {"setup": setup, "rounds": rounds, "sql_loop": sql})
+    sql = guarded_update_loop(dsn, last_variant, connections, args.sql_warmup, args.sql_seconds)
+    say(f"minimal checkout transaction: {connections} threads, {args.sql_warmup:g}s warm-up + {args.sql_seconds:g}s")
+    minimal = minimal_checkout_loop(dsn, last_variant, connections, args.sql_warmup, args.sql_seconds)
+    say(f"probe: {args.probe} successful checkouts one after another, then {args.probe} refused")
+    probed = probe(port, app, run, args.probe)
+    print(f"\n{table(rounds, sql, minimal, args.units)}\n\n{goals(rounds, minimal, probed)}\n", flush=True)
+    harness.write_results(
+        "checkout", {"setup": setup, "rounds": rounds, "sql_loop": sql, "minimal_checkout": minimal, "probe": probed}
+    )
     with app.app_context():
         from shop.extensions import db
 
