@@ -110,12 +110,12 @@ def place_order(
     cart = carts.for_reader(cart_id, user=user, token=cart_token, for_update=True)
     if cart.status != CartStatus.OPEN:
         raise carts.CartClosed("This cart was already checked out; start a new one.")
-    lines = carts.priced_lines(cart)
-    # The stock gate (shop.inventory.gate): a variant known to be sold out is refused here, before the promotions'
-    # and the variants' row locks that the buyers who can still win are queueing for. It only ever refuses.
-    gated = stock_gate.sold_out(line.variant_id for line in lines)
+    # The stock gate (shop.inventory.gate): a variant known to be sold out is refused here, before pricing and before
+    # the promotions' and the variants' row locks that the buyers who can still win are queueing for. It only refuses.
+    gated = stock_gate.sold_out(item.variant_id for item in cart.items)
     if gated:
-        raise inventory.OutOfStock({line.sku: 0 for line in lines if line.variant_id in gated})
+        raise inventory.OutOfStock({item.variant.sku: 0 for item in cart.items if item.variant_id in gated})
+    lines = carts.priced_lines(cart)
     # Lock order everywhere in checkout: cart -> promotions -> variants (shop.promotions.services).
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
     applied = (
