@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/checkout.py
 	$(PY) bench/search.py
 	$(PY) bench/events.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf var/test var/bench .pytest_cache
