@@ -18,7 +18,8 @@ How
        BENCH_DATABASE_URL etc. to use running ones), in a database of its own (shop_bench_search).
     2. `flask db upgrade`, `flask seed demo --if-empty --products N` (kept between runs), and
        `flask search reindex` into the alias `bench_products` (skipped when the live collection
-       already holds every active product; --reindex forces it, and its time is reported).
+       already holds every active product and every field of the current schema, engine.schema();
+       --reindex forces it, and its time is reported).
     3. The two gunicorns, an unrecorded warm-up per target, the measured windows, a table on stdout
        and JSON in bench/results/; everything it started is stopped.
 The load generator, gunicorn, PostgreSQL and Typesense share the machine's cores; figures are this box's.
@@ -88,6 +89,8 @@ def prepare(env: dict, args) -> tuple[int, dict]:
     import psycopg
     import typesense
 
+    from shop.search.engine import schema
+
     harness.flask_cli(env, "db", "upgrade")
     watch = harness.Stopwatch()
     out = harness.flask_cli(
@@ -105,14 +108,18 @@ def prepare(env: dict, args) -> tuple[int, dict]:
             "connection_timeout_seconds": 30,
         }
     )
-    current = 0
+    current, fields = 0, set()
     try:
-        current = ts.collections[ALIAS].retrieve()["num_documents"]
+        live = ts.collections[ALIAS].retrieve()
+        current, fields = live["num_documents"], {f["name"] for f in live["fields"]}
     except typesense.exceptions.ObjectNotFound:
         pass
-    if current == active and not args.reindex:
+    missing = sorted({f["name"] for f in schema(ALIAS)["fields"]} - fields)
+    if current == active and not missing and not args.reindex:
         say(f"index: {ALIAS} already holds the {active} active products; not rebuilt (--reindex forces it)")
         return active, {"reindexed": False, "documents": current}
+    if current and missing:
+        say(f"index: {ALIAS} lacks the fields {', '.join(missing)} of the current schema; rebuilt")
     watch = harness.Stopwatch()
     out = harness.flask_cli(env, "search", "reindex")
     took = watch.seconds

@@ -23,21 +23,33 @@ from shop.extensions import db
 # Highlight marks: private-use characters that never reach a page unescaped (see services.highlight_html).
 MARK_START, MARK_END = "\ue000", "\ue001"
 
-# Price buckets for the facet, on the product's "from" price, in minor units: [lo, hi) with None open.
+# Price buckets for the facet, in minor units: [lo, hi) with None open. A bucket's link filters on
+# min_price=lo, max_price=hi - 1 (bucket_bounds), and the price filter keeps a product whose price range
+# [price_min, price_max] overlaps the range asked for; so a product counts in every bucket its range
+# overlaps (price_buckets), on Typesense and on the PostgreSQL fallback alike.
 PRICE_BUCKETS = [(0, 2500), (2500, 5000), (5000, 10000), (10000, 20000), (20000, None)]
-
-
-def price_bucket(amount: int | None) -> str | None:
-    if amount is None:
-        return None
-    for lo, hi in PRICE_BUCKETS:
-        if amount >= lo and (hi is None or amount < hi):
-            return bucket_key(lo, hi)
-    return None
 
 
 def bucket_key(lo: int, hi: int | None) -> str:
     return f"{lo}-{'' if hi is None else hi}"
+
+
+def bucket_bounds(lo: int, hi: int | None) -> tuple[int, int | None]:
+    """The bucket as the price filter's inclusive (min_price, max_price): what its facet link asks for."""
+    return lo, None if hi is None else hi - 1
+
+
+def price_buckets(price_min: int | None, price_max: int | None) -> list[str]:
+    """Keys of the buckets whose filter finds a product priced from `price_min` to `price_max`: those its
+    range overlaps, as the price filter reads min_price and max_price (shop.catalog.queries._filtered)."""
+    if price_min is None or price_max is None:
+        return []  # no variants, no price: the price filter finds it in no range
+    keys = []
+    for lo, hi in PRICE_BUCKETS:
+        low, high = bucket_bounds(lo, hi)
+        if price_max >= low and (high is None or price_min <= high):
+            keys.append(bucket_key(lo, hi))
+    return keys
 
 
 def alias_name() -> str:
@@ -64,7 +76,9 @@ def schema(name: str) -> dict:
             {"name": "option_text", "type": "string[]"},
             {"name": "price_min", "type": "int64"},
             {"name": "price_max", "type": "int64"},
-            {"name": "price_bucket", "type": "string", "facet": True, "optional": True},
+            # Every price bucket the product's range overlaps (a new name for a new type: the string
+            # `price_bucket` of older collections held the lowest price's bucket only).
+            {"name": "price_buckets", "type": "string[]", "facet": True, "optional": True},
             {"name": "in_stock", "type": "bool", "facet": True},
             {"name": "popularity", "type": "int32"},
             # When the product was added (Unix seconds): the "newest" sort.
@@ -226,8 +240,8 @@ def build_documents(product_ids: list[int], chains: dict[int, list[Category]] | 
         }
         if p.created_at is not None:
             doc["created_at"] = int(p.created_at.timestamp())
-        if (bucket := price_bucket(p.price_min)) is not None:
-            doc["price_bucket"] = bucket
+        if buckets := price_buckets(p.price_min, p.price_max):
+            doc["price_buckets"] = buckets
         if image[0]:
             doc["image_path"], doc["image_alt"] = image[0], image[1] or ""
         docs[p.id] = doc

@@ -23,13 +23,13 @@ from typing import Any
 
 from flask import current_app
 from markupsafe import Markup, escape
-from sqlalchemy import and_, case, exists, func, literal, or_, select, true
+from sqlalchemy import and_, exists, func, literal, or_, select, true
 
 from shop.catalog import queries
 from shop.catalog.models import Category, Product, ProductImage, ProductOption, Variant
 from shop.extensions import db
 from shop.search import engine
-from shop.search.engine import MARK_END, MARK_START, PRICE_BUCKETS, bucket_key
+from shop.search.engine import MARK_END, MARK_START, PRICE_BUCKETS, bucket_bounds, bucket_key
 
 log = logging.getLogger(__name__)
 MAX_PER_PAGE = 100
@@ -205,7 +205,7 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
         "typo_tokens_threshold": 1,
         "prioritize_exact_match": True,
         "prefix": "true,true,true,false,false,false",  # prefixes of names and brands, as typed
-        "facet_by": "category_slugs,price_bucket,option_values",
+        "facet_by": "category_slugs,price_buckets,option_values",
         "max_facet_values": MAX_FACET_VALUES * 4,
         "sort_by": _typesense_sort(sq),
         "highlight_fields": "name,name_words",
@@ -244,7 +244,7 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
     for value, count in counts.get("option_values", []):
         name, _, val = value.partition("=")
         options.setdefault(name, []).append((val, count))
-    facets = _facets(dict(counts.get("category_slugs", [])), dict(counts.get("price_bucket", [])), options)
+    facets = _facets(dict(counts.get("category_slugs", [])), dict(counts.get("price_buckets", [])), options)
     return SearchResult(sq, items, int(res.get("found", 0)), facets, "typesense")
 
 
@@ -333,11 +333,12 @@ def _facets(
     for lo, hi in PRICE_BUCKETS:
         n = bucket_counts.get(bucket_key(lo, hi), 0)
         if n:
+            low, high = bucket_bounds(lo, hi)  # what the bucket's link filters on; the counts use the same
             price.append(
                 {
                     "key": bucket_key(lo, hi),
-                    "min": lo,
-                    "max": None if hi is None else hi - 1,
+                    "min": low,
+                    "max": high,
                     "label": _price_label(lo, hi),
                     "count": n,
                 }
@@ -518,7 +519,12 @@ def _database_search(sq: SearchQuery) -> SearchResult:
 
 def _database_facets(where: Any) -> dict[str, Any]:
     matching = (
-        select(Product.id.label("id"), Product.category_id.label("category_id"), Product.price_min.label("price_min"))
+        select(
+            Product.id.label("id"),
+            Product.category_id.label("category_id"),
+            Product.price_min.label("price_min"),
+            Product.price_max.label("price_max"),
+        )
         .where(where)
         .cte("matching")
     )
@@ -534,23 +540,17 @@ def _database_facets(where: Any) -> dict[str, Any]:
             seen.add(cur.id)
             category_counts[cur.slug] = category_counts.get(cur.slug, 0) + n
             cur = cats.get(cur.parent_id) if cur.parent_id else None
-    bucket = case(
-        *[
-            (
-                (matching.c.price_min >= lo)
-                if hi is None
-                else and_(matching.c.price_min >= lo, matching.c.price_min < hi),
-                bucket_key(lo, hi),
-            )
-            for lo, hi in PRICE_BUCKETS
-        ],
-        else_=None,
-    )
-    bucket_counts = {
-        k: n
-        for k, n in db.session.execute(select(bucket.label("bucket"), func.count()).group_by(bucket)).all()
-        if k is not None
-    }
+    # Price: a product counts in every bucket the price filter would find it in (engine.price_buckets).
+    keys = [bucket_key(lo, hi) for lo, hi in PRICE_BUCKETS]
+    per_bucket = db.session.execute(
+        select(
+            *[
+                func.count().filter(_price_overlap(matching.c.price_min, matching.c.price_max, *bucket_bounds(lo, hi)))
+                for lo, hi in PRICE_BUCKETS
+            ]
+        )
+    ).one()
+    bucket_counts = dict(zip(keys, per_bucket, strict=True))
     values = func.unnest(ProductOption.values).table_valued("value").render_derived()
     option_rows = db.session.execute(
         select(ProductOption.name, values.c.value, func.count(func.distinct(ProductOption.product_id)))
@@ -563,6 +563,11 @@ def _database_facets(where: Any) -> dict[str, Any]:
     for name, value, n in option_rows:
         options.setdefault(name, []).append((value, n))
     return _facets(category_counts, bucket_counts, options)
+
+
+def _price_overlap(price_min: Any, price_max: Any, low: int, high: int | None) -> Any:
+    """The price filter's own condition (shop.catalog.queries._filtered) for min_price=low, max_price=high."""
+    return price_max >= low if high is None else and_(price_max >= low, price_min <= high)
 
 
 def _database_suggest(prefix: str, limit: int) -> list[dict[str, Any]]:

@@ -15,6 +15,12 @@ def _get(url: str) -> tuple[int, dict | str]:
         return resp.status, json.loads(body) if resp.headers.get_content_type() == "application/json" else body
 
 
+def _price_counts_fit(body: dict) -> bool:
+    """Every result is in at least one price bucket, and one whose range spans two buckets is in both."""
+    counts = [p["count"] for p in body["facets"]["price"]]
+    return all(0 < n <= body["total"] for n in counts) and sum(counts) >= body["total"]
+
+
 @pytest.fixture
 def own_typesense(tmp_path):
     from shop.devstack import Stack
@@ -45,7 +51,7 @@ def test_search_survives_typesense_being_stopped(seeded_shop, own_typesense):
             i["name"] for i in body["items"]
         ]
         cats = {c["slug"]: c["count"] for c in body["facets"]["category"]}
-        assert cats["men-t-shirts"] <= cats["men"] and sum(p["count"] for p in body["facets"]["price"]) == body["total"]
+        assert cats["men-t-shirts"] <= cats["men"] and _price_counts_fit(body)
         status, page = _get(f"{seeded_shop.url}/search?q=tshrt")
         assert status == 200 and "<mark>" in page
 
@@ -54,7 +60,7 @@ def test_search_survives_typesense_being_stopped(seeded_shop, own_typesense):
         status, body = _get(f"{seeded_shop.url}/api/v1/search?q=oxford%20shirt")
         assert status == 200 and body["engine"] == "database"
         assert body["total"] > 0 and all("Oxford" in i["name"] for i in body["items"])
-        assert sum(p["count"] for p in body["facets"]["price"]) == body["total"]
+        assert _price_counts_fit(body)
         status, page = _get(f"{seeded_shop.url}/search?q=oxford")
         assert status == 200 and "Oxford" in page and "basic mode" in page
         status, sug = _get(f"{seeded_shop.url}/search/suggest?q=oxf")

@@ -177,3 +177,79 @@ def test_an_unknown_sort_falls_back_to_relevance_with_a_note(client, shelves):
     assert "sorted by relevance" in html
     assert '<option value="relevance" selected>' in html
     assert len(_names(html)) == 5
+
+
+@pytest.fixture
+def price_ranges(db_session, search_alias):  # noqa: F811
+    """Coats whose variants cost different amounts, some spanning two price buckets, indexed."""
+    from shop.search import jobs
+
+    coats = make_category("Coats", slug="r-coats")
+    black = "Black"
+    made = {  # name: (price of S, price of M)
+        "Split Coat": (2000, 3000),  # from the first bucket into the second
+        "Edge Coat": (2499, 2500),  # one minor unit each side of the boundary
+        "Plain Coat": (4000, 4000),
+        "Long Coat": (15000, 25000),  # into the open top bucket
+        "Cheap Coat": (900, 900),
+    }
+    for name, (s, m) in made.items():
+        make_product(coats, name, sizes=("S", "M"), colours=(black,), prices={("S", black): s, ("M", black): m})
+    db_session.commit()
+    jobs.reindex()
+    return made
+
+
+def test_price_counts_are_what_the_price_filter_finds(client, price_ranges, engine_name):
+    """A product counts in every bucket its price range overlaps, as the price filter (which keeps a product
+    when its range overlaps the one asked for) then finds it: each count is the total its link shows."""
+    body = client.get("/api/v1/search?q=coat").get_json()
+    assert body["engine"] == engine_name and body["total"] == 5
+    counts = {b["key"]: b["count"] for b in body["facets"]["price"]}
+    # Before: each product counted once, in its lowest price's bucket (0-2500: 3, 2500-5000: 1, 10000-20000: 1).
+    assert counts == {"0-2500": 3, "2500-5000": 3, "10000-20000": 1, "20000-": 1}
+    for b in body["facets"]["price"]:
+        query = f"q=coat&min_price={b['min']}" + ("" if b["max"] is None else f"&max_price={b['max']}")
+        filtered = client.get(f"/api/v1/search?{query}").get_json()
+        assert filtered["engine"] == engine_name
+        assert filtered["total"] == b["count"], (b, sorted(i["name"] for i in filtered["items"]))
+    # The storefront's price links (major units) say the same.
+    html = _page(client, "q=coat")
+    links = re.findall(
+        r'<li><a href="(/search\?[^"]*min_price=[^"]*)">[^<]+</a>\s*<span class="facet-count">(\d+)</span>', html
+    )
+    assert len(links) == 4
+    for href, count in links:
+        page = _page(client, href.replace("&amp;", "&").removeprefix("/search?"))
+        assert _engine(page) == engine_name
+        assert re.search(rf">{count} products?<", page), (href, count)
+
+
+def test_a_collection_built_before_price_buckets_is_answered_by_the_database_until_a_reindex(
+    client,
+    price_ranges,
+    search_alias,  # noqa: F811
+):
+    """An index from before the release cannot facet on price_buckets: searches are answered by PostgreSQL
+    (with the right counts), syncs into it still succeed, and `flask search reindex` brings Typesense back."""
+    from shop.catalog.models import Product
+    from shop.extensions import db
+    from shop.search import engine, jobs
+
+    ts = engine.client()
+    old = engine.schema(f"{search_alias}_before")
+    old["fields"] = [f for f in old["fields"] if f["name"] != "price_buckets"]
+    old["fields"].append({"name": "price_bucket", "type": "string", "facet": True, "optional": True})
+    ts.collections.create(old)
+    ts.aliases.upsert(search_alias, {"collection_name": old["name"]})
+    ids = list(db.session.scalars(db.select(Product.id).where(Product.name.like("% Coat"))))
+    assert jobs.sync_products(ids, pending=False) == {"upserted": 5, "deleted": 0}
+    expected = {"0-2500": 3, "2500-5000": 3, "10000-20000": 1, "20000-": 1}
+    body = client.get("/api/v1/search?q=coat").get_json()
+    assert body["engine"] == "database" and body["total"] == 5
+    assert {b["key"]: b["count"] for b in body["facets"]["price"]} == expected
+    jobs.reindex()  # drops the old collection: the alias pointed at it
+    assert old["name"] not in {c["name"] for c in ts.collections.retrieve()}
+    body = client.get("/api/v1/search?q=coat").get_json()
+    assert body["engine"] == "typesense"
+    assert {b["key"]: b["count"] for b in body["facets"]["price"]} == expected
