@@ -176,6 +176,45 @@ def bench(stack, args) -> None:
             r["ratio_to_no_cache"] = round(r["rps"] / off, 3) if off else None
     print(f"\n{table(results, shown)}\n", flush=True)
     harness.write_results("catalog", {"setup": setup, "paths": shown, "results": results})
+    chart(results, setup)
+
+
+def chart(results: dict, setup: dict) -> None:
+    """Requests/s and p95 of each target with and without the cache, the bare endpoint as a reference line."""
+    names = {
+        "category": f"category page\n/c/{CATEGORY}",
+        "product": "product page\n/p/<slug>",
+        "api": "catalogue API\n/api/v1/products",
+    }
+    bare = results["bare"]
+    harness.write_chart(
+        "catalog",
+        "Catalogue reads with and without the response cache",
+        [
+            harness.Bars(
+                "Throughput per target",
+                "requests/s",
+                list(names.values()),
+                {f"cache {mode}": [results[f"{name}:{mode}"]["rps"] for name in names] for mode in ("on", "off")},
+                refs=[
+                    harness.Ref("bare Flask + SELECT 1", bare["rps"]),
+                    harness.Ref("goal for cached: 0.8 x bare", 0.8 * bare["rps"], goal=True),
+                ],
+            ),
+            harness.Bars(
+                "Latency per target (send to last byte)",
+                "p95 latency, ms",
+                list(names.values()),
+                {f"cache {mode}": [results[f"{name}:{mode}"]["p95_ms"] for name in names] for mode in ("on", "off")},
+                refs=[harness.Ref("bare p95", bare["p95_ms"])],
+                fmt="{:,.1f}",
+            ),
+        ],
+        setup=setup,
+        note=f"{setup['products']:,} products; gunicorn {setup['gunicorn']}; {setup['client']} with "
+        f"{setup['concurrency']} keep-alive connections; targets in turn, {setup['rounds']} rounds of "
+        f"{setup['seconds'] / max(1, setup['rounds']):g} s each.",
+    )
 
 
 def main(argv=None) -> int:

@@ -190,6 +190,7 @@ def prepare_database(url: str) -> None:
 
 
 def bench(stack, tansu: Tansu, args) -> None:
+    started = harness.machine()
     os.environ.update(harness.shop_env(stack, SHOP_VAR_DIR=str(VAR), ABUSE_LIMITS="off"))
     prepare_database(os.environ["DATABASE_URL"])
     say(f"PostgreSQL and Redis up ({os.environ['DATABASE_URL']})")
@@ -217,6 +218,46 @@ def bench(stack, tansu: Tansu, args) -> None:
             "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(),
         },
+    )
+    chart(rows, args, started)
+
+
+def chart(rows: list[dict], args, started: dict) -> None:
+    """Events/s per stream (backlog and offered rate) and the lag percentiles at the offered rate."""
+    names = {"redis": "Redis Streams", "kafka": "Kafka (Tansu)"}
+    streams = list(dict.fromkeys(r["stream"] for r in rows))
+    by = {(r["stream"], r["mode"]): r for r in rows}
+
+    def figure(stream: str, mode: str, key: str):
+        return by[(stream, mode)][key] if (stream, mode) in by else None
+
+    harness.write_chart(
+        "events",
+        "Events end to end: outbox -> relay -> stream -> consumer group",
+        [
+            harness.Bars(
+                "Throughput per stream",
+                "events/s",
+                [names.get(s, s) for s in streams],
+                {
+                    f"backlog of {args.events:,}": [figure(s, "throughput", "events_per_s") for s in streams],
+                    f"{args.rate:,}/s offered (applied/s; the writer may fall short)": [
+                        figure(s, "latency", "events_per_s") for s in streams
+                    ],
+                },
+                refs=[harness.Ref("goal for the backlog", 5000, goal=True)],
+            ),
+            harness.Bars(
+                f"Lag at {args.rate:,} events/s offered (commit to handler)",
+                "lag, ms",
+                [names.get(s, s) for s in streams],
+                {f"p{q}": [figure(s, "latency", f"p{q}_ms") for s in streams] for q in (50, 95, 99)},
+                refs=[harness.Ref("goal for p95", 250, goal=True)],
+            ),
+        ],
+        setup=started,
+        note=f"Relay, consumer and {args.writers} writer(s) as separate processes, {args.per_transaction} events a "
+        f"transaction; the offered-rate run lasts {args.seconds:g} s.",
     )
 
 

@@ -1,4 +1,4 @@
-"""What the bench scripts share (bench/catalog.py, checkout.py, search.py, events.py).
+"""What the bench scripts share (bench/catalog.py, checkout.py, search.py, events.py, memory.py).
 
     the stack     make_stack(): the embedded PostgreSQL, Redis (and Typesense) under var/bench, fsync off;
                   start_services() / shop_env(): BENCH_DATABASE_URL etc. when set, never a developer's own
@@ -8,7 +8,8 @@
                   workers' CPU per request and the client's CPU share; run_interleaved(): targets in turn, in
                   rounds; percentile() (nearest rank), milliseconds(), percentiles()
     reporting     say(), say_setup(), machine(), table() and fig() for the tables on stdout, write_results() for
-                  the JSON in bench/results/
+                  the JSON in bench/results/, write_chart() for a PNG beside it (matplotlib: Bars and Line
+                  panels, Ref lines, the machine and the date in a caption)
 
 The scripts put the repository root on sys.path before importing this module.
 """
@@ -28,10 +29,12 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,11 +74,166 @@ def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> 
     return [header, "-" * len(header), *(fmt.format(*row) for row in rows)]
 
 
+_written: dict[str, Path] = {}  # name -> the JSON write_results() last wrote (write_chart() names its PNG alike)
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     """The figures as JSON in bench/results/<name>-<date>-<time>.json; says where."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(data, indent=2) + "\n")
+    _written[name] = out
+    say(f"wrote {out.relative_to(ROOT)}")
+    return out
+
+
+# -- charts -----------------------------------------------------------------------------------------------------
+@dataclass
+class Ref:
+    """A horizontal line across a panel: a reference figure (solid grey) or a goal (dashed red)."""
+
+    label: str
+    value: float | None
+    goal: bool = False
+
+
+@dataclass
+class Bars:
+    """A panel of grouped bars: one group per entry of `groups`, in it one bar per series (legend label -> one
+    value per group; None leaves the bar out). Each bar carries its value, formatted with `fmt`."""
+
+    title: str
+    ylabel: str
+    groups: Sequence[str]
+    series: dict[str, Sequence[float | None]]
+    refs: Sequence[Ref] = ()
+    fmt: str = "{:,.0f}"
+    xlabel: str = ""
+
+
+@dataclass
+class Line:
+    """A panel of lines over a shared x: legend label -> one y per x (None leaves the point out)."""
+
+    title: str
+    ylabel: str
+    xlabel: str
+    x: Sequence[float]
+    series: dict[str, Sequence[float | None]]
+    refs: Sequence[Ref] = ()
+    fmt: str = "{:,.1f}"
+    from_zero: bool = True  # the y axis starts at 0, so a small change looks small
+    marks: dict[float, str] = field(default_factory=dict)  # x -> a label on a vertical dotted line
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown CPU"
+
+
+def caption(setup: dict[str, Any] | None = None, note: str = "") -> str:
+    """The machine and the date for a chart: CPU, cores, the load average before the measurements (from `setup`,
+    machine()'s keys, when given; else now), Python, then `note`."""
+    setup = {**machine(), **(setup or {})}
+    text = (
+        f"{_cpu_model()}, {setup['cpus']} cores, load average {setup['loadavg_1m']} (1 min, before measuring); "
+        f"Python {setup['python']}; {datetime.now():%Y-%m-%d %H:%M}."
+    )
+    return f"{text} {note}".strip()
+
+
+def write_chart(
+    name: str,
+    title: str,
+    panels: Sequence[Bars | Line],
+    *,
+    setup: dict[str, Any] | None = None,
+    note: str = "",
+) -> Path | None:
+    """`panels` side by side in one PNG, bench/results/<the stem of the JSON write_results(name) last wrote>.png
+    (a new stem when there is none); `title` above, the caption (caption(setup, note)) below. Drawn with
+    matplotlib's Agg backend (no display needed); says where. None, after saying why, without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        say("matplotlib is not installed (`make install` puts it in .venv): no chart")
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = _written.get(name, RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json").with_suffix(".png")
+    width = max(8.0, 5.6 * len(panels))
+    lines = textwrap.wrap(caption(setup, note), width=int(width * 15))
+    height = 5.2 + 0.16 * len(lines)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False)
+    colours = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    thousands = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+    label_box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.2}  # a line never strikes a value
+    for ax, panel in zip(axes[0], panels):
+        top = 0.0
+        if isinstance(panel, Bars):
+            n = max(1, len(panel.series))
+            slot = 0.8 / n
+            for i, (label, values) in enumerate(panel.series.items()):
+                xs = [g + (i - (n - 1) / 2) * slot for g in range(len(panel.groups))]
+                heights = [math.nan if v is None else v for v in values]
+                bars = ax.bar(xs, heights, slot * 0.92, label=label, color=colours[i % len(colours)])
+                ax.bar_label(
+                    bars,
+                    labels=["" if v is None else panel.fmt.format(v) for v in values],
+                    fontsize=7.5,
+                    padding=2,
+                    bbox=label_box,
+                )
+                top = max([top, *(v for v in values if v is not None)])
+            ax.set_xticks(range(len(panel.groups)), list(panel.groups))
+            ax.set_xlim(-0.6, len(panel.groups) - 0.4)
+        else:
+            for i, (label, values) in enumerate(panel.series.items()):
+                points = [(x, y) for x, y in zip(panel.x, values) if y is not None]
+                ax.plot(*zip(*points), marker="o", label=label, color=colours[i % len(colours)])
+                for x, y in points:
+                    ax.annotate(
+                        panel.fmt.format(y),
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        fontsize=7,
+                        bbox=label_box,
+                    )
+                top = max([top, *(y for _, y in points)])
+            for x, label in panel.marks.items():
+                ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+                ax.annotate(label, (x, 0), xytext=(3, 4), textcoords="offset points", fontsize=7.5, color="dimgrey")
+            ax.xaxis.set_major_formatter(thousands)
+        for ref in panel.refs:
+            if ref.value is None:
+                continue
+            style = {"color": "tab:red", "linestyle": "--"} if ref.goal else {"color": "dimgrey", "linestyle": "-"}
+            ax.axhline(ref.value, linewidth=1.2, label=f"{ref.label}: {panel.fmt.format(ref.value)}", **style)
+            top = max(top, ref.value)
+        if isinstance(panel, Bars) or panel.from_zero:
+            ax.set_ylim(0, (top or 1) * 1.4)  # room above the bars for their labels and the legend
+        ax.yaxis.set_major_formatter(thousands if top >= 10 else FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_title(panel.title, fontsize=10.5)
+        ax.set_ylabel(panel.ylabel)
+        ax.set_xlabel(panel.xlabel)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    fig.suptitle(title, fontsize=13)
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=8, va="bottom", ha="left", color="dimgrey")
+    fig.tight_layout(rect=(0, (0.25 + 0.16 * len(lines)) / height, 1, 0.95))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
     say(f"wrote {out.relative_to(ROOT)}")
     return out
 
@@ -216,7 +374,7 @@ def client_note(args: argparse.Namespace) -> None:
 def gunicorn_setup(args: argparse.Namespace) -> str:
     """The set-up in words, for the JSON: "2 workers, gthread x 4 threads"."""
     threads = f" x {args.threads} threads" if args.worker_class == "gthread" else ""
-    return f"{args.workers} workers, {args.worker_class}{threads}"
+    return f"{args.workers} worker{'' if args.workers == 1 else 's'}, {args.worker_class}{threads}"
 
 
 def start_gunicorn(

@@ -318,7 +318,39 @@ def bench(stack: Any, args: argparse.Namespace) -> bool:
             "met": met,
         },
     )
+    chart(readings, base, setup)
     return not errors
+
+
+def chart(readings: list[dict[str, Any]], base: dict[str, Any], setup: dict[str, Any]) -> None:
+    """The worker's RSS (and its anonymous part) over the requests it served, with the goal's limit."""
+    harness.write_chart(
+        "memory",
+        "Memory of one web worker under a mixed load",
+        [
+            harness.Line(
+                "Resident set size over requests",
+                "MB",
+                "requests served by the worker",
+                [r["requests"] for r in readings],
+                {
+                    "VmRSS": [r["rss_mb"] for r in readings],
+                    "RssAnon (its own heap)": [r["anon_mb"] for r in readings],
+                },
+                refs=[
+                    harness.Ref(
+                        f"goal: VmRSS below +{GOAL:g}% over the baseline, MB",
+                        base["rss_mb"] * (1 + GOAL / 100),
+                        goal=True,
+                    )
+                ],
+                marks={base["requests"]: f"baseline ({base['requests']:,})"},
+            )
+        ],
+        setup=setup,
+        note=f"gunicorn {setup['gunicorn']}; {setup['products']:,} products; {setup['client']} with "
+        f"{setup['concurrency']} connections; {setup['cached_share']:.0%} of the mix answered by the response cache.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

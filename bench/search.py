@@ -214,6 +214,26 @@ def bench(stack, args) -> None:
         for (q, k), t, d in zip(QUERIES, ts_hits, db_hits)
     ]
     harness.write_results("search", {"setup": setup, "results": results, "hits": hits_json})
+    harness.write_chart(
+        "search",
+        f"Search: Typesense and the PostgreSQL fallback, {active:,} active products",
+        [
+            harness.Bars(
+                "Throughput per engine", "queries/s", list(results), {"q/s": [r["rps"] for r in results.values()]}
+            ),
+            harness.Bars(
+                "Latency per engine (send to last byte)",
+                "ms",
+                list(results),
+                {f"p{q}": [r[f"p{q}_ms"] for r in results.values()] for q in (50, 95, 99)},
+                refs=[harness.Ref("goal for the fallback's p95", 300, goal=True)],
+            ),
+        ],
+        setup=setup,
+        note=f"GET /api/v1/search, {len(QUERIES)} queries in turn ({setup['typo_queries']} with typos), facets in every "
+        f"answer; gunicorn {setup['gunicorn']}; {args.client} with {args.concurrency} keep-alive connections; both "
+        f"engines in turn, {args.rounds} rounds of {args.seconds / max(1, args.rounds):g} s each.",
+    )
 
 
 def main(argv=None) -> int:
