@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/checkout.py
 	$(PY) bench/search.py
 	$(PY) bench/events.py
+	$(PY) bench/jobs.py
 	$(PY) bench/memory.py
 
 clean:

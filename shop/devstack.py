@@ -483,6 +483,8 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     ).stdout
     # A worker per queue: RQ serves one job at a time per worker, so with one worker a nightly reindex
     # or a search-sync backlog would hold confirmation mails back however the queues were ordered.
+    # worker.py's default: each job runs in the worker's own process (no fork per job; `--fork` for RQ's
+    # forking worker), with its timeout enforced and its heartbeat renewed while it runs.
     for queue in QUEUE_NAMES:
         stack.spawn(f"worker-{queue}", [sys.executable, "worker.py", queue], restart=True, env=env, cwd=ROOT)
     stack.spawn("relay", [sys.executable, "worker.py", "relay"], restart=True, env=env, cwd=ROOT)

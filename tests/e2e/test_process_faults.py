@@ -114,11 +114,16 @@ def test_the_durable_redis_appends_every_write_and_keeps_it_through_a_sigkill(pr
     assert private_redis.client().get("queued-job") == b"must survive"
 
 
+# Each worker drill runs the default worker (each job in the worker's process) and the forking one (`--fork`).
+MODES = pytest.mark.parametrize("fork", [[], ["--fork"]], ids=["non-forking", "forking"])
+
+
 @pytest.mark.faults
-def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_redis, tmp_path):
+@MODES
+def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_redis, tmp_path, fork):
     redis = private_redis.client()
     queue = Queue("default", connection=redis)
-    worker = _start(["worker.py", "default"], private_redis.url, tmp_path / "worker.log")
+    worker = _start(["worker.py", *fork, "default"], private_redis.url, tmp_path / "worker.log")
     try:
         _worker_of(redis, worker)
         running = queue.enqueue("time.sleep", 4)
@@ -134,7 +139,8 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_red
             90,
             "a job enqueued after the outage to be done",
         )
-        assert pid != worker.pid  # run by a work-horse of the same, still running, worker process
+        # run by the same, still running, worker process (or a work-horse of it)
+        assert (pid == worker.pid) is not fork
         assert worker.poll() is None
         log = (tmp_path / "worker.log").read_text()
         assert "Connection refused" in log and "Traceback" not in log, log  # the outage in lines, not tracebacks
@@ -164,10 +170,11 @@ def test_the_cron_scheduler_rides_out_a_redis_restart(private_redis, tmp_path):
 
 
 @pytest.mark.faults
-def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis, tmp_path):
+@MODES
+def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis, tmp_path, fork):
     redis = private_redis.client()
     queue = Queue("default", connection=redis)
-    first = _start(["worker.py", "default"], private_redis.url, tmp_path / "first.log")
+    first = _start(["worker.py", *fork, "default"], private_redis.url, tmp_path / "first.log")
     second = None
     try:
         _worker_of(redis, first)
@@ -176,7 +183,7 @@ def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis,
         _end(first)  # the worker, its work-horse and its scheduler process, mid-job
         killed_at = time.monotonic()
 
-        second = _start(["worker.py", "default"], private_redis.url, tmp_path / "second.log")
+        second = _start(["worker.py", *fork, "default"], private_redis.url, tmp_path / "second.log")
         name = _worker_of(redis, second).name
         _wait(
             lambda: Job.fetch(job.id, connection=redis).worker_name == name,
@@ -191,8 +198,9 @@ def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis,
             _end(second)
 
 
-def test_a_killed_workers_scheduler_process_does_not_outlive_it(private_redis, tmp_path):
-    worker = _start(["worker.py", "default"], private_redis.url, tmp_path / "worker.log")
+@MODES
+def test_a_killed_workers_scheduler_process_does_not_outlive_it(private_redis, tmp_path, fork):
+    worker = _start(["worker.py", *fork, "default"], private_redis.url, tmp_path / "worker.log")
     try:
         _worker_of(private_redis.client(), worker)
         [scheduler] = _wait(lambda: psutil.Process(worker.pid).children(), 30, "RQ's scheduler process")

@@ -1,5 +1,6 @@
 """A worker killed (SIGKILL) in the middle of sending a mail: the job runs again and exactly one mail
-arrives. The clock is moved (RQ's abandoned-job cut-off, the age of the dead worker's claim), never slept."""
+arrives, with the default worker (the job in its process) and with `--fork` (in a work-horse). The clock is moved
+(RQ's abandoned-job cut-off, the age of the dead worker's claim), never slept."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -23,7 +25,7 @@ PAYLOAD = {"number": "K1", "lines": [], "link": "https://shop.example/orders/1",
 
 def _worker(env, *args):
     return subprocess.Popen(
-        [sys.executable, "worker.py", "mail", *args],
+        [sys.executable, "worker.py", *args, "mail"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -41,7 +43,8 @@ def _wait(predicate, seconds=30, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_worker_killed_mid_send_sends_the_mail_exactly_once(committed_db):
+@pytest.mark.parametrize("fork", [[], ["--fork"]], ids=["non-forking", "forking"])
+def test_a_worker_killed_mid_send_sends_the_mail_exactly_once(committed_db, fork):
     from shop import create_app
     from shop.extensions import db
     from shop.notifications import notify
@@ -67,13 +70,13 @@ def test_a_worker_killed_mid_send_sends_the_mail_exactly_once(committed_db):
             db.session.commit()
         [job_id] = mail.job_ids
 
-        first = _worker(env)
+        first = _worker(env, *fork)
         try:
             _wait(fake.stalled.is_set, what="the worker to start sending")
             with app.app_context():
                 assert db.session.scalar(select(SentNotification.status)) == "sending"
                 db.session.commit()
-            os.killpg(first.pid, signal.SIGKILL)  # the worker and its work-horse, mid-send
+            os.killpg(first.pid, signal.SIGKILL)  # the worker (and its work-horse, when it forks), mid-send
             first.wait(10)
         finally:
             if first.poll() is None:
@@ -99,7 +102,7 @@ def test_a_worker_killed_mid_send_sends_the_mail_exactly_once(committed_db):
             notify("order.confirmed", "kill@example.com", PAYLOAD)
             db.session.commit()
 
-        second = _worker(env, "--burst")
+        second = _worker(env, *fork, "--burst")
         out, _ = second.communicate(timeout=60)
         assert second.returncode == 0, out.decode()[-3000:]
         assert len(fake.messages) == 1, out.decode()[-3000:]
