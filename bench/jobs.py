@@ -23,7 +23,7 @@ How
     PostgreSQL and Redis (bench/harness.py, under var/bench/jobs, fsync off; BENCH_DATABASE_URL and
     BENCH_REDIS_URL to use running ones) in a database of its own (shop_bench_jobs), `flask db upgrade`; each
     round's jobs are enqueued in one pipeline before its worker starts. The workers' logs go to var/bench/jobs.
-    A table on stdout, the figures as JSON in bench/results/.
+    A table on stdout, the figures as JSON and a PNG chart in bench/results/.
 """
 
 from __future__ import annotations
@@ -263,7 +263,44 @@ def bench(args: argparse.Namespace, stack) -> bool:
     print(f"\nRQ jobs drained by worker.py --burst, {os.cpu_count()} cores (start-up excluded)")
     print("\n".join(report(rows)), flush=True)
     harness.write_results("jobs", {"setup": setup, "rows": rows, "rounds": rounds})
+    chart(rows, args, setup)
     return True
+
+
+def chart(rows: list[dict[str, Any]], args: argparse.Namespace, setup: dict[str, Any]) -> None:
+    """Jobs/s of both workers per kind of job, the goal drawn at 10x the forking one; CPU per job beside."""
+    names = {"fork": "forking (--fork)", "simple": "non-forking"}
+    by = {(r["kind"], r["worker"]): r for r in rows}
+    panels: list[harness.Bars | harness.Line] = []
+    for kind in args.kinds:
+        fork = by[(kind, "fork")]["jobs_per_s"]
+        panels.append(
+            harness.Bars(
+                f"{kind} jobs",
+                "jobs/s",
+                [names[w] for w in WORKERS],
+                {"jobs/s": [by[(kind, w)]["jobs_per_s"] for w in WORKERS]},
+                refs=[harness.Ref(f"goal: {GOAL:g}x forking", GOAL * fork if fork else None, goal=True)],
+                fmt="{:,.1f}",
+            )
+        )
+    panels.append(
+        harness.Bars(
+            "CPU per job (the worker and its work-horses)",
+            "ms",
+            list(args.kinds),
+            {names[w]: [by[(kind, w)]["cpu_ms_per_job"] for kind in args.kinds] for w in WORKERS},
+            fmt="{:,.2f}",
+        )
+    )
+    harness.write_chart(
+        "jobs",
+        "RQ jobs drained by worker.py --burst: each job in the worker's process, or a work-horse per job (--fork)",
+        panels,
+        setup=setup,
+        note=f"{args.jobs:,} jobs a round for the non-forking worker, {args.fork_jobs:,} for the forking one, "
+        f"{args.rounds} round(s), start-up left out; mail: the shop's mail job against a fake SendGrid.",
+    )
 
 
 def main(argv=None) -> int:
