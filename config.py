@@ -117,6 +117,9 @@ def from_environment(env=None) -> dict:
         # The alias searches use (collections behind it are <alias>_<timestamp>); seconds before falling back.
         "TYPESENSE_COLLECTION": text("TYPESENSE_COLLECTION", "products"),
         "TYPESENSE_TIMEOUT": float(text("TYPESENSE_TIMEOUT", "2")),
+        # The PostgreSQL search fallback counts option values over this many of the most relevant matches at most
+        # (more matches: counts scaled to the total, flagged as estimates); category and price counts stay exact.
+        "SEARCH_FACET_SAMPLE": number("SEARCH_FACET_SAMPLE", 1000),
         "CDN_BASE_URL": text("CDN_BASE_URL").rstrip("/"),
         "SHOP_NAME": text("SHOP_NAME", "The Shop"),
         "SHOP_CURRENCY": text("SHOP_CURRENCY", "USD"),

@@ -872,6 +872,12 @@ class Facets(Out):
     category: list[CategoryFacet]
     price: list[PriceFacet]
     options: dict[str, list[OptionFacet]]
+    options_estimated: bool = Field(
+        False,
+        description="true when the option counts are estimates: PostgreSQL answered (engine database), more "
+        "products matched than it counts option values over, and it scaled the counts of the most relevant "
+        "ones to the total; category and price counts are always exact",
+    )
 
 
 class SearchResults(Out):

@@ -31,8 +31,10 @@ def parse_options(values: list[str], errors: dict) -> dict[str, list[str]]:
     "Search active products (typo-tolerant), with facet counts",
     tags=["catalog"],
     description="Answered by Typesense; when it cannot be reached, by PostgreSQL full-text search (`engine` says "
-    "which). Facet counts are over all the products matching the query and filters. `highlight.name` is the name "
-    "HTML-escaped with `<mark>` around the matches.",
+    "which). Facet counts are over all the products matching the query and filters, except that PostgreSQL counts "
+    "option values over the 1,000 most relevant matches (SEARCH_FACET_SAMPLE) and scales them to the total when "
+    "more match (`facets.options_estimated` is then true). A product counts in every price range its variants' "
+    "prices overlap, as the price filter finds it. `highlight.name` is the name HTML-escaped with `<mark>` around the matches.",
     params=[
         query("q", {"type": "string", "maxLength": 200}, "what to look for; typos are forgiven"),
         query("category", {"type": "string", "maxLength": 120}, "category slug; includes its sub-categories"),

@@ -6,7 +6,9 @@
 Typesense forgives typos (up to two per word), matches prefixes and counts facets. When it errors,
 times out or has no index yet, the same question goes to PostgreSQL: full-text search over the
 weighted `product.search_vector` (GIN index), prefix matching for the words as typed, ranked by
-ts_rank, with the facet counts computed in SQL. The result says which engine answered.
+ts_rank, with the page and the facet counts from one pass over the matches in SQL (option counts
+estimated from the most relevant SEARCH_FACET_SAMPLE matches when more match, and flagged so). The
+result says which engine answered.
 
 A failed Typesense call opens a short circuit (per URL and process): for BREAKER_SECONDS searches
 go straight to PostgreSQL instead of each paying the connection timeout.
@@ -23,9 +25,9 @@ from typing import Any
 
 from flask import current_app
 from markupsafe import Markup, escape
-from sqlalchemy import and_, exists, func, literal, or_, select, true
+from sqlalchemy import Text, and_, any_, cast, exists, func, literal, null, or_, select, true, union_all
 
-from shop.catalog import queries
+from shop.catalog import queries, reads
 from shop.catalog.models import Category, Product, ProductImage, ProductOption, Variant
 from shop.extensions import db
 from shop.search import engine
@@ -244,7 +246,9 @@ def _typesense_search(sq: SearchQuery) -> SearchResult:
     for value, count in counts.get("option_values", []):
         name, _, val = value.partition("=")
         options.setdefault(name, []).append((val, count))
-    facets = _facets(dict(counts.get("category_slugs", [])), dict(counts.get("price_buckets", [])), options)
+    facets = _facets(
+        dict(counts.get("category_slugs", [])), dict(counts.get("price_buckets", [])), options, reads.tree().nodes
+    )
     return SearchResult(sq, items, int(res.get("found", 0)), facets, "typesense")
 
 
@@ -326,9 +330,14 @@ def _price_label(lo: int, hi: int | None) -> str:
 
 
 def _facets(
-    category_counts: dict[str, int], bucket_counts: dict[str, int], option_counts: dict[str, list[tuple[str, int]]]
+    category_counts: dict[str, int],
+    bucket_counts: dict[str, int],
+    option_counts: dict[str, list[tuple[str, int]]],
+    cats: list[Any] | None = None,
+    *,
+    options_estimated: bool = False,
 ) -> dict[str, Any]:
-    category = _category_facet(queries.list_categories(), category_counts)
+    category = _category_facet(reads.tree().nodes if cats is None else cats, category_counts)
     price = []
     for lo, hi in PRICE_BUCKETS:
         n = bucket_counts.get(bucket_key(lo, hi), 0)
@@ -350,7 +359,7 @@ def _facets(
         else:
             values = sorted(option_counts[name], key=lambda vc: (-vc[1], _natural(vc[0])))
         options[name] = [{"value": v, "count": n} for v, n in values[:MAX_FACET_VALUES]]
-    return {"category": category, "price": price, "options": options}
+    return {"category": category, "price": price, "options": options, "options_estimated": options_estimated}
 
 
 def _category_facet(cats: Any, counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -444,24 +453,102 @@ def _database_where(sq: SearchQuery) -> Any:
 
 
 def _database_search(sq: SearchQuery) -> SearchResult:
+    """The page and every facet from one pass over the matching products, then the page's cards.
+
+    One statement finds the matches once (a MATERIALIZED CTE: the text match, the filters and ts_rank,
+    each evaluated once per matching row) and reads from that set the total, the page's ids in order, the
+    category and price counts (exact: a count over the whole set), and the option values of the
+    SEARCH_FACET_SAMPLE most relevant matches (exact when no more match; else scaled to the total and
+    flagged as estimates); a second fetches the page's cards (name, image, stock, highlight) for those ids
+    only. Two queries, whatever the page size and the number of matches."""
     where, tsq = _database_where(sq)
-    total = db.session.scalar(select(func.count()).select_from(Product).where(where)) or 0
     rank = func.ts_rank(Product.search_vector, tsq) if tsq is not None else literal(0)
+    matching = (
+        select(
+            Product.id.label("id"),
+            Product.category_id.label("category_id"),
+            Product.price_min.label("price_min"),
+            Product.price_max.label("price_max"),
+            Product.created_at.label("created_at"),
+            rank.label("rank"),
+        )
+        .where(where)
+        .cte("matching")
+        .prefix_with("MATERIALIZED")  # read by every branch below: found once
+    )
+    m = matching.c
     # Relevance, or the listings' own orders (relevance breaks their ties).
     first = {
-        "price": Product.price_min.asc().nulls_last(),
-        "-price": Product.price_min.desc().nulls_last(),
-        "newest": Product.created_at.desc(),
+        "price": m.price_min.asc().nulls_last(),
+        "-price": m.price_min.desc().nulls_last(),
+        "newest": m.created_at.desc(),
     }.get(sq.sort)
-    order: tuple[Any, ...] = ((first,) if first is not None else ()) + (rank.desc(), Product.id.desc())
+    order: tuple[Any, ...] = ((first,) if first is not None else ()) + (m.rank.desc(), m.id.desc())
     page = (
-        select(Product.id, rank.label("rank"), func.row_number().over(order_by=order).label("n"))
-        .where(where)
+        select(m.id, func.row_number().over(order_by=order).label("n"))
         .order_by(*order)
         .limit(sq.per_page)
         .offset((sq.page - 1) * sq.per_page)
         .subquery("page")
     )
+    # Counting every (option, value) of 10,000+ matches cost more than the rest of the search together.
+    size = int(current_app.config["SEARCH_FACET_SAMPLE"])
+    sample = select(m.id).order_by(m.rank.desc(), m.id.desc()).limit(size).scalar_subquery()
+    values = func.unnest(ProductOption.values).table_valued("value", with_ordinality="ord").render_derived()
+    branches = [
+        select(literal("total"), null(), null(), func.count()).select_from(matching),
+        select(literal("page"), cast(page.c.id, Text), null(), page.c.n),
+        select(literal("category"), cast(m.category_id, Text), null(), func.count()).group_by(m.category_id),
+        # Price: a product counts in every bucket the price filter would find it in (engine.price_buckets).
+        *[
+            select(literal("price"), literal(bucket_key(lo, hi)), null(), func.count())
+            .select_from(matching)
+            .where(_price_overlap(m.price_min, m.price_max, *bucket_bounds(lo, hi)))
+            for lo, hi in PRICE_BUCKETS
+        ],
+        # Each value once per product (its first place in its list: a value listed twice is one product). A FILTER,
+        # not a WHERE: PostgreSQL then expects as many rows as there are and groups them in a hash table,
+        # instead of sorting them all (to disk, beyond work_mem) for the few it expected. The sample's options
+        # are found by product_id = ANY(array): index lookups, where a join read all of product_option.
+        select(
+            literal("option"),
+            ProductOption.name,
+            values.c.value,
+            func.count().filter(func.array_position(ProductOption.values, values.c.value) == values.c.ord),
+        )
+        .select_from(ProductOption)
+        .join(values, true())
+        .where(ProductOption.product_id == any_(func.array(sample)))
+        .group_by(ProductOption.name, values.c.value),
+    ]
+    total, ids = 0, []
+    per_category: dict[int, int] = {}
+    bucket_counts: dict[str, int] = {}
+    options: dict[str, list[tuple[str, int]]] = {}
+    for kind, key, value, n in db.session.execute(union_all(*branches)).all():
+        if kind == "total":
+            total = n
+        elif kind == "page":
+            ids.append((n, int(key)))
+        elif kind == "category":
+            per_category[int(key)] = n
+        elif kind == "price":
+            bucket_counts[key] = n
+        else:
+            options.setdefault(key, []).append((value, n))
+    estimated = total > size
+    if estimated:  # counted over the sample: scaled to every match (a value seen at all stays at least 1)
+        options = {k: [(v, max(1, round(n * total / size))) for v, n in vs] for k, vs in options.items()}
+    items = _database_items([i for _, i in sorted(ids)], tsq)
+    cats = reads.tree().nodes
+    facets = _facets(_rolled_up(per_category, cats), bucket_counts, options, cats, options_estimated=estimated)
+    return SearchResult(sq, items, total, facets, "database")
+
+
+def _database_items(ids: list[int], tsq: Any) -> list[SearchItem]:
+    """The cards of the products `ids`, in that order: one query, whatever the page size."""
+    if not ids:
+        return []
     first_image = (
         select(ProductImage.path, ProductImage.alt)
         .where(ProductImage.product_id == Product.id)
@@ -493,12 +580,11 @@ def _database_search(sq: SearchQuery) -> SearchResult:
             in_stock.label("in_stock"),
             headline.label("headline"),
         )
-        .join(page, page.c.id == Product.id)
+        .where(Product.id.in_(ids))
         .outerjoin(first_image, true())
-        .order_by(page.c.n)
     ).all()
-    items = [
-        SearchItem(
+    by_id = {
+        r.id: SearchItem(
             r.id,
             r.slug,
             r.name,
@@ -512,57 +598,21 @@ def _database_search(sq: SearchQuery) -> SearchResult:
             highlight=r.headline if r.headline and MARK_START in r.headline else None,
         )
         for r in rows
-    ]
-    facets = _database_facets(where) if total else _facets({}, {}, {})
-    return SearchResult(sq, items, total, facets, "database")
+    }
+    return [by_id[i] for i in ids if i in by_id]
 
 
-def _database_facets(where: Any) -> dict[str, Any]:
-    matching = (
-        select(
-            Product.id.label("id"),
-            Product.category_id.label("category_id"),
-            Product.price_min.label("price_min"),
-            Product.price_max.label("price_max"),
-        )
-        .where(where)
-        .cte("matching")
-    )
-    # Categories: counts per leaf, rolled up to every ancestor (as Typesense's category_slugs do).
-    per_category: dict[int, int] = dict(
-        db.session.execute(select(matching.c.category_id, func.count()).group_by(matching.c.category_id)).all()
-    )
-    cats = {c.id: c for c in queries.list_categories()}
-    category_counts: dict[str, int] = {}
+def _rolled_up(per_category: dict[int, int], cats: list[Any]) -> dict[str, int]:
+    """Counts per category slug: each leaf's count added to every ancestor (as Typesense's category_slugs do)."""
+    by_id = {c.id: c for c in cats}
+    counts: dict[str, int] = {}
     for cid, n in per_category.items():
-        cur, seen = cats.get(cid), set()
+        cur, seen = by_id.get(cid), set()
         while cur is not None and cur.id not in seen:
             seen.add(cur.id)
-            category_counts[cur.slug] = category_counts.get(cur.slug, 0) + n
-            cur = cats.get(cur.parent_id) if cur.parent_id else None
-    # Price: a product counts in every bucket the price filter would find it in (engine.price_buckets).
-    keys = [bucket_key(lo, hi) for lo, hi in PRICE_BUCKETS]
-    per_bucket = db.session.execute(
-        select(
-            *[
-                func.count().filter(_price_overlap(matching.c.price_min, matching.c.price_max, *bucket_bounds(lo, hi)))
-                for lo, hi in PRICE_BUCKETS
-            ]
-        )
-    ).one()
-    bucket_counts = dict(zip(keys, per_bucket, strict=True))
-    values = func.unnest(ProductOption.values).table_valued("value").render_derived()
-    option_rows = db.session.execute(
-        select(ProductOption.name, values.c.value, func.count(func.distinct(ProductOption.product_id)))
-        .select_from(ProductOption)
-        .join(matching, matching.c.id == ProductOption.product_id)
-        .join(values, true())
-        .group_by(ProductOption.name, values.c.value)
-    ).all()
-    options: dict[str, list[tuple[str, int]]] = {}
-    for name, value, n in option_rows:
-        options.setdefault(name, []).append((value, n))
-    return _facets(category_counts, bucket_counts, options)
+            counts[cur.slug] = counts.get(cur.slug, 0) + n
+            cur = by_id.get(cur.parent_id) if cur.parent_id else None
+    return counts
 
 
 def _price_overlap(price_min: Any, price_max: Any, low: int, high: int | None) -> Any:

@@ -253,3 +253,26 @@ def test_a_collection_built_before_price_buckets_is_answered_by_the_database_unt
     body = client.get("/api/v1/search?q=coat").get_json()
     assert body["engine"] == "typesense"
     assert {b["key"]: b["count"] for b in body["facets"]["price"]} == expected
+
+
+def test_the_database_estimates_option_counts_beyond_its_sample_and_says_so(app, client, price_ranges, engine_name):
+    """Past SEARCH_FACET_SAMPLE matches, PostgreSQL counts option values over the most relevant ones, scales them
+    to the total and flags them (the page shows "about N"); the total, category and price counts stay exact.
+    Typesense counts everything."""
+    exact = client.get("/api/v1/search?q=coat").get_json()
+    assert exact["engine"] == engine_name and exact["facets"]["options_estimated"] is False
+    assert {v["value"]: v["count"] for v in exact["facets"]["options"]["size"]} == {"S": 5, "M": 5}
+    saved, app.config["SEARCH_FACET_SAMPLE"] = app.config["SEARCH_FACET_SAMPLE"], 2
+    try:
+        body = client.get("/api/v1/search?q=coat").get_json()
+        html = _page(client, "q=coat")
+    finally:
+        app.config["SEARCH_FACET_SAMPLE"] = saved
+    assert body["facets"]["options_estimated"] is (engine_name == "database")
+    # Every coat comes in S and M: 2 of the 2 sampled, scaled to the 5 found.
+    assert {v["value"]: v["count"] for v in body["facets"]["options"]["size"]} == {"S": 5, "M": 5}
+    assert body["total"] == 5
+    assert body["facets"]["category"] == exact["facets"]["category"]
+    assert body["facets"]["price"] == exact["facets"]["price"]
+    counts = re.findall(r'value="size:S"[^>]*> S <span class="facet-count"[^>]*>([^<]+)</span>', html)
+    assert counts == (["about 5"] if engine_name == "database" else ["5"])
