@@ -229,7 +229,8 @@ def build_documents(product_ids: list[int], chains: dict[int, list[Category]] | 
             "description": _clean(p.description),
             "category_path": [_clean(c.name) for c in chain],
             "category_slugs": [c.slug for c in chain],
-            "option_values": [f"{n}={v}" for n, vals in opts for v in vals],
+            # Each value once: an option may list one twice, and Typesense would count the product twice.
+            "option_values": [f"{n}={v}" for n, vals in opts for v in dict.fromkeys(vals)],
             "option_text": sorted({_clean(v) for _, vals in opts for v in vals}),
             "price_min": p.price_min if p.price_min is not None else 0,
             "price_max": p.price_max if p.price_max is not None else 0,

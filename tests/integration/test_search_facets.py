@@ -276,3 +276,32 @@ def test_the_database_estimates_option_counts_beyond_its_sample_and_says_so(app,
     assert body["facets"]["price"] == exact["facets"]["price"]
     counts = re.findall(r'value="size:S"[^>]*> S <span class="facet-count"[^>]*>([^<]+)</span>', html)
     assert counts == (["about 5"] if engine_name == "database" else ["5"])
+
+
+@pytest.fixture
+def doubled(db_session, search_alias):  # noqa: F811
+    """A scarf whose size option lists M twice (the catalogue allows it), indexed."""
+    from shop.catalog.services import build_product
+    from shop.search import jobs
+
+    cat = make_category("Scarves", slug="d-scarves")
+    build_product(
+        category_id=cat.id,
+        name="Doubled Scarf",
+        slug="d-doubled-scarf",
+        status="active",
+        options=[("size", ["M", "M", "L"])],
+        variants=[
+            {"sku": "D-SCARF-M", "options": {"size": "M"}, "price_amount": 1500, "on_hand": 3},
+            {"sku": "D-SCARF-L", "options": {"size": "L"}, "price_amount": 1500, "on_hand": 3},
+        ],
+    )
+    db_session.commit()
+    jobs.reindex()
+
+
+def test_a_value_listed_twice_counts_its_product_once(client, doubled, engine_name):
+    body = client.get("/api/v1/search?q=scarf").get_json()
+    assert body["engine"] == engine_name and body["total"] == 1
+    # Before, Typesense counted the scarf twice under M (its document listed size=M twice).
+    assert {v["value"]: v["count"] for v in body["facets"]["options"]["size"]} == {"M": 1, "L": 1}
