@@ -133,15 +133,19 @@ def search(sq: SearchQuery) -> SearchResult:
 
 
 def _is_outage(exc: Exception) -> bool:
-    import requests
+    """Whether `exc` says Typesense cannot answer (down, unreachable, too slow, failing), rather than that it
+    refused this one query. The client (typesense 2.x) lets httpx's transport errors through as they are."""
+    import httpx
     import typesense
 
     return isinstance(
         exc,
         (
-            requests.exceptions.RequestException,
+            httpx.TransportError,  # refused or reset connections, timeouts
             ConnectionError,
             TimeoutError,
+            typesense.exceptions.Timeout,
+            typesense.exceptions.HTTPStatus0Error,
             typesense.exceptions.ServiceUnavailable,
             typesense.exceptions.ServerError,
         ),

@@ -258,6 +258,22 @@ def test_typesense_down_the_database_answers(client, catalogue, typesense_down):
     assert sug["engine"] == "database" and [s["name"] for s in sug["suggestions"]] == ["Leather Chelsea Boot"]
 
 
+def test_an_unreachable_typesense_is_not_asked_again_for_a_while(client, catalogue, typesense_down, caplog):
+    """A search that cannot reach Typesense opens the circuit: the searches after it go straight to PostgreSQL
+    instead of each trying the connection first (which costs up to TYPESENSE_TIMEOUT when a host is down)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="shop.search.services")
+    assert client.get("/api/v1/search?q=chelsea").get_json()["engine"] == "database"
+    said = [r.getMessage() for r in caplog.records if "Typesense" in r.getMessage()]
+    # Before: httpx's ConnectError was read as a refused query, so the circuit never opened.
+    assert len(said) == 1 and "failed" in said[0] and "answering from PostgreSQL" in said[0], said
+    caplog.clear()
+    for q in ("boot", "sneaker", "shirt"):
+        assert client.get(f"/api/v1/search?q={q}").get_json()["engine"] == "database"
+    assert [r.getMessage() for r in caplog.records if "Typesense" in r.getMessage()] == []
+
+
 def test_no_index_yet_the_database_answers(client, db_session, search_alias):
     tees = make_category("T-shirts", slug="s-tees-2")
     make_product(tees, "Pocket T-Shirt", slug="s-pocket-2")
