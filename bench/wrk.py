@@ -64,7 +64,7 @@ def measure(port: int, paths: list[str], *, connections: int, threads: int, seco
         script.write(LUA % {"paths": quoted})
     try:
         threads = max(1, min(threads, connections))
-        argv = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{max(seconds, 1):g}s", "--latency"]
+        argv = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{max(round(seconds), 1)}s", "--latency"]
         argv += ["-s", script.name, f"http://127.0.0.1:{port}{paths[0]}"]
         cpu_before, wall_before = _children_cpu(), time.perf_counter()
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
