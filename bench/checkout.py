@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -259,36 +260,30 @@ def stock_check(dsn: str, variant_id: int, units: int) -> dict:
     }
 
 
-def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: float, seconds: float) -> dict:
-    """`connections` autocommit connections looping the guarded UPDATE on one row: updates/s, latency."""
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:  # room for the whole loop, so the guard keeps passing
-        conn.execute("UPDATE variant SET on_hand = reserved + 1000000000 WHERE id = %s", (variant_id,))
-    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(connections)]
-    barrier = threading.Barrier(connections + 1)
+def timed_loops(steps: list[Callable[[], bool]], warmup: float, seconds: float) -> tuple[list[float], int, float]:
+    """Each step() looped on a thread of its own, all released together; recorded after `warmup`, for `seconds`.
+    A step returns whether it did its work (its latency counts) or missed. Returns the latencies in ms (sorted),
+    the misses and the measured window in seconds."""
+    barrier = threading.Barrier(len(steps) + 1)
     out: list = []
     lock = threading.Lock()
     clock: dict = {}
 
-    def loop(conn) -> None:
+    def loop(step: Callable[[], bool]) -> None:
         latencies, missed = [], 0
         barrier.wait()
         record_from, stop_at = clock["record_from"], clock["stop_at"]
-        while True:
-            started = time.perf_counter()
-            if started >= stop_at:
-                break
-            updated = conn.execute(GUARDED_UPDATE, (variant_id,)).rowcount
+        while (started := time.perf_counter()) < stop_at:
+            done = step()
             if started >= record_from:
-                if updated == 1:
+                if done:
                     latencies.append(time.perf_counter() - started)
                 else:
                     missed += 1
         with lock:
             out.append((latencies, missed, time.perf_counter()))
 
-    threads = [threading.Thread(target=loop, args=(c,), daemon=True) for c in conns]
+    threads = [threading.Thread(target=loop, args=(step,), daemon=True) for step in steps]
     for t in threads:
         t.start()
     now = time.perf_counter()
@@ -296,16 +291,30 @@ def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: flo
     barrier.wait()
     for t in threads:
         t.join(warmup + seconds + 60)
-    for c in conns:
-        c.close()
     ms = harness.milliseconds(x for lat, _, _ in out for x in lat)
-    window = max(end for *_, end in out) - clock["record_from"]
+    return ms, sum(m for _, m, _ in out), max(end for *_, end in out) - clock["record_from"]
+
+
+def guarded_update_loop(dsn: str, variant_id: int, connections: int, warmup: float, seconds: float) -> dict:
+    """`connections` autocommit connections looping the guarded UPDATE on one row: updates/s, latency."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # room for the whole loop, so the guard keeps passing
+        conn.execute("UPDATE variant SET on_hand = reserved + 1000000000 WHERE id = %s", (variant_id,))
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(connections)]
+    try:
+        ms, missed, window = timed_loops(
+            [lambda c=c: c.execute(GUARDED_UPDATE, (variant_id,)).rowcount == 1 for c in conns], warmup, seconds
+        )
+    finally:
+        for c in conns:
+            c.close()
     return {
         "connections": connections,
         "updates": len(ms),
         "seconds": round(window, 3),
         "updates_per_s": round(len(ms) / window, 1) if window > 0 else None,
-        "guard_refused": sum(m for _, m, _ in out),
+        "guard_refused": missed,
         **harness.percentiles(ms),
     }
 
@@ -334,38 +343,20 @@ def minimal_checkout_loop(dsn: str, variant_id: int, connections: int, warmup: f
     take = text("UPDATE variant SET reserved = reserved + 1 WHERE id = :v")
     new_order = text("INSERT INTO bench_order (total) VALUES (:t) RETURNING id")
     new_line = text("INSERT INTO bench_order_line (order_id, variant_id, quantity, unit_price) VALUES (:o, :v, 1, :p)")
-    barrier = threading.Barrier(connections + 1)
-    out: list = []
-    lock = threading.Lock()
-    clock: dict = {}
 
-    def loop() -> None:
-        latencies: list[float] = []
-        barrier.wait()
-        record_from, stop_at = clock["record_from"], clock["stop_at"]
-        while (started := time.perf_counter()) < stop_at:
-            with engine.begin() as conn:
-                if conn.execute(lock_row, {"v": variant_id}).scalar_one() < 1:
-                    continue
-                conn.execute(take, {"v": variant_id})
-                order_id = conn.execute(new_order, {"t": PRICE}).scalar_one()
-                conn.execute(new_line, {"o": order_id, "v": variant_id, "p": PRICE})
-            if started >= record_from:
-                latencies.append(time.perf_counter() - started)
-        with lock:
-            out.append((latencies, time.perf_counter()))
+    def checkout() -> bool:
+        with engine.begin() as conn:
+            if conn.execute(lock_row, {"v": variant_id}).scalar_one() < 1:
+                return False
+            conn.execute(take, {"v": variant_id})
+            order_id = conn.execute(new_order, {"t": PRICE}).scalar_one()
+            conn.execute(new_line, {"o": order_id, "v": variant_id, "p": PRICE})
+        return True
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    now = time.perf_counter()
-    clock.update(record_from=now + warmup, stop_at=now + warmup + seconds)
-    barrier.wait()
-    for t in threads:
-        t.join(warmup + seconds + 60)
-    engine.dispose()
-    ms = harness.milliseconds(x for lat, _ in out for x in lat)
-    window = max(end for _, end in out) - clock["record_from"]
+    try:
+        ms, _, window = timed_loops([checkout] * connections, warmup, seconds)
+    finally:
+        engine.dispose()
     return {
         "connections": connections,
         "transactions": len(ms),

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
@@ -24,21 +25,28 @@ from tests.e2e.test_accounts_live import all_at_once, call
 ADDRESS = {"name": "Ann Buyer", "line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 
 
-@pytest.fixture
-def shop(committed_db):
+@contextmanager
+def hot_item_shop(database_url: str, **settings):
+    """A live shop over `database_url` selling one SKU with 7 units (Redis flushed first)."""
     from shop import create_app
     from shop.extensions import db
     from tests.factories import make_category, make_product
 
     Redis.from_url(os.environ["REDIS_URL"]).flushdb()
-    app = create_app(config_for(committed_db))
+    app = create_app(config_for(database_url, **settings))
     with app.app_context():
         cat = make_category("Sale", slug="sale")
         product = make_product(cat, "Hot Item", slug="hot-item", sizes=("M",), colours=("Red",), price=2500, stock=7)
         db.session.commit()
         sku, variant_id = product.variants[0].sku, product.variants[0].id
     with LiveServer(app) as server:
-        server.app, server.database_url, server.sku, server.variant_id = app, committed_db, sku, variant_id
+        server.app, server.database_url, server.sku, server.variant_id = app, database_url, sku, variant_id
+        yield server
+
+
+@pytest.fixture
+def shop(committed_db):
+    with hot_item_shop(committed_db) as server:
         yield server
 
 

@@ -13,27 +13,14 @@ import pytest
 from redis import Redis
 from sqlalchemy.engine import make_url
 
-from tests.conftest import LiveServer, config_for
 from tests.e2e.test_accounts_live import all_at_once
-from tests.e2e.test_buying_concurrency import _next, checkout, new_cart_with, post, stock
+from tests.e2e.test_buying_concurrency import _next, checkout, hot_item_shop, new_cart_with, post, stock
 
 
 @pytest.fixture
 def shop(committed_db):
-    from shop import create_app
-    from shop.extensions import db
-    from tests.factories import make_category, make_product
-
-    Redis.from_url(os.environ["REDIS_URL"]).flushdb()
-    app = create_app(config_for(committed_db, STOCK_GATE_SECONDS=2))
-    with app.app_context():
-        cat = make_category("Sale", slug="sale")
-        product = make_product(cat, "Hot Item", slug="hot-item", sizes=("M",), colours=("Red",), price=2500, stock=7)
-        db.session.commit()
-        sku, variant_id = product.variants[0].sku, product.variants[0].id
-    with LiveServer(app) as server:
-        server.app, server.database_url, server.sku, server.variant_id = app, committed_db, sku, variant_id
-        server.flag = f"stock:soldout:{make_url(committed_db).database}:{variant_id}"
+    with hot_item_shop(committed_db, STOCK_GATE_SECONDS=2) as server:
+        server.flag = f"stock:soldout:{make_url(committed_db).database}:{server.variant_id}"
         server.redis = Redis.from_url(os.environ["REDIS_URL"])
         yield server
 

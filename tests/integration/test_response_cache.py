@@ -12,18 +12,7 @@ from shop.extensions import db
 from shop.inventory.services import set_on_hand
 from tests.conftest import config_for
 from tests.factories import make_category, make_product
-from tests.integration.test_cache import CLOSED_PORT, cache_on, shop  # noqa: F401 - fixtures
-
-PAGES = [
-    "/",
-    "/products",
-    "/c/shirts-c",
-    "/c/clothing-c?size=M&in_stock=1",
-    "/p/linen-shirt-c",
-    "/api/v1/products?category=clothing-c",
-    "/api/v1/products/linen-shirt-c",
-    "/api/v1/categories",
-]
+from tests.integration.test_cache import CLOSED_PORT, PAGES, cache_on, shop  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("path", PAGES)
