@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0,
         help="connections of the SQL floors (default: the gunicorn threads in all, the app's own concurrency)",
     )
-    p.add_argument("--probe", type=int, default=30, help="sequential checkouts per kind for the 201-vs-409 cost")
+    p.add_argument("--probe", type=int, default=50, help="sequential checkouts per kind for the 201-vs-409 cost")
     p.add_argument("--rounds", type=int, default=3, help="measured flash sales, each on a new SKU")
     p.add_argument("--sql-seconds", type=float, default=5.0, help="measured window of the guarded UPDATE loop")
     p.add_argument("--sql-warmup", type=float, default=1.0, help="unrecorded warm-up of the UPDATE loop")
@@ -175,9 +175,10 @@ def stampede(port: int, buyers: list[dict]) -> dict:
     }
 
 
-def probe(port: int, app, run: str, n: int) -> dict:
+def probe(port: int, app, run: str, n: int, master: int) -> dict:
     """Per-request cost without queueing: `n` checkouts one after another that succeed (a SKU with plenty of
-    stock), then `n` of a sold-out SKU (refused, by the stock gate once the first refusal closed it)."""
+    stock), then `n` of a sold-out SKU (refused, by the stock gate once the first refusal closed it); the latency
+    of each, and the CPU the gunicorn workers spent per request of each kind."""
     plenty, gone = f"PROBE-{run}-OK", f"PROBE-{run}-GONE"
     flash_product(app, plenty, n * 2)
     gone_variant = flash_product(app, gone, 1)
@@ -185,11 +186,14 @@ def probe(port: int, app, run: str, n: int) -> dict:
     take_last = late_buyers.pop()
     one(port, take_last)  # the single unit is taken: the rest are refused
     times: dict[str, list[float]] = {"201": [], "409": []}
-    for buyers in (ok_buyers, late_buyers):
+    cpu: dict[str, float | None] = {}
+    for kind, buyers in (("201", ok_buyers), ("409", late_buyers)):
+        before = harness.workers_cpu(master)
         for buyer in buyers:
             started = time.perf_counter()
             status = one(port, buyer)
             times.setdefault(str(status), []).append(time.perf_counter() - started)
+        cpu[kind] = harness.cpu_ms_per(before, harness.workers_cpu(master), len(buyers))
     ok, refused = harness.milliseconds(times["201"]), harness.milliseconds(times["409"])
     ok_p50, refused_p50 = harness.percentile(ok, 50), harness.percentile(refused, 50)
     return {
@@ -199,6 +203,8 @@ def probe(port: int, app, run: str, n: int) -> dict:
         "ok_p50_ms": ok_p50,
         "out_of_stock_p50_ms": refused_p50,
         "refusal_speedup": round(ok_p50 / refused_p50, 2) if ok_p50 and refused_p50 else None,
+        "ok_cpu_ms": cpu["201"],
+        "out_of_stock_cpu_ms": cpu["409"],
         "gone_variant": gone_variant,
     }
 
@@ -447,7 +453,8 @@ def goals(rounds: list[dict], minimal: dict, probe_result: dict) -> str:
             f"over {floor:.1f}/s = {ratio:.3f} ({verdict(ratio >= 0.25)})",
             f"goal: a 409 at least 5x faster than a 201 ({probe_result['n']} of each, one after another): "
             f"p50 {probe_result['ok_p50_ms']} ms vs {probe_result['out_of_stock_p50_ms']} ms = {speedup:.1f}x "
-            f"({verdict(speedup >= 5)})",
+            f"({verdict(speedup >= 5)}); server CPU per request {probe_result['ok_cpu_ms']} ms vs "
+            f"{probe_result['out_of_stock_cpu_ms']} ms",
         ]
     )
 
@@ -508,7 +515,7 @@ def bench(stack, args) -> bool:
     say(f"minimal checkout transaction: {connections} threads, {args.sql_warmup:g}s warm-up + {args.sql_seconds:g}s")
     minimal = minimal_checkout_loop(dsn, last_variant, connections, args.sql_warmup, args.sql_seconds)
     say(f"probe: {args.probe} successful checkouts one after another, then {args.probe} refused")
-    probed = probe(port, app, run, args.probe)
+    probed = probe(port, app, run, args.probe, master)
     print(f"\n{table(rounds, sql, minimal, args.units)}\n\n{goals(rounds, minimal, probed)}\n", flush=True)
     harness.write_results(
         "checkout", {"setup": setup, "rounds": rounds, "sql_loop": sql, "minimal_checkout": minimal, "probe": probed}

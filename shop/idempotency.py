@@ -27,6 +27,7 @@ from enum import StrEnum
 from flask import current_app, g
 from sqlalchemy import String, Text, create_engine, func, null, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shop import clock
@@ -64,96 +65,109 @@ def body_hash(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def claim(scope: str, key: str, body) -> tuple[int, dict] | None:
-    """Claim `key` for this request. Returns the stored (status, body) for a finished repeat, None when
-    the caller should do the work (first copy, or taking over from one that died: see made());
-    409 while a first copy is still running, 422 for another body."""
+def claim(scope: str, key: str, body) -> Claim:
+    """Claim `key` for this request: the Claim's `repeat` is the stored (status, body) of a finished repeat;
+    otherwise the caller does the work (first copy, or taking over from one that died: see made()).
+    409 while a first copy is still running, 422 for another body.
+
+    The liveness lock is taken first: it alone keeps a second copy out, so the claim's row need not be committed
+    before the work starts. It is written with the work's own transaction (record()) or with the answer (finish()),
+    and a first copy that dies before either leaves nothing behind: its retry starts afresh, as it should."""
     if not isinstance(key, str) or not 8 <= len(key) <= 255:
         raise ValidationError(
             {"Idempotency-Key": "must be 8 to 255 characters"},
             "Idempotency-Key must be 8 to 255 characters (a UUID is ideal).",
         )
     digest = body_hash(body)
-    answer = _answer(scope, key, digest)  # a finished repeat needs no lock: many may read it at once
-    if answer is not None:
-        return answer
     if not _lock(scope, key):
+        answer = _answer(scope, key, digest)  # finished meanwhile: many repeats may read it at once
+        if answer is not None:
+            return Claim(scope, key, digest, repeat=answer)
         db.session.rollback()
         raise RequestInProgress(
             IdempotencyErrorCode.IN_PROGRESS, "A request with this Idempotency-Key is still being processed."
         )
     try:
-        answer = _answer(scope, key, digest)  # finished while we took the lock?
-        if answer is not None:
-            _unlock(scope, key)
-            return answer
-        db.session.execute(
-            insert(IdempotencyKey).values(scope=scope, key=key, request_hash=digest).on_conflict_do_nothing()
-        )  # a row already here is an unfinished claim whose copy died
-        db.session.commit()  # the claim is visible to every other copy from now on
+        row = _row(scope, key, digest)
     except BaseException:
         _unlock(scope, key)
         raise
-    return None
+    if row is not None and row.status_code is not None:
+        _unlock(scope, key)
+        return Claim(scope, key, digest, repeat=(row.status_code, row.response))
+    # No row: the first copy. An unfinished row: a copy that died after committing part of its work (made()).
+    return Claim(scope, key, digest, fresh=row is None)
 
 
-def _answer(scope: str, key: str, digest: str) -> tuple[int, dict] | None:
-    """The stored answer of a finished claim (422 if it was made for another body), else None."""
+def _row(scope: str, key: str, digest: str):
+    """The claim's stored row (request_hash, status_code, response), or None; 422 if made for another body."""
     row = db.session.execute(
         select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response).where(
             IdempotencyKey.scope == scope, IdempotencyKey.key == key
         )
     ).first()
-    if row is None:
-        return None
-    if row.request_hash != digest:
+    if row is not None and row.request_hash != digest:
         raise Invalid(IdempotencyErrorCode.KEY_REUSED, "This Idempotency-Key was used with a different request.")
-    return (row.status_code, row.response) if row.status_code is not None else None
+    return row
 
 
-def record(scope: str, key: str, **made) -> None:
-    """Note what this claim's work has made (e.g. order_id), inside the transaction that makes it: if the
-    answer is then lost, a repeat resumes from it (made()). Does not commit."""
-    db.session.execute(
-        IdempotencyKey.__table__.update()
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None))
-        .values(response=made)
+def _answer(scope: str, key: str, digest: str) -> tuple[int, dict] | None:
+    """The stored answer of a finished claim (422 if it was made for another body), else None."""
+    row = _row(scope, key, digest)
+    return (row.status_code, row.response) if row is not None and row.status_code is not None else None
+
+
+def _upsert(held: Claim, **values):
+    """INSERT the claim's row with `values`, or set them on its unfinished row (one statement)."""
+    stmt = insert(IdempotencyKey).values(scope=held.scope, key=held.key, request_hash=held.digest, **values)
+    return stmt.on_conflict_do_update(
+        index_elements=[IdempotencyKey.scope, IdempotencyKey.key],
+        set_={name: stmt.excluded[name] for name in values},
+        where=IdempotencyKey.status_code.is_(None),
     )
 
 
-def made(scope: str, key: str) -> dict:
+def record(held: Claim, **made) -> None:
+    """Note what this claim's work has made (e.g. order_id), inside the transaction that makes it: if the
+    answer is then lost, a repeat resumes from it (made()). Does not commit."""
+    db.session.execute(_upsert(held, response=made))
+
+
+def made(held: Claim) -> dict:
     """What an earlier copy of this claim committed before it died without an answer ({} if nothing)."""
+    if held.fresh:
+        return {}  # nothing was stored when this request claimed the key
     response = db.session.scalar(
         select(IdempotencyKey.response).where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None)
+            IdempotencyKey.scope == held.scope, IdempotencyKey.key == held.key, IdempotencyKey.status_code.is_(None)
         )
     )
     return response or {}
 
 
-def forget_made(scope: str, key: str) -> None:
+def forget_made(held: Claim) -> None:
     """Drop what record() noted, when it turned out to be undone (the work may start over). Does not commit."""
     db.session.execute(
         IdempotencyKey.__table__.update()
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None))
+        .where(IdempotencyKey.scope == held.scope, IdempotencyKey.key == held.key, IdempotencyKey.status_code.is_(None))
         .values(response=null())
     )  # SQL NULL, not JSON null: release() looks for NULL
 
 
-def finish(scope: str, key: str, status_code: int, response: dict) -> None:
+def finish(held: Claim, status_code: int, response: dict) -> None:
     """Store the answer for repeats (only successes and business refusals; see release()).
 
     Rolls back first: a refused request's unfinished work must never ride along on this commit."""
     try:
         db.session.rollback()
-        row = db.session.get(IdempotencyKey, (scope, key), populate_existing=True)
-        row.status_code, row.response = status_code, response
+        db.session.execute(_upsert(held, status_code=status_code, response=response))
         db.session.commit()
     finally:
-        _unlock(scope, key)
+        _unlock(held.scope, held.key)
+    held.answered = True
 
 
-def release(scope: str, key: str) -> None:
+def release(held: Claim) -> None:
     """Forget a claim whose request failed in a way the client may retry (validation, outage).
 
     A claim whose work already committed something (record()) is kept, unlocked: the retry resumes it."""
@@ -161,15 +175,44 @@ def release(scope: str, key: str) -> None:
         db.session.rollback()
         db.session.execute(
             IdempotencyKey.__table__.delete().where(
-                IdempotencyKey.scope == scope,
-                IdempotencyKey.key == key,
+                IdempotencyKey.scope == held.scope,
+                IdempotencyKey.key == held.key,
                 IdempotencyKey.status_code.is_(None),
                 IdempotencyKey.response.is_(None),
             )
         )
         db.session.commit()
     finally:
-        _unlock(scope, key)
+        _unlock(held.scope, held.key)
+
+
+def refuse_at_once(scope: str, key: str, body, refusal: DomainError) -> bool:
+    """Store `refusal`, known before any work is done (a sold-out stock gate), as the key's answer, in one statement
+    that also tries the key's liveness lock, and commit: True when stored, and the caller raises it. Only for a new
+    key that no copy of the request holds; otherwise False, and the caller takes the usual way (once()), which
+    answers a repeat, a copy still at work and a reused key as always. No lock connection, no second transaction:
+    the cheap answer the buyers of a sold-out flash sale get."""
+    if not isinstance(key, str) or not 8 <= len(key) <= 255:
+        return False  # the usual way answers 422
+    stored = db.session.execute(
+        text(
+            "INSERT INTO idempotency_key (scope, key, request_hash, status_code, response, created_at) "
+            "SELECT :scope, :key, :digest, :status, CAST(:response AS jsonb), :created_at "
+            "WHERE pg_try_advisory_xact_lock(:lock) "  # a copy at work holds it (and has no row yet)
+            "ON CONFLICT DO NOTHING RETURNING 1"
+        ),
+        {
+            "scope": scope,
+            "key": key,
+            "digest": body_hash(body),
+            "status": http_status(refusal),
+            "response": json.dumps(error_body(refusal.code, refusal.message, refusal.details)),
+            "created_at": utcnow(),
+            "lock": _lock_key(scope, key),
+        },
+    ).first()
+    db.session.commit()  # also gives the transaction-scoped lock back
+    return stored is not None
 
 
 # ------------------------------------------------------------------------------------ liveness locks
@@ -188,7 +231,8 @@ def _lock_engine():
         with _engine_lock:
             engine = current_app.extensions.get("idempotency_locks")
             if engine is None:
-                engine = create_engine(db.engine.url, pool_size=2, max_overflow=-1, pool_pre_ping=True)
+                # No pre-ping (a round trip per request): a connection found dead is replaced once, in _lock().
+                engine = create_engine(db.engine.url, pool_size=2, max_overflow=-1)
                 current_app.extensions["idempotency_locks"] = engine
     return engine
 
@@ -198,14 +242,22 @@ def _lock(scope: str, key: str) -> bool:
     held = g.setdefault("idempotency_locks", {})
     if (scope, key) in held:
         return True
-    conn = _lock_engine().connect()
-    try:
-        # Transaction-scoped: rolled back (and so released) however the connection is given back.
-        got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(scope, key)}).scalar()
-    except BaseException:
-        conn.invalidate()
-        conn.close()
-        raise
+    for attempt in (1, 2):
+        conn = _lock_engine().connect()
+        try:
+            # Transaction-scoped: rolled back (and so released) however the connection is given back.
+            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(scope, key)}).scalar()
+            break
+        except DBAPIError as exc:
+            conn.invalidate()
+            conn.close()
+            if attempt == 1 and exc.connection_invalidated:
+                continue  # a pooled connection the server had dropped (a restart): once more on a new one
+            raise
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
     if not got:
         conn.close()
         return False
@@ -226,19 +278,16 @@ def _unlock(scope: str, key: str) -> None:
 
 class Claim:
     """One request's hold on an Idempotency-Key (once()): `repeat` is the first answer, (status, body), when this
-    request is a repeat of a finished one; otherwise the caller does the work and gives its answer()."""
+    request is a repeat of a finished one; otherwise the caller does the work and gives its answer(). `fresh`: no
+    earlier copy of the request left anything behind (nothing to resume)."""
 
-    def __init__(self, scope: str, key: str, repeat: tuple[int, dict] | None):
-        self.scope, self.key, self.repeat, self.answered = scope, key, repeat, False
-
-    @property
-    def ids(self) -> tuple[str, str]:
-        return self.scope, self.key
+    def __init__(self, scope: str, key: str, digest: str, *, repeat: tuple[int, dict] | None = None, fresh=False):
+        self.scope, self.key, self.digest, self.repeat, self.fresh = scope, key, digest, repeat, fresh
+        self.answered = False
 
     def answer(self, status: int, body: dict) -> None:
         """Store this answer for repeats (commits)."""
-        finish(self.scope, self.key, status, body)
-        self.answered = True
+        finish(self, status, body)
 
 
 @contextmanager
@@ -254,7 +303,7 @@ def once(
     deadline = time.monotonic() + wait
     while True:
         try:
-            held = Claim(scope, key, claim(scope, key, body))
+            held = claim(scope, key, body)
             break
         except RequestInProgress:
             if time.monotonic() >= deadline:
@@ -268,14 +317,14 @@ def once(
         yield held
     except keep as exc:
         if not held.answered:
-            finish(scope, key, http_status(exc), error_body(exc.code, exc.message, exc.details))
+            finish(held, http_status(exc), error_body(exc.code, exc.message, exc.details))
         raise
     except BaseException:
         if not held.answered:
-            release(scope, key)
+            release(held)
         raise
     if not held.answered:
-        release(scope, key)
+        release(held)
 
 
 def release_locks(exc=None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager
 
 from shop import pricing, ratelimit
 from shop.cart.models import Cart, CartItem, CartStatus
@@ -248,9 +248,10 @@ def remove_coupon(cart: Cart) -> Cart:
     return cart
 
 
-def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
+def priced_lines(cart: Cart, live: list[Any] | None = None) -> list[pricing.PricedLine]:
     """The cart's lines at today's prices: the catalogue's, or the live automatic sale's (the product page's
-    price, with the catalogue price kept as the line's list_price). One query for variants and products."""
+    price, with the catalogue price kept as the line's list_price). One query for variants and products.
+    `live`: the live automatic promotions, when the caller has read them already."""
     from shop.promotions import services as promotions
 
     ids = [i.variant_id for i in cart.items]
@@ -261,7 +262,7 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
                 select(Variant)
                 .join(Product)
                 .where(Variant.id.in_(ids), Product.status == "active")
-                .options(selectinload(Variant.product))
+                .options(contains_eager(Variant.product))
             )
         }
         if ids
@@ -282,7 +283,7 @@ def priced_lines(cart: Cart) -> list[pricing.PricedLine]:
                 unit_price=v.price_amount,
             )
         )
-    return promotions.with_sale_prices(lines)
+    return promotions.with_sale_prices(lines, live=live)
 
 
 def thumbnails(variant_ids: Iterable[int]) -> dict[int, dict[str, str]]:

@@ -181,13 +181,20 @@ def held_by(client: Client) -> list[Held]:
     return [Held(*row) for row in rows]
 
 
-def check(client: Client, wanted: dict[int, int], variants: dict) -> None:
+def check(client: Client, wanted: dict[int, int]) -> None:
     """Refuse (HoldLimitReached) an order that takes the client past a limit; call after `lock(client)`."""
+    from shop.catalog.models import Variant
+
     cfg = current_app.config
     limits = Limits.from_config(cfg)
     if not limits.any:
         return
-    stock = {vid: (variants[vid].sku, variants[vid].on_hand) for vid in wanted}
+    stock = {
+        vid: (sku, on_hand)
+        for vid, sku, on_hand in db.session.execute(
+            select(Variant.id, Variant.sku, Variant.on_hand).where(Variant.id.in_(sorted(wanted)))
+        )
+    }
     refusal = problem(client, held_by(client), wanted, stock, limits, max(1, cfg["RESERVATION_TTL_SECONDS"] // 60))
     if refusal is not None:
         raise refusal

@@ -13,11 +13,13 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
-from shop import geo, idempotency, pricing, ratelimit
+from shop import clock, geo, idempotency, pricing, ratelimit
 from shop.accounts.services import clean_address, normalise_email
 from shop.cart import services as carts
-from shop.cart.models import Cart, CartStatus
+from shop.cart.models import Cart, CartItem, CartStatus
+from shop.catalog.models import Variant
 from shop.checkout import holds
 from shop.errors import Conflict, Invalid, ValidationError
 from shop.extensions import db
@@ -75,6 +77,49 @@ def validate(
     return email, shipping_address, billing_address, method
 
 
+def refuse_if_sold_out(
+    scope: str,
+    key: str,
+    body: Any,
+    *,
+    cart_id: Any,
+    cart_token: str | None,
+    user: Any,
+    email: Any,
+    shipping_address: Any,
+    billing_address: Any = None,
+    shipping_method: Any = None,
+) -> None:
+    """The flash sale's cheap refusal, before place_order() under idempotency.once(): a cart holding a variant the
+    stock gate knows to be sold out is answered 409 out_of_stock without the claim's lock connection, the cart's row
+    lock or pricing, and the refusal is stored as the key's answer (idempotency.refuse_at_once), as the usual way
+    stores it. Returns without a word when the gate says nothing, or the key is not new: the usual way decides."""
+    if not stock_gate.enabled():
+        return
+    validate(email, shipping_address, billing_address, shipping_method)  # a 422 first, as on the usual way
+    try:
+        cart = carts.for_reader(cart_id, user=user, token=cart_token)
+    except carts.CartNotFound:
+        return
+    if cart.status != CartStatus.OPEN:
+        return
+    items = db.session.execute(
+        select(CartItem.variant_id, Variant.sku)
+        .join(Variant, Variant.id == CartItem.variant_id)
+        .where(CartItem.cart_id == cart.id)
+    ).all()
+    gated = stock_gate.sold_out(variant_id for variant_id, _ in items)
+    if not gated:
+        return
+    # Counted here as on the usual way; a request this path hands on below (rare: a copy at work) is counted twice.
+    ratelimit.enforce(
+        "RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; try again later."
+    )
+    refusal = inventory.OutOfStock({sku: 0 for variant_id, sku in items if variant_id in gated})
+    if idempotency.refuse_at_once(scope, key, body, refusal):
+        raise refusal
+
+
 def place_order(
     *,
     cart_id: Any,
@@ -84,7 +129,7 @@ def place_order(
     shipping_address: Any,
     billing_address: Any = None,
     shipping_method: Any = None,
-    claim: tuple[str, str] | None = None,
+    claim: idempotency.Claim | None = None,
     hosted: bool = False,
 ) -> Placed:
     """Cart -> pending order + reservations + payment, then open the payment with the provider.
@@ -92,7 +137,7 @@ def place_order(
     `hosted`: the shopper pays on the provider's own page (the storefront): in Stripe mode a Checkout Session, whose
     address is the answer's redirect_url; API clients get a PaymentIntent's client_secret instead.
 
-    `claim` is the request's idempotency claim (scope, key), held by this request (shop.idempotency). The
+    `claim` is the request's idempotency claim, held by this request (shop.idempotency). The
     order is recorded on it in the checkout's own transaction, so a copy that takes over after this one
     died without answering resumes that order (resume()) instead of refusing the converted cart."""
     email, shipping_address, billing_address, method = validate(
@@ -115,11 +160,13 @@ def place_order(
     gated = stock_gate.sold_out(item.variant_id for item in cart.items)
     if gated:
         raise inventory.OutOfStock({item.variant.sku: 0 for item in cart.items if item.variant_id in gated})
-    lines = carts.priced_lines(cart)
+    at = clock.now()
+    live = promotions.live_automatic(at)  # read once: the sale prices and the discounts see the same promotions
+    lines = carts.priced_lines(cart, live=live)
     # Lock order everywhere in checkout: cart -> promotions -> variants (shop.promotions.services).
     # A code that fails now (used up meanwhile, ...) is 409 naming the rule, before anything is written.
     applied = (
-        promotions.price_for_checkout(cart, lines, user=user, email=email, shipping_method=method)
+        promotions.price_for_checkout(cart, lines, user=user, email=email, shipping_method=method, at=at, live=live)
         if lines
         else promotions.Applied()
     )
@@ -144,12 +191,9 @@ def place_order(
     wanted: dict[int, int] = {}
     for line in totals.lines:
         wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
-    # Lock the variants (FOR UPDATE, id order) before inserting order lines: the lines' foreign keys
-    # take KEY SHARE locks on those rows, and upgrading from them later deadlocks concurrent checkouts.
     # Lock order: cart -> promotions -> the client's hold locks (advisory, shop.checkout.holds) -> variants.
     holds.lock(client)  # this client's checkouts count their unpaid holds one at a time
-    variants = inventory.check_available(wanted)  # raises OutOfStock before anything is written
-    holds.check(client, wanted, variants)  # 409 hold_limit_reached past the client's share
+    holds.check(client, wanted)  # 409 hold_limit_reached past the client's share
     order, token = orders.new_order(
         user_id=user.id if user else None,
         email=email,
@@ -159,15 +203,14 @@ def place_order(
         shipping_address=shipping_address,
         billing_address=billing_address,
         cart_id=cart.id,
+        client_ip=client.ip,
     )
     waived = (
         pricing.shipping_cost(method, totals.subtotal - totals.discount, current_app.config["FREE_SHIPPING_THRESHOLD"])
         if applied.free_shipping
         else 0
     )
-    order.client_ip = client.ip
     promotions.record(order, applied, user_id=user.id if user else None, email=email, shipping_waived=waived)
-    inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
     provider = gateway().name
     payment = Payment(
         order_id=order.id,
@@ -179,21 +222,36 @@ def place_order(
     db.session.add(payment)
     cart.status = CartStatus.CONVERTED
     if claim is not None:
-        idempotency.record(*claim, order_id=order.id, access_token=token)
+        idempotency.record(claim, order_id=order.id, access_token=token)
+    db.session.flush()
+    prepared = payments.prepare(payment)  # what the provider is sent, read before the commit expires the rows
+    # The stock last: the variant rows are locked (FOR NO KEY UPDATE, id order), checked and reserved just before the
+    # commit, so a flash sale's buyers queue on the hot row for a few statements, not for the whole order. Their
+    # lock does not conflict with the KEY SHARE locks the order lines' foreign keys took above. OutOfStock here
+    # rolls everything back: nothing is written.
+    inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
+    order_id, payment_id, cart_id = order.id, payment.id, cart.id
     db.session.commit()
     try:
-        started = payments.start(payment.id)
+        started = payments.start(payment_id, prepared=prepared)
     except payments.PaymentUnavailable:
-        _reopen(cart.id, order.id)  # the shopper keeps their cart and may try again
+        _reopen(cart_id, order_id)  # the shopper keeps their cart and may try again
         db.session.commit()
         raise
-    return Placed(order=db.session.get_one(Order, order.id), access_token=token, payment=started)
+    return Placed(order=_placed_order(order_id), access_token=token, payment=started)
 
 
-def resume(claim: tuple[str, str]) -> Placed | None:
+def _placed_order(order_id: int) -> Order:
+    """The order as it stands now, with its lines and history, for the answer (one query)."""
+    return db.session.get_one(
+        Order, order_id, options=[joinedload(Order.lines), joinedload(Order.events)], populate_existing=True
+    )
+
+
+def resume(claim: idempotency.Claim) -> Placed | None:
     """The order an earlier copy of this claim committed before dying without an answer, its payment
     finished starting if it was left `creating`; None when there is none (or it failed: start over)."""
-    made = idempotency.made(*claim)
+    made = idempotency.made(claim)
     order = db.session.get(Order, made["order_id"]) if made.get("order_id") else None
     if order is None:
         return None
@@ -204,7 +262,7 @@ def resume(claim: tuple[str, str]) -> Placed | None:
         # Its payment could not be started, so the order was cancelled: the original answer was a 503 and the
         # shopper may try again. Finish what that copy had left (reopening the cart) and place the order afresh.
         _reopen(order.cart_id, order.id)
-        idempotency.forget_made(*claim)
+        idempotency.forget_made(claim)
         db.session.commit()
         return None
     order_id, token = order.id, made.get("access_token")
@@ -213,7 +271,7 @@ def resume(claim: tuple[str, str]) -> Placed | None:
             started = payments.start(payment.id)
         except payments.PaymentUnavailable:
             _reopen(order.cart_id, order_id)
-            idempotency.forget_made(*claim)
+            idempotency.forget_made(claim)
             db.session.commit()
             raise
     else:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger(__name__)
 
 
-def _on() -> bool:
+def enabled() -> bool:
     return has_app_context() and bool(current_app.config.get("STOCK_GATE_ENABLED", True))
 
 
@@ -47,7 +47,7 @@ def _redis() -> Any:
 def sold_out(variant_ids: Iterable[int]) -> set[int]:
     """The variants among `variant_ids` the gate knows to be sold out (empty when off or when Redis fails)."""
     ids = sorted(set(variant_ids))
-    if not ids or not _on():
+    if not ids or not enabled():
         return set()
     try:
         flags = _redis().mget([_key(vid) for vid in ids])
@@ -59,7 +59,7 @@ def sold_out(variant_ids: Iterable[int]) -> set[int]:
 
 def mark(available: Mapping[int, int]) -> None:
     """Bring the gate in step with committed availability ({variant id: units available})."""
-    if not available or not _on():
+    if not available or not enabled():
         return
     ttl = max(1, int(current_app.config.get("STOCK_GATE_SECONDS", 5)))
     try:

@@ -64,6 +64,7 @@ def new_order(
     shipping_address: dict[str, Any],
     billing_address: dict[str, Any] | None,
     cart_id: Any = None,
+    client_ip: str | None = None,
 ) -> tuple[Order, str | None]:
     """A pending order with line snapshots; returns it and, for a guest, its one-time access token."""
     token = None if user_id else secrets.token_urlsafe(24)
@@ -83,6 +84,7 @@ def new_order(
         billing_address=billing_address,
         access_token_hash=hash_token(token) if token else None,
         cart_id=str(cart_id) if cart_id else None,
+        client_ip=client_ip,
     )
     order.lines = [
         OrderLine(

@@ -74,15 +74,24 @@ class PaymentAnswer(TypedDict):
     redirect_url: NotRequired[str | None]
 
 
-def start(payment_id: int, cancel_on_failure: bool = True) -> PaymentAnswer:
-    """Open the payment with the provider (outside any transaction) and record its id.
+Prepared = tuple[PaymentRef, CheckoutRequest | None]
+
+
+def prepare(payment: Payment) -> Prepared:
+    """What start() sends the provider, read from the (flushed) payment in the transaction that made it: plain values,
+    so reading the row later does not reopen a transaction. May fix a hosted page's expiry on the payment."""
+    hosted = _checkout_request(payment) if payment.flow == "checkout" else None
+    return PaymentRef.of(payment), hosted
+
+
+def start(payment_id: int, cancel_on_failure: bool = True, prepared: Prepared | None = None) -> PaymentAnswer:
+    """Open the payment with the provider (outside any transaction) and record its id. `prepared`: prepare(payment),
+    when the caller made the payment in the transaction it has just committed (saves reading it again).
 
     If the provider fails, the order is cancelled (its stock released) and PaymentUnavailable raised;
     a second attempt (pay_again) keeps the order and its hold instead (`cancel_on_failure=False`)."""
-    payment = db.session.get_one(Payment, payment_id)
     gw = gateway()
-    hosted = _checkout_request(payment) if payment.flow == "checkout" else None  # may fix the session's expiry
-    ref = PaymentRef.of(payment)  # plain values: reading the row later would reopen a transaction
+    ref, hosted = prepared if prepared is not None else prepare(db.session.get_one(Payment, payment_id))
     db.session.commit()  # nothing of ours stays open while we wait for the provider
     try:
         started = gw.start(ref, hosted)

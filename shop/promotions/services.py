@@ -210,11 +210,16 @@ def snapshot(lines: list[pricing.PricedLine], shipping_method: str | None = None
     )
 
 
-def with_sale_prices(lines: list[pricing.PricedLine], at: datetime | None = None) -> list[pricing.PricedLine]:
+def with_sale_prices(
+    lines: list[pricing.PricedLine], at: datetime | None = None, live: list[Promotion] | None = None
+) -> list[pricing.PricedLine]:
     """The lines at their sale prices where a live sale rule covers them (rules.sale_price: the product page's
-    price), with the catalogue price kept as list_price; the other lines as they are."""
+    price), with the catalogue price kept as list_price; the other lines as they are. `live`: live_automatic(at),
+    when the caller has it."""
     at = at or clock.now()
-    sales = [r for r in (to_rule(p) for p in live_automatic(at)) if rules.is_sale_rule(r)] if lines else []
+    if not lines:
+        return lines
+    sales = [r for r in (to_rule(p) for p in (live_automatic(at) if live is None else live)) if rules.is_sale_rule(r)]
     if not sales:
         return lines
     out = []
@@ -327,8 +332,10 @@ def _price(
     shipping_method: str | None = None,
     promotions: dict[int, Promotion] | None = None,
     at: datetime | None = None,
+    live: list[Promotion] | None = None,
 ) -> tuple[Applied, rules.Rule | None, rules.CouponErrorCode | None]:
-    """The cart's discount now; also the code's rule and, if the code fails, why."""
+    """The cart's discount now; also the code's rule and, if the code fails, why. `live`: live_automatic(at), when
+    the caller has it."""
     at = at or clock.now()
     code_rule: rules.Rule | None = None
     error: rules.CouponErrorCode | None = None
@@ -338,14 +345,16 @@ def _price(
             error = rules.NOT_FOUND
         else:
             code_rule = to_rule(promotions.get(pc.promotion_id, pc.promotion) if promotions else pc.promotion, pc)
-    auto = [to_rule(p) for p in live_automatic(at)]
+    auto = [to_rule(p) for p in (live_automatic(at) if live is None else live)]
     if promotions:  # the locked, freshly read rows
         auto = [to_rule(promotions[r.id]) if r.id in promotions else r for r in auto]
     auto = [r for r in auto if not rules.is_sale_rule(r)]  # those are in the lines' prices already
+    found: list[rules.DiscountLine] = []
+    if code_rule is None and not auto:  # no rule in play: nothing to count or look up
+        return _applied(cart, found, error, code_rule, lines)
     user_id, email = _customer(cart, user, email)
     hist = history([*auto, *([code_rule] if code_rule else [])], user_id, email)
     snap = snapshot(lines, shipping_method)
-    found: list[rules.DiscountLine] = []
     if code_rule is not None:
         try:
             found = rules.evaluate_code(snap, code_rule, auto, hist, at)
@@ -353,6 +362,16 @@ def _price(
             error = exc.code
     if code_rule is None or error:
         found = rules.evaluate(snap, auto, hist, at)
+    return _applied(cart, found, error, code_rule, lines)
+
+
+def _applied(
+    cart: Cart,
+    found: list[rules.DiscountLine],
+    error: rules.CouponErrorCode | None,
+    code_rule: rules.Rule | None,
+    lines: list[pricing.PricedLine],
+) -> tuple[Applied, rules.Rule | None, rules.CouponErrorCode | None]:
     sales = _sales(lines)
     ids = [d.promotion_id for d in found] + list(sales)
     names = (
@@ -451,13 +470,22 @@ def lock_promotions(ids: Collection[int]) -> dict[int, Promotion]:
 
 
 def price_for_checkout(
-    cart: Cart, lines: list[pricing.PricedLine], *, user: Any, email: str, shipping_method: str
+    cart: Cart,
+    lines: list[pricing.PricedLine],
+    *,
+    user: Any,
+    email: str,
+    shipping_method: str,
+    at: datetime | None = None,
+    live: list[Promotion] | None = None,
 ) -> Applied:
     """Under the locks of the limited promotions in play: the discount, or 409 naming the rule the
     cart's code now fails (nothing is written). An automatic promotion that no longer applies
-    (used up meanwhile) simply drops out; the order shows what was given."""
-    at = clock.now()
-    candidates = [to_rule(p) for p in live_automatic(at)]
+    (used up meanwhile) simply drops out; the order shows what was given. `live`: live_automatic(at), when the
+    caller has it."""
+    at = at or clock.now()
+    live = live_automatic(at) if live is None else live
+    candidates = [to_rule(p) for p in live]
     pc = find_code(cart.coupon_code) if cart.coupon_code else None
     if cart.coupon_code and pc is None:
         raise CouponNoLongerApplies(rules.NOT_FOUND)
@@ -465,7 +493,7 @@ def price_for_checkout(
         candidates.append(to_rule(pc.promotion, pc))
     locked = lock_promotions([r.id for r in candidates if r.limited])
     applied, code_rule, error = _price(
-        cart, lines, user=user, email=email, shipping_method=shipping_method, promotions=locked, at=at
+        cart, lines, user=user, email=email, shipping_method=shipping_method, promotions=locked, at=at, live=live
     )
     if error:
         raise CouponNoLongerApplies(error, code_rule, cart.currency)

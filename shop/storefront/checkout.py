@@ -233,7 +233,7 @@ def checkout_place():
                 email=details["email"],
                 shipping_address=details["address"],
                 shipping_method=details["shipping_method"],
-                claim=claim.ids,
+                claim=claim,
                 hosted=True,
             )
             body = {

@@ -14,7 +14,7 @@ from redis import Redis
 from sqlalchemy.engine import make_url
 
 from tests.e2e.test_accounts_live import all_at_once
-from tests.e2e.test_buying_concurrency import _next, checkout, hot_item_shop, new_cart_with, post, stock
+from tests.e2e.test_buying_concurrency import ADDRESS, _next, checkout, hot_item_shop, new_cart_with, post, stock
 
 
 @pytest.fixture
@@ -121,3 +121,65 @@ def test_two_waves_of_buyers_take_exactly_the_stock_each_time(shop):
                 if status == 201:
                     cancel(shop, body["order"])
             assert stock(shop) == (7, 0)
+
+
+def stored_answers(server, cart) -> list[tuple]:
+    """The Idempotency-Key rows of this guest cart's checkouts: (status_code, error code)."""
+    with psycopg.connect(server.database_url) as conn:
+        return conn.execute(
+            "SELECT status_code, response->'error'->>'code' FROM idempotency_key WHERE scope = %s",
+            (f"checkout:{cart['token'][:40]}",),
+        ).fetchall()
+
+
+def orders_of(server) -> int:
+    with psycopg.connect(server.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM order_line WHERE variant_id = %s", (server.variant_id,)).fetchone()[0]
+
+
+def test_a_refusal_by_the_gate_is_the_keys_answer_like_any_refusal(shop):
+    late = new_cart_with(shop)
+    orders = sell_all(shop)
+    status, first = checkout(shop, late, key="flash-key-0001")
+    assert status == 409 and first["error"]["code"] == "out_of_stock"
+    assert stored_answers(shop, late) == [(409, "out_of_stock")]
+    cancel(shop, orders[0])  # a unit on sale again
+    # The same request again gets its first answer, and buys nothing; a new key is a new request, which buys.
+    assert checkout(shop, late, key="flash-key-0001") == (409, first)
+    assert orders_of(shop) == 7
+    status, body = post(
+        shop,
+        "/api/v1/checkout",
+        {"cart_id": late["id"], "email": "someone.else@example.com", "shipping_address": ADDRESS},
+        {"X-Cart-Token": late["token"], "Idempotency-Key": "flash-key-0001"},
+    )
+    assert status == 422 and body["error"]["code"] == "idempotency_key_reused"
+    assert checkout(shop, late, key="flash-key-0002")[0] == 201
+    assert orders_of(shop) == 8
+
+
+def test_copies_of_a_refused_checkout_at_once_store_one_answer_and_never_step_past_a_copy_at_work(shop):
+    late = new_cart_with(shop)
+    sell_all(shop)
+    # A copy of the request already at work holds the key's liveness lock (shop.idempotency): the gate's cheap way
+    # must not answer for it, whatever the gate says.
+    from shop.idempotency import _lock_key
+
+    held = psycopg.connect(shop.database_url)
+    held.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(f"checkout:{late['token'][:40]}", "flash-key-0003"),))
+    try:
+        status, body = checkout(shop, late, key="flash-key-0003")
+        assert status == 409 and body["error"]["code"] == "request_in_progress"
+        assert stored_answers(shop, late) == []
+    finally:
+        held.rollback()
+        held.close()
+    # Twenty copies at once: every one is refused, one answer is stored, and every out_of_stock is that answer.
+    results = all_at_once(20, lambda: checkout(shop, late, key="flash-key-0004"))
+    assert {status for status, _ in results} == {409}
+    codes = sorted(body["error"]["code"] for _, body in results)
+    assert set(codes) <= {"out_of_stock", "request_in_progress"} and "out_of_stock" in codes, codes
+    assert stored_answers(shop, late) == [(409, "out_of_stock")]
+    refusals = [body for _, body in results if body["error"]["code"] == "out_of_stock"]
+    assert all(body == refusals[0] for body in refusals), refusals
+    assert orders_of(shop) == 7 and stock(shop) == (7, 7)
