@@ -282,7 +282,8 @@ class ShopSimpleWorker(_ShopWorkerMixin, SimpleWorker):
                 self.perform_job(job, queue, execution)
         finally:
             self._job_heartbeat.release()
-        self.set_state(WorkerStatus.IDLE)
+        # No set_state(IDLE) here, unlike RQ's SimpleWorker: cleanup_execution() wrote it with the job's end, and the
+        # next dequeue writes it again; a round trip per job saved.
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """The job returned or raised: its heartbeat is no longer renewed from here on, before RQ records its end

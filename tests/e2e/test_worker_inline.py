@@ -14,7 +14,7 @@ import time
 
 import pytest
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 from sqlalchemy import select, text
 
@@ -220,6 +220,25 @@ def test_the_running_jobs_claim_is_renewed_and_lapses_soon_after_the_worker_dies
     queue.started_job_registry.cleanup(timestamp=last + 0.001)
     assert Job.fetch(job.id, connection=redis).retries_left == 0
     assert job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+
+
+def test_the_worker_shows_busy_while_its_job_runs_and_idle_once_it_has_ended(redis, tmp_path):
+    """What `rq info` and the back-office read: the state is written with the job's end, in the same transaction."""
+    queue = Queue("default", connection=redis)
+    proc = _start(os.environ.copy(), "default", log=tmp_path / "worker.log")
+    try:
+
+        def state():
+            mine = [w for w in Worker.all(queue=queue) if w.pid == proc.pid]
+            return mine[0].get_state() if mine else None
+
+        job = queue.enqueue("time.sleep", 2)
+        _wait(lambda: state() == "busy", 30, "the worker to show busy")
+        _wait(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 30, "the job to end")
+        assert state() == "idle"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def test_heartbeat_ttls_are_short_and_never_lapse_while_the_job_is_watched(app, redis):
