@@ -88,14 +88,17 @@ def for_reader(cart_id: Any, *, user: Any = None, token: str | None = None, for_
     if for_update:  # re-read under the lock, not the copy this session may already hold
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     cart = db.session.scalar(stmt)
-    if cart is None:
-        raise CartNotFound()
-    if cart.user_id is not None:
-        if user is None or cart.user_id != user.id:
-            raise CartNotFound()
-    elif not (isinstance(token, str) and token.isascii() and hmac.compare_digest(cart.token.encode(), token.encode())):
+    if cart is None or not may_read(cart.user_id, cart.token, user=user, token=token):
         raise CartNotFound()
     return cart
+
+
+def may_read(owner_id: int | None, cart_token: str, *, user: Any = None, token: str | None = None) -> bool:
+    """Whether the bearer (`user`) or the guest holding `token` may use a cart of owner `owner_id` and token
+    `cart_token`: an account's cart is its owner's alone, a guest cart its token's."""
+    if owner_id is not None:
+        return user is not None and owner_id == user.id
+    return isinstance(token, str) and token.isascii() and hmac.compare_digest(cart_token.encode(), token.encode())
 
 
 def _lock(cart: Cart) -> Cart:

@@ -98,16 +98,20 @@ def refuse_if_sold_out(
         return
     validate(email, shipping_address, billing_address, shipping_method)  # a 422 first, as on the usual way
     try:
-        cart = carts.for_reader(cart_id, user=user, token=cart_token)
-    except carts.CartNotFound:
+        cart_uuid = uuid.UUID(str(cart_id))
+    except ValueError:
         return
-    if cart.status != CartStatus.OPEN:
-        return
-    items = db.session.execute(
-        select(CartItem.variant_id, Variant.sku)
-        .join(Variant, Variant.id == CartItem.variant_id)
-        .where(CartItem.cart_id == cart.id)
+    rows = db.session.execute(  # the cart and its items' variants in one read, no ORM objects
+        select(Cart.user_id, Cart.token, Cart.status, CartItem.variant_id, Variant.sku)
+        .outerjoin(CartItem, CartItem.cart_id == Cart.id)
+        .outerjoin(Variant, Variant.id == CartItem.variant_id)
+        .where(Cart.id == cart_uuid)
     ).all()
+    if not rows or rows[0].status != CartStatus.OPEN:
+        return  # the usual way answers 404 or 409 cart_closed
+    if not carts.may_read(rows[0].user_id, rows[0].token, user=user, token=cart_token):
+        return
+    items = [(row.variant_id, row.sku) for row in rows if row.variant_id is not None]
     gated = stock_gate.sold_out(variant_id for variant_id, _ in items)
     if not gated:
         return

@@ -183,3 +183,13 @@ def test_copies_of_a_refused_checkout_at_once_store_one_answer_and_never_step_pa
     refusals = [body for _, body in results if body["error"]["code"] == "out_of_stock"]
     assert all(body == refusals[0] for body in refusals), refusals
     assert orders_of(shop) == 7 and stock(shop) == (7, 7)
+
+
+def test_the_gates_cheap_way_holds_a_cart_to_its_token(shop):
+    late = new_cart_with(shop)
+    sell_all(shop)
+    stranger = {"id": late["id"], "token": "not-" + late["token"][4:]}
+    status, body = checkout(shop, stranger, key="flash-key-0005")
+    assert status == 404 and body["error"]["code"] == "cart_not_found"
+    assert stored_answers(shop, stranger) == [] and stored_answers(shop, late) == []
+    assert checkout(shop, late, key="flash-key-0005")[0] == 409
