@@ -28,9 +28,10 @@ run: install
 stop:
 	$(PY) -m shop.devstack stop
 
-# The suite in two parts: everything but the fault drills on two pytest-xdist workers (each starts servers of its
-# own), then the drills alone (they load both cores on purpose). `make test FAST=1` skips the drills. (Exit code 5
-# is pytest's "nothing selected": a PYTEST_ARGS -k may pick tests of one part only.)
+# The suite in two parts: everything but the fault drills on three pytest-xdist workers (each starts servers of its
+# own; many tests wait on servers and timers, so three keep two cores busy), then the drills alone (they load both
+# cores on purpose). `make test FAST=1` skips the drills and the tests marked slow (tens of seconds of waiting out
+# outages). (Exit code 5 is pytest's "nothing selected": a PYTEST_ARGS -k may pick tests of one part only.)
 # ruff: lint and format check; mypy: strict types on the modules pyproject.toml lists.
 # `$(VENV)/bin/ruff format .` fixes the format.
 lint: install
@@ -39,7 +40,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: install lint
-	$(PY) -m pytest -m "not faults" -n 2 $(PYTEST_ARGS) || test $$? -eq 5
+	$(PY) -m pytest -m "not faults$(if $(FAST), and not slow)" -n 3 $(PYTEST_ARGS) || test $$? -eq 5
 ifndef FAST
 	$(PY) -m pytest -m faults $(PYTEST_ARGS) || test $$? -eq 5
 endif

@@ -18,7 +18,8 @@ What is measured
     transactions/s, `x minimal` being ok/s over it (goal: 0.25); and the guarded
     `UPDATE variant SET reserved = reserved + 1 WHERE id = $1 AND on_hand - reserved >= 1` alone.
     A probe then times --probe checkouts one after another that succeed, and as many of a sold-out SKU
-    (refused by the stock gate, shop/inventory/gate.py): the 409's cost against the 201's (goal: 5x less).
+    (refused by the stock gate, shop/inventory/gate.py): the 409's cost against the 201's (goal: 5x less), in
+    latency and in the gunicorn workers' CPU per request of each kind.
     Carts are created and filled through the API before the clock starts; an unrecorded warm-up round
     (a quarter of the buyers) runs first so every gunicorn thread has its connections and code warm.
 

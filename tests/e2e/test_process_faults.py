@@ -4,7 +4,7 @@ says which processes are missing, and `make run`'s supervisor starts a dead chil
 
 Each test talks to a Redis of its own (a private redis-server under tmp_path, killed and restarted
 there), and runs `worker.py` and `python -m shop.schedule` as the real processes they are in production.
-The slow ones (tens of seconds: they wait out real outages and RQ's timers) are marked `faults`.
+The slow ones (tens of seconds: they wait out real outages and RQ's timers) are marked `slow`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_the_durable_redis_appends_every_write_and_keeps_it_through_a_sigkill(pr
 MODES = pytest.mark.parametrize("fork", [[], ["--fork"]], ids=["non-forking", "forking"])
 
 
-@pytest.mark.faults
+@pytest.mark.slow
 @MODES
 def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_redis, tmp_path, fork):
     redis = private_redis.client()
@@ -148,7 +148,7 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_then_works_again(private_red
         _end(worker)
 
 
-@pytest.mark.faults
+@pytest.mark.slow
 def test_the_cron_scheduler_rides_out_a_redis_restart(private_redis, tmp_path):
     scheduler = _start(["-m", "shop.schedule"], private_redis.url, tmp_path / "scheduler.log")
     try:
@@ -169,7 +169,7 @@ def test_the_cron_scheduler_rides_out_a_redis_restart(private_redis, tmp_path):
         _end(scheduler)
 
 
-@pytest.mark.faults
+@pytest.mark.slow
 @MODES
 def test_a_job_whose_worker_was_killed_runs_again_within_a_minute(private_redis, tmp_path, fork):
     redis = private_redis.client()

@@ -254,7 +254,7 @@ def test_heartbeat_ttls_are_short_and_never_lapse_while_the_job_is_watched(app, 
         assert worker.get_heartbeat_ttl(job, working_time=700) == grace
 
 
-@pytest.mark.faults
+@pytest.mark.slow
 def test_a_job_that_swallows_its_timeout_ends_the_process_and_is_retried(redis, tmp_path):
     """What RQ's forking worker does to a work-horse 60 s past its timeout, done to the process itself."""
     queue = Queue("default", connection=redis)

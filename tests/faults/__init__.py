@@ -9,10 +9,10 @@ runs it. Skip it with
 
     .venv/bin/python -m pytest -m "not faults"          # or: make test FAST=1
 
-Knobs (environment, seconds unless said): FAULT_SHOPPERS (3), FAULT_WARMUP (6), FAULT_AFTER (6),
-FAULT_REDIS_DOWN (30), FAULT_REDIS_SIGNAL (TERM, or KILL for a crash), FAULT_DOWN (8, PostgreSQL and
+Knobs (environment, seconds unless said): FAULT_SHOPPERS (3), FAULT_WARMUP (4), FAULT_AFTER (4),
+FAULT_REDIS_DOWN (20), FAULT_REDIS_SIGNAL (TERM, or KILL for a crash), FAULT_DOWN (8, PostgreSQL and
 Typesense), FAULT_WORKER_DOWN (the heartbeat TTL + 8, so /readyz?deep=1 can see it),
-FAULT_HOLD_SECONDS (30, the reservation TTL), FAULT_DRAIN (150, the longest wait for queues and holds
+FAULT_HOLD_SECONDS (20, the reservation TTL), FAULT_DRAIN (150, the longest wait for queues and holds
 to settle), FAULT_FRESH_STACK (0; 1 gives each test a private stack of its own). Each test prints a
 summary line (run with -s to see it): wall time, answers, checkouts, payments, and what the drain
 waited for.

@@ -47,11 +47,11 @@ from tests.faults.harness import (
 pytestmark = pytest.mark.faults
 
 SHOPPERS = int(knob("FAULT_SHOPPERS", 3))
-WARMUP, AFTER = knob("FAULT_WARMUP", 6), knob("FAULT_AFTER", 6)
-DOWN, REDIS_DOWN = knob("FAULT_DOWN", 8), knob("FAULT_REDIS_DOWN", 30)
+WARMUP, AFTER = knob("FAULT_WARMUP", 4), knob("FAULT_AFTER", 4)
+DOWN, REDIS_DOWN = knob("FAULT_DOWN", 8), knob("FAULT_REDIS_DOWN", 20)
 # How Redis stops: TERM (a clean stop: it writes its data out) or KILL (a crash: only what it persisted).
 REDIS_SIGNAL = getattr(signal, "SIG" + os.environ.get("FAULT_REDIS_SIGNAL", "TERM").upper())
-HOLD, DRAIN = int(knob("FAULT_HOLD_SECONDS", 30)), knob("FAULT_DRAIN", 150)
+HOLD, DRAIN = int(knob("FAULT_HOLD_SECONDS", 20)), knob("FAULT_DRAIN", 150)
 
 
 def _heartbeat_ttl() -> int:
