@@ -293,31 +293,20 @@ def place_order():
     data = parse(schemas.CheckoutIn, raw).model_dump(exclude_unset=True)
     user = bearer_user()
     scope = f"checkout:{user.id if user else request.headers.get('X-Cart-Token', '')[:40]}"
-    checkout.refuse_if_sold_out(  # a flash sale's late buyers: 409 from the stock gate, stored for the key
-        scope,
-        key,
-        data,
-        cart_id=data.get("cart_id"),
-        cart_token=request.headers.get("X-Cart-Token"),
-        user=user,
-        email=data.get("email"),
-        shipping_address=data.get("shipping_address"),
-        billing_address=data.get("billing_address"),
-        shipping_method=data.get("shipping_method"),
-    )
+    details = {
+        "cart_id": data.get("cart_id"),
+        "cart_token": request.headers.get("X-Cart-Token"),
+        "user": user,
+        "email": data.get("email"),
+        "shipping_address": data.get("shipping_address"),
+        "billing_address": data.get("billing_address"),
+        "shipping_method": data.get("shipping_method"),
+    }
+    checkout.refuse_if_sold_out(scope, key, data, **details)  # a flash sale's late buyers: 409, stored for the key
     with idempotency.once(scope, key, data) as claim:  # a business refusal (409) is the key's answer too
         if claim.repeat:
             return claim.repeat[1], claim.repeat[0]
-        placed = checkout.place_order(
-            cart_id=data.get("cart_id"),
-            cart_token=request.headers.get("X-Cart-Token"),
-            user=user,
-            email=data.get("email"),
-            shipping_address=data.get("shipping_address"),
-            billing_address=data.get("billing_address"),
-            shipping_method=data.get("shipping_method"),
-            claim=claim,
-        )
+        placed = checkout.place_order(**details, claim=claim)
         body = {
             "order": order_json(placed.order, placed.access_token),
             "payment": {k: v for k, v in placed.payment.items() if v is not None},
