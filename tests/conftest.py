@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def stream_topic_for(database_url: str) -> str:
     from urllib.parse import urlsplit
 
     return f"shop.events.{urlsplit(database_url).path.lstrip('/')}"
+
+
+def wait_until(check, seconds: float, what: str, every: float = 0.05):
+    """check()'s first truthy answer within `seconds`, polling every `every` s; AssertionError naming `what` if none."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 def config_for(database_url: str | None = None, **overrides):

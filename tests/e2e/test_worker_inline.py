@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 
 import worker as shop_worker
 from shop.devstack import ROOT
+from tests.conftest import wait_until
 
 SCRATCH = "test.worker"  # the sent_notification rows these jobs write carry this event
 
@@ -101,15 +102,6 @@ def _start(env: dict, *args: str, log=None) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 def _claim(redis: Redis, queue: Queue, job_id: str) -> float | None:
@@ -199,9 +191,9 @@ def test_the_running_jobs_claim_is_renewed_and_lapses_soon_after_the_worker_dies
     proc = _start(os.environ.copy(), "default", log=tmp_path / "worker.log")
     try:
         job = queue.enqueue("time.sleep", 120, job_timeout=600, retry=Retry(max=1, interval=0))
-        first = _wait(lambda: _claim(redis, queue, job.id), 30, "the job to start")
+        first = wait_until(lambda: _claim(redis, queue, job.id), 30, "the job to start")
         assert first <= time.time() + ceiling + 1
-        renewed = _wait(
+        renewed = wait_until(
             lambda: (score := _claim(redis, queue, job.id)) and score > first and score,
             shop_worker.JOB_MONITORING_INTERVAL * 3,
             "the claim to be renewed while the job runs",
@@ -233,8 +225,8 @@ def test_the_worker_shows_busy_while_its_job_runs_and_idle_once_it_has_ended(red
             return mine[0].get_state() if mine else None
 
         job = queue.enqueue("time.sleep", 2)
-        _wait(lambda: state() == "busy", 30, "the worker to show busy")
-        _wait(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 30, "the job to end")
+        wait_until(lambda: state() == "busy", 30, "the worker to show busy")
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 30, "the job to end")
         assert state() == "idle"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -262,7 +254,7 @@ def test_a_job_that_swallows_its_timeout_ends_the_process_and_is_retried(redis, 
     proc = _start(os.environ.copy(), "default", log=log)
     try:
         job = queue.enqueue(f"{__name__}.swallows_its_timeout", 120, job_timeout=1, retry=Retry(max=1, interval=0))
-        _wait(lambda: _claim(redis, queue, job.id), 30, "the job to start")
+        wait_until(lambda: _claim(redis, queue, job.id), 30, "the job to start")
         assert proc.wait(1 + shop_worker.OVERRUN_GRACE + shop_worker.JOB_MONITORING_INTERVAL + 15) == (
             shop_worker.OVERRUN_EXIT
         ), log.read_text()[-3000:]

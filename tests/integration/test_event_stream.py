@@ -28,7 +28,7 @@ from shop.consumers import ConsumedEvent
 from shop.extensions import db
 from shop.outbox import OutboxJob, relay_events, run_relay
 from shop.stream import StreamUnavailable, open_stream
-from tests.conftest import config_for
+from tests.conftest import config_for, wait_until
 from tests.fakes.netcut import NetCut
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -449,12 +449,3 @@ def in_app(app, target, *args, **kwargs) -> threading.Thread:
     thread = threading.Thread(target=go, daemon=True)
     thread.start()
     return thread
-
-
-def wait_until(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
