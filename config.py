@@ -219,6 +219,26 @@ def from_environment(env=None) -> dict:
         "S3_BUCKET": text("S3_BUCKET"),
         "S3_ENDPOINT_URL": text("S3_ENDPOINT_URL") or None,
         "S3_REGION": text("S3_REGION") or text("AWS_DEFAULT_REGION") or "us-east-1",
+        # Observability (docs/observability.md). GET /metrics in Prometheus's text format (METRICS=off: no endpoint,
+        # no counting), answered only to clients in METRICS_ALLOW (IPs or CIDRs, the address after PROXY_COUNT
+        # proxies) or presenting METRICS_TOKEN as a bearer token. With several processes (gunicorn workers, RQ
+        # workers on this host) set PROMETHEUS_MULTIPROC_DIR to an empty directory they share (prometheus-client
+        # reads it itself). A worker on a host of its own serves its figures on WORKER_METRICS_PORT.
+        "METRICS_ENABLED": flag("METRICS", "on"),
+        "METRICS_ALLOW": _networks(text("METRICS_ALLOW", "127.0.0.1/32,::1/128")),
+        "METRICS_TOKEN": text("METRICS_TOKEN"),
+        "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),
+        # The back-office operations page asks this Prometheus for last-hour figures (empty: this process's own).
+        "PROMETHEUS_URL": text("PROMETHEUS_URL").rstrip("/"),
+        # Logs: one JSON object per line (json; the default in production) or text lines (development, tests).
+        "LOG_FORMAT": text("LOG_FORMAT", "json" if env.get("SHOP_ENV") == "production" else "text"),
+        "LOG_LEVEL": text("LOG_LEVEL", "INFO").upper(),
+        # Traces: exported over OTLP/HTTP when set (the SDK reads OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
+        # OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS itself).
+        "OTEL_EXPORTER_OTLP_ENDPOINT": text("OTEL_EXPORTER_OTLP_ENDPOINT").rstrip("/"),
+        # Errors to Sentry (sentry-sdk) when set, with personal data scrubbed.
+        "SENTRY_DSN": text("SENTRY_DSN"),
+        "SENTRY_ENVIRONMENT": text("SENTRY_ENVIRONMENT", env.get("SHOP_ENV", "development")),
     }
 
 

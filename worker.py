@@ -39,11 +39,13 @@ import time
 
 from flask import Flask, current_app
 from rq import SimpleWorker, Worker
+from rq.job import JobStatus
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
 from shop import create_app, heartbeat
 from shop.extensions import QUEUE_NAMES, redis_ext
+from shop.telemetry import metrics, tracing
 
 log = logging.getLogger("shop.worker")
 
@@ -121,6 +123,25 @@ class _ShopWorkerMixin:
     def request_stop(self, signum, frame):
         self.stopping = True
         super().request_stop(signum, frame)
+
+    def perform_job(self, job, queue, execution):
+        """RQ's, in a span continuing the trace the job was recorded in (its meta's traceparent), timed and counted
+        (shop_job_duration_seconds, shop_jobs_total: succeeded, retried or failed)."""
+        started = time.perf_counter()
+        with tracing.resumed(
+            (job.meta or {}).get("traceparent"),
+            f"job {job.func_name}",
+            {"messaging.system": "rq", "messaging.destination.name": queue.name, "shop.job_id": job.id},
+            "consumer",
+        ):
+            ok = super().perform_job(job, queue, execution)
+        metrics.JOB_DURATION.labels(queue.name).observe(time.perf_counter() - started)
+        if ok:
+            outcome = "succeeded"
+        else:
+            outcome = "failed" if job.get_status(refresh=False) == JobStatus.FAILED else "retried"
+        metrics.JOBS.labels(queue.name, outcome).inc()
+        return ok
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         """RQ's TTL with HEARTBEAT_GRACE instead of its fixed 60 s, so an abandoned job is seen sooner (and, unlike
@@ -353,7 +374,7 @@ def run_events(groups: list[str], burst: bool = False) -> None:
     from shop import consumers
 
     if burst:
-        with create_app().app_context():
+        with create_app(service="shop-events").app_context():
             applied = consumers.drain(groups or None, timeout=600)
         logging.getLogger("worker").info("applied %d event(s); nothing is left", applied)
         return
@@ -365,7 +386,7 @@ def run_events(groups: list[str], burst: bool = False) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with create_app().app_context():
+    with create_app(service="shop-events").app_context():
         consumers.run(groups or None, stop_event=stopping)  # rides out stream and database outages itself
 
 
@@ -393,7 +414,7 @@ def main(argv=None) -> None:
     if args.queues == ["relay"]:
         from shop.outbox import run_relay
 
-        with create_app().app_context():
+        with create_app(service="shop-relay").app_context():
             run_relay()  # loops forever, riding out outages itself
         return
     if args.queues[:1] == ["events"]:
@@ -408,7 +429,13 @@ def main(argv=None) -> None:
         return
     if unknown := set(args.queues) - set(QUEUE_NAMES):
         parser.error(f"unknown queue(s): {', '.join(sorted(unknown))}")
-    app = create_app()
+    app = create_app(service="shop-worker")
+    if app.config["WORKER_METRICS_PORT"]:
+        # A worker on a host of its own: its figures on a port of its own (with PROMETHEUS_MULTIPROC_DIR shared,
+        # the web's /metrics has them already).
+        from prometheus_client import start_http_server
+
+        start_http_server(app.config["WORKER_METRICS_PORT"])
     with app.app_context():
         run(args.queues or list(QUEUE_NAMES), burst=args.burst, fork=args.fork)
 

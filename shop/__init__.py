@@ -14,8 +14,9 @@ from shop.extensions import csrf, db, login_manager, migrate, redis_ext
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-def create_app(config=None) -> Flask:
-    """Build the app. `config` is a settings class or a name (development, test, production)."""
+def create_app(config=None, service: str = "shop-web") -> Flask:
+    """Build the app. `config` is a settings class or a name (development, test, production); `service` names the
+    process in traces (shop-web, shop-worker, shop-relay, shop-events, shop-scheduler)."""
     app = Flask(__name__, template_folder="../templates", static_folder="static")
     app.url_map.converters["int"] = BoundedInt  # ids beyond PostgreSQL's integer are 404, not 500
     cfg = config if isinstance(config, type) else get_config(config)
@@ -23,7 +24,6 @@ def create_app(config=None) -> Flask:
         cfg.validate()
     app.config.from_object(cfg)
     app.json.sort_keys = False  # keep fields in the order the contract lists them
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
     _end_sessions_of_a_dead_database(app)
@@ -92,6 +92,9 @@ def create_app(config=None) -> Flask:
 
     app.teardown_request(release_locks)
     _request_ids(app)
+    from shop import telemetry
+
+    telemetry.init_app(app, service)  # logs, traces, Sentry; request figures outermost, and GET /metrics
     return app
 
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from shop.catalog.changes import on_catalog_change
 from shop.consumers import consumer
+from shop.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,9 @@ class CatalogCache:
         key = f"{PREFIX}{name}:{gen}:{digest(params)}"
         hit = self._load(key)
         if hit is not _MISSING:
+            _CATALOG_HIT.inc()
             return hit
+        _CATALOG_MISS.inc()
         value = compute()
         self._store(key, value)
         return value
@@ -236,7 +239,9 @@ class CatalogCache:
                 return compute()
             known_gen = int(pgen or 0)
             if entry.get("pgen") == known_gen and entry.get("cgen") == gens[1]:
+                _PRODUCT_HIT.inc()
                 return entry["data"]
+        _PRODUCT_MISS.inc()
         value = compute()
         if value is None:
             return None
@@ -250,6 +255,10 @@ class CatalogCache:
             known_gen = int(now[0] or 0) if int(now[1] or 0) == gens[0] else -1
         self._store(key, {"id": value["id"], "pgen": known_gen, "cgen": gens[1], "data": value})
         return value
+
+
+_CATALOG_HIT, _CATALOG_MISS = metrics.CACHE.labels("catalog", "hit"), metrics.CACHE.labels("catalog", "miss")
+_PRODUCT_HIT, _PRODUCT_MISS = metrics.CACHE.labels("product", "hit"), metrics.CACHE.labels("product", "miss")
 
 
 def digest(params: Any) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shop import clock
 from shop.extensions import db
+from shop.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,18 @@ CONSUMER_MODULES: list[str] = [
 ]
 
 
-def handle(group: str, envelope: dict) -> bool:
+def _apply_one(spec, group: str, envelope: dict, trace: str | None) -> None:
+    """The group's handler for one event, in a span continuing the trace the event was published in."""
+    with tracing.resumed(
+        trace,
+        f"event {envelope['type']}",
+        {"shop.consumer_group": group, "shop.event_id": str(envelope["id"])},
+        "consumer",
+    ):
+        spec.handler(envelope)
+
+
+def handle(group: str, envelope: dict, trace: str | None = None) -> bool:
     """Apply `envelope` for `group` once: True when applied now, False when this group had it already or does not
     want it (its type, or its age). Commits on success; on an exception rolls back (claim included) and re-raises."""
     spec = GROUPS[group]
@@ -127,7 +139,7 @@ def handle(group: str, envelope: dict) -> bool:
         if claimed is None:
             session.rollback()
             return False
-        spec.handler(envelope)
+        _apply_one(spec, group, envelope, trace)
         session.commit()
         return True
     except BaseException:
@@ -149,7 +161,7 @@ POLL_TIMEOUT = 1.0  # seconds a poll waits for something new (a stop is noticed 
 BEAT_EVERY = 10.0  # seconds between heartbeats of the "events" role (TTL 30 s)
 
 
-def handle_batch(group: str, envelopes: list[dict]) -> int:
+def handle_batch(group: str, envelopes: list[dict], traces: dict[str, str | None] | None = None) -> int:
     """Apply `envelopes` for `group` in one transaction: claim every id at once, run the handler for each newly
     claimed one in order, commit once. Returns how many were applied. When a handler raises, the whole batch is
     rolled back (claims included) and the exception propagates: the caller applies them one by one (handle()).
@@ -173,7 +185,7 @@ def handle_batch(group: str, envelopes: list[dict]) -> int:
         for env in wanted:
             if str(env["id"]) in claimed:
                 claimed.discard(str(env["id"]))  # a duplicate within the batch runs once
-                spec.handler(env)
+                _apply_one(spec, group, env, (traces or {}).get(str(env["id"])))
                 applied += 1
         session.commit()
         return applied
@@ -195,8 +207,11 @@ class _Applier:
     def apply(self, messages: list) -> tuple[list, int, BaseException | None]:
         """(messages to acknowledge, how many were applied now, the first handler error or None)."""
         envelopes = [m.envelope for m in messages]
+        traces = {str(m.envelope["id"]): m.trace for m in messages if m.trace}
         try:
-            return list(messages), handle_batch(self.group, envelopes), None
+            applied_now = handle_batch(self.group, envelopes, traces)
+            metrics.EVENTS_CONSUMED.labels(self.group, "applied").inc(applied_now)
+            return list(messages), applied_now, None
         except Exception:  # noqa: BLE001 - one of them failed: go one by one
             pass
         done, applied, first_error, blocked = [], 0, None, set()
@@ -205,7 +220,7 @@ class _Applier:
             if message.key and message.key in blocked:
                 continue
             try:
-                applied += handle(self.group, env)
+                applied += handle(self.group, env, message.trace)
             except Exception as exc:  # noqa: BLE001 - left unacknowledged: delivered again later
                 first_error = first_error or exc
                 if message.key:
@@ -214,10 +229,12 @@ class _Applier:
                 continue
             self.failed_before.pop(str(env["id"]), None)
             done.append(message)
+        metrics.EVENTS_CONSUMED.labels(self.group, "applied").inc(applied)
         return done, applied, first_error
 
     def _log_failure(self, env: dict, exc: BaseException) -> None:
         event_id = str(env["id"])
+        metrics.EVENTS_CONSUMED.labels(self.group, "failed").inc()
         times = self.failed_before.get(event_id, 0) + 1
         if len(self.failed_before) > 10_000:
             self.failed_before.clear()

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shop import clock
+from shop.telemetry import tracing
 
 TYPES = {  # type -> version of its `data`
     "order.placed": 1,
@@ -169,6 +170,7 @@ def publish_many(items, session: Session | None = None) -> list[dict]:
     session = session if session is not None else db.session()
     topic = current_topic()
     envs = [envelope(type_, aggregate_type, aggregate_id, data) for type_, aggregate_type, aggregate_id, data in items]
+    trace_parent = tracing.traceparent()
     session.execute(
         insert(OutboxJob),
         [
@@ -180,6 +182,7 @@ def publish_many(items, session: Session | None = None) -> list[dict]:
                 "args": [],
                 "kwargs": env,
                 "retry": None,
+                "trace_parent": trace_parent,
             }
             for env in envs
         ],

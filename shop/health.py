@@ -76,6 +76,26 @@ def _processes() -> dict:
     return found
 
 
+def dependencies(deep: bool = False) -> dict:
+    """Each dependency's check: PostgreSQL, Redis and Typesense, and with `deep` the background processes."""
+    checks = {"database": _check(_database), "redis": _check(_redis), "search": _check(_search)}
+    if deep:
+        try:
+            checks.update(_processes())
+        except Exception as exc:  # noqa: BLE001 - Redis away: already reported (and not ready) above
+            checks.update(
+                {role: {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]} for role in PROCESS_ROLES}
+            )
+    return checks
+
+
+def is_ready(checks: dict) -> bool:
+    """Whether the shop can serve: PostgreSQL and Redis answer (and the processes live, when they were checked)."""
+    return bool(checks["database"]["ok"] and checks["redis"]["ok"]) and all(
+        checks[role]["ok"] for role in PROCESS_ROLES if role in checks
+    )
+
+
 @bp.get("/readyz")
 def readyz():
     """200 when PostgreSQL and Redis answer, else 503; each dependency's state is in the body for
@@ -86,16 +106,8 @@ def readyz():
     also needs a live heartbeat from a worker on every queue, the scheduler, the relay and an event consumer
     (_processes).
     """
-    checks = {"database": _check(_database), "redis": _check(_redis), "search": _check(_search)}
-    ready = checks["database"]["ok"] and checks["redis"]["ok"]
-    if request.args.get("deep") == "1":
-        try:
-            checks.update(_processes())
-        except Exception as exc:  # noqa: BLE001 - Redis away: already reported (and not ready) above
-            checks.update(
-                {role: {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]} for role in PROCESS_ROLES}
-            )
-        ready = ready and all(checks[role]["ok"] for role in PROCESS_ROLES)
+    checks = dependencies(deep=request.args.get("deep") == "1")
+    ready = is_ready(checks)
     status = "ready" if ready else "unavailable"
     # Latencies and error strings tell an outsider how the shop is built: operators' addresses only.
     resp = jsonify(status=status, checks=checks) if _may_see_details() else jsonify(status=status)

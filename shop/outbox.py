@@ -38,6 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shop import clock
 from shop.extensions import db, redis_ext
+from shop.telemetry import tracing
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class OutboxJob(db.Model):
     done_at: Mapped[datetime | None] = mapped_column()  # succeeded, or left to RQ's failed list (recover_lost)
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The trace the recording transaction ran in (W3C traceparent; NULL when traces are off): shop.telemetry.tracing
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         Index("ix_outbox_job_pending", "id", postgresql_where=text("dispatched_at IS NULL")),
@@ -107,6 +110,7 @@ def record(
             kwargs=dict(kwargs or {}),
             retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
             job_timeout=job_timeout,
+            trace_parent=tracing.traceparent(),
         )
         .returning(OutboxJob.id)
     ).scalar_one()
@@ -128,6 +132,7 @@ def _enqueue(row: OutboxJob) -> None:
             unique=True,
             retry=retry,
             on_success=Callback(job_succeeded),
+            meta={"traceparent": row.trace_parent} if row.trace_parent else None,
         )
     except DuplicateJobError:
         log.info("outbox row %s was queued before (job outbox-%s exists); marking it dispatched", row.id, row.id)
@@ -315,7 +320,7 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
             session.rollback()
             return 0
         rows = session.execute(
-            select(OutboxJob.id, OutboxJob.key, OutboxJob.kwargs)
+            select(OutboxJob.id, OutboxJob.key, OutboxJob.kwargs, OutboxJob.trace_parent)
             .where(OutboxJob.dispatched_at.is_(None), OutboxJob.kind == "event", OutboxJob.queue == topic)
             .order_by(OutboxJob.id)
             .limit(limit)
@@ -323,7 +328,9 @@ def relay_events(limit: int = EVENT_BATCH, stream=None) -> int:
         ).all()
         if rows:
             # The message key is the aggregate's id (the contract): one aggregate's events stay in one partition.
-            (stream or streams.current()).publish([(row.kwargs["aggregate"]["id"], row.kwargs) for row in rows])
+            (stream or streams.current()).publish(
+                [(row.kwargs["aggregate"]["id"], row.kwargs, row.trace_parent) for row in rows]
+            )
             _drill_pause()
             session.execute(
                 OutboxJob.__table__.update()

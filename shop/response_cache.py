@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from shop.cache import CATEGORIES_GEN_KEY, GEN_KEY, CatalogCache
+from shop.telemetry import metrics
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -111,7 +112,9 @@ class ResponseCache:
         if got[2] is not None:
             hit = self._answer(got[2], gens, environ, start_response)
             if hit is not None:
+                _HIT.inc()
                 return hit
+        _MISS.inc()
         return self._fill(cache, key, gens, environ, start_response)
 
     def _answer(
@@ -124,6 +127,7 @@ class ResponseCache:
             return None
         if (meta.get("gen"), meta.get("cgen")) != gens:
             return None  # the catalogue changed since: the app answers (and a fresh entry replaces this one)
+        environ["shop.route"] = meta.get("route")  # for the request figures (shop.telemetry)
         headers = [(k, v) for k, v in meta["headers"]]
         incoming = _header(environ, "X-Request-ID")
         request_id = incoming if 0 < len(incoming) <= 200 and incoming.isprintable() else uuid.uuid4().hex
@@ -164,7 +168,15 @@ class ResponseCache:
         data = b"".join(chunks)
         if ttl and len(data) <= MAX_BODY:
             kept = [(k, v) for k, v in seen["headers"] if k.lower() not in NOT_KEPT]
-            head = json.dumps({"gen": gens[0], "cgen": gens[1], "status": seen["status"], "headers": kept})
+            head = json.dumps(
+                {
+                    "gen": gens[0],
+                    "cgen": gens[1],
+                    "status": seen["status"],
+                    "headers": kept,
+                    "route": environ.get("shop.route"),
+                }
+            )
             cache.attempt(lambda r: r.set(key, head.encode() + b"\n" + data, ex=ttl))
         return chunks
 
@@ -181,6 +193,9 @@ class ResponseCache:
         if "public" not in control or "private" in control or "no-store" in control or not found:
             return 0
         return int(found.group(1))
+
+
+_HIT, _MISS = metrics.CACHE.labels("response", "hit"), metrics.CACHE.labels("response", "miss")
 
 
 def init_app(app: Flask) -> None:

@@ -53,6 +53,7 @@ class Message:
     key: str | None = None
     ref: object = None  # Redis: the entry id; Kafka: (partition, offset)
     delivered_at: float = field(default_factory=time.monotonic)
+    trace: str | None = None  # the W3C traceparent the event was published in (shop.telemetry.tracing), if any
 
 
 def default_consumer_name() -> str:
@@ -107,7 +108,8 @@ class Stream:
     url: str
     topic: str
 
-    def publish(self, items: list[tuple[str, dict]]) -> None:
+    def publish(self, items: list[tuple[str, dict]] | list[tuple[str, dict, str | None]]) -> None:
+        """Store (key, envelope) or (key, envelope, traceparent) items, in order."""
         raise NotImplementedError
 
     def consumer(self, group: str, name: str | None = None) -> Consumer:
@@ -167,10 +169,13 @@ class RedisStream(Stream):
         try:
             for start in range(0, len(items), PUBLISH_BATCH):
                 pipe = self.client.pipeline(transaction=False)
-                for key, envelope in items[start : start + PUBLISH_BATCH]:
+                for key, envelope, *trace in items[start : start + PUBLISH_BATCH]:
+                    fields = {"key": key or "", "event": json.dumps(envelope, separators=(",", ":"))}
+                    if trace and trace[0]:
+                        fields["trace"] = trace[0]
                     pipe.xadd(
                         self.topic,
-                        {"key": key or "", "event": json.dumps(envelope, separators=(",", ":"))},
+                        fields,  # type: ignore[arg-type]
                         maxlen=self.maxlen,
                         approximate=True,
                     )
@@ -230,6 +235,7 @@ class RedisConsumer(Consumer):
                     json.loads(fields[b"event"]),
                     fields.get(b"key", b"").decode() or None,
                     entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                    trace=fields[b"trace"].decode() if b"trace" in fields else None,
                 )
             )
         return out
@@ -401,13 +407,14 @@ class KafkaStream(Stream):
                 failures.append(err)
 
         try:
-            for key, envelope in items:
+            for key, envelope, *trace in items:
                 while True:
                     try:
                         producer.produce(
                             self.topic,
                             key=(key or "").encode(),
                             value=json.dumps(envelope, separators=(",", ":")).encode(),
+                            headers=[("traceparent", trace[0].encode())] if trace and trace[0] else None,
                             on_delivery=delivered,
                         )
                         break
@@ -561,7 +568,16 @@ class KafkaConsumer(Consumer):
             self._at_end.discard(msg.partition())
             self._inflight.setdefault(msg.partition(), {})[msg.offset()] = [time.monotonic(), False]
             key = msg.key()
-            out.append(Message(json.loads(msg.value()), key.decode() if key else None, (msg.partition(), msg.offset())))
+            headers = dict(msg.headers() or ())
+            trace = headers.get("traceparent")
+            out.append(
+                Message(
+                    json.loads(msg.value()),
+                    key.decode() if key else None,
+                    (msg.partition(), msg.offset()),
+                    trace=trace.decode() if trace else None,
+                )
+            )
         return out
 
     def ack(self, messages):

@@ -22,6 +22,7 @@ from shop.errors import Conflict, NotFound, ValidationError
 from shop.extensions import db
 from shop.inventory.services import OutOfStock
 from shop.money import money
+from shop.telemetry import metrics
 
 MAX_QUANTITY = 100
 
@@ -71,6 +72,7 @@ def create(user: Any = None) -> Cart:
         db.session.rollback()
         theirs = open_cart_of(user.id)
         return theirs if theirs is not None else create(user)  # (already checked out: a new one after all)
+    metrics.CARTS_CREATED.inc()
     return cart
 
 

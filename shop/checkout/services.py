@@ -31,6 +31,7 @@ from shop.payments import services as payments
 from shop.payments.gateways import gateway
 from shop.payments.models import Payment, PaymentStatus
 from shop.promotions import services as promotions
+from shop.telemetry import metrics
 
 
 class CheckoutErrorCode(StrEnum):
@@ -121,6 +122,7 @@ def refuse_if_sold_out(
     )
     refusal = inventory.OutOfStock({sku: 0 for variant_id, sku in items if variant_id in gated})
     if idempotency.refuse_at_once(scope, key, body, refusal):
+        metrics.CHECKOUTS_STARTED.inc()
         raise refusal
 
 
@@ -154,6 +156,7 @@ def place_order(
     ratelimit.enforce(
         "RATE_CHECKOUTS_PER_IP", message="Too many orders placed from your network just now; try again later."
     )
+    metrics.CHECKOUTS_STARTED.inc()
     client = holds.Client(ip=ratelimit.client_ip(), email=email, user_id=user.id if user else None)
     # The cart row is locked so one cart cannot become two orders, whatever arrives together.
     cart = carts.for_reader(cart_id, user=user, token=cart_token, for_update=True)
@@ -236,6 +239,7 @@ def place_order(
     inventory.reserve(order.id, wanted, current_app.config["RESERVATION_TTL_SECONDS"])
     order_id, payment_id, cart_id = order.id, payment.id, cart.id
     db.session.commit()
+    metrics.ORDERS_PLACED.inc()
     try:
         started = payments.start(payment_id, prepared=prepared)
     except payments.PaymentUnavailable:

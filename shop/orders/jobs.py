@@ -12,6 +12,7 @@ from shop.extensions import db
 from shop.inventory.models import Reservation
 from shop.orders import services as orders
 from shop.orders import states
+from shop.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ def expire_reservations(now: datetime | None = None, limit: int = 500) -> int:
         if held is not None and held.replace(tzinfo=held.tzinfo or UTC) > now:
             db.session.commit()  # its hold was extended meanwhile (close_sessions found a bank payment submitted)
             continue
-        if order.status == states.PENDING:
+        expired = order.status == states.PENDING
+        if expired:
             orders.move(order, states.CANCELLED, "system", "Payment not received before the reservation expired")
             cancelled += 1
         db.session.commit()
+        if expired:
+            metrics.RESERVATIONS_EXPIRED.inc()
     if cancelled:
         log.info("expired %s reservations", cancelled)
     return cancelled

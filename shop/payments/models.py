@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from shop.bounds import one_of
 from shop.catalog.models import utcnow
 from shop.extensions import db
+from shop.telemetry import tracing
 
 
 class PaymentStatus(StrEnum):
@@ -64,6 +65,9 @@ class Payment(db.Model):
     failure_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+    # The trace of the request that created the attempt (W3C traceparent; NULL when traces are off): the provider's
+    # webhook that settles it continues that trace (shop.telemetry.tracing).
+    trace_parent: Mapped[str | None] = mapped_column(String(55), default=tracing.traceparent)
 
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
     disputes: Mapped[list[Dispute]] = relationship(back_populates="payment", order_by="Dispute.id")

@@ -26,6 +26,7 @@ from shop.orders import states
 from shop.orders.models import Order, OrderEvent, OrderLine
 from shop.payments.gateways import CHECKOUT_SESSION_SECONDS, CheckoutRequest, PaymentRef, RefundRef, Session, gateway
 from shop.payments.models import Dispute, Payment, PaymentStatus, Refund, RefundLine, RefundStatus
+from shop.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row, Select
@@ -150,6 +151,7 @@ def _publish_payment(type_: str, payment: Payment) -> None:
     if type_ == "payment.failed":
         data["reason"] = payment.failure_reason
     events.publish(type_, "payment", payment.id, data)
+    metrics.count_after_commit(metrics.PAYMENTS.labels("succeeded" if type_ == "payment.succeeded" else "failed"))
 
 
 def _publish_refund(payment: Payment, record: Refund) -> None:
@@ -166,6 +168,7 @@ def _publish_refund(payment: Payment, record: Refund) -> None:
             "currency": payment.currency,
         },
     )
+    metrics.count_after_commit(metrics.REFUNDS)
 
 
 @events.order_refunded_total.connect
@@ -412,7 +415,13 @@ def on_succeeded(intent: dict[str, Any]) -> str:
 
 
 def _succeeded(order: Order, payment: Payment, amount: int | None) -> str:
-    """The money of `payment` arrived (`amount`, as the provider reports it): confirm its order, once."""
+    """The money of `payment` arrived (`amount`, as the provider reports it): confirm its order, once. What follows
+    (order.confirmed, its mail) joins the trace of the checkout that created the payment."""
+    with tracing.resumed(payment.trace_parent, "payment.succeeded", {"shop.order_id": order.id}):
+        return _settle(order, payment, amount)
+
+
+def _settle(order: Order, payment: Payment, amount: int | None) -> str:
     if payment.status == PaymentStatus.SUCCEEDED:
         return "no effect: already succeeded"
     if amount is not None and int(amount) != payment.amount:

@@ -32,6 +32,7 @@ from shop.catalog.models import Category, Product, ProductImage, ProductOption, 
 from shop.extensions import db
 from shop.search import engine
 from shop.search.engine import MARK_END, MARK_START, PRICE_BUCKETS, bucket_bounds, bucket_key
+from shop.telemetry import metrics
 
 log = logging.getLogger(__name__)
 MAX_PER_PAGE = 100
@@ -119,7 +120,9 @@ def search(sq: SearchQuery) -> SearchResult:
     sq.q = _clean_query(sq.q)
     if _typesense_allowed():
         try:
-            return _typesense_search(sq)
+            found = _typesense_search(sq)
+            metrics.SEARCH.labels("search", "typesense").inc()
+            return found
         except Exception as exc:  # noqa: BLE001 - any failure of derived data means: ask PostgreSQL
             if _is_outage(exc):
                 _typesense_failed(exc)  # only an outage sends everyone to PostgreSQL for a while
@@ -129,6 +132,7 @@ def search(sq: SearchQuery) -> SearchResult:
                     type(exc).__name__,
                     str(exc)[:200],
                 )
+    metrics.SEARCH.labels("search", "database").inc()
     return _database_search(sq)
 
 
@@ -159,9 +163,12 @@ def suggest(prefix: str, limit: int = 8) -> tuple[list[dict[str, Any]], str]:
         return [], "typesense"
     if _typesense_allowed():
         try:
-            return _typesense_suggest(prefix, limit), "typesense"
+            names = _typesense_suggest(prefix, limit)
+            metrics.SEARCH.labels("suggest", "typesense").inc()
+            return names, "typesense"
         except Exception as exc:  # noqa: BLE001
             _typesense_failed(exc)
+    metrics.SEARCH.labels("suggest", "database").inc()
     return _database_suggest(prefix, limit), "database"
 
 

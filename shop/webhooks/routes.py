@@ -11,6 +11,7 @@ from flask import current_app, jsonify, request
 from shop.errors import ApiError
 from shop.extensions import csrf
 from shop.payments.gateways import webhook_secret
+from shop.telemetry import metrics
 from shop.webhooks import bp
 from shop.webhooks.services import receive
 
@@ -40,16 +41,23 @@ def stripe_webhook():
         if not isinstance(event, dict) or not event.get("id") or not isinstance(event.get("data"), dict):
             raise ValueError("not an event")
     except stripe.SignatureVerificationError:
+        metrics.WEBHOOKS.labels("stripe", "rejected").inc()
         raise ApiError(
             400, "invalid_signature", "The Stripe-Signature header is missing, wrong, too old or from the future."
         ) from None
     except (ValueError, UnicodeDecodeError):
+        metrics.WEBHOOKS.labels("stripe", "rejected").inc()
         raise ApiError(400, "malformed_body", "The body is not a Stripe event.") from None
     try:
         outcome = receive("stripe", event)
     except Exception:  # noqa: BLE001 - stored as failed; a non-2xx makes Stripe deliver it again
+        metrics.WEBHOOKS.labels("stripe", "failed").inc()
         current_app.logger.exception("applying webhook event %s failed", event.get("id"))
         raise ApiError(
             503, "processing_failed", "The event was stored but could not be applied; it will be retried."
         ) from None
+    metrics.WEBHOOKS.labels("stripe", outcome if outcome in WEBHOOK_OUTCOMES else "processed").inc()
     return jsonify(received=True, outcome=outcome)
+
+
+WEBHOOK_OUTCOMES = ("processed", "duplicate", "ignored")
