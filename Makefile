@@ -59,6 +59,7 @@ bench: install
 	$(PY) bench/search.py
 	$(PY) bench/events.py
 	$(PY) bench/jobs.py
+	$(PY) bench/observability.py
 	$(PY) bench/memory.py
 
 clean:

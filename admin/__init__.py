@@ -1,5 +1,6 @@
 """The Flask-Admin back-office at /admin/: staff log-in, dashboard, orders, catalogue, stock, customers,
-staff accounts, promotions, payment provider events and the audit log. Every view checks its permission on the server (security.py)."""
+staff accounts, promotions, payment provider events, the audit log, background jobs, partner webhooks and the
+operations page. Every view checks its permission on the server (security.py)."""
 
 from __future__ import annotations
 
@@ -65,4 +66,7 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(
         PartnerWebhookView(name="Partner webhooks", endpoint="partner_webhooks", url="/admin/partner-webhooks")
     )
+    from admin.operations import OperationsView
+
+    admin.add_view(OperationsView(name="Operations", endpoint="operations", url="/admin/operations"))
     return admin

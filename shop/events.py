@@ -182,7 +182,7 @@ def publish_many(items, session: Session | None = None) -> list[dict]:
                 "args": [],
                 "kwargs": env,
                 "retry": None,
-                "trace_parent": trace_parent,
+                **({"trace_parent": trace_parent} if trace_parent else {}),
             }
             for env in envs
         ],

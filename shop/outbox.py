@@ -71,7 +71,7 @@ class OutboxJob(db.Model):
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     # The trace the recording transaction ran in (W3C traceparent; NULL when traces are off): shop.telemetry.tracing
-    trace_parent: Mapped[str | None] = mapped_column(String(55))
+    trace_parent: Mapped[str | None] = mapped_column(String(55), server_default=text("NULL"))
 
     __table_args__ = (
         Index("ix_outbox_job_pending", "id", postgresql_where=text("dispatched_at IS NULL")),
@@ -100,20 +100,18 @@ def record(
 ) -> int:
     """INSERT the job in `session`'s transaction; returns the row id. Arguments must be JSON-able. `kind` picks
     the dispatcher (DISPATCHERS) that hands the row over; "job" enqueues it as it is."""
-    return session.execute(
-        insert(OutboxJob)
-        .values(
-            kind=kind,
-            queue=queue,
-            function=function_path(func),
-            args=list(args),
-            kwargs=dict(kwargs or {}),
-            retry={"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
-            job_timeout=job_timeout,
-            trace_parent=tracing.traceparent(),
-        )
-        .returning(OutboxJob.id)
-    ).scalar_one()
+    values = {
+        "kind": kind,
+        "queue": queue,
+        "function": function_path(func),
+        "args": list(args),
+        "kwargs": dict(kwargs or {}),
+        "retry": {"max": retry.max, "interval": list(retry.intervals)} if retry is not None else None,
+        "job_timeout": job_timeout,
+    }
+    if parent := tracing.traceparent():
+        values["trace_parent"] = parent
+    return session.execute(insert(OutboxJob).values(**values).returning(OutboxJob.id)).scalar_one()
 
 
 def _enqueue(row: OutboxJob) -> None:

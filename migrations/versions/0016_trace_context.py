@@ -18,8 +18,9 @@ depends_on = None
 def upgrade():
     # A W3C traceparent ("00-<trace id>-<span id>-<flags>", 55 characters) or NULL when traces are off: the job or
     # event continues the trace of the transaction that recorded it, the payment's webhook that of its checkout.
-    op.add_column('outbox_job', sa.Column('trace_parent', sa.String(length=55), nullable=True))
-    op.add_column('payment', sa.Column('trace_parent', sa.String(length=55), nullable=True))
+    # DEFAULT NULL: the ORM leaves the column out of an INSERT that has no trace for it.
+    op.add_column('outbox_job', sa.Column('trace_parent', sa.String(length=55), server_default=sa.text('NULL'), nullable=True))
+    op.add_column('payment', sa.Column('trace_parent', sa.String(length=55), server_default=sa.text('NULL'), nullable=True))
 
 
 def downgrade():

@@ -25,6 +25,7 @@ class Permission(StrEnum):
     PROMOTIONS_EDIT = "promotions.edit"
     REPORTS_VIEW = "reports.view"  # sales reports
     STAFF_MANAGE = "staff.manage"  # staff accounts and roles
+    OPERATIONS_VIEW = "operations.view"  # the operations page: queues, errors, webhooks, search, slow routes
 
 
 P = Permission
@@ -46,6 +47,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             P.PROMOTIONS_VIEW,
             P.PROMOTIONS_EDIT,
             P.REPORTS_VIEW,
+            P.OPERATIONS_VIEW,
         }
     ),
     Role.ADMIN: frozenset(Permission),

@@ -26,7 +26,9 @@ def bearer_user() -> User | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("Send the token as `Authorization: Bearer <access_token>`.")
-    return authenticate_access(token.strip(), _load_user)
+    user = authenticate_access(token.strip(), _load_user)
+    g.api_user = user  # the logs' user_id (shop.telemetry.logs), on routes where logging in is optional too
+    return user
 
 
 def login_required(view):

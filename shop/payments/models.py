@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -67,7 +67,9 @@ class Payment(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
     # The trace of the request that created the attempt (W3C traceparent; NULL when traces are off): the provider's
     # webhook that settles it continues that trace (shop.telemetry.tracing).
-    trace_parent: Mapped[str | None] = mapped_column(String(55), default=tracing.traceparent)
+    # (server_default NULL and no eager defaults: an INSERT without a trace neither names nor returns the column)
+    trace_parent: Mapped[str | None] = mapped_column(String(55), server_default=text("NULL"))
+    __mapper_args__ = {"eager_defaults": False}
 
     refunds: Mapped[list[Refund]] = relationship(back_populates="payment", order_by="Refund.id")
     disputes: Mapped[list[Dispute]] = relationship(back_populates="payment", order_by="Dispute.id")
@@ -157,3 +159,10 @@ class WebhookEvent(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     processed_at: Mapped[datetime | None] = mapped_column()
+
+
+@event.listens_for(Payment, "before_insert")
+def _note_trace(mapper, connection, target: Payment) -> None:
+    """The creating request's trace, when traces are on (with them off the column is left out of the INSERT)."""
+    if target.trace_parent is None and (parent := tracing.traceparent()):
+        target.trace_parent = parent

@@ -141,7 +141,9 @@ def change_password():
         except ValidationError as exc:
             _field_errors(form, exc)
         else:
-            login_user(current_user)  # this session carries on with the new credentials; others end
+            login_user(
+                current_user._get_current_object()
+            )  # this session carries on with the new credentials; others end
             flash("Your password is changed. Every other device has been logged out.", "success")
             return redirect(url_for("storefront.account"))
     return _private(

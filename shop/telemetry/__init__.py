@@ -186,11 +186,11 @@ def _allowed() -> bool:
 @bp.get("/metrics")
 def metrics_endpoint():
     """Prometheus's text format, for METRICS_ALLOW's addresses (or METRICS_TOKEN's bearer) only."""
-    from shop.errors import ApiError
+    from shop.errors import NotAllowed, NotFound
 
     if not current_app.config.get("METRICS_ENABLED", True):
-        raise ApiError(404, "not_found", "Metrics are turned off (METRICS=off).")
+        raise NotFound("not_found", "Metrics are turned off (METRICS=off).")
     if not _allowed():
-        raise ApiError(403, "forbidden", "Metrics are only served to the monitoring system's addresses.")
+        raise NotAllowed("forbidden", "Metrics are only served to the monitoring system's addresses.")
     body, content_type = metrics.exposition(current_app)
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

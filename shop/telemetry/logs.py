@@ -45,7 +45,7 @@ def redact(text: str) -> str:
 
 
 class Context(logging.Filter):
-    """Adds the ids and the route to every record, and redacts its message (and traceback)."""
+    """Adds the ids and the route to every record (the formatters redact)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from flask import g, has_request_context, request
@@ -62,16 +62,6 @@ class Context(logging.Filter):
                 record.user_id = _user_id()
         ids = tracing.current_ids()
         record.trace_id, record.span_id = ids if ids else (getattr(record, "trace_id", None), None)
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
-        if record.exc_info:
-            # The formatters print exc_text when exc_info is gone: the traceback, redacted.
-            record.exc_text = redact(record.exc_text or logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
         return True
 
 
@@ -87,12 +77,36 @@ def _user_id() -> str:
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Redacting:
+    """A formatter whose message and traceback went through redact() (the record itself is left as it was: other
+    handlers, pytest's capture among them, see it whole)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg, args = record.msg, record.args
+        record.msg, record.args = redact(record.getMessage()), ()
+        try:
+            return super().format(record)  # type: ignore[misc]
+        finally:
+            record.msg, record.args = msg, args
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return redact(super().formatException(ei))  # type: ignore[misc]
+
+
+class JsonLines(_Redacting, JsonFormatter):
+    pass
+
+
+class TextLines(_Redacting, logging.Formatter):
+    pass
+
+
 def configure(fmt: str = "text", level: str = "INFO") -> None:
     """Route every logger through one handler on stderr in `fmt` ("json" or "text"), with the Context filter."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
+            JsonLines(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                 datefmt="%Y-%m-%dT%H:%M:%S%z",
@@ -100,7 +114,7 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextLines(TEXT_FORMAT))
     handler.addFilter(Context())
     handler._shop = True  # type: ignore[attr-defined]
     root = logging.getLogger()

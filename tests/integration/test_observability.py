@@ -131,9 +131,9 @@ def test_redaction_removes_personal_data_and_secrets(raw, leaked):
 
 
 def test_a_json_log_line_carries_the_request_its_route_and_no_address(app, caplog):
-    from shop.telemetry.logs import _RESERVED, JsonFormatter
+    from shop.telemetry.logs import _RESERVED, JsonLines
 
-    formatter = JsonFormatter(
+    formatter = JsonLines(
         "%(asctime)s %(levelname)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         reserved_attrs=[*_RESERVED, "span_id"],

@@ -27,6 +27,7 @@ TABLE = {
     P.PROMOTIONS_EDIT: {"manager", "admin"},
     P.REPORTS_VIEW: {"analyst", "manager", "admin"},
     P.STAFF_MANAGE: {"admin"},
+    P.OPERATIONS_VIEW: {"manager", "admin"},
 }
 
 
@@ -93,6 +94,7 @@ UI_PAGES = [  # (path, permission needed) -- {variant}/{customer} filled in per 
     ("/admin/staff/", P.STAFF_MANAGE),
     ("/admin/staff/new/", P.STAFF_MANAGE),
     ("/admin/audit/", P.STAFF_MANAGE),
+    ("/admin/operations/", P.OPERATIONS_VIEW),
 ]
 
 
