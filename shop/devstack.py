@@ -473,6 +473,8 @@ def shop_env(stack: Stack, host: str, port: int, environ: dict | None = None) ->
         "SHOP_BIND_HOST": host,
     }
     env.setdefault("SHOP_ENV", "development")
+    # Every process counts into one set of files, so GET /metrics shows the workers' jobs beside the web's requests.
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(stack.var / "metrics"))
     if not (env.get("PUBLIC_BASE_URL") or "").strip():
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
         env["PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
@@ -485,6 +487,7 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     from shop.extensions import QUEUE_NAMES
 
     env = shop_env(stack, host, port)
+    _fresh_metrics(Path(env["PROMETHEUS_MULTIPROC_DIR"]))
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
     subprocess.run([*flask, "seed", "demo", "--if-empty"], env=env, cwd=ROOT, check=True)
@@ -514,12 +517,21 @@ def _run_shop(stack: Stack, host: str, port: int) -> int:
     print(
         f"\n  The shop is running at {url}\n  Back-office: {url}admin/  (demo staff logins below)\n{logins}"
         f"  API docs: {url}api/docs\n  Mail goes to {env.get('MAIL_DIR') or stack.var / 'mail'}\n"
+        f"  Metrics (Prometheus): {url}metrics  Operations page: {url}admin/operations/\n"
+        f"  Logs: text lines here (LOG_FORMAT=json for JSON); traces: set OTEL_EXPORTER_OTLP_ENDPOINT\n"
         f"  Ctrl-C stops everything.\n",
         flush=True,
     )
     while stack.supervise():
         time.sleep(0.5)
     return 1
+
+
+def _fresh_metrics(path: Path) -> None:
+    """An empty metrics directory: the counters of an earlier run would be added to this one's."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
 
 
 def _pid_file(var: Path) -> Path:
