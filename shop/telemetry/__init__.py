@@ -7,12 +7,22 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from shop.telemetry import logs, metrics, tracing
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
+    from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+# One request's SQL: [statements, seconds].
+_Tally = list[float]
 
 bp = Blueprint("telemetry", __name__)
 
@@ -35,12 +45,12 @@ def init_app(app: Flask, service: str = "shop-web") -> None:
     app.register_blueprint(bp)
 
     @app.before_request
-    def _note_request():
+    def _note_request() -> None:
         environ = request.environ
         environ["shop.route"] = request.url_rule.rule if request.url_rule is not None else None
 
     @app.after_request
-    def _note_answer(response):
+    def _note_answer(response: Response) -> Response:
         environ = request.environ
         environ["shop.request_id"] = g.get("request_id")
         environ["shop.user_id"] = logs._user_id()
@@ -59,20 +69,26 @@ def init_app(app: Flask, service: str = "shop-web") -> None:
     )
 
 
+# Polled every few seconds by load balancers and Prometheus: counted, but no access line each time.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class RequestFigures:
     """The outermost WSGI layer: counts each request by route template, method and status class, times it to the
     end of its body, records the SQL it ran, and writes its access line (JSON logs). The route is what the app (or
     the response cache, for an answer it kept) noted in the environ; requests no route matched share one label."""
 
-    def __init__(self, wsgi_app, counting: bool = True, access_log: bool = False):
+    def __init__(self, wsgi_app: WSGIApplication, counting: bool = True, access_log: bool = False) -> None:
         self.wsgi_app, self.counting, self.access_log = wsgi_app, counting, access_log
 
-    def __call__(self, environ: dict[str, Any], start_response) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         seen = {"status": "500"}
         sql = _SQL.begin()
 
-        def noting(status: str, headers, exc_info=None):
+        def noting(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
             seen["status"] = status
             return start_response(status, headers, exc_info)
 
@@ -83,7 +99,7 @@ class RequestFigures:
             raise
         return _Closing(body, lambda: self._done(environ, seen["status"], started, sql))
 
-    def _done(self, environ: dict[str, Any], status: str, started: float, sql: list | None) -> None:
+    def _done(self, environ: dict[str, Any], status: str, started: float, sql: _Tally | None) -> None:
         seconds = time.perf_counter() - started
         route = environ.get("shop.route") or "(unmatched)"
         method = environ.get("REQUEST_METHOD", "GET")
@@ -94,17 +110,17 @@ class RequestFigures:
                 metrics.DB_QUERIES.observe(sql[0])
                 metrics.DB_TIME.observe(sql[1])
         _SQL.end(sql)
-        if self.access_log:
+        if self.access_log and route not in QUIET_ROUTES:
             logs.access_line(environ, status, seconds)
 
 
 class _Closing:
     """The body, passed on as it is, with `done` called once when the server closes it."""
 
-    def __init__(self, body: Iterable[bytes], done):
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
         self.body, self._done, self.finished = body, done, False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
 
     def close(self) -> None:
@@ -121,13 +137,13 @@ class _Closing:
 class _SqlTally(threading.local):
     """SQL statements and their time in the request this thread serves (None outside one)."""
 
-    current: list | None = None
+    current: _Tally | None = None
 
-    def begin(self) -> list:
+    def begin(self) -> _Tally:
         self.current = [0, 0.0]
         return self.current
 
-    def end(self, tally: list | None) -> None:
+    def end(self, tally: _Tally | None) -> None:
         if self.current is tally:
             self.current = None
 
@@ -146,22 +162,36 @@ def _count_sql() -> None:
     from sqlalchemy.pool import Pool
 
     @event.listens_for(Engine, "before_cursor_execute")
-    def _before(conn, cursor, statement, parameters, context, executemany):
+    def _before(
+        conn: Connection,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
         conn.info["shop_sql_started"] = time.perf_counter()
 
     @event.listens_for(Engine, "after_cursor_execute")
-    def _after(conn, cursor, statement, parameters, context, executemany):
+    def _after(
+        conn: Connection,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
         tally = _SQL.current
         if tally is not None:
             tally[0] += 1
             tally[1] += time.perf_counter() - conn.info.pop("shop_sql_started", time.perf_counter())
 
     @event.listens_for(Pool, "checkout")
-    def _out(dbapi_conn, record, proxy):
+    def _out(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
         metrics.DB_POOL_IN_USE.inc()
 
     @event.listens_for(Pool, "checkin")
-    def _in(dbapi_conn, record):
+    def _in(dbapi_conn: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
         metrics.DB_POOL_IN_USE.dec()
 
     _sql_hooked = True
@@ -184,7 +214,7 @@ def _allowed() -> bool:
 
 
 @bp.get("/metrics")
-def metrics_endpoint():
+def metrics_endpoint() -> Response:
     """Prometheus's text format, for METRICS_ALLOW's addresses (or METRICS_TOKEN's bearer) only."""
     from shop.errors import NotAllowed, NotFound
 

@@ -5,9 +5,12 @@ values go through the same redaction as the logs (e-mail addresses shortened, se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shop.telemetry.logs import redact
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 KEPT_HEADERS = {"user-agent", "content-type", "content-length", "x-request-id", "accept"}
 
@@ -51,7 +54,7 @@ def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str
 _started = False
 
 
-def init(app) -> None:
+def init(app: Flask) -> None:
     """Start the SDK for this process, once."""
     global _started
     if _started:

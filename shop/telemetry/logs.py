@@ -16,9 +16,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pythonjsonlogger.json import JsonFormatter
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    # What logging.Formatter.formatException() takes: sys.exc_info()'s tuple (typeshed's logging._SysExcInfoType).
+    _ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 SECRETS = [
@@ -30,6 +36,10 @@ SECRETS = [
     re.compile(r"(?i)\b(\w*(?:password|passwd|secret|token|api_key|authorization))(\"?\s*[=:]\s*\"?)[^\s,\"&}]+"),
     re.compile(r"\b(?:\d[ -]?){13,19}\b"),  # card numbers
 ]
+
+
+QUERY = re.compile(r"\?\S* ")  # a query string in a request line ("GET /reset?token=... HTTP/1.1")
+OPAQUE = re.compile(r"(?<=/)[A-Za-z0-9_.~-]{20,}")  # a long opaque path segment (a signed token, a key)
 
 
 def redact(text: str) -> str:
@@ -83,13 +93,16 @@ class _Redacting:
 
     def format(self, record: logging.LogRecord) -> str:
         msg, args = record.msg, record.args
-        record.msg, record.args = redact(record.getMessage()), ()
+        message = redact(record.getMessage())
+        if record.name == "werkzeug":  # the development server's access lines: paths carry tokens and order keys
+            message = OPAQUE.sub("[redacted]", QUERY.sub(" ", message))
+        record.msg, record.args = message, ()
         try:
             return super().format(record)  # type: ignore[misc]
         finally:
             record.msg, record.args = msg, args
 
-    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: _ExcInfo) -> str:  # noqa: N802 - logging's name
         return redact(super().formatException(ei))  # type: ignore[misc]
 
 

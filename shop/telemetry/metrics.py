@@ -19,11 +19,15 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy.orm import SessionTransaction
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ WEBHOOKS = Counter(
 )
 
 __doc__ += "\n".join(
-    f"    {m._name}{'_total' if m._type == 'counter' else ''}  {m._documentation}"  # type: ignore[attr-defined]
+    f"    {m._name}{'_total' if m._type == 'counter' else ''}  {m._documentation}"
     for m in (
         HTTP_REQUESTS,
         HTTP_LATENCY,
@@ -147,7 +151,7 @@ def _install_session_hooks() -> None:
             counter.inc(amount)
 
     @event.listens_for(Session, "after_soft_rollback")
-    def _rolled_back(session: Session, previous_transaction) -> None:
+    def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
         if previous_transaction.parent is None:
             session.info.pop(_AFTER_COMMIT, None)
 
@@ -160,7 +164,7 @@ class StateCollector:
     """Gauges read from Redis and PostgreSQL when Prometheus scrapes; each source that fails is left out (and
     counted in shop_scrape_errors), so an outage of one never hides the others."""
 
-    def __init__(self, app):
+    def __init__(self, app: Flask) -> None:
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
@@ -194,7 +198,8 @@ class StateCollector:
             conn = queue.connection
             depth.add_metric([name, "queued"], queue.count)
             depth.add_metric([name, "started"], StartedJobRegistry(queue=queue, connection=conn).count)
-            depth.add_metric([name, "scheduled"], ScheduledJobRegistry(queue=queue, connection=conn).count)
+            # ScheduledJobRegistry's __init__ has no annotations: called through Any.
+            depth.add_metric([name, "scheduled"], cast(Any, ScheduledJobRegistry)(queue=queue, connection=conn).count)
             depth.add_metric([name, "failed"], FailedJobRegistry(queue=queue, connection=conn).count)
         yield depth
 
@@ -293,12 +298,12 @@ class StateCollector:
 class _Scrape:
     """What one /metrics answer reads: the counters (every process's, in multiprocess mode) and the state."""
 
-    def __init__(self, app):
+    def __init__(self, app: Flask) -> None:
         if MULTIPROCESS:
             from prometheus_client import multiprocess
 
             self.base = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.base)
+            cast(Any, multiprocess).MultiProcessCollector(self.base)  # multiprocess.py has no annotations
         else:
             from prometheus_client import REGISTRY
 
@@ -310,20 +315,20 @@ class _Scrape:
         yield from self.state.collect()
 
 
-def exposition(app) -> tuple[bytes, str]:
+def exposition(app: Flask) -> tuple[bytes, str]:
     """The Prometheus text of a scrape, and its content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return generate_latest(_Scrape(app)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    return generate_latest(_Scrape(app)), CONTENT_TYPE_LATEST
 
 
-def counters_only() -> CollectorRegistry | Any:
+def counters_only() -> CollectorRegistry:
     """The counters without the state (the operations page reads them in-process)."""
     if MULTIPROCESS:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        cast(Any, multiprocess).MultiProcessCollector(registry)  # multiprocess.py has no annotations
         return registry
     from prometheus_client import REGISTRY
 
@@ -335,7 +340,7 @@ def mark_process_dead(pid: int) -> None:
     if MULTIPROCESS:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        cast(Any, multiprocess).mark_process_dead(pid)  # multiprocess.py has no annotations
 
 
 def now() -> float:

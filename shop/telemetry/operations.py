@@ -21,7 +21,10 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,35 @@ Q_AVERAGE = (
 )
 
 
-def snapshot(app) -> dict[str, Any]:
+class _Sample(TypedDict):
+    """One series of an instant vector in Prometheus's query answer."""
+
+    metric: dict[str, str]  # its labels
+    value: list[float | str]  # [unix time, "the value as a string"]
+
+
+class _SlowRoute(TypedDict):
+    """A row of the slowest routes (seconds); _readable() adds the texts."""
+
+    route: str
+    p95: float
+    above_buckets: bool
+    requests: int
+    average: float | None
+    p95_text: NotRequired[str]
+    average_text: NotRequired[str]
+
+
+class _ErrorRoute(TypedDict):
+    """A row of the 5xx table."""
+
+    route: str
+    count: int
+    requests: int
+    share: str
+
+
+def snapshot(app: Flask) -> dict[str, Any]:
     """Every section of the page. Runs in `app`'s context (the request's, or one pushed here)."""
     from flask import has_app_context
 
@@ -246,7 +277,7 @@ def _forget_transaction() -> None:
 
 
 # -- search ---------------------------------------------------------------------------------------------------------
-def search_state(app) -> dict[str, Any]:
+def search_state(app: Flask) -> dict[str, Any]:
     """Whether Typesense answers its health check (shop/health.py) and whether this process's circuit breaker sends
     searches to PostgreSQL (shop/search/services.py) for a while."""
     from shop import health
@@ -274,7 +305,7 @@ class _Prometheus:
     def __init__(self, url: str):
         self.url = url
 
-    def query(self, promql: str) -> list[dict]:
+    def query(self, promql: str) -> list[_Sample]:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"PROMETHEUS_URL must be an http(s) URL, not {self.url!r}")
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -285,8 +316,8 @@ class _Prometheus:
         return body["data"]["result"]
 
 
-def _by_route(result: list[dict]) -> dict[str, float]:
-    out = {}
+def _by_route(result: list[_Sample]) -> dict[str, float]:
+    out: dict[str, float] = {}
     for item in result:
         value = float(item["value"][1])
         if not math.isnan(value):
@@ -294,7 +325,7 @@ def _by_route(result: list[dict]) -> dict[str, float]:
     return out
 
 
-def http_traffic(app) -> dict[str, Any]:
+def http_traffic(app: Flask) -> dict[str, Any]:
     """5xx by route and the slowest routes, from Prometheus (last hour) or the counters (since the processes
     started), with the source and its window in words."""
     url = app.config.get("PROMETHEUS_URL", "")
@@ -337,7 +368,7 @@ def _from_prometheus(prometheus: _Prometheus) -> dict[str, Any]:
     errors = _by_route(prometheus.query(Q_5XX))
     p95 = _by_route(prometheus.query(Q_P95))
     average = _by_route(prometheus.query(Q_AVERAGE))
-    slow = [
+    slow: list[_SlowRoute] = [
         {
             "route": route,
             "p95": seconds,
@@ -380,7 +411,7 @@ def _from_counters() -> dict[str, Any]:
                 sums[route] += sample.value
             elif sample.name == "shop_http_request_duration_seconds_count":
                 counts[route] += sample.value
-    slow = []
+    slow: list[_SlowRoute] = []
     for route, by_bound in buckets.items():
         p95, above = quantile(0.95, sorted(by_bound.items()))
         if p95 is None:
@@ -421,7 +452,7 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> tuple[float | None
 
 
 def _errors_table(errors: dict[str, float], requests: dict[str, float]) -> dict[str, Any]:
-    rows = [
+    rows: list[_ErrorRoute] = [
         {
             "route": route,
             "count": round(count),
@@ -444,7 +475,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
-def _readable(row: dict[str, Any]) -> dict[str, Any]:
+def _readable(row: _SlowRoute) -> _SlowRoute:
     row["p95_text"] = ("more than " if row["above_buckets"] else "") + duration(row["p95"])
     row["average_text"] = duration(row["average"])
     return row

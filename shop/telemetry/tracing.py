@@ -20,8 +20,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
+    from opentelemetry.trace import Link, SpanKind
+    from opentelemetry.trace.span import TraceState
+    from opentelemetry.util.types import Attributes
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,7 @@ def enabled() -> bool:
     return _enabled
 
 
-def init(app, service: str = "shop-web") -> bool:
+def init(app: Flask, service: str = "shop-web") -> bool:
     """Set up the SDK for this process (once) and instrument `app`'s engines; True when traces are exported."""
     global _enabled
     endpoint = app.config.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -55,14 +63,17 @@ def init(app, service: str = "shop-web") -> bool:
 
         # OTEL_SERVICE_NAME, when set, names every process alike; otherwise each says what it is.
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service})
-        provider = TracerProvider(resource=resource, sampler=_NoOrphanCalls(sampling._get_from_env_or_default()))
+        # _NoOrphanCalls is a Sampler by its methods, not by subclassing (this module imports no SDK until here).
+        sampler = cast("Sampler", _NoOrphanCalls(sampling._get_from_env_or_default()))
+        provider = TracerProvider(resource=resource, sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
         trace.set_tracer_provider(provider)
         RedisInstrumentor().instrument()
         RequestsInstrumentor().instrument()
         HTTPXClientInstrumentor().instrument()
         _enabled = True
-    FlaskInstrumentor().instrument_app(app, excluded_urls="/metrics,/healthz,/readyz,/static/.*")
+    # instrument_app() has no annotations: called through Any.
+    cast(Any, FlaskInstrumentor()).instrument_app(app, excluded_urls="/metrics,/healthz,/readyz,/static/.*")
     with app.app_context():
         # The instrumentation declares SQLAlchemy < 2.1; its engine events are those of 2.1 (checked by the tests).
         SQLAlchemyInstrumentor().instrument(
@@ -77,10 +88,19 @@ class _NoOrphanCalls:
     outside any request, job or event handler (a worker's heartbeat, a relay's poll, a scrape's queue count) starts
     no trace of its own: thousands of one-span traces a minute that say nothing."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: Sampler) -> None:
         self.inner = inner
 
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
         from opentelemetry import trace
         from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
 

@@ -151,3 +151,68 @@ def test_a_json_log_line_carries_the_request_its_route_and_no_address(app, caplo
     assert line["route"] == "/api/v1/products/<slug>"
     assert line["user_id"] == "guest"
     assert "time" in line and "trace_id" in line
+
+
+def test_requests_answered_at_once_by_many_threads_are_each_counted_exactly_once():
+    """200 requests from 8 threads at once on a threaded server: the counter and the histogram grow by exactly 200."""
+    import threading
+    import urllib.request
+
+    from tests.conftest import live_seeded_shop
+
+    def scraped(url: str) -> dict:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    with live_seeded_shop(3) as live:
+        labels = dict(route="/healthz", method="GET", status="2xx")
+        before = scraped(live.url)
+        failures = []
+
+        def hammer():
+            for _ in range(25):
+                try:
+                    with urllib.request.urlopen(f"{live.url}/healthz", timeout=10) as resp:
+                        resp.read()
+                except OSError as exc:  # pragma: no cover - reported below
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = scraped(live.url)
+    assert failures == []
+    assert (
+        value(after, "shop_http_requests_total", **labels) - value(before, "shop_http_requests_total", **labels) == 200
+    )
+    count = dict(route="/healthz", method="GET")
+    grown = value(after, "shop_http_request_duration_seconds_count", **count) - value(
+        before, "shop_http_request_duration_seconds_count", **count
+    )
+    assert grown == 200
+
+
+def test_the_development_servers_access_lines_lose_query_strings_and_tokens_in_paths():
+    from shop.telemetry.logs import TEXT_FORMAT, TextLines
+
+    token = "IjEyMyI.ZabcdEFGhijklmnop-qrstuv"
+    record = logging.LogRecord(
+        "werkzeug",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - - "%s" %s -',
+        ("127.0.0.1", f"GET /account/reset/{token}?email=a@b.co HTTP/1.1", "200"),
+        None,
+    )
+    line = TextLines(TEXT_FORMAT).format(record)
+    assert token not in line and "a@b.co" not in line
+    assert "GET /account/reset/[redacted] HTTP/1.1" in line
+    assert record.getMessage().count(token) == 1  # the record itself is untouched for other handlers
