@@ -46,16 +46,19 @@ def _search():
             raise RuntimeError(f"HTTP {resp.status}")
 
 
-def _may_see_details() -> bool:
-    """Whether the client (its address after PROXY_COUNT trusted proxies) is in READYZ_DETAILS_ALLOW."""
+def client_in(setting: str) -> bool:
+    """Whether the client (its address after PROXY_COUNT trusted proxies) is in the networks of `setting`
+    (READYZ_DETAILS_ALLOW, METRICS_ALLOW)."""
     try:
         client = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
     client = getattr(client, "ipv4_mapped", None) or client  # ::ffff:127.0.0.1 from a dual-stack listener
-    return any(
-        client in network for network in current_app.config["READYZ_DETAILS_ALLOW"] if network.version == client.version
-    )
+    return any(client in network for network in current_app.config[setting] if network.version == client.version)
+
+
+def _may_see_details() -> bool:
+    return client_in("READYZ_DETAILS_ALLOW")
 
 
 PROCESS_ROLES = ("workers", "scheduler", "relay", "events")  # what /readyz?deep=1 needs alive

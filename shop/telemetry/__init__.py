@@ -4,7 +4,6 @@ docs/observability.md is the operator's guide."""
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -205,12 +204,9 @@ def _allowed() -> bool:
     given = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return True
-    try:
-        client = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        return False
-    client = getattr(client, "ipv4_mapped", None) or client
-    return any(client in net for net in current_app.config["METRICS_ALLOW"] if net.version == client.version)
+    from shop.health import client_in
+
+    return client_in("METRICS_ALLOW")
 
 
 @bp.get("/metrics")
