@@ -42,10 +42,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @contextlib.contextmanager
-def prometheus_scraping(target_port: int, tmp_path: Path):
-    """Debian's Prometheus scraping 127.0.0.1:`target_port`/metrics every second; yields its URL."""
+def prometheus_scraping(target_port: int, tmp_path: Path, port: int):
+    """Debian's Prometheus on `port`, scraping 127.0.0.1:`target_port`/metrics every second; yields its URL."""
     assert PROMETHEUS, "prometheus is not installed (apt-get install prometheus)"
-    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -128,6 +127,21 @@ def gunicorn(env: dict, log: Path):
             proc.wait()
 
 
+def manager(database_url: str) -> tuple[str, str]:
+    """A manager's e-mail and password (the Operations page is theirs and admins')."""
+    from shop import create_app
+    from shop.extensions import db
+    from tests.conftest import config_for
+    from tests.factories import make_user
+
+    app = create_app(config_for(database_url))
+    with app.app_context():
+        make_user("ops.manager@example.com", role="manager", password="manager-password-1")
+        db.session.commit()
+        db.engine.dispose()
+    return "ops.manager@example.com", "manager-password-1"
+
+
 def json_lines(path: Path) -> list[dict]:
     """The JSON log lines of a process (gunicorn's own start-up lines are text: skipped)."""
     out = []
@@ -139,7 +153,8 @@ def json_lines(path: Path) -> list[dict]:
 
 def test_a_purchase_shows_in_prometheus_in_one_trace_across_processes_and_in_json_logs(committed_db, tmp_path):
     sku = seed(committed_db)
-    port = free_port()
+    staff = manager(committed_db)
+    port, prometheus_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -156,13 +171,14 @@ def test_a_purchase_shows_in_prometheus_in_one_trace_across_processes_and_in_jso
             "LOG_FORMAT": "json",
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}",  # the Operations page's last hour
         }
         env = {**os.environ, **settings}
         web_log = tmp_path / "web.log"
         with (
             gunicorn(env, web_log),
             running_worker(committed_db, mail_dir, url, tmp_path / "worker.log", env=settings) as worker,
-            prometheus_scraping(port, tmp_path) as prom,
+            prometheus_scraping(port, tmp_path, prometheus_port) as prom,
         ):
             # -- the purchase: sign up, log in, cart, checkout, approve on the gateway's page
             status, user = call(url, "/api/v1/auth/register", {"email": EMAIL, "password": PASSWORD, "name": "Zoe"})
@@ -221,6 +237,19 @@ def test_a_purchase_shows_in_prometheus_in_one_trace_across_processes_and_in_jso
                 'histogram_quantile(0.95, sum by (le) (shop_http_request_duration_seconds_bucket{route="/api/v1/checkout"}))',
             )
             assert p95 is not None and 0 < p95 < 10
+
+            # -- the back-office Operations page reads the same figures from that Prometheus
+            office = Browser()
+            login = office.get(f"{url}/admin/login")
+            status, _ = office.post(
+                f"{url}/admin/login", {**hidden(login, "csrf_token"), "email": staff[0], "password": staff[1]}
+            )
+            assert status == 302
+            page = office.get(f"{url}/admin/operations/")
+            assert f"last hour, from Prometheus at {prom}" in page
+            assert "did not answer" not in page
+            slowest = page.split("Slowest routes")[-1]
+            assert "/api/v1/orders/&lt;int:order_id&gt;" in slowest  # polled over many scrapes: a rate to rank
 
             # -- one trace from the checkout request to the mail job, across three processes
             def described():
