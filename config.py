@@ -186,6 +186,9 @@ def from_environment(env=None) -> dict:
         # Mail: file (under var/mail), smtp or sendgrid.
         "MAIL_BACKEND": text("MAIL_BACKEND", "file"),
         "MAIL_FROM": text("MAIL_FROM", "shop@example.com"),
+        # A mail claimed by a job that died mid-send (a killed worker) is taken over by a retry after this many
+        # seconds; longer than a mail job may run (RQ stops it after 120 s), so a live sender is never doubled.
+        "MAIL_CLAIM_STALE_SECONDS": number("MAIL_CLAIM_STALE_SECONDS", 300),
         "MAIL_DIR": text("MAIL_DIR", os.path.join(var_dir, "mail")),
         "SENDGRID_API_KEY": text("SENDGRID_API_KEY"),
         "SENDGRID_API_HOST": text("SENDGRID_API_HOST", "https://api.sendgrid.com"),

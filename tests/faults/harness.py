@@ -174,6 +174,9 @@ def shop_env(urls: dict, var: Path, base: str, **extra: str) -> dict[str, str]:
             "PUBLIC_BASE_URL": base,
             "MAIL_BACKEND": "file",
             "MAIL_DIR": str(var / "mail"),
+            # A mail whose worker was killed mid-send is sent by a retry once its claim is 20 s old (300 s by
+            # default): the drill's drain waits minutes, not the five of production's setting.
+            "MAIL_CLAIM_STALE_SECONDS": "20",
             "SHOP_VAR_DIR": str(var / "var"),
             "PYTHONUNBUFFERED": "1",
             "FLASK_APP": "wsgi",
