@@ -28,9 +28,10 @@ run: install
 stop:
 	$(PY) -m shop.devstack stop
 
-# The suite in two parts at once: the fault drills (tests/faults: servers killed under a shopper load) in one pytest
-# process, and everything else beside them on three pytest-xdist workers (each pytest process starts servers of its
-# own); the drills' report is printed after the rest's. `make test FAST=1` skips the drills and the tests marked
+# The suite in two parts at once: the fault drills (tests/faults: servers killed under a shopper load) and the tests
+# marked slow (mostly waiting out outages, RQ's timers and `make run`) in one pytest process, and everything else
+# beside them on two pytest-xdist workers (each pytest process starts servers of its own); the drills' report is
+# printed after the rest's. `make test FAST=1` skips the drills and the tests marked
 # slow (tens of seconds of waiting out outages). (Exit code 5 is pytest's "nothing selected": a PYTEST_ARGS -k may
 # pick tests of one part only.)
 # ruff: lint and format check; mypy: strict types on the modules pyproject.toml lists.
@@ -45,10 +46,10 @@ ifdef FAST
 	$(PY) -m pytest -m "not faults and not slow" -n 3 $(PYTEST_ARGS) || test $$? -eq 5
 else
 	@mkdir -p var/test
-	@echo "The fault drills run beside the rest; their report follows (var/test/drills.log)."
-	$(PY) -m pytest -m faults $(PYTEST_ARGS) > var/test/drills.log 2>&1 & drills=$$!; \
+	@echo "The fault drills and the slow tests run beside the rest; their report follows (var/test/drills.log)."
+	$(PY) -m pytest -m "faults or slow" $(PYTEST_ARGS) > var/test/drills.log 2>&1 & drills=$$!; \
 	trap 'kill $$drills 2>/dev/null' INT TERM; \
-	$(PY) -m pytest -m "not faults" -n 3 $(PYTEST_ARGS); rest=$$?; \
+	$(PY) -m pytest -m "not faults and not slow" -n 2 $(PYTEST_ARGS); rest=$$?; \
 	wait $$drills; faults=$$?; cat var/test/drills.log; \
 	{ test $$rest -eq 0 || test $$rest -eq 5; } && { test $$faults -eq 0 || test $$faults -eq 5; }
 endif

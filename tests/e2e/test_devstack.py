@@ -114,6 +114,7 @@ def _shop_processes(var_dir) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # two minutes and more: `make run` from an empty data directory, then its shop walked
 def test_make_run_serves_the_demo_shop_and_ctrl_c_stops_everything(tmp_path):
     var_dir = tmp_path / "var"
     port = _pick_port(0)
