@@ -64,24 +64,30 @@ def prometheus_scraping(target_port: int, tmp_path: Path, port: int):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready():
-            assert proc.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_until(ready, 60, "Prometheus to be ready")
+        wait_until(lambda: answers(f"{url}/-/ready", proc, log), 60, "Prometheus to be ready")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def answers(url: str, proc: subprocess.Popen, log: Path) -> bool:
+    """Whether `url` answers 200 yet; the process's log if it died instead."""
+    assert proc.poll() is None, log.read_text()[-3000:]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen, seconds: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `seconds`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def promql(url: str, query: str) -> float | None:
@@ -107,24 +113,10 @@ def gunicorn(env: dict, log: Path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def up():
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(up, 60, "gunicorn to answer")
+        wait_until(lambda: answers(f"{url}/healthz", proc, log), 60, "gunicorn to answer")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def manager(database_url: str) -> tuple[str, str]:
